@@ -1,0 +1,39 @@
+"""expt: the CS231n training recipe as Hydra config groups.
+
+From Python::
+
+    import expt
+    cfg = expt.compose(["model=mlp", "trainer.epochs=3"])
+    metrics = expt.train(cfg, run_dir="outputs/notebook")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+__version__ = "0.1.0"
+__all__ = ["compose", "train", "ConfigError"]
+
+from expt.config import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "DictConfig":
+    """The config ``python -m expt <overrides>`` would run, composed by Hydra from expt's conf/."""
+    from hydra import compose as hydra_compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+    with initialize_config_module(config_module="expt.conf", version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+from expt import train as _train_module  # noqa: E402  (bound before the function below shadows it)
+
+
+def train(cfg: "DictConfig", run_dir: Any = None) -> dict:
+    """Train the composed run; see :func:`expt.train.train`."""
+    return _train_module.train(cfg, run_dir)

@@ -1,0 +1,47 @@
+"""``python -m expt [overrides]``: compose conf/ with Hydra, then train (or run the sanity checks)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+import expt.config  # noqa: F401  (registers the typed schema with Hydra's ConfigStore)
+from expt.config import ConfigError
+
+log = logging.getLogger("expt")
+
+
+def run(cfg: DictConfig) -> float:
+    """The task function: returns the validation metric that sweepers optimise."""
+    if cfg.mode == "sanity":
+        from expt.sanity import run_checks
+
+        report = run_checks(cfg)
+        if not report["passed"]:
+            raise SystemExit(1)
+        return 1.0
+    from expt.train import train
+
+    return train(cfg)["objective"]
+
+
+@hydra.main(version_base="1.3", config_path="pkg://expt.conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    try:
+        return run(cfg)
+    except ConfigError as exc:
+        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise  # a sweep records the failed trial and goes on
+        print(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

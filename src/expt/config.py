@@ -1,0 +1,271 @@
+"""Typed schemas for the composed config, and the checks Hydra cannot express.
+
+The schema is stored in Hydra's ConfigStore as ``schema`` and named first in
+``conf/config.yaml``'s defaults list, so every option file merges into a typed node:
+a misspelt trainer or regularization key, or a value of the wrong type, is rejected
+by OmegaConf at composition time with the key's full name. The groups whose options
+name a class (``_target_``) stay open so users can pass their class's own arguments;
+:func:`validate` checks the ranges and imports before any training starts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value that cannot run. The message names the key, the value and what is allowed."""
+
+
+@dataclass
+class RegularizationConfig:
+    """Merged from the options of the list-valued ``regularization`` group."""
+
+    l1: float = 0.0  # lambda * sum(|w|) over conv/linear weights
+    l2: float = 0.0  # lambda * sum(w^2) over conv/linear weights (no 1/2 factor)
+    max_norm: Optional[float] = None  # clamp each unit's incoming weight norm after every step
+    dropout: float = 0.0  # drop probability after every hidden activation
+    batchnorm: bool = False  # batch norm after every hidden conv/linear, before the activation
+
+
+@dataclass
+class TrainerConfig:
+    device: str = "auto"
+    epochs: int = 10
+    batch_size: int = 64
+    dtype: str = "float32"
+    seed: int = 0
+    train_eval_samples: int = 1000
+    resume: Optional[str] = None
+    divergence_factor: float = 3.0
+    log_every: int = 50
+    amp: str = "off"  # off | bf16 | fp16 (fp16 with a gradient scaler)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the training step's model
+
+
+@dataclass
+class SanityConfig:
+    """The recipe's sanity checks (``mode=sanity``) and the guard before training."""
+
+    before_train: str = "warn"  # warn | false | strict: the loss-at-init check before a run
+    loss_tolerance: float = 0.5  # |initial loss - log C| / log C allowed
+    reg_strength: float = 1.0  # L2 strength used to show that regularization raises the loss
+    gradcheck_samples: int = 2
+    gradcheck_entries: int = 5  # entries checked per parameter tensor
+    overfit_samples: int = 100
+    overfit_epochs: int = 30
+    overfit_batch_size: int = 50
+
+
+@dataclass
+class ExptConfig:
+    data: Any = MISSING
+    model: Any = MISSING
+    activation: Any = MISSING
+    preprocessing: Any = MISSING
+    init: Any = MISSING
+    regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    optimizer: Any = MISSING
+    schedule: Any = MISSING
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sanity: SanityConfig = field(default_factory=SanityConfig)
+    mode: str = "train"
+
+
+ConfigStore.instance().store(name="schema", node=ExptConfig)
+
+MODES = ("train", "sanity")
+DTYPES = ("float32", "float64")
+AMP_MODES = ("off", "bf16", "fp16")
+SANITY_GUARDS = ("warn", "false", "strict")
+TARGET_GROUPS = ("data", "model", "activation", "preprocessing", "init", "optimizer", "schedule")
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"{key}={value!r} is not allowed: {allowed}.")
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        _fail(key, value, allowed)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def locate(target: str, key: str) -> Any:
+    """Import the object a ``_target_`` names, or raise a ConfigError naming ``key``."""
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except Exception as exc:  # ImportError, AttributeError, ValueError from Hydra's locator
+        raise ConfigError(
+            f"{key}={target!r} does not import ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "a _target_ must be the dotted path of an importable class or function, "
+            "such as torch.nn.ReLU or mypackage.layers.Mish."
+        ) from None
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the composed config before anything is built; raise ConfigError on the first problem."""
+    _check(cfg.mode in MODES, "mode", cfg.mode, f"one of {', '.join(MODES)}")
+
+    t = cfg.trainer
+    _check(t.epochs >= 0, "trainer.epochs", t.epochs, "an integer >= 0 (0 evaluates the initialised model)")
+    _check(t.batch_size >= 1, "trainer.batch_size", t.batch_size, "an integer >= 1")
+    _check(t.dtype in DTYPES, "trainer.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
+    _check(t.train_eval_samples >= 1, "trainer.train_eval_samples", t.train_eval_samples, "an integer >= 1")
+    _check(t.divergence_factor > 1, "trainer.divergence_factor", t.divergence_factor, "a number > 1")
+    _check(t.log_every >= 1, "trainer.log_every", t.log_every, "an integer >= 1")
+    _check(str(t.amp).lower() in AMP_MODES + ("false",), "trainer.amp", t.amp, f"one of {', '.join(AMP_MODES)}")
+    dev = t.device
+    _check(
+        dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
+        "trainer.device", dev, "auto, cpu, cuda or cuda:N",
+    )
+
+    r = cfg.regularization
+    for name in ("l1", "l2"):
+        value = r[name]
+        _check(_is_number(value) and value >= 0, f"regularization.{name}", value, "a strength >= 0")
+    _check(
+        _is_number(r.dropout) and 0 <= r.dropout < 1, "regularization.dropout", r.dropout,
+        "a drop probability in [0, 1) (PyTorch's p: the fraction of units zeroed)",
+    )
+    if r.max_norm is not None:
+        _check(_is_number(r.max_norm) and r.max_norm > 0, "regularization.max_norm", r.max_norm, "a norm > 0 or null")
+
+    g = cfg.sanity.before_train
+    _check(str(g).lower() in SANITY_GUARDS, "sanity.before_train", g, f"one of {', '.join(SANITY_GUARDS)}")
+
+    for group in TARGET_GROUPS:
+        node = cfg[group]
+        _check(isinstance(node, DictConfig), group, node, "a mapping chosen from the group's options")
+        if "_target_" in node:
+            locate(node._target_, f"{group}._target_")
+
+    lr = cfg.optimizer.get("lr")
+    _check(
+        _is_number(lr) and lr > 0, "optimizer.lr", lr,
+        "a learning rate > 0 (for a model that must not learn use a tiny rate such as 1e-9)",
+    )
+
+    d = cfg.data
+    for name in ("val_size", "test_size"):
+        if name in d and d[name] is not None:
+            _check(_is_number(d[name]) and d[name] > 0, f"data.{name}", d[name], "a fraction in (0, 1) or a count >= 1")
+    if d.get("subset") is not None:
+        _check(isinstance(d.subset, int) and d.subset >= 1, "data.subset", d.subset, "an integer >= 1 or null")
+
+    _dry_run(cfg)
+
+
+def _settings(node: DictConfig) -> str:
+    return ", ".join(f"{k}={v}" for k, v in to_plain(node).items() if not k.startswith("_")) or "no settings"
+
+
+def _dry_run(cfg: DictConfig) -> None:
+    """Apply the activation to a few numbers, build the optimizer and schedule on one dummy parameter
+    and take the run's first few steps, so that a value the class itself rejects (a negative
+    momentum, a StepLR step_size of 0, ...) stops the run before training, naming its settings.
+    """
+    import warnings
+
+    import torch
+
+    def attempt(group: str, fn: Any) -> Any:
+        try:
+            return fn()
+        except ConfigError:
+            raise
+        except Exception as exc:
+            target = cfg[group].get("_target_")
+            reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
+            raise ConfigError(
+                f"{group}={target} cannot run with {_settings(cfg[group])}: {type(exc).__name__}: {reason}."
+            ) from None
+
+    activation = build(cfg.activation, "activation", partial=True)
+    attempt("activation", lambda: activation()(torch.linspace(-3.0, 3.0, 7)))
+
+    param = torch.zeros(2, requires_grad=True)
+    make_optimizer = build(cfg.optimizer, "optimizer")
+    optimizer = attempt("optimizer", lambda: make_optimizer([{"params": [param]}]))
+    make_schedule = build(cfg.schedule, "schedule")
+    scheduler = attempt("schedule", lambda: make_schedule(optimizer))
+
+    def steps() -> None:
+        for _ in range(min(int(cfg.trainer.epochs), 3)):
+            optimizer.step()
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(1.0)
+            else:
+                scheduler.step()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        attempt("schedule", steps)
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node (dicts, lists, scalars)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def check_params(fn: Any, params: dict, group: str, where: str) -> None:
+    """Raise a ConfigError when ``params`` has a key that ``fn`` does not take, listing the keys it does."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: let the call report
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    unknown = [k for k in params if k not in sig.parameters]
+    if unknown:
+        allowed = [n for n, p in sig.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        raise ConfigError(
+            f"{group}.{unknown[0]} is not a setting of {where}; its settings are: {', '.join(allowed) or 'none'}."
+        )
+
+
+def call(fn: Any, params: dict, group: str, where: str, **runtime: Any) -> Any:
+    """Call ``fn(**params, **runtime)`` after checking that every config key is one of its parameters."""
+    params = to_plain(params) if isinstance(params, DictConfig) else dict(params)
+    check_params(fn, params, group, where)
+    try:
+        return fn(**params, **runtime)
+    except TypeError as exc:
+        raise ConfigError(f"{where} cannot be built from {group}={params}: {exc}.") from None
+
+
+def build(node: DictConfig, group: str, partial: bool = False, **runtime: Any) -> Any:
+    """Build the object a ``_target_`` node names, with the node's keys and the ``runtime`` arguments.
+
+    ``_partial_: true`` (or ``partial=True``) returns a ``functools.partial`` that takes the
+    remaining arguments later (the optimizer gets the parameters, the schedule the optimizer).
+    """
+    import functools
+
+    params = to_plain(node)
+    target = params.pop("_target_", None)
+    if target is None:
+        raise ConfigError(f"{group} has no _target_: every {group} option names the class or function it builds.")
+    partial = bool(params.pop("_partial_", False)) or partial
+    fn = locate(target, f"{group}._target_")
+    where = f"{group}={target}"
+    if partial:
+        check_params(fn, {**params, **runtime}, group, where)
+        return functools.partial(fn, **params, **runtime)
+    return call(fn, params, group, where, **runtime)

@@ -1,0 +1,402 @@
+"""MNIST, Fashion-MNIST and CIFAR-10 read from their standard distribution files.
+
+Each loader looks in ``root`` for the files exactly as their authors distribute them,
+downloads the missing ones when ``download`` is true (MD5-verified, written atomically),
+and returns uint8 images in (N, C, H, W) order with int64 labels.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import http.client
+import logging
+import math
+import os
+import pickle
+import shutil
+import struct
+import tarfile
+import tempfile
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PureWindowsPath
+from typing import Any, BinaryIO
+
+import numpy as np
+
+__all__ = ["DatasetNotFound", "DatasetCorrupt", "load_mnist", "load_fashion_mnist", "load_cifar10"]
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT_S = 30.0
+_CHUNK = 1 << 20
+_NUM_CLASSES = 10
+
+
+class DatasetNotFound(Exception):
+    """The dataset's files are not in the data directory and could not be downloaded."""
+
+
+class DatasetCorrupt(DatasetNotFound):
+    """A dataset file is present but unreadable, truncated or not in the expected format."""
+
+
+class _DownloadError(Exception):
+    """No URL delivered the file with the expected checksum."""
+
+
+@dataclass(frozen=True)
+class _Remote:
+    """A dataset's name, its distributed files with their MD5s, and where they are served."""
+
+    name: str
+    md5s: dict[str, str]
+    base_urls: tuple[str, ...]
+
+    def urls(self, filename: str) -> list[str]:
+        return [base + filename for base in self.base_urls]
+
+
+_MNIST = _Remote(
+    name="MNIST",
+    md5s={
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+    },
+    base_urls=(
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+)
+
+_FASHION_MNIST = _Remote(
+    name="Fashion-MNIST",
+    md5s={
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+    base_urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+)
+
+_CIFAR10 = _Remote(
+    name="CIFAR-10",
+    md5s={"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
+    base_urls=("https://www.cs.toronto.edu/~kriz/",),
+)
+_CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+_CIFAR_DIR = "cifar-10-batches-py"
+_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+_CIFAR_TEST = "test_batch"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _not_found(
+    remote: _Remote, root: Path, expected: str, missing: Sequence[str], reason: str | None
+) -> DatasetNotFound:
+    """The one-paragraph error for a dataset absent from ``root`` (``missing``: gaps in a partial copy)."""
+    if len(remote.md5s) == 1:
+        where = " or ".join(url for name in remote.md5s for url in remote.urls(name))
+    else:
+        where = " or ".join(remote.base_urls)
+    if reason is None:
+        action = (
+            f"Put the files from {where} into that directory, set data.root=... to a "
+            "directory that already holds them, or set data.download=true to fetch them "
+            "automatically."
+        )
+    else:
+        action = (
+            f"Downloading them failed ({reason}). Put the files from {where} into that "
+            "directory by hand (or set data.root=... to a directory that already holds them), "
+            "or retry with data.download=true once the network is reachable."
+        )
+    gaps = f" (missing: {', '.join(missing)})" if missing else ""
+    return DatasetNotFound(f"{remote.name} was not found in {root}{gaps}: expected {expected}. {action}")
+
+
+# --------------------------------------------------------------------------- download
+
+
+def _download(urls: Sequence[str], dest: Path, md5: str, timeout: float = _TIMEOUT_S) -> str:
+    """Fetch ``dest`` from the first of ``urls`` whose content has MD5 ``md5``; return that URL."""
+    failures = []
+    for url in urls:
+        try:
+            _fetch(url, dest, md5, timeout)
+            return url
+        except _DownloadError as exc:
+            failures.append(f"{url}: {exc}")
+    raise _DownloadError("; ".join(failures) or "no URL to download from")
+
+
+def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
+    """Stream ``url`` into a temporary file beside ``dest``, check its MD5, then rename it."""
+    log.info("Downloading %s to %s", url, dest)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    try:
+        digest = hashlib.md5(usedforsecurity=False)
+        request = urllib.request.Request(url, headers={"User-Agent": "expt"})
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+            while chunk := response.read(_CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+        if digest.hexdigest() != md5:
+            raise _DownloadError(f"MD5 checksum mismatch: expected {md5}, got {digest.hexdigest()}")
+        os.replace(tmp, dest)
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise _DownloadError(str(exc) or type(exc).__name__) from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _download_into(remote: _Remote, filenames: Sequence[str], root: Path, expected: str) -> None:
+    """Download ``filenames`` of ``remote`` into ``root``, or raise DatasetNotFound."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for filename in filenames:
+            _download(remote.urls(filename), root / filename, remote.md5s[filename])
+    except (_DownloadError, OSError) as exc:
+        raise _not_found(remote, root, expected, [], str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- IDX
+
+
+def _parse_idx(data: bytes, source: str) -> np.ndarray:
+    """Decode an IDX byte string (uint8 payload only); ``source`` names it in errors."""
+    if len(data) < 4:
+        raise DatasetCorrupt(f"{source} is not an IDX file: it has only {len(data)} bytes.")
+    zero, type_code, ndim = struct.unpack_from(">HBB", data)
+    if zero != 0:
+        raise DatasetCorrupt(
+            f"{source} is not an IDX file: its magic number starts with {data[:2].hex()} "
+            "instead of two zero bytes."
+        )
+    if type_code != 0x08:
+        raise DatasetCorrupt(
+            f"{source} holds IDX data of type 0x{type_code:02x}; only unsigned bytes (0x08) "
+            "are supported."
+        )
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DatasetCorrupt(f"{source} has a truncated or invalid IDX header ({ndim} dimensions).")
+    shape = struct.unpack_from(f">{ndim}i", data, 4)
+    if any(size < 0 for size in shape):
+        raise DatasetCorrupt(f"{source} declares a negative IDX size {shape}.")
+    payload = len(data) - header
+    expected = math.prod(shape)
+    if payload != expected:
+        state = "truncated" if payload < expected else "longer than its header says"
+        raise DatasetCorrupt(
+            f"{source} is {state}: its header declares shape {shape} ({expected} bytes of "
+            f"data) but it holds {payload}. Delete it and download it again."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _idx_path(root: Path, gz_name: str) -> Path | None:
+    """The uncompressed or gzipped copy of an IDX file in ``root``, if either exists."""
+    for candidate in (root / gz_name.removesuffix(".gz"), root / gz_name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read an IDX file, gunzipping it when its name ends in ``.gz``."""
+    try:
+        raw = path.read_bytes()
+        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DatasetCorrupt(f"{path} could not be read ({exc}). Delete it and download it again.") from exc
+    return _parse_idx(data, str(path))
+
+
+def _load_idx_dataset(remote: _Remote, root: str, download: bool) -> dict[str, Any]:
+    """Load the four IDX files of an MNIST-format dataset."""
+    root_path = Path(os.path.abspath(os.path.expanduser(root)))
+    expected = ", ".join(remote.md5s) + " (each gzipped as named, or uncompressed without .gz)"
+    missing = [name for name in remote.md5s if _idx_path(root_path, name) is None]
+    if missing:
+        if not download:
+            partial = len(missing) < len(remote.md5s)
+            raise _not_found(remote, root_path, expected, missing if partial else [], None)
+        _download_into(remote, missing, root_path, expected)
+
+    arrays = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images_path = _idx_path(root_path, f"{prefix}-images-idx3-ubyte.gz")
+        labels_path = _idx_path(root_path, f"{prefix}-labels-idx1-ubyte.gz")
+        assert images_path is not None and labels_path is not None
+        images, labels = _read_idx(images_path), _read_idx(labels_path)
+        if images.ndim != 3 or images.shape[1:] != (28, 28):
+            raise DatasetCorrupt(f"{images_path} holds an array of shape {images.shape}, not (N, 28, 28).")
+        if labels.shape != images.shape[:1]:
+            raise DatasetCorrupt(
+                f"{labels_path} holds labels of shape {labels.shape} for the "
+                f"{images.shape[0]} images of {images_path}."
+            )
+        _check_labels(labels, labels_path)
+        arrays[f"x_{split}"] = images[:, None, :, :]
+        arrays[f"y_{split}"] = labels.astype(np.int64)
+    return {**arrays, "num_classes": _NUM_CLASSES}
+
+
+def _check_labels(labels: np.ndarray, source: Path) -> None:
+    """Reject labels outside 0..9."""
+    if labels.size and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
+        raise DatasetCorrupt(f"{source} has labels outside 0..{_NUM_CLASSES - 1}.")
+
+
+def load_mnist(root: str, download: bool = True) -> dict[str, Any]:
+    """MNIST digits: x (N, 1, 28, 28) uint8 and y (N,) int64 for 60000 train / 10000 test."""
+    return _load_idx_dataset(_MNIST, root, download)
+
+
+def load_fashion_mnist(root: str, download: bool = True) -> dict[str, Any]:
+    """Fashion-MNIST: x (N, 1, 28, 28) uint8 and y (N,) int64 for 60000 train / 10000 test."""
+    return _load_idx_dataset(_FASHION_MNIST, root, download)
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
+    ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Unpickler that builds numpy arrays and builtins only, never arbitrary objects."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
+
+
+def _unpickle(stream: BinaryIO) -> Any:
+    return _BatchUnpickler(stream, encoding="bytes").load()
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 batch file as (images (n, 3, 32, 32) uint8, labels (n,) int64)."""
+    try:
+        with path.open("rb") as f:
+            batch = _unpickle(f)
+    except Exception as exc:
+        raise DatasetCorrupt(f"{path} is not a readable CIFAR-10 batch ({exc}).") from exc
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise DatasetCorrupt(f"{path} is not a CIFAR-10 batch: it lacks the b'data' and b'labels' entries.")
+    data = batch[b"data"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise DatasetCorrupt(f"{path}: b'data' is not a uint8 array of shape (n, 3072).")
+    try:
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (TypeError, ValueError) as exc:
+        raise DatasetCorrupt(f"{path}: b'labels' is not a list of integers.") from exc
+    if labels.shape != (data.shape[0],):
+        raise DatasetCorrupt(f"{path} has {labels.shape} labels for {data.shape[0]} images.")
+    _check_labels(labels, path)
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _member_target(dest: Path, name: str, archive: Path) -> Path:
+    """Where a tar member goes under ``dest``; refuses absolute paths and ``..``."""
+    pure = PureWindowsPath(name)
+    if pure.drive or pure.root or ".." in pure.parts:
+        raise DatasetCorrupt(f"{archive} contains the unsafe path {name!r}; refusing to extract it.")
+    target = dest.joinpath(*pure.parts)
+    if not target.resolve().is_relative_to(dest.resolve()):
+        raise DatasetCorrupt(
+            f"{archive} contains {name!r}, which leads outside {dest}; refusing to extract it."
+        )
+    return target
+
+
+def _extract_tar_gz(archive: Path, dest: Path) -> None:
+    """Extract the regular files and directories of ``archive`` into ``dest``, each file atomically."""
+    log.info("Extracting %s into %s", archive, dest)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                target = _member_target(dest, member.name, archive)
+                if member.isdir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise DatasetCorrupt(
+                        f"{archive} contains {member.name!r}, which is not a regular file or "
+                        "directory; refusing to extract it."
+                    )
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+                try:
+                    with os.fdopen(fd, "wb") as out:
+                        shutil.copyfileobj(source, out, _CHUNK)
+                    os.replace(tmp, target)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DatasetCorrupt(
+            f"{archive} could not be extracted ({exc}). Delete it and download it again."
+        ) from exc
+
+
+def load_cifar10(root: str, download: bool = True) -> dict[str, Any]:
+    """CIFAR-10: x (N, 3, 32, 32) uint8 and y (N,) int64 for 50000 train / 10000 test.
+
+    Reads ``root/cifar-10-batches-py/``; when it is incomplete, extracts
+    ``root/cifar-10-python.tar.gz``, downloading that first if needed and allowed.
+    """
+    root_path = Path(os.path.abspath(os.path.expanduser(root)))
+    batch_dir = root_path / _CIFAR_DIR
+    names = (*_CIFAR_TRAIN, _CIFAR_TEST)
+    expected = f"{_CIFAR_DIR}/ holding {', '.join(names)}, or the archive {_CIFAR_ARCHIVE}"
+
+    def missing() -> list[str]:
+        return [name for name in names if not (batch_dir / name).is_file()]
+
+    if missing():
+        archive = root_path / _CIFAR_ARCHIVE
+        if not archive.is_file():
+            if not download:
+                partial = batch_dir.is_dir()
+                absent = [f"{_CIFAR_DIR}/{name}" for name in missing()] + [_CIFAR_ARCHIVE] if partial else []
+                raise _not_found(_CIFAR10, root_path, expected, absent, None)
+            _download_into(_CIFAR10, [_CIFAR_ARCHIVE], root_path, expected)
+        _extract_tar_gz(archive, root_path)
+        if missing():
+            raise DatasetCorrupt(
+                f"{archive} does not contain {_CIFAR_DIR}/{', '.join(missing())}; it is not the "
+                "CIFAR-10 python archive. Delete it and download it again."
+            )
+
+    train = [_read_cifar_batch(batch_dir / name) for name in _CIFAR_TRAIN]
+    x_test, y_test = _read_cifar_batch(batch_dir / _CIFAR_TEST)
+    return {
+        "x_train": np.concatenate([x for x, _ in train]),
+        "y_train": np.concatenate([y for _, y in train]),
+        "x_test": x_test,
+        "y_test": y_test,
+        "num_classes": _NUM_CLASSES,
+    }

@@ -1,0 +1,385 @@
+"""One run, top to bottom: config -> data -> preprocessing -> model -> init -> optimizer -> epochs.
+
+:func:`build` turns a composed config into the pieces of an experiment (the sanity checks
+reuse it); :class:`Trainer` runs the epochs. The data sit on the device as tensors and
+minibatches are index slices of a per-epoch permutation. The only host-device syncs in
+the step loop happen every ``trainer.log_every`` steps, where the losses are read to be
+logged and checked for divergence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from expt import checkpoint
+from expt.config import ConfigError, build as build_target, to_plain, validate
+from expt.data import Splits, load as load_data
+from expt.preprocess import Preprocessor
+from expt.regularization import Regularizer
+
+log = logging.getLogger(__name__)
+
+EVAL_BATCH = 2048
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.device={name!r} is not available: this machine has no CUDA device "
+                "(use trainer.device=auto or cpu)."
+            )
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"trainer.device={name!r}: only {torch.cuda.device_count()} CUDA device(s) here.")
+    return torch.device(name)
+
+
+@dataclass
+class Experiment:
+    """The built pieces of one run; :func:`build` makes them from a config."""
+
+    cfg: DictConfig
+    device: torch.device
+    data: Splits  # preprocessed, on the device, in the run's dtype
+    preprocessor: Preprocessor
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    regularizer: Regularizer
+
+
+def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Model from the model, activation and regularization groups, then the init scheme applied."""
+    activation = build_target(cfg.activation, "activation", partial=True)
+    model = build_target(
+        cfg.model, "model",
+        input_shape=input_shape, num_classes=num_classes, activation=activation,
+        dropout=cfg.regularization.dropout, batchnorm=cfg.regularization.batchnorm,
+    )
+    build_target(cfg.init, "init")(model)
+    return model
+
+
+def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
+    """Every piece of a run, seeded by ``trainer.seed``; pass ``data`` to reuse loaded splits."""
+    validate(cfg)
+    device = resolve_device(cfg.trainer.device)
+    dtype = getattr(torch, cfg.trainer.dtype)
+    data = load_data(cfg.data) if data is None else data
+    data = data.to(device, dtype)
+    preprocessor = build_target(cfg.preprocessing, "preprocessing").to(device)
+    preprocessor.fit(data.x_train)
+    data = data.map_x(preprocessor)
+
+    torch.manual_seed(cfg.trainer.seed)
+    model = build_model(cfg, data.input_shape, data.num_classes).to(device=device, dtype=dtype)
+    reg = cfg.regularization
+    regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
+
+    from expt.optim import param_groups
+
+    optimizer = build_target(cfg.optimizer, "optimizer")(param_groups(model))
+    scheduler = build_target(cfg.schedule, "schedule")(optimizer)
+    return Experiment(cfg, device, data, preprocessor, model, optimizer, scheduler, regularizer)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (a fraction) in eval mode, in batches."""
+    was_training = model.training
+    model.eval()
+    loss = torch.zeros((), device=x.device, dtype=torch.float64)
+    correct = torch.zeros((), device=x.device, dtype=torch.int64)
+    for start in range(0, len(x), EVAL_BATCH):
+        out = model(x[start:start + EVAL_BATCH])
+        yb = y[start:start + EVAL_BATCH]
+        loss += F.cross_entropy(out, yb, reduction="sum").double()
+        correct += (out.argmax(dim=1) == yb).sum()
+    model.train(was_training)
+    n = max(1, len(x))
+    return loss.item() / n, correct.item() / n
+
+
+class Trainer:
+    """Runs the epochs of one experiment, writing everything into ``run_dir``."""
+
+    def __init__(self, exp: Experiment, run_dir: Path):
+        self.exp = exp
+        self.cfg = exp.cfg.trainer
+        self.run_dir = run_dir
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.batches = torch.Generator(device=exp.device).manual_seed(self.cfg.seed)
+        n = len(exp.data.x_train)
+        picker = torch.Generator().manual_seed(self.cfg.seed + 1)
+        self.train_eval_idx = torch.randperm(n, generator=picker)[: self.cfg.train_eval_samples].to(exp.device)
+        self.step_model, self.autocast, self.scaler = self._step_setup()
+        self.warmup_seconds = 0.0  # torch.compile's first steps, excluded from epoch times
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": None, "state": None}
+        self.initial_loss = math.nan
+        self.epoch = 0
+        self.started = time.perf_counter()
+
+    def _step_setup(self):
+        """The model the step loop calls, its autocast context and gradient scaler, from the trainer keys."""
+        e, cfg = self.exp, self.cfg
+        if cfg.channels_last and len(e.data.input_shape) == 3:
+            e.model.to(memory_format=torch.channels_last)
+            e.data = e.data.map_x(lambda x: x.contiguous(memory_format=torch.channels_last))
+        amp = str(cfg.amp).lower()
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        autocast = (
+            (lambda: torch.autocast(e.device.type, dtype=amp_dtype))
+            if amp_dtype is not None else contextlib.nullcontext
+        )
+        scaler = torch.amp.GradScaler(e.device.type) if amp == "fp16" else None
+        model = torch.compile(e.model) if cfg.compile else e.model
+        return model, autocast, scaler
+
+    # ------------------------------------------------------------------ measurements
+    def training_loss(self) -> tuple[float, float]:
+        """(data loss, data loss + penalty) of the model on the fixed training subsample."""
+        x, y = self.exp.data.x_train[self.train_eval_idx], self.exp.data.y_train[self.train_eval_idx]
+        data_loss, _ = evaluate(self.exp.model, x, y)
+        with torch.no_grad():
+            penalty = float(self.exp.regularizer.penalty())
+        return data_loss, data_loss + penalty
+
+    def measure(self) -> dict[str, float]:
+        d, model = self.exp.data, self.exp.model
+        _, train_acc = evaluate(model, d.x_train[self.train_eval_idx], d.y_train[self.train_eval_idx])
+        val_loss, val_acc = evaluate(model, d.x_val, d.y_val)
+        return {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        e = self.exp
+        return {
+            "model": e.model.state_dict(),
+            "optimizer": e.optimizer.state_dict(),
+            "scheduler": e.scheduler.state_dict(),
+            "preprocess": e.preprocessor.state_dict(),
+            "epoch": self.epoch,
+            "rng": checkpoint.rng_state(self.batches),
+            "history": self.history,
+            "initial_loss": self.initial_loss,
+            "best_val_acc": self.best["val_acc"],
+            "best_epoch": self.best["epoch"],
+            "config": OmegaConf.to_yaml(e.cfg, resolve=True),
+        }
+
+    def save(self, improved: bool) -> None:
+        state = self.state()
+        checkpoint.save(state, self.ckpt_dir / checkpoint.LAST)
+        if improved:
+            checkpoint.save(state, self.ckpt_dir / checkpoint.BEST)
+
+    def resume(self, path: Path) -> None:
+        state = checkpoint.load(path, map_location=self.exp.device)
+        e = self.exp
+        e.model.load_state_dict(state["model"])
+        e.optimizer.load_state_dict(state["optimizer"])
+        e.scheduler.load_state_dict(state["scheduler"])
+        checkpoint.restore_rng(state["rng"], self.batches)
+        self.epoch, self.history, self.initial_loss = state["epoch"], list(state["history"]), state["initial_loss"]
+        best_path = path.parent / checkpoint.BEST
+        best = checkpoint.load(best_path, map_location=self.exp.device) if best_path.is_file() else state
+        self.best = {"val_acc": best["best_val_acc"], "epoch": best["best_epoch"], "state": best["model"]}
+        checkpoint.save(state, self.ckpt_dir / checkpoint.LAST)
+        checkpoint.save(best, self.ckpt_dir / checkpoint.BEST)
+        log.info("Resumed from %s after epoch %d", path, self.epoch)
+
+    # ------------------------------------------------------------------ the loop
+    def run_epoch(self, dashboard, threshold: float) -> tuple[float, bool]:
+        """One pass over the training split; returns (mean training loss, diverged)."""
+        e, cfg = self.exp, self.cfg
+        x, y = e.data.x_train, e.data.y_train
+        n, bs = len(x), cfg.batch_size
+        steps = max(1, math.ceil(n / bs))
+        if n > bs and n % bs == 1 and e.cfg.regularization.batchnorm:
+            steps -= 1  # a batch of one sample has no batch statistics
+        first_step = (self.epoch - 1) * steps + 1
+        perm = torch.randperm(n, device=e.device, generator=self.batches)
+        losses = torch.zeros(steps, device=e.device, dtype=torch.float64)
+        e.model.train()
+        read = 0
+        for i in range(steps):
+            timing = self.cfg.compile and i < 2 and self.epoch == 1
+            if timing:
+                warmup_start = self._synced_clock()
+            idx = perm[i * bs:(i + 1) * bs]
+            with self.autocast():
+                out = self.step_model(x[idx])
+                loss = F.cross_entropy(out.float(), y[idx]) + e.regularizer.penalty()
+            e.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is None:
+                loss.backward()
+                e.optimizer.step()
+            else:
+                self.scaler.scale(loss).backward()
+                self.scaler.step(e.optimizer)
+                self.scaler.update()
+            e.regularizer.constrain()
+            losses[i] = loss.detach()
+            if timing:
+                self.warmup_seconds += self._synced_clock() - warmup_start
+            if (i + 1) % cfg.log_every == 0 or i + 1 == steps:
+                chunk = losses[read:i + 1].tolist()
+                dashboard.train_losses(first_step + read, chunk)
+                read = i + 1
+                if any(not math.isfinite(v) or v > threshold for v in chunk):
+                    return losses[:read].mean().item(), True
+        return losses.mean().item(), False
+
+    def _synced_clock(self) -> float:
+        if self.exp.device.type == "cuda":
+            torch.cuda.synchronize(self.exp.device)
+        return time.perf_counter()
+
+    def fit(self, dashboard) -> dict[str, Any]:
+        e, cfg = self.exp, self.cfg
+        self.started = time.perf_counter()
+        if cfg.resume:
+            self.resume(checkpoint.resolve(cfg.resume))
+        else:
+            _, self.initial_loss = self.training_loss()
+            log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
+        threshold = cfg.divergence_factor * self.initial_loss
+        status, train_loss = "completed", math.nan
+        if cfg.epochs == 0 and not self.history:
+            row = {"epoch": 0, "train_loss": self.initial_loss, **self.measure(), "lr": self.lr(), "seconds": 0.0}
+            self.record(row, dashboard)
+        while self.epoch < cfg.epochs:
+            self.epoch += 1
+            t0 = time.perf_counter()
+            lr = self.lr()
+            train_loss, diverged = self.run_epoch(dashboard, threshold)
+            if diverged:
+                status = "diverged"
+                log.warning(
+                    "Epoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: stopping.",
+                    self.epoch, train_loss, cfg.divergence_factor, self.initial_loss,
+                )
+                break
+            row = {"epoch": self.epoch, "train_loss": train_loss, **self.measure(), "lr": lr}
+            self.step_schedule(row["val_loss"])
+            row["seconds"] = time.perf_counter() - t0 - (self.warmup_seconds if self.epoch == 1 else 0.0)
+            self.record(row, dashboard)
+        return self.finish(status)
+
+    def lr(self) -> float:
+        return float(self.exp.optimizer.param_groups[0]["lr"])
+
+    def step_schedule(self, val_loss: float) -> None:
+        if isinstance(self.exp.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.exp.scheduler.step(val_loss)
+        else:
+            self.exp.scheduler.step()
+
+    def record(self, row: dict[str, float], dashboard) -> None:
+        self.history.append(row)
+        improved = row["val_acc"] > self.best["val_acc"]
+        if improved:
+            state = {k: v.detach().clone() for k, v in self.exp.model.state_dict().items()}
+            self.best = {"val_acc": row["val_acc"], "epoch": row["epoch"], "state": state}
+        dashboard.epoch(row["epoch"], row)
+        self.save(improved)
+        log.info(
+            "epoch %d/%d  loss %.4f  train %.1f%%  val %.1f%%  lr %.2e  %.1fs",
+            row["epoch"], self.cfg.epochs, row["train_loss"], 100 * row["train_acc"], 100 * row["val_acc"],
+            row["lr"], row["seconds"],
+        )
+
+    def finish(self, status: str) -> dict[str, Any]:
+        """Evaluate the best model once on the test split and gather the run's metrics."""
+        e = self.exp
+        test_loss = test_acc = None
+        if self.best["state"] is not None:
+            e.model.load_state_dict(self.best["state"])
+            test_loss, test_acc = evaluate(e.model, e.data.x_test, e.data.y_test)
+        last = self.history[-1] if self.history else {}
+        metrics = {
+            "status": status,
+            "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
+            "best_epoch": self.best["epoch"],
+            "final_val_acc": last.get("val_acc"),
+            "final_val_loss": last.get("val_loss"),
+            "test_acc": test_acc,
+            "test_loss": test_loss,
+            "epochs_completed": last.get("epoch", 0),
+            "initial_loss": self.initial_loss,
+            "final_train_loss": last.get("train_loss"),
+            "seconds": time.perf_counter() - self.started,
+            "compile_warmup_seconds": self.warmup_seconds if self.cfg.compile else None,
+            "history": self.history,
+        }
+        metrics["objective"] = metrics["best_val_acc"] if status == "completed" else 0.0
+        return metrics
+
+
+def default_run_dir() -> Path:
+    """Hydra's output directory inside a Hydra job; ``outputs/<date>/<time>`` otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate the run ``cfg`` describes; write checkpoints, events and metrics.json to ``run_dir``.
+
+    Returns the metrics dict (also saved as ``metrics.json``). ``metrics["objective"]`` is
+    the best validation accuracy, or 0.0 (the worst) when the run diverged.
+    """
+    from expt.dashboard import Dashboard
+
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    exp = build(cfg)
+    log.info(
+        "%s on %s: %d train / %d val / %d test samples of shape %s, %d classes",
+        type(exp.model).__name__, exp.device, len(exp.data.x_train), len(exp.data.x_val), len(exp.data.x_test),
+        "x".join(map(str, exp.data.input_shape)), exp.data.num_classes,
+    )
+    trainer = Trainer(exp, run_dir)
+    dashboard = Dashboard(run_dir)
+    try:
+        metrics = trainer.fit(dashboard)
+    except KeyboardInterrupt:
+        # keep what the finished epochs measured; checkpoints/last.pt resumes the run
+        write_metrics(run_dir, trainer.finish("interrupted"))
+        log.warning("Interrupted after epoch %d; resume with trainer.resume=%s", trainer.epoch, run_dir)
+        raise
+    finally:
+        dashboard.close()
+    write_metrics(run_dir, metrics)
+    log.info(
+        "%s: best val %.2f%% (epoch %s), final val %.2f%%, test %.2f%%. Run directory: %s\n"
+        "  tensorboard --logdir %s",
+        metrics["status"], 100 * (metrics["best_val_acc"] or 0), metrics["best_epoch"],
+        100 * (metrics["final_val_acc"] or 0), 100 * (metrics["test_acc"] or 0), run_dir, run_dir,
+    )
+    return metrics
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """metrics.json, written atomically so a reader never sees half a file."""
+    tmp = run_dir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(run_dir / "metrics.json")

@@ -1,0 +1,1 @@
+"""Hydra sweeper plugin: coarse-to-fine random search."""

@@ -1,0 +1,438 @@
+"""The standard-dataset readers against small files written in the real distribution formats."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+from expt import standard_datasets as sd
+from expt.standard_datasets import (
+    DatasetCorrupt,
+    DatasetNotFound,
+    load_cifar10,
+    load_fashion_mnist,
+    load_mnist,
+)
+
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+CIFAR_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
+MNIST_LIKE = [pytest.param(load_mnist, id="mnist"), pytest.param(load_fashion_mnist, id="fashion_mnist")]
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    """An IDX file: two zero bytes, type code, ndim, big-endian int32 sizes, then the data."""
+    header = struct.pack(">HBB", 0, type_code, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_file(path: Path, data: bytes, gz: bool) -> Path:
+    path = path.with_name(path.name + ".gz") if gz else path
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def mnist_arrays(n_train: int = 20, n_test: int = 10) -> dict[str, np.ndarray]:
+    """Images whose every pixel depends on image, row and column; labels cycling through 0..9."""
+    def images(n: int, offset: int) -> np.ndarray:
+        k, h, w = np.meshgrid(np.arange(n), np.arange(28), np.arange(28), indexing="ij")
+        return ((offset + 31 * k + 3 * h + w) % 256).astype(np.uint8)
+
+    return {
+        "train-images-idx3-ubyte": images(n_train, 0),
+        "train-labels-idx1-ubyte": (np.arange(n_train) * 7 % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte": images(n_test, 100),
+        "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3 % 10).astype(np.uint8),
+    }
+
+
+def write_mnist(root: Path, gz: bool | tuple[bool, ...] = True) -> dict[str, np.ndarray]:
+    root.mkdir(parents=True, exist_ok=True)
+    arrays = mnist_arrays()
+    flags = gz if isinstance(gz, tuple) else (gz,) * len(IDX_FILES)
+    for name, flag in zip(IDX_FILES, flags):
+        write_file(root / name, idx_bytes(arrays[name]), flag)
+    return arrays
+
+
+class Py2Pickler(pickle._Pickler):  # type: ignore[name-defined]
+    """Protocol 2 as Python 2's cPickle wrote the CIFAR batches: 8-bit strings, numpy.core globals."""
+
+    dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+
+    def save_str8(self, obj: str | bytes) -> None:
+        raw = obj if isinstance(obj, bytes) else obj.encode("latin1")
+        if len(raw) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(raw)]) + raw)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(raw)) + raw)
+        self.memoize(obj)
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+    dispatch[bytes] = save_str8
+    dispatch[str] = save_str8
+    dispatch[type] = save_global
+
+
+def cifar_planes(index: int) -> np.ndarray:
+    """Image ``index`` as (3, 32, 32): channels, rows and columns all distinguishable."""
+    h, w = np.meshgrid(np.arange(32), np.arange(32), indexing="ij")
+    return np.stack([(index * 11 + c * 80 + 2 * h + 5 * w) % 256 for c in range(3)]).astype(np.uint8)
+
+
+def cifar_row(planes: np.ndarray) -> np.ndarray:
+    """The 3072-byte CIFAR row: 1024 red, then 1024 green, then 1024 blue, each row-major."""
+    red, green, blue = (planes[c].ravel() for c in range(3))
+    return np.concatenate([red, green, blue])
+
+
+def write_cifar(root: Path, py2: bool = False, sizes: tuple[int, ...] = (2, 3, 1, 2, 2, 3)) -> dict[str, Any]:
+    """Write cifar-10-batches-py/ under ``root``; return the expected images and labels."""
+    batch_dir = root / "cifar-10-batches-py"
+    batch_dir.mkdir(parents=True)
+    images, labels, start = {}, {}, 0
+    for name, n in zip(CIFAR_BATCHES, sizes):
+        idx = range(start, start + n)
+        start += n
+        images[name] = np.stack([cifar_planes(i) for i in idx])
+        labels[name] = [i % 10 for i in idx]
+        batch = {
+            b"batch_label": f"{name} of 6".encode(),
+            b"labels": labels[name],
+            b"data": np.stack([cifar_row(p) for p in images[name]]),
+            b"filenames": [f"img_{i}.png".encode() for i in idx],
+        }
+        with (batch_dir / name).open("wb") as f:
+            if py2:
+                Py2Pickler(f, protocol=2).dump(batch)
+            else:
+                pickle.dump(batch, f, protocol=2)
+    train = CIFAR_BATCHES[:5]
+    return {
+        "x_train": np.concatenate([images[b] for b in train]),
+        "y_train": np.array(sum((labels[b] for b in train), []), dtype=np.int64),
+        "x_test": images["test_batch"],
+        "y_test": np.array(labels["test_batch"], dtype=np.int64),
+    }
+
+
+def pack_cifar(source: Path, archive: Path) -> None:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+
+
+def tar_with(archive: Path, member: tarfile.TarInfo, data: bytes = b"") -> None:
+    member.size = len(data) if member.isfile() else 0
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+# --------------------------------------------------------------------------- MNIST, Fashion-MNIST
+
+
+@pytest.mark.parametrize("gz", [True, False, (True, False, False, True)], ids=["gz", "raw", "mixed"])
+@pytest.mark.parametrize("load", MNIST_LIKE)
+def test_idx_round_trip(tmp_path: Path, load: Callable[..., dict], gz: bool | tuple[bool, ...]) -> None:
+    arrays = write_mnist(tmp_path, gz)
+    data = load(str(tmp_path), download=False)
+
+    assert data["num_classes"] == 10
+    assert data["x_train"].shape == (20, 1, 28, 28) and data["x_test"].shape == (10, 1, 28, 28)
+    assert data["x_train"].dtype == np.uint8 and data["x_test"].dtype == np.uint8
+    assert data["y_train"].shape == (20,) and data["y_test"].shape == (10,)
+    assert data["y_train"].dtype == np.int64 and data["y_test"].dtype == np.int64
+    np.testing.assert_array_equal(data["x_train"][:, 0], arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(data["x_test"][:, 0], arrays["t10k-images-idx3-ubyte"])
+    np.testing.assert_array_equal(data["y_train"], arrays["train-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(data["y_test"], arrays["t10k-labels-idx1-ubyte"])
+    assert data["x_train"][3, 0, 5, 7] == (31 * 3 + 3 * 5 + 7) % 256
+    data["x_train"][0, 0, 0, 0] = 1
+
+
+@pytest.mark.parametrize("load", MNIST_LIKE)
+def test_idx_missing_without_download(tmp_path: Path, load: Callable[..., dict]) -> None:
+    root = tmp_path / "nowhere"
+    with pytest.raises(DatasetNotFound) as info:
+        load(str(root), download=False)
+    message = str(info.value)
+    assert str(root) in message
+    for name in IDX_FILES:
+        assert f"{name}.gz" in message
+    assert "data.root=" in message and "data.download=true" in message
+    assert "http" in message and "\n" not in message
+    assert "(missing:" not in message
+    assert not root.exists()
+
+
+def test_idx_one_file_missing(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetNotFound, match=r"\(missing: t10k-labels-idx1-ubyte\.gz\)"):
+        load_mnist(str(tmp_path), download=False)
+
+
+def test_mnist_message_names_the_dataset_and_mirrors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFound) as mnist:
+        load_mnist(str(tmp_path), download=False)
+    with pytest.raises(DatasetNotFound) as fashion:
+        load_fashion_mnist(str(tmp_path), download=False)
+    assert str(mnist.value).startswith("MNIST ")
+    assert "https://ossci-datasets.s3.amazonaws.com/mnist/" in str(mnist.value)
+    assert "http://yann.lecun.com/exdb/mnist/" in str(mnist.value)
+    assert str(fashion.value).startswith("Fashion-MNIST ")
+    assert "fashion-mnist" in str(fashion.value)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_truncated_idx(tmp_path: Path, gz: bool) -> None:
+    write_mnist(tmp_path, gz=False)
+    name = tmp_path / "train-images-idx3-ubyte"
+    data = name.read_bytes()
+    name.unlink()
+    bad = write_file(name, data[:-100], gz)
+    with pytest.raises(DatasetCorrupt, match="truncated") as info:
+        load_mnist(str(tmp_path), download=False)
+    assert str(bad) in str(info.value)
+
+
+def test_truncated_gzip_stream(tmp_path: Path) -> None:
+    write_mnist(tmp_path, gz=True)
+    path = tmp_path / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(DatasetCorrupt, match="t10k-images-idx3-ubyte.gz"):
+        load_fashion_mnist(str(tmp_path), download=False)
+
+
+def test_idx_wrong_magic(tmp_path: Path) -> None:
+    write_mnist(tmp_path, gz=False)
+    path = tmp_path / "train-labels-idx1-ubyte"
+    path.write_bytes(b"\x12\x34" + path.read_bytes()[2:])
+    with pytest.raises(DatasetCorrupt, match="magic") as info:
+        load_mnist(str(tmp_path), download=False)
+    assert "train-labels-idx1-ubyte" in str(info.value)
+
+
+def test_idx_swapped_files(tmp_path: Path) -> None:
+    write_mnist(tmp_path, gz=False)
+    images, labels = tmp_path / "train-images-idx3-ubyte", tmp_path / "train-labels-idx1-ubyte"
+    data = images.read_bytes()
+    images.write_bytes(labels.read_bytes())
+    labels.write_bytes(data)
+    with pytest.raises(DatasetCorrupt, match="train-images-idx3-ubyte"):
+        load_mnist(str(tmp_path), download=False)
+
+
+def test_parse_idx_general_and_strict() -> None:
+    cube = np.arange(2 * 3 * 4 * 5, dtype=np.uint8).reshape(2, 3, 4, 5)
+    np.testing.assert_array_equal(sd._parse_idx(idx_bytes(cube), "cube"), cube)
+    with pytest.raises(DatasetCorrupt, match=r"0x0d"):
+        sd._parse_idx(idx_bytes(cube, type_code=0x0D), "floats")
+    with pytest.raises(DatasetCorrupt, match="longer"):
+        sd._parse_idx(idx_bytes(cube) + b"\x00", "padded")
+    with pytest.raises(DatasetCorrupt, match="header"):
+        sd._parse_idx(idx_bytes(cube)[:10], "short header")
+    with pytest.raises(DatasetCorrupt, match="only 2 bytes"):
+        sd._parse_idx(b"\x00\x00", "stub")
+    assert issubclass(DatasetCorrupt, DatasetNotFound)
+
+
+# --------------------------------------------------------------------------- CIFAR-10
+
+
+def check_cifar(data: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert data["num_classes"] == 10
+    assert data["x_train"].shape == (10, 3, 32, 32) and data["x_test"].shape == (3, 3, 32, 32)
+    assert data["x_train"].dtype == np.uint8 and data["x_test"].dtype == np.uint8
+    assert data["y_train"].dtype == np.int64 and data["y_test"].dtype == np.int64
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        np.testing.assert_array_equal(data[key], expected[key])
+    first = data["x_train"][0]
+    np.testing.assert_array_equal(first[0], cifar_planes(0)[0])
+    np.testing.assert_array_equal(first[1], cifar_planes(0)[1])
+    np.testing.assert_array_equal(first[2], cifar_planes(0)[2])
+    assert (first[0, 0, 0], first[1, 0, 0], first[2, 0, 0]) == (0, 80, 160)
+    assert (first[0, 1, 0], first[0, 0, 1]) == (2, 5)
+
+
+@pytest.mark.parametrize("py2", [False, True], ids=["protocol2", "python2_cpickle"])
+def test_cifar_batches(tmp_path: Path, py2: bool) -> None:
+    expected = write_cifar(tmp_path, py2=py2)
+    check_cifar(load_cifar10(str(tmp_path), download=False), expected)
+
+
+def test_cifar_from_archive(tmp_path: Path) -> None:
+    expected = write_cifar(tmp_path / "src")
+    root = tmp_path / "root"
+    root.mkdir()
+    pack_cifar(tmp_path / "src", root / "cifar-10-python.tar.gz")
+    check_cifar(load_cifar10(str(root), download=False), expected)
+    assert sorted(p.name for p in (root / "cifar-10-batches-py").iterdir()) == sorted(CIFAR_BATCHES)
+    assert not list(root.rglob("*.part"))
+
+
+def test_cifar_missing_without_download(tmp_path: Path) -> None:
+    with pytest.raises(DatasetNotFound) as info:
+        load_cifar10(str(tmp_path), download=False)
+    message = str(info.value)
+    assert message.startswith("CIFAR-10 ") and str(tmp_path) in message
+    for name in ("cifar-10-python.tar.gz", "cifar-10-batches-py", *CIFAR_BATCHES):
+        assert name in message
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
+    assert "data.root=" in message and "data.download=true" in message
+
+
+def test_cifar_incomplete_directory(tmp_path: Path) -> None:
+    write_cifar(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
+    absent = r"\(missing: cifar-10-batches-py/data_batch_4, cifar-10-python\.tar\.gz\)"
+    with pytest.raises(DatasetNotFound, match=absent):
+        load_cifar10(str(tmp_path), download=False)
+
+
+def test_cifar_truncated_batch(tmp_path: Path) -> None:
+    write_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "test_batch"
+    path.write_bytes(path.read_bytes()[:500])
+    with pytest.raises(DatasetCorrupt, match="test_batch"):
+        load_cifar10(str(tmp_path), download=False)
+
+
+def test_cifar_refuses_foreign_pickle(tmp_path: Path) -> None:
+    write_cifar(tmp_path)
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return (os.getcwd, ())
+
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(pickle.dumps({b"data": Payload(), b"labels": []}, protocol=2))
+    with pytest.raises(DatasetCorrupt, match="refusing to load"):
+        load_cifar10(str(tmp_path), download=False)
+
+
+def test_cifar_truncated_archive(tmp_path: Path) -> None:
+    write_cifar(tmp_path / "src")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    pack_cifar(tmp_path / "src", archive)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(DatasetCorrupt, match="cifar-10-python.tar.gz"):
+        load_cifar10(str(tmp_path), download=False)
+
+
+def test_cifar_archive_without_batches(tmp_path: Path) -> None:
+    tar_with(tmp_path / "cifar-10-python.tar.gz", tarfile.TarInfo("readme.html"), b"<html/>")
+    with pytest.raises(DatasetCorrupt, match="does not contain"):
+        load_cifar10(str(tmp_path), download=False)
+
+
+@pytest.mark.parametrize(
+    "name", ["../escaped", "cifar-10-batches-py/../../escaped", "/tmp/escaped", "C:escaped", "..\\escaped"]
+)
+def test_cifar_archive_unsafe_paths(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    tar_with(root / "cifar-10-python.tar.gz", tarfile.TarInfo(name), b"x")
+    with pytest.raises(DatasetCorrupt, match="refusing"):
+        load_cifar10(str(root), download=False)
+    assert [p.name for p in tmp_path.rglob("*escaped*")] == []
+
+
+def test_cifar_archive_refuses_links(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    tar_with(tmp_path / "cifar-10-python.tar.gz", link)
+    with pytest.raises(DatasetCorrupt, match="not a regular file"):
+        load_cifar10(str(tmp_path), download=False)
+    assert not (tmp_path / "cifar-10-batches-py" / "data_batch_1").exists()
+
+
+# --------------------------------------------------------------------------- download (file:// URLs)
+
+
+def test_download_verifies_md5(tmp_path: Path) -> None:
+    payload = os.urandom(3000)
+    source = tmp_path / "served.bin"
+    source.write_bytes(payload)
+    dest_dir = tmp_path / "dest"
+    dest_dir.mkdir()
+    dest = dest_dir / "file.bin"
+
+    with pytest.raises(sd._DownloadError, match="MD5 checksum mismatch") as info:
+        sd._download([source.as_uri()], dest, md5(b"something else"))
+    assert md5(payload) in str(info.value)
+    assert list(dest_dir.iterdir()) == []
+
+    used = sd._download([(tmp_path / "absent.bin").as_uri(), source.as_uri()], dest, md5(payload))
+    assert used == source.as_uri()
+    assert dest.read_bytes() == payload
+    assert list(dest_dir.iterdir()) == [dest]
+
+
+def serve(tmp_path: Path, files: dict[str, bytes]) -> str:
+    """Put ``files`` in a directory and return its file:// URL, slash-terminated."""
+    served = tmp_path / "served"
+    served.mkdir()
+    for name, data in files.items():
+        (served / name).write_bytes(data)
+    return served.as_uri() + "/"
+
+
+def test_mnist_download_from_mirrors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    arrays = mnist_arrays()
+    files = {f"{name}.gz": gzip.compress(idx_bytes(arrays[name])) for name in IDX_FILES}
+    base = serve(tmp_path, files)
+    remote = sd._Remote("MNIST", {name: md5(data) for name, data in files.items()}, (base + "missing/", base))
+    monkeypatch.setattr(sd, "_MNIST", remote)
+    root = tmp_path / "data" / "mnist"
+    data = load_mnist(str(root))
+    np.testing.assert_array_equal(data["x_test"][:, 0], arrays["t10k-images-idx3-ubyte"])
+    assert sorted(p.name for p in root.iterdir()) == sorted(files)
+
+
+def test_cifar_download_and_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = write_cifar(tmp_path / "src")
+    pack_cifar(tmp_path / "src", tmp_path / "packed.tar.gz")
+    archive = (tmp_path / "packed.tar.gz").read_bytes()
+    base = serve(tmp_path, {"cifar-10-python.tar.gz": archive})
+    remote = sd._Remote("CIFAR-10", {"cifar-10-python.tar.gz": md5(archive)}, (base,))
+    monkeypatch.setattr(sd, "_CIFAR10", remote)
+    check_cifar(load_cifar10(str(tmp_path / "root")), expected)
+
+
+def test_failed_download_is_dataset_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {f"{name}.gz": b"not what was promised" for name in IDX_FILES}
+    base = serve(tmp_path, files)
+    remote = sd._Remote("Fashion-MNIST", {name: md5(b"the real file") for name in files}, (base,))
+    monkeypatch.setattr(sd, "_FASHION_MNIST", remote)
+    root = tmp_path / "root"
+    with pytest.raises(DatasetNotFound) as info:
+        load_fashion_mnist(str(root))
+    message = str(info.value)
+    assert "Downloading them failed" in message and "MD5 checksum mismatch" in message
+    assert str(root) in message and "train-images-idx3-ubyte.gz" in message
+    assert list(root.iterdir()) == []
