@@ -31,9 +31,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
         return hydra_compose(config_name=config_name, overrides=list(overrides))
 
 
-from expt import train as _train_module  # noqa: E402  (bound before the function below shadows it)
-
-
 def train(cfg: "DictConfig", run_dir: Any = None) -> dict:
-    """Train the composed run; see :func:`expt.train.train`."""
-    return _train_module.train(cfg, run_dir)
+    """Train the composed run; see :func:`expt.trainer.train`."""
+    from expt.trainer import train as _train
+
+    return _train(cfg, run_dir)

@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> float:
         if not report["passed"]:
             raise SystemExit(1)
         return 1.0
-    from expt.train import train
+    from expt.trainer import train
 
     return train(cfg)["objective"]
 

@@ -64,6 +64,21 @@ class SanityConfig:
 
 
 @dataclass
+class DashboardConfig:
+    """What a run writes for TensorBoard besides its scalars (src/expt/dashboard.py).
+
+    The per-epoch diagnostics cost a little time, so each can be switched off; none of them
+    changes the training numbers.
+    """
+
+    update_ratio: bool = True  # ||update|| / ||weight|| per weight tensor, at the logging steps only
+    histograms: bool = True  # per-layer activation and gradient histograms on one fixed batch, per epoch
+    filters: bool = True  # the first layer's weights as an image grid, per epoch
+    graph: bool = True  # the model graph (traced once, before training)
+    summary: bool = True  # the model's layers and parameter counts as text (once)
+
+
+@dataclass
 class ExptConfig:
     data: Any = MISSING
     model: Any = MISSING
@@ -75,6 +90,7 @@ class ExptConfig:
     schedule: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     sanity: SanityConfig = field(default_factory=SanityConfig)
+    dashboard: DashboardConfig = field(default_factory=DashboardConfig)
     mode: str = "train"
 
 

@@ -93,7 +93,8 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
 
     from expt.optim import param_groups
 
-    optimizer = build_target(cfg.optimizer, "optimizer")(param_groups(model))
+    decay = cfg.optimizer.get("weight_decay", 0)
+    optimizer = build_target(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
     scheduler = build_target(cfg.schedule, "schedule")(optimizer)
     return Experiment(cfg, device, data, preprocessor, model, optimizer, scheduler, regularizer)
 
@@ -120,7 +121,7 @@ class Trainer:
 
     def __init__(self, exp: Experiment, run_dir: Path):
         self.exp = exp
-        self.cfg = exp.cfg.trainer
+        self.cfg = OmegaConf.to_object(exp.cfg.trainer)  # a TrainerConfig: plain attributes, cheap per step
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
         self.batches = torch.Generator(device=exp.device).manual_seed(self.cfg.seed)
@@ -134,6 +135,7 @@ class Trainer:
         self.initial_loss = math.nan
         self.epoch = 0
         self.started = time.perf_counter()
+        self.config_yaml = OmegaConf.to_yaml(exp.cfg, resolve=True)
 
     def _step_setup(self):
         """The model the step loop calls, its autocast context and gradient scaler, from the trainer keys."""
@@ -180,14 +182,13 @@ class Trainer:
             "initial_loss": self.initial_loss,
             "best_val_acc": self.best["val_acc"],
             "best_epoch": self.best["epoch"],
-            "config": OmegaConf.to_yaml(e.cfg, resolve=True),
+            "config": self.config_yaml,
         }
 
     def save(self, improved: bool) -> None:
-        state = self.state()
-        checkpoint.save(state, self.ckpt_dir / checkpoint.LAST)
+        checkpoint.save(self.state(), self.ckpt_dir / checkpoint.LAST)
         if improved:
-            checkpoint.save(state, self.ckpt_dir / checkpoint.BEST)
+            checkpoint.copy(self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST)
 
     def resume(self, path: Path) -> None:
         state = checkpoint.load(path, map_location=self.exp.device)
@@ -217,15 +218,20 @@ class Trainer:
         perm = torch.randperm(n, device=e.device, generator=self.batches)
         losses = torch.zeros(steps, device=e.device, dtype=torch.float64)
         e.model.train()
+        penalized = e.regularizer.active
         read = 0
         for i in range(steps):
             timing = self.cfg.compile and i < 2 and self.epoch == 1
             if timing:
                 warmup_start = self._synced_clock()
+            logging_step = (i + 1) % cfg.log_every == 0 or i + 1 == steps
+            before = dashboard.weights_before_update() if logging_step else None
             idx = perm[i * bs:(i + 1) * bs]
             with self.autocast():
                 out = self.step_model(x[idx])
-                loss = F.cross_entropy(out.float(), y[idx]) + e.regularizer.penalty()
+                loss = F.cross_entropy(out.float(), y[idx])
+                if penalized:
+                    loss = loss + e.regularizer.penalty()
             e.optimizer.zero_grad(set_to_none=True)
             if self.scaler is None:
                 loss.backward()
@@ -238,7 +244,9 @@ class Trainer:
             losses[i] = loss.detach()
             if timing:
                 self.warmup_seconds += self._synced_clock() - warmup_start
-            if (i + 1) % cfg.log_every == 0 or i + 1 == steps:
+            if before is not None:
+                dashboard.update_ratios(first_step + i, before)
+            if logging_step:
                 chunk = losses[read:i + 1].tolist()
                 dashboard.train_losses(first_step + read, chunk)
                 read = i + 1
@@ -259,6 +267,7 @@ class Trainer:
         else:
             _, self.initial_loss = self.training_loss()
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
+        dashboard.start(e, self.train_eval_idx[: cfg.batch_size], self.epoch)
         threshold = cfg.divergence_factor * self.initial_loss
         status, train_loss = "completed", math.nan
         if cfg.epochs == 0 and not self.history:
@@ -352,18 +361,24 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
     exp = build(cfg)
+    from expt.sanity import guard
+
+    guard(exp)  # the loss-at-init check, as sanity.before_train says (warn, strict or false)
     log.info(
         "%s on %s: %d train / %d val / %d test samples of shape %s, %d classes",
         type(exp.model).__name__, exp.device, len(exp.data.x_train), len(exp.data.x_val), len(exp.data.x_test),
         "x".join(map(str, exp.data.input_shape)), exp.data.num_classes,
     )
     trainer = Trainer(exp, run_dir)
-    dashboard = Dashboard(run_dir)
+    dashboard = Dashboard(run_dir, cfg)
     try:
         metrics = trainer.fit(dashboard)
+        dashboard.hparams(metrics)
     except KeyboardInterrupt:
         # keep what the finished epochs measured; checkpoints/last.pt resumes the run
-        write_metrics(run_dir, trainer.finish("interrupted"))
+        interrupted = trainer.finish("interrupted")
+        write_metrics(run_dir, interrupted)
+        dashboard.hparams(interrupted)
         log.warning("Interrupted after epoch %d; resume with trainer.resume=%s", trainer.epoch, run_dir)
         raise
     finally:

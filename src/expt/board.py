@@ -1,0 +1,125 @@
+"""``python -m expt.board [DIR] [--port N]``: TensorBoard on the newest run or sweep, on 127.0.0.1.
+
+Without DIR it looks under ./outputs and ./multirun (Hydra's run and sweep directories); with
+DIR it serves DIR itself when DIR is a run (holds event files) or a sweep (holds Hydra's
+``multirun.yaml``), and otherwise the newest run or sweep under DIR. A run that belongs to a
+sweep is shown with its whole sweep, so the HParams tab lists every trial. It prints the
+address and serves until interrupted (Ctrl-C). Arguments after ``--`` go to TensorBoard
+itself, e.g. ``python -m expt.board -- --samples_per_plugin images=100``. Plain
+``tensorboard --logdir <dir>`` shows the same directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+DEFAULT_ROOTS = ("outputs", "multirun")
+EVENTS_GLOB = "events.out.tfevents.*"
+SWEEP_MARKER = "multirun.yaml"
+
+
+def is_run(path: Path) -> bool:
+    """A directory TensorBoard shows as one run: it holds event files itself."""
+    return path.is_dir() and any(path.glob(EVENTS_GLOB))
+
+
+def is_sweep(path: Path) -> bool:
+    """A Hydra sweep directory: Hydra writes ``multirun.yaml`` at its top."""
+    return (path / SWEEP_MARKER).is_file()
+
+
+def enclosing_sweep(run_dir: Path, root: Path) -> Optional[Path]:
+    """The nearest directory from ``run_dir`` up to (and including) ``root`` that is a sweep, if any."""
+    root = root.resolve()
+    for candidate in (run_dir.resolve(), *run_dir.resolve().parents):
+        if is_sweep(candidate):
+            return candidate
+        if candidate == root:
+            break
+    return None
+
+
+def newest(roots: Sequence[Path]) -> Optional[Path]:
+    """The run or sweep under ``roots`` whose event files were written last (a run inside a sweep gives the sweep)."""
+    best: tuple[float, Path] | None = None
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for events in root.rglob(EVENTS_GLOB):
+            mtime = events.stat().st_mtime
+            if best is None or mtime > best[0]:
+                run_dir = events.parent
+                best = (mtime, enclosing_sweep(run_dir, root) or run_dir)
+    return best[1] if best else None
+
+
+def find_logdir(directory: Optional[Path] = None, cwd: Optional[Path] = None) -> Path:
+    """The directory to serve: ``directory`` itself when it is a run or a sweep, else the newest one under it
+    (or under ./outputs and ./multirun). Raises FileNotFoundError when there is none."""
+    cwd = cwd or Path.cwd()
+    if directory is not None:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory} is not a directory.")
+        if is_run(directory) or is_sweep(directory):
+            return directory
+        roots = [directory]
+    else:
+        roots = [cwd / name for name in DEFAULT_ROOTS]
+    found = newest(roots)
+    if found is None:
+        where = " or ".join(str(r) for r in roots)
+        raise FileNotFoundError(f"No TensorBoard event files under {where}: train a run first (python -m expt).")
+    return found
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def launch(logdir: Path, port: Optional[int] = None, host: str = "127.0.0.1", extra: Sequence[str] = ()) -> tuple[object, str]:
+    """Start TensorBoard's own server on ``logdir`` in this process (a background thread); return it and its URL."""
+    from tensorboard import program
+
+    board = program.TensorBoard()
+    board.configure(argv=[
+        "tensorboard", "--logdir", str(logdir), "--host", host, "--port", str(port or free_port(host)), *extra,
+    ])
+    return board, board.launch()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    parser = argparse.ArgumentParser(prog="python -m expt.board", description=__doc__.splitlines()[0])
+    parser.add_argument("dir", nargs="?", type=Path, help="a run, a sweep, or a directory to search (default: ./outputs and ./multirun)")
+    parser.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    args = parser.parse_args(argv)
+    try:
+        logdir = find_logdir(args.dir)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    _, url = launch(logdir, args.port, args.host, extra)
+    print(f"TensorBoard on {logdir}\n  {url}\n(Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+"""The recipe's sanity checks: each passes on the default model and fails on a planted fault.
+
+The command (report, exit code, sanity.json) runs through the real CLI; the checks
+themselves and the guard before training run through the Python API on composed configs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import expt
+from expt import sanity
+from expt.config import ConfigError
+from expt.data import load
+from expt.regularization import Regularizer
+from expt.trainer import build, train
+
+from conftest import run_cli
+
+MODELS = ("mlp", "convnet", "deep_convnet")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
+REG_OFF = ("regularization.l2=0", "regularization.dropout=0")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """The digits splits, loaded once and passed to every build."""
+    return load(expt.compose([]).data)
+
+
+def built(digits, *overrides: str):
+    return build(expt.compose(list(overrides)), data=digits)
+
+
+def batch(exp, count: int):
+    return sanity.sample(exp.data.x_train, exp.data.y_train, count)
+
+
+# ----------------------------------------------------------------------------- the command
+def test_cli_default_model_passes_every_check(tmp_path: Path):
+    proc = run_cli("mode=sanity", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for title in ("loss at init", "regularization raises loss", "gradient check", "overfit 100 samples"):
+        assert f"PASS  {title}" in out
+    assert "FAIL" not in out and "4 of 4 checks passed" in out
+    assert "expected about 2.3026 = log(10)" in out
+
+    report = json.loads((tmp_path / "sanity.json").read_text())
+    assert report["passed"] is True
+    checks = {c["name"]: c for c in report["checks"]}
+    assert list(checks) == ["loss_at_init", "regularization_raises_loss", "gradient_check", "overfit_small_set"]
+    assert 2.5 < checks["loss_at_init"]["measured"] < 3.45
+    assert checks["gradient_check"]["measured"] <= sanity.ACCEPTABLE_REL_ERROR
+    assert len(checks["gradient_check"]["details"]["tensors"]) == 6  # every parameter tensor of the convnet
+    assert checks["overfit_small_set"]["measured"] == 1.0
+    overfit = json.loads((tmp_path / "sanity" / "overfit" / "metrics.json").read_text())
+    assert overfit["epochs_completed"] <= 30 and max(r["train_acc"] for r in overfit["history"]) == 1.0
+
+
+def test_cli_planted_weight_scale_fails_with_a_hint(tmp_path: Path):
+    proc = run_cli(
+        "mode=sanity", "init=gaussian", "init.weight_scale=100", "sanity.overfit_epochs=2",
+        f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAIL  loss at init" in proc.stdout
+    assert "weight scale too large?" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    report = json.loads((tmp_path / "sanity.json").read_text())
+    assert report["passed"] is False
+    assert report["checks"][0]["measured"] > 100 * math.log(10)
+
+
+def test_cli_strict_guard_stops_training_without_traceback(tmp_path: Path):
+    proc = run_cli(
+        "init=gaussian", "init.weight_scale=100", "sanity.before_train=strict", "trainer.epochs=1",
+        f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+    )
+    assert proc.returncode == 1
+    assert "Sanity check failed before training" in proc.stderr and "weight scale too large?" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "metrics.json").exists()
+
+
+# ----------------------------------------------------------------------------- 1. loss at init
+def test_loss_at_init_default_model_passes(digits):
+    exp = built(digits, *REG_OFF)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 1000), exp.data.num_classes, tolerance=0.5)
+    assert check.passed and not check.hint
+    assert 2.9 < check.measured < 3.2  # unit-variance logits start above log 10 = 2.303
+
+
+def test_loss_at_init_fails_for_weight_scale_100(digits):
+    exp = built(digits, "init=gaussian", "init.weight_scale=100", *REG_OFF)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 1000), exp.data.num_classes, tolerance=0.5)
+    assert not check.passed
+    assert check.measured > 1000
+    assert check.hint.startswith("weight scale too large?")
+
+
+SPREAD = (
+    [(m, a, "kaiming") for m in MODELS for a in ("relu", "leaky_relu", "elu", "tanh", "sigmoid")]
+    + [(m, "relu", i) for m in MODELS for i in ("xavier", "gaussian", "pytorch")]
+    + [("mlp", "gelu", "xavier"), ("convnet", "silu", "pytorch"), ("deep_convnet", "sigmoid", "xavier")]
+)
+
+
+@pytest.mark.parametrize("model,activation,init", SPREAD)
+def test_loss_at_init_passes_across_models_activations_and_inits(digits, model, activation, init):
+    exp = built(digits, f"model={model}", f"activation={activation}", f"init={init}", *REG_OFF)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 500), exp.data.num_classes, tolerance=0.5)
+    assert check.passed, check.summary
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("activation", ("gelu", "silu"))
+def test_loss_at_init_names_the_class_offset_of_kaiming_with_gelu_and_silu(digits, model, activation):
+    """GELU and SiLU have a non-zero mean, so Kaiming gives every sample the same per-class offset."""
+    exp = built(digits, f"model={model}", f"activation={activation}", *REG_OFF)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 500), exp.data.num_classes, tolerance=0.5)
+    assert check.details["loss_without_class_offsets"] < 1.2 * math.log(10) < check.measured
+    if not check.passed:
+        assert "per-class offset" in check.hint
+
+
+# ----------------------------------------------------------------------------- 2. regularization
+def test_regularization_raises_the_loss_by_the_l2_penalty(digits):
+    exp = built(digits, *REG_OFF)
+    x, y = batch(exp, 500)
+    one = sanity.regularization_raises_loss(exp.model, x, y, Regularizer(exp.model, l2=1.0).penalty, 1.0)
+    ten = sanity.regularization_raises_loss(exp.model, x, y, Regularizer(exp.model, l2=10.0).penalty, 10.0)
+    assert one.passed and ten.passed
+    d1, d10 = one.details, ten.details
+    assert d1["loss_without"] == d10["loss_without"] == pytest.approx(3.05, abs=0.15)
+    assert d1["increase"] == pytest.approx(d1["expected_increase"], rel=1e-6)
+    assert d10["increase"] == pytest.approx(10 * d1["increase"], rel=1e-6)
+
+
+class RawLinear(nn.Module):
+    """A linear layer on a bare Parameter: none of the conv/linear weights the regularizer knows."""
+
+    def __init__(self, d_in: int, d_out: int, grad_scale: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d_out, d_in) / math.sqrt(d_in))
+        self.grad_scale = grad_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return MatMul.apply(x, self.weight, self.grad_scale)
+
+
+class MatMul(torch.autograd.Function):
+    """x @ w.T with a hand-written backward that multiplies the weight's gradient by ``grad_scale``.
+
+    1 is correct; anything else is the planted bug.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, grad_scale):
+        ctx.save_for_backward(x, w)
+        ctx.grad_scale = grad_scale
+        return x @ w.T
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, w = ctx.saved_tensors
+        return grad @ w, ctx.grad_scale * (grad.T @ x), None
+
+
+def tiny_net(grad_scale: float) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), RawLinear(64, 16, grad_scale), nn.Tanh(), nn.Linear(16, 10))
+
+
+def test_regularization_check_fails_when_the_penalty_misses_the_weights(digits):
+    exp = built(digits, *REG_OFF)
+    x, y = batch(exp, 200)
+    model = nn.Sequential(nn.Flatten(), RawLinear(64, 10))
+    check = sanity.regularization_raises_loss(model, x, y, Regularizer(model, l2=1.0).penalty, 1.0)
+    assert not check.passed
+    assert check.details["increase"] == 0 and check.details["expected_increase"] > 1
+    assert "does not reach the loss" in check.hint
+
+
+# ----------------------------------------------------------------------------- 3. gradient check
+def test_gradient_check_finds_a_wrong_backward(digits):
+    exp = built(digits, *REG_OFF)
+    x, y = batch(exp, 2)
+    bad = sanity.gradient_check(tiny_net(grad_scale=0.5), x, y)
+    assert not bad.passed
+    tensors = bad.details["tensors"]
+    assert tensors["1.weight"]["grade"] == "wrong"
+    assert tensors["1.weight"]["max_rel_error"] == pytest.approx(0.5, rel=1e-4)  # |n/2 - n| / |n|
+    assert tensors["3.weight"]["grade"] == "good" and tensors["3.bias"]["grade"] == "good"
+    assert bad.details["failing"] == ["1.weight"] and "1.weight" in bad.hint
+
+    good = sanity.gradient_check(tiny_net(grad_scale=1.0), x, y)
+    assert good.passed and good.measured < sanity.GOOD_REL_ERROR
+
+
+def test_gradient_check_fails_a_doubtful_error_between_1e4_and_1e2(digits):
+    exp = built(digits, *REG_OFF)
+    check = sanity.gradient_check(tiny_net(grad_scale=1.001), *batch(exp, 2))
+    assert not check.passed
+    assert check.details["tensors"]["1.weight"]["grade"] == "doubtful"
+    assert check.measured == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_gradient_check_default_model_with_penalty(digits):
+    exp = built(digits, *REG_OFF)
+    x, y = batch(exp, 2)
+    before = {k: v.clone() for k, v in exp.model.state_dict().items()}
+    check = sanity.gradient_check(exp.model, x, y, penalty_fn=lambda m: Regularizer(m, l2=1e-4).penalty())
+    assert check.passed, check.details["tensors"]
+    tensors = check.details["tensors"]
+    assert set(tensors) == {name for name, _ in exp.model.named_parameters()}
+    assert all(t["checked"] == 5 and t["max_rel_error"] <= 1e-6 for t in tensors.values())
+    after = exp.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].dtype == before[k].dtype for k in before)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradient_check_passes_for_every_model_and_activation(digits, model, activation):
+    exp = built(digits, f"model={model}", f"activation={activation}", *REG_OFF)
+    check = sanity.gradient_check(exp.model, *batch(exp, 2), penalty_fn=lambda m: Regularizer(m, l2=1e-4).penalty())
+    assert check.passed, check.details["tensors"]
+    assert not check.details["unchecked"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("overrides", [
+    ("init=xavier",), ("init=pytorch",), ("init=gaussian",),
+    ("regularization=[batchnorm]",), ("regularization=[dropout,elastic_net]",), ("trainer.dtype=float64",),
+], ids=lambda o: ",".join(o))
+def test_gradient_check_passes_for_inits_and_regularizers(digits, model, overrides):
+    cfg = expt.compose([f"model={model}", *overrides])
+    exp = build(cfg, data=digits)
+    samples = 3 if cfg.regularization.batchnorm else 2
+    r = cfg.regularization
+    check = sanity.gradient_check(
+        exp.model, *batch(exp, samples), penalty_fn=lambda m: Regularizer(m, l1=r.l1, l2=r.l2).penalty()
+    )
+    assert check.passed, check.details["tensors"]
+    unchecked = check.details["unchecked"]
+    if cfg.regularization.batchnorm:  # batch norm cancels the bias of the layer before it: gradient 0
+        assert unchecked and all(name.endswith(".bias") for name in unchecked)
+    elif "init=gaussian" not in overrides:  # weights of 1e-3 make the first layers' gradients vanish
+        assert not unchecked
+
+
+def test_gradient_check_redraws_entries_at_a_relu_kink(digits):
+    """Without preprocessing the digits' blank 3x3 patches put conv outputs exactly at ReLU's kink."""
+    exp = built(digits, "preprocessing=none", *REG_OFF)
+    check = sanity.gradient_check(exp.model, *batch(exp, 2))
+    assert check.passed
+    assert check.details["tensors"]["0.bias"]["skipped_kink"] > 0
+
+
+# ----------------------------------------------------------------------------- 4. overfit a tiny set
+def test_overfit_fails_with_a_learning_rate_that_cannot_learn(tmp_path: Path):
+    cfg = expt.compose(["optimizer.lr=1e-9"])
+    check = sanity.overfit_small_set(cfg, tmp_path / "overfit", samples=100, epochs=3, batch_size=50)
+    assert not check.passed
+    assert check.measured < 0.5
+    assert "learning rate too small" in check.hint
+    assert (tmp_path / "overfit" / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("overrides", [
+    ("model=mlp",),
+    ("model=mlp", "activation=tanh", "init=xavier"),
+    ("model=deep_convnet",),
+], ids=lambda o: ",".join(o))
+def test_overfit_passes_for_other_models(tmp_path: Path, overrides):
+    check = sanity.overfit_small_set(expt.compose(list(overrides)), tmp_path, samples=100, epochs=30, batch_size=50)
+    assert check.passed, check.summary
+
+
+def test_sanity_settings_are_checked(tmp_path: Path):
+    with pytest.raises(ConfigError, match="sanity.gradcheck_entries"):
+        sanity.run_checks(expt.compose(["mode=sanity", "sanity.gradcheck_entries=0"]), run_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- the guard before training
+QUICK_RUN = ("data.subset=200", "trainer.epochs=1")
+
+
+def test_guard_warns_and_trains_by_default(tmp_path: Path, caplog):
+    cfg = expt.compose(["init=gaussian", "init.weight_scale=100", *QUICK_RUN])
+    with caplog.at_level(logging.WARNING, logger="expt.sanity"):
+        metrics = train(cfg, run_dir=tmp_path)
+    assert metrics["epochs_completed"] <= 1
+    [record] = [r for r in caplog.records if r.name == "expt.sanity"]
+    assert "Sanity check failed before training" in record.message and "weight scale too large?" in record.message
+
+
+def test_guard_strict_raises_and_false_stays_silent(digits, caplog):
+    exp = built(digits, "init=gaussian", "init.weight_scale=100", "sanity.before_train=strict")
+    with pytest.raises(sanity.SanityError, match="initial loss"):
+        sanity.guard(exp)
+    exp.cfg.sanity.before_train = "false"
+    with caplog.at_level(logging.INFO, logger="expt.sanity"):
+        sanity.guard(exp)
+    assert not caplog.records
+
+
+def test_guard_measures_the_data_loss_without_changing_the_run(tmp_path: Path, caplog):
+    """With a large L2 the guard still passes (it sees the data loss only), and it changes nothing in the run."""
+    histories = {}
+    for mode in ("warn", "false"):
+        cfg = expt.compose(["regularization=[l2,dropout]", "regularization.l2=10", f"sanity.before_train={mode}",
+                            *QUICK_RUN])
+        with caplog.at_level(logging.WARNING, logger="expt.sanity"):
+            metrics = train(cfg, run_dir=tmp_path / mode)
+        histories[mode] = [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["history"]]
+    assert not [r for r in caplog.records if r.name == "expt.sanity"]
+    assert histories["warn"] == histories["false"]
+
+
+# ----------------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_checks_run_on_the_cuda_device(digits):
+    exp = built(digits, "trainer.device=cuda", *REG_OFF)
+    assert exp.device.type == "cuda"
+    x, y = batch(exp, 1000)
+    assert sanity.loss_at_init(exp.model, x, y, exp.data.num_classes, tolerance=0.5).passed
+    check = sanity.gradient_check(exp.model, x[:2], y[:2], penalty_fn=lambda m: Regularizer(m, l2=1e-4).penalty())
+    assert check.passed, check.details["tensors"]
