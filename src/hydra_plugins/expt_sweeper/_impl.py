@@ -1,0 +1,390 @@
+"""Adapter between Hydra and :mod:`expt.search`.
+
+Hydra hands the sweeper the command-line overrides; this module turns
+``hydra.sweeper.params`` and those overrides into a search space (with Hydra's own override
+parser), launches each round's trials as one batch through the configured launcher, records
+every trial in ``search.jsonl`` as it finishes and writes ``search_summary.yaml``.
+"""
+
+import json
+import logging
+import math
+import os
+import time
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    RangeSweep,
+)
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+
+from expt.search import (
+    COMPLETED,
+    DIVERGED,
+    FAILED,
+    POSITIVE,
+    ChoiceParam,
+    CoarseToFineSearch,
+    Limits,
+    NumericParam,
+    Param,
+    SearchConfigError,
+    Settings,
+    TrialRecord,
+    TrialSpec,
+    append_record,
+    as_objective,
+    consecutive_runs,
+    default_limits,
+    override_key,
+    read_records,
+)
+
+log = logging.getLogger(__name__)
+
+RECORDS_FILE = "search.jsonl"
+SUMMARY_FILE = "search_summary.yaml"
+METRICS_FILE = "metrics.json"
+TABLE_ROWS = 10
+ALLOWED_TAGS = {"log", "int"}
+
+
+def flatten(mapping: Optional[Mapping[str, Any]], prefix: str = "") -> Dict[str, Any]:
+    """Nested keys to dotted ones; a nested spelling wins over the same dotted key.
+
+    Defaults use dotted keys (``optimizer.lr``) while command-line overrides such as
+    ``hydra.sweeper.params.optimizer.lr=...`` arrive nested, so the nested one is the newer.
+    """
+    flat: Dict[str, Any] = {}
+    nested: Dict[str, Any] = {}
+    for key, value in (mapping or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            nested.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    flat.update(nested)
+    return flat
+
+
+def _limits_for(name: str, log_scale: bool, integer: bool, low: float,
+                declared: Mapping[str, Any]) -> Limits:
+    if name not in declared or declared[name] is None:
+        return default_limits(log_scale, integer, low)
+    limits = Limits.parse(str(declared[name]), key=f"hydra.sweeper.limits.{name}")
+    return limits.intersect(POSITIVE) if log_scale else limits
+
+
+def param_from_override(override: Override, declared_limits: Mapping[str, Any]) -> Param:
+    """One search parameter from an ``interval``, ``range`` or ``choice`` sweep override."""
+    name = override.get_key_element()
+    value = override.value()
+    where = f"hydra.sweeper.params.{name}"
+    tags = set(getattr(value, "tags", set()))
+    if tags - ALLOWED_TAGS:
+        raise SearchConfigError(
+            f"{where}={override.get_value_element_as_str()} uses tag {sorted(tags - ALLOWED_TAGS)[0]}:"
+            f" the tags allowed are {', '.join(sorted(ALLOWED_TAGS))}")
+    if isinstance(value, ChoiceSweep):
+        if tags:
+            raise SearchConfigError(f"{where}: tags ({', '.join(sorted(tags))}) do not apply to choice()")
+        return ChoiceParam(name, tuple(override.sweep_string_iterator()))
+    log_scale = "log" in tags
+    if isinstance(value, IntervalSweep):
+        assert value.start is not None and value.end is not None
+        integer = "int" in tags
+        low, high = float(value.start), float(value.end)
+        if integer and (low != int(low) or high != int(high)):
+            raise SearchConfigError(f"{where}=tag(int, interval({low}, {high})) needs integer bounds")
+        limits = _limits_for(name, log_scale, integer, low, declared_limits)
+        return NumericParam(name, low, high, log=log_scale, integer=integer, limits=limits)
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        assert start is not None and stop is not None
+        if step is None or step <= 0 or stop <= start:
+            raise SearchConfigError(
+                f"{where}=range({start}, {stop}, {step}) is empty: use range(start, stop[, step])"
+                " with start < stop and a positive step")
+        integer = all(isinstance(x, int) for x in (start, stop, step))
+        last = start + (math.ceil((stop - start) / step) - 1) * step
+        limits = _limits_for(name, log_scale, integer, float(start), declared_limits)
+        return NumericParam(name, float(start), float(last), log=log_scale, integer=integer,
+                            step=float(step), anchor=float(start), limits=limits)
+    raise SearchConfigError(
+        f"{where}={override.get_value_element_as_str()} is not a search range: use interval(),"
+        " tag(log, interval()), range() or choice()")
+
+
+def build_space(
+    params: Sequence[Override], arguments: Sequence[Override], declared_limits: Mapping[str, Any]
+) -> Tuple[Dict[str, Param], List[str]]:
+    """The search space and the fixed overrides every trial gets.
+
+    ``params`` come from ``hydra.sweeper.params``, ``arguments`` from the command line; a
+    sweep on the command line replaces the param of that key, and a plain value there pins
+    the key, taking it out of the search.
+    """
+    space: Dict[str, Param] = {}
+    fixed: Dict[str, str] = {}
+    from_command_line = [False] * len(params) + [True] * len(arguments)
+    for override, on_command_line in zip(list(params) + list(arguments), from_command_line):
+        line = override.input_line or (
+            f"{override.get_key_element()}={override.get_value_element_as_str()}")
+        key = override_key(line)
+        if override.is_sweep_override():
+            space[key] = param_from_override(override, declared_limits)
+            fixed.pop(key, None)
+            continue
+        fixed[key] = line
+        if key in space and on_command_line:
+            log.info("%s is fixed on the command line (%s): not searched", key, line)
+            del space[key]
+    return space, list(fixed.values())
+
+
+class RecordingTask:
+    """The task function as the launcher sees it: runs the trial, then appends its record.
+
+    Records are written by the job itself, the moment it finishes, so a sweep that is stopped
+    mid-round keeps every finished trial. Instances are pickled to parallel and remote workers
+    (joblib, submitit) with the trial table of the batch being launched.
+    """
+
+    def __init__(self, task_function: TaskFunction, records_path: Path) -> None:
+        self.task_function = task_function
+        self.records_path = records_path
+        self.trials: Dict[int, Dict[str, Any]] = {}
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        hydra_cfg = HydraConfig.get()
+        trial = self.trials.get(int(hydra_cfg.job.num))
+        if trial is None:
+            return self.task_function(cfg)
+        run_dir = Path(hydra_cfg.runtime.output_dir)
+        start = time.time()
+        try:
+            value = self.task_function(cfg)
+        except Exception as error:
+            append_record(self.records_path, self._record(
+                trial, None, FAILED, time.time() - start, run_dir, start, repr(error)))
+            raise
+        append_record(self.records_path, self._record(
+            trial, value, COMPLETED, time.time() - start, run_dir, start, None))
+        return value
+
+    def _record(self, trial: Mapping[str, Any], value: Any, status: str, seconds: float,
+                run_dir: Path, start: float, error: Optional[str]) -> TrialRecord:
+        metrics = _read_metrics(run_dir, start)
+        objective = as_objective(value)
+        if isinstance(metrics.get("status"), str):
+            status = metrics["status"]
+        if status == COMPLETED and objective is None:
+            status = DIVERGED
+        metric = None
+        if trial.get("metric"):
+            metric = as_objective(_lookup(metrics, trial["metric"]))
+        return TrialRecord(round=trial["round"], job=trial["job"],
+                           overrides=list(trial["overrides"]), values=dict(trial["values"]),
+                           objective=objective, status=status, seconds=round(seconds, 3),
+                           run_dir=_relative(run_dir, self.records_path.parent),
+                           metric=metric, error=error)
+
+
+def _read_metrics(run_dir: Path, since: float) -> Dict[str, Any]:
+    """The run's metrics.json when this run wrote it (an older one is ignored)."""
+    path = run_dir / METRICS_FILE
+    try:
+        if path.stat().st_mtime + 1.0 < since:
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _lookup(data: Any, dotted: str) -> Any:
+    """``history.-1.train_acc``: keys of mappings and (possibly negative) indices of lists."""
+    for part in dotted.split("."):
+        if isinstance(data, Mapping) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.lstrip("-").isdigit() and -len(data) <= int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return None
+    return data
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _plain(node: Any) -> Any:
+    """Config node to plain Python values (enums by name)."""
+    if OmegaConf.is_config(node):
+        node = OmegaConf.to_container(node, resolve=True)
+    if isinstance(node, Enum):
+        return node.name
+    if isinstance(node, dict):
+        return {k: _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+class CoarseToFineSweeperImpl(Sweeper):
+    """Runs :class:`expt.search.CoarseToFineSearch` stage by stage through Hydra's launcher."""
+
+    def __init__(self, *, params: Any, rounds: Any, seed: int, direction: Any, margin: float,
+                 edge: float, max_edge_moves: int, limits: Any, max_batch_size: Optional[int],
+                 pinpoint: Any) -> None:
+        super().__init__()
+        self.params = flatten(_plain(params))
+        self.limits = flatten(_plain(limits))
+        self.settings = Settings.from_mapping({
+            "rounds": _plain(rounds), "seed": seed, "direction": _plain(direction),
+            "margin": margin, "edge": edge, "max_edge_moves": max_edge_moves,
+            "pinpoint": _plain(pinpoint)})
+        if max_batch_size is not None and (isinstance(max_batch_size, bool) or max_batch_size < 1):
+            raise SearchConfigError(
+                f"hydra.sweeper.max_batch_size={max_batch_size!r} is not allowed: "
+                "null (a whole round at once) or an integer >= 1")
+        self.max_batch_size = max_batch_size
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+        self.launcher: Any = None
+        self.recorder: Optional[RecordingTask] = None
+        self.sweep_dir = Path(".")
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.hydra_context = hydra_context
+        self.config = config
+        self.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        self.recorder = RecordingTask(task_function, self.sweep_dir / RECORDS_FILE)
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=self.recorder, config=config)
+
+    def _search(self, arguments: List[str]) -> CoarseToFineSearch:
+        assert self.hydra_context is not None
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        lines = [f"{key}={value}" for key, value in self.params.items() if value is not None]
+        space, fixed = build_space(parser.parse_overrides(lines),
+                                   parser.parse_overrides(arguments), self.limits)
+        return CoarseToFineSearch(space, self.settings, fixed)
+
+    def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
+        assert self.config is not None and self.launcher is not None
+        assert self.recorder is not None
+        search = self._search(arguments)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        returns: List[Sequence[JobReturn]] = []
+        for stage in search.stages():
+            specs = search.propose(stage)
+            self._log_stage(search, stage, specs)
+            done = read_records(self.recorder.records_path)
+            pending = [spec for spec in specs if spec.key not in done]
+            if len(pending) < len(specs):
+                log.info("resuming: %d of %d trials of this round are already in %s",
+                         len(specs) - len(pending), len(specs), RECORDS_FILE)
+            for batch in consecutive_runs(pending, self.max_batch_size):
+                returns.append(self._launch(batch))
+            done = read_records(self.recorder.records_path)
+            search.conclude(stage, [done[spec.key] for spec in specs])
+            self._write_summary(search)
+        log.info("top trials (%s):\n%s", search.settings.direction, search.table(TABLE_ROWS))
+        best = search.best()
+        if best is not None:
+            log.info("best: objective %s, round %d, job %d: %s", best.objective, best.round,
+                     best.job, " ".join(best.overrides))
+        pictures = self._plot(search)
+        log.info("sweep record: %s, summary: %s, pictures: %s", self.recorder.records_path,
+                 self.sweep_dir / SUMMARY_FILE, ", ".join(p.name for p in pictures) or "none")
+        return returns
+
+    def _plot(self, search: CoarseToFineSearch) -> List[Path]:
+        """The objective against each searched parameter, coloured by round (expt.dashboard.plot_sweep)."""
+        from expt.dashboard import plot_sweep
+
+        records = [{"round": r.round, "values": dict(r.values), "objective": r.objective,
+                    "status": r.status} for r in search.all_records()]
+        log_params = {name: isinstance(param, NumericParam) and param.log
+                      for name, param in search.space.items()}
+        moves = [{"round": m.after_round + 1, "param": m.param, "old": list(m.old), "new": list(m.new)}
+                 for m in search.moves]
+        return plot_sweep(records, log_params, self.sweep_dir, moves)
+
+    def _launch(self, batch: List[TrialSpec]) -> Sequence[JobReturn]:
+        assert self.recorder is not None
+        # each trial's round reaches its own process (any launcher) as EXPT_SWEEP_ROUND, for its HParams
+        overrides = [[*spec.overrides, f"+hydra.job.env_set.EXPT_SWEEP_ROUND={spec.round}"] for spec in batch]
+        self.validate_batch_is_legal(overrides)
+        metric = self.settings.pinpoint.metric
+        self.recorder.trials = {
+            spec.job: {"round": spec.round, "job": spec.job, "overrides": list(spec.overrides),
+                       "values": dict(spec.values), "metric": metric if spec.round == 0 else None}
+            for spec in batch}
+        results = self.launcher.launch(overrides, initial_job_idx=batch[0].job)
+        done = read_records(self.recorder.records_path)
+        for spec, result in zip(batch, results):
+            if spec.key not in done:
+                append_record(self.recorder.records_path, _record_from_return(spec, result))
+        done = read_records(self.recorder.records_path)
+        for spec in batch:
+            record = done[spec.key]
+            if record.status != COMPLETED:
+                log.warning("job %d (round %d) %s%s", spec.job, spec.round, record.status,
+                            f": {record.error}" if record.error else "")
+        return results
+
+    def _log_stage(self, search: CoarseToFineSearch, stage: int, specs: List[TrialSpec]) -> None:
+        extra = " ".join(search.history[-1].overrides) or "no extra overrides"
+        if stage == 0:
+            param = search.settings.pinpoint.param
+            rates = ", ".join(str(spec.values[param]) for spec in specs)
+            log.info("pinpoint: %d trials (jobs %d-%d) with %s; %s at %s", len(specs),
+                     specs[0].job, specs[-1].job, extra, param, rates)
+            return
+        ranges = ", ".join(f"{name} in {param}" for name, param in search.space.items())
+        log.info("round %d/%d: %d trials (jobs %d-%d) with %s; %s", stage,
+                 len(search.settings.rounds), len(specs), specs[0].job, specs[-1].job, extra,
+                 ranges)
+
+    def _write_summary(self, search: CoarseToFineSearch) -> None:
+        path = self.sweep_dir / SUMMARY_FILE
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(search.summary(), sort_keys=False), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def _record_from_return(spec: TrialSpec, result: JobReturn) -> TrialRecord:
+    """A record for a trial whose job wrote none (it died before the wrapper could)."""
+    error = None
+    objective = None
+    if result.status == JobStatus.COMPLETED:
+        objective = as_objective(result._return_value)
+        status = COMPLETED if objective is not None else DIVERGED
+    else:
+        status = FAILED
+        error = repr(result._return_value)
+    run_dir = None
+    if result.hydra_cfg is not None:
+        run_dir = str(OmegaConf.select(result.hydra_cfg, "hydra.runtime.output_dir"))
+    return TrialRecord(round=spec.round, job=spec.job, overrides=list(spec.overrides),
+                       values=dict(spec.values), objective=objective, status=status,
+                       seconds=0.0, run_dir=run_dir, error=error)

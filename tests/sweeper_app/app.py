@@ -1,0 +1,53 @@
+"""A tiny Hydra app with a known optimum, for testing the coarse-to-fine sweeper through Hydra.
+
+Its keys mimic expt's (``optimizer.lr``, ``regularization.l2``, ...) so the sweeper's preset
+applies unchanged. The objective peaks at ``optimizer.lr=3e-3``, ``regularization.l2=1e-4``
+(log10 distances), gains a little per epoch, and is 1.0 at the optimum with 0 epochs.
+``toy.*`` keys make chosen trials raise, return NaN or report divergence as expt does.
+"""
+
+import json
+import math
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+BEST_LR = 3e-3
+BEST_L2 = 1e-4
+
+
+def objective(cfg: DictConfig) -> float:
+    """1 minus the squared log10 distance to the optimum (scaled), plus 0.01 per epoch."""
+    l2 = max(cfg.regularization.l2, 1e-12)
+    distance = math.log10(cfg.optimizer.lr / BEST_LR) ** 2 + math.log10(l2 / BEST_L2) ** 2
+    return 1.0 - distance / 50.0 + 0.01 * cfg.trainer.epochs - 0.1 * abs(cfg.regularization.dropout - 0.2)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    toy = cfg.toy
+    if toy.calls_file:
+        with open(toy.calls_file, "a", encoding="utf-8") as handle:
+            handle.write(f"{HydraConfig.get().job.num}\n")
+    if toy.sleep:
+        time.sleep(toy.sleep)
+    if toy.raise_above_lr is not None and cfg.optimizer.lr > toy.raise_above_lr:
+        raise ValueError(f"optimizer.lr={cfg.optimizer.lr} is too large for this toy")
+    if toy.nan_above_l2 is not None and cfg.regularization.l2 > toy.nan_above_l2:
+        return math.nan
+    value = objective(cfg)
+    status = "completed"
+    if toy.diverge_above_lr is not None and cfg.optimizer.lr > toy.diverge_above_lr:
+        status, value = "diverged", 0.0
+    train_acc = 1.0 if 1e-4 <= cfg.optimizer.lr <= 1e-1 else 0.1
+    (run_dir / "metrics.json").write_text(
+        json.dumps({"status": status, "objective": value, "history": [{"train_acc": train_acc}]}))
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""The coarse_to_fine sweeper through real Hydra: a toy app (tests/sweeper_app) and expt itself.
+
+Every sweep runs in a subprocess, as a user would start it. ``src`` is put on PYTHONPATH so the
+plugin is found from a plain checkout as well as from an installed expt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "sweeper_app" / "app.py"
+# Three tiny rounds (4, 2 and 2 trials) keep each sweep of the toy app to a few seconds.
+TINY = ["hydra.sweeper.rounds.0.trials=4", "hydra.sweeper.rounds.1.trials=2",
+        "hydra.sweeper.rounds.2.trials=2"]
+
+
+def env() -> dict[str, str]:
+    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+def sweep(sweep_dir: Path, *overrides: str, app: Path = APP, check: bool = True) -> subprocess.CompletedProcess:
+    """``python app.py --multirun hydra/sweeper=coarse_to_fine hydra.sweep.dir=... <overrides>``."""
+    command = [sys.executable, str(app), "--multirun", "hydra/sweeper=coarse_to_fine",
+               f"hydra.sweep.dir={sweep_dir}", *overrides]
+    done = subprocess.run(command, cwd=sweep_dir.parent, env=env(), capture_output=True, text=True,
+                          timeout=300)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def records(sweep_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (sweep_dir / "search.jsonl").read_text().splitlines()]
+
+
+def summary(sweep_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((sweep_dir / "search_summary.yaml").read_text())
+
+
+def test_a_sweep_records_every_trial_and_summarises_the_rounds(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    done = sweep(out, *TINY, "trainer.epochs=5", "+toy_note=x")
+    lines = records(out)
+    assert sorted(r["job"] for r in lines) == list(range(8))
+    assert [r["round"] for r in sorted(lines, key=lambda r: r["job"])] == [1] * 4 + [2] * 2 + [3] * 2
+    for r in lines:
+        assert set(r) >= {"round", "job", "overrides", "values", "objective", "status", "seconds"}
+        assert r["status"] == "completed" and isinstance(r["objective"], float)
+        assert set(r["values"]) == {"optimizer.lr", "regularization.l2"}
+        assert f"trainer.epochs={[1, 3, 10][r['round'] - 1]}" in r["overrides"]
+        assert "+toy_note=x" in r["overrides"]
+        run_dir = out / r["run_dir"]
+        assert run_dir == out / str(r["job"]) and (run_dir / ".hydra" / "overrides.yaml").exists()
+        assert json.loads((run_dir / "metrics.json").read_text())["objective"] == r["objective"]
+    info = summary(out)
+    best = max(lines, key=lambda r: r["objective"])
+    assert info["best"]["job"] == best["job"] and info["best"]["overrides"] == best["overrides"]
+    assert [r["round"] for r in info["rounds"]] == [1, 2, 3]
+    assert info["rounds"][0]["space"]["optimizer.lr"] == {"type": "float", "low": 1e-6, "high": 0.1,
+                                                          "log": True}
+    assert isinstance(info["edge_moves"], list) and info["trials"] == {"completed": 8}
+    assert "top trials (maximize)" in done.stdout + done.stderr
+    assert (out / "multirun.yaml").exists()
+
+
+def test_trials_that_raise_return_nan_or_diverge_count_as_worst(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    sweep(out, "hydra.sweeper.rounds.0.trials=8", "hydra.sweeper.rounds.1.trials=2",
+          "hydra.sweeper.rounds.2.trials=1", "hydra.sweeper.seed=1", "toy.raise_above_lr=1e-2",
+          "toy.nan_above_l2=1e-2", "toy.diverge_above_lr=1e-3")
+    lines = records(out)
+    by_status = {s: [r for r in lines if r["status"] == s] for s in ("completed", "failed", "diverged")}
+    assert by_status["failed"] and by_status["diverged"] and by_status["completed"]
+    assert len(lines) == 11
+    assert all("ValueError" in r["error"] for r in by_status["failed"])
+    assert all(r["objective"] in (None, 0.0) for r in by_status["diverged"])
+    assert summary(out)["best"]["job"] in {r["job"] for r in by_status["completed"]}
+
+
+def test_joblib_launcher_runs_each_round_in_parallel(tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    out = tmp_path / "sweep"
+    done = sweep(out, *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    log = done.stdout + done.stderr
+    assert "is launching 4 jobs" in log and log.count("is launching 2 jobs") == 2
+    lines = records(out)
+    assert sorted(r["job"] for r in lines) == list(range(8))
+    assert all((out / str(r["job"]) / "metrics.json").exists() for r in lines)
+    assert summary(out)["best"] is not None
+
+
+def test_resuming_runs_only_the_trials_missing_from_search_jsonl(tmp_path: Path) -> None:
+    out, calls = tmp_path / "sweep", tmp_path / "calls.txt"
+    args = [*TINY, f"toy.calls_file={calls}", "hydra.sweeper.max_batch_size=3"]
+    sweep(out, *args)
+    first = records(out)
+    assert sorted(int(x) for x in calls.read_text().split()) == list(range(8))
+
+    calls.write_text("")
+    sweep(out, *args)
+    assert calls.read_text() == "" and records(out) == first
+
+    # as if the sweep had been stopped during round 2: the last three trials never finished
+    kept = [r for r in first if r["job"] < 5]
+    (out / "search.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    sweep(out, *args)
+    assert sorted(int(x) for x in calls.read_text().split()) == [5, 6, 7]
+    again = {r["job"]: r for r in records(out)}
+    assert sorted(again) == list(range(8))
+    assert [again[j]["overrides"] for j in range(8)] == [
+        r["overrides"] for r in sorted(first, key=lambda r: r["job"])]
+
+
+def test_pinpoint_stage_starts_round_one_from_the_rates_that_learned(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    sweep(out, *TINY, "hydra.sweeper.pinpoint.enabled=true",
+          "hydra.sweeper.pinpoint.metric=history.-1.train_acc", "hydra.sweeper.pinpoint.threshold=0.99")
+    lines = sorted(records(out), key=lambda r: r["job"])
+    pin = lines[:7]
+    assert [r["round"] for r in pin] == [0] * 7 and lines[7]["round"] == 1
+    assert [r["values"]["optimizer.lr"] for r in pin] == [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    assert all("data.subset=100" in r["overrides"] and "regularization=none" in r["overrides"]
+               for r in pin)
+    info = summary(out)
+    assert info["pinpoint"]["learned"] == [1e-4, 1e-3, 1e-2, 1e-1]
+    low, high = info["pinpoint"]["range"]
+    assert low == pytest.approx(10 ** -4.5, rel=1e-3) and high == pytest.approx(10 ** -0.5, rel=1e-3)
+    assert all(low <= r["values"]["optimizer.lr"] <= high for r in lines[7:11])
+
+
+def test_command_line_sweeps_join_the_space_and_plain_values_pin_it(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    sweep(out, "hydra.sweeper.rounds=[{trials:4,top_k:2}]", "optimizer.lr=0.003",
+          "regularization.dropout=interval(0.0, 0.7)", "model.hidden_dim=range(32, 512)",
+          "activation=choice(relu, leaky_relu, gelu)")
+    lines = records(out)
+    assert len(lines) == 4
+    for r in lines:
+        assert set(r["values"]) == {"regularization.l2", "regularization.dropout", "model.hidden_dim",
+                                    "activation"}
+        assert "optimizer.lr=0.003" in r["overrides"]
+        assert 32 <= r["values"]["model.hidden_dim"] <= 511
+        assert r["values"]["activation"] in {"relu", "leaky_relu", "gelu"}
+
+
+def test_a_bad_sweeper_setting_is_an_error_naming_key_value_and_allowed(tmp_path: Path) -> None:
+    done = sweep(tmp_path / "sweep", "hydra.sweeper.rounds.1.top_k=0", check=False)
+    assert done.returncode != 0
+    assert "hydra.sweeper.rounds[1].top_k=0 is not allowed: an integer >= 1" in done.stderr
+
+
+def test_plugin_is_discovered_by_expt() -> None:
+    """Without PYTHONPATH: the installed expt must expose the plugin to Hydra's scanner."""
+    done = subprocess.run([sys.executable, "-m", "expt", "--info", "plugins"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stderr
+    assert "CoarseToFineSweeper" in done.stdout
+
+
+@pytest.mark.slow
+def test_coarse_to_fine_sweep_of_expt_on_the_default_data(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    done = subprocess.run(
+        [sys.executable, "-m", "expt", "--multirun", "hydra/sweeper=coarse_to_fine",
+         f"hydra.sweep.dir={out}", "hydra.sweeper.rounds.0.trials=3", "hydra.sweeper.rounds.1.trials=2",
+         "hydra.sweeper.rounds.1.overrides=['trainer.epochs=2']", "hydra.sweeper.rounds.2.trials=1",
+         "hydra.sweeper.rounds.2.overrides=['trainer.epochs=2']", "trainer.batch_size=128"],
+        cwd=tmp_path, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = records(out)
+    assert sorted(r["job"] for r in lines) == list(range(6))
+    assert all("trainer.batch_size=128" in r["overrides"] for r in lines)
+    for r in lines:
+        metrics = json.loads((out / r["run_dir"] / "metrics.json").read_text())
+        assert r["status"] == metrics["status"]
+    best = summary(out)["best"]
+    assert best is not None and 0.0 < best["objective"] <= 1.0
