@@ -60,7 +60,7 @@ HPARAM_METRICS = (
 SWEEP_ROUND_ENV = "EXPT_SWEEP_ROUND"
 # Modules whose output is their input in eval mode: their activation histogram would repeat the last one.
 PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Identity)
-MAX_FILTER_TILES = 256
+MAX_FILTER_TILES = 64  # PNG-encoding the grid every epoch grows with its area
 HISTOGRAM_BINS = 64
 
 
