@@ -169,13 +169,15 @@ def test_plugin_is_discovered_by_expt() -> None:
 
 
 @pytest.mark.slow
-def test_coarse_to_fine_sweep_of_expt_on_the_default_data(tmp_path: Path) -> None:
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
+                         ids=["basic", "joblib"])
+def test_coarse_to_fine_sweep_of_expt_on_the_default_data(tmp_path: Path, launcher: list[str]) -> None:
     out = tmp_path / "sweep"
     done = subprocess.run(
         [sys.executable, "-m", "expt", "--multirun", "hydra/sweeper=coarse_to_fine",
          f"hydra.sweep.dir={out}", "hydra.sweeper.rounds.0.trials=3", "hydra.sweeper.rounds.1.trials=2",
          "hydra.sweeper.rounds.1.overrides=['trainer.epochs=2']", "hydra.sweeper.rounds.2.trials=1",
-         "hydra.sweeper.rounds.2.overrides=['trainer.epochs=2']", "trainer.batch_size=128"],
+         "hydra.sweeper.rounds.2.overrides=['trainer.epochs=2']", "trainer.batch_size=128", *launcher],
         cwd=tmp_path, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
         timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -187,3 +189,33 @@ def test_coarse_to_fine_sweep_of_expt_on_the_default_data(tmp_path: Path) -> Non
         assert r["status"] == metrics["status"]
     best = summary(out)["best"]
     assert best is not None and 0.0 < best["objective"] <= 1.0
+    # each trial was told its round (its HParams record shows it), and the sweep drew its pictures
+    for r in lines:
+        hydra_cfg = yaml.safe_load((out / r["run_dir"] / ".hydra" / "hydra.yaml").read_text())
+        assert hydra_cfg["hydra"]["job"]["env_set"]["EXPT_SWEEP_ROUND"] == str(r["round"])
+    assert (out / "sweep_optimizer.lr.png").is_file() and (out / "sweep_regularization.l2.png").is_file()
+
+
+@pytest.mark.slow
+def test_plugin_is_discovered_from_a_wheel_install(tmp_path: Path) -> None:
+    """A regular (non-editable) install: build the wheel, install it into a fresh virtual environment."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q",
+                    "-w", str(wheels), str(ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("expt-*.whl")
+    venv = tmp_path / "venv"
+    # the dependencies come from this interpreter's site-packages; expt itself only from the wheel
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run([str(python), "-c", "import expt, hydra_plugins.expt_sweeper as p; "
+                            "print(expt.__file__); print(p.__file__)"],
+                           cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=120)
+    assert where.returncode == 0, where.stderr
+    assert all(str(venv) in line for line in where.stdout.splitlines())
+    done = subprocess.run([str(python), "-m", "expt", "--info", "plugins"], cwd=tmp_path, env=clean,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "CoarseToFineSweeper" in done.stdout
