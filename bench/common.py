@@ -1,0 +1,34 @@
+"""Shared by the benchmarks: a description of the machine, and RESULTS.md sections replaced in place."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import time
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def machine(device: str = "cpu") -> str:
+    cpu = platform.processor() or platform.machine()
+    text = f"{os.cpu_count()} CPU cores ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} threads"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(torch.device(device))}"
+    return text
+
+
+def write_results(key: str, title: str, body: str, where: str) -> None:
+    """Replace the section ``key`` of RESULTS.md (or append it), stamped with the machine and date."""
+    section = (
+        f"<!-- {key} -->\n## {title}\n\nMachine: {where}. Measured {time.strftime('%Y-%m-%d')}.\n\n"
+        f"{body.strip()}\n<!-- /{key} -->\n"
+    )
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n\n"
+    pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->\n", re.S)
+    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
+    RESULTS.write_text(text)
+    print(f"wrote the '{key}' section of {RESULTS}")

@@ -1,0 +1,157 @@
+"""expt's trainer against a bare PyTorch loop: same model, data, batch size, optimizer and epochs.
+
+Both sides get the same preprocessed tensors on the same device and a model built and initialised
+the same way; the bare loop is what a user following the recipe would write by hand: the loss at
+init, a permutation per epoch, index slices, Adam, per epoch the validation loss/accuracy plus the
+training accuracy on a 1,000-sample subsample, and the test accuracy once at the end (what expt
+measures). expt's side is the whole `Trainer.fit`: TensorBoard events,
+checkpoints every epoch, the divergence check. The two alternate in one process, several
+repetitions; the table reports the median seconds per epoch and their ratio.
+
+    python bench/overhead.py                  # CPU cases
+    python bench/overhead.py --device cuda    # the same on a GPU
+    python bench/overhead.py --quick          # fewer repetitions
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_results  # noqa: E402
+
+import expt  # noqa: E402
+from expt.dashboard import Dashboard  # noqa: E402
+from expt.trainer import Trainer, build, build_model, evaluate  # noqa: E402
+
+CASES = {
+    "convnet / digits": ["model=convnet", "data=digits"],
+    "mlp / synthetic 3x16x16": ["model=mlp", "data=synthetic", "data.num_samples=4000"],
+    "deep_convnet / synthetic 3x32x32": [
+        "model=deep_convnet", "data=synthetic", "data.shape=[3,32,32]", "data.num_samples=2000",
+    ],
+}
+# The same arithmetic on both sides: no penalty, constant learning rate.
+COMMON = ["regularization=none", "schedule=constant", "trainer.batch_size=64", "sanity.before_train=false"]
+DIAGNOSTICS_OFF = ["dashboard.update_ratio=false", "dashboard.histograms=false", "dashboard.filters=false",
+                   "dashboard.graph=false"]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_loop(cfg, data, epochs: int) -> float:
+    """Seconds per epoch of a hand-written loop over the same tensors."""
+    torch.manual_seed(cfg.trainer.seed)
+    model = build_model(cfg, data.input_shape, data.num_classes).to(data.x_train.device, data.x_train.dtype)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
+    x, y, bs = data.x_train, data.y_train, cfg.trainer.batch_size
+    gen = torch.Generator(device=x.device).manual_seed(0)
+    sub = torch.randperm(len(x), device=x.device, generator=gen)[:1000]
+    sync(x.device)
+    start = time.perf_counter()
+    evaluate(model, x[sub], y[sub])  # loss at init
+    for _ in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), device=x.device, generator=gen)
+        for i in range(0, len(x), bs):
+            idx = perm[i:i + bs]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        evaluate(model, data.x_val, data.y_val)
+        evaluate(model, x[sub], y[sub])
+    evaluate(model, data.x_test, data.y_test)
+    sync(x.device)
+    return (time.perf_counter() - start) / epochs
+
+
+def expt_loop(cfg, data, epochs: int) -> float:
+    """Seconds per epoch of expt's Trainer.fit, events and checkpoints included."""
+    exp = build(cfg, data=data)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(exp, Path(tmp))
+        dashboard = Dashboard(Path(tmp), exp.cfg)
+        sync(exp.device)
+        start = time.perf_counter()
+        trainer.fit(dashboard)
+        sync(exp.device)
+        seconds = (time.perf_counter() - start) / epochs
+        dashboard.close()
+    return seconds
+
+
+def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict:
+    """One case in this process: median seconds per epoch of each side, peak host and GPU memory."""
+    extra = DIAGNOSTICS_OFF if label == "diagnostics off" else []
+    cfg = expt.compose([*CASES[name], *COMMON, *extra, f"trainer.device={device}", f"trainer.epochs={epochs}"])
+    data = expt.data.load(cfg.data)
+    bare_loop(cfg, build(cfg, data=data).data, 1)  # warm-up: allocator, kernels
+    bare, ours = [], []
+    for _ in range(reps):
+        bare.append(bare_loop(cfg, build(cfg, data=data).data, epochs))
+        ours.append(expt_loop(cfg, data, epochs))
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.device(device).type == "cuda" else None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    return {"bare": statistics.median(bare), "expt": statistics.median(ours), "rss_mib": rss, "gpu_mib": gpu}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 repetitions of 2 epochs")
+    parser.add_argument("--case", help=argparse.SUPPRESS)  # run one case here and print its JSON
+    parser.add_argument("--label", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.reps, args.epochs = 2, 2
+    if args.case:
+        print(json.dumps(run_case(args.case, args.label, args.device, args.epochs, args.reps)))
+        return
+
+    rows = []
+    for name in CASES:
+        for label in ("defaults", "diagnostics off"):
+            # each case in a fresh process, so its peak memory is its own
+            out = subprocess.run(
+                [sys.executable, __file__, "--case", name, "--label", label, "--device", args.device,
+                 "--epochs", str(args.epochs), "--reps", str(args.reps)],
+                check=True, capture_output=True, text=True,
+            ).stdout.strip().splitlines()[-1]
+            r = json.loads(out)
+            rows.append((name, label, r))
+            gpu = f"   GPU {r['gpu_mib']:.0f} MiB" if r["gpu_mib"] is not None else ""
+            print(f"{name:34s} {label:16s} bare {r['bare'] * 1e3:8.1f} ms/epoch   expt {r['expt'] * 1e3:8.1f} "
+                  f"ms/epoch   ratio {r['expt'] / r['bare']:5.3f}   peak RSS {r['rss_mib']:.0f} MiB{gpu}", flush=True)
+
+    table = ["| case | dashboards | bare loop (ms/epoch) | expt (ms/epoch) | ratio | peak RSS (MiB) | GPU max allocated (MiB) |",
+             "|---|---|---|---|---|---|---|"]
+    for n, lab, r in rows:
+        gpu = f"{r['gpu_mib']:.0f}" if r["gpu_mib"] is not None else "-"
+        table.append(f"| {n} | {lab} | {r['bare'] * 1e3:.1f} | {r['expt'] * 1e3:.1f} | {r['expt'] / r['bare']:.3f} "
+                     f"| {r['rss_mib']:.0f} | {gpu} |")
+    write_results(
+        f"overhead-{torch.device(args.device).type}",
+        f"Trainer overhead on {args.device} ({args.reps} repetitions of {args.epochs} epochs, median)",
+        "\n".join(table), machine(args.device),
+    )
+
+
+if __name__ == "__main__":
+    main()

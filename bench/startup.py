@@ -1,0 +1,86 @@
+"""Start-up: seconds from `python -m expt trainer.epochs=1` to the first training step, by phase.
+
+Each phase is timed in a fresh interpreter (imports are only cold once): the whole command up to
+the first step is measured from outside, and a breakdown script times the imports, Hydra's
+composition, loading and splitting the data, and building the experiment (preprocessing fit, model,
+init, optimizer). `-X importtime` names the heaviest imports.
+
+    python bench/startup.py
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_results  # noqa: E402
+
+BREAKDOWN = r"""
+import time
+t0 = time.perf_counter()
+import torch
+t1 = time.perf_counter()
+import expt, expt.trainer, hydra
+t2 = time.perf_counter()
+cfg = expt.compose(["trainer.epochs=1"])
+t3 = time.perf_counter()
+data = expt.data.load(cfg.data)
+t4 = time.perf_counter()
+exp = expt.trainer.build(cfg, data=data)
+t5 = time.perf_counter()
+from expt.dashboard import Dashboard
+import tempfile, pathlib
+Dashboard(pathlib.Path(tempfile.mkdtemp()), exp.cfg)
+t6 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)
+"""
+PHASES = ["import torch", "import expt + hydra", "compose config", "load + split data",
+          "build (preprocess, model, init, optimizer)", "TensorBoard writer"]
+
+
+def first_step_seconds(tmp: Path) -> float:
+    """Wall time of the CLI from launch to the end of epoch 0 set-up: it runs with epochs=0 (no step)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "expt", "trainer.epochs=0", f"hydra.run.dir={tmp}"],
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def heaviest_imports(n: int = 8) -> list[tuple[str, float]]:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import expt.__main__, expt.trainer"],
+                          capture_output=True, text=True, check=True)
+    top = []
+    for line in proc.stderr.splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \|( *)(\S+)", line)
+        if m and len(m.group(2)) <= 2:  # top-level and first-level packages
+            top.append((m.group(3), int(m.group(1)) / 1e6))
+    return sorted(top, key=lambda kv: -kv[1])[:n]
+
+
+def main() -> None:
+    reps = 3
+    with tempfile.TemporaryDirectory() as tmp:
+        totals = [first_step_seconds(Path(tmp) / str(i)) for i in range(reps)]
+    phases = []
+    for _ in range(reps):
+        out = subprocess.run([sys.executable, "-c", BREAKDOWN], capture_output=True, text=True, check=True)
+        phases.append([float(v) for v in out.stdout.split()])
+    medians = [statistics.median(col) for col in zip(*phases)]
+    lines = [f"`python -m expt trainer.epochs=0` (everything before the first step, then the initial "
+             f"evaluation and exit): median {statistics.median(totals):.2f} s over {reps} runs.", "",
+             "| phase (fresh interpreter) | seconds |", "|---|---|"]
+    lines += [f"| {name} | {s:.3f} |" for name, s in zip(PHASES, medians)]
+    lines += ["", "Heaviest imports (cumulative):", "", "| module | seconds |", "|---|---|"]
+    lines += [f"| {name} | {s:.3f} |" for name, s in heaviest_imports()]
+    print("\n".join(lines))
+    write_results("startup", "Start-up", "\n".join(lines), machine())
+
+
+if __name__ == "__main__":
+    main()

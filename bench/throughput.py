@@ -1,0 +1,137 @@
+"""Training throughput (images/second) of expt's step loop and of a bare loop, eager / compiled / amp.
+
+The convnet and the deep convnet on synthetic 3x32x32 data at batch 64 and 512. Both sides run
+only training steps over the same tensors on the device (no evaluation), after warm-up steps that
+absorb torch.compile's compilation; the first epoch of each configuration is excluded.
+
+    python bench/throughput.py --device cuda          # the GPU table
+    python bench/throughput.py --device cpu --quick   # a smoke run of the same code on CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, write_results  # noqa: E402
+
+import expt  # noqa: E402
+from expt.dashboard import Dashboard  # noqa: E402
+from expt.trainer import Trainer, build, build_model  # noqa: E402
+
+MODELS = {"convnet": ["model=convnet"], "deep_convnet": ["model=deep_convnet"]}
+MODES = {
+    "eager": [],
+    "compiled": ["trainer.compile=true"],
+    "amp bf16": ["trainer.amp=bf16", "trainer.channels_last=true"],
+    "compiled + amp bf16": ["trainer.compile=true", "trainer.amp=bf16", "trainer.channels_last=true"],
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bare_images_per_second(cfg, data, epochs: int) -> float:
+    torch.manual_seed(0)
+    device = data.x_train.device
+    model = build_model(cfg, data.input_shape, data.num_classes).to(device)
+    x, y, bs = data.x_train, data.y_train, cfg.trainer.batch_size
+    if cfg.trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.trainer.compile else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    amp = cfg.trainer.amp == "bf16"
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def epoch() -> None:
+        perm = torch.randperm(len(x), device=device, generator=gen)
+        for i in range(0, len(x), bs):
+            idx = perm[i:i + bs]
+            with torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext():
+                loss = F.cross_entropy(step_model(x[idx]).float(), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    epoch()  # warm-up (compilation)
+    times = []
+    for _ in range(epochs):
+        sync(device)
+        start = time.perf_counter()
+        epoch()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return len(x) / statistics.median(times)
+
+
+def expt_images_per_second(cfg, data, epochs: int) -> float:
+    exp = build(cfg, data=data)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(exp, Path(tmp))
+        dashboard = Dashboard(Path(tmp), exp.cfg)
+        dashboard.start(exp, trainer.train_eval_idx[: cfg.trainer.batch_size])
+        threshold = float("inf")
+        times = []
+        for i in range(epochs + 1):
+            trainer.epoch = i + 1
+            sync(exp.device)
+            start = time.perf_counter()
+            trainer.run_epoch(dashboard, threshold)
+            sync(exp.device)
+            if i:  # the first epoch holds the compilation
+                times.append(time.perf_counter() - start)
+        dashboard.close()
+    return len(exp.data.x_train) / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--samples", type=int, default=20000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1,024 samples, eager and amp only, batch 64")
+    args = parser.parse_args()
+    modes, batches = MODES, (64, 512)
+    if args.quick:
+        args.samples, args.epochs = 1024, 2
+        modes, batches = {k: MODES[k] for k in ("eager", "amp bf16")}, (64,)
+
+    rows = []
+    for model, model_overrides in MODELS.items():
+        for batch in batches:
+            for mode, mode_overrides in modes.items():
+                cfg = expt.compose([
+                    *model_overrides, *mode_overrides, "data=synthetic", "data.shape=[3,32,32]",
+                    f"data.num_samples={args.samples}", f"trainer.batch_size={batch}", "regularization=none",
+                    f"trainer.device={args.device}", "sanity.before_train=false",
+                    # the step loop alone: per-epoch diagnostics are measured in overhead.py
+                    "dashboard.update_ratio=false", "dashboard.histograms=false", "dashboard.filters=false",
+                    "dashboard.graph=false",
+                ])
+                data = expt.data.load(cfg.data)
+                ours = expt_images_per_second(cfg, data, args.epochs)
+                bare = bare_images_per_second(cfg, build(cfg, data=data).data, args.epochs)
+                rows.append((model, batch, mode, bare, ours))
+                print(f"{model:13s} batch {batch:4d} {mode:20s} bare {bare:10.0f} img/s   expt {ours:10.0f} img/s"
+                      f"   expt/bare {ours / bare:5.3f}", flush=True)
+
+    table = ["| model | batch | mode | bare loop (img/s) | expt (img/s) | expt / bare |", "|---|---|---|---|---|---|"]
+    table += [f"| {m} | {b} | {mode} | {bare:.0f} | {ours:.0f} | {ours / bare:.3f} |" for m, b, mode, bare, ours in rows]
+    write_results(f"throughput-{torch.device(args.device).type}", f"Training throughput on {args.device}",
+                  "\n".join(table), machine(args.device))
+
+
+if __name__ == "__main__":
+    main()
