@@ -219,12 +219,11 @@ def _dry_run(cfg: DictConfig) -> None:
     scheduler = attempt("schedule", lambda: make_schedule(optimizer))
 
     def steps() -> None:
+        from expt.optim import step_schedule
+
         for _ in range(min(int(cfg.trainer.epochs), 3)):
             optimizer.step()
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(1.0)
-            else:
-                scheduler.step()
+            step_schedule(scheduler, val_loss=1.0)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

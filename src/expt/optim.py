@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 from torch.optim import Optimizer
-from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, SequentialLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, ReduceLROnPlateau, SequentialLR
 
 from expt.config import ConfigError
 from expt.regularization import penalized_weights
@@ -54,3 +54,11 @@ def warmup_cosine(
     warmup = LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup_epochs)
     return SequentialLR(optimizer, [warmup, cosine], milestones=[warmup_epochs])
 
+
+
+def step_schedule(scheduler, val_loss: float) -> None:
+    """One epoch's step: ReduceLROnPlateau watches the validation loss, the other schedules count epochs."""
+    if isinstance(scheduler, ReduceLROnPlateau):
+        scheduler.step(val_loss)
+    else:
+        scheduler.step()

@@ -26,6 +26,7 @@ from torch import nn
 from expt import checkpoint
 from expt.config import ConfigError, build as build_target, to_plain, validate
 from expt.data import Splits, load as load_data
+from expt.optim import param_groups, step_schedule
 from expt.preprocess import Preprocessor
 from expt.regularization import Regularizer
 
@@ -91,8 +92,6 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     reg = cfg.regularization
     regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
 
-    from expt.optim import param_groups
-
     decay = cfg.optimizer.get("weight_decay", 0)
     optimizer = build_target(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
     scheduler = build_target(cfg.schedule, "schedule")(optimizer)
@@ -134,7 +133,7 @@ class Trainer:
         self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": None, "state": None}
         self.initial_loss = math.nan
         self.epoch = 0
-        self.started = time.perf_counter()
+        self.started = math.nan  # set when fit starts
         self.config_yaml = OmegaConf.to_yaml(exp.cfg, resolve=True)
 
     def _step_setup(self):
@@ -269,7 +268,7 @@ class Trainer:
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
         dashboard.start(e, self.train_eval_idx[: cfg.batch_size], self.epoch)
         threshold = cfg.divergence_factor * self.initial_loss
-        status, train_loss = "completed", math.nan
+        status = "completed"
         if cfg.epochs == 0 and not self.history:
             row = {"epoch": 0, "train_loss": self.initial_loss, **self.measure(), "lr": self.lr(), "seconds": 0.0}
             self.record(row, dashboard)
@@ -286,19 +285,13 @@ class Trainer:
                 )
                 break
             row = {"epoch": self.epoch, "train_loss": train_loss, **self.measure(), "lr": lr}
-            self.step_schedule(row["val_loss"])
+            step_schedule(self.exp.scheduler, row["val_loss"])
             row["seconds"] = time.perf_counter() - t0 - (self.warmup_seconds if self.epoch == 1 else 0.0)
             self.record(row, dashboard)
         return self.finish(status)
 
     def lr(self) -> float:
         return float(self.exp.optimizer.param_groups[0]["lr"])
-
-    def step_schedule(self, val_loss: float) -> None:
-        if isinstance(self.exp.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.exp.scheduler.step(val_loss)
-        else:
-            self.exp.scheduler.step()
 
     def record(self, row: dict[str, float], dashboard) -> None:
         self.history.append(row)
