@@ -315,3 +315,17 @@ def test_consecutive_runs_keep_job_numbers_and_batch_size() -> None:
     specs = [s for s in search.propose(1) if s.job not in (2, 3)]
     assert [[s.job for s in b] for b in consecutive_runs(specs, None)] == [[0, 1], [4, 5, 6]]
     assert [[s.job for s in b] for b in consecutive_runs(specs, 2)] == [[0, 1], [4, 5], [6]]
+
+
+@pytest.mark.parametrize("a, b, expected", [
+    ("[0, 1)", "(0, inf)", "(0, 1)"),       # a tie at 0: the open bound wins
+    ("[0, 1]", "[0, 1)", "[0, 1)"),         # a tie at 1: the open bound wins
+    ("[0, 2]", "[0.5, 1]", "[0.5, 1]"),     # otherwise the tighter value
+])
+def test_limits_intersect_keeps_the_tighter_bound(a: str, b: str, expected: str) -> None:
+    for first, second in ((a, b), (b, a)):
+        both = Limits.parse(first).intersect(Limits.parse(second))
+        want = Limits.parse(expected)
+        assert (both.low, both.high, both.low_open, both.high_open) == (want.low, want.high, want.low_open,
+                                                                        want.high_open)
+    assert Limits.parse("[0, 1)").intersect(Limits.parse("(0, inf)")).clip(0.0) > 0

@@ -95,9 +95,10 @@ class Limits:
         return x
 
     def intersect(self, other: "Limits") -> "Limits":
-        low, low_open = max((self.low, not self.low_open), (other.low, not other.low_open))
-        high, high_open = min((self.high, self.high_open), (other.high, other.high_open))
-        return Limits(low, high, not low_open, high_open)
+        # on a tie the open bound is the tighter one
+        low, low_open = max((self.low, self.low_open), (other.low, other.low_open))
+        high, high_closed = min((self.high, not self.high_open), (other.high, not other.high_open))
+        return Limits(low, high, low_open, not high_closed)
 
     def __str__(self) -> str:
         return (f"{'(' if self.low_open else '['}{_fmt(self.low)}, "
