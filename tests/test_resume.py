@@ -48,6 +48,20 @@ def kill_after_epoch(run_dir, epoch: int, timeout: float = 120) -> int:
     return torch.load(last, weights_only=True)["epoch"]
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_continues_like_an_uninterrupted_run(tmp_path, compose):
+    import expt
+
+    common = ["trainer.device=cuda", "data.subset=300", "regularization=[l2,dropout]"]
+    expt.train(compose("trainer.epochs=2", *common), run_dir=tmp_path / "short")
+    longer = expt.train(compose("trainer.epochs=4", *common, f"trainer.resume={tmp_path / 'short'}"),
+                        run_dir=tmp_path / "longer")
+    straight = expt.train(compose("trainer.epochs=4", *common), run_dir=tmp_path / "straight")
+    for a, b in zip(numbers(straight), numbers(longer)):
+        assert b == pytest.approx(a, rel=1e-4, abs=1e-6)
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     straight = tmp_path / "straight"
@@ -85,13 +99,52 @@ def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose):
     assert again["test_acc"] == first["test_acc"]
 
 
-def test_resume_extends_a_run_to_more_epochs(tmp_path, compose):
+@pytest.mark.parametrize("schedule", ["schedule=step", "schedule=plateau"])
+def test_resume_extends_a_run_to_more_epochs(tmp_path, compose, schedule):
+    """A 2-epoch run resumed to 4 epochs ends as a straight 4-epoch run does, its schedule included."""
     import expt
 
-    short = expt.train(compose("trainer.epochs=2", "data.subset=300"), run_dir=tmp_path / "a")
-    longer = expt.train(compose("trainer.epochs=4", "data.subset=300", f"trainer.resume={tmp_path / 'a'}"),
-                        run_dir=tmp_path / "b")
-    assert numbers(longer)[:2] == numbers(short) and longer["epochs_completed"] == 4
+    common = [schedule, "data.subset=300", "regularization=[l2,dropout]"]
+    expt.train(compose("trainer.epochs=2", *common), run_dir=tmp_path / "short")
+    longer = expt.train(compose("trainer.epochs=4", *common, f"trainer.resume={tmp_path / 'short'}"),
+                        run_dir=tmp_path / "longer")
+    straight = expt.train(compose("trainer.epochs=4", *common), run_dir=tmp_path / "straight")
+    assert [row["lr"] for row in longer["history"]] == pytest.approx([row["lr"] for row in straight["history"]])
+    for a, b in zip(numbers(straight), numbers(longer)):
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-9)
+    assert longer["test_acc"] == straight["test_acc"]
+
+
+def test_resumed_cosine_schedule_follows_the_longer_run(tmp_path, compose):
+    """Cosine's length is trainer.epochs: after a resume to 4 epochs, epochs 3 and 4 follow T_max = 4."""
+    import math
+
+    import expt
+
+    common = ["schedule=cosine", "data.subset=300"]
+    expt.train(compose("trainer.epochs=2", *common), run_dir=tmp_path / "short")
+    longer = expt.train(compose("trainer.epochs=4", *common, f"trainer.resume={tmp_path / 'short'}"),
+                        run_dir=tmp_path / "longer")
+    lr0 = 1e-3
+    assert [row["lr"] for row in longer["history"]] == pytest.approx(
+        [lr0, lr0 / 2] + [lr0 * (1 + math.cos(math.pi * t / 4)) / 2 for t in (2, 3)]
+    )
+
+
+def test_resume_from_a_loose_checkpoint_without_best_pt(tmp_path, compose, caplog):
+    """With no best.pt beside it, the last model stands in for the best one, labelled as the last epoch."""
+    import shutil
+
+    import expt
+
+    expt.train(compose("trainer.epochs=2", "data.subset=300"), run_dir=tmp_path / "a")
+    loose = tmp_path / "loose.pt"
+    shutil.copyfile(tmp_path / "a" / "checkpoints" / "last.pt", loose)
+    resumed = expt.train(compose("trainer.epochs=2", "data.subset=300", f"trainer.resume={loose}"),
+                         run_dir=tmp_path / "b")
+    assert resumed["best_epoch"] == 2
+    assert resumed["best_val_acc"] == resumed["history"][-1]["val_acc"]
+    assert "No best.pt" in caplog.text
 
 
 def test_checkpoint_writes_are_atomic(tmp_path):

@@ -221,3 +221,19 @@ def test_runs_on_cuda(tmp_path, compose):
     cfg = compose("trainer.device=cuda", "trainer.epochs=2")
     metrics = expt.train(cfg, run_dir=tmp_path)
     assert metrics["status"] == "completed" and metrics["best_val_acc"] > 0.8
+
+
+def test_batch_norm_with_batches_of_one_is_a_config_error(compose):
+    from expt.trainer import build
+
+    with pytest.raises(expt.ConfigError, match="trainer.batch_size=1"):
+        build(compose("regularization=[batchnorm]", "trainer.batch_size=1"))
+
+
+def test_a_last_batch_of_one_sample_is_dropped_with_batch_norm(tmp_path, compose):
+    """129 samples in batches of 64 would leave a last batch of one: batch norm cannot train on it."""
+    metrics = expt.train(compose("regularization=[batchnorm]", "data.subset=129", "trainer.epochs=1"),
+                         run_dir=tmp_path)
+    assert metrics["status"] == "completed"
+    events = scalars(tmp_path)
+    assert len(events["loss/train"]) == 2

@@ -30,6 +30,7 @@ def save(state: dict[str, Any], path: Path) -> None:
 
 def copy(source: Path, target: Path) -> None:
     """Copy a checkpoint file atomically (cheaper than serializing the same state twice)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     try:
@@ -57,16 +58,17 @@ def resolve(resume: str) -> Path:
     )
 
 
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """The random streams training draws from: the batch order and torch's own (dropout), CPU and CUDA."""
+def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The random streams training draws from: the batch order and torch's own (dropout), CPU and the run's GPU."""
     state = {"batches": generator.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator) -> None:
+def restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+    """Set the streams :func:`rng_state` saved (its tensors must be on the CPU, as :func:`load` leaves them)."""
     generator.set_state(state["batches"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -33,6 +34,7 @@ from expt.regularization import Regularizer
 log = logging.getLogger(__name__)
 
 EVAL_BATCH = 2048
+HALF = (torch.float16, torch.bfloat16)  # autocast's output dtypes: the loss is computed in float32
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,6 +91,10 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
 
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg, data.input_shape, data.num_classes).to(device=device, dtype=dtype)
+    if cfg.trainer.batch_size == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise ConfigError(
+            "trainer.batch_size=1 is not allowed with batch norm: a batch needs at least 2 samples for its statistics."
+        )
     reg = cfg.regularization
     regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
 
@@ -128,7 +134,9 @@ class Trainer:
         picker = torch.Generator().manual_seed(self.cfg.seed + 1)
         self.train_eval_idx = torch.randperm(n, generator=picker)[: self.cfg.train_eval_samples].to(exp.device)
         self.step_model, self.autocast, self.scaler = self._step_setup()
+        self.batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in exp.model.modules())
         self.warmup_seconds = 0.0  # torch.compile's first steps, excluded from epoch times
+        self.compiling = self.cfg.compile  # until the first epoch this process runs has ended
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": None, "state": None}
         self.initial_loss = math.nan
@@ -174,9 +182,10 @@ class Trainer:
             "model": e.model.state_dict(),
             "optimizer": e.optimizer.state_dict(),
             "scheduler": e.scheduler.state_dict(),
+            **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
             "preprocess": e.preprocessor.state_dict(),
             "epoch": self.epoch,
-            "rng": checkpoint.rng_state(self.batches),
+            "rng": checkpoint.rng_state(self.batches, e.device),
             "history": self.history,
             "initial_loss": self.initial_loss,
             "best_val_acc": self.best["val_acc"],
@@ -190,18 +199,38 @@ class Trainer:
             checkpoint.copy(self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST)
 
     def resume(self, path: Path) -> None:
-        state = checkpoint.load(path, map_location=self.exp.device)
+        """Continue the run saved in ``path``: weights, optimizer, scaler, random streams and history.
+
+        The schedule is rebuilt from this run's config and stepped once per finished epoch
+        (with its logged validation loss), so a run resumed with more epochs follows the
+        schedule of the longer run, as an uninterrupted run with this config would.
+        """
+        state = checkpoint.load(path)  # on the CPU: random states must stay there; load_state_dict moves the rest
         e = self.exp
         e.model.load_state_dict(state["model"])
         e.optimizer.load_state_dict(state["optimizer"])
-        e.scheduler.load_state_dict(state["scheduler"])
-        checkpoint.restore_rng(state["rng"], self.batches)
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        checkpoint.restore_rng(state["rng"], self.batches, e.device)
         self.epoch, self.history, self.initial_loss = state["epoch"], list(state["history"]), state["initial_loss"]
+        for group in e.optimizer.param_groups:  # back to the rate the schedule starts from
+            group["lr"] = group.get("initial_lr", e.cfg.optimizer.lr)
+        e.scheduler = build_target(e.cfg.schedule, "schedule")(e.optimizer)
+        with warnings.catch_warnings():  # replaying the schedule: no optimizer step between its steps
+            warnings.simplefilter("ignore", UserWarning)
+            for row in self.history:
+                if row["epoch"] > 0:
+                    step_schedule(e.scheduler, row["val_loss"])
         best_path = path.parent / checkpoint.BEST
-        best = checkpoint.load(best_path, map_location=self.exp.device) if best_path.is_file() else state
-        self.best = {"val_acc": best["best_val_acc"], "epoch": best["best_epoch"], "state": best["model"]}
-        checkpoint.save(state, self.ckpt_dir / checkpoint.LAST)
-        checkpoint.save(best, self.ckpt_dir / checkpoint.BEST)
+        if best_path.is_file():
+            best = checkpoint.load(best_path)
+            self.best = {"val_acc": best["best_val_acc"], "epoch": best["best_epoch"], "state": best["model"]}
+            checkpoint.copy(best_path, self.ckpt_dir / checkpoint.BEST)
+        else:
+            log.warning("No %s beside %s: the best model so far is taken to be the last one.", checkpoint.BEST, path)
+            last = self.history[-1] if self.history else {"val_acc": -1.0, "epoch": None}
+            self.best = {"val_acc": last["val_acc"], "epoch": last["epoch"], "state": state["model"]}
+        checkpoint.copy(path, self.ckpt_dir / checkpoint.LAST)
         log.info("Resumed from %s after epoch %d", path, self.epoch)
 
     # ------------------------------------------------------------------ the loop
@@ -211,16 +240,16 @@ class Trainer:
         x, y = e.data.x_train, e.data.y_train
         n, bs = len(x), cfg.batch_size
         steps = max(1, math.ceil(n / bs))
-        if n > bs and n % bs == 1 and e.cfg.regularization.batchnorm:
+        if n > bs and n % bs == 1 and self.batchnorm:
             steps -= 1  # a batch of one sample has no batch statistics
         first_step = (self.epoch - 1) * steps + 1
         perm = torch.randperm(n, device=e.device, generator=self.batches)
         losses = torch.zeros(steps, device=e.device, dtype=torch.float64)
         e.model.train()
         penalized = e.regularizer.active
-        read = 0
+        read, total = 0, 0.0
         for i in range(steps):
-            timing = self.cfg.compile and i < 2 and self.epoch == 1
+            timing = self.compiling and (i < 2 or i == steps - 1)
             if timing:
                 warmup_start = self._synced_clock()
             logging_step = (i + 1) % cfg.log_every == 0 or i + 1 == steps
@@ -228,7 +257,7 @@ class Trainer:
             idx = perm[i * bs:(i + 1) * bs]
             with self.autocast():
                 out = self.step_model(x[idx])
-                loss = F.cross_entropy(out.float(), y[idx])
+                loss = F.cross_entropy(out.float() if out.dtype in HALF else out, y[idx])
                 if penalized:
                     loss = loss + e.regularizer.penalty()
             e.optimizer.zero_grad(set_to_none=True)
@@ -248,10 +277,10 @@ class Trainer:
             if logging_step:
                 chunk = losses[read:i + 1].tolist()
                 dashboard.train_losses(first_step + read, chunk)
-                read = i + 1
+                read, total = i + 1, total + sum(chunk)
                 if any(not math.isfinite(v) or v > threshold for v in chunk):
-                    return losses[:read].mean().item(), True
-        return losses.mean().item(), False
+                    return total / read, True
+        return total / steps, False
 
     def _synced_clock(self) -> float:
         if self.exp.device.type == "cuda":
@@ -276,7 +305,9 @@ class Trainer:
             self.epoch += 1
             t0 = time.perf_counter()
             lr = self.lr()
+            warming = self.compiling
             train_loss, diverged = self.run_epoch(dashboard, threshold)
+            self.compiling = False
             if diverged:
                 status = "diverged"
                 log.warning(
@@ -286,7 +317,7 @@ class Trainer:
                 break
             row = {"epoch": self.epoch, "train_loss": train_loss, **self.measure(), "lr": lr}
             step_schedule(self.exp.scheduler, row["val_loss"])
-            row["seconds"] = time.perf_counter() - t0 - (self.warmup_seconds if self.epoch == 1 else 0.0)
+            row["seconds"] = time.perf_counter() - t0 - (self.warmup_seconds if warming else 0.0)
             self.record(row, dashboard)
         return self.finish(status)
 
@@ -372,7 +403,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         interrupted = trainer.finish("interrupted")
         write_metrics(run_dir, interrupted)
         dashboard.hparams(interrupted)
-        log.warning("Interrupted after epoch %d; resume with trainer.resume=%s", trainer.epoch, run_dir)
+        log.warning("Interrupted after epoch %d; resume with trainer.resume=%s", len(trainer.history), run_dir)
         raise
     finally:
         dashboard.close()
