@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from expt.search import Pinpoint, Settings
+
 
 class Direction(Enum):
     """Whether a larger or a smaller return value of the task is better."""
@@ -37,16 +39,15 @@ class PinpointConf:
     the worst to the best rate.
     """
 
-    enabled: bool = False
-    param: str = "optimizer.lr"
-    low: float = 1.0e-6
-    high: float = 1.0
-    num: int = 7
-    overrides: List[str] = field(
-        default_factory=lambda: ["data.subset=100", "regularization=none", "trainer.epochs=10"]
-    )
-    metric: Optional[str] = None
-    threshold: Optional[float] = None
+    # the defaults are expt.search's own, so the two cannot drift apart
+    enabled: bool = Pinpoint.enabled
+    param: str = Pinpoint.param
+    low: float = Pinpoint.low
+    high: float = Pinpoint.high
+    num: int = Pinpoint.num
+    overrides: List[str] = field(default_factory=lambda: list(Pinpoint.overrides))
+    metric: Optional[str] = Pinpoint.metric
+    threshold: Optional[float] = Pinpoint.threshold
 
 
 def _preset_params() -> Dict[str, Any]:
@@ -73,13 +74,13 @@ class CoarseToFineSweeperConf:
     # fixed override for every trial, null drops the key from the search.
     params: Optional[Dict[str, Any]] = field(default_factory=_preset_params)
     rounds: List[RoundConf] = field(default_factory=_preset_rounds)
-    seed: int = 0
-    direction: Direction = Direction.maximize
+    seed: int = Settings.seed
+    direction: Direction = Direction[Settings.direction]
     # Narrowing: the top trials' span plus margin x the current width on each side.
-    margin: float = 0.1
+    margin: float = Settings.margin
     # A best value in the outer `edge` fraction of its range moves the range past that edge.
-    edge: float = 0.1
-    max_edge_moves: int = 3
+    edge: float = Settings.edge
+    max_edge_moves: int = Settings.max_edge_moves
     # Hard limits per parameter in interval notation, e.g. "[0, 1)"; keys dotted or nested.
     limits: Dict[str, Any] = field(
         default_factory=lambda: {"regularization.dropout": "[0, 1)", "optimizer.momentum": "[0, 1)"}
