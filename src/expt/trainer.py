@@ -78,6 +78,11 @@ def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int)
     return model
 
 
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether a layer of the model normalizes with batch statistics (it cannot train on one sample)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     """Every piece of a run, seeded by ``trainer.seed``; pass ``data`` to reuse loaded splits."""
     validate(cfg)
@@ -91,7 +96,7 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
 
     torch.manual_seed(cfg.trainer.seed)
     model = build_model(cfg, data.input_shape, data.num_classes).to(device=device, dtype=dtype)
-    if cfg.trainer.batch_size == 1 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if cfg.trainer.batch_size == 1 and has_batchnorm(model):
         raise ConfigError(
             "trainer.batch_size=1 is not allowed with batch norm: a batch needs at least 2 samples for its statistics."
         )
@@ -134,7 +139,7 @@ class Trainer:
         picker = torch.Generator().manual_seed(self.cfg.seed + 1)
         self.train_eval_idx = torch.randperm(n, generator=picker)[: self.cfg.train_eval_samples].to(exp.device)
         self.step_model, self.autocast, self.scaler = self._step_setup()
-        self.batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in exp.model.modules())
+        self.batchnorm = has_batchnorm(exp.model)
         self.warmup_seconds = 0.0  # torch.compile's first steps, excluded from epoch times
         self.compiling = self.cfg.compile  # until the first epoch this process runs has ended
         self.history: list[dict[str, float]] = []
