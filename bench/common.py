@@ -21,6 +21,12 @@ def machine(device: str = "cpu") -> str:
     return text
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the GPU's queued work, so a timer measures it; nothing to wait for on the CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def write_results(key: str, title: str, body: str, where: str) -> None:
     """Replace the section ``key`` of RESULTS.md (or append it), stamped with the machine and date."""
     section = (

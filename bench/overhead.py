@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results  # noqa: E402
+from common import machine, sync, write_results  # noqa: E402
 
 import expt  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
@@ -46,11 +46,6 @@ CASES = {
 COMMON = ["regularization=none", "schedule=constant", "trainer.batch_size=64", "sanity.before_train=false"]
 DIAGNOSTICS_OFF = ["dashboard.update_ratio=false", "dashboard.histograms=false", "dashboard.filters=false",
                    "dashboard.graph=false"]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bare_loop(cfg, data, epochs: int) -> float:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results  # noqa: E402
+from common import machine, sync, write_results  # noqa: E402
 
 import expt  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
@@ -35,11 +35,6 @@ MODES = {
     "amp bf16": ["trainer.amp=bf16", "trainer.channels_last=true"],
     "compiled + amp bf16": ["trainer.compile=true", "trainer.amp=bf16", "trainer.channels_last=true"],
 }
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bare_images_per_second(cfg, data, epochs: int) -> float:

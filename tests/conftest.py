@@ -36,3 +36,8 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300
 
 def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def numbers(metrics: dict) -> list[dict]:
+    """A run's per-epoch history without the wall-clock seconds: what must repeat exactly."""
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["history"]]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import numbers, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
 
@@ -54,10 +54,6 @@ def session_hparams(acc: EventAccumulator) -> dict:
 def session_status(acc: EventAccumulator) -> int:
     end = hparams_content(acc)[hparams_metadata.SESSION_END_INFO_TAG]
     return hparams_metadata.parse_session_end_info_plugin_data(end).status
-
-
-def numbers(metrics: dict) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["history"]]
 
 
 # ---------------------------------------------------------------------------------------------- fixtures

@@ -11,14 +11,11 @@ import pytest
 import torch
 
 import expt
+from conftest import numbers
 from expt.dashboard import Dashboard
 from expt.trainer import Trainer, build
 
 SMALL = ["trainer.epochs=2", "data.subset=300"]
-
-
-def numbers(metrics: dict) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["history"]]
 
 
 @pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])

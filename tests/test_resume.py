@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli
+from conftest import numbers, read_metrics, run_cli
 
 from expt import checkpoint
 
@@ -19,10 +19,6 @@ OVERRIDES = [
     "data=synthetic", "data.num_samples=6000", "data.noise=4.0", "regularization=[l2,dropout]",
     "schedule=step", "schedule.step_size=2", "trainer.epochs=6",
 ]
-
-
-def numbers(metrics: dict) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["history"]]
 
 
 def kill_after_epoch(run_dir, epoch: int, timeout: float = 120) -> int:

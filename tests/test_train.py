@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import read_metrics, run_cli
+from conftest import numbers, read_metrics, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import expt
@@ -104,9 +104,6 @@ def test_same_config_gives_the_same_numbers_on_cpu(tmp_path, compose):
     cfg = compose("trainer.epochs=2", "data.subset=300", "regularization=[l2,dropout]")
     a = expt.train(cfg, run_dir=tmp_path / "a")
     b = expt.train(cfg, run_dir=tmp_path / "b")
-
-    def numbers(metrics):
-        return [{k: v for k, v in row.items() if k != "seconds"} for row in metrics["history"]]
 
     assert numbers(a) == numbers(b)
     assert a["test_acc"] == b["test_acc"]
