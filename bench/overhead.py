@@ -5,7 +5,7 @@ the same way; the bare loop is what a user following the recipe would write by h
 init, a permutation per epoch, index slices, Adam, per epoch the validation loss/accuracy plus the
 training accuracy on a 1,000-sample subsample, and the test accuracy once at the end (what expt
 measures). expt's side is the whole `Trainer.fit`: TensorBoard events,
-checkpoints every epoch, the divergence check. The two alternate in one process, several
+checkpoints (at the default interval, and after every epoch as a third variant), the divergence check. The two alternate in one process, several
 repetitions; the table reports the median seconds per epoch and their ratio.
 
     python bench/overhead.py                  # CPU cases
@@ -46,6 +46,11 @@ CASES = {
 COMMON = ["regularization=none", "schedule=constant", "trainer.batch_size=64", "sanity.before_train=false"]
 DIAGNOSTICS_OFF = ["dashboard.update_ratio=false", "dashboard.histograms=false", "dashboard.filters=false",
                    "dashboard.graph=false"]
+VARIANTS = {  # label -> overrides on top of the case
+    "defaults": [],
+    "diagnostics off": DIAGNOSTICS_OFF,
+    "diagnostics off, checkpoint every epoch": [*DIAGNOSTICS_OFF, "trainer.checkpoint_interval=0"],
+}
 
 
 def bare_loop(cfg, data, epochs: int) -> float:
@@ -92,8 +97,7 @@ def expt_loop(cfg, data, epochs: int) -> float:
 
 def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict:
     """One case in this process: median seconds per epoch of each side, peak host and GPU memory."""
-    extra = DIAGNOSTICS_OFF if label == "diagnostics off" else []
-    cfg = expt.compose([*CASES[name], *COMMON, *extra, f"trainer.device={device}", f"trainer.epochs={epochs}"])
+    cfg = expt.compose([*CASES[name], *COMMON, *VARIANTS[label], f"trainer.device={device}", f"trainer.epochs={epochs}"])
     data = expt.data.load(cfg.data)
     bare_loop(cfg, build(cfg, data=data).data, 1)  # warm-up: allocator, kernels
     bare, ours = [], []
@@ -122,7 +126,7 @@ def main() -> None:
 
     rows = []
     for name in CASES:
-        for label in ("defaults", "diagnostics off"):
+        for label in VARIANTS:
             # each case in a fresh process, so its peak memory is its own
             out = subprocess.run(
                 [sys.executable, __file__, "--case", name, "--label", label, "--device", args.device,
@@ -132,7 +136,7 @@ def main() -> None:
             r = json.loads(out)
             rows.append((name, label, r))
             gpu = f"   GPU {r['gpu_mib']:.0f} MiB" if r["gpu_mib"] is not None else ""
-            print(f"{name:34s} {label:16s} bare {r['bare'] * 1e3:8.1f} ms/epoch   expt {r['expt'] * 1e3:8.1f} "
+            print(f"{name:34s} {label:40s} bare {r['bare'] * 1e3:8.1f} ms/epoch   expt {r['expt'] * 1e3:8.1f} "
                   f"ms/epoch   ratio {r['expt'] / r['bare']:5.3f}   peak RSS {r['rss_mib']:.0f} MiB{gpu}", flush=True)
 
     table = ["| case | dashboards | bare loop (ms/epoch) | expt (ms/epoch) | ratio | peak RSS (MiB) | GPU max allocated (MiB) |",

@@ -52,6 +52,8 @@ CASES = {
     "model_param_not_taken": (["+model.hidden=3"], ["model.hidden", "num_filters", "filter_size", "hidden_dim"]),
     "sanity_guard": (["sanity.before_train=maybe"], ["sanity.before_train", "maybe", "warn", "strict"]),
     "resume_missing": (["trainer.resume=/nonexistent"], ["trainer.resume", "/nonexistent", "last.pt"]),
+    "checkpoint_interval_negative": (["trainer.checkpoint_interval=-1"],
+                                     ["trainer.checkpoint_interval", "-1", ">= 0", "every epoch"]),
     "momentum_negative": (["optimizer=momentum", "optimizer.momentum=-1"], ["optimizer", "momentum=-1"]),
     "step_size_zero": (["schedule.step_size=0"], ["schedule", "step_size=0"]),
     "slope_not_a_number": (["activation=leaky_relu", "activation.negative_slope=abc"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from expt import checkpoint
 # ~0.6 s an epoch on 2 CPU cores: slow enough to kill between epochs, with dropout so the RNG state matters
 OVERRIDES = [
     "data=synthetic", "data.num_samples=6000", "data.noise=4.0", "regularization=[l2,dropout]",
-    "schedule=step", "schedule.step_size=2", "trainer.epochs=6",
+    "schedule=step", "schedule.step_size=2", "trainer.epochs=6", "trainer.checkpoint_interval=0",
 ]
 
 
@@ -161,3 +162,100 @@ def test_checkpoint_writes_are_atomic(tmp_path):
 def test_bad_resume_path_is_a_clear_error(tmp_path):
     proc = run_cli(f"trainer.resume={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert proc.returncode == 1 and "trainer.resume" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def saved_epochs(monkeypatch) -> list[tuple[str, int]]:
+    """(file name, epoch) of every checkpoint the trainer writes from now on (the real writer still writes)."""
+    calls: list[tuple[str, int]] = []
+    real_save = checkpoint.save
+
+    def save(state, path):
+        calls.append((path.name, state["epoch"]))
+        real_save(state, path)
+
+    monkeypatch.setattr(checkpoint, "save", save)
+    return calls
+
+
+def test_checkpoint_interval_zero_writes_every_epoch_and_best_when_it_improves(tmp_path, compose, monkeypatch):
+    import expt
+
+    calls = saved_epochs(monkeypatch)
+    metrics = expt.train(compose("trainer.epochs=4", "data.subset=300", "trainer.checkpoint_interval=0"),
+                         run_dir=tmp_path)
+    assert [e for name, e in calls if name == checkpoint.LAST] == [1, 2, 3, 4]
+    improved, best_so_far = [], -1.0
+    for row in metrics["history"]:
+        if row["val_acc"] > best_so_far:
+            improved.append(row["epoch"])
+            best_so_far = row["val_acc"]
+    assert [e for name, e in calls if name == checkpoint.BEST] == improved
+
+
+def test_checkpoints_wait_for_the_interval_but_the_last_epoch_is_always_written(tmp_path, compose, monkeypatch):
+    """A run shorter than trainer.checkpoint_interval writes last.pt and best.pt once, at its end."""
+    import expt
+
+    calls = saved_epochs(monkeypatch)
+    metrics = expt.train(compose("trainer.epochs=4", "data.subset=300", "trainer.checkpoint_interval=3600"),
+                         run_dir=tmp_path)
+    assert calls == [(checkpoint.LAST, 4), (checkpoint.BEST, metrics["best_epoch"])]
+
+
+def test_best_pt_holds_the_model_that_scored_the_test_accuracy(tmp_path, compose):
+    """Loading best.pt into a freshly built model gives back the run's test loss and accuracy."""
+    import expt
+    from expt.trainer import build, evaluate
+
+    cfg = compose("trainer.epochs=4", "data.subset=300", "regularization=[l2,dropout]", "trainer.checkpoint_interval=0")
+    metrics = expt.train(cfg, run_dir=tmp_path)
+    best = checkpoint.load(tmp_path / "checkpoints" / checkpoint.BEST)
+    assert best["best_epoch"] == metrics["best_epoch"] and best["best_val_acc"] == metrics["best_val_acc"]
+    exp = build(cfg)
+    exp.model.load_state_dict(best["model"])
+    assert evaluate(exp.model, exp.data.x_test, exp.data.y_test) == pytest.approx(
+        (metrics["test_loss"], metrics["test_acc"]), rel=1e-6)
+
+
+def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose):
+    import expt
+    from expt.config import ConfigError
+
+    expt.train(compose("trainer.epochs=1", "data.subset=300"), run_dir=tmp_path / "a")
+    best = tmp_path / "a" / "checkpoints" / checkpoint.BEST
+    with pytest.raises(ConfigError, match=r"trainer\.resume=.*best\.pt.*not a training state.*last\.pt"):
+        expt.train(compose("trainer.epochs=2", "data.subset=300", f"trainer.resume={best}"), run_dir=tmp_path / "b")
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path):
+    """SIGINT mid-run: metrics.json says interrupted, best.pt is written, and the run resumes to the same end."""
+    run_dir = tmp_path / "stopped"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "expt", *OVERRIDES, f"hydra.run.dir={run_dir}"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    last = run_dir / "checkpoints" / checkpoint.LAST
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not last.is_file():
+        time.sleep(0.02)
+    time.sleep(0.2)  # into the next epoch
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, "the run finished before it could be interrupted"
+    assert proc.returncode == 130 and "Traceback" not in output
+    assert re.search(r"Interrupted during epoch \d+; checkpoints/last.pt holds epoch \d+: resume with", output)
+
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] >= 1
+    best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
+    assert best["best_epoch"] == metrics["best_epoch"]
+
+    straight = tmp_path / "straight"
+    assert run_cli(*OVERRIDES, f"hydra.run.dir={straight}", cwd=tmp_path).returncode == 0
+    resumed = tmp_path / "resumed"
+    proc = run_cli(*OVERRIDES, f"trainer.resume={run_dir}", f"hydra.run.dir={resumed}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for row_a, row_b in zip(numbers(read_metrics(straight)), numbers(read_metrics(resumed)), strict=True):
+        assert row_b == pytest.approx(row_a, rel=1e-6, abs=1e-9)

@@ -42,12 +42,10 @@ def test_default_run_reaches_97_percent_and_writes_its_run_dir(tmp_path):
     assert len(epoch_lines) == 10 and all("val" in line and "lr" in line for line in epoch_lines)
     assert "tensorboard --logdir" in proc.stdout
     assert (run_dir / ".hydra" / "config.yaml").is_file()
-    for name in (checkpoint.LAST, checkpoint.BEST):
-        state = torch.load(run_dir / "checkpoints" / name, weights_only=True)
-        assert {"model", "optimizer", "epoch", "rng"} <= state.keys()
-    assert torch.load(run_dir / "checkpoints" / checkpoint.LAST, weights_only=True)["epoch"] == 10
+    last = torch.load(run_dir / "checkpoints" / checkpoint.LAST, weights_only=True)
+    assert {"model", "optimizer", "scheduler", "rng", "history"} <= last.keys() and last["epoch"] == 10
     best = torch.load(run_dir / "checkpoints" / checkpoint.BEST, weights_only=True)
-    assert best["epoch"] == metrics["best_epoch"]
+    assert {"model", "preprocess", "config"} <= best.keys() and best["epoch"] == metrics["best_epoch"]
 
 
 def test_event_file_tags_and_step_counts(tmp_path, compose):

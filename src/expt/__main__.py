@@ -44,4 +44,8 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # the trainer has said what it kept and how to resume
+        print("Interrupted.", file=sys.stderr)
+        raise SystemExit(130) from None

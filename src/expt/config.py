@@ -44,6 +44,7 @@ class TrainerConfig:
     resume: Optional[str] = None
     divergence_factor: float = 3.0
     log_every: int = 50
+    checkpoint_interval: float = 5.0  # seconds of training between writes of last.pt; 0 = after every epoch
     amp: str = "off"  # off | bf16 | fp16 (fp16 with a gradient scaler)
     channels_last: bool = False
     compile: bool = False  # torch.compile the training step's model
@@ -141,6 +142,10 @@ def validate(cfg: DictConfig) -> None:
     _check(t.train_eval_samples >= 1, "trainer.train_eval_samples", t.train_eval_samples, "an integer >= 1")
     _check(t.divergence_factor > 1, "trainer.divergence_factor", t.divergence_factor, "a number > 1")
     _check(t.log_every >= 1, "trainer.log_every", t.log_every, "an integer >= 1")
+    _check(
+        0 <= t.checkpoint_interval < math.inf, "trainer.checkpoint_interval", t.checkpoint_interval,
+        "a number of seconds >= 0 (0 writes a checkpoint after every epoch)",
+    )
     _check(str(t.amp).lower() in AMP_MODES + ("false",), "trainer.amp", t.amp, f"one of {', '.join(AMP_MODES)}")
     dev = t.device
     _check(

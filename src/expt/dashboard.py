@@ -105,7 +105,7 @@ class Dashboard:
         self._probe_idx = probe_idx
         self._weights = weight_tensors(exp.model)
         if self.cfg is not None:
-            self.writer.add_text("config", _code_block(OmegaConf.to_yaml(self.cfg, resolve=True)), 0)
+            self.writer.add_text("config", _code_block(exp.config_yaml), 0)
         if self.settings.summary:
             with self._timed("summary"):
                 self.writer.add_text("model/summary", model_summary(exp.model, exp.data.input_shape), 0)

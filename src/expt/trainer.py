@@ -64,6 +64,7 @@ class Experiment:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     regularizer: Regularizer
+    config_yaml: str  # the composed config, resolved: rendered once for the checkpoints and the dashboard
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -106,7 +107,8 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     decay = cfg.optimizer.get("weight_decay", 0)
     optimizer = build_target(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
     scheduler = build_target(cfg.schedule, "schedule")(optimizer)
-    return Experiment(cfg, device, data, preprocessor, model, optimizer, scheduler, regularizer)
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    return Experiment(cfg, device, data, preprocessor, model, optimizer, scheduler, regularizer, config_yaml)
 
 
 @torch.no_grad()
@@ -144,10 +146,12 @@ class Trainer:
         self.compiling = self.cfg.compile  # until the first epoch this process runs has ended
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": None, "state": None}
+        self.best_written = True  # whether best.pt holds self.best
+        self.saved_epoch: Optional[int] = None  # the epoch last.pt holds
+        self.saved_at = math.nan  # when last.pt was written (perf_counter), or when fit started
         self.initial_loss = math.nan
         self.epoch = 0
         self.started = math.nan  # set when fit starts
-        self.config_yaml = OmegaConf.to_yaml(exp.cfg, resolve=True)
 
     def _step_setup(self):
         """The model the step loop calls, its autocast context and gradient scaler, from the trainer keys."""
@@ -195,13 +199,35 @@ class Trainer:
             "initial_loss": self.initial_loss,
             "best_val_acc": self.best["val_acc"],
             "best_epoch": self.best["epoch"],
-            "config": self.config_yaml,
+            "config": self.exp.config_yaml,
         }
 
-    def save(self, improved: bool) -> None:
+    def best_state(self) -> dict[str, Any]:
+        """best.pt: the best model to evaluate or deploy (its weights, preprocessing and config), not a training state."""
+        return {
+            "model": self.best["state"],
+            "preprocess": self.exp.preprocessor.state_dict(),
+            "epoch": self.best["epoch"],
+            "best_val_acc": self.best["val_acc"],
+            "best_epoch": self.best["epoch"],
+            "config": self.exp.config_yaml,
+        }
+
+    def save(self) -> None:
+        """Write last.pt (the training state after this epoch), and best.pt if the best model changed."""
         checkpoint.save(self.state(), self.ckpt_dir / checkpoint.LAST)
-        if improved:
-            checkpoint.copy(self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST)
+        self.saved_epoch, self.saved_at = self.epoch, time.perf_counter()
+        self.save_best()
+
+    def save_best(self) -> None:
+        if not self.best_written and self.best["state"] is not None:
+            checkpoint.save(self.best_state(), self.ckpt_dir / checkpoint.BEST)
+            self.best_written = True
+
+    def checkpoint_due(self) -> bool:
+        """After every epoch when trainer.checkpoint_interval is 0; else once that many seconds have passed."""
+        interval = self.cfg.checkpoint_interval
+        return interval == 0 or time.perf_counter() - self.saved_at >= interval
 
     def resume(self, path: Path) -> None:
         """Continue the run saved in ``path``: weights, optimizer, scaler, random streams and history.
@@ -211,6 +237,11 @@ class Trainer:
         schedule of the longer run, as an uninterrupted run with this config would.
         """
         state = checkpoint.load(path)  # on the CPU: random states must stay there; load_state_dict moves the rest
+        if "optimizer" not in state:
+            raise ConfigError(
+                f"trainer.resume={str(path)!r} holds a model, not a training state (no optimizer, random "
+                f"streams or history): resume from the run directory or its checkpoints/{checkpoint.LAST}."
+            )
         e = self.exp
         e.model.load_state_dict(state["model"])
         e.optimizer.load_state_dict(state["optimizer"])
@@ -235,7 +266,9 @@ class Trainer:
             log.warning("No %s beside %s: the best model so far is taken to be the last one.", checkpoint.BEST, path)
             last = self.history[-1] if self.history else {"val_acc": -1.0, "epoch": None}
             self.best = {"val_acc": last["val_acc"], "epoch": last["epoch"], "state": state["model"]}
+            self.best_written = False
         checkpoint.copy(path, self.ckpt_dir / checkpoint.LAST)
+        self.saved_epoch = self.epoch
         log.info("Resumed from %s after epoch %d", path, self.epoch)
 
     # ------------------------------------------------------------------ the loop
@@ -249,7 +282,7 @@ class Trainer:
             steps -= 1  # a batch of one sample has no batch statistics
         first_step = (self.epoch - 1) * steps + 1
         perm = torch.randperm(n, device=e.device, generator=self.batches)
-        losses = torch.zeros(steps, device=e.device, dtype=torch.float64)
+        pending: list[torch.Tensor] = []  # this epoch's step losses, on the device until a logging step
         e.model.train()
         penalized = e.regularizer.active
         read, total = 0, 0.0
@@ -274,13 +307,14 @@ class Trainer:
                 self.scaler.step(e.optimizer)
                 self.scaler.update()
             e.regularizer.constrain()
-            losses[i] = loss.detach()
+            pending.append(loss.detach())
             if timing:
                 self.warmup_seconds += self._synced_clock() - warmup_start
             if before is not None:
                 dashboard.update_ratios(first_step + i, before)
             if logging_step:
-                chunk = losses[read:i + 1].tolist()
+                chunk = torch.stack(pending).tolist()
+                pending.clear()
                 dashboard.train_losses(first_step + read, chunk)
                 read, total = i + 1, total + sum(chunk)
                 if any(not math.isfinite(v) or v > threshold for v in chunk):
@@ -294,7 +328,7 @@ class Trainer:
 
     def fit(self, dashboard) -> dict[str, Any]:
         e, cfg = self.exp, self.cfg
-        self.started = time.perf_counter()
+        self.started = self.saved_at = time.perf_counter()
         if cfg.resume:
             self.resume(checkpoint.resolve(cfg.resume))
         else:
@@ -324,6 +358,8 @@ class Trainer:
             step_schedule(self.exp.scheduler, row["val_loss"])
             row["seconds"] = time.perf_counter() - t0 - (self.warmup_seconds if warming else 0.0)
             self.record(row, dashboard)
+        if status == "completed" and self.saved_epoch != self.epoch and self.history:
+            self.save()  # the last epoch is always written (a diverged run's weights are past saving)
         return self.finish(status)
 
     def lr(self) -> float:
@@ -331,12 +367,13 @@ class Trainer:
 
     def record(self, row: dict[str, float], dashboard) -> None:
         self.history.append(row)
-        improved = row["val_acc"] > self.best["val_acc"]
-        if improved:
+        if row["val_acc"] > self.best["val_acc"]:
             state = {k: v.detach().clone() for k, v in self.exp.model.state_dict().items()}
             self.best = {"val_acc": row["val_acc"], "epoch": row["epoch"], "state": state}
+            self.best_written = False
         dashboard.epoch(row["epoch"], row)
-        self.save(improved)
+        if self.checkpoint_due():
+            self.save()
         log.info(
             "epoch %d/%d  loss %.4f  train %.1f%%  val %.1f%%  lr %.2e  %.1fs",
             row["epoch"], self.cfg.epochs, row["train_loss"], 100 * row["train_acc"], 100 * row["val_acc"],
@@ -344,8 +381,9 @@ class Trainer:
         )
 
     def finish(self, status: str) -> dict[str, Any]:
-        """Evaluate the best model once on the test split and gather the run's metrics."""
+        """Write best.pt if it lags, evaluate the best model once on the test split, gather the run's metrics."""
         e = self.exp
+        self.save_best()
         test_loss = test_acc = None
         if self.best["state"] is not None:
             e.model.load_state_dict(self.best["state"])
@@ -408,7 +446,11 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         interrupted = trainer.finish("interrupted")
         write_metrics(run_dir, interrupted)
         dashboard.hparams(interrupted)
-        log.warning("Interrupted after epoch %d; resume with trainer.resume=%s", len(trainer.history), run_dir)
+        if trainer.saved_epoch is None:
+            log.warning("Interrupted during epoch %d, before the first checkpoint: nothing to resume.", trainer.epoch)
+        else:
+            log.warning("Interrupted during epoch %d; checkpoints/%s holds epoch %d: resume with trainer.resume=%s",
+                        trainer.epoch, checkpoint.LAST, trainer.saved_epoch, run_dir)
         raise
     finally:
         dashboard.close()
