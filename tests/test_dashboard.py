@@ -18,7 +18,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
 
 import expt
-from expt import board
+from expt import board, dashboard
 from expt.dashboard import filter_grid, plot_sweep
 from expt.trainer import build
 
@@ -140,8 +140,8 @@ def test_histograms_filters_text_and_graph(run_on):
     assert filters == "filters/0.Conv2d"
     images = acc.Images(filters)
     assert [e.step for e in images] == list(range(EPOCHS + 1))
-    # 32 filters of 3x3, each enlarged to 30x30, in a 6x6 grid with 2-pixel gaps
-    assert (images[0].width, images[0].height) == (6 * 32 + 2, 6 * 32 + 2)
+    # 32 filters of 3x3, each enlarged to 15x15, in a 6x6 grid with 2-pixel gaps
+    assert (images[0].width, images[0].height) == (6 * 17 + 2, 6 * 17 + 2)
 
     texts = {tag: acc.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in tags["tensors"]}
     config, summary = texts["config/text_summary"], texts["model/summary/text_summary"]
@@ -172,14 +172,40 @@ def test_mlp_filters_are_its_units_reshaped_to_the_image(tmp_path):
     (tag,) = acc.Tags()["images"]
     assert tag == "filters/1.Linear"
     image = acc.Images(tag)[-1]
-    # the first 64 of its 256 units, 8x8 pixels each enlarged 4x to 32x32, in an 8x8 grid with 2-pixel gaps
-    assert (image.width, image.height) == (8 * 34 + 2, 8 * 34 + 2)
+    # the first 64 of its 256 units, 8x8 pixels each enlarged 2x to 16x16, in an 8x8 grid with 2-pixel gaps
+    assert (image.width, image.height) == (8 * 18 + 2, 8 * 18 + 2)
+
+
+def test_event_records_pass_tensorboards_own_checksum(tmp_path):
+    """Records framed with the C checksums pass tensorboard's Python CRC-32C, images and scalars alike."""
+    import struct
+
+    import google_crc32c
+    from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+    from tensorboard.summary.writer import record_writer
+
+    if google_crc32c.implementation != "c":
+        pytest.skip("google-crc32c has no C build on this platform: tensorboard's own checksums are used")
+    expt.train(expt.compose(["trainer.epochs=1", "data.subset=200"]), run_dir=tmp_path)
+    assert record_writer.masked_crc32c is dashboard._masked_crc32c
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    raw, offset, sizes = events.read_bytes(), 0, []
+    while offset < len(raw):
+        header = raw[offset:offset + 8]
+        (length,) = struct.unpack("<Q", header)
+        (header_crc,) = struct.unpack("<I", raw[offset + 8:offset + 12])
+        data = raw[offset + 12:offset + 12 + length]
+        (data_crc,) = struct.unpack("<I", raw[offset + 12 + length:offset + 16 + length])
+        assert header_crc == masked_crc32c(header) and data_crc == masked_crc32c(data)
+        sizes.append(length)
+        offset += 16 + length
+    assert len(sizes) > 20 and max(sizes) > 1000  # the per-step losses and the filter images
 
 
 def test_filter_grid_tiles():
     conv = torch.randn(5, 3, 4, 4)
     grid = filter_grid(conv)
-    assert grid.shape == (3, 2 * 34 + 2, 3 * 34 + 2)  # 3 columns, 2 rows of 32x32 RGB tiles
+    assert grid.shape == (3, 2 * 18 + 2, 3 * 18 + 2)  # 3 columns, 2 rows of 16x16 RGB tiles
     assert 0.0 <= float(grid.min()) and float(grid.max()) <= 1.0
     assert filter_grid(torch.randn(4, 2, 3, 3)).shape[0] == 1  # neither grey nor RGB: averaged
     assert filter_grid(torch.randn(10, 7)) is None  # a linear layer on non-image input
