@@ -80,8 +80,8 @@ def bare_loop(cfg, data, epochs: int) -> float:
     return (time.perf_counter() - start) / epochs
 
 
-def expt_loop(cfg, data, epochs: int) -> float:
-    """Seconds per epoch of expt's Trainer.fit, events and checkpoints included."""
+def expt_loop(cfg, data, epochs: int) -> tuple[float, dict[str, float]]:
+    """Seconds per epoch of expt's Trainer.fit, events and checkpoints included, and of each diagnostic in it."""
     exp = build(cfg, data=data)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(exp, Path(tmp))
@@ -92,7 +92,7 @@ def expt_loop(cfg, data, epochs: int) -> float:
         sync(exp.device)
         seconds = (time.perf_counter() - start) / epochs
         dashboard.close()
-    return seconds
+    return seconds, {name: spent / epochs for name, spent in dashboard.seconds.items()}
 
 
 def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict:
@@ -100,13 +100,17 @@ def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict
     cfg = expt.compose([*CASES[name], *COMMON, *VARIANTS[label], f"trainer.device={device}", f"trainer.epochs={epochs}"])
     data = expt.data.load(cfg.data)
     bare_loop(cfg, build(cfg, data=data).data, 1)  # warm-up: allocator, kernels
-    bare, ours = [], []
+    bare, ours, diagnostics = [], [], {}
     for _ in range(reps):
         bare.append(bare_loop(cfg, build(cfg, data=data).data, epochs))
-        ours.append(expt_loop(cfg, data, epochs))
+        seconds, spent = expt_loop(cfg, data, epochs)
+        ours.append(seconds)
+        for name, value in spent.items():
+            diagnostics.setdefault(name, []).append(value)
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.device(device).type == "cuda" else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"bare": statistics.median(bare), "expt": statistics.median(ours), "rss_mib": rss, "gpu_mib": gpu}
+    return {"bare": statistics.median(bare), "expt": statistics.median(ours), "rss_mib": rss, "gpu_mib": gpu,
+            "diagnostics": {name: statistics.median(values) for name, values in diagnostics.items()}}
 
 
 def main() -> None:
@@ -145,6 +149,13 @@ def main() -> None:
         gpu = f"{r['gpu_mib']:.0f}" if r["gpu_mib"] is not None else "-"
         table.append(f"| {n} | {lab} | {r['bare'] * 1e3:.1f} | {r['expt'] * 1e3:.1f} | {r['expt'] / r['bare']:.3f} "
                      f"| {r['rss_mib']:.0f} | {gpu} |")
+    names = ("histograms", "filters", "update_ratio", "graph", "summary")
+    table += ["", "Time in each diagnostic, ms per epoch of the default dashboards (`Dashboard.seconds`; graph and "
+              "summary are written once per run, spread here over its epochs):", "",
+              "| case | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for n, lab, r in rows:
+        if lab == "defaults":
+            table.append(f"| {n} | " + " | ".join(f"{r['diagnostics'].get(k, 0) * 1e3:.2f}" for k in names) + " |")
     write_results(
         f"overhead-{torch.device(args.device).type}",
         f"Trainer overhead on {args.device} ({args.reps} repetitions of {args.epochs} epochs, median)",

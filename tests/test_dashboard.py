@@ -202,6 +202,27 @@ def test_event_records_pass_tensorboards_own_checksum(tmp_path):
     assert len(sizes) > 20 and max(sizes) > 1000  # the per-step losses and the filter images
 
 
+def test_histograms_of_large_tensors_use_a_fixed_sample_of_the_same_shape():
+    from expt.dashboard import histogram_stats
+
+    values = torch.randn(2_000_000, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    state = torch.get_rng_state()
+    stats = histogram_stats(values, max_values=1 << 16)
+    assert torch.equal(torch.get_rng_state(), state)  # training's random stream is left alone
+    assert stats["num"] == 1 << 16 == sum(stats["bucket_counts"])
+    mean = stats["sum"] / stats["num"]
+    std = math.sqrt(stats["sum_squares"] / stats["num"] - mean**2)
+    assert mean == pytest.approx(1, abs=0.05) and std == pytest.approx(3, rel=0.02)
+    # the sample's cumulative distribution at each bucket edge is the whole tensor's (Kolmogorov-Smirnov < 0.01)
+    edges = torch.tensor(stats["bucket_limits"])
+    sample_cdf = torch.tensor(stats["bucket_counts"]).cumsum(0) / stats["num"]
+    tensor_cdf = (values[None, :] <= edges[:, None].float()).double().mean(dim=1)
+    assert float((sample_cdf - tensor_cdf).abs().max()) < 0.01
+    assert histogram_stats(values, max_values=1 << 16) == stats  # the same entries every time
+    small = histogram_stats(values[:1000], max_values=1 << 16)
+    assert small["num"] == 1000 and small["sum"] == pytest.approx(float(values[:1000].double().sum()))
+
+
 def test_filter_grid_tiles():
     conv = torch.randn(5, 3, 4, 4)
     grid = filter_grid(conv)

@@ -30,6 +30,7 @@ with the random number generators forked and the parameters' gradients put back 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -68,6 +69,9 @@ PASS_THROUGH = (nn.Flatten, nn.Dropout, nn.Identity)
 MAX_FILTER_TILES = 64  # PNG-encoding the grid every epoch grows with its area
 MIN_TILE_PIXELS = 16  # small filters are enlarged to about this size (32 made the PNG 4x the pixels and 5x the time)
 HISTOGRAM_BINS = 64
+# Values per histogram at most: a larger tensor (a deep ConvNet's activations hold millions) is
+# histogrammed on a fixed random sample of this many entries, which shows the same shape.
+HISTOGRAM_SAMPLE = 1 << 16
 
 
 class Dashboard:
@@ -365,13 +369,19 @@ def probe_layers(
     return activations, gradients
 
 
-def histogram_stats(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> Optional[dict[str, Any]]:
+def histogram_stats(
+    values: torch.Tensor, bins: int = HISTOGRAM_BINS, max_values: int = HISTOGRAM_SAMPLE
+) -> Optional[dict[str, Any]]:
     """The fields of a TensorBoard histogram of ``values``: ``bins`` equal buckets from min to max.
 
     Laid out as TensorBoard's own histograms are: ``bucket_limits`` are the right edges, after
-    a first, empty bucket whose limit is the minimum. None when no value is finite.
+    a first, empty bucket whose limit is the minimum. A tensor of more than ``max_values``
+    entries is described by a random sample of that many, the same entries every time (all
+    fields, ``num`` included, are the sample's). None when no value is finite.
     """
     flat = values.detach().flatten().float()
+    if flat.numel() > max_values:
+        flat = flat[_sample_positions(flat.numel(), max_values, flat.device)]
     finite = torch.isfinite(flat)
     if not bool(finite.all()):
         flat = flat[finite]
@@ -391,6 +401,13 @@ def histogram_stats(values: torch.Tensor, bins: int = HISTOGRAM_BINS) -> Optiona
         "min": summary[0], "max": summary[1], "num": int(flat.numel()), "sum": summary[2], "sum_squares": summary[3],
         "bucket_limits": edges.tolist(), "bucket_counts": [0.0, *counts.tolist()],
     }
+
+
+@functools.lru_cache(maxsize=32)
+def _sample_positions(n: int, k: int, device: torch.device) -> torch.Tensor:
+    """``k`` positions out of ``n``, drawn once from their own generator (training's random streams are untouched)."""
+    generator = torch.Generator(device=device).manual_seed(n)
+    return torch.randint(n, (k,), generator=generator, device=device)
 
 
 def filter_grid(weight: torch.Tensor, input_shape: Optional[tuple[int, ...]] = None) -> Optional[torch.Tensor]:
