@@ -217,6 +217,26 @@ def test_best_pt_holds_the_model_that_scored_the_test_accuracy(tmp_path, compose
         (metrics["test_loss"], metrics["test_acc"]), rel=1e-6)
 
 
+def test_a_run_that_fails_mid_way_keeps_its_best_model(tmp_path, compose, monkeypatch):
+    """An error after epoch 2 (here from the dashboard) still leaves best.pt, though last.pt was not due."""
+    import expt
+    from expt.dashboard import Dashboard
+
+    real_epoch = Dashboard.epoch
+
+    def failing_epoch(self, epoch, row):
+        if epoch == 2:
+            raise OSError("disk full")
+        real_epoch(self, epoch, row)
+
+    monkeypatch.setattr(Dashboard, "epoch", failing_epoch)
+    with pytest.raises(OSError, match="disk full"):
+        expt.train(compose("trainer.epochs=4", "data.subset=300", "trainer.checkpoint_interval=3600"), run_dir=tmp_path)
+    assert not (tmp_path / "checkpoints" / checkpoint.LAST).exists()
+    best = checkpoint.load(tmp_path / "checkpoints" / checkpoint.BEST)
+    assert best["best_epoch"] in (1, 2) and 0 < best["best_val_acc"] <= 1
+
+
 def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose):
     import expt
     from expt.config import ConfigError

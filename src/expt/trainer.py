@@ -4,7 +4,10 @@
 reuse it); :class:`Trainer` runs the epochs. The data sit on the device as tensors and
 minibatches are index slices of a per-epoch permutation. The only host-device syncs in
 the step loop happen every ``trainer.log_every`` steps, where the losses are read to be
-logged and checked for divergence.
+logged and checked for divergence. ``checkpoints/last.pt`` (the training state) is written
+after an epoch once ``trainer.checkpoint_interval`` seconds have passed since the last
+write, and after the last epoch; ``checkpoints/best.pt`` (the best model) is written with it
+and when the run ends, however it ends.
 """
 
 from __future__ import annotations
@@ -451,6 +454,10 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         else:
             log.warning("Interrupted during epoch %d; checkpoints/%s holds epoch %d: resume with trainer.resume=%s",
                         trainer.epoch, checkpoint.LAST, trainer.saved_epoch, run_dir)
+        raise
+    except Exception:
+        with contextlib.suppress(Exception):  # keep the best model found so far; the failure is what gets reported
+            trainer.save_best()
         raise
     finally:
         dashboard.close()
