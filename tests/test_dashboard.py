@@ -176,6 +176,24 @@ def test_mlp_filters_are_its_units_reshaped_to_the_image(tmp_path):
     assert (image.width, image.height) == (8 * 18 + 2, 8 * 18 + 2)
 
 
+def test_each_epoch_is_on_disk_before_the_next_one_trains(tmp_path, monkeypatch):
+    """The writer queues many events (an epoch of 40 steps here) but every epoch ends with them all in the file."""
+    from expt.dashboard import Dashboard
+
+    seen: list[tuple[int, int, int]] = []
+    real_epoch = Dashboard.epoch
+
+    def epoch_then_read(self, epoch, row):
+        real_epoch(self, epoch, row)
+        acc = read_events(tmp_path)
+        seen.append((epoch, len(acc.Scalars("loss/train")), len(acc.Scalars("loss/val"))))
+
+    monkeypatch.setattr(Dashboard, "epoch", epoch_then_read)
+    expt.train(expt.compose(["trainer.epochs=2", "data.subset=400", "trainer.batch_size=10", "trainer.log_every=7",
+                             *DIAGNOSTICS_OFF]), run_dir=tmp_path)
+    assert seen == [(1, 40, 1), (2, 80, 2)]
+
+
 def test_event_records_pass_tensorboards_own_checksum(tmp_path):
     """Records framed with the C checksums pass tensorboard's Python CRC-32C, images and scalars alike."""
     import struct

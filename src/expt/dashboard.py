@@ -72,6 +72,12 @@ HISTOGRAM_BINS = 64
 # Values per histogram at most: a larger tensor (a deep ConvNet's activations hold millions) is
 # histogrammed on a fixed random sample of this many entries, which shows the same shape.
 HISTOGRAM_SAMPLE = 1 << 16
+# Events the writer thread may hold before add_* blocks. TensorBoard's default of 10 makes the
+# training loop wait for the writer thread (and the GIL handover) once an epoch has logged more
+# than 10 steps; a deeper queue lets the thread write while the next steps compute. The epoch's
+# flush empties it, so it holds at most one epoch's events.
+EVENT_QUEUE = 4096
+FLUSH_SECONDS = 10  # the writer thread's own flush, so long epochs show their per-step losses live
 
 
 class Dashboard:
@@ -89,7 +95,7 @@ class Dashboard:
         self.cfg = cfg
         self.settings = dashboard_settings(cfg)
         use_c_checksums()
-        self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
         self.seconds: dict[str, float] = defaultdict(float)
         self.model: Optional[nn.Module] = None
         self._exp: Any = None

@@ -144,6 +144,8 @@ class Trainer:
         picker = torch.Generator().manual_seed(self.cfg.seed + 1)
         self.train_eval_idx = torch.randperm(n, generator=picker)[: self.cfg.train_eval_samples].to(exp.device)
         self.step_model, self.autocast, self.scaler = self._step_setup()
+        # the subsample training accuracy is measured on, gathered once rather than every epoch
+        self.train_eval = (exp.data.x_train[self.train_eval_idx], exp.data.y_train[self.train_eval_idx])
         self.batchnorm = has_batchnorm(exp.model)
         self.warmup_seconds = 0.0  # torch.compile's first steps, excluded from epoch times
         self.compiling = self.cfg.compile  # until the first epoch this process runs has ended
@@ -175,15 +177,14 @@ class Trainer:
     # ------------------------------------------------------------------ measurements
     def training_loss(self) -> tuple[float, float]:
         """(data loss, data loss + penalty) of the model on the fixed training subsample."""
-        x, y = self.exp.data.x_train[self.train_eval_idx], self.exp.data.y_train[self.train_eval_idx]
-        data_loss, _ = evaluate(self.exp.model, x, y)
+        data_loss, _ = evaluate(self.exp.model, *self.train_eval)
         with torch.no_grad():
             penalty = float(self.exp.regularizer.penalty())
         return data_loss, data_loss + penalty
 
     def measure(self) -> dict[str, float]:
         d, model = self.exp.data, self.exp.model
-        _, train_acc = evaluate(model, d.x_train[self.train_eval_idx], d.y_train[self.train_eval_idx])
+        _, train_acc = evaluate(model, *self.train_eval)
         val_loss, val_acc = evaluate(model, d.x_val, d.y_val)
         return {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
 
