@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import re
@@ -21,20 +22,25 @@ def machine(device: str = "cpu") -> str:
     return text
 
 
+def results_option(parser: argparse.ArgumentParser) -> None:
+    """``--results PATH``: the Markdown file a benchmark writes its section into (default: bench/RESULTS.md)."""
+    parser.add_argument("--results", type=Path, default=RESULTS, help="the Markdown file to write (default: %(default)s)")
+
+
 def sync(device: torch.device) -> None:
     """Wait for the GPU's queued work, so a timer measures it; nothing to wait for on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def write_results(key: str, title: str, body: str, where: str) -> None:
-    """Replace the section ``key`` of RESULTS.md (or append it), stamped with the machine and date."""
+def write_results(key: str, title: str, body: str, where: str, results: Path = RESULTS) -> None:
+    """Replace the section ``key`` of ``results`` (or append it), stamped with the machine and date."""
     section = (
         f"<!-- {key} -->\n## {title}\n\nMachine: {where}. Measured {time.strftime('%Y-%m-%d')}.\n\n"
         f"{body.strip()}\n<!-- /{key} -->\n"
     )
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n\n"
+    text = results.read_text() if results.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n\n"
     pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->\n", re.S)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
-    RESULTS.write_text(text)
-    print(f"wrote the '{key}' section of {RESULTS}")
+    results.write_text(text)
+    print(f"wrote the '{key}' section of {results}")

@@ -10,6 +10,7 @@ init, optimizer). `-X importtime` names the heaviest imports.
 
 from __future__ import annotations
 
+import argparse
 import re
 import statistics
 import subprocess
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results  # noqa: E402
+from common import machine, results_option, write_results  # noqa: E402
 
 BREAKDOWN = r"""
 import time
@@ -64,7 +65,11 @@ def heaviest_imports(n: int = 8) -> list[tuple[str, float]]:
 
 
 def main() -> None:
-    reps = 3
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=3, help="fresh interpreters per measurement (default: %(default)s)")
+    results_option(parser)
+    args = parser.parse_args()
+    reps = args.reps
     with tempfile.TemporaryDirectory() as tmp:
         totals = [first_step_seconds(Path(tmp) / str(i)) for i in range(reps)]
     phases = []
@@ -79,7 +84,7 @@ def main() -> None:
     lines += ["", "Heaviest imports (cumulative):", "", "| module | seconds |", "|---|---|"]
     lines += [f"| {name} | {s:.3f} |" for name, s in heaviest_imports()]
     print("\n".join(lines))
-    write_results("startup", "Start-up", "\n".join(lines), machine())
+    write_results("startup", "Start-up", "\n".join(lines), machine(), args.results)
 
 
 if __name__ == "__main__":

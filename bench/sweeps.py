@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results  # noqa: E402
+from common import machine, results_option, write_results  # noqa: E402
 
 SPACE = ["optimizer.lr=tag(log, interval(1e-6, 1e-1))", "regularization.l2=tag(log, interval(1e-6, 1e-1))"]
 QUIET = ["sanity.before_train=false", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
@@ -55,17 +55,18 @@ def best_of(sweep_dir: Path) -> tuple[float, float]:
     return max(accs, default=float("nan")), min(losses, default=float("nan"))
 
 
-def throughput(tmp: Path) -> str:
-    one_round = ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.rounds=[{trials:16,top_k:3,overrides:['trainer.epochs=1']}]"]
+def throughput(tmp: Path, trials: int = 16) -> str:
+    one_round = ["hydra/sweeper=coarse_to_fine",
+                 f"hydra.sweeper.rounds=[{{trials:{trials},top_k:3,overrides:['trainer.epochs=1']}}]"]
     rows = []
     for name, extra, env in (
         ("basic", [], None),
         ("joblib, 2 workers", ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], {"OMP_NUM_THREADS": "1"}),
     ):
         seconds = sweep([*one_round, *extra], tmp / f"throughput-{len(rows)}", env)
-        rows.append(f"| {name} | {seconds:.1f} | {16 / seconds * 60:.1f} |")
+        rows.append(f"| {name} | {seconds:.1f} | {trials / seconds * 60:.1f} |")
         print(rows[-1], flush=True)
-    return "\n".join(["| launcher | seconds for 16 trials | trials per minute |", "|---|---|---|", *rows])
+    return "\n".join([f"| launcher | seconds for {trials} trials | trials per minute |", "|---|---|---|", *rows])
 
 
 def quality(tmp: Path, seeds: int) -> str:
@@ -109,14 +110,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--trials", type=int, default=16, help="trials in the throughput round (default: %(default)s)")
+    results_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_throughput:
-            write_results("sweep-throughput", "Sweep throughput: a 1-epoch round of 16 trials of the default run",
-                          throughput(Path(tmp)), machine())
+            write_results("sweep-throughput", f"Sweep throughput: a 1-epoch round of {args.trials} trials of the default run",
+                          throughput(Path(tmp), args.trials), machine(), args.results)
         if not args.skip_quality:
             write_results("search-quality", f"Search quality at the same budget, median over {args.seeds} seeds",
-                          quality(Path(tmp), args.seeds), machine())
+                          quality(Path(tmp), args.seeds), machine(), args.results)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Training throughput (images/second) of expt's step loop and of a bare loop, eager / compiled / amp.
 
 The convnet and the deep convnet on synthetic 3x32x32 data at batch 64 and 512. Both sides run
-only training steps over the same tensors on the device (no evaluation), after warm-up steps that
-absorb torch.compile's compilation; the first epoch of each configuration is excluded.
+only training steps over the same tensors on the device (no evaluation). Each first runs one
+warm-up epoch, which holds torch.compile's compilation (reported: the warm-up expt measures and
+leaves out of its epoch times, and the bare loop's first epoch); then their epochs alternate,
+and the table gives the median images per second of each.
 
     python bench/throughput.py --device cuda          # the GPU table
     python bench/throughput.py --device cpu --quick   # a smoke run of the same code on CPU
@@ -17,12 +19,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, sync, write_results  # noqa: E402
+from common import machine, results_option, sync, write_results  # noqa: E402
 
 import expt  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
@@ -37,7 +40,16 @@ MODES = {
 }
 
 
-def bare_images_per_second(cfg, data, epochs: int) -> float:
+def timed(epoch: Callable[[], None], device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    epoch()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def bare_side(cfg, data) -> tuple[Callable[[], None], float]:
+    """A hand-written loop's epoch over the tensors, after one warm-up epoch; returns it and that epoch's seconds."""
     torch.manual_seed(0)
     device = data.x_train.device
     model = build_model(cfg, data.input_shape, data.num_classes).to(device)
@@ -60,35 +72,44 @@ def bare_images_per_second(cfg, data, epochs: int) -> float:
             loss.backward()
             opt.step()
 
-    epoch()  # warm-up (compilation)
-    times = []
-    for _ in range(epochs):
-        sync(device)
-        start = time.perf_counter()
-        epoch()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return len(x) / statistics.median(times)
+    return epoch, timed(epoch, device)  # the first epoch holds the compilation
 
 
-def expt_images_per_second(cfg, data, epochs: int) -> float:
+def expt_side(cfg, data, run_dir: Path) -> tuple[Callable[[], None], float, Callable[[], None]]:
+    """expt's step loop (Trainer.run_epoch, events included), after one warm-up epoch.
+
+    Returns the epoch, the compile warm-up that expt measured and leaves out of its epoch times,
+    and the call that closes its event file.
+    """
     exp = build(cfg, data=data)
+    trainer = Trainer(exp, run_dir)
+    dashboard = Dashboard(run_dir, exp.cfg)
+    dashboard.start(exp, trainer.train_eval_idx[: cfg.trainer.batch_size])
+
+    def epoch() -> None:
+        trainer.epoch += 1
+        trainer.run_epoch(dashboard, threshold=float("inf"))
+        trainer.compiling = False  # as Trainer.fit does: only the first epoch times its steps
+
+    timed(epoch, exp.device)
+    return epoch, trainer.warmup_seconds, dashboard.close
+
+
+def images_per_second(cfg, data, epochs: int) -> dict[str, float]:
+    """Both sides set up and warmed up, then their epochs alternate; median images per second of each."""
+    device = torch.device(cfg.trainer.device)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(exp, Path(tmp))
-        dashboard = Dashboard(Path(tmp), exp.cfg)
-        dashboard.start(exp, trainer.train_eval_idx[: cfg.trainer.batch_size])
-        threshold = float("inf")
-        times = []
-        for i in range(epochs + 1):
-            trainer.epoch = i + 1
-            sync(exp.device)
-            start = time.perf_counter()
-            trainer.run_epoch(dashboard, threshold)
-            sync(exp.device)
-            if i:  # the first epoch holds the compilation
-                times.append(time.perf_counter() - start)
-        dashboard.close()
-    return len(exp.data.x_train) / statistics.median(times)
+        ours, warmup, close = expt_side(cfg, data, Path(tmp))
+        bare, first_epoch = bare_side(cfg, build(cfg, data=data).data)
+        times: dict[str, list[float]] = {"expt": [], "bare": []}
+        for i in range(epochs):
+            order = (("bare", bare), ("expt", ours)) if i % 2 == 0 else (("expt", ours), ("bare", bare))
+            for side, epoch in order:
+                times[side].append(timed(epoch, device))
+        close()
+    n = len(data.y_train)
+    return {"expt": n / statistics.median(times["expt"]), "bare": n / statistics.median(times["bare"]),
+            "warmup": warmup, "first_epoch": first_epoch}
 
 
 def main() -> None:
@@ -97,6 +118,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1,024 samples, eager and amp only, batch 64")
+    results_option(parser)
     args = parser.parse_args()
     modes, batches = MODES, (64, 512)
     if args.quick:
@@ -116,16 +138,19 @@ def main() -> None:
                     "dashboard.graph=false",
                 ])
                 data = expt.data.load(cfg.data)
-                ours = expt_images_per_second(cfg, data, args.epochs)
-                bare = bare_images_per_second(cfg, build(cfg, data=data).data, args.epochs)
-                rows.append((model, batch, mode, bare, ours))
+                r = images_per_second(cfg, data, args.epochs)
+                ours, bare = r["expt"], r["bare"]
+                compiled = f"{r['warmup']:.1f} / {r['first_epoch']:.1f}" if cfg.trainer.compile else "-"
+                rows.append((model, batch, mode, bare, ours, compiled))
                 print(f"{model:13s} batch {batch:4d} {mode:20s} bare {bare:10.0f} img/s   expt {ours:10.0f} img/s"
-                      f"   expt/bare {ours / bare:5.3f}", flush=True)
+                      f"   expt/bare {ours / bare:5.3f}   compile warm-up (s) {compiled}", flush=True)
 
-    table = ["| model | batch | mode | bare loop (img/s) | expt (img/s) | expt / bare |", "|---|---|---|---|---|---|"]
-    table += [f"| {m} | {b} | {mode} | {bare:.0f} | {ours:.0f} | {ours / bare:.3f} |" for m, b, mode, bare, ours in rows]
+    table = ["| model | batch | mode | bare loop (img/s) | expt (img/s) | expt / bare | compile warm-up, expt / bare "
+             "first epoch (s) |", "|---|---|---|---|---|---|---|"]
+    table += [f"| {m} | {b} | {mode} | {bare:.0f} | {ours:.0f} | {ours / bare:.3f} | {compiled} |"
+              for m, b, mode, bare, ours, compiled in rows]
     write_results(f"throughput-{torch.device(args.device).type}", f"Training throughput on {args.device}",
-                  "\n".join(table), machine(args.device))
+                  "\n".join(table), machine(args.device), args.results)
 
 
 if __name__ == "__main__":

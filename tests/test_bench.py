@@ -1,0 +1,95 @@
+"""The benchmarks in bench/ run end to end and write well-formed tables (their numbers are never judged here).
+
+Each script runs as a user would run it, at its smallest settings, and writes into a temporary
+results file instead of bench/RESULTS.md. The tests read the tables back and check that every
+row holds the measurements it promises: positive times, finite ratios, every case present.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+BENCH = ROOT / "bench"
+pytestmark = pytest.mark.slow
+
+
+def run_bench(script: str, *args: str, results: Path) -> str:
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args, f"--results={results}"],
+                          capture_output=True, text=True, timeout=600, cwd=results.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results.read_text()
+
+
+def table(text: str, key: str) -> list[list[str]]:
+    """The first Markdown table of section ``key``: its rows (header and rule left out) as lists of cells."""
+    section = text.split(f"<!-- {key} -->", 1)[1].split(f"<!-- /{key} -->", 1)[0]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows[2:]
+
+
+def positive(cell: str) -> float:
+    value = float(cell)
+    assert math.isfinite(value) and value > 0, cell
+    return value
+
+
+def test_overhead_writes_a_paired_ratio_for_each_variant(tmp_path):
+    text = run_bench("overhead.py", "--quick", "--only", "convnet / digits", results=tmp_path / "R.md")
+    rows = table(text, "overhead-cpu")
+    assert [r[1] for r in rows] == ["defaults", "diagnostics off", "diagnostics off, checkpoint every epoch"]
+    for case, _, runs, bare, ours, ratio, middle, rss, gpu in rows:
+        assert case == "convnet / digits" and runs == "3 x 2 epochs" and gpu == "-"
+        assert positive(ratio) == pytest.approx(positive(ours) / positive(bare), rel=0.5)  # a median of pairs
+        low, high = (positive(v) for v in middle.split(" - "))
+        assert low <= positive(ratio) <= high
+        assert positive(rss) > 50
+    diagnostics = text.split("| case | histograms", 1)[1].splitlines()[2]
+    assert diagnostics.startswith("| convnet / digits |")
+    histograms, filters, update_ratio, graph, summary = (float(v) for v in diagnostics.strip("|").split("|")[1:])
+    assert min(histograms, filters, update_ratio, graph, summary) > 0  # every diagnostic was on, and timed
+
+
+def test_throughput_compares_expt_with_the_bare_loop(tmp_path):
+    text = run_bench("throughput.py", "--device=cpu", "--quick", results=tmp_path / "R.md")
+    rows = table(text, "throughput-cpu")
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (m, "64", mode) for m in ("convnet", "deep_convnet") for mode in ("eager", "amp bf16")
+    ]
+    for _, _, _, bare, ours, ratio, compiled in rows:
+        assert positive(ratio) == pytest.approx(positive(ours) / positive(bare), rel=0.01)
+        assert compiled == "-"
+
+
+def test_startup_times_each_phase(tmp_path):
+    text = run_bench("startup.py", "--reps=1", results=tmp_path / "R.md")
+    rows = table(text, "startup")
+    assert [r[0] for r in rows] == ["import torch", "import expt + hydra", "compose config", "load + split data",
+                                    "build (preprocess, model, init, optimizer)", "TensorBoard writer"]
+    assert all(positive(seconds) < 60 for _, seconds in rows)
+    assert "median" in text.split("<!-- startup -->", 1)[1].split("|", 1)[0]
+
+
+def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
+    text = run_bench("sweeps.py", "--trials=3", "--seeds=1", results=tmp_path / "R.md")
+    launchers = table(text, "sweep-throughput")
+    assert [r[0] for r in launchers] == ["basic", "joblib, 2 workers"]
+    for _, seconds, per_minute in launchers:
+        assert positive(per_minute) == pytest.approx(3 / positive(seconds) * 60, rel=0.01)
+    methods = {r[0]: r for r in table(text, "search-quality")}
+    assert set(methods) == {"coarse-to-fine preset", "random search", "Optuna TPE"}
+    for name in ("coarse-to-fine preset", "random search"):
+        _, acc, loss, seconds, seeds = methods[name]
+        assert 0.5 < positive(acc) <= 1 and positive(loss) < 2.3 and seeds == "1"
