@@ -3,19 +3,23 @@
 Both sides get the same preprocessed tensors on the same device and a model built and initialised
 the same way; the bare loop is what a user following the recipe would write by hand: the loss at
 init, a permutation per epoch, index slices, Adam, per epoch the validation loss/accuracy plus the
-training accuracy on a 1,000-sample subsample, and the test accuracy once at the end (what expt
-measures). expt's side is the whole `Trainer.fit`: TensorBoard events, checkpoints (at the default
-interval, and after every epoch as a third variant), the divergence check.
+training accuracy on a 1,000-sample subsample (gathered once), and the test accuracy once at the
+end (what expt measures). expt's side is its own `Trainer.fit` taken apart into the calls `fit`
+makes, `begin`, `train_epoch` per epoch and `end`: TensorBoard events, checkpoints (at the
+default interval, and after every epoch as a third variant), the best-model copy, the divergence
+check, the log line.
 
-Each repetition times one run of each side back to back (bare first in even repetitions, expt
-first in odd ones) and takes their ratio; the table reports the median seconds per epoch of each
-side, the median of those paired ratios and the middle half of them. Pairing matters on a shared
-or throttled machine, where the speed of the same loop drifts by 10-20% over seconds: each ratio
-compares two runs a second apart.
+The two sides run side by side in one process and alternate epoch by epoch (which goes first
+swaps every epoch), several runs of each. On a shared or throttled machine the speed of the same
+loop drifts by 10-20% over seconds; epochs a few milliseconds apart see the same machine. The table
+reports the median seconds per epoch of each side, the median of the paired per-epoch ratios with
+their middle half, what expt adds once per run (begin and end: the loss at init, the dashboard's
+start, the last checkpoint, the test evaluation, against the bare loop's loss at init and test
+evaluation) and the ratio of whole runs.
 
     python bench/overhead.py                  # CPU cases
     python bench/overhead.py --device cuda    # the same on a GPU
-    python bench/overhead.py --quick          # fewer repetitions and epochs
+    python bench/overhead.py --quick          # fewer runs and epochs
 """
 
 from __future__ import annotations
@@ -40,11 +44,11 @@ import expt  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
 from expt.trainer import Trainer, build, build_model, evaluate  # noqa: E402
 
-CASES = {  # name -> (overrides, epochs a run, repetitions): the 1.7 s epochs of the deep ConvNet need fewer
-    "convnet / digits": (["model=convnet", "data=digits"], 10, 15),
-    "mlp / synthetic 3x16x16": (["model=mlp", "data=synthetic", "data.num_samples=4000"], 10, 15),
+CASES = {  # name -> (overrides, epochs a run, runs): the 2 s epochs of the deep ConvNet need fewer
+    "convnet / digits": (["model=convnet", "data=digits"], 20, 7),
+    "mlp / synthetic 3x16x16": (["model=mlp", "data=synthetic", "data.num_samples=4000"], 20, 7),
     "deep_convnet / synthetic 3x32x32": (
-        ["model=deep_convnet", "data=synthetic", "data.shape=[3,32,32]", "data.num_samples=2000"], 3, 5,
+        ["model=deep_convnet", "data=synthetic", "data.shape=[3,32,32]", "data.num_samples=2000"], 3, 3,
     ),
 }
 # The same arithmetic on both sides: no penalty, constant learning rate.
@@ -58,90 +62,127 @@ VARIANTS = {  # label -> overrides on top of the case
 }
 
 
-def bare_loop(cfg, data, epochs: int) -> float:
-    """Seconds per epoch of a hand-written loop over the same tensors."""
-    torch.manual_seed(cfg.trainer.seed)
-    model = build_model(cfg, data.input_shape, data.num_classes).to(data.x_train.device, data.x_train.dtype)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
-    x, y, bs = data.x_train, data.y_train, cfg.trainer.batch_size
-    gen = torch.Generator(device=x.device).manual_seed(0)
-    sub = torch.randperm(len(x), device=x.device, generator=gen)[:1000]
-    sync(x.device)
-    start = time.perf_counter()
-    x_sub, y_sub = x[sub], y[sub]  # the training-accuracy subsample, gathered once
-    evaluate(model, x_sub, y_sub)  # loss at init
-    for _ in range(epochs):
+class BareLoop:
+    """A hand-written loop over the same tensors, in the three parts of a run."""
+
+    def __init__(self, cfg, data):
+        torch.manual_seed(cfg.trainer.seed)
+        self.model = build_model(cfg, data.input_shape, data.num_classes).to(data.x_train.device, data.x_train.dtype)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.optimizer.lr)
+        self.data, self.bs = data, cfg.trainer.batch_size
+        self.gen = torch.Generator(device=data.x_train.device).manual_seed(0)
+
+    def begin(self) -> None:
+        x, y = self.data.x_train, self.data.y_train
+        sub = torch.randperm(len(x), device=x.device, generator=self.gen)[:1000]
+        self.x_sub, self.y_sub = x[sub], y[sub]  # the training-accuracy subsample
+        evaluate(self.model, self.x_sub, self.y_sub)  # loss at init
+
+    def epoch(self) -> None:
+        x, y, bs, model, opt = self.data.x_train, self.data.y_train, self.bs, self.model, self.opt
         model.train()
-        perm = torch.randperm(len(x), device=x.device, generator=gen)
+        perm = torch.randperm(len(x), device=x.device, generator=self.gen)
         for i in range(0, len(x), bs):
             idx = perm[i:i + bs]
             loss = F.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        evaluate(model, data.x_val, data.y_val)
-        evaluate(model, x_sub, y_sub)
-    evaluate(model, data.x_test, data.y_test)
-    sync(x.device)
-    return (time.perf_counter() - start) / epochs
+        evaluate(model, self.data.x_val, self.data.y_val)
+        evaluate(model, self.x_sub, self.y_sub)
+
+    def end(self) -> None:
+        evaluate(self.model, self.data.x_test, self.data.y_test)
 
 
-def expt_loop(cfg, data, epochs: int) -> tuple[float, dict[str, float]]:
-    """Seconds per epoch of expt's Trainer.fit, events and checkpoints included, and of each diagnostic in it."""
-    exp = build(cfg, data=data)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(exp, Path(tmp))
-        dashboard = Dashboard(Path(tmp), exp.cfg)
-        sync(exp.device)
-        start = time.perf_counter()
-        trainer.fit(dashboard)
-        sync(exp.device)
-        seconds = (time.perf_counter() - start) / epochs
-        dashboard.close()
-    return seconds, {name: spent / epochs for name, spent in dashboard.seconds.items()}
+class ExptRun:
+    """expt's Trainer over the same tensors: the calls Trainer.fit makes, one at a time."""
+
+    def __init__(self, cfg, data, run_dir: Path):
+        exp = build(cfg, data=data)
+        self.trainer, self.dashboard = Trainer(exp, run_dir), Dashboard(run_dir, exp.cfg)
+
+    def begin(self) -> None:
+        self.trainer.begin(self.dashboard)
+
+    def epoch(self) -> None:
+        assert self.trainer.train_epoch(self.dashboard), "the benchmark's run diverged"
+
+    def end(self) -> None:
+        self.trainer.end("completed")
+        self.dashboard.close()
+
+
+def timed(call, device: torch.device) -> float:
+    sync(device)
+    start = time.perf_counter()
+    call()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def run_pair(cfg, data, epochs: int, run_dir: Path, bare_first: bool) -> tuple[dict[str, list[float]], dict]:
+    """One run of each side, alternating: both begin, then epoch by epoch (who goes first swaps), then both end.
+
+    Returns the seconds of each side's epochs and of its begin and end, and expt's time in each diagnostic.
+    """
+    device = torch.device(cfg.trainer.device)
+    bare, ours = BareLoop(cfg, build(cfg, data=data).data), ExptRun(cfg, data, run_dir)
+    times: dict[str, list[float]] = {"bare_epochs": [], "expt_epochs": [], "bare_fixed": [], "expt_fixed": []}
+    sides = [("bare", bare), ("expt", ours)]
+    for part in ("begin", "epochs", "end"):
+        for i in range(epochs if part == "epochs" else 1):
+            first = bare_first == (i % 2 == 0)
+            for side, loop in sides if first else sides[::-1]:
+                call = loop.epoch if part == "epochs" else getattr(loop, part)
+                seconds = timed(call, device)
+                times[f"{side}_{'epochs' if part == 'epochs' else 'fixed'}"].append(seconds)
+    return times, dict(ours.dashboard.seconds)
 
 
 def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict:
-    """One case in this process: per-epoch seconds of each side, their paired ratios, peak host and GPU memory."""
+    """One case in this process: per-epoch and per-run seconds of each side, their ratios, peak host and GPU memory."""
     overrides = CASES[name][0]
-    cfg = expt.compose([*overrides, *COMMON, *VARIANTS[label], f"trainer.device={device}", f"trainer.epochs={epochs}"])
+    cfg = expt.compose([*overrides, *COMMON, *VARIANTS[label], f"trainer.device={device}",
+                        f"trainer.epochs={epochs}"])
     data = expt.data.load(cfg.data)
-    bare_loop(cfg, build(cfg, data=data).data, 1)  # warm-up: allocator, kernels
-    expt_loop(cfg, data, 1)
-    bare, ours, ratios, diagnostics = [], [], [], {}
-    for rep in range(reps):
-        first_bare = rep % 2 == 0
-        if first_bare:
-            bare.append(bare_loop(cfg, build(cfg, data=data).data, epochs))
-        seconds, spent = expt_loop(cfg, data, epochs)
-        ours.append(seconds)
-        if not first_bare:
-            bare.append(bare_loop(cfg, build(cfg, data=data).data, epochs))
-        ratios.append(ours[-1] / bare[-1])
-        for key, value in spent.items():
-            diagnostics.setdefault(key, []).append(value)
+    runs, spent = [], []
+    for rep in range(reps + 1):  # the first is a warm-up (allocator, kernels, lazy imports)
+        with tempfile.TemporaryDirectory() as tmp:
+            pair = run_pair(cfg, data, epochs, Path(tmp), bare_first=rep % 2 == 0)
+        if rep:
+            runs.append(pair[0])
+            spent.append(pair[1])
+    per_epoch = [e / b for r in runs for b, e in zip(r["bare_epochs"], r["expt_epochs"])]
+    per_run = [(sum(r["expt_epochs"]) + sum(r["expt_fixed"])) / (sum(r["bare_epochs"]) + sum(r["bare_fixed"]))
+               for r in runs]
+    quartiles = statistics.quantiles(per_epoch, n=4) if len(per_epoch) > 1 else per_epoch * 3
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.device(device).type == "cuda" else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
-    return {"bare": statistics.median(bare), "expt": statistics.median(ours), "ratio": statistics.median(ratios),
-            "ratio_q1": quartiles[0], "ratio_q3": quartiles[2], "reps": reps, "epochs": epochs,
-            "rss_mib": rss, "gpu_mib": gpu,
-            "diagnostics": {key: statistics.median(values) for key, values in diagnostics.items()}}
+    diagnostics = {key: statistics.median(d.get(key, 0.0) / epochs for d in spent) for key in spent[0]}
+    return {
+        "bare": statistics.median(t for r in runs for t in r["bare_epochs"]),
+        "expt": statistics.median(t for r in runs for t in r["expt_epochs"]),
+        "ratio": statistics.median(per_epoch), "ratio_q1": quartiles[0], "ratio_q3": quartiles[2],
+        "extra_per_run": statistics.median(sum(r["expt_fixed"]) - sum(r["bare_fixed"]) for r in runs),
+        "run_ratio": statistics.median(per_run), "reps": reps, "epochs": epochs,
+        "rss_mib": rss, "gpu_mib": gpu, "diagnostics": diagnostics,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--epochs", type=int, help="epochs a run (default: each case's own, 10 or 3)")
-    parser.add_argument("--reps", type=int, help="repetitions (default: each case's own, 15 or 5)")
-    parser.add_argument("--quick", action="store_true", help="3 repetitions of 2 epochs")
+    parser.add_argument("--epochs", type=int, help="epochs a run (default: each case's own, 20 or 3)")
+    parser.add_argument("--reps", type=int, help="runs of each side (default: each case's own, 7 or 3)")
+    parser.add_argument("--quick", action="store_true", help="2 runs of 3 epochs")
     parser.add_argument("--only", action="append", choices=list(CASES), help="run this case only (repeatable)")
     results_option(parser)
     parser.add_argument("--case", help=argparse.SUPPRESS)  # run one case here and print its JSON
     parser.add_argument("--label", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.reps, args.epochs = 3, 2
+        args.reps, args.epochs = 2, 3
     if args.case:
         _, epochs, reps = CASES[args.case]
         print(json.dumps(run_case(args.case, args.label, args.device, args.epochs or epochs, args.reps or reps)))
@@ -159,14 +200,17 @@ def main() -> None:
             gpu = f"   GPU {r['gpu_mib']:.0f} MiB" if r["gpu_mib"] is not None else ""
             print(f"{name:34s} {label:40s} bare {r['bare'] * 1e3:8.1f} ms/epoch   expt {r['expt'] * 1e3:8.1f} "
                   f"ms/epoch   ratio {r['ratio']:5.3f} ({r['ratio_q1']:.3f}-{r['ratio_q3']:.3f})   "
+                  f"per run +{r['extra_per_run'] * 1e3:.1f} ms, whole runs {r['run_ratio']:.3f}   "
                   f"peak RSS {r['rss_mib']:.0f} MiB{gpu}", flush=True)
 
-    table = ["| case | dashboards | runs | bare loop (ms/epoch) | expt (ms/epoch) | ratio | middle half of the ratios "
-             "| peak RSS (MiB) | GPU max allocated (MiB) |", "|---|---|---|---|---|---|---|---|---|"]
+    table = ["| case | dashboards | runs | bare loop (ms/epoch) | expt (ms/epoch) | ratio per epoch | middle half "
+             "| expt's extra per run (ms) | ratio of whole runs | peak RSS (MiB) | GPU max allocated (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, lab, r in rows:
         gpu = f"{r['gpu_mib']:.0f}" if r["gpu_mib"] is not None else "-"
         table.append(f"| {n} | {lab} | {r['reps']} x {r['epochs']} epochs | {r['bare'] * 1e3:.1f} | {r['expt'] * 1e3:.1f} "
-                     f"| {r['ratio']:.3f} | {r['ratio_q1']:.3f} - {r['ratio_q3']:.3f} | {r['rss_mib']:.0f} | {gpu} |")
+                     f"| {r['ratio']:.3f} | {r['ratio_q1']:.3f} - {r['ratio_q3']:.3f} | {r['extra_per_run'] * 1e3:.1f} "
+                     f"| {r['run_ratio']:.3f} | {r['rss_mib']:.0f} | {gpu} |")
     names = ("histograms", "filters", "update_ratio", "graph", "summary")
     table += ["", "Time in each diagnostic, ms per epoch of the default dashboards (`Dashboard.seconds`; graph and "
               "summary are written once per run, spread here over its epochs):", "",
@@ -176,7 +220,7 @@ def main() -> None:
             table.append(f"| {n} | " + " | ".join(f"{r['diagnostics'].get(k, 0) * 1e3:.2f}" for k in names) + " |")
     write_results(
         f"overhead-{torch.device(args.device).type}",
-        f"Trainer overhead on {args.device} (paired runs, median)",
+        f"Trainer overhead on {args.device} (epochs alternating with a bare loop's, median)",
         "\n".join(table), machine(args.device), args.results,
     )
 

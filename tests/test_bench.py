@@ -46,15 +46,16 @@ def positive(cell: str) -> float:
     return value
 
 
-def test_overhead_writes_a_paired_ratio_for_each_variant(tmp_path):
+def test_overhead_writes_paired_ratios_for_each_variant(tmp_path):
     text = run_bench("overhead.py", "--quick", "--only", "convnet / digits", results=tmp_path / "R.md")
     rows = table(text, "overhead-cpu")
     assert [r[1] for r in rows] == ["defaults", "diagnostics off", "diagnostics off, checkpoint every epoch"]
-    for case, _, runs, bare, ours, ratio, middle, rss, gpu in rows:
-        assert case == "convnet / digits" and runs == "3 x 2 epochs" and gpu == "-"
+    for case, _, runs, bare, ours, ratio, middle, extra, run_ratio, rss, gpu in rows:
+        assert case == "convnet / digits" and runs == "2 x 3 epochs" and gpu == "-"
         assert positive(ratio) == pytest.approx(positive(ours) / positive(bare), rel=0.5)  # a median of pairs
         low, high = (positive(v) for v in middle.split(" - "))
         assert low <= positive(ratio) <= high
+        assert math.isfinite(float(extra)) and positive(run_ratio) < 10
         assert positive(rss) > 50
     diagnostics = text.split("| case | histograms", 1)[1].splitlines()[2]
     assert diagnostics.startswith("| convnet / digits |")

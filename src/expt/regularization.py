@@ -38,10 +38,10 @@ class Regularizer:
             total = total + self.l1 * sum(w.abs().sum() for w in self.weights)
         return total
 
-    @torch.no_grad()
     def constrain(self) -> None:
         """Rescale each unit's incoming weight vector (a row, or a whole filter) to norm <= max_norm."""
-        if self.max_norm is None:
+        if self.max_norm is None:  # called after every step: nothing to enter when there is no constraint
             return
-        for w in self.weights:
-            w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=self.max_norm))
+        with torch.no_grad():
+            for w in self.weights:
+                w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=self.max_norm))

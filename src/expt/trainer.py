@@ -157,6 +157,7 @@ class Trainer:
         self.initial_loss = math.nan
         self.epoch = 0
         self.started = math.nan  # set when fit starts
+        self.threshold = math.inf  # the training loss that counts as diverged, set when fit starts
 
     def _step_setup(self):
         """The model the step loop calls, its autocast context and gradient scaler, from the trainer keys."""
@@ -331,6 +332,17 @@ class Trainer:
         return time.perf_counter()
 
     def fit(self, dashboard) -> dict[str, Any]:
+        """Train for ``trainer.epochs`` epochs (from where a resumed run stopped) and return the run's metrics."""
+        self.begin(dashboard)
+        status = "completed"
+        while self.epoch < self.cfg.epochs:
+            if not self.train_epoch(dashboard):
+                status = "diverged"
+                break
+        return self.end(status)
+
+    def begin(self, dashboard) -> None:
+        """Resume, or measure the loss at init; start the dashboard. A run of 0 epochs records the model as it is."""
         e, cfg = self.exp, self.cfg
         self.started = self.saved_at = time.perf_counter()
         if cfg.resume:
@@ -339,32 +351,33 @@ class Trainer:
             _, self.initial_loss = self.training_loss()
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
         dashboard.start(e, self.train_eval_idx[: cfg.batch_size], self.epoch)
-        threshold = cfg.divergence_factor * self.initial_loss
-        status = "completed"
+        self.threshold = cfg.divergence_factor * self.initial_loss
         if cfg.epochs == 0 and not self.history:
             row = {"epoch": 0, "train_loss": self.initial_loss, **self.measure(), "lr": self.lr(), "seconds": 0.0}
             self.record(row, dashboard)
-        while self.epoch < cfg.epochs:
-            self.epoch += 1
-            t0 = time.perf_counter()
-            lr = self.lr()
-            warming = self.compiling
-            train_loss, diverged = self.run_epoch(dashboard, threshold)
-            self.compiling = False
-            if diverged:
-                status = "diverged"
-                log.warning(
-                    "Epoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: stopping.",
-                    self.epoch, train_loss, cfg.divergence_factor, self.initial_loss,
-                )
-                break
-            row = {"epoch": self.epoch, "train_loss": train_loss, **self.measure(), "lr": lr}
-            step_schedule(self.exp.scheduler, row["val_loss"])
-            row["seconds"] = time.perf_counter() - t0 - (self.warmup_seconds if warming else 0.0)
-            self.record(row, dashboard)
-        if status == "completed" and self.saved_epoch != self.epoch and self.history:
-            self.save()  # the last epoch is always written (a diverged run's weights are past saving)
-        return self.finish(status)
+
+    def train_epoch(self, dashboard) -> bool:
+        """One epoch: train, measure, step the schedule, record (events, best model, checkpoint when due).
+
+        Returns False when the training loss diverged; that epoch is then not recorded.
+        """
+        self.epoch += 1
+        t0 = time.perf_counter()
+        lr = self.lr()
+        warming = self.compiling
+        train_loss, diverged = self.run_epoch(dashboard, self.threshold)
+        self.compiling = False
+        if diverged:
+            log.warning(
+                "Epoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: stopping.",
+                self.epoch, train_loss, self.cfg.divergence_factor, self.initial_loss,
+            )
+            return False
+        row = {"epoch": self.epoch, "train_loss": train_loss, **self.measure(), "lr": lr}
+        step_schedule(self.exp.scheduler, row["val_loss"])
+        row["seconds"] = time.perf_counter() - t0 - (self.warmup_seconds if warming else 0.0)
+        self.record(row, dashboard)
+        return True
 
     def lr(self) -> float:
         return float(self.exp.optimizer.param_groups[0]["lr"])
@@ -383,6 +396,12 @@ class Trainer:
             row["epoch"], self.cfg.epochs, row["train_loss"], 100 * row["train_acc"], 100 * row["val_acc"],
             row["lr"], row["seconds"],
         )
+
+    def end(self, status: str) -> dict[str, Any]:
+        """After the last epoch: write last.pt if it lags (a diverged run's weights are past saving), then finish."""
+        if status == "completed" and self.saved_epoch != self.epoch and self.history:
+            self.save()
+        return self.finish(status)
 
     def finish(self, status: str) -> dict[str, Any]:
         """Write best.pt if it lags, evaluate the best model once on the test split, gather the run's metrics."""
