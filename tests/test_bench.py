@@ -50,8 +50,9 @@ def test_overhead_writes_paired_ratios_for_each_variant(tmp_path):
     text = run_bench("overhead.py", "--quick", "--only", "convnet / digits", results=tmp_path / "R.md")
     rows = table(text, "overhead-cpu")
     assert [r[1] for r in rows] == ["defaults", "diagnostics off", "diagnostics off, checkpoint every epoch"]
-    for case, _, runs, bare, ours, ratio, middle, extra, run_ratio, rss, gpu in rows:
+    for case, _, runs, bare, ours, ratio, middle, extra, run_ratio, deviation, rss, gpu in rows:
         assert case == "convnet / digits" and runs == "2 x 3 epochs" and gpu == "-"
+        assert float(deviation) == 0  # on the CPU both sides compute the same validation losses, bit for bit
         assert positive(ratio) == pytest.approx(positive(ours) / positive(bare), rel=0.5)  # a median of pairs
         low, high = (positive(v) for v in middle.split(" - "))
         assert low <= positive(ratio) <= high
