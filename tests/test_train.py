@@ -232,3 +232,25 @@ def test_a_last_batch_of_one_sample_is_dropped_with_batch_norm(tmp_path, compose
     assert metrics["status"] == "completed"
     events = scalars(tmp_path)
     assert len(events["loss/train"]) == 2
+
+
+def test_a_run_stepped_an_epoch_at_a_time_is_the_same_run(tmp_path, compose):
+    """Trainer.fit is begin, train_epoch per epoch, end: driving those by hand (as the overhead benchmark
+    does, or a notebook that inspects the model between epochs) gives the same numbers."""
+    from expt.dashboard import Dashboard
+    from expt.trainer import Trainer, build
+
+    cfg = compose("trainer.epochs=3", "data.subset=300", "regularization=[l2,dropout]", "schedule=cosine")
+    whole = expt.train(cfg, run_dir=tmp_path / "whole")
+    exp = build(cfg)
+    trainer, dashboard = Trainer(exp, tmp_path / "stepped"), Dashboard(tmp_path / "stepped", cfg)
+    trainer.begin(dashboard)
+    lrs = []
+    for _ in range(cfg.trainer.epochs):
+        lrs.append(exp.optimizer.param_groups[0]["lr"])
+        assert trainer.train_epoch(dashboard)
+    stepped = trainer.end("completed")
+    dashboard.close()
+    assert numbers(stepped) == numbers(whole)
+    assert lrs == [row["lr"] for row in whole["history"]] and lrs[2] < lrs[1] < lrs[0]
+    assert checkpoint.load(tmp_path / "stepped" / "checkpoints" / checkpoint.LAST)["epoch"] == 3
