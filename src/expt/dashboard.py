@@ -74,10 +74,12 @@ HISTOGRAM_BINS = 64
 HISTOGRAM_SAMPLE = 1 << 16
 # Events the writer thread may hold before add_* blocks. TensorBoard's default of 10 makes the
 # training loop wait for the writer thread (and the GIL handover) once an epoch has logged more
-# than 10 steps; a deeper queue lets the thread write while the next steps compute. The epoch's
-# flush empties it, so it holds at most one epoch's events.
+# than 10 steps; a deeper queue lets the thread write while the next steps compute. Every epoch
+# ends with a flush that empties it.
 EVENT_QUEUE = 4096
-FLUSH_SECONDS = 10  # the writer thread's own flush, so long epochs show their per-step losses live
+# The writer thread's own flush interval, for file systems that buffer writes (TensorBoard's local
+# writer appends each record as it goes): a long epoch's per-step losses show within this many seconds.
+FLUSH_SECONDS = 10
 
 
 class Dashboard:

@@ -156,8 +156,8 @@ class Trainer:
         self.saved_at = math.nan  # when last.pt was written (perf_counter), or when fit started
         self.initial_loss = math.nan
         self.epoch = 0
-        self.started = math.nan  # set when fit starts
-        self.threshold = math.inf  # the training loss that counts as diverged, set when fit starts
+        self.started = math.nan  # set by begin
+        self.threshold = math.inf  # the training loss that counts as diverged, set by begin
 
     def _step_setup(self):
         """The model the step loop calls, its autocast context and gradient scaler, from the trainer keys."""
