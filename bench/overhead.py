@@ -13,9 +13,10 @@ The two sides run side by side in one process and alternate epoch by epoch (whic
 swaps every epoch), several runs of each. On a shared or throttled machine the speed of the same
 loop drifts by 10-20% over seconds; epochs a few milliseconds apart see the same machine. The table
 reports the median seconds per epoch of each side, the median of the paired per-epoch ratios with
-their middle half, what expt adds once per run (begin and end: the loss at init, the dashboard's
-start, the last checkpoint, the test evaluation, against the bare loop's loss at init and test
-evaluation) and the ratio of whole runs.
+their middle half, what expt adds once per run (begin and end: the Trainer and the event file, the
+loss at init, the dashboard's start, the last checkpoint, the test evaluation, against the bare
+loop's loss at init and test evaluation), the ratio of whole runs, the largest relative difference
+between the two sides' validation losses, and the peak memory of the process that ran both sides.
 
     python bench/overhead.py                  # CPU cases
     python bench/overhead.py --device cuda    # the same on a GPU
@@ -103,13 +104,18 @@ class BareLoop:
 
 
 class ExptRun:
-    """expt's Trainer over the same tensors: the calls Trainer.fit makes, one at a time."""
+    """expt's Trainer over the same tensors: the calls Trainer.fit makes, one at a time.
+
+    Building the experiment (data on the device, model, optimizer) is left out, as the bare loop's
+    model and optimizer are; making the Trainer and the Dashboard (the event file and its writer
+    thread) counts in expt's per-run cost.
+    """
 
     def __init__(self, cfg, data, run_dir: Path):
-        exp = build(cfg, data=data)
-        self.trainer, self.dashboard = Trainer(exp, run_dir), Dashboard(run_dir, exp.cfg)
+        self.exp, self.run_dir = build(cfg, data=data), run_dir
 
     def begin(self) -> None:
+        self.trainer, self.dashboard = Trainer(self.exp, self.run_dir), Dashboard(self.run_dir, self.exp.cfg)
         self.trainer.begin(self.dashboard)
 
     def epoch(self) -> None:
@@ -218,8 +224,8 @@ def main() -> None:
                   f"peak RSS {r['rss_mib']:.0f} MiB{gpu}", flush=True)
 
     table = ["| case | dashboards | runs | bare loop (ms/epoch) | expt (ms/epoch) | ratio per epoch | middle half "
-             "| expt's extra per run (ms) | ratio of whole runs | val loss deviation | peak RSS (MiB) "
-             "| GPU max allocated (MiB) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| expt's extra per run (ms) | ratio of whole runs | val loss deviation | peak RSS, both sides (MiB) "
+             "| GPU max allocated, both sides (MiB) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for n, lab, r in rows:
         gpu = f"{r['gpu_mib']:.0f}" if r["gpu_mib"] is not None else "-"
         table.append(f"| {n} | {lab} | {r['reps']} x {r['epochs']} epochs | {r['bare'] * 1e3:.1f} | {r['expt'] * 1e3:.1f} "

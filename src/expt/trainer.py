@@ -7,7 +7,7 @@ the step loop happen every ``trainer.log_every`` steps, where the losses are rea
 logged and checked for divergence. ``checkpoints/last.pt`` (the training state) is written
 after an epoch once ``trainer.checkpoint_interval`` seconds have passed since the last
 write, and after the last epoch; ``checkpoints/best.pt`` (the best model) is written with it
-and when the run ends, however it ends.
+and when the run ends, completed, diverged, interrupted with Ctrl-C or stopped by an error.
 """
 
 from __future__ import annotations
@@ -361,6 +361,8 @@ class Trainer:
 
         Returns False when the training loss diverged; that epoch is then not recorded.
         """
+        if math.isnan(self.started):
+            raise RuntimeError("Trainer.begin(dashboard) must come before the first train_epoch")
         self.epoch += 1
         t0 = time.perf_counter()
         lr = self.lr()
