@@ -8,6 +8,7 @@ import platform
 import re
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -31,6 +32,15 @@ def sync(device: torch.device) -> None:
     """Wait for the GPU's queued work, so a timer measures it; nothing to wait for on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def timed(call: Callable[[], object], device: torch.device) -> float:
+    """Seconds that ``call()`` takes, its queued GPU work included."""
+    sync(device)
+    start = time.perf_counter()
+    call()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def write_results(key: str, title: str, body: str, where: str, results: Path = RESULTS) -> None:

@@ -32,14 +32,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, results_option, sync, write_results  # noqa: E402
+from common import machine, results_option, timed, write_results  # noqa: E402
 
 import expt  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
@@ -129,24 +128,17 @@ class ExptRun:
         self.dashboard.close()
 
 
-def timed(call, device: torch.device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    call()
-    sync(device)
-    return time.perf_counter() - start
-
-
-def run_pair(cfg, data, epochs: int, run_dir: Path, bare_first: bool) -> tuple[dict[str, list[float]], dict]:
+def run_pair(cfg, data, epochs: int, run_dir: Path, bare_first: bool) -> tuple[dict[str, list[float]], dict, float]:
     """One run of each side, alternating: both begin, then epoch by epoch (who goes first swaps), then both end.
 
-    Returns the seconds of each side's epochs and of its begin and end, and expt's time in each diagnostic.
+    Returns the seconds of each side's epochs and of its begin and end, expt's time in each diagnostic,
+    and the largest relative difference between the two sides' validation losses.
     """
     device = torch.device(cfg.trainer.device)
     bare, ours = BareLoop(cfg, build(cfg, data=data).data), ExptRun(cfg, data, run_dir)
     times: dict[str, list[float]] = {"bare_epochs": [], "expt_epochs": [], "bare_fixed": [], "expt_fixed": []}
     sides = [("bare", bare), ("expt", ours)]
-    deviation = 0.0  # the largest relative difference between the two sides' validation losses
+    deviation = 0.0
     for part in ("begin", "epochs", "end"):
         for i in range(epochs if part == "epochs" else 1):
             first = bare_first == (i % 2 == 0)
@@ -157,8 +149,7 @@ def run_pair(cfg, data, epochs: int, run_dir: Path, bare_first: bool) -> tuple[d
             if part == "epochs":
                 theirs = ours.trainer.history[-1]["val_loss"]
                 deviation = max(deviation, abs(theirs - bare.val_loss) / abs(bare.val_loss))
-    times["deviation"] = [deviation]
-    return times, dict(ours.dashboard.seconds)
+    return times, dict(ours.dashboard.seconds), deviation
 
 
 def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict:
@@ -167,13 +158,14 @@ def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict
     cfg = expt.compose([*overrides, *COMMON, *VARIANTS[label], f"trainer.device={device}",
                         f"trainer.epochs={epochs}"])
     data = expt.data.load(cfg.data)
-    runs, spent = [], []
+    runs, spent, deviations = [], [], []
     for rep in range(reps + 1):  # the first is a warm-up (allocator, kernels, lazy imports)
         with tempfile.TemporaryDirectory() as tmp:
-            pair = run_pair(cfg, data, epochs, Path(tmp), bare_first=rep % 2 == 0)
+            times, in_diagnostics, deviation = run_pair(cfg, data, epochs, Path(tmp), bare_first=rep % 2 == 0)
         if rep:
-            runs.append(pair[0])
-            spent.append(pair[1])
+            runs.append(times)
+            spent.append(in_diagnostics)
+            deviations.append(deviation)
     per_epoch = [e / b for r in runs for b, e in zip(r["bare_epochs"], r["expt_epochs"])]
     per_run = [(sum(r["expt_epochs"]) + sum(r["expt_fixed"])) / (sum(r["bare_epochs"]) + sum(r["bare_fixed"]))
                for r in runs]
@@ -187,7 +179,7 @@ def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict
         "ratio": statistics.median(per_epoch), "ratio_q1": quartiles[0], "ratio_q3": quartiles[2],
         "extra_per_run": statistics.median(sum(r["expt_fixed"]) - sum(r["bare_fixed"]) for r in runs),
         "run_ratio": statistics.median(per_run), "reps": reps, "epochs": epochs,
-        "deviation": max(r["deviation"][0] for r in runs),
+        "deviation": max(deviations),
         "rss_mib": rss, "gpu_mib": gpu, "diagnostics": diagnostics,
     }
 
