@@ -42,7 +42,9 @@ from common import machine, results_option, timed, write_results  # noqa: E402
 
 import expt  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
-from expt.trainer import Trainer, build, build_model, evaluate  # noqa: E402
+from expt.build import build, build_model  # noqa: E402
+from expt.evaluate import evaluate  # noqa: E402
+from expt.trainer import Trainer  # noqa: E402
 
 CASES = {  # name -> (overrides, epochs a run, runs): the 2 s epochs of the deep ConvNet need fewer
     "convnet / digits": (["model=convnet", "data=digits"], 20, 7),

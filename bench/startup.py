@@ -27,13 +27,13 @@ import time
 t0 = time.perf_counter()
 import torch
 t1 = time.perf_counter()
-import expt, expt.trainer, hydra
+import expt, expt.build, hydra
 t2 = time.perf_counter()
 cfg = expt.compose(["trainer.epochs=1"])
 t3 = time.perf_counter()
 data = expt.data.load(cfg.data)
 t4 = time.perf_counter()
-exp = expt.trainer.build(cfg, data=data)
+exp = expt.build.build(cfg, data=data)
 t5 = time.perf_counter()
 from expt.dashboard import Dashboard
 import tempfile, pathlib

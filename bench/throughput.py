@@ -32,7 +32,8 @@ from common import machine, results_option, timed, write_results  # noqa: E402
 
 import expt  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
-from expt.trainer import Trainer, build, build_model  # noqa: E402
+from expt.build import build, build_model  # noqa: E402
+from expt.trainer import Trainer  # noqa: E402
 
 MODELS = {"convnet": ["model=convnet"], "deep_convnet": ["model=deep_convnet"]}
 MODES = {

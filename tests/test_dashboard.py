@@ -20,7 +20,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
 import expt
 from expt import board, dashboard
 from expt.dashboard import filter_grid, plot_sweep
-from expt.trainer import build
+from expt.build import build
 
 CORE_SCALARS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr")
 DIAGNOSTICS_OFF = tuple(f"dashboard.{k}=false" for k in ("update_ratio", "histograms", "filters", "graph", "summary"))

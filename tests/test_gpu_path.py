@@ -13,7 +13,8 @@ import torch
 import expt
 from conftest import numbers
 from expt.dashboard import Dashboard
-from expt.trainer import Trainer, build
+from expt.build import build
+from expt.trainer import Trainer
 
 SMALL = ["trainer.epochs=2", "data.subset=300"]
 

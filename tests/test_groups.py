@@ -26,7 +26,7 @@ from expt.config import build as build_target
 from expt.data import load as load_data
 from expt.init import Kaiming, PyTorchDefault, Xavier, activation_gain, fan_in, fan_out
 from expt.models import MLP
-from expt.trainer import build, build_model
+from expt.build import build, build_model
 
 DIGITS_SHAPE, DIGITS_CLASSES = (1, 8, 8), 10
 QUICK = ("++data.subset=200", "trainer.epochs=1")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 __version__ = "0.1.0"
 __all__ = ["compose", "train", "ConfigError"]
 
-from expt.config import ConfigError
+from expt.errors import ConfigError
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -32,7 +32,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
 
 
 def train(cfg: "DictConfig", run_dir: Any = None) -> dict:
-    """Train the composed run; see :func:`expt.trainer.train`."""
-    from expt.trainer import train as _train
+    """Train the composed run; see :func:`expt.run.train`."""
+    from expt.run import train as _train
 
     return _train(cfg, run_dir)

@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig
 
 import expt.config  # noqa: F401  (registers the typed schema with Hydra's ConfigStore)
-from expt.config import ConfigError
+from expt.errors import ConfigError
 
 log = logging.getLogger("expt")
 
@@ -24,7 +24,7 @@ def run(cfg: DictConfig) -> float:
         if not report["passed"]:
             raise SystemExit(1)
         return 1.0
-    from expt.trainer import train
+    from expt.run import train
 
     return train(cfg)["objective"]
 

@@ -1,134 +1,39 @@
-"""One run, top to bottom: config -> data -> preprocessing -> model -> init -> optimizer -> epochs.
+"""The epoch loop of one run: :class:`Trainer` takes a built :class:`expt.build.Experiment` and trains it.
 
-:func:`build` turns a composed config into the pieces of an experiment (the sanity checks
-reuse it); :class:`Trainer` runs the epochs. The data sit on the device as tensors and
-minibatches are index slices of a per-epoch permutation. The only host-device syncs in
-the step loop happen every ``trainer.log_every`` steps, where the losses are read to be
-logged and checked for divergence. ``checkpoints/last.pt`` (the training state) is written
-after an epoch once ``trainer.checkpoint_interval`` seconds have passed since the last
-write, and after the last epoch; ``checkpoints/best.pt`` (the best model) is written with it
-and when the run ends, completed, diverged, interrupted with Ctrl-C or stopped by an error.
+The data sit on the device as tensors and minibatches are index slices of a per-epoch
+permutation. The only host-device syncs in the step loop happen every ``trainer.log_every``
+steps, where the losses are read to be logged and checked for divergence. ``checkpoints/last.pt``
+(the training state, the best model so far included) is written after an epoch once
+``trainer.checkpoint_interval`` seconds have passed since the last write, and after the last
+epoch; ``checkpoints/best.pt`` (the best model) is written after it and when the run ends,
+completed, diverged, interrupted with Ctrl-C or stopped by an error.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+from omegaconf import OmegaConf
 
-from expt import checkpoint
-from expt.config import ConfigError, build as build_target, to_plain, validate
-from expt.data import Splits, load as load_data
-from expt.optim import param_groups, step_schedule
-from expt.preprocess import Preprocessor
-from expt.regularization import Regularizer
+from expt import averaging, checkpoint
+from expt.build import Experiment, has_batchnorm
+from expt.errors import ConfigError
+from expt.config import build as build_target
+from expt.evaluate import evaluate
+from expt.optim import step_schedule
+from expt.status import COMPLETED, DIVERGED
 
 log = logging.getLogger(__name__)
 
-EVAL_BATCH = 2048
 HALF = (torch.float16, torch.bfloat16)  # autocast's output dtypes: the loss is computed in float32
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"trainer.device={name!r} is not available: this machine has no CUDA device "
-                "(use trainer.device=auto or cpu)."
-            )
-        index = torch.device(name).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.device={name!r}: only {torch.cuda.device_count()} CUDA device(s) here.")
-    return torch.device(name)
-
-
-@dataclass
-class Experiment:
-    """The built pieces of one run; :func:`build` makes them from a config."""
-
-    cfg: DictConfig
-    device: torch.device
-    data: Splits  # preprocessed, on the device, in the run's dtype
-    preprocessor: Preprocessor
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    regularizer: Regularizer
-    config_yaml: str  # the composed config, resolved: rendered once for the checkpoints and the dashboard
-
-
-def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Model from the model, activation and regularization groups, then the init scheme applied."""
-    activation = build_target(cfg.activation, "activation", partial=True)
-    model = build_target(
-        cfg.model, "model",
-        input_shape=input_shape, num_classes=num_classes, activation=activation,
-        dropout=cfg.regularization.dropout, batchnorm=cfg.regularization.batchnorm,
-    )
-    build_target(cfg.init, "init")(model)
-    return model
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    """Whether a layer of the model normalizes with batch statistics (it cannot train on one sample)."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
-    """Every piece of a run, seeded by ``trainer.seed``; pass ``data`` to reuse loaded splits."""
-    validate(cfg)
-    device = resolve_device(cfg.trainer.device)
-    dtype = getattr(torch, cfg.trainer.dtype)
-    data = load_data(cfg.data) if data is None else data
-    data = data.to(device, dtype)
-    preprocessor = build_target(cfg.preprocessing, "preprocessing").to(device)
-    preprocessor.fit(data.x_train)
-    data = data.map_x(preprocessor)
-
-    torch.manual_seed(cfg.trainer.seed)
-    model = build_model(cfg, data.input_shape, data.num_classes).to(device=device, dtype=dtype)
-    if cfg.trainer.batch_size == 1 and has_batchnorm(model):
-        raise ConfigError(
-            "trainer.batch_size=1 is not allowed with batch norm: a batch needs at least 2 samples for its statistics."
-        )
-    reg = cfg.regularization
-    regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
-
-    decay = cfg.optimizer.get("weight_decay", 0)
-    optimizer = build_target(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
-    scheduler = build_target(cfg.schedule, "schedule")(optimizer)
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    return Experiment(cfg, device, data, preprocessor, model, optimizer, scheduler, regularizer, config_yaml)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (a fraction) in eval mode, in batches."""
-    was_training = model.training
-    model.eval()
-    loss = torch.zeros((), device=x.device, dtype=torch.float64)
-    correct = torch.zeros((), device=x.device, dtype=torch.int64)
-    for start in range(0, len(x), EVAL_BATCH):
-        out = model(x[start:start + EVAL_BATCH])
-        yb = y[start:start + EVAL_BATCH]
-        loss += F.cross_entropy(out, yb, reduction="sum").double()
-        correct += (out.argmax(dim=1) == yb).sum()
-    model.train(was_training)
-    n = max(1, len(x))
-    return loss.item() / n, correct.item() / n
 
 
 class Trainer:
@@ -140,6 +45,7 @@ class Trainer:
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
         self.batches = torch.Generator(device=exp.device).manual_seed(self.cfg.seed)
+        self.augment_rng = torch.Generator(device=exp.device).manual_seed(self.cfg.seed + 2)
         n = len(exp.data.x_train)
         picker = torch.Generator().manual_seed(self.cfg.seed + 1)
         self.train_eval_idx = torch.randperm(n, generator=picker)[: self.cfg.train_eval_samples].to(exp.device)
@@ -147,10 +53,11 @@ class Trainer:
         # the subsample training accuracy is measured on, gathered once rather than every epoch
         self.train_eval = (exp.data.x_train[self.train_eval_idx], exp.data.y_train[self.train_eval_idx])
         self.batchnorm = has_batchnorm(exp.model)
+        self.ema = averaging.ema(exp.model, self.cfg.ema) if self.cfg.ema > 0 else None  # trainer.ema
         self.warmup_seconds = 0.0  # torch.compile's first steps, excluded from epoch times
         self.compiling = self.cfg.compile  # until the first epoch this process runs has ended
         self.history: list[dict[str, float]] = []
-        self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": None, "state": None}
+        self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": None, "state": None, "averaged": False}
         self.best_written = True  # whether best.pt holds self.best
         self.saved_epoch: Optional[int] = None  # the epoch last.pt holds
         self.saved_at = math.nan  # when last.pt was written (perf_counter), or when fit started
@@ -187,23 +94,34 @@ class Trainer:
         d, model = self.exp.data, self.exp.model
         _, train_acc = evaluate(model, *self.train_eval)
         val_loss, val_acc = evaluate(model, d.x_val, d.y_val)
-        return {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
+        row = {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
+        if self.ema is not None:
+            row["ema_val_loss"], row["ema_val_acc"] = evaluate(self.ema.module, d.x_val, d.y_val)
+        return row
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict[str, Any]:
+        """last.pt: everything to continue the run, the best model so far included.
+
+        last.pt is the one file a resume reads, so a kill between its write and best.pt's can
+        never leave a training state and a best model that disagree.
+        """
         e = self.exp
         return {
             "model": e.model.state_dict(),
             "optimizer": e.optimizer.state_dict(),
             "scheduler": e.scheduler.state_dict(),
             **({"scaler": self.scaler.state_dict()} if self.scaler is not None else {}),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
             "preprocess": e.preprocessor.state_dict(),
             "epoch": self.epoch,
-            "rng": checkpoint.rng_state(self.batches, e.device),
+            "rng": checkpoint.rng_state(self.batches, e.device, self.augment_rng),
             "history": self.history,
             "initial_loss": self.initial_loss,
             "best_val_acc": self.best["val_acc"],
             "best_epoch": self.best["epoch"],
+            "best_model": self.best["state"],
+            "best_averaged": self.best["averaged"],
             "config": self.exp.config_yaml,
         }
 
@@ -215,11 +133,12 @@ class Trainer:
             "epoch": self.best["epoch"],
             "best_val_acc": self.best["val_acc"],
             "best_epoch": self.best["epoch"],
+            "averaged": self.best["averaged"],  # the averaged weights of trainer.ema, not the trained ones
             "config": self.exp.config_yaml,
         }
 
     def save(self) -> None:
-        """Write last.pt (the training state after this epoch), and best.pt if the best model changed."""
+        """Write last.pt (the training state after this epoch, the commit point), then best.pt if the best changed."""
         checkpoint.save(self.state(), self.ckpt_dir / checkpoint.LAST)
         self.saved_epoch, self.saved_at = self.epoch, time.perf_counter()
         self.save_best()
@@ -235,11 +154,12 @@ class Trainer:
         return interval == 0 or time.perf_counter() - self.saved_at >= interval
 
     def resume(self, path: Path) -> None:
-        """Continue the run saved in ``path``: weights, optimizer, scaler, random streams and history.
+        """Continue the run saved in ``path``: weights, optimizer, scaler, random streams, history, best model.
 
-        The schedule is rebuilt from this run's config and stepped once per finished epoch
-        (with its logged validation loss), so a run resumed with more epochs follows the
-        schedule of the longer run, as an uninterrupted run with this config would.
+        The checkpoint's config must match this run's in every key that made the saved state
+        (:func:`expt.checkpoint.check_resumable`). The schedule is rebuilt from this run's config
+        and stepped once per finished epoch (with its logged validation loss), so a run resumed
+        with more epochs follows the schedule of the longer run, as an uninterrupted run would.
         """
         state = checkpoint.load(path)  # on the CPU: random states must stay there; load_state_dict moves the rest
         if "optimizer" not in state:
@@ -247,12 +167,26 @@ class Trainer:
                 f"trainer.resume={str(path)!r} holds a model, not a training state (no optimizer, random "
                 f"streams or history): resume from the run directory or its checkpoints/{checkpoint.LAST}."
             )
+        if "best_model" not in state:
+            raise ConfigError(
+                f"trainer.resume={str(path)!r} was written by an older expt that kept the best model only in "
+                f"{checkpoint.BEST}: it cannot be resumed exactly; start the run again."
+            )
         e = self.exp
-        e.model.load_state_dict(state["model"])
-        e.optimizer.load_state_dict(state["optimizer"])
+        checkpoint.check_resumable(state["config"], OmegaConf.to_container(e.cfg, resolve=True), path)
+        try:
+            e.model.load_state_dict(state["model"])
+            e.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise ConfigError(
+                f"trainer.resume={str(path)!r} does not fit the model and optimizer this config builds "
+                f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})."
+            ) from None
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        checkpoint.restore_rng(state["rng"], self.batches, e.device)
+        if self.ema is not None:
+            averaging.restore(self.ema, state["ema"])
+        checkpoint.restore_rng(state["rng"], self.batches, e.device, self.augment_rng)
         self.epoch, self.history, self.initial_loss = state["epoch"], list(state["history"]), state["initial_loss"]
         for group in e.optimizer.param_groups:  # back to the rate the schedule starts from
             group["lr"] = group.get("initial_lr", e.cfg.optimizer.lr)
@@ -262,17 +196,12 @@ class Trainer:
             for row in self.history:
                 if row["epoch"] > 0:
                     step_schedule(e.scheduler, row["val_loss"])
-        best_path = path.parent / checkpoint.BEST
-        if best_path.is_file():
-            best = checkpoint.load(best_path)
-            self.best = {"val_acc": best["best_val_acc"], "epoch": best["best_epoch"], "state": best["model"]}
-            checkpoint.copy(best_path, self.ckpt_dir / checkpoint.BEST)
-        else:
-            log.warning("No %s beside %s: the best model so far is taken to be the last one.", checkpoint.BEST, path)
-            last = self.history[-1] if self.history else {"val_acc": -1.0, "epoch": None}
-            self.best = {"val_acc": last["val_acc"], "epoch": last["epoch"], "state": state["model"]}
-            self.best_written = False
-        checkpoint.copy(path, self.ckpt_dir / checkpoint.LAST)
+        self.best = {"val_acc": state["best_val_acc"], "epoch": state["best_epoch"], "state": state["best_model"],
+                     "averaged": state["best_averaged"]}
+        if path.resolve() != (self.ckpt_dir / checkpoint.LAST).resolve():
+            checkpoint.copy(path, self.ckpt_dir / checkpoint.LAST)
+        self.best_written = False
+        self.save_best()  # best.pt as last.pt has it, whatever a kill between the two writes left behind
         self.saved_epoch = self.epoch
         log.info("Resumed from %s after epoch %d", path, self.epoch)
 
@@ -290,6 +219,7 @@ class Trainer:
         pending: list[torch.Tensor] = []  # this epoch's step losses, on the device until a logging step
         e.model.train()
         penalized = e.regularizer.active
+        smoothing = cfg.label_smoothing
         read, total = 0, 0.0
         for i in range(steps):
             timing = self.compiling and (i < 2 or i == steps - 1)
@@ -298,9 +228,12 @@ class Trainer:
             logging_step = (i + 1) % cfg.log_every == 0 or i + 1 == steps
             before = dashboard.weights_before_update() if logging_step else None
             idx = perm[i * bs:(i + 1) * bs]
+            xb = x[idx]
+            for transform in e.augmentations:
+                xb = transform(xb, self.augment_rng)
             with self.autocast():
-                out = self.step_model(x[idx])
-                loss = F.cross_entropy(out.float() if out.dtype in HALF else out, y[idx])
+                out = self.step_model(xb)
+                loss = F.cross_entropy(out.float() if out.dtype in HALF else out, y[idx], label_smoothing=smoothing)
                 if penalized:
                     loss = loss + e.regularizer.penalty()
             e.optimizer.zero_grad(set_to_none=True)
@@ -312,6 +245,8 @@ class Trainer:
                 self.scaler.step(e.optimizer)
                 self.scaler.update()
             e.regularizer.constrain()
+            if self.ema is not None:
+                self.ema.update_parameters(e.model)
             pending.append(loss.detach())
             if timing:
                 self.warmup_seconds += self._synced_clock() - warmup_start
@@ -334,10 +269,10 @@ class Trainer:
     def fit(self, dashboard) -> dict[str, Any]:
         """Train for ``trainer.epochs`` epochs (from where a resumed run stopped) and return the run's metrics."""
         self.begin(dashboard)
-        status = "completed"
+        status = COMPLETED
         while self.epoch < self.cfg.epochs:
             if not self.train_epoch(dashboard):
-                status = "diverged"
+                status = DIVERGED
                 break
         return self.end(status)
 
@@ -386,22 +321,28 @@ class Trainer:
 
     def record(self, row: dict[str, float], dashboard) -> None:
         self.history.append(row)
-        if row["val_acc"] > self.best["val_acc"]:
-            state = {k: v.detach().clone() for k, v in self.exp.model.state_dict().items()}
-            self.best = {"val_acc": row["val_acc"], "epoch": row["epoch"], "state": state}
+        candidates = [(row["val_acc"], False)]  # the trained weights first: they win a tie
+        if "ema_val_acc" in row:
+            candidates.append((row["ema_val_acc"], True))
+        val_acc, averaged = max(candidates, key=lambda c: c[0])
+        if val_acc > self.best["val_acc"]:
+            model = self.ema.module if averaged else self.exp.model
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.best = {"val_acc": val_acc, "epoch": row["epoch"], "state": state, "averaged": averaged}
             self.best_written = False
         dashboard.epoch(row["epoch"], row)
         if self.checkpoint_due():
             self.save()
+        averaged = f"  ema val {100 * row['ema_val_acc']:.1f}%" if "ema_val_acc" in row else ""
         log.info(
-            "epoch %d/%d  loss %.4f  train %.1f%%  val %.1f%%  lr %.2e  %.1fs",
+            "epoch %d/%d  loss %.4f  train %.1f%%  val %.1f%%%s  lr %.2e  %.1fs",
             row["epoch"], self.cfg.epochs, row["train_loss"], 100 * row["train_acc"], 100 * row["val_acc"],
-            row["lr"], row["seconds"],
+            averaged, row["lr"], row["seconds"],
         )
 
     def end(self, status: str) -> dict[str, Any]:
         """After the last epoch: write last.pt if it lags (a diverged run's weights are past saving), then finish."""
-        if status == "completed" and self.saved_epoch != self.epoch and self.history:
+        if status == COMPLETED and self.saved_epoch != self.epoch and self.history:
             self.save()
         return self.finish(status)
 
@@ -418,6 +359,7 @@ class Trainer:
             "status": status,
             "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
             "best_epoch": self.best["epoch"],
+            "best_averaged": self.best["averaged"],
             "final_val_acc": last.get("val_acc"),
             "final_val_loss": last.get("val_loss"),
             "test_acc": test_acc,
@@ -429,72 +371,5 @@ class Trainer:
             "compile_warmup_seconds": self.warmup_seconds if self.cfg.compile else None,
             "history": self.history,
         }
-        metrics["objective"] = metrics["best_val_acc"] if status == "completed" else 0.0
+        metrics["objective"] = metrics["best_val_acc"] if status == COMPLETED else 0.0
         return metrics
-
-
-def default_run_dir() -> Path:
-    """Hydra's output directory inside a Hydra job; ``outputs/<date>/<time>`` otherwise."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir)
-    return Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
-
-
-def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """Train and evaluate the run ``cfg`` describes; write checkpoints, events and metrics.json to ``run_dir``.
-
-    Returns the metrics dict (also saved as ``metrics.json``). ``metrics["objective"]`` is
-    the best validation accuracy, or 0.0 (the worst) when the run diverged.
-    """
-    from expt.dashboard import Dashboard
-
-    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    exp = build(cfg)
-    from expt.sanity import guard
-
-    guard(exp)  # the loss-at-init check, as sanity.before_train says (warn, strict or false)
-    log.info(
-        "%s on %s: %d train / %d val / %d test samples of shape %s, %d classes",
-        type(exp.model).__name__, exp.device, len(exp.data.x_train), len(exp.data.x_val), len(exp.data.x_test),
-        "x".join(map(str, exp.data.input_shape)), exp.data.num_classes,
-    )
-    trainer = Trainer(exp, run_dir)
-    dashboard = Dashboard(run_dir, cfg)
-    try:
-        metrics = trainer.fit(dashboard)
-        dashboard.hparams(metrics)
-    except KeyboardInterrupt:
-        # keep what the finished epochs measured; checkpoints/last.pt resumes the run
-        interrupted = trainer.finish("interrupted")
-        write_metrics(run_dir, interrupted)
-        dashboard.hparams(interrupted)
-        if trainer.saved_epoch is None:
-            log.warning("Interrupted during epoch %d, before the first checkpoint: nothing to resume.", trainer.epoch)
-        else:
-            log.warning("Interrupted during epoch %d; checkpoints/%s holds epoch %d: resume with trainer.resume=%s",
-                        trainer.epoch, checkpoint.LAST, trainer.saved_epoch, run_dir)
-        raise
-    except Exception:
-        with contextlib.suppress(Exception):  # keep the best model found so far; the failure is what gets reported
-            trainer.save_best()
-        raise
-    finally:
-        dashboard.close()
-    write_metrics(run_dir, metrics)
-    log.info(
-        "%s: best val %.2f%% (epoch %s), final val %.2f%%, test %.2f%%. Run directory: %s\n"
-        "  tensorboard --logdir %s",
-        metrics["status"], 100 * (metrics["best_val_acc"] or 0), metrics["best_epoch"],
-        100 * (metrics["final_val_acc"] or 0), 100 * (metrics["test_acc"] or 0), run_dir, run_dir,
-    )
-    return metrics
-
-
-def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """metrics.json, written atomically so a reader never sees half a file."""
-    tmp = run_dir / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    tmp.replace(run_dir / "metrics.json")

@@ -1,0 +1,100 @@
+"""A composed config -> the built pieces of one run: device, data, preprocessing, model, init, optimizer, schedule.
+
+:func:`build` is the one place a config becomes objects; the trainer, the sanity checks, the
+evaluation of a saved model and the benchmarks all build through it, so they see the same run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from expt import augment
+from expt.errors import ConfigError
+from expt.config import build as build_target, validate
+from expt.data import Splits, load as load_data
+from expt.optim import param_groups
+from expt.preprocess import Preprocessor
+from expt.regularization import Regularizer
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.device={name!r} is not available: this machine has no CUDA device "
+                "(use trainer.device=auto or cpu)."
+            )
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"trainer.device={name!r}: only {torch.cuda.device_count()} CUDA device(s) here.")
+    return torch.device(name)
+
+
+@dataclass
+class Experiment:
+    """The built pieces of one run; :func:`build` makes them from a config."""
+
+    cfg: DictConfig
+    device: torch.device
+    data: Splits  # preprocessed, on the device, in the run's dtype
+    preprocessor: Preprocessor
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    regularizer: Regularizer
+    augmentations: list[augment.Augmentation]  # applied in order to every training batch
+    config_yaml: str  # the composed config, resolved: rendered once for the checkpoints and the dashboard
+
+
+def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Model from the model, activation and regularization groups, then the init scheme applied."""
+    activation = build_target(cfg.activation, "activation", partial=True)
+    model = build_target(
+        cfg.model, "model",
+        input_shape=input_shape, num_classes=num_classes, activation=activation,
+        dropout=cfg.regularization.dropout, batchnorm=cfg.regularization.batchnorm,
+    )
+    build_target(cfg.init, "init")(model)
+    return model
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    """Whether a layer of the model normalizes with batch statistics (it cannot train on one sample)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
+    """Every piece of a run, seeded by ``trainer.seed``; pass ``data`` to reuse loaded splits."""
+    validate(cfg)
+    device = resolve_device(cfg.trainer.device)
+    dtype = getattr(torch, cfg.trainer.dtype)
+    data = load_data(cfg.data) if data is None else data
+    data = data.to(device, dtype)
+    preprocessor = build_target(cfg.preprocessing, "preprocessing").to(device)
+    preprocessor.fit(data.x_train)
+    data = data.map_x(preprocessor)
+
+    torch.manual_seed(cfg.trainer.seed)
+    model = build_model(cfg, data.input_shape, data.num_classes).to(device=device, dtype=dtype)
+    if cfg.trainer.batch_size == 1 and has_batchnorm(model):
+        raise ConfigError(
+            "trainer.batch_size=1 is not allowed with batch norm: a batch needs at least 2 samples for its statistics."
+        )
+    reg = cfg.regularization
+    regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
+
+    decay = cfg.optimizer.get("weight_decay", 0)
+    optimizer = build_target(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
+    scheduler = build_target(cfg.schedule, "schedule")(optimizer)
+    augmentations = augment.build(cfg.get("augmentation"))
+    augment.check_preprocessing(list(cfg.get("augmentation") or {}), cfg.preprocessing._target_, len(data.input_shape))
+    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    return Experiment(cfg, device, data, preprocessor, model, optimizer, scheduler, regularizer, augmentations,
+                      config_yaml)

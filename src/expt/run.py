@@ -1,0 +1,82 @@
+"""A run as an application: build, the sanity guard, the Trainer, metrics.json, Ctrl-C and errors.
+
+:func:`train` is what ``python -m expt`` and ``expt.train`` call: it builds the experiment,
+checks the loss at init (:func:`expt.checks.guard`), trains it with :class:`expt.trainer.Trainer`,
+writes ``metrics.json`` and the HParams record, and keeps what a failure or Ctrl-C leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from expt import checkpoint
+from expt.build import build
+from expt.checks import guard
+from expt.dashboard import Dashboard
+from expt.status import INTERRUPTED, write_metrics
+from expt.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def default_run_dir() -> Path:
+    """Hydra's output directory inside a Hydra job; ``outputs/<date>/<time>`` otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
+
+
+def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """Train and evaluate the run ``cfg`` describes; write checkpoints, events and metrics.json to ``run_dir``.
+
+    Returns the metrics dict (also saved as ``metrics.json``). ``metrics["objective"]`` is
+    the best validation accuracy, or 0.0 (the worst) when the run diverged.
+    """
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    exp = build(cfg)
+    guard(exp)  # the loss-at-init check, as sanity.before_train says (warn, strict or false)
+    log.info(
+        "%s on %s: %d train / %d val / %d test samples of shape %s, %d classes",
+        type(exp.model).__name__, exp.device, len(exp.data.x_train), len(exp.data.x_val), len(exp.data.x_test),
+        "x".join(map(str, exp.data.input_shape)), exp.data.num_classes,
+    )
+    trainer = Trainer(exp, run_dir)
+    dashboard = Dashboard(run_dir, cfg)
+    try:
+        metrics = trainer.fit(dashboard)
+        dashboard.hparams(metrics)
+    except KeyboardInterrupt:
+        # keep what the finished epochs measured; checkpoints/last.pt resumes the run
+        interrupted = trainer.finish(INTERRUPTED)
+        write_metrics(run_dir, interrupted)
+        dashboard.hparams(interrupted)
+        if trainer.saved_epoch is None:
+            log.warning("Interrupted during epoch %d, before the first checkpoint: nothing to resume.", trainer.epoch)
+        else:
+            log.warning("Interrupted during epoch %d; checkpoints/%s holds epoch %d: resume with trainer.resume=%s",
+                        trainer.epoch, checkpoint.LAST, trainer.saved_epoch, run_dir)
+        raise
+    except Exception:
+        with contextlib.suppress(Exception):  # keep the best model found so far; the failure is what gets reported
+            trainer.save_best()
+        raise
+    finally:
+        dashboard.close()
+    write_metrics(run_dir, metrics)
+    log.info(
+        "%s: best val %.2f%% (epoch %s), final val %.2f%%, test %.2f%%. Run directory: %s\n"
+        "  tensorboard --logdir %s",
+        metrics["status"], 100 * (metrics["best_val_acc"] or 0), metrics["best_epoch"],
+        100 * (metrics["final_val_acc"] or 0), 100 * (metrics["test_acc"] or 0), run_dir, run_dir,
+    )
+    return metrics
+

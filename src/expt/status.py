@@ -1,0 +1,49 @@
+"""How a run ended, and the file that says so: shared by the trainer, the sweeper and the evaluation.
+
+``metrics.json`` in a run directory is the contract between a run and whatever reads it
+afterwards (the sweeper's records, ``python -m expt.evaluate``, a user's notebook). It is
+written once, atomically, when the run ends; its ``status`` is one of the names below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from expt.faults import crash_point
+
+COMPLETED = "completed"  # every epoch ran
+DIVERGED = "diverged"  # stopped on a NaN/Inf loss or one above trainer.divergence_factor x the initial loss
+INTERRUPTED = "interrupted"  # Ctrl-C; checkpoints/last.pt resumes it
+FAILED = "failed"  # an error stopped it (recorded by the sweeper; a run that raises writes no metrics.json)
+STATUSES = (COMPLETED, DIVERGED, INTERRUPTED, FAILED)
+
+METRICS_FILE = "metrics.json"
+# Keys every metrics.json holds (``history`` has one row per epoch: epoch, train_loss, train_acc,
+# val_loss, val_acc, lr, seconds). ``objective`` is what a sweep optimises: the best validation
+# accuracy of a completed run, 0.0 for any other.
+METRICS_KEYS = (
+    "status", "best_val_acc", "best_epoch", "final_val_acc", "final_val_loss", "test_acc", "test_loss",
+    "epochs_completed", "initial_loss", "final_train_loss", "seconds", "objective", "history",
+)
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
+    """``run_dir/metrics.json``, written to a temporary file and renamed: a reader never sees half a file."""
+    path = Path(run_dir) / METRICS_FILE
+    tmp = path.with_name(f".{METRICS_FILE}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2))
+    crash_point(f"{METRICS_FILE}:written")
+    os.replace(tmp, path)
+    crash_point(f"{METRICS_FILE}:replaced")
+
+
+def read_metrics(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The run's metrics, or None where it has none (not finished, or not an expt run)."""
+    try:
+        data = json.loads((Path(run_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
