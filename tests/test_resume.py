@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import numbers, read_metrics, run_cli
 
-from expt import checkpoint
+from expt import checkpoint, status
 
 # ~0.6 s an epoch on 2 CPU cores: slow enough to kill between epochs, with dropout so the RNG state matters
 OVERRIDES = [
@@ -83,6 +83,83 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
         assert b[key] == pytest.approx(a[key], rel=1e-6)
 
 
+# A run whose best model changes after its first checkpoint (dropout: the random streams matter too).
+CRASH_OVERRIDES = ["data.subset=400", "regularization=[l2,dropout]", "schedule=cosine", "trainer.epochs=5",
+                   "trainer.checkpoint_interval=0", "trainer.batch_size=32"]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    import expt
+
+    return expt.train(expt.compose(CRASH_OVERRIDES), run_dir=tmp_path_factory.mktemp("straight"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", [
+    "last.pt:written", "last.pt:replaced", "best.pt:written", "best.pt:replaced",
+    "metrics.json:written", "metrics.json:replaced",
+])
+def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_metrics(tmp_path, compose, straight_run, point):
+    """SIGKILL just before or after each file becomes visible, at the epoch the final best model appears:
+    the resumed run ends as if it had never stopped."""
+    import expt
+    from expt.faults import ENV
+
+    straight = straight_run
+    improvements = [row["epoch"] for i, row in enumerate(straight["history"])
+                    if row["val_acc"] > max([r["val_acc"] for r in straight["history"][:i]], default=-1)]
+    assert improvements[-1] == straight["best_epoch"] > 1
+    visit = {"last.pt": straight["best_epoch"], "best.pt": len(improvements), "metrics.json": 1}[point.split(":")[0]]
+    killed = tmp_path / "killed"
+    proc = run_cli(*CRASH_OVERRIDES, f"hydra.run.dir={killed}", cwd=tmp_path, env={ENV: f"{point}@{visit}"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    resumed = expt.train(compose(*CRASH_OVERRIDES, f"trainer.resume={killed}"), run_dir=killed)
+    assert resumed["status"] == "completed"
+    for row_a, row_b in zip(numbers(straight), numbers(resumed), strict=True):
+        assert row_b == pytest.approx(row_a, rel=1e-6, abs=1e-9)
+    for key in ("best_val_acc", "best_epoch", "test_acc", "test_loss", "initial_loss"):
+        assert resumed[key] == pytest.approx(straight[key], rel=1e-6), key
+    best = checkpoint.load(killed / "checkpoints" / checkpoint.BEST)
+    assert best["best_epoch"] == straight["best_epoch"]
+    assert status.read_metrics(killed)["test_acc"] == pytest.approx(straight["test_acc"], rel=1e-6)
+
+
+def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose):
+    """Not a checkpoint, a truncated one, another model or optimizer: one ConfigError naming what differs."""
+    import expt
+    from expt.config import ConfigError
+
+    common = ["trainer.epochs=1", "data.subset=200"]
+    expt.train(compose(*common), run_dir=tmp_path / "a")
+    last = tmp_path / "a" / "checkpoints" / checkpoint.LAST
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    cases = {
+        text: r"notes\.pt.*is not a readable checkpoint",
+        truncated: r"truncated\.pt.*is not a readable checkpoint.*cut short",
+        foreign: r"foreign\.pt.*not an expt checkpoint",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            expt.train(compose(*common, f"trainer.resume={path}"), run_dir=tmp_path / "b")
+    for change, message in {
+        "model=mlp": r"model\._target_: 'expt\.models\.ConvNet' in the checkpoint, 'expt\.models\.MLP' now",
+        "optimizer=momentum": r"optimizer\._target_: 'torch\.optim\.Adam' in the checkpoint.*may change only",
+        "trainer.batch_size=32": r"trainer\.batch_size: 64 in the checkpoint, 32 now",
+    }.items():
+        with pytest.raises(ConfigError, match=message):
+            expt.train(compose(*common, change, f"trainer.resume={last}"), run_dir=tmp_path / "b")
+    # what may change: more epochs and another schedule
+    longer = expt.train(compose("trainer.epochs=2", "data.subset=200", "schedule=cosine", f"trainer.resume={last}"),
+                        run_dir=tmp_path / "c")
+    assert longer["epochs_completed"] == 2
+
+
 def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose):
     """Resuming a run that already finished trains no more epochs and reports the same metrics."""
     import expt
@@ -128,20 +205,20 @@ def test_resumed_cosine_schedule_follows_the_longer_run(tmp_path, compose):
     )
 
 
-def test_resume_from_a_loose_checkpoint_without_best_pt(tmp_path, compose, caplog):
-    """With no best.pt beside it, the last model stands in for the best one, labelled as the last epoch."""
+def test_a_loose_last_pt_resumes_with_its_own_best_model(tmp_path, compose):
+    """last.pt carries the best model so far: copied alone, it resumes to the run's best and writes best.pt."""
     import shutil
 
     import expt
 
-    expt.train(compose("trainer.epochs=2", "data.subset=300"), run_dir=tmp_path / "a")
+    common = ["trainer.epochs=3", "data.subset=300", "trainer.checkpoint_interval=0"]
+    first = expt.train(compose(*common), run_dir=tmp_path / "a")
     loose = tmp_path / "loose.pt"
     shutil.copyfile(tmp_path / "a" / "checkpoints" / "last.pt", loose)
-    resumed = expt.train(compose("trainer.epochs=2", "data.subset=300", f"trainer.resume={loose}"),
-                         run_dir=tmp_path / "b")
-    assert resumed["best_epoch"] == 2
-    assert resumed["best_val_acc"] == resumed["history"][-1]["val_acc"]
-    assert "No best.pt" in caplog.text
+    resumed = expt.train(compose(*common, f"trainer.resume={loose}"), run_dir=tmp_path / "b")
+    for key in ("best_epoch", "best_val_acc", "test_acc", "test_loss"):
+        assert resumed[key] == first[key]
+    assert checkpoint.load(tmp_path / "b" / "checkpoints" / "best.pt")["best_epoch"] == first["best_epoch"]
 
 
 def test_checkpoint_writes_are_atomic(tmp_path):
@@ -205,7 +282,8 @@ def test_checkpoints_wait_for_the_interval_but_the_last_epoch_is_always_written(
 def test_best_pt_holds_the_model_that_scored_the_test_accuracy(tmp_path, compose):
     """Loading best.pt into a freshly built model gives back the run's test loss and accuracy."""
     import expt
-    from expt.trainer import build, evaluate
+    from expt.build import build
+    from expt.evaluate import evaluate
 
     cfg = compose("trainer.epochs=4", "data.subset=300", "regularization=[l2,dropout]", "trainer.checkpoint_interval=0")
     metrics = expt.train(cfg, run_dir=tmp_path)

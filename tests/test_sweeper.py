@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import site
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +31,13 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
 
-def sweep(sweep_dir: Path, *overrides: str, app: Path = APP, check: bool = True) -> subprocess.CompletedProcess:
+def sweep(sweep_dir: Path, *overrides: str, app: Path = APP, check: bool = True,
+          extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python app.py --multirun hydra/sweeper=coarse_to_fine hydra.sweep.dir=... <overrides>``."""
     command = [sys.executable, str(app), "--multirun", "hydra/sweeper=coarse_to_fine",
                f"hydra.sweep.dir={sweep_dir}", *overrides]
-    done = subprocess.run(command, cwd=sweep_dir.parent, env=env(), capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(command, cwd=sweep_dir.parent, env={**env(), **(extra_env or {})}, capture_output=True,
+                          text=True, timeout=300)
     if check:
         assert done.returncode == 0, done.stdout + done.stderr
     return done
@@ -121,6 +125,25 @@ def test_resuming_runs_only_the_trials_missing_from_search_jsonl(tmp_path: Path)
         r["overrides"] for r in sorted(first, key=lambda r: r["job"])]
 
 
+@pytest.mark.parametrize("point", ["search.jsonl:partial@3", "search.jsonl:appended@3"])
+def test_a_sweep_killed_at_a_record_write_resumes_to_the_same_records(tmp_path: Path, point: str) -> None:
+    """SIGKILL in the middle of a trial's line, or right after it: the re-run ends with the uninterrupted records."""
+    from expt.faults import ENV
+    from expt.search import read_records
+
+    straight = tmp_path / "straight"
+    sweep(straight, *TINY)
+    out = tmp_path / "sweep"
+    killed = sweep(out, *TINY, check=False, extra_env={ENV: point})
+    assert killed.returncode == -signal.SIGKILL
+    assert len(read_records(out / "search.jsonl")) == (2 if point.endswith("partial@3") else 3)
+    sweep(out, *TINY)
+    a, b = read_records(straight / "search.jsonl"), read_records(out / "search.jsonl")
+    assert sorted(a) == sorted(b) and len(a) == 8
+    for key in a:
+        assert (b[key].objective, b[key].status, b[key].values) == (a[key].objective, a[key].status, a[key].values)
+
+
 def test_pinpoint_stage_starts_round_one_from_the_rates_that_learned(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     sweep(out, *TINY, "hydra.sweeper.pinpoint.enabled=true",
@@ -204,9 +227,15 @@ def test_plugin_is_discovered_from_a_wheel_install(tmp_path: Path) -> None:
                     "-w", str(wheels), str(ROOT)], check=True, capture_output=True, timeout=300)
     (wheel,) = wheels.glob("expt-*.whl")
     venv = tmp_path / "venv"
-    # the dependencies come from this interpreter's site-packages; expt itself only from the wheel
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=300)
+    # expt itself only from the wheel; the dependencies from this interpreter's site-packages, which a
+    # .pth file appends to the new environment's path (--system-site-packages would find the base
+    # interpreter's packages, not those of a virtual environment the tests run in)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
+    venv_site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                    check=True, capture_output=True, text=True, timeout=60).stdout.strip())
+    ours = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")} | set(site.getsitepackages())
+    (venv_site / "dependencies.pth").write_text("\n".join(sorted(p for p in ours if Path(p).is_dir())) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
                    check=True, capture_output=True, timeout=300)
     clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}

@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from expt.config import ConfigError
+from expt.errors import ConfigError
+from expt.faults import crash_point
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -22,7 +23,9 @@ def save(state: dict[str, Any], path: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
+        crash_point(f"{path.name}:written")
         os.replace(tmp, path)
+        crash_point(f"{path.name}:replaced")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -41,8 +44,66 @@ def copy(source: Path, target: Path) -> None:
         raise
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
+def load(path: str | Path, map_location: str | torch.device = "cpu", key: str = "trainer.resume") -> dict[str, Any]:
+    """A checkpoint's dict, read with ``weights_only=True``; a file that is not one is a ConfigError naming ``key``."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # UnpicklingError, RuntimeError (not a zip, truncated), OSError, EOFError ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"{key}={str(path)!r} is not a readable checkpoint ({type(exc).__name__}: {reason[:200]}): "
+            f"give a {LAST} or {BEST} written by expt, whole (a file cut short by a full disk or a copy "
+            "still in progress cannot be read)."
+        ) from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ConfigError(
+            f"{key}={str(path)!r} is a PyTorch file but not an expt checkpoint (no model weights and config): "
+            f"give a {LAST} or {BEST} written by expt."
+        )
+    return state
+
+
+# What a resumed run may change: how long it trains (the schedule is rebuilt for the new length),
+# where it runs and how it reports. Everything else made the training state and must match it.
+RESUMABLE = (
+    "trainer.epochs", "trainer.resume", "trainer.device", "trainer.log_every", "trainer.checkpoint_interval",
+    "trainer.divergence_factor", "trainer.compile", "trainer.channels_last", "schedule", "dashboard", "sanity",
+    "mode", "data.root", "data.download", "data.path",
+)
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out if out or not prefix else {prefix[:-1]: {}}
+    return {prefix[:-1]: node}
+
+
+def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (stored value, current value)}`` for every key whose value differs (absent: ``<unset>``)."""
+    a, b = _flat(stored), _flat(current)
+    unset = "<unset>"
+    return {k: (a.get(k, unset), b.get(k, unset)) for k in sorted(a.keys() | b.keys()) if a.get(k, unset) != b.get(k, unset)}
+
+
+def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path) -> None:
+    """Raise a ConfigError when the run's config differs from the checkpoint's in a key that may not change."""
+    import yaml
+
+    stored = yaml.safe_load(stored_yaml) or {}
+    changes = config_changes(stored, current)
+    fixed = {k: v for k, v in changes.items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)}
+    if fixed:
+        listed = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, (old, new) in fixed.items())
+        raise ConfigError(
+            f"trainer.resume={str(path)!r} was trained with another config: {listed}. "
+            "A resumed run may change only trainer.epochs, the schedule, the device, how often it logs and "
+            "checkpoints, the dashboards and the sanity settings; the data, model, activation, preprocessing, "
+            "init, regularization, optimizer, batch size, seed, dtype and amp made the saved state and must "
+            "match it (start a new run to change them)."
+        )
 
 
 def resolve(resume: str) -> Path:
@@ -58,17 +119,22 @@ def resolve(resume: str) -> Path:
     )
 
 
-def rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    """The random streams training draws from: the batch order and torch's own (dropout), CPU and the run's GPU."""
+def rng_state(generator: torch.Generator, device: torch.device, augment: torch.Generator | None = None) -> dict[str, Any]:
+    """The random streams training draws from: the batch order, augmentation, and torch's own (dropout), CPU and GPU."""
     state = {"batches": generator.get_state(), "torch": torch.get_rng_state()}
+    if augment is not None:
+        state["augment"] = augment.get_state()
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device) -> None:
+def restore_rng(state: dict[str, Any], generator: torch.Generator, device: torch.device,
+                augment: torch.Generator | None = None) -> None:
     """Set the streams :func:`rng_state` saved (its tensors must be on the CPU, as :func:`load` leaves them)."""
     generator.set_state(state["batches"])
+    if augment is not None and "augment" in state:
+        augment.set_state(state["augment"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)

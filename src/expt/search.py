@@ -24,19 +24,20 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 
+from expt import faults
+from expt.status import COMPLETED, DIVERGED, FAILED
+
 log = logging.getLogger(__name__)
 
 Value = Union[float, int, str]
 
-COMPLETED = "completed"
-DIVERGED = "diverged"
-FAILED = "failed"
 PINPOINT_ROUND = 0
 SIGNIFICANT_DIGITS = 4
 
@@ -527,17 +528,28 @@ def read_records(path: Path) -> dict[tuple[int, tuple[str, ...]], TrialRecord]:
 
 
 def append_record(path: Path, record: TrialRecord) -> None:
-    """Append one line in a single write, so parallel trials do not interleave their lines."""
+    """Append one line in a single write under an exclusive lock, so parallel trials do not interleave.
+
+    A line cut short by a kill is left where it is (:func:`read_records` skips it) and the new
+    record starts on a line of its own.
+    """
     line = (record.to_json() + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab") as handle:
+    with open(path, "a+b") as handle:
         try:
             import fcntl
 
             fcntl.flock(handle, fcntl.LOCK_EX)
         except (ImportError, OSError):
             pass
-        handle.write(line)
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
+        faults.write(handle, line, path.name)
+        handle.flush()
+    faults.crash_point(f"{path.name}:appended")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ parser), launches each round's trials as one batch through the configured launch
 every trial in ``search.jsonl`` as it finishes and writes ``search_summary.yaml``.
 """
 
-import json
 import logging
 import math
 import os
@@ -31,9 +30,6 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from expt.search import (
-    COMPLETED,
-    DIVERGED,
-    FAILED,
     POSITIVE,
     ChoiceParam,
     CoarseToFineSearch,
@@ -51,12 +47,12 @@ from expt.search import (
     override_key,
     read_records,
 )
+from expt.status import COMPLETED, DIVERGED, FAILED, METRICS_FILE, read_metrics
 
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "search.jsonl"
 SUMMARY_FILE = "search_summary.yaml"
-METRICS_FILE = "metrics.json"
 TABLE_ROWS = 10
 ALLOWED_TAGS = {"log", "int"}
 
@@ -204,14 +200,12 @@ class RecordingTask:
 
 def _read_metrics(run_dir: Path, since: float) -> Dict[str, Any]:
     """The run's metrics.json when this run wrote it (an older one is ignored)."""
-    path = run_dir / METRICS_FILE
     try:
-        if path.stat().st_mtime + 1.0 < since:
+        if (run_dir / METRICS_FILE).stat().st_mtime + 1.0 < since:
             return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except OSError:
         return {}
-    return data if isinstance(data, dict) else {}
+    return read_metrics(run_dir) or {}
 
 
 def _lookup(data: Any, dotted: str) -> Any:
