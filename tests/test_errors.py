@@ -1,19 +1,25 @@
 """Bad input stops ``python -m expt`` before training with a short message naming the key, the value and what is allowed.
 
-Every case runs the real CLI in a subprocess without HYDRA_FULL_ERROR. The calls are made once,
-two at a time, by a module fixture; each case is then checked on its own.
+Every case in CASES runs the real CLI in a subprocess without HYDRA_FULL_ERROR. The calls are made
+once, two at a time, by a module fixture; each case is then checked on its own. The many variants of
+a bad data file or schedule go through the Python API (the same checks, without 3 s of imports each).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+
+import expt
+from expt.config import ConfigError, validate
 
 QUICK = ("trainer.epochs=1", "++data.subset=100")
 MAX_LINES = 6  # one paragraph, not counting blank lines and the HYDRA_FULL_ERROR hint
@@ -58,9 +64,41 @@ CASES = {
     "step_size_zero": (["schedule.step_size=0"], ["schedule", "step_size=0"]),
     "slope_not_a_number": (["activation=leaky_relu", "activation.negative_slope=abc"],
                            ["activation", "negative_slope=abc", "Number"]),
+    # with a "+" the schema's own check is skipped: the key is still not a setting
+    "added_trainer_key": (["+trainer.epoch=3"], ["trainer.epoch=3", "did you mean trainer.epochs?", "batch_size"]),
+    "added_top_level_key": (["+foo=bar"], ["foo='bar'", "top-level", "trainer", "dashboard"]),
+    # StepLR's gamma first applies after 5 epochs: a negative rate from epoch 6
+    "schedule_gamma_negative": (["trainer.epochs=10", "schedule.gamma=-1"],
+                                ["schedule.gamma=-1", "epoch 6", "-0.001", "> 0"]),
+    "deep_convnet_no_filters": (["model=deep_convnet", "model.filters=[]"],
+                                ["model.filters=[]", "non-empty list", ">= 1"]),
+    # {root} is the fixture's directory, where FILES are written first
+    "npz_negative_label": (["data=npz", "data.path={root}/negative.npz"],
+                           ["data.path=", "negative.npz", "y_train holds -1", "0 to C-1"]),
+    "npz_not_an_archive": (["data=npz", "data.path={root}/text.npz"], ["data.path=", "text.npz", "not an .npz", "np.savez"]),
+    "run_dir_is_a_file": (["hydra.run.dir={root}/a_file"], ["hydra.run.dir=", "a_file", "existing file", "directory"]),
+    "run_dir_under_a_file": (["hydra.run.dir={root}/a_file/sub"], ["hydra.run.dir=", "a_file/sub", "is a file"]),
 }
 for group, options in GROUP_OPTIONS.items():
     CASES[f"unknown_option_{group}"] = ([f"{group}=nope"], [f"{group}/nope", "Available options", *options])
+
+
+
+def _labelled_images(n: int = 60, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(n, 8, 8), dtype=np.uint8), np.arange(n) % classes
+
+
+def write_negative_npz(path: Path) -> None:
+    x, y = _labelled_images()
+    np.savez(path, x_train=x, y_train=np.where(y == 0, -1, y))
+
+
+FILES = {
+    "negative.npz": write_negative_npz,
+    "text.npz": lambda path: path.write_text("x,y\n0.5,1\n"),  # a CSV under an .npz name
+    "a_file": lambda path: path.write_text("not a directory\n"),
+}
 
 
 def run_cli(args: list[str], cwd: Path, full_error: bool = False) -> subprocess.CompletedProcess:
@@ -81,11 +119,18 @@ def message_lines(stderr: str) -> list[str]:
 def outcomes(tmp_path_factory):
     """Each case's finished process and its run directory; run two at a time."""
     root = tmp_path_factory.mktemp("errors")
+    for name, write in FILES.items():
+        write(root / name)
 
     def one(name: str):
+        overrides = [o.format(root=root) for o in CASES[name][0]]
         run_dir = root / name
-        args = [*QUICK, *CASES[name][0], f"hydra.run.dir={run_dir}"]
-        return run_cli(args, cwd=root), run_dir
+        for o in overrides:
+            if o.startswith("hydra.run.dir="):
+                run_dir = Path(o.split("=", 1)[1])
+        if not any(o.startswith("hydra.run.dir=") for o in overrides):
+            overrides.append(f"hydra.run.dir={run_dir}")
+        return run_cli([*QUICK, *overrides], cwd=root), run_dir
 
     with ThreadPoolExecutor(2) as pool:
         return dict(zip(CASES, pool.map(one, CASES)))
@@ -108,6 +153,7 @@ def test_bad_input_gives_a_short_clear_error_before_training(case, outcomes):
         assert 1 <= len(lines) <= MAX_LINES, stderr
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
     assert "Initial training loss" not in proc.stdout + stderr
+    assert "epoch 1/" not in proc.stdout + stderr
 
 
 def test_case_list_covers_every_group():
@@ -121,3 +167,228 @@ def test_full_error_shows_the_traceback(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr
     assert "ConfigError" in proc.stderr and "optimizer.lr=0 is not allowed" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- through the Python API
+def one_paragraph(exc: pytest.ExceptionInfo) -> str:
+    message = str(exc.value)
+    assert "\n" not in message and message.endswith(".") and len(message) < 600, message
+    return message
+
+
+def npz_file(path: Path, write) -> Path:
+    write(path)
+    return path
+
+
+def savez(**arrays):
+    return lambda path: np.savez(path, **arrays)
+
+
+X, Y = _labelled_images()
+X_FLOAT = X / 255.0
+NAN_X = X_FLOAT.copy()
+NAN_X[[3, 7, 11], 0, 0] = np.nan
+INF_X = X_FLOAT[:10].copy()
+INF_X[4, 2, 2] = np.inf
+
+# (how the file is written, strings the message must contain)
+BAD_FILES = {
+    "negative_label": (savez(x_train=X, y_train=np.where(Y == 0, -1, Y)), ["y_train holds -1", "20 of 60", "0 to C-1"]),
+    "lengths_differ": (savez(x_train=X, y_train=Y[:-1]), ["x_train holds 60 samples", "y_train 59 labels"]),
+    "string_labels": (savez(x_train=X, y_train=np.array(["cat", "dog", "owl"] * 20)),
+                      ["y_train holds strings", "'cat'", "integers from 0 to C-1"]),
+    "float_labels": (savez(x_train=X, y_train=Y + 0.5), ["y_train holds non-integer labels", "0.5", "60 of 60", "3.0"]),
+    "one_class": (savez(x_train=X, y_train=np.zeros(60, dtype=np.int64)), ["every y_train label is 0", "at least 2 classes"]),
+    "nan_pixels": (savez(x_train=NAN_X, y_train=Y), ["x_train holds NaN or Inf pixels in 3 of 60 samples", "finite"]),
+    "inf_test_pixels": (savez(x_train=X, y_train=Y, x_test=INF_X, y_test=Y[:10]),
+                        ["x_test holds NaN or Inf pixels in 1 of 10 samples"]),
+    "negative_val_label": (savez(x_train=X, y_train=Y, x_val=X[:6], y_val=-np.ones(6, dtype=np.int64)),
+                           ["y_val holds -1", "6 of 6"]),
+    "test_lengths_differ": (savez(x_train=X, y_train=Y, x_test=X[:10], y_test=Y[:9]),
+                            ["x_test holds 10 samples", "y_test 9 labels"]),
+    "float_val_labels": (savez(x_train=X, y_train=Y, x_val=X[:6], y_val=np.full(6, 1.25)), ["y_val", "1.25"]),
+    "x_val_without_y_val": (savez(x_train=X, y_train=Y, x_val=X[:6]), ["x_val but no y_val"]),
+    "test_shape_differs": (savez(x_train=X, y_train=Y, x_test=X[:10, :6], y_test=Y[:10]),
+                           ["x_test has images of shape (1, 6, 8)", "x_train (1, 8, 8)"]),
+    "no_x_train": (savez(images=X, labels=Y), ["lacks x_train and y_train", "it holds images, labels"]),
+    "no_y_train": (savez(x_train=X, labels=Y), ["lacks y_train", "it holds x_train, labels"]),
+    "one_hot_labels": (savez(x_train=X, y_train=np.eye(3)[Y]), ["y_train has shape (60, 3)", "argmax"]),
+    "text_file": (lambda path: path.write_text("x,y\n0.5,1\n"), ["is not an .npz archive", "np.savez"]),
+    "npy_file": (lambda path: np.save(path, X), ["is a single .npy array, not an .npz archive", "np.savez"]),
+    "object_arrays": (savez(x_train=np.array([X[0], X[1][:4]], dtype=object), y_train=Y[:2]),
+                      ["x_train is stored as pickled Python objects"]),
+    "damaged_zip": (lambda path: path.write_bytes(b"PK\x03\x04 cut short"), ["cannot be read as an .npz archive"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_a_bad_npz_file_names_the_file_the_array_and_what_is_allowed(case, tmp_path):
+    from expt.data import load
+
+    write, expected = BAD_FILES[case]
+    path = npz_file(tmp_path / (f"{case}.npy" if case == "npy_file" else f"{case}.npz"), write)  # np.save adds .npy
+    cfg = expt.compose(["data=npz", f"data.path={path}"])
+    validate(cfg)  # the config itself is fine: the file is checked when it is read, still before training
+    with pytest.raises(ConfigError) as exc:
+        load(cfg.data)
+    message = one_paragraph(exc)
+    assert message.startswith(f"data.path={str(path)!r}"), message
+    for text in expected:
+        assert text in message, f"{text!r} missing from: {message}"
+
+
+def test_integral_float_labels_and_uint8_or_float_pixels_are_accepted(tmp_path):
+    from expt.data import load
+
+    path = npz_file(tmp_path / "ok.npz", savez(x_train=X_FLOAT, y_train=Y.astype(np.float64),
+                                               x_test=X[:10], y_test=Y[:10].astype(np.int32)))
+    splits = load(expt.compose(["data=npz", f"data.path={path}"]).data)
+    assert splits.num_classes == 3 and splits.y_train.dtype == torch.int64 and splits.input_shape == (1, 8, 8)
+    assert float(splits.x_test.max()) <= 1.0 and len(splits.x_test) == 10
+
+
+def test_a_users_loader_gets_the_same_checks(tmp_path, monkeypatch):
+    """The checks run on every loader's arrays, not only on npz files: here a ``data._target_`` of the user's."""
+    from expt.data import load
+
+    (tmp_path / "my_loaders.py").write_text(
+        "import numpy as np\n"
+        "def nan_pixels():\n"
+        "    x = np.zeros((20, 1, 4, 4), dtype=np.float32)\n"
+        "    x[5] = np.nan\n"
+        "    return {'x_train': x, 'y_train': np.arange(20) % 2}\n"
+        "def too_few_classes():\n"
+        "    return {'x_train': np.zeros((20, 1, 4, 4)), 'y_train': np.arange(20) % 4, 'num_classes': 3}\n"
+        "def a_tuple():\n"
+        "    return np.zeros((20, 1, 4, 4)), np.arange(20) % 2\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    expected = {
+        "nan_pixels": "x_train holds NaN or Inf pixels in 1 of 20 samples",
+        "too_few_classes": "y_train holds 3 but num_classes=3; labels must be integers from 0 to 2",
+        "a_tuple": "returned a tuple: a data loader returns a dict with x_train and y_train",
+    }
+    for name, text in expected.items():
+        with pytest.raises(ConfigError) as exc:
+            load(expt.compose([f"+data._target_=my_loaders.{name}"]).data)
+        message = one_paragraph(exc)
+        assert message.startswith(f"data._target_=my_loaders.{name}") and text in message, message
+
+
+def test_the_shipped_loaders_pass_the_checks():
+    from expt.data import check_raw, digits, synthetic
+
+    for where, raw in (("data=digits", digits()), ("data=synthetic", synthetic(num_samples=50))):
+        checked = check_raw(raw, where)
+        assert checked["num_classes"] == 10 and checked["x_train"].ndim == 4
+        assert checked["y_train"].dtype == np.int64
+
+
+# (overrides, strings the message must contain); the dry run steps the schedule through trainer.epochs
+BAD_SCHEDULES = {
+    "step_gamma_negative": (["trainer.epochs=10", "schedule.gamma=-1"],
+                            ["schedule.gamma=-1", "schedule.step_size=5", "-0.001 at epoch 6", "finite rate > 0"]),
+    "step_gamma_zero": (["trainer.epochs=10", "schedule.gamma=0"], ["schedule.gamma=0", "of 0 at epoch 6 of"]),
+    "exponential_gamma_zero": (["schedule=exponential", "schedule.gamma=0"], ["ExponentialLR", "of 0 at epoch 2"]),
+    "exponential_gamma_inf": (["schedule=exponential", "schedule.gamma=inf"], ["schedule.gamma=inf", "of inf at epoch 2"]),
+    "cosine_period_too_short": (["schedule=cosine", "trainer.epochs=10", "schedule.T_max=5"],
+                                ["schedule.T_max=5", "of 0 at epoch 6"]),
+    "cosine_eta_min_negative": (["schedule=cosine", "schedule.eta_min=-0.1"], ["schedule.eta_min=-0.1", "at epoch 2"]),
+    "warmup_cosine_eta_min_negative": (["schedule=warmup_cosine", "schedule.eta_min=-1"], ["schedule.eta_min=-1"]),
+    "plateau_factor_zero": (["schedule=plateau", "schedule.factor=0"], ["schedule.factor=0", "of 0 at epoch 5"]),
+    "plateau_factor_above_one": (["schedule=plateau", "schedule.factor=1.5"],
+                                 ["ReduceLROnPlateau", "schedule.factor=1.5", "Factor should be < 1.0"]),
+    "late_in_a_long_run": (["trainer.epochs=200", "schedule.step_size=50", "schedule.gamma=0"],
+                           ["of 0 at epoch 51 of trainer.epochs=200"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SCHEDULES)
+def test_a_schedule_that_reaches_a_rate_of_zero_or_less_is_refused(case):
+    overrides, expected = BAD_SCHEDULES[case]
+    with pytest.raises(ConfigError) as exc:
+        validate(expt.compose(overrides))
+    message = one_paragraph(exc)
+    for text in expected:
+        assert text in message, f"{text!r} missing from: {message}"
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential", "inverse_time", "plateau", "step",
+                                      "warmup_cosine"])
+def test_every_shipped_schedule_passes_at_any_length(schedule):
+    """Cosine anneals to eta_min=0 exactly after the last epoch: that rate is never used, so it is allowed."""
+    for epochs in (0, 1, 2, 3, 10, 40):
+        validate(expt.compose([f"schedule={schedule}", f"trainer.epochs={epochs}"]))
+
+
+ADDED_KEYS = {
+    "+foo=bar": ["foo='bar'", "top-level", "data, model"],
+    "+trainer.epoch=3": ["trainer.epoch=3", "(did you mean trainer.epochs?)", "TrainerConfig"],
+    "+trainer.bach_size=8": ["trainer.bach_size=8", "did you mean trainer.batch_size?"],
+    "+regularization.droput=0.5": ["regularization.droput=0.5", "did you mean regularization.dropout?"],
+    "+sanity.strict=true": ["sanity.strict=True", "SanityConfig", "before_train"],
+    "+dashboard.histogram=false": ["dashboard.histogram=False", "did you mean dashboard.histograms?"],
+}
+
+
+@pytest.mark.parametrize("override", ADDED_KEYS)
+def test_a_key_nothing_reads_is_refused_whatever_its_prefix(override):
+    with pytest.raises(ConfigError) as exc:
+        validate(expt.compose([override]))
+    message = one_paragraph(exc)
+    for text in ADDED_KEYS[override]:
+        assert text in message, f"{text!r} missing from: {message}"
+
+
+def test_the_hydra_key_of_a_full_composed_config_is_allowed():
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    def full():
+        return compose(config_name="config", overrides=["trainer.epochs=1"], return_hydra_config=True)
+
+    if GlobalHydra.instance().is_initialized():
+        cfg = full()
+    else:
+        with initialize_config_module(config_module="expt.conf", version_base="1.3"):
+            cfg = full()
+    assert "hydra" in cfg
+    validate(cfg)
+
+
+@pytest.mark.parametrize("filters", ["[]", "[32,0]", "[16,-8]"])
+def test_deep_convnet_filters_get_their_own_message(filters):
+    from expt.build import build
+
+    with pytest.raises(ConfigError) as exc:
+        build(expt.compose(["model=deep_convnet", f"model.filters={filters}", "++data.subset=50"]))
+    message = one_paragraph(exc)
+    assert message.startswith("model.filters=") and "non-empty list" in message and ">= 1" in message
+    assert "pool_after" not in message
+
+
+def test_the_run_directory_is_checked_before_hydra_creates_it(tmp_path):
+    from expt.config import output_dir_problem
+
+    (tmp_path / "a_file").write_text("x")
+    assert output_dir_problem(str(tmp_path / "a_file")) == "is an existing file, not a directory"
+    assert "is a file, not a directory" in output_dir_problem(str(tmp_path / "a_file" / "sub" / "deeper"))
+    assert output_dir_problem(str(tmp_path / "new" / "run"), create=True) is None
+    assert (tmp_path / "new" / "run").is_dir()
+
+
+def test_board_on_a_port_in_use_says_so(tmp_path):
+    """``python -m expt.board --port P`` with P taken: one paragraph naming --port and P, exit 1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "expt.board", str(tmp_path), "--port", str(port)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = message_lines(proc.stderr)
+    assert len(lines) == 1, proc.stderr
+    assert f"--port {port} is already in use on 127.0.0.1" in lines[0]
+    assert "pick another port, or leave out --port" in lines[0]

@@ -12,6 +12,7 @@ itself, e.g. ``python -m expt.board -- --samples_per_plugin images=100``. Plain
 from __future__ import annotations
 
 import argparse
+import errno
 import socket
 import sys
 import time
@@ -85,6 +86,27 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def port_problem(port: int, host: str = "127.0.0.1") -> Optional[str]:
+    """Why TensorBoard could not serve on ``host:port``, or None when it can (a bind test, released at once)."""
+    if not 1 <= port <= 65535:
+        return f"--port {port} is not a TCP port: use a number from 1 to 65535, or leave out --port to get a free one."
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        return f"--host {host!r} does not resolve ({exc.strerror}): use an address such as 127.0.0.1 or 0.0.0.0."
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as TensorBoard's server does
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+            return (
+                f"--port {port} {reason} on {host} (another TensorBoard or server may be running there): "
+                "pick another port, or leave out --port to get a free one."
+            )
+    return None
+
+
 def launch(logdir: Path, port: Optional[int] = None, host: str = "127.0.0.1", extra: Sequence[str] = ()) -> tuple[object, str]:
     """Start TensorBoard's own server on ``logdir`` in this process (a background thread); return it and its URL."""
     from tensorboard import program
@@ -107,12 +129,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     args = parser.parse_args(argv)
+    problem = port_problem(args.port, args.host) if args.port is not None else None
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 1
     try:
         logdir = find_logdir(args.dir)
     except FileNotFoundError as exc:
         print(exc, file=sys.stderr)
         return 1
-    _, url = launch(logdir, args.port, args.host, extra)
+    from tensorboard.program import TensorBoardServerException
+
+    try:
+        _, url = launch(logdir, args.port, args.host, extra)
+    except TensorBoardServerException as exc:  # taken between the check and the start, or a bad --host
+        print(f"TensorBoard could not start on {args.host}:{args.port or 'a free port'}: {exc.msg}", file=sys.stderr)
+        return 1
     print(f"TensorBoard on {logdir}\n  {url}\n(Ctrl-C to stop)", flush=True)
     try:
         while True:

@@ -11,15 +11,17 @@ name a class (``_target_``) stay open so users can pass their class's own argume
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
+from expt.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A config value that cannot run. The message names the key, the value and what is allowed."""
+
 
 
 @dataclass
@@ -48,6 +50,8 @@ class TrainerConfig:
     amp: str = "off"  # off | bf16 | fp16 (fp16 with a gradient scaler)
     channels_last: bool = False
     compile: bool = False  # torch.compile the training step's model
+    label_smoothing: float = 0.0  # cross-entropy of the training step against (1 - e) one-hot + e / C
+    ema: float = 0.0  # decay of an exponential moving average of the weights, updated every step; 0 = off
 
 
 @dataclass
@@ -55,7 +59,7 @@ class SanityConfig:
     """The recipe's sanity checks (``mode=sanity``) and the guard before training."""
 
     before_train: str = "warn"  # warn | false | strict: the loss-at-init check before a run
-    loss_tolerance: float = 0.5  # |initial loss - log C| / log C allowed
+    loss_tolerance: float = 0.05  # |initial loss - log C| / log C allowed (shipped models start within 1%)
     reg_strength: float = 1.0  # L2 strength used to show that regularization raises the loss
     gradcheck_samples: int = 2
     gradcheck_entries: int = 5  # entries checked per parameter tensor
@@ -87,6 +91,7 @@ class ExptConfig:
     preprocessing: Any = MISSING
     init: Any = MISSING
     regularization: RegularizationConfig = field(default_factory=RegularizationConfig)
+    augmentation: Any = field(default_factory=dict)  # name -> option (_target_ and its keys), applied in order
     optimizer: Any = MISSING
     schedule: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -131,8 +136,44 @@ def locate(target: str, key: str) -> Any:
         ) from None
 
 
+def _unknown_key(key: str, node: DictConfig, name: str, allowed: list[str], where: str) -> None:
+    import difflib
+
+    try:
+        value = to_plain(node[name])
+    except Exception:  # an interpolation that does not resolve: show it as written
+        value = OmegaConf.to_container(node, resolve=False).get(name)
+    near = difflib.get_close_matches(name, allowed, n=1)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
+    raise ConfigError(f"{key}={value!r} is not a key of {where}{hint}; its keys are: {', '.join(allowed)}.")
+
+
+def check_keys(cfg: DictConfig) -> None:
+    """Raise a ConfigError for a key that nothing reads: a top-level key that is not in :class:`ExptConfig`,
+    or a key of a typed section (trainer, regularization, sanity, dashboard) that is not one of its fields.
+
+    ``+trainer.epoch=3`` or ``+foo=bar`` add keys that the typed schema would reject without the ``+``.
+    The target groups (data, model, ...) are checked when they are built, against their target's
+    parameters. ``hydra`` (Hydra's own settings, present in some composed configs) is allowed.
+    """
+    top = [f.name for f in dataclasses.fields(ExptConfig)]
+    for name in cfg:
+        if name not in top and name != "hydra":
+            _unknown_key(str(name), cfg, name, top, "the config (a top-level key)")
+    for f in dataclasses.fields(ExptConfig):
+        schema = f.default_factory
+        if not dataclasses.is_dataclass(schema) or not isinstance(cfg.get(f.name), DictConfig):
+            continue
+        allowed = [g.name for g in dataclasses.fields(schema)]
+        for name in cfg[f.name]:
+            if name not in allowed:
+                _unknown_key(f"{f.name}.{name}", cfg[f.name], name, allowed, f"{f.name} ({schema.__name__})")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the composed config before anything is built; raise ConfigError on the first problem."""
+    check_keys(cfg)
     _check(cfg.mode in MODES, "mode", cfg.mode, f"one of {', '.join(MODES)}")
 
     t = cfg.trainer
@@ -142,6 +183,10 @@ def validate(cfg: DictConfig) -> None:
     _check(t.train_eval_samples >= 1, "trainer.train_eval_samples", t.train_eval_samples, "an integer >= 1")
     _check(t.divergence_factor > 1, "trainer.divergence_factor", t.divergence_factor, "a number > 1")
     _check(t.log_every >= 1, "trainer.log_every", t.log_every, "an integer >= 1")
+    _check(0 <= t.ema < 1, "trainer.ema", t.ema,
+           "a decay in [0, 1) (0: no averaged weights; 0.99 to 0.999 are usual)")
+    _check(0 <= t.label_smoothing < 1, "trainer.label_smoothing", t.label_smoothing,
+           "a smoothing in [0, 1) (0: plain cross-entropy; 0.1 is usual)")
     _check(
         0 <= t.checkpoint_interval < math.inf, "trainer.checkpoint_interval", t.checkpoint_interval,
         "a number of seconds >= 0 (0 writes a checkpoint after every epoch)",
@@ -189,14 +234,24 @@ def validate(cfg: DictConfig) -> None:
     _dry_run(cfg)
 
 
-def _settings(node: DictConfig) -> str:
-    return ", ".join(f"{k}={v}" for k, v in to_plain(node).items() if not k.startswith("_")) or "no settings"
+def _settings(node: DictConfig, group: str) -> str:
+    settings = [f"{group}.{k}={v}" for k, v in to_plain(node).items() if not k.startswith("_")]
+    return ", ".join(settings) or "no settings"
+
+
+MAX_DRY_RUN_EPOCHS = 10_000  # the schedule's rates are checked for at most this many epochs
 
 
 def _dry_run(cfg: DictConfig) -> None:
     """Apply the activation to a few numbers, build the optimizer and schedule on one dummy parameter
-    and take the run's first few steps, so that a value the class itself rejects (a negative
-    momentum, a StepLR step_size of 0, ...) stops the run before training, naming its settings.
+    and step them through the run's epochs (at most ``MAX_DRY_RUN_EPOCHS``), so that a value the class
+    itself rejects (a negative momentum, a StepLR step_size of 0, ...) stops the run before training,
+    naming its settings, and so does a schedule that would train an epoch at a rate <= 0 or not finite.
+
+    The trainer steps the schedule after each epoch (ReduceLROnPlateau with the validation loss; here
+    a loss that never improves, so that it cuts the rate as early as it can). The rate of epoch e is
+    the one after e - 1 steps; the rate after the last step is never used, so a schedule may anneal
+    to exactly 0 at the end of the run (cosine to eta_min=0).
     """
     import warnings
 
@@ -211,7 +266,7 @@ def _dry_run(cfg: DictConfig) -> None:
             target = cfg[group].get("_target_")
             reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
             raise ConfigError(
-                f"{group}={target} cannot run with {_settings(cfg[group])}: {type(exc).__name__}: {reason}."
+                f"{group}={target} cannot run with {_settings(cfg[group], group)}: {type(exc).__name__}: {reason}."
             ) from None
 
     activation = build(cfg.activation, "activation", partial=True)
@@ -222,17 +277,92 @@ def _dry_run(cfg: DictConfig) -> None:
     optimizer = attempt("optimizer", lambda: make_optimizer([{"params": [param]}]))
     make_schedule = build(cfg.schedule, "schedule")
     scheduler = attempt("schedule", lambda: make_schedule(optimizer))
+    epochs = int(cfg.trainer.epochs)
+    checked = min(epochs, MAX_DRY_RUN_EPOCHS)
 
     def steps() -> None:
         from expt.optim import step_schedule
 
-        for _ in range(min(int(cfg.trainer.epochs), 3)):
+        previous = ""
+        for epoch in range(1, checked + 1):
+            lr = float(optimizer.param_groups[0]["lr"])
+            if not (math.isfinite(lr) and lr > 0):
+                raise ConfigError(
+                    f"schedule={cfg.schedule.get('_target_')} with {_settings(cfg.schedule, 'schedule')} gives "
+                    f"a learning rate of {lr:.4g} at epoch {epoch} of trainer.epochs={epochs} "
+                    f"({previous}optimizer.lr={cfg.optimizer.get('lr')}): every epoch must train at a finite rate > 0; "
+                    "change the schedule's settings (a decay factor or gamma in (0, 1), an eta_min >= 0, "
+                    "a period that covers the run)."
+                )
+            previous = f"{lr:.4g} at epoch {epoch}, "
             optimizer.step()
             step_schedule(scheduler, val_loss=1.0)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         attempt("schedule", steps)
+
+
+def output_dir_problem(path: str, create: bool = False) -> Optional[str]:
+    """Why Hydra could not create or write the run directory ``path``, or None when it can.
+
+    ``create=True`` also makes the directory (as Hydra is about to), which catches what the checks
+    cannot see, such as a read-only file system.
+    """
+    import os
+    from pathlib import Path
+
+    target = Path(os.path.abspath(path))
+    existing = target
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            if existing == target:
+                return "is an existing file, not a directory"
+            return f"cannot be created: {existing} is a file, not a directory"
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return "is not writable" if existing == target else f"cannot be created: {existing} is not writable"
+    if create:
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            return f"cannot be created ({exc.strerror or exc})"
+    return None
+
+
+class OutputDirCheck(Callback):
+    """Stop before Hydra creates the run (or sweep) directory when it cannot: one paragraph, exit 1.
+
+    Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Hydra would otherwise fail in
+    its own ``mkdir`` with a traceback. With ``HYDRA_FULL_ERROR=1`` it leaves Hydra's error alone.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir", "outputs/<date>/<time>", create=True)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir", "multirun/<date>/<time>", create=False)
+
+    @staticmethod
+    def _check(config: DictConfig, key: str, default: str, create: bool) -> None:
+        import os
+        import sys
+
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return
+        path = OmegaConf.select(config, key)
+        problem = output_dir_problem(str(path), create) if path is not None else None
+        if problem is not None:
+            print(
+                f"Error in the config: {key}={str(path)!r} {problem}; point {key} at a directory that can be "
+                f"created and written to, or leave it out (the default is {default}).\n"
+                "Set HYDRA_FULL_ERROR=1 for a complete stack trace.",
+                file=sys.stderr,
+            )
+            raise SystemExit(1)
 
 
 def to_plain(node: Any) -> Any:

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from expt.config import ConfigError, call, to_plain
+from expt.errors import ConfigError
+from expt.config import call, to_plain
 
 SPLIT_KEYS = ("val_size", "test_size", "subset", "split_seed")
 
@@ -85,40 +86,194 @@ def synthetic(
     return {"x_train": x.astype(np.float32), "y_train": y.astype(np.int64), "num_classes": num_classes}
 
 
+NPZ_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip archive (the second: an empty one)
+NPY_MAGIC = b"\x93NUMPY"
+
+
 def npz(path: str) -> dict[str, Any]:
-    """A user's ``.npz`` with x_train, y_train and optionally x_val, y_val, x_test, y_test."""
+    """A user's ``.npz`` with x_train, y_train and optionally x_val, y_val, x_test, y_test.
+
+    Returns every array the file holds; :func:`check_raw` (run on every loader's output)
+    checks them, puts the images in (N, C, H, W) and works out the number of classes.
+    """
     file = Path(path).expanduser()
+    where = f"data.path={path!r}"
     if not file.is_file():
-        raise ConfigError(f"data.path={path!r} is not a file: point it at an .npz with x_train and y_train.")
-    with np.load(file) as archive:
-        arrays = {k: archive[k] for k in archive.files}
-    missing = [k for k in ("x_train", "y_train") if k not in arrays]
-    if missing:
-        raise ConfigError(f"data.path={path!r} lacks {', '.join(missing)}; it holds {', '.join(arrays) or 'nothing'}.")
-    out: dict[str, Any] = {}
-    for split in ("train", "val", "test"):
-        if f"x_{split}" in arrays:
-            if f"y_{split}" not in arrays:
-                raise ConfigError(f"data.path={path!r} has x_{split} but no y_{split}.")
-            out[f"x_{split}"] = _as_nchw(arrays[f"x_{split}"], f"x_{split}")
-            out[f"y_{split}"] = arrays[f"y_{split}"].astype(np.int64)
-    out["num_classes"] = int(max(int(out[k].max()) for k in out if k.startswith("y_")) + 1)
-    return out
+        raise ConfigError(f"{where} is not a file: point it at an .npz with x_train and y_train.")
+    fix = "save one with np.savez(path, x_train=..., y_train=...) (optionally x_val, y_val, x_test, y_test too)"
+    with open(file, "rb") as f:
+        head = f.read(6)
+    if head.startswith(NPY_MAGIC):
+        raise ConfigError(f"{where} is a single .npy array, not an .npz archive of named arrays: {fix}.")
+    if not head.startswith(NPZ_MAGIC):
+        raise ConfigError(
+            f"{where} is not an .npz archive (it starts with {head!r}, not a zip archive's b'PK'): {fix}."
+        )
+    arrays: dict[str, Any] = {}
+    try:
+        with np.load(file) as archive:
+            for key in archive.files:
+                try:
+                    arrays[key] = archive[key]
+                except ValueError as exc:
+                    if "allow_pickle" not in str(exc):
+                        raise
+                    raise ConfigError(
+                        f"{where}: {key} is stored as pickled Python objects, which expt does not load "
+                        f"(an array of mixed or ragged values); {fix}, each a numeric array."
+                    ) from None
+    except ConfigError:
+        raise
+    except Exception as exc:  # a damaged or truncated zip
+        reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
+        raise ConfigError(f"{where} cannot be read as an .npz archive ({type(exc).__name__}: {reason}): {fix}.") from None
+    return arrays
 
 
-def _as_nchw(x: np.ndarray, name: str) -> np.ndarray:
-    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) with C in {1, 3, 4} -> (N, C, H, W); uint8 -> [0, 1]."""
-    scale = 255.0 if x.dtype == np.uint8 else 1.0
-    x = x.astype(np.float32) / scale
+def _as_nchw(x: np.ndarray) -> np.ndarray:
+    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) with C in {1, 3, 4} -> (N, C, H, W); (N, D) -> (N, 1, 1, D).
+
+    uint8 pixels are scaled to [0, 1]; other integers become float32; float arrays keep their dtype.
+    """
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    elif not np.issubdtype(x.dtype, np.floating) or x.dtype == np.float16:
+        x = x.astype(np.float32)
     if x.ndim == 3:
         return x[:, None]
     if x.ndim == 4 and x.shape[1] not in (1, 3, 4) and x.shape[3] in (1, 3, 4):
         return x.transpose(0, 3, 1, 2)
-    if x.ndim == 4:
-        return x
     if x.ndim == 2:
         return x[:, None, None, :]
-    raise ConfigError(f"{name} has shape {x.shape}: expected (N, H, W), (N, C, H, W) or (N, H, W, C).")
+    return x
+
+
+# ----------------------------------------------------------------------------- checking
+SPLITS = ("train", "val", "test")
+
+
+def _examples(values: np.ndarray, limit: int = 3) -> str:
+    shown = [repr(v.item()) if isinstance(v, np.generic) else repr(v) for v in values[:limit]]
+    return ", ".join(shown) + (", ..." if len(values) > limit else "")
+
+
+def _labels(y: Any, name: str, where: str) -> np.ndarray:
+    """``y`` as int64 class indices (>= 0); integral floats such as 3.0 are accepted."""
+    allowed = "labels must be integers from 0 to C-1 for C classes"
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ConfigError(
+            f"{where}: {name} has shape {y.shape}; {allowed}, one per sample in a 1-D array of shape (N,)"
+            + (" (not one-hot rows: use y.argmax(axis=1))." if y.ndim == 2 and y.shape[1] > 1 else ".")
+        )
+    if y.dtype == np.bool_ or not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        kind = "strings" if y.dtype.kind in "US" else f"values of dtype {y.dtype}"
+        hint = " (map each class name to an index, e.g. np.unique(y, return_inverse=True)[1])" if y.dtype.kind in "US" else ""
+        raise ConfigError(f"{where}: {name} holds {kind} such as {_examples(np.unique(y))}; {allowed}{hint}.")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y)
+        bad[~bad] = y[~bad] != np.round(y[~bad])
+        if bad.any():
+            raise ConfigError(
+                f"{where}: {name} holds non-integer labels such as {_examples(np.unique(y[bad]))} "
+                f"({int(bad.sum())} of {len(y)}); {allowed} (whole numbers stored as floats, like 3.0, are accepted)."
+            )
+    y = y.astype(np.int64)
+    negative = y < 0
+    if negative.any():
+        raise ConfigError(
+            f"{where}: {name} holds {_examples(np.unique(y[negative]))} ({int(negative.sum())} of {len(y)} labels); "
+            f"{allowed}."
+        )
+    return y
+
+
+def _images(x: Any, name: str, where: str) -> np.ndarray:
+    """``x`` as a finite float array shaped (N, C, H, W)."""
+    x = np.asarray(x)
+    if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        kind = "strings" if x.dtype.kind in "US" else f"values of dtype {x.dtype}"
+        raise ConfigError(f"{where}: {name} holds {kind}; images must be numeric arrays (uint8 or float pixels).")
+    if x.ndim not in (2, 3, 4):
+        raise ConfigError(f"{where}: {name} has shape {x.shape}: expected (N, H, W), (N, C, H, W) or (N, H, W, C).")
+    x = _as_nchw(x)
+    if not np.isfinite(x.sum(dtype=np.float64)):  # one pass; counting the bad samples only when there are some
+        bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
+        if bad:
+            raise ConfigError(
+                f"{where}: {name} holds NaN or Inf pixels in {bad} of {len(x)} samples; "
+                "pixels must be finite numbers (drop or repair those samples)."
+            )
+    return x
+
+
+def check_raw(raw: Any, where: str) -> dict[str, Any]:
+    """Check a loader's arrays and put them in the form :func:`split` takes; raise ConfigError naming ``where``.
+
+    Every loader's output passes through here: ``x_train`` and ``y_train`` (and optionally ``x_val``,
+    ``y_val``, ``x_test``, ``y_test``) as arrays, and optionally ``num_classes``. Images must be
+    numeric and finite, shaped (N, H, W), (N, C, H, W) or (N, H, W, C) (uint8 pixels are scaled to
+    [0, 1]); labels integers from 0 to C-1, one per image; the training labels at least two classes.
+    Without ``num_classes`` it is the largest label + 1.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{where} returned a {type(raw).__name__}: a data loader returns a dict with x_train and y_train "
+            "(optionally x_val, y_val, x_test, y_test and num_classes)."
+        )
+    missing = [k for k in ("x_train", "y_train") if k not in raw]
+    if missing:
+        raise ConfigError(
+            f"{where} lacks {' and '.join(missing)}; it holds {', '.join(map(str, raw)) or 'nothing'} "
+            "(expected x_train, y_train and optionally x_val, y_val, x_test, y_test)."
+        )
+    out: dict[str, Any] = {}
+    for split_name in SPLITS:
+        xk, yk = f"x_{split_name}", f"y_{split_name}"
+        if (xk in raw) != (yk in raw):
+            have, lack = (xk, yk) if xk in raw else (yk, xk)
+            raise ConfigError(f"{where} has {have} but no {lack}: give both or neither.")
+        if xk not in raw:
+            continue
+        x, y = _images(raw[xk], xk, where), _labels(raw[yk], yk, where)
+        if len(x) != len(y):
+            raise ConfigError(
+                f"{where}: {xk} holds {len(x)} samples but {yk} {len(y)} labels; each image needs exactly one label."
+            )
+        if len(x) == 0:
+            raise ConfigError(f"{where}: {xk} holds no samples; each split given needs at least one.")
+        if split_name != "train" and x.shape[1:] != out["x_train"].shape[1:]:
+            raise ConfigError(
+                f"{where}: {xk} has images of shape {x.shape[1:]} but x_train {out['x_train'].shape[1:]}; "
+                "every split must hold images of the same shape."
+            )
+        out[xk], out[yk] = x, y
+
+    largest = max(int(out[f"y_{s}"].max()) for s in SPLITS if f"y_{s}" in out)
+    num_classes = raw.get("num_classes")
+    if num_classes is None:
+        num_classes = largest + 1
+    else:
+        value = num_classes.item() if isinstance(num_classes, np.ndarray) and num_classes.size == 1 else num_classes
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 2:
+            raise ConfigError(f"{where} gives num_classes={num_classes!r}; it must be an integer >= 2.")
+        num_classes = int(value)
+        for s in SPLITS:
+            y = out.get(f"y_{s}")
+            if y is not None and int(y.max()) >= num_classes:
+                over = np.unique(y[y >= num_classes])
+                raise ConfigError(
+                    f"{where}: y_{s} holds {_examples(over)} but num_classes={num_classes}; "
+                    f"labels must be integers from 0 to {num_classes - 1}."
+                )
+    classes = np.unique(out["y_train"])
+    if len(classes) < 2:
+        raise ConfigError(
+            f"{where}: every y_train label is {int(classes[0])}, a single class; a classifier needs labels of "
+            "at least 2 classes (integers from 0 to C-1)."
+        )
+    out["num_classes"] = int(num_classes)
+    return out
 
 
 def _standard(loader_name: str) -> Callable[..., dict[str, Any]]:
@@ -201,8 +356,10 @@ def load(cfg: DictConfig) -> Splits:
     if loader is synthetic:
         params.setdefault("seed", cfg.get("split_seed", 0))
     raw = call(loader, params, "data", where)
+    if loader is npz:
+        where = f"data.path={params.get('path')!r}"
     return split(
-        raw,
+        check_raw(raw, where),
         val_size=cfg.get("val_size", 0.2),
         test_size=cfg.get("test_size", 0.2),
         subset=cfg.get("subset"),

@@ -10,11 +10,12 @@ a new activation module), ``dropout`` and ``batchnorm``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Sequence
 
 from torch import nn
 
-from expt.config import ConfigError
+from expt.errors import ConfigError
 
 Activation = Callable[[], nn.Module]
 
@@ -108,8 +109,16 @@ class DeepConvNet(nn.Sequential):
         batchnorm: bool = False,
     ):
         _check_filter(filter_size, input_shape, "model.filter_size")
+        counts = filters if isinstance(filters, (list, tuple)) else [filters]
+        if not filters or not isinstance(filters, (list, tuple)) or any(
+            isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 1 for f in counts
+        ):
+            raise ConfigError(
+                f"model.filters={filters!r} is not allowed: a non-empty list of filter counts, "
+                "integers >= 1 (one conv layer each), such as [32, 32, 64, 64]."
+            )
         bad = [p for p in pool_after if not 0 <= p < len(filters)]
-        if bad or not filters:
+        if bad:
             raise ConfigError(
                 f"model.pool_after={list(pool_after)} is not allowed with {len(filters)} conv layers: "
                 f"positions from 0 to {len(filters) - 1}."
