@@ -78,7 +78,7 @@ class BareLoop:
         torch.manual_seed(seed)
         self.model = build_model(cfg, data.input_shape, data.num_classes).to(device, data.x_train.dtype)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.optimizer.lr)
-        self.data, self.bs = data, cfg.trainer.batch_size
+        self.data, self.bs, self.smoothing = data, cfg.trainer.batch_size, cfg.trainer.label_smoothing
         self.gen = torch.Generator(device=device).manual_seed(seed)
         picker = torch.Generator().manual_seed(seed + 1)
         self.sub = torch.randperm(len(data.x_train), generator=picker)[: cfg.trainer.train_eval_samples].to(device)
@@ -94,7 +94,7 @@ class BareLoop:
         perm = torch.randperm(len(x), device=x.device, generator=self.gen)
         for i in range(0, len(x), bs):
             idx = perm[i:i + bs]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=self.smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -57,13 +57,14 @@ def bare_side(cfg, data) -> Callable[[], None]:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     amp = cfg.trainer.amp == "bf16"
     gen = torch.Generator(device=device).manual_seed(0)
+    smoothing = cfg.trainer.label_smoothing
 
     def epoch() -> None:
         perm = torch.randperm(len(x), device=device, generator=gen)
         for i in range(0, len(x), bs):
             idx = perm[i:i + bs]
             with torch.autocast(device.type, dtype=torch.bfloat16) if amp else contextlib.nullcontext():
-                loss = F.cross_entropy(step_model(x[idx]).float(), y[idx])
+                loss = F.cross_entropy(step_model(x[idx]).float(), y[idx], label_smoothing=smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

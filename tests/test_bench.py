@@ -96,3 +96,15 @@ def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
     for name in ("coarse-to-fine preset", "random search"):
         _, acc, loss, seconds, seeds = methods[name]
         assert 0.5 < positive(acc) <= 1 and positive(loss) < 2.3 and seeds == "1"
+
+
+def test_augment_times_each_augmentation_against_the_step(tmp_path):
+    text = run_bench("augment.py", "--quick", results=tmp_path / "R.md")
+    rows = table(text, "augment-cpu")
+    assert [(r[0], r[1]) for r in rows] == [(p, a) for p in ("float32", "bf16")
+                                            for a in ("translate (pad 4)", "hflip", "cutout (8x8)")]
+    for _, _, aug_ms, step_ms, share in rows:
+        positive(aug_ms), positive(step_ms)
+        assert share.endswith("%") and float(share[:-1]) >= 0
+    epoch = text.split("| epoch with translate + hflip", 1)[1].splitlines()[2]
+    assert epoch.startswith("| convnet, 1024 images") and positive(epoch.strip("|").split("|")[-1])

@@ -118,7 +118,12 @@ def test_update_ratios_at_the_logging_steps_in_a_healthy_range(run_on):
     for tag in ratio_tags:
         events = acc.Scalars(tag)
         assert [e.step for e in events] == logging_steps, tag
-        assert all(1e-5 < e.value < 1e-1 for e in events), (tag, [e.value for e in events])
+        values = [e.value for e in events]
+        classifier = max(ratio_tags, key=lambda t: int(t.rsplit("/", 1)[1].split(".")[0]))
+        if tag == classifier:  # it starts at a twentieth of the formula's sigma: large ratios that shrink
+            assert all(1e-4 < v < 1 for v in values) and values[-1] < values[0], (tag, values)
+        else:
+            assert all(1e-5 < v < 1e-1 for v in values), (tag, values)
 
 
 # ---------------------------------------------------------------------------------------------- histograms, images, text
@@ -140,8 +145,8 @@ def test_histograms_filters_text_and_graph(run_on):
     assert filters == "filters/0.Conv2d"
     images = acc.Images(filters)
     assert [e.step for e in images] == list(range(EPOCHS + 1))
-    # 32 filters of 3x3, each enlarged to 15x15, in a 6x6 grid with 2-pixel gaps
-    assert (images[0].width, images[0].height) == (6 * 17 + 2, 6 * 17 + 2)
+    # 64 filters of 3x3, each enlarged to 15x15, in an 8x8 grid with 2-pixel gaps
+    assert (images[0].width, images[0].height) == (8 * 17 + 2, 8 * 17 + 2)
 
     texts = {tag: acc.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in tags["tensors"]}
     config, summary = texts["config/text_summary"], texts["model/summary/text_summary"]

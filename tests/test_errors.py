@@ -36,7 +36,7 @@ GROUP_OPTIONS = {
     "regularization": ["batchnorm", "dropout", "elastic_net", "l1", "l2", "max_norm", "none"],
     "optimizer": ["adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"],
     "schedule": ["constant", "cosine", "exponential", "inverse_time", "plateau", "step", "warmup_cosine"],
-    "model": ["convnet", "deep_convnet", "mlp"],
+    "model": ["convnet", "deep_convnet", "mlp", "resnet"],
 }
 
 # (overrides, strings the message must contain: the key, the value, a word of what is allowed)

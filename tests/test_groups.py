@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import expt
+from expt.errors import ConfigError
 from expt.config import build as build_target
 from expt.data import load as load_data
 from expt.init import Kaiming, PyTorchDefault, Xavier, activation_gain, fan_in, fan_out
@@ -97,7 +98,7 @@ def lr_of(optimizer: torch.optim.Optimizer) -> float:
 @pytest.mark.parametrize("name", ACTIVATIONS)
 def test_activation_follows_every_hidden_layer(name, model):
     """Every hidden conv/linear layer feeds the chosen activation; no other activation (no hard-coded ReLU) exists."""
-    net = model_from(f"model={model}", f"activation={name}")
+    net = model_from(f"model={model}", f"activation={name}", "regularization=[l2]")  # no batch norm in between
     kind = ACTIVATIONS[name]
     layers = weight_layers(net)
     assert len(layers) >= 2
@@ -306,7 +307,26 @@ def test_kaiming_in_a_built_model_classifier_gets_k_1(activation, batchnorm):
     *hidden, classifier = weight_layers(net)
     for layer in hidden:
         assert_std(layer, math.sqrt(k / layer.in_features))
-    assert_std(classifier, math.sqrt(1.0 / classifier.in_features))
+    assert_std(classifier, 0.05 * math.sqrt(1.0 / classifier.in_features))  # init.classifier_scale
+
+
+@pytest.mark.parametrize("scheme", ["kaiming", "xavier"])
+@pytest.mark.parametrize("scale", [1.0, 0.05, 0.0])
+def test_the_classifier_scale_multiplies_only_the_classifiers_sigma(scheme, scale):
+    net = model_from(*WIDE_MLP, f"init={scheme}", f"init.classifier_scale={scale}")
+    *hidden, classifier = weight_layers(net)
+    k = 2.0 if scheme == "kaiming" else 1.0
+    for layer in hidden:
+        assert_std(layer, math.sqrt(k / layer.in_features))
+    if scale == 0:
+        assert not classifier.weight.any()
+    else:
+        assert_std(classifier, scale * math.sqrt(1.0 / classifier.in_features))
+
+
+def test_a_bad_classifier_scale_names_the_key():
+    with pytest.raises(ConfigError, match=r"init\.classifier_scale=-1\.0 is not allowed: a factor >= 0"):
+        model_from("init.classifier_scale=-1.0")
 
 
 def test_kaiming_convnet_layers_use_conv_fan_in():
@@ -341,7 +361,7 @@ def test_gaussian_uses_weight_scale_for_every_layer(overrides, scale):
 
 def test_pytorch_init_leaves_pytorchs_own_initialization():
     """Same seed, same layers: the weights and (non-zero) biases equal a freshly constructed MLP's."""
-    cfg = compose("model=mlp", "init=pytorch")
+    cfg = compose("model=mlp", "init=pytorch", "regularization=[l2]")  # layers with biases: no batch norm after
     torch.manual_seed(123)
     built = build_model(cfg, DIGITS_SHAPE, DIGITS_CLASSES)
     torch.manual_seed(123)
@@ -379,9 +399,9 @@ def test_kaiming_keeps_activations_alive_in_a_deep_relu_mlp_gaussian_1e3_collaps
 
 
 # ============================================================================= regularization
-def test_regularization_default_is_l2_and_options_merge():
+def test_regularization_default_is_l2_with_batchnorm_and_options_merge():
     default = compose().regularization
-    assert (default.l2, default.l1, default.dropout, default.batchnorm, default.max_norm) == (1e-4, 0.0, 0.0, False, None)
+    assert (default.l2, default.l1, default.dropout, default.batchnorm, default.max_norm) == (1e-4, 0.0, 0.0, True, None)
     merged = compose("regularization=[l2,dropout,batchnorm]").regularization
     assert (merged.l2, merged.l1, merged.dropout, merged.batchnorm, merged.max_norm) == (1e-4, 0.0, 0.5, True, None)
     assert compose("regularization=[elastic_net,max_norm]").regularization.max_norm == 3.0
@@ -435,7 +455,8 @@ def unit_norms(w: torch.Tensor) -> torch.Tensor:
 
 
 def test_max_norm_clamps_rows_and_filters_after_a_big_step():
-    exp = build(compose("regularization=max_norm", "optimizer=sgd", "optimizer.lr=50", "++data.subset=100"))
+    exp = build(compose("regularization=max_norm", "optimizer=sgd", "optimizer.lr=50", "++data.subset=100",
+                        "init.classifier_scale=1"))  # large enough gradients for every layer on step 1
     c = exp.cfg.regularization.max_norm
     assert c == 3.0
     x, y = exp.data.x_train[:64], exp.data.y_train[:64]
@@ -514,7 +535,8 @@ def test_batchnorm_sits_between_each_hidden_layer_and_its_activation(model):
         assert type(after(net, norm)) is nn.Tanh
     assert after(net, layers[-1]) is None
     assert sum(isinstance(m, NORMS) for m in net.modules()) == len(layers) - 1
-    assert not any(isinstance(m, NORMS) for m in model_from(f"model={model}").modules())
+    assert not any(isinstance(m, NORMS) for m in model_from(f"model={model}", "regularization=[l2]").modules())
+    assert all(layer.bias is None for layer in layers[:-1]) and layers[-1].bias is not None  # BN's shift replaces it
 
 
 # ============================================================================= optimizer
@@ -561,7 +583,7 @@ def test_adamw_decays_conv_and_linear_weights_only():
     for m in exp.model.modules():
         if isinstance(m, NORMS):
             assert id(m.weight) in free_ids and id(m.bias) in free_ids
-        if isinstance(m, WEIGHT_LAYERS):
+        if isinstance(m, WEIGHT_LAYERS) and m.bias is not None:  # layers before batch norm have none
             assert id(m.bias) in free_ids
 
 
@@ -636,7 +658,7 @@ SWEEPS = {
     "regularization": REGULARIZATION,
     "optimizer": OPTIMIZERS,
     "schedule": SCHEDULES,
-    "model": MODELS,
+    "model": (*MODELS, "resnet"),
 }
 
 

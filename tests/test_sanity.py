@@ -20,13 +20,15 @@ from expt import sanity
 from expt.config import ConfigError
 from expt.data import load
 from expt.regularization import Regularizer
-from expt.trainer import build, train
+from expt.build import build
+from expt.run import train
 
 from conftest import run_cli
 
 MODELS = ("mlp", "convnet", "deep_convnet")
 ACTIVATIONS = ("relu", "leaky_relu", "elu", "gelu", "silu", "tanh", "sigmoid")
-REG_OFF = ("regularization.l2=0", "regularization.dropout=0")
+# regularization off and no batch norm: the plain models these checks were first written for
+REG_OFF = ("regularization.l2=0", "regularization.dropout=0", "regularization.batchnorm=false")
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +59,10 @@ def test_cli_default_model_passes_every_check(tmp_path: Path):
     assert report["passed"] is True
     checks = {c["name"]: c for c in report["checks"]}
     assert list(checks) == ["loss_at_init", "regularization_raises_loss", "gradient_check", "overfit_small_set"]
-    assert 2.5 < checks["loss_at_init"]["measured"] < 3.45
+    assert checks["loss_at_init"]["measured"] == pytest.approx(math.log(10), rel=0.02)
     assert checks["gradient_check"]["measured"] <= sanity.ACCEPTABLE_REL_ERROR
-    assert len(checks["gradient_check"]["details"]["tensors"]) == 6  # every parameter tensor of the convnet
+    # every parameter tensor of the convnet: 3 weights, 2 batch norms' weight and bias, the classifier's bias
+    assert len(checks["gradient_check"]["details"]["tensors"]) == 8
     assert checks["overfit_small_set"]["measured"] == 1.0
     overfit = json.loads((tmp_path / "sanity" / "overfit" / "metrics.json").read_text())
     assert overfit["epochs_completed"] <= 30 and max(r["train_acc"] for r in overfit["history"]) == 1.0
@@ -91,43 +94,58 @@ def test_cli_strict_guard_stops_training_without_traceback(tmp_path: Path):
 
 
 # ----------------------------------------------------------------------------- 1. loss at init
-def test_loss_at_init_default_model_passes(digits):
+def test_loss_at_init_default_model_starts_at_log_c(digits):
     exp = built(digits, *REG_OFF)
-    check = sanity.loss_at_init(exp.model, *batch(exp, 1000), exp.data.num_classes, tolerance=0.5)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 1000), exp.data.num_classes, tolerance=0.05)
     assert check.passed and not check.hint
-    assert 2.9 < check.measured < 3.2  # unit-variance logits start above log 10 = 2.303
+    assert check.measured == pytest.approx(math.log(10), rel=0.01)  # the classifier's small scale: logits near 0
 
 
 def test_loss_at_init_fails_for_weight_scale_100(digits):
     exp = built(digits, "init=gaussian", "init.weight_scale=100", *REG_OFF)
-    check = sanity.loss_at_init(exp.model, *batch(exp, 1000), exp.data.num_classes, tolerance=0.5)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 1000), exp.data.num_classes, tolerance=0.05)
     assert not check.passed
     assert check.measured > 1000
     assert check.hint.startswith("weight scale too large?")
 
 
-SPREAD = (
-    [(m, a, "kaiming") for m in MODELS for a in ("relu", "leaky_relu", "elu", "tanh", "sigmoid")]
-    + [(m, "relu", i) for m in MODELS for i in ("xavier", "gaussian", "pytorch")]
-    + [("mlp", "gelu", "xavier"), ("convnet", "silu", "pytorch"), ("deep_convnet", "sigmoid", "xavier")]
-)
+@pytest.mark.parametrize("planted", ["init=gaussian init.weight_scale=1", "init.classifier_scale=1", "summed loss"])
+def test_the_default_tolerance_catches_planted_faults(digits, planted):
+    """A bad init, the plain formula on the classifier (logits of unit variance), a loss summed over the batch."""
+    overrides = planted.split() if planted != "summed loss" else []
+    exp = built(digits, *overrides, *REG_OFF)
+    summed = lambda z, y: torch.nn.functional.cross_entropy(z, y, reduction="sum")  # noqa: E731
+    loss_fn = summed if planted == "summed loss" else torch.nn.functional.cross_entropy
+    tolerance = exp.cfg.sanity.loss_tolerance
+    check = sanity.loss_at_init(exp.model, *batch(exp, 500), exp.data.num_classes, tolerance, loss_fn=loss_fn)
+    assert not check.passed and check.measured > math.log(10) * (1 + tolerance)
+    assert check.hint
 
 
-@pytest.mark.parametrize("model,activation,init", SPREAD)
-def test_loss_at_init_passes_across_models_activations_and_inits(digits, model, activation, init):
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("init", ("kaiming", "xavier"))
+def test_every_shipped_model_and_activation_starts_within_2_percent_of_log_c(digits, model, activation, init):
     exp = built(digits, f"model={model}", f"activation={activation}", f"init={init}", *REG_OFF)
-    check = sanity.loss_at_init(exp.model, *batch(exp, 500), exp.data.num_classes, tolerance=0.5)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 500), exp.data.num_classes, tolerance=0.02)
+    assert check.passed, check.summary
+
+
+@pytest.mark.parametrize("model,init", [(m, i) for m in MODELS for i in ("gaussian", "pytorch")])
+def test_loss_at_init_passes_the_default_tolerance_with_the_other_inits(digits, model, init):
+    exp = built(digits, f"model={model}", f"init={init}", *REG_OFF)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 500), exp.data.num_classes, exp.cfg.sanity.loss_tolerance)
     assert check.passed, check.summary
 
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("activation", ("gelu", "silu"))
-def test_loss_at_init_names_the_class_offset_of_kaiming_with_gelu_and_silu(digits, model, activation):
-    """GELU and SiLU have a non-zero mean, so Kaiming gives every sample the same per-class offset."""
-    exp = built(digits, f"model={model}", f"activation={activation}", *REG_OFF)
-    check = sanity.loss_at_init(exp.model, *batch(exp, 500), exp.data.num_classes, tolerance=0.5)
-    assert check.details["loss_without_class_offsets"] < 1.2 * math.log(10) < check.measured
-    if not check.passed:
+def test_loss_at_init_names_the_class_offset_of_a_large_classifier_scale(digits, model, activation):
+    """GELU and SiLU have a non-zero mean: with the plain formula every sample gets the same per-class offset."""
+    exp = built(digits, f"model={model}", f"activation={activation}", "init.classifier_scale=1", *REG_OFF)
+    check = sanity.loss_at_init(exp.model, *batch(exp, 500), exp.data.num_classes, tolerance=0.05)
+    assert check.details["loss_without_class_offsets"] < check.measured
+    if not check.passed and check.details["loss_without_class_offsets"] <= math.log(10) * 1.05:
         assert "per-class offset" in check.hint
 
 
@@ -139,7 +157,7 @@ def test_regularization_raises_the_loss_by_the_l2_penalty(digits):
     ten = sanity.regularization_raises_loss(exp.model, x, y, Regularizer(exp.model, l2=10.0).penalty, 10.0)
     assert one.passed and ten.passed
     d1, d10 = one.details, ten.details
-    assert d1["loss_without"] == d10["loss_without"] == pytest.approx(3.05, abs=0.15)
+    assert d1["loss_without"] == d10["loss_without"] == pytest.approx(math.log(10), rel=0.01)
     assert d1["increase"] == pytest.approx(d1["expected_increase"], rel=1e-6)
     assert d10["increase"] == pytest.approx(10 * d1["increase"], rel=1e-6)
 
@@ -221,7 +239,9 @@ def test_gradient_check_default_model_with_penalty(digits):
     assert check.passed, check.details["tensors"]
     tensors = check.details["tensors"]
     assert set(tensors) == {name for name, _ in exp.model.named_parameters()}
-    assert all(t["checked"] == 5 and t["max_rel_error"] <= 1e-6 for t in tensors.values())
+    # well inside the recipe's 1e-4; the classifier's small init scale makes the hidden layers' gradients about
+    # 20x smaller, so their centred differences carry about 20x the relative rounding error (1.7e-6 measured)
+    assert all(t["checked"] == 5 and t["max_rel_error"] <= 1e-5 for t in tensors.values())
     after = exp.model.state_dict()
     assert all(torch.equal(before[k], after[k]) and after[k].dtype == before[k].dtype for k in before)
 
@@ -250,9 +270,9 @@ def test_gradient_check_passes_for_inits_and_regularizers(digits, model, overrid
     )
     assert check.passed, check.details["tensors"]
     unchecked = check.details["unchecked"]
-    if cfg.regularization.batchnorm:  # batch norm cancels the bias of the layer before it: gradient 0
-        assert unchecked and all(name.endswith(".bias") for name in unchecked)
-    elif "init=gaussian" not in overrides:  # weights of 1e-3 make the first layers' gradients vanish
+    # layers before batch norm have no bias (it would cancel it), so every tensor is measurable,
+    # except with init=gaussian, whose weights of 1e-3 make the first layers' gradients vanish
+    if "init=gaussian" not in overrides:
         assert not unchecked
 
 
@@ -332,6 +352,6 @@ def test_checks_run_on_the_cuda_device(digits):
     exp = built(digits, "trainer.device=cuda", *REG_OFF)
     assert exp.device.type == "cuda"
     x, y = batch(exp, 1000)
-    assert sanity.loss_at_init(exp.model, x, y, exp.data.num_classes, tolerance=0.5).passed
+    assert sanity.loss_at_init(exp.model, x, y, exp.data.num_classes, tolerance=0.05).passed
     check = sanity.gradient_check(exp.model, x[:2], y[:2], penalty_fn=lambda m: Regularizer(m, l2=1e-4).penalty())
     assert check.passed, check.details["tensors"]

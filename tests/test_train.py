@@ -219,7 +219,7 @@ def test_runs_on_cuda(tmp_path, compose):
 
 
 def test_batch_norm_with_batches_of_one_is_a_config_error(compose):
-    from expt.trainer import build
+    from expt.build import build
 
     with pytest.raises(expt.ConfigError, match="trainer.batch_size=1"):
         build(compose("regularization=[batchnorm]", "trainer.batch_size=1"))
@@ -238,7 +238,8 @@ def test_a_run_stepped_an_epoch_at_a_time_is_the_same_run(tmp_path, compose):
     """Trainer.fit is begin, train_epoch per epoch, end: driving those by hand (as the overhead benchmark
     does, or a notebook that inspects the model between epochs) gives the same numbers."""
     from expt.dashboard import Dashboard
-    from expt.trainer import Trainer, build
+    from expt.build import build
+    from expt.trainer import Trainer
 
     cfg = compose("trainer.epochs=3", "data.subset=300", "regularization=[l2,dropout]", "schedule=cosine")
     whole = expt.train(cfg, run_dir=tmp_path / "whole")

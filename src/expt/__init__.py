@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Sequence
 
 __version__ = "0.1.0"
-__all__ = ["compose", "train", "ConfigError"]
+__all__ = ["compose", "train", "load", "ConfigError"]
 
 from expt.errors import ConfigError
 
@@ -25,6 +25,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
     from hydra import compose as hydra_compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
+    import expt.config  # noqa: F401  (stores the typed schema the defaults list names first)
+
     if GlobalHydra.instance().is_initialized():
         return hydra_compose(config_name=config_name, overrides=list(overrides))
     with initialize_config_module(config_module="expt.conf", version_base="1.3"):
@@ -36,3 +38,10 @@ def train(cfg: "DictConfig", run_dir: Any = None) -> dict:
     from expt.run import train as _train
 
     return _train(cfg, run_dir)
+
+
+def load(path: Any, device: Any = "cpu") -> Any:
+    """The model a run trained, as a predictor of class probabilities; see :func:`expt.evaluate.load`."""
+    from expt.evaluate import load as _load
+
+    return _load(path, device)

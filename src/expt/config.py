@@ -52,6 +52,7 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the training step's model
     label_smoothing: float = 0.0  # cross-entropy of the training step against (1 - e) one-hot + e / C
     ema: float = 0.0  # decay of an exponential moving average of the weights, updated every step; 0 = off
+    progress_after: float = 5.0  # seconds into an epoch before a progress bar shows (at a terminal, not in sweeps)
 
 
 @dataclass
@@ -183,6 +184,8 @@ def validate(cfg: DictConfig) -> None:
     _check(t.train_eval_samples >= 1, "trainer.train_eval_samples", t.train_eval_samples, "an integer >= 1")
     _check(t.divergence_factor > 1, "trainer.divergence_factor", t.divergence_factor, "a number > 1")
     _check(t.log_every >= 1, "trainer.log_every", t.log_every, "an integer >= 1")
+    _check(0 <= t.progress_after < math.inf, "trainer.progress_after", t.progress_after,
+           "a number of seconds >= 0 (0 shows the bar from the first step)")
     _check(0 <= t.ema < 1, "trainer.ema", t.ema,
            "a decay in [0, 1) (0: no averaged weights; 0.99 to 0.999 are usual)")
     _check(0 <= t.label_smoothing < 1, "trainer.label_smoothing", t.label_smoothing,

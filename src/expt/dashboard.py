@@ -55,7 +55,8 @@ from expt.config import TARGET_GROUPS, DashboardConfig
 
 log = logging.getLogger(__name__)
 
-SCALARS = (("loss/val", "val_loss"), ("accuracy/train", "train_acc"), ("accuracy/val", "val_acc"), ("lr", "lr"))
+SCALARS = (("loss/val", "val_loss"), ("accuracy/train", "train_acc"), ("accuracy/val", "val_acc"), ("lr", "lr"),
+           ("loss/val_ema", "ema_val_loss"), ("accuracy/val_ema", "ema_val_acc"))  # the averaged weights (trainer.ema)
 # The final metrics each run records next to its hyperparameters: (scalar tag, metrics.json key).
 HPARAM_METRICS = (
     ("hparams/best_val_acc", "best_val_acc"),
@@ -115,7 +116,7 @@ class Dashboard:
 
     # ------------------------------------------------------------------ once per run
     def start(self, exp: Any, probe_idx: torch.Tensor, epoch: int = 0) -> None:
-        """Attach the experiment (``expt.trainer.Experiment``); write the config, model summary and graph,
+        """Attach the experiment (``expt.build.Experiment``); write the config, model summary and graph,
         and the diagnostics of the model as it is now (step ``epoch``: 0 before training).
 
         ``probe_idx`` picks the training samples that the histograms are measured on, every epoch.

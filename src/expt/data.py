@@ -130,7 +130,7 @@ def npz(path: str) -> dict[str, Any]:
     return arrays
 
 
-def _as_nchw(x: np.ndarray) -> np.ndarray:
+def as_nchw(x: np.ndarray) -> np.ndarray:
     """(N, H, W) -> (N, 1, H, W); (N, H, W, C) with C in {1, 3, 4} -> (N, C, H, W); (N, D) -> (N, 1, 1, D).
 
     uint8 pixels are scaled to [0, 1]; other integers become float32; float arrays keep their dtype.
@@ -196,7 +196,7 @@ def _images(x: Any, name: str, where: str) -> np.ndarray:
         raise ConfigError(f"{where}: {name} holds {kind}; images must be numeric arrays (uint8 or float pixels).")
     if x.ndim not in (2, 3, 4):
         raise ConfigError(f"{where}: {name} has shape {x.shape}: expected (N, H, W), (N, C, H, W) or (N, H, W, C).")
-    x = _as_nchw(x)
+    x = as_nchw(x)
     if not np.isfinite(x.sum(dtype=np.float64)):  # one pass; counting the bad samples only when there are some
         bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
         if bad:

@@ -1,14 +1,36 @@
-"""Evaluating a model: one batched forward pass and one data loss for the trainer, the checks and the dashboard.
+"""Evaluating models: during training, and after it (``expt.load``, ensembles, test-time augmentation).
 
 :func:`logits` runs a model over a tensor of inputs in batches, in eval mode; :func:`evaluate`
-turns them into the mean cross-entropy and the accuracy the trainer logs every epoch.
+turns them into the mean cross-entropy and the accuracy the trainer logs every epoch; the
+sanity checks and the dashboard use the same two. After training, :func:`load` rebuilds a run's
+best model from the config its checkpoint holds as a :class:`Predictor`, and
+``python -m expt.evaluate DIR`` (:func:`evaluate_ensembles`) averages the predictions of a sweep's
+or a multirun's runs, with the choices made on the validation split and the test split used once.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
+
+from expt import checkpoint
+from expt.build import build_model
+from expt.config import build as build_target
+from expt.data import as_nchw, load as load_data
+from expt.errors import ConfigError
+from expt.preprocess import Preprocessor
+from expt.status import COMPLETED, METRICS_FILE, read_metrics
 
 EVAL_BATCH = 2048
 
@@ -43,3 +65,293 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     loss = F.cross_entropy(out, y, reduction="sum").double()
     correct = (out.argmax(dim=1) == y).sum()
     return loss.item() / n, correct.item() / n
+
+
+# ============================================================================= using a trained model
+@dataclass
+class Predictor:
+    """A trained model with the preprocessing it was trained with: raw images in, class probabilities out.
+
+    Made by :func:`load`. ``predict`` takes images as the dataset gives them (what
+    ``expt.data.load`` returns before preprocessing: pixels in [0, 1], or uint8 pixels, shaped
+    (N, C, H, W), (N, H, W) or (N, H, W, C); one image without the batch axis works too).
+    """
+
+    model: nn.Module
+    preprocessor: Preprocessor
+    device: torch.device
+    dtype: torch.dtype
+    input_shape: tuple[int, ...]
+    num_classes: int
+    config: DictConfig  # the run's composed config, as stored in the checkpoint
+    epoch: Optional[int]
+    averaged: bool  # the averaged weights of trainer.ema, not the trained ones
+    source: Path
+
+    def images(self, images: Any) -> torch.Tensor:
+        """``images`` as a preprocessed (N, C, H, W) batch on the predictor's device and in its dtype."""
+        x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        if x.shape == self.input_shape or (x.ndim == 2 and self.input_shape[0] == 1 and x.shape == self.input_shape[1:]):
+            x = x[None]
+        x = as_nchw(x)
+        if tuple(x.shape[1:]) != self.input_shape:
+            raise ConfigError(
+                f"images of shape {tuple(x.shape)} do not fit the model of {self.source}, trained on images of "
+                f"shape {self.input_shape} (give (N, {', '.join(map(str, self.input_shape))}) or one such image)."
+            )
+        batch = torch.as_tensor(np.ascontiguousarray(x)).to(self.device, self.dtype)
+        return self.preprocessor(batch)
+
+    @torch.no_grad()
+    def predict(self, images: Any, tta: str = "none") -> torch.Tensor:
+        """Class probabilities (N, C) for raw ``images``, averaged over the test-time views ``tta`` names."""
+        return probabilities(self.model, self.images(images), tta)
+
+
+def resolve_model(path: str | Path) -> Path:
+    """A run directory (its checkpoints/best.pt) or a checkpoint file."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / "checkpoints" / checkpoint.BEST, path / checkpoint.BEST):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"{str(path)!r} is not a trained model: expected a run directory holding checkpoints/{checkpoint.BEST} "
+        "(a run that finished at least one epoch) or a .pt checkpoint written by expt."
+    )
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """The model a run trained, rebuilt from the config its checkpoint holds, its weights loaded weights-only."""
+    source = resolve_model(path)
+    state = checkpoint.load(source, key="the checkpoint")
+    if "input_shape" not in state:
+        raise ConfigError(f"{str(source)!r} was written by an older expt that did not record the input shape; "
+                          "train the run again to use it here.")
+    cfg = OmegaConf.create(state["config"])
+    input_shape, num_classes = tuple(state["input_shape"]), int(state["num_classes"])
+    with torch.random.fork_rng(devices=[]):  # building draws an init that the weights replace: leave the caller's RNG
+        model = build_model(cfg, input_shape, num_classes)
+    model.load_state_dict(state["model"])
+    device = torch.device(device)
+    dtype = getattr(torch, cfg.trainer.dtype)
+    model.to(device=device, dtype=dtype).eval()
+    preprocessor = build_target(cfg.preprocessing, "preprocessing").load_fitted(state["preprocess"]).to(device)
+    return Predictor(model, preprocessor, device, dtype, input_shape, num_classes, cfg, state.get("best_epoch"),
+                     bool(state.get("averaged", False)), source)
+
+
+# ============================================================================= test-time augmentation
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The images moved by (dy, dx) pixels, the uncovered border repeated from the edge."""
+    h, w = x.shape[2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    return padded[:, :, p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+TTA_VIEWS: dict[str, list[Callable[[torch.Tensor], torch.Tensor]]] = {
+    "none": [lambda x: x],
+    # the image and its four one-pixel shifts: for digits and MNIST, whose class survives a small move
+    "shift": [lambda x: x] + [lambda x, d=d: _shift(x, *d) for d in ((1, 0), (-1, 0), (0, 1), (0, -1))],
+    # the image and its mirror: for photographs (CIFAR-10), never for digits or text
+    "flip": [lambda x: x, lambda x: x.flip(3)],
+}
+TTA_VIEWS["shift+flip"] = TTA_VIEWS["shift"] + [lambda x, v=v: v(x.flip(3)) for v in TTA_VIEWS["shift"]]
+
+
+def probabilities(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Softmax of the model's logits on preprocessed ``x``, averaged over the views of ``tta``."""
+    if tta not in TTA_VIEWS:
+        raise ConfigError(f"tta={tta!r} is not allowed: one of {', '.join(TTA_VIEWS)}.")
+    views = TTA_VIEWS[tta]
+    return sum(torch.softmax(logits(model, view(x)).double(), dim=1) for view in views) / len(views)
+
+
+def nll_and_accuracy(probs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean negative log-likelihood and accuracy of averaged probabilities (an ensemble's loss and accuracy)."""
+    picked = probs.gather(1, y[:, None]).clamp_min(1e-300)
+    return float(-picked.log().mean()), float((probs.argmax(1) == y).double().mean())
+
+
+# ============================================================================= ensembles: python -m expt.evaluate
+EVALUATION_FILE = "evaluation.json"
+
+
+@dataclass
+class Member:
+    """One finished run of an ensemble, ranked by its best validation accuracy."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    predictor: Predictor
+
+
+def find_runs(directory: Path) -> list[Path]:
+    """``directory`` itself when it is a finished run, else the finished runs below it (a sweep's trials)."""
+    def finished(run: Path) -> bool:
+        metrics = read_metrics(run)
+        return bool(metrics) and metrics.get("status") == COMPLETED and (run / "checkpoints" / checkpoint.BEST).is_file()
+
+    if finished(directory):
+        return [directory]
+    return sorted({p.parent for p in directory.rglob(METRICS_FILE) if finished(p.parent)})
+
+
+def _data_key(cfg: DictConfig) -> dict[str, Any]:
+    """What makes two runs' splits the same: the data config, wherever the files lie."""
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return {k: v for k, v in data.items() if k not in ("root", "download")}
+
+
+def members(directory: Path, device: str | torch.device) -> list[Member]:
+    """The finished runs of ``directory``, best validation accuracy first (lower final loss breaks ties)."""
+    runs = find_runs(directory)
+    if not runs:
+        raise ConfigError(
+            f"{str(directory)!r} holds no finished run: expected a run directory, or a sweep's, with metrics.json "
+            f"(status completed) and checkpoints/{checkpoint.BEST} in each run."
+        )
+    found = [Member(run, read_metrics(run) or {}, load(run, device)) for run in runs]
+    first = found[0]
+    for other in found[1:]:
+        for what, a, b in (("data", _data_key(first.predictor.config), _data_key(other.predictor.config)),
+                           ("classes", first.predictor.num_classes, other.predictor.num_classes)):
+            if a != b:
+                raise ConfigError(
+                    f"{other.run_dir} and {first.run_dir} were trained on different {what} ({b} and {a}): an ensemble "
+                    "averages models of the same data, split and classes; evaluate them apart."
+                )
+    return sorted(found, key=lambda m: (-(m.metrics.get("best_val_acc") or 0.0), m.metrics.get("final_val_loss") or 0.0,
+                                        str(m.run_dir)))
+
+
+def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Sequence[str] = ("none",),
+                       device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Choose on validation how many of the best runs to average (and which test-time views), then test that choice.
+
+    Every candidate (k = ``top``, or 1 to all runs; each view set in ``tta``) is scored on the
+    validation split only; the one with the best validation accuracy (lower validation loss,
+    then fewer members and fewer views break ties) is evaluated once on the test split. The
+    result, with every earlier test evaluation of this directory, is written to
+    ``evaluation.json`` and to TensorBoard under ``<directory>/evaluation``.
+    """
+    directory = Path(directory)
+    ranked = members(directory, device)
+    if top is not None and not 1 <= top <= len(ranked):
+        raise ConfigError(f"--top {top} is not allowed: {str(directory)!r} holds {len(ranked)} finished run(s); "
+                          f"give a number from 1 to {len(ranked)}.")
+    for name in tta:
+        if name not in TTA_VIEWS:
+            raise ConfigError(f"--tta {name} is not allowed: one of {', '.join(TTA_VIEWS)}.")
+    data = load_data(ranked[0].predictor.config.data)
+
+    def probs(member: Member, split: str, views: str) -> torch.Tensor:
+        p = member.predictor
+        x = getattr(data, f"x_{split}").to(p.device, p.dtype)
+        return probabilities(p.model, p.preprocessor(x), views).cpu()
+
+    y_val, y_test = data.y_val, data.y_test
+    val = {(i, v): probs(m, "val", v) for i, m in enumerate(ranked) for v in tta}
+    sizes = [top] if top is not None else list(range(1, len(ranked) + 1))
+    candidates = []
+    for views in tta:
+        for k in sizes:
+            loss, acc = nll_and_accuracy(sum(val[i, views] for i in range(k)) / k, y_val)
+            candidates.append({"k": k, "tta": views, "val_acc": acc, "val_loss": loss})
+    choice = min(candidates, key=lambda c: (-c["val_acc"], c["val_loss"], c["k"], list(tta).index(c["tta"])))
+    k, views = choice["k"], choice["tta"]
+    test_loss, test_acc = nll_and_accuracy(sum(probs(m, "test", views) for m in ranked[:k]) / k, y_test)
+    chosen = {"k": k, "tta": views, "members": [str(m.run_dir.relative_to(directory)) if m.run_dir != directory else "."
+                                                 for m in ranked[:k]]}
+    result = {
+        "directory": str(directory),
+        "members": [
+            {"run_dir": str(m.run_dir), "best_val_acc": m.metrics.get("best_val_acc"), "test_acc": m.metrics.get("test_acc"),
+             "test_loss": m.metrics.get("test_loss"), **dict(zip(("val_loss", "val_acc"), nll_and_accuracy(val[i, "none" if "none" in tta else tta[0]], y_val)))}
+            for i, m in enumerate(ranked)
+        ],
+        "candidates": candidates,
+        "choice": chosen,
+        "ensemble": {"val_acc": choice["val_acc"], "val_loss": choice["val_loss"], "test_acc": test_acc, "test_loss": test_loss},
+    }
+    path = directory / EVALUATION_FILE
+    earlier = []
+    try:
+        earlier = json.loads(path.read_text()).get("test_evaluations", [])
+    except (OSError, ValueError):
+        pass
+    result["repeated"] = any(e.get("choice") == chosen for e in earlier)
+    result["test_evaluations"] = earlier + ([] if result["repeated"] else [
+        {"choice": chosen, "test_acc": test_acc, "test_loss": test_loss, "at": time.strftime("%Y-%m-%d %H:%M:%S")}])
+    tmp = path.with_name(f".{EVALUATION_FILE}.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, path)
+    _write_board(directory, result)
+    return result
+
+
+def _write_board(directory: Path, result: dict[str, Any]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(directory / "evaluation")) as writer:
+        for c in result["candidates"]:
+            writer.add_scalar(f"ensemble/val_acc ({c['tta']} views)", c["val_acc"], c["k"])
+            writer.add_scalar(f"ensemble/val_loss ({c['tta']} views)", c["val_loss"], c["k"])
+        e, k = result["ensemble"], result["choice"]["k"]
+        writer.add_scalar("ensemble/test_acc (chosen on validation)", e["test_acc"], k)
+        writer.add_text("ensemble/table", format_table(result).replace("\n", "  \n"))
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Every member and the chosen ensemble, validation and test, as the command prints them."""
+    def pct(v: Any) -> str:
+        return f"{100 * v:6.2f}%" if isinstance(v, (int, float)) else "     - "
+
+    def num(v: Any) -> str:
+        return f"{v:7.4f}" if isinstance(v, (int, float)) else "     - "
+
+    lines = ["rank  val acc  val loss  test acc  test loss  run"]
+    for i, m in enumerate(result["members"], start=1):
+        lines.append(f"{i:4d}  {pct(m['val_acc'])}  {num(m['val_loss'])}  {pct(m['test_acc'])}  {num(m['test_loss'])}"
+                     f"    {m['run_dir']}")
+    c, e = result["choice"], result["ensemble"]
+    lines.append(f"ens.  {pct(e['val_acc'])}  {num(e['val_loss'])}  {pct(e['test_acc'])}  {num(e['test_loss'])}"
+                 f"    top {c['k']} by validation accuracy, test-time views: {c['tta']}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m expt.evaluate",
+        description="Average the predictions of a sweep's or a multirun's best runs (or one run's views) and report "
+                    "the choice made on validation once on the test split.")
+    parser.add_argument("directory", type=Path, help="a run directory, or a sweep / multirun directory of runs")
+    parser.add_argument("--top", type=int, default=None,
+                        help="average the K best runs by validation accuracy (default: choose K on validation)")
+    parser.add_argument("--tta", nargs="+", default=["none"], metavar="VIEWS",
+                        help=f"test-time views to consider, chosen on validation: {', '.join(TTA_VIEWS)} "
+                             "(shift: the image and its 1-pixel shifts; flip: and its mirror, not for digits)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    args = parser.parse_args(argv)
+    try:
+        result = evaluate_ensembles(args.directory, args.top, args.tta, args.device)
+    except ConfigError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(result))
+    e = result["ensemble"]
+    if result["repeated"]:
+        print(f"This choice was already evaluated on the test split ({len(result['test_evaluations'])} evaluation(s) "
+              f"in {EVALUATION_FILE}); the result is the same. Choose on validation, not on the test split.")
+    elif len(result["test_evaluations"]) > 1:
+        print(f"Note: the test split of this directory has now been evaluated for {len(result['test_evaluations'])} "
+              "different choices; the first is the unbiased one, later ones risk tuning on the test split.")
+    print(f"ensemble test accuracy {100 * e['test_acc']:.2f}% (chosen on validation: {100 * e['val_acc']:.2f}%). "
+          f"Written to {Path(args.directory) / EVALUATION_FILE}; TensorBoard: {Path(args.directory) / 'evaluation'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

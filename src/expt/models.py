@@ -21,7 +21,11 @@ Activation = Callable[[], nn.Module]
 
 
 def _hidden(layer: nn.Module, width: int, activation: Activation, dropout: float, batchnorm: bool, conv: bool):
-    """layer -> [batch norm] -> activation -> [dropout]: one hidden block, batch norm before the activation."""
+    """layer -> [batch norm] -> activation -> [dropout]: one hidden block, batch norm before the activation.
+
+    A layer followed by batch norm is built without a bias: the normalization subtracts it again,
+    and batch norm's own shift takes its place.
+    """
     block = [layer]
     if batchnorm:
         block.append(nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width))
@@ -57,7 +61,7 @@ class MLP(nn.Sequential):
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for size in hidden_sizes:
-            layers += _hidden(nn.Linear(width, size), size, activation, dropout, batchnorm, conv=False)
+            layers += _hidden(nn.Linear(width, size, bias=not batchnorm), size, activation, dropout, batchnorm, conv=False)
             width = size
         layers.append(nn.Linear(width, num_classes))
         super().__init__(*layers)
@@ -85,11 +89,11 @@ class ConvNet(nn.Sequential):
         c, h, w = input_shape
         if min(h, w) < 2:
             raise ConfigError(f"model=convnet needs images of at least 2x2 for its 2x2 max pool; these are {h}x{w}.")
-        conv = nn.Conv2d(c, num_filters, filter_size, padding="same")
+        conv = nn.Conv2d(c, num_filters, filter_size, padding="same", bias=not batchnorm)
         layers = _hidden(conv, num_filters, activation, dropout, batchnorm, conv=True)
         layers += [nn.MaxPool2d(2), nn.Flatten()]
         flat = num_filters * (h // 2) * (w // 2)
-        layers += _hidden(nn.Linear(flat, hidden_dim), hidden_dim, activation, dropout, batchnorm, conv=False)
+        layers += _hidden(nn.Linear(flat, hidden_dim, bias=not batchnorm), hidden_dim, activation, dropout, batchnorm, conv=False)
         layers.append(nn.Linear(hidden_dim, num_classes))
         super().__init__(*layers)
 
@@ -131,10 +135,87 @@ class DeepConvNet(nn.Sequential):
             )
         layers: list[nn.Module] = []
         for i, f in enumerate(filters):
-            layers += _hidden(nn.Conv2d(c, f, filter_size, padding="same"), f, activation, dropout, batchnorm, True)
+            layers += _hidden(nn.Conv2d(c, f, filter_size, padding="same", bias=not batchnorm), f, activation, dropout, batchnorm, True)
             c = f
             if i in pool_after:
                 layers.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
         layers += [nn.Flatten(), nn.Linear(c * h * w, num_classes)]
+        super().__init__(*layers)
+
+
+class ResidualBlock(nn.Module):
+    """He et al.'s basic block: conv3x3 - BN - activation - conv3x3 - BN, plus the shortcut, then the activation.
+
+    The shortcut is the identity, or a 1x1 convolution with batch norm where the block changes
+    the width or the resolution. Data do not flow in registration order here, so the block tells
+    :mod:`expt.init` which activation follows each of its convolutions: the first conv's own, and
+    the one after the sum for the second conv and the shortcut.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, activation: Activation, batchnorm: bool):
+        super().__init__()
+        norm = (lambda c: nn.BatchNorm2d(c)) if batchnorm else (lambda c: nn.Identity())
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=not batchnorm)
+        self.bn1 = norm(out_channels)
+        self.act1 = activation()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=not batchnorm)
+        self.bn2 = norm(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=not batchnorm), norm(out_channels))
+        self.act2 = activation()
+
+    def forward(self, x):
+        out = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+    def layers_and_activations(self) -> list[tuple[nn.Module, nn.Module]]:
+        pairs = [(self.conv1, self.act1), (self.conv2, self.act2)]
+        if isinstance(self.shortcut, nn.Sequential):
+            pairs.append((self.shortcut[0], self.act2))
+        return pairs
+
+
+class ResNet(nn.Sequential):
+    """The residual network for small images of He et al. (2016, section 4.2): depth 6n + 2.
+
+    A 3x3 conv of ``width`` filters, then 3 stages of n residual blocks of width, 2 x width and
+    4 x width filters (the second and third stage start by halving the resolution), global
+    average pooling and a linear classifier. ``depth=20, width=16`` is ResNet-20 (0.27M
+    parameters); 32, 44, 56 and 110 are the paper's deeper ones.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        activation: Activation,
+        depth: int = 20,
+        width: int = 16,
+        dropout: float = 0.0,
+        batchnorm: bool = True,
+    ):
+        if not (isinstance(depth, int) and depth >= 8 and (depth - 2) % 6 == 0):
+            raise ConfigError(f"model.depth={depth!r} is not allowed: 6n + 2 for n >= 1 (8, 14, 20, 32, 44, 56, 110).")
+        if not (isinstance(width, int) and width >= 1):
+            raise ConfigError(f"model.width={width!r} is not allowed: an integer >= 1 (16 in the paper).")
+        c, h, w = input_shape
+        if min(h, w) < 4:
+            raise ConfigError(f"model=resnet halves the images twice; these are {h}x{w}: at least 4x4 is needed.")
+        n = (depth - 2) // 6
+        layers: list[nn.Module] = [nn.Conv2d(c, width, 3, padding=1, bias=not batchnorm)]
+        layers += [nn.BatchNorm2d(width) if batchnorm else nn.Identity(), activation()]
+        channels = width
+        for stage in range(3):
+            out = width * 2 ** stage
+            for block in range(n):
+                stride = 2 if stage > 0 and block == 0 else 1
+                layers.append(ResidualBlock(channels, out, stride, activation, batchnorm))
+                channels = out
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.Linear(channels, num_classes))
         super().__init__(*layers)

@@ -11,7 +11,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LambdaLR, LinearLR, ReduceLROnPlateau, SequentialLR
 
-from expt.config import ConfigError
+from expt.errors import ConfigError
 from expt.regularization import penalized_weights
 
 

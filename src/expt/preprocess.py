@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from expt.errors import ConfigError
+
 
 class Preprocessor(nn.Module):
     """Base class: ``fit(x_train)`` once, then ``forward(x)`` on any split."""
@@ -91,8 +93,6 @@ class PCAWhiten(Preprocessor):
     def __init__(self, epsilon: float = 1e-5) -> None:
         super().__init__()
         if not epsilon >= 0:
-            from expt.config import ConfigError
-
             raise ConfigError(f"preprocessing.epsilon={epsilon} is not allowed: a number >= 0.")
         self.epsilon = epsilon
         self.register_buffer("mean", torch.zeros(0))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,14 @@ def default_run_dir() -> Path:
     return Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
 
 
+def in_sweep() -> bool:
+    """Whether this run is a job of a Hydra multirun (its trials print nothing extra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train and evaluate the run ``cfg`` describes; write checkpoints, events and metrics.json to ``run_dir``.
 
@@ -49,7 +58,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         type(exp.model).__name__, exp.device, len(exp.data.x_train), len(exp.data.x_val), len(exp.data.x_test),
         "x".join(map(str, exp.data.input_shape)), exp.data.num_classes,
     )
-    trainer = Trainer(exp, run_dir)
+    trainer = Trainer(exp, run_dir, progress=sys.stderr.isatty() and not in_sweep())
     dashboard = Dashboard(run_dir, cfg)
     try:
         metrics = trainer.fit(dashboard)

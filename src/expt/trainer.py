@@ -39,8 +39,9 @@ HALF = (torch.float16, torch.bfloat16)  # autocast's output dtypes: the loss is 
 class Trainer:
     """Runs the epochs of one experiment, writing everything into ``run_dir``."""
 
-    def __init__(self, exp: Experiment, run_dir: Path):
+    def __init__(self, exp: Experiment, run_dir: Path, progress: bool = False):
         self.exp = exp
+        self.progress = progress  # a bar inside long epochs (expt.run.train: at a terminal, not in a sweep)
         self.cfg = OmegaConf.to_object(exp.cfg.trainer)  # a TrainerConfig: plain attributes, cheap per step
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
@@ -122,6 +123,8 @@ class Trainer:
             "best_epoch": self.best["epoch"],
             "best_model": self.best["state"],
             "best_averaged": self.best["averaged"],
+            "input_shape": list(e.data.input_shape),
+            "num_classes": e.data.num_classes,
             "config": self.exp.config_yaml,
         }
 
@@ -134,6 +137,8 @@ class Trainer:
             "best_val_acc": self.best["val_acc"],
             "best_epoch": self.best["epoch"],
             "averaged": self.best["averaged"],  # the averaged weights of trainer.ema, not the trained ones
+            "input_shape": list(self.exp.data.input_shape),  # what expt.load needs to rebuild the model
+            "num_classes": self.exp.data.num_classes,
             "config": self.exp.config_yaml,
         }
 
@@ -209,15 +214,29 @@ class Trainer:
     def run_epoch(self, dashboard, threshold: float) -> tuple[float, bool]:
         """One pass over the training split; returns (mean training loss, diverged)."""
         e, cfg = self.exp, self.cfg
-        x, y = e.data.x_train, e.data.y_train
-        n, bs = len(x), cfg.batch_size
+        n, bs = len(e.data.x_train), cfg.batch_size
         steps = max(1, math.ceil(n / bs))
         if n > bs and n % bs == 1 and self.batchnorm:
             steps -= 1  # a batch of one sample has no batch statistics
-        first_step = (self.epoch - 1) * steps + 1
         perm = torch.randperm(n, device=e.device, generator=self.batches)
-        pending: list[torch.Tensor] = []  # this epoch's step losses, on the device until a logging step
         e.model.train()
+        with self._progress_bar(min(n, steps * bs)) as bar:
+            return self._steps(dashboard, threshold, steps, perm, bar)
+
+    def _progress_bar(self, images: int):
+        """tqdm's bar over this epoch's images, shown once the epoch has run ``trainer.progress_after`` seconds."""
+        if not self.progress:
+            return contextlib.nullcontext(None)
+        from tqdm.auto import tqdm
+
+        return tqdm(total=images, desc=f"epoch {self.epoch}/{self.cfg.epochs}", unit="img", unit_scale=True,
+                    delay=self.cfg.progress_after, leave=False, dynamic_ncols=True)
+
+    def _steps(self, dashboard, threshold: float, steps: int, perm: torch.Tensor, bar) -> tuple[float, bool]:
+        e, cfg = self.exp, self.cfg
+        x, y, bs = e.data.x_train, e.data.y_train, cfg.batch_size
+        first_step = (self.epoch - 1) * steps + 1
+        pending: list[torch.Tensor] = []  # this epoch's step losses, on the device until a logging step
         penalized = e.regularizer.active
         smoothing = cfg.label_smoothing
         read, total = 0, 0.0
@@ -252,11 +271,15 @@ class Trainer:
                 self.warmup_seconds += self._synced_clock() - warmup_start
             if before is not None:
                 dashboard.update_ratios(first_step + i, before)
+            if bar is not None:
+                bar.update(len(idx))
             if logging_step:
                 chunk = torch.stack(pending).tolist()
                 pending.clear()
                 dashboard.train_losses(first_step + read, chunk)
                 read, total = i + 1, total + sum(chunk)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{total / read:.4f}", refresh=False)  # shown at the next refresh
                 if any(not math.isfinite(v) or v > threshold for v in chunk):
                     return total / read, True
         return total / steps, False

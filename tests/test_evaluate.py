@@ -1,0 +1,118 @@
+"""After training: expt.load rebuilds a run's model as a predictor; python -m expt.evaluate ensembles runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import expt
+from expt import evaluate
+from expt.data import load as load_data
+from expt.errors import ConfigError
+
+QUICK = ["data.subset=300", "trainer.epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def seeds(tmp_path_factory) -> Path:
+    """A multirun's layout: three runs of one config that differ in trainer.seed, plus a diverged one."""
+    root = tmp_path_factory.mktemp("multirun")
+    for seed in range(3):
+        expt.train(expt.compose([*QUICK, f"trainer.seed={seed}"]), run_dir=root / str(seed))
+    return root
+
+
+def test_load_predicts_the_probabilities_the_run_measured(seeds):
+    run = seeds / "0"
+    metrics = json.loads((run / "metrics.json").read_text())
+    predictor = expt.load(run)
+    data = load_data(predictor.config.data)  # raw images, as the dataset gives them
+    probs = predictor.predict(data.x_test)
+    assert probs.shape == (len(data.x_test), 10)
+    assert torch.allclose(probs.sum(1), torch.ones(len(probs), dtype=probs.dtype), atol=1e-6)
+    assert float((probs.argmax(1) == data.y_test).double().mean()) == pytest.approx(metrics["test_acc"])
+    one = predictor.predict(data.x_test[0].numpy())  # one image, no batch axis, from numpy
+    assert torch.allclose(one, probs[:1], atol=1e-6)
+    uint8 = predictor.predict((data.x_test[:4].numpy() * 255).round().astype(np.uint8))  # pixels as bytes
+    assert uint8.shape == (4, 10)
+
+
+def test_load_leaves_the_callers_random_state_alone(seeds):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    expt.load(seeds / "1")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_load_errors_name_the_path(tmp_path, seeds):
+    with pytest.raises(ConfigError, match="is not a trained model"):
+        expt.load(tmp_path / "nothing")
+    predictor = expt.load(seeds / "0")
+    with pytest.raises(ConfigError, match=r"do not fit the model .* trained on images of shape \(1, 8, 8\)"):
+        predictor.predict(torch.zeros(2, 3, 8, 8))
+
+
+def test_shift_views_move_the_image_by_one_pixel():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    down = evaluate._shift(x, 1, 0)
+    assert torch.equal(down[0, 0, 1:], x[0, 0, :3]) and torch.equal(down[0, 0, 0], x[0, 0, 0])
+    assert len(evaluate.TTA_VIEWS["shift"]) == 5 and len(evaluate.TTA_VIEWS["shift+flip"]) == 10
+
+
+def test_an_ensemble_is_chosen_on_validation_and_tested_once(seeds):
+    result = evaluate.evaluate_ensembles(seeds, tta=["none", "shift"])
+    members = result["members"]
+    assert len(members) == 3 and [m["best_val_acc"] for m in members] == sorted(
+        [m["best_val_acc"] for m in members], reverse=True)
+    best = max(result["candidates"], key=lambda c: c["val_acc"])
+    assert result["ensemble"]["val_acc"] == best["val_acc"]  # the choice is the best on validation
+    assert {(c["k"], c["tta"]) for c in result["candidates"]} == {(k, t) for k in (1, 2, 3) for t in ("none", "shift")}
+    # recompute the chosen ensemble by hand from the predictors
+    k, views = result["choice"]["k"], result["choice"]["tta"]
+    data = load_data(expt.load(seeds / "0").config.data)
+    chosen = [expt.load(seeds / name) for name in result["choice"]["members"]]
+    assert len(chosen) == k
+    probs = sum(p.predict(data.x_test, tta=views) for p in chosen) / k
+    assert float((probs.argmax(1) == data.y_test).double().mean()) == pytest.approx(result["ensemble"]["test_acc"])
+    saved = json.loads((seeds / evaluate.EVALUATION_FILE).read_text())
+    assert saved["choice"] == result["choice"] and len(saved["test_evaluations"]) >= 1
+    assert list((seeds / "evaluation").glob("events.out.tfevents.*"))
+
+
+def test_the_same_choice_again_is_reported_as_already_evaluated(seeds, tmp_path):
+    first = evaluate.evaluate_ensembles(seeds, top=2)
+    again = subprocess.run([sys.executable, "-m", "expt.evaluate", str(seeds), "--top", "2"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "already evaluated on the test split" in again.stdout
+    assert f"{100 * first['ensemble']['test_acc']:.2f}%" in again.stdout
+    assert "ens." in again.stdout and "rank" in again.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--top", "7"], r"--top 7 is not allowed: .* holds 3 finished run\(s\); give a number from 1 to 3"),
+    (["--tta", "rotate"], r"--tta rotate is not allowed: one of none, shift, flip, shift\+flip"),
+])
+def test_bad_evaluation_requests_are_one_paragraph(seeds, args, message):
+    done = subprocess.run([sys.executable, "-m", "expt.evaluate", str(seeds), *args],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    import re
+    assert re.search(message, done.stderr), done.stderr
+
+
+def test_runs_of_other_data_or_no_runs_are_refused(tmp_path, seeds):
+    with pytest.raises(ConfigError, match="holds no finished run"):
+        evaluate.evaluate_ensembles(tmp_path)
+    mixed = tmp_path / "mixed"
+    expt.train(expt.compose([*QUICK, "data.split_seed=1"]), run_dir=mixed / "a")
+    expt.train(expt.compose(QUICK), run_dir=mixed / "b")
+    with pytest.raises(ConfigError, match="were trained on different data"):
+        evaluate.evaluate_ensembles(mixed)
