@@ -47,7 +47,8 @@ def test_a_terminal_shows_images_per_second_and_the_running_loss(tmp_path):
 
 
 def test_no_bar_when_the_output_is_a_file_or_the_epoch_is_short(tmp_path):
-    proc = run_cli(*RUN, "trainer.progress_after=0", f"hydra.run.dir={tmp_path / 'file'}", cwd=tmp_path)
+    small = [*RUN, "data.num_samples=1000"]
+    proc = run_cli(*small, "trainer.progress_after=0", f"hydra.run.dir={tmp_path / 'file'}", cwd=tmp_path)
     assert proc.returncode == 0 and "img/s" not in proc.stdout + proc.stderr
-    code, screen = run_in_a_terminal(*RUN, f"hydra.run.dir={tmp_path / 'short'}", cwd=tmp_path)  # 5 s default
+    code, screen = run_in_a_terminal(*small, f"hydra.run.dir={tmp_path / 'short'}", cwd=tmp_path)  # 5 s default
     assert code == 0 and "img/s" not in screen

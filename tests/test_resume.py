@@ -17,7 +17,7 @@ from expt import checkpoint, status
 
 # ~0.6 s an epoch on 2 CPU cores: slow enough to kill between epochs, with dropout so the RNG state matters
 OVERRIDES = [
-    "data=synthetic", "data.num_samples=6000", "data.noise=4.0", "regularization=[l2,dropout]",
+    "data=synthetic", "data.num_samples=6000", "data.noise=4.0", "regularization=[l2,dropout]", "model.num_filters=32",
     "schedule=step", "schedule.step_size=2", "trainer.epochs=6", "trainer.checkpoint_interval=0",
 ]
 
