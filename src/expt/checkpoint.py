@@ -68,7 +68,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", key: str = 
 RESUMABLE = (
     "trainer.epochs", "trainer.resume", "trainer.device", "trainer.log_every", "trainer.checkpoint_interval",
     "trainer.divergence_factor", "trainer.compile", "trainer.channels_last", "schedule", "dashboard", "sanity",
-    "mode", "data.root", "data.download", "data.path",
+    "mode", "data.root", "data.download",  # where a standard dataset's files lie, not which data they are
 )
 
 

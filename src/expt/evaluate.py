@@ -58,13 +58,12 @@ def data_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Mean cross-entropy and accuracy (a fraction) in eval mode, in batches."""
-    out = logits(model, x)
-    n = max(1, len(x))
     if not len(x):
         return 0.0, 0.0
+    out = logits(model, x)
     loss = F.cross_entropy(out, y, reduction="sum").double()
     correct = (out.argmax(dim=1) == y).sum()
-    return loss.item() / n, correct.item() / n
+    return loss.item() / len(x), correct.item() / len(x)
 
 
 # ============================================================================= using a trained model
