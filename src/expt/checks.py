@@ -103,7 +103,7 @@ def loss_at_init(
     With small random logits a softmax classifier predicts about 1/C for every class, so the
     cross-entropy starts near log C (2.303 for 10 classes). expt's Kaiming and Xavier give the
     classifier a twentieth of the formula's sigma (``init.classifier_scale``), so every shipped
-    model and activation starts within 1% of log C; with the plain formula (k = 1) the logits have
+    model and activation starts within 2% of log C; with the plain formula (k = 1) the logits have
     about unit variance and the loss starts near 3 (29% above log 10 for the default convnet).
     The default tolerance, 5%, accepts 2.19 to 2.42 for 10 classes: it fails the plain formula, a
     weight scale that is too large, and a loss summed over the batch instead of averaged.

@@ -8,7 +8,7 @@ the biases. D_in is the fan-in of one output unit: ``in_features`` for a linear 
 The classifier (the last weight layer, the one that produces the logits) has no activation
 after it. Kaiming and Xavier multiply its sigma by ``classifier_scale`` (0.05 by default): with
 the formula alone (k = 1) the logits start with about unit variance and the loss at init sits
-well above log C; at a twentieth of that scale every shipped model starts within 1% of log C, as
+well above log C; at a twentieth of that scale every shipped model starts within 2% of log C, as
 the recipe's first sanity check expects, while the hidden layers keep the formula exactly.
 """
 
