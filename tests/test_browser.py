@@ -106,7 +106,8 @@ class Chromium:
         self.reader.start()
         self.session: Optional[str] = None
         try:
-            target = self.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+            # the first answer waits for Chromium to start, which a loaded machine can stretch past a minute
+            target = self.send("Target.createTarget", {"url": "about:blank"}, timeout=180)["targetId"]
             self.session = self.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
             self.send("Emulation.setDeviceMetricsOverride",
                       {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
