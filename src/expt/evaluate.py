@@ -260,18 +260,21 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     choice = min(candidates, key=lambda c: (-c["val_acc"], c["val_loss"], c["k"], list(tta).index(c["tta"])))
     k, views = choice["k"], choice["tta"]
     test_loss, test_acc = nll_and_accuracy(sum(probs(m, "test", views) for m in ranked[:k]) / k, y_test)
-    chosen = {"k": k, "tta": views, "members": [str(m.run_dir.relative_to(directory)) if m.run_dir != directory else "."
-                                                 for m in ranked[:k]]}
+    chosen = {"k": k, "tta": views, "members": [_relative(m.run_dir, directory) for m in ranked[:k]]}
+    plain = "none" if "none" in tta else tta[0]  # each member's own row: its plain predictions where asked for
+
+    def member_row(i: int, m: Member) -> dict[str, Any]:
+        val_loss, val_acc = nll_and_accuracy(val[i, plain], y_val)
+        test = {key: m.metrics.get(key) for key in ("best_val_acc", "test_acc", "test_loss")}  # tested in training
+        return {"run_dir": str(m.run_dir), "val_acc": val_acc, "val_loss": val_loss, **test}
+
     result = {
         "directory": str(directory),
-        "members": [
-            {"run_dir": str(m.run_dir), "best_val_acc": m.metrics.get("best_val_acc"), "test_acc": m.metrics.get("test_acc"),
-             "test_loss": m.metrics.get("test_loss"), **dict(zip(("val_loss", "val_acc"), nll_and_accuracy(val[i, "none" if "none" in tta else tta[0]], y_val)))}
-            for i, m in enumerate(ranked)
-        ],
+        "members": [member_row(i, m) for i, m in enumerate(ranked)],
         "candidates": candidates,
         "choice": chosen,
-        "ensemble": {"val_acc": choice["val_acc"], "val_loss": choice["val_loss"], "test_acc": test_acc, "test_loss": test_loss},
+        "ensemble": {"val_acc": choice["val_acc"], "val_loss": choice["val_loss"],
+                     "test_acc": test_acc, "test_loss": test_loss},
     }
     path = directory / EVALUATION_FILE
     earlier = []
@@ -287,6 +290,10 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     os.replace(tmp, path)
     _write_board(directory, result)
     return result
+
+
+def _relative(run_dir: Path, directory: Path) -> str:
+    return "." if run_dir == directory else str(run_dir.relative_to(directory))
 
 
 def _write_board(directory: Path, result: dict[str, Any]) -> None:
