@@ -93,7 +93,7 @@ def epoch_ratio(device: torch.device, samples: int, epochs: int) -> tuple[float,
     ours, bare = [], []
     bare_epoch()
     for _ in range(epochs):
-        ours.append(timed(lambda: trainer.run_epoch(dashboard, float("inf")), device))
+        ours.append(timed(lambda: trainer.run_epoch(dashboard), device))
         bare.append(timed(bare_epoch, device))
     dashboard.close()
     return statistics.median(ours), statistics.median(bare), statistics.median(o / b for o, b in zip(ours, bare))

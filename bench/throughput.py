@@ -86,7 +86,7 @@ def expt_side(cfg, data, run_dir: Path) -> tuple[Callable[[], None], float, Call
 
     def epoch() -> None:
         trainer.epoch += 1
-        trainer.run_epoch(dashboard, threshold=float("inf"))
+        trainer.run_epoch(dashboard)
         trainer.compiling = False  # as Trainer.fit does: only the first epoch times its steps
 
     timed(epoch, exp.device)

@@ -463,3 +463,31 @@ def test_plot_sweep_writes_pngs_and_tensorboard_images(tmp_path):
     (image,) = acc.Images("sweep/optimizer.lr")
     height, width = imread(paths[0]).shape[:2]
     assert (image.width, image.height) == (width, height)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "minimize"])
+def test_plot_sweep_stars_the_best_trial_of_the_search_direction(tmp_path, monkeypatch, direction):
+    """The star sits on the largest objective when maximizing and on the smallest when minimizing."""
+    from matplotlib.figure import Figure
+
+    from expt.dashboard import best_trial
+
+    records, moves = synthetic_sweep()
+    objectives = [r["objective"] for r in records if r["objective"] is not None]
+    expected = (max if direction == "maximize" else min)(objectives)
+    assert len(set(objectives)) == len(objectives) and min(objectives) < max(objectives)
+    (best,) = [r for r in records if r["objective"] == expected]
+    assert best_trial(records, direction) is best
+
+    drawn: list = []  # each picture's figure, read back as it is saved
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
+    params = {"optimizer.lr": True, "regularization.dropout": False}
+    plot_sweep(records, params, tmp_path, moves, direction=direction)
+    assert len(drawn) == len(params)
+    for fig, param in zip(drawn, params):
+        (ax,) = fig.axes
+        (star,) = [c for c in ax.collections if c.get_label() == "best"]
+        assert star.get_offsets().tolist() == [[best["values"][param], expected]]
+    with pytest.raises(ValueError, match="direction"):
+        plot_sweep(records, params, tmp_path, moves, direction="down")

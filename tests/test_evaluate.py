@@ -116,3 +116,45 @@ def test_runs_of_other_data_or_no_runs_are_refused(tmp_path, seeds):
     expt.train(expt.compose(QUICK), run_dir=mixed / "b")
     with pytest.raises(ConfigError, match="were trained on different data"):
         evaluate.evaluate_ensembles(mixed)
+
+
+@pytest.fixture(scope="module")
+def snapshot_run(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("snapshots") / "run"
+    expt.train(expt.compose(["data.subset=300", "trainer.epochs=5", "trainer.snapshots=3"]), run_dir=run)
+    return run
+
+
+def test_snapshots_keep_the_last_epochs_weights(snapshot_run):
+    from expt import checkpoint
+
+    kept = checkpoint.snapshots(snapshot_run / "checkpoints")
+    assert list(kept) == [5, 4, 3]  # the last three epochs, newest first; epochs 1 and 2 were pruned
+    history = {row["epoch"]: row for row in json.loads((snapshot_run / "metrics.json").read_text())["history"]}
+    for epoch, path in kept.items():
+        predictor = expt.load(path)
+        data = load_data(predictor.config.data)
+        acc = float((predictor.predict(data.x_val).argmax(1) == data.y_val).double().mean())
+        assert predictor.epoch == epoch and acc == pytest.approx(history[epoch]["val_acc"])
+
+
+def test_an_ensemble_of_one_runs_snapshots(snapshot_run):
+    result = evaluate.evaluate_ensembles(snapshot_run, snapshots=True)
+    assert [m["run_dir"] for m in result["members"]] == [
+        str(snapshot_run / "checkpoints" / f"epoch_{e:04d}.pt") for e in (5, 4, 3)]
+    assert {c["k"] for c in result["candidates"]} == {1, 2, 3}
+    k = result["choice"]["k"]
+    assert result["choice"]["members"] == [f"checkpoints/epoch_{e:04d}.pt" for e in (5, 4, 3)[:k]]
+    assert result["choice"]["ranked_by"] == "epoch, newest first"
+    data = load_data(expt.load(snapshot_run).config.data)
+    probs = sum(expt.load(snapshot_run / m).predict(data.x_test) for m in result["choice"]["members"]) / k
+    assert float((probs.argmax(1) == data.y_test).double().mean()) == pytest.approx(result["ensemble"]["test_acc"])
+    with pytest.raises(ConfigError, match=r"--top 4 is not allowed: .* holds 3 epoch snapshot\(s\)"):
+        evaluate.evaluate_ensembles(snapshot_run, top=4, snapshots=True)
+
+
+def test_snapshots_are_refused_where_there_are_none_or_several_runs(seeds):
+    with pytest.raises(ConfigError, match=r"kept no epoch snapshots .* trainer.snapshots=K"):
+        evaluate.evaluate_ensembles(seeds / "0", snapshots=True)
+    with pytest.raises(ConfigError, match=r"--snapshots ensembles the epoch snapshots of one run, .* holds 3 finished"):
+        evaluate.evaluate_ensembles(seeds, snapshots=True)

@@ -95,7 +95,7 @@ def test_step_loop_syncs_with_the_host_only_at_logging_steps(tmp_path):
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            trainer.run_epoch(dashboard, threshold=float("inf"))
+            trainer.run_epoch(dashboard)
     finally:
         torch.cuda.set_sync_debug_mode("default")
         dashboard.close()

@@ -23,7 +23,7 @@ from torch import nn
 
 import expt
 from expt.errors import ConfigError
-from expt.config import build as build_target
+from expt.config import instantiate
 from expt.data import load as load_data
 from expt.init import Kaiming, PyTorchDefault, Xavier, activation_gain, fan_in, fan_out
 from expt.models import MLP
@@ -216,7 +216,7 @@ def test_fit_uses_the_training_split_only(option):
         assert torch.equal(stats_a[name], stats_b[name]), name
     assert torch.equal(a.data.x_train, b.data.x_train)
     assert torch.allclose(b.data.x_val, b.preprocessor(other.x_val))
-    leaky = build_target(cfg.preprocessing, "preprocessing").fit(torch.cat([splits.x_train, other.x_val]))
+    leaky = instantiate(cfg.preprocessing, "preprocessing").fit(torch.cat([splits.x_train, other.x_val]))
     assert any(not torch.allclose(stats_a[k], v) for k, v in leaky.state_dict().items()), (
         "fitting on train + the altered val would have changed the statistics"
     )
@@ -229,11 +229,11 @@ def test_fitted_statistics_are_saved_in_the_checkpoint(option, tmp_path):
     expt.train(cfg, run_dir=tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["preprocess"]
     splits = load_data(cfg.data)
-    fitted = build_target(cfg.preprocessing, "preprocessing").fit(splits.x_train)
+    fitted = instantiate(cfg.preprocessing, "preprocessing").fit(splits.x_train)
     assert state.keys() == fitted.state_dict().keys() and len(state) >= 1
     for name, value in fitted.state_dict().items():
         assert torch.equal(state[name], value), name
-    reloaded = build_target(cfg.preprocessing, "preprocessing").load_fitted(state)
+    reloaded = instantiate(cfg.preprocessing, "preprocessing").load_fitted(state)
     for x in (splits.x_train, splits.x_val, splits.x_test):
         assert torch.equal(reloaded(x), fitted(x))
 

@@ -125,6 +125,29 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_metrics(tmp_path
     assert status.read_metrics(killed)["test_acc"] == pytest.approx(straight["test_acc"], rel=1e-6)
 
 
+@pytest.mark.slow
+def test_a_run_killed_after_a_snapshot_resumes_to_the_same_snapshots(tmp_path, compose):
+    """trainer.snapshots: killed after epoch 3's snapshot but before its last.pt, the resumed run replays
+    epoch 3 and keeps the same last two epochs' weights as a run that never stopped."""
+    import expt
+    from expt.faults import ENV
+
+    overrides = [*CRASH_OVERRIDES, "trainer.snapshots=2"]
+    expt.train(expt.compose(overrides), run_dir=tmp_path / "straight")
+    killed = tmp_path / "killed"
+    proc = run_cli(*overrides, f"hydra.run.dir={killed}", cwd=tmp_path, env={ENV: "epoch_0003.pt:replaced"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert checkpoint.load(killed / "checkpoints" / checkpoint.LAST)["epoch"] == 2
+    assert list(checkpoint.snapshots(killed / "checkpoints"))[0] == 3  # killed before epoch 1's was pruned
+    expt.train(compose(*overrides, f"trainer.resume={killed}"), run_dir=killed)
+    straight = checkpoint.snapshots(tmp_path / "straight" / "checkpoints")
+    resumed = checkpoint.snapshots(killed / "checkpoints")
+    assert list(straight) == list(resumed) == [5, 4]
+    for epoch in straight:
+        a, b = checkpoint.load(straight[epoch])["model"], checkpoint.load(resumed[epoch])["model"]
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-6, atol=1e-9) for k in a)
+
+
 def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose):
     """Not a checkpoint, a truncated one, another model or optimizer: one ConfigError naming what differs."""
     import expt

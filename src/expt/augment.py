@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from expt.config import build as build_target
+from expt.config import instantiate
 from expt.errors import ConfigError
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -108,7 +108,7 @@ class Cutout:
 
 def build(cfg: Any) -> list[Augmentation]:
     """The augmentations the ``augmentation`` group lists, in order (none for ``augmentation=none``)."""
-    return [build_target(node, f"augmentation.{name}") for name, node in (cfg or {}).items()]
+    return [instantiate(node, f"augmentation.{name}") for name, node in (cfg or {}).items()]
 
 
 def check_preprocessing(names: Sequence[str], preprocessing_target: str, input_rank: int) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 
 from expt import augment
 from expt.errors import ConfigError
-from expt.config import build as build_target, validate
+from expt.config import instantiate, validate
 from expt.data import Splits, load as load_data
 from expt.optim import param_groups
 from expt.preprocess import Preprocessor
@@ -55,13 +55,13 @@ class Experiment:
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Model from the model, activation and regularization groups, then the init scheme applied."""
-    activation = build_target(cfg.activation, "activation", partial=True)
-    model = build_target(
+    activation = instantiate(cfg.activation, "activation", partial=True)
+    model = instantiate(
         cfg.model, "model",
         input_shape=input_shape, num_classes=num_classes, activation=activation,
         dropout=cfg.regularization.dropout, batchnorm=cfg.regularization.batchnorm,
     )
-    build_target(cfg.init, "init")(model)
+    instantiate(cfg.init, "init")(model)
     return model
 
 
@@ -77,7 +77,7 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     dtype = getattr(torch, cfg.trainer.dtype)
     data = load_data(cfg.data) if data is None else data
     data = data.to(device, dtype)
-    preprocessor = build_target(cfg.preprocessing, "preprocessing").to(device)
+    preprocessor = instantiate(cfg.preprocessing, "preprocessing").to(device)
     preprocessor.fit(data.x_train)
     data = data.map_x(preprocessor)
 
@@ -91,8 +91,8 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
 
     decay = cfg.optimizer.get("weight_decay", 0)
-    optimizer = build_target(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
-    scheduler = build_target(cfg.schedule, "schedule")(optimizer)
+    optimizer = instantiate(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
+    scheduler = instantiate(cfg.schedule, "schedule")(optimizer)
     augmentations = augment.build(cfg.get("augmentation"))
     augment.check_preprocessing(list(cfg.get("augmentation") or {}), cfg.preprocessing._target_, len(data.input_shape))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)

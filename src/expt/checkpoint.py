@@ -16,6 +16,21 @@ from expt.faults import crash_point
 LAST, BEST = "last.pt", "best.pt"
 
 
+def snapshot_name(epoch: int) -> str:
+    """trainer.snapshots' file for the weights after ``epoch``: a model file like best.pt."""
+    return f"epoch_{epoch:04d}.pt"
+
+
+def snapshots(directory: Path) -> dict[int, Path]:
+    """The snapshot files in a checkpoints ``directory``, by epoch, newest first."""
+    found = {}
+    for path in directory.glob("epoch_*.pt"):
+        number = path.stem[len("epoch_"):]
+        if number.isdigit():
+            found[int(number)] = path
+    return dict(sorted(found.items(), reverse=True))
+
+
 def save(state: dict[str, Any], path: Path) -> None:
     """Write to a temporary file beside ``path``, then rename: a crash never leaves half a checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +82,8 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", key: str = 
 # where it runs and how it reports. Everything else made the training state and must match it.
 RESUMABLE = (
     "trainer.epochs", "trainer.resume", "trainer.device", "trainer.log_every", "trainer.checkpoint_interval",
-    "trainer.divergence_factor", "trainer.compile", "trainer.channels_last", "schedule", "dashboard", "sanity",
+    "trainer.divergence_factor", "trainer.compile", "trainer.channels_last", "trainer.progress_after",
+    "trainer.snapshots", "schedule", "dashboard", "sanity",
     "mode", "data.root", "data.download",  # where a standard dataset's files lie, not which data they are
 )
 

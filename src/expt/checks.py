@@ -30,6 +30,7 @@ from torch import nn
 
 from expt.errors import ConfigError
 from expt.evaluate import data_loss, logits
+from expt.loss import classification_loss
 
 if TYPE_CHECKING:
     from expt.build import Experiment
@@ -96,7 +97,7 @@ def _fmt(value: float) -> str:
 # ----------------------------------------------------------------------------- 1. loss at init
 def loss_at_init(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, tolerance: float,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
 ) -> Check:
     """Check 1: the data loss of the initialised model is log C within a relative ``tolerance``.
 
@@ -345,7 +346,7 @@ def _gradient_check(
     """The body of :func:`gradient_check` on its float64 copy ``net`` and inputs ``x64``."""
 
     def f() -> torch.Tensor:
-        loss = F.cross_entropy(net(x64), y)
+        loss = classification_loss(net(x64), y)
         return loss + penalty_fn(net) if penalty_fn is not None else loss
 
     recorder = _KinkRecorder(net)

@@ -53,6 +53,7 @@ class TrainerConfig:
     label_smoothing: float = 0.0  # cross-entropy of the training step against (1 - e) one-hot + e / C
     ema: float = 0.0  # decay of an exponential moving average of the weights, updated every step; 0 = off
     progress_after: float = 5.0  # seconds into an epoch before a progress bar shows (at a terminal, not in sweeps)
+    snapshots: int = 0  # keep the weights of the last K epochs (checkpoints/epoch_<n>.pt) to ensemble; 0 = none
 
 
 @dataclass
@@ -71,7 +72,7 @@ class SanityConfig:
 
 @dataclass
 class DashboardConfig:
-    """What a run writes for TensorBoard besides its scalars (src/expt/dashboard.py).
+    """What a run writes for TensorBoard besides its scalars (src/expt/dashboard/).
 
     The per-epoch diagnostics cost a little time, so each can be switched off; none of them
     changes the training numbers.
@@ -119,7 +120,8 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         _fail(key, value, allowed)
 
 
-def _is_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -186,6 +188,8 @@ def validate(cfg: DictConfig) -> None:
     _check(t.log_every >= 1, "trainer.log_every", t.log_every, "an integer >= 1")
     _check(0 <= t.progress_after < math.inf, "trainer.progress_after", t.progress_after,
            "a number of seconds >= 0 (0 shows the bar from the first step)")
+    _check(t.snapshots >= 0, "trainer.snapshots", t.snapshots,
+           "an integer >= 0 (0 keeps none; K keeps the weights of the last K epochs for python -m expt.evaluate --snapshots)")
     _check(0 <= t.ema < 1, "trainer.ema", t.ema,
            "a decay in [0, 1) (0: no averaged weights; 0.99 to 0.999 are usual)")
     _check(0 <= t.label_smoothing < 1, "trainer.label_smoothing", t.label_smoothing,
@@ -204,13 +208,13 @@ def validate(cfg: DictConfig) -> None:
     r = cfg.regularization
     for name in ("l1", "l2"):
         value = r[name]
-        _check(_is_number(value) and value >= 0, f"regularization.{name}", value, "a strength >= 0")
+        _check(is_finite_number(value) and value >= 0, f"regularization.{name}", value, "a strength >= 0")
     _check(
-        _is_number(r.dropout) and 0 <= r.dropout < 1, "regularization.dropout", r.dropout,
+        is_finite_number(r.dropout) and 0 <= r.dropout < 1, "regularization.dropout", r.dropout,
         "a drop probability in [0, 1) (PyTorch's p: the fraction of units zeroed)",
     )
     if r.max_norm is not None:
-        _check(_is_number(r.max_norm) and r.max_norm > 0, "regularization.max_norm", r.max_norm, "a norm > 0 or null")
+        _check(is_finite_number(r.max_norm) and r.max_norm > 0, "regularization.max_norm", r.max_norm, "a norm > 0 or null")
 
     g = cfg.sanity.before_train
     _check(str(g).lower() in SANITY_GUARDS, "sanity.before_train", g, f"one of {', '.join(SANITY_GUARDS)}")
@@ -223,14 +227,14 @@ def validate(cfg: DictConfig) -> None:
 
     lr = cfg.optimizer.get("lr")
     _check(
-        _is_number(lr) and lr > 0, "optimizer.lr", lr,
+        is_finite_number(lr) and lr > 0, "optimizer.lr", lr,
         "a learning rate > 0 (for a model that must not learn use a tiny rate such as 1e-9)",
     )
 
     d = cfg.data
     for name in ("val_size", "test_size"):
         if name in d and d[name] is not None:
-            _check(_is_number(d[name]) and d[name] > 0, f"data.{name}", d[name], "a fraction in (0, 1) or a count >= 1")
+            _check(is_finite_number(d[name]) and d[name] > 0, f"data.{name}", d[name], "a fraction in (0, 1) or a count >= 1")
     if d.get("subset") is not None:
         _check(isinstance(d.subset, int) and d.subset >= 1, "data.subset", d.subset, "an integer >= 1 or null")
 
@@ -272,13 +276,13 @@ def _dry_run(cfg: DictConfig) -> None:
                 f"{group}={target} cannot run with {_settings(cfg[group], group)}: {type(exc).__name__}: {reason}."
             ) from None
 
-    activation = build(cfg.activation, "activation", partial=True)
+    activation = instantiate(cfg.activation, "activation", partial=True)
     attempt("activation", lambda: activation()(torch.linspace(-3.0, 3.0, 7)))
 
     param = torch.zeros(2, requires_grad=True)
-    make_optimizer = build(cfg.optimizer, "optimizer")
+    make_optimizer = instantiate(cfg.optimizer, "optimizer")
     optimizer = attempt("optimizer", lambda: make_optimizer([{"params": [param]}]))
-    make_schedule = build(cfg.schedule, "schedule")
+    make_schedule = instantiate(cfg.schedule, "schedule")
     scheduler = attempt("schedule", lambda: make_schedule(optimizer))
     epochs = int(cfg.trainer.epochs)
     checked = min(epochs, MAX_DRY_RUN_EPOCHS)
@@ -403,7 +407,7 @@ def call(fn: Any, params: dict, group: str, where: str, **runtime: Any) -> Any:
         raise ConfigError(f"{where} cannot be built from {group}={params}: {exc}.") from None
 
 
-def build(node: DictConfig, group: str, partial: bool = False, **runtime: Any) -> Any:
+def instantiate(node: DictConfig, group: str, partial: bool = False, **runtime: Any) -> Any:
     """Build the object a ``_target_`` node names, with the node's keys and the ``runtime`` arguments.
 
     ``_partial_: true`` (or ``partial=True``) returns a ``functools.partial`` that takes the

@@ -19,7 +19,7 @@ import torch
 from omegaconf import DictConfig
 
 from expt.errors import ConfigError
-from expt.config import call, to_plain
+from expt.config import call, locate, to_plain
 
 SPLIT_KEYS = ("val_size", "test_size", "subset", "split_seed")
 
@@ -343,8 +343,6 @@ def load(cfg: DictConfig) -> Splits:
     """Build the splits a ``data`` config describes (``name`` picks a loader, ``_target_`` names your own)."""
     params = {k: v for k, v in to_plain(cfg).items() if k not in SPLIT_KEYS and k != "name"}
     if "_target_" in params:
-        from expt.config import locate
-
         loader = locate(params.pop("_target_"), "data._target_")
         where = f"data._target_={cfg._target_}"
     else:

@@ -26,9 +26,10 @@ from torch import nn
 
 from expt import checkpoint
 from expt.build import build_model
-from expt.config import build as build_target
+from expt.config import instantiate
 from expt.data import as_nchw, load as load_data
 from expt.errors import ConfigError
+from expt.loss import classification_loss
 from expt.preprocess import Preprocessor
 from expt.status import COMPLETED, METRICS_FILE, read_metrics
 
@@ -53,7 +54,7 @@ def logits(model: nn.Module, x: torch.Tensor, batch: int = EVAL_BATCH) -> torch.
 
 def data_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Mean cross-entropy of ``model`` on (x, y) in eval mode, computed in float64: the data term alone, no penalty."""
-    return F.cross_entropy(logits(model, x).double(), y).item()
+    return classification_loss(logits(model, x).double(), y).item()
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
@@ -61,7 +62,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     if not len(x):
         return 0.0, 0.0
     out = logits(model, x)
-    loss = F.cross_entropy(out, y, reduction="sum").double()
+    loss = classification_loss(out, y, reduction="sum").double()
     correct = (out.argmax(dim=1) == y).sum()
     return loss.item() / len(x), correct.item() / len(x)
 
@@ -134,7 +135,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     device = torch.device(device)
     dtype = getattr(torch, cfg.trainer.dtype)
     model.to(device=device, dtype=dtype).eval()
-    preprocessor = build_target(cfg.preprocessing, "preprocessing").load_fitted(state["preprocess"]).to(device)
+    preprocessor = instantiate(cfg.preprocessing, "preprocessing").load_fitted(state["preprocess"]).to(device)
     return Predictor(model, preprocessor, device, dtype, input_shape, num_classes, cfg, state.get("best_epoch"),
                      bool(state.get("averaged", False)), source)
 
@@ -202,14 +203,19 @@ def _data_key(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in ("root", "download")}
 
 
-def members(directory: Path, device: str | torch.device) -> list[Member]:
-    """The finished runs of ``directory``, best validation accuracy first (lower final loss breaks ties)."""
+def members(directory: Path, device: str | torch.device, snapshots: bool = False) -> list[Member]:
+    """The finished runs of ``directory``, best validation accuracy first (lower final loss breaks ties).
+
+    With ``snapshots``, the epoch snapshots that one run kept (trainer.snapshots), newest first.
+    """
     runs = find_runs(directory)
     if not runs:
         raise ConfigError(
             f"{str(directory)!r} holds no finished run: expected a run directory, or a sweep's, with metrics.json "
             f"(status completed) and checkpoints/{checkpoint.BEST} in each run."
         )
+    if snapshots:
+        return _snapshot_members(runs, device)
     found = [Member(run, read_metrics(run) or {}, load(run, device)) for run in runs]
     first = found[0]
     for other in found[1:]:
@@ -224,9 +230,32 @@ def members(directory: Path, device: str | torch.device) -> list[Member]:
                                         str(m.run_dir)))
 
 
+def _snapshot_members(runs: list[Path], device: str | torch.device) -> list[Member]:
+    """The snapshots of the one run in ``runs``, newest first, each with its epoch's validation numbers."""
+    if len(runs) > 1:
+        raise ConfigError(
+            f"--snapshots ensembles the epoch snapshots of one run, and this directory holds {len(runs)} finished "
+            f"runs ({', '.join(str(r) for r in runs[:3])}{', ...' if len(runs) > 3 else ''}): give one run's directory."
+        )
+    run = runs[0]
+    found = checkpoint.snapshots(run / "checkpoints")
+    if not found:
+        raise ConfigError(
+            f"{str(run)!r} kept no epoch snapshots (checkpoints/epoch_<n>.pt): train it with trainer.snapshots=K "
+            "to keep the weights of its last K epochs."
+        )
+    history = {row["epoch"]: row for row in (read_metrics(run) or {}).get("history", [])}
+    return [Member(path, {"best_val_acc": history.get(epoch, {}).get("val_acc"),
+                          "final_val_loss": history.get(epoch, {}).get("val_loss")}, load(path, device))
+            for epoch, path in found.items()]
+
+
 def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Sequence[str] = ("none",),
-                       device: str | torch.device = "cpu") -> dict[str, Any]:
+                       device: str | torch.device = "cpu", snapshots: bool = False) -> dict[str, Any]:
     """Choose on validation how many of the best runs to average (and which test-time views), then test that choice.
+
+    With ``snapshots`` the members are the epoch snapshots one run kept (trainer.snapshots), the
+    newest first, and k counts the last epochs.
 
     Every candidate (k = ``top``, or 1 to all runs; each view set in ``tta``) is scored on the
     validation split only; the one with the best validation accuracy (lower validation loss,
@@ -235,9 +264,10 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     ``evaluation.json`` and to TensorBoard under ``<directory>/evaluation``.
     """
     directory = Path(directory)
-    ranked = members(directory, device)
+    ranked = members(directory, device, snapshots)
     if top is not None and not 1 <= top <= len(ranked):
-        raise ConfigError(f"--top {top} is not allowed: {str(directory)!r} holds {len(ranked)} finished run(s); "
+        what = "epoch snapshot(s)" if snapshots else "finished run(s)"
+        raise ConfigError(f"--top {top} is not allowed: {str(directory)!r} holds {len(ranked)} {what}; "
                           f"give a number from 1 to {len(ranked)}.")
     for name in tta:
         if name not in TTA_VIEWS:
@@ -260,7 +290,8 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     choice = min(candidates, key=lambda c: (-c["val_acc"], c["val_loss"], c["k"], list(tta).index(c["tta"])))
     k, views = choice["k"], choice["tta"]
     test_loss, test_acc = nll_and_accuracy(sum(probs(m, "test", views) for m in ranked[:k]) / k, y_test)
-    chosen = {"k": k, "tta": views, "members": [_relative(m.run_dir, directory) for m in ranked[:k]]}
+    chosen = {"k": k, "tta": views, "members": [_relative(m.run_dir, directory) for m in ranked[:k]],
+              "ranked_by": "epoch, newest first" if snapshots else "validation accuracy"}
     plain = "none" if "none" in tta else tta[0]  # each member's own row: its plain predictions where asked for
 
     def member_row(i: int, m: Member) -> dict[str, Any]:
@@ -322,7 +353,7 @@ def format_table(result: dict[str, Any]) -> str:
                      f"    {m['run_dir']}")
     c, e = result["choice"], result["ensemble"]
     lines.append(f"ens.  {pct(e['val_acc'])}  {num(e['val_loss'])}  {pct(e['test_acc'])}  {num(e['test_loss'])}"
-                 f"    top {c['k']} by validation accuracy, test-time views: {c['tta']}")
+                 f"    top {c['k']} by {c.get('ranked_by', 'validation accuracy')}, test-time views: {c['tta']}")
     return "\n".join(lines)
 
 
@@ -339,10 +370,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--tta", nargs="+", default=["none"], metavar="VIEWS",
                         help=f"test-time views to consider, chosen on validation: {', '.join(TTA_VIEWS)} "
                              "(shift: the image and its 1-pixel shifts; flip: and its mirror, not for digits)")
+    parser.add_argument("--snapshots", action="store_true",
+                        help="average the last epochs' weights of one run (kept with trainer.snapshots=K) "
+                             "instead of runs; K is chosen on validation unless --top is given")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     args = parser.parse_args(argv)
     try:
-        result = evaluate_ensembles(args.directory, args.top, args.tta, args.device)
+        result = evaluate_ensembles(args.directory, args.top, args.tta, args.device, args.snapshots)
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

@@ -20,20 +20,19 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from expt import averaging, checkpoint
 from expt.build import Experiment, has_batchnorm
 from expt.errors import ConfigError
-from expt.config import build as build_target
+from expt.config import instantiate
 from expt.evaluate import evaluate
+from expt.loss import classification_loss
 from expt.optim import step_schedule
 from expt.status import COMPLETED, DIVERGED
 
 log = logging.getLogger(__name__)
 
-HALF = (torch.float16, torch.bfloat16)  # autocast's output dtypes: the loss is computed in float32
 
 
 class Trainer:
@@ -42,21 +41,21 @@ class Trainer:
     def __init__(self, exp: Experiment, run_dir: Path, progress: bool = False):
         self.exp = exp
         self.progress = progress  # a bar inside long epochs (expt.run.train: at a terminal, not in a sweep)
-        self.cfg = OmegaConf.to_object(exp.cfg.trainer)  # a TrainerConfig: plain attributes, cheap per step
+        self.settings = OmegaConf.to_object(exp.cfg.trainer)  # a TrainerConfig: plain attributes, cheap per step
         self.run_dir = run_dir
         self.ckpt_dir = run_dir / "checkpoints"
-        self.batches = torch.Generator(device=exp.device).manual_seed(self.cfg.seed)
-        self.augment_rng = torch.Generator(device=exp.device).manual_seed(self.cfg.seed + 2)
+        self.batches = torch.Generator(device=exp.device).manual_seed(self.settings.seed)
+        self.augment_rng = torch.Generator(device=exp.device).manual_seed(self.settings.seed + 2)
         n = len(exp.data.x_train)
-        picker = torch.Generator().manual_seed(self.cfg.seed + 1)
-        self.train_eval_idx = torch.randperm(n, generator=picker)[: self.cfg.train_eval_samples].to(exp.device)
+        picker = torch.Generator().manual_seed(self.settings.seed + 1)
+        self.train_eval_idx = torch.randperm(n, generator=picker)[: self.settings.train_eval_samples].to(exp.device)
         self.step_model, self.autocast, self.scaler = self._step_setup()
         # the subsample training accuracy is measured on, gathered once rather than every epoch
         self.train_eval = (exp.data.x_train[self.train_eval_idx], exp.data.y_train[self.train_eval_idx])
         self.batchnorm = has_batchnorm(exp.model)
-        self.ema = averaging.ema(exp.model, self.cfg.ema) if self.cfg.ema > 0 else None  # trainer.ema
+        self.ema = averaging.ema(exp.model, self.settings.ema) if self.settings.ema > 0 else None  # trainer.ema
         self.warmup_seconds = 0.0  # torch.compile's first steps, excluded from epoch times
-        self.compiling = self.cfg.compile  # until the first epoch this process runs has ended
+        self.compiling = self.settings.compile  # until the first epoch this process runs has ended
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"val_acc": -1.0, "epoch": None, "state": None, "averaged": False}
         self.best_written = True  # whether best.pt holds self.best
@@ -69,18 +68,18 @@ class Trainer:
 
     def _step_setup(self):
         """The model the step loop calls, its autocast context and gradient scaler, from the trainer keys."""
-        e, cfg = self.exp, self.cfg
-        if cfg.channels_last and len(e.data.input_shape) == 3:
+        e, t = self.exp, self.settings
+        if t.channels_last and len(e.data.input_shape) == 3:
             e.model.to(memory_format=torch.channels_last)
             e.data = e.data.map_x(lambda x: x.contiguous(memory_format=torch.channels_last))
-        amp = str(cfg.amp).lower()
+        amp = str(t.amp).lower()
         amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         autocast = (
             (lambda: torch.autocast(e.device.type, dtype=amp_dtype))
             if amp_dtype is not None else contextlib.nullcontext
         )
         scaler = torch.amp.GradScaler(e.device.type) if amp == "fp16" else None
-        model = torch.compile(e.model) if cfg.compile else e.model
+        model = torch.compile(e.model) if t.compile else e.model
         return model, autocast, scaler
 
     # ------------------------------------------------------------------ measurements
@@ -128,19 +127,39 @@ class Trainer:
             "config": self.exp.config_yaml,
         }
 
-    def best_state(self) -> dict[str, Any]:
-        """best.pt: the best model to evaluate or deploy (its weights, preprocessing and config), not a training state."""
+    def model_file(self, weights: dict[str, Any], epoch: int, val_acc: float, averaged: bool) -> dict[str, Any]:
+        """A model to evaluate or deploy (its weights, preprocessing and config), not a training state.
+
+        best.pt and the snapshots of trainer.snapshots are such files; expt.load reads them.
+        """
         return {
-            "model": self.best["state"],
+            "model": weights,
             "preprocess": self.exp.preprocessor.state_dict(),
-            "epoch": self.best["epoch"],
-            "best_val_acc": self.best["val_acc"],
-            "best_epoch": self.best["epoch"],
-            "averaged": self.best["averaged"],  # the averaged weights of trainer.ema, not the trained ones
+            "epoch": epoch,
+            "best_val_acc": val_acc,
+            "best_epoch": epoch,
+            "averaged": averaged,  # the averaged weights of trainer.ema, not the trained ones
             "input_shape": list(self.exp.data.input_shape),  # what expt.load needs to rebuild the model
             "num_classes": self.exp.data.num_classes,
             "config": self.exp.config_yaml,
         }
+
+    def best_state(self) -> dict[str, Any]:
+        """best.pt: the best model so far."""
+        return self.model_file(self.best["state"], self.best["epoch"], self.best["val_acc"], self.best["averaged"])
+
+    def save_snapshot(self, row: dict[str, float]) -> None:
+        """checkpoints/epoch_<n>.pt for this epoch's trained weights; only the last trainer.snapshots epochs stay.
+
+        A resumed run replays the epochs after last.pt and writes the same snapshots again, so a
+        kill between a snapshot and last.pt loses nothing.
+        """
+        keep = self.settings.snapshots
+        state = self.model_file(self.exp.model.state_dict(), row["epoch"], row["val_acc"], False)
+        checkpoint.save(state, self.ckpt_dir / checkpoint.snapshot_name(row["epoch"]))
+        for epoch, path in checkpoint.snapshots(self.ckpt_dir).items():
+            if not row["epoch"] - keep < epoch <= row["epoch"]:
+                path.unlink(missing_ok=True)
 
     def save(self) -> None:
         """Write last.pt (the training state after this epoch, the commit point), then best.pt if the best changed."""
@@ -155,7 +174,7 @@ class Trainer:
 
     def checkpoint_due(self) -> bool:
         """After every epoch when trainer.checkpoint_interval is 0; else once that many seconds have passed."""
-        interval = self.cfg.checkpoint_interval
+        interval = self.settings.checkpoint_interval
         return interval == 0 or time.perf_counter() - self.saved_at >= interval
 
     def resume(self, path: Path) -> None:
@@ -195,7 +214,7 @@ class Trainer:
         self.epoch, self.history, self.initial_loss = state["epoch"], list(state["history"]), state["initial_loss"]
         for group in e.optimizer.param_groups:  # back to the rate the schedule starts from
             group["lr"] = group.get("initial_lr", e.cfg.optimizer.lr)
-        e.scheduler = build_target(e.cfg.schedule, "schedule")(e.optimizer)
+        e.scheduler = instantiate(e.cfg.schedule, "schedule")(e.optimizer)
         with warnings.catch_warnings():  # replaying the schedule: no optimizer step between its steps
             warnings.simplefilter("ignore", UserWarning)
             for row in self.history:
@@ -211,17 +230,17 @@ class Trainer:
         log.info("Resumed from %s after epoch %d", path, self.epoch)
 
     # ------------------------------------------------------------------ the loop
-    def run_epoch(self, dashboard, threshold: float) -> tuple[float, bool]:
-        """One pass over the training split; returns (mean training loss, diverged)."""
-        e, cfg = self.exp, self.cfg
-        n, bs = len(e.data.x_train), cfg.batch_size
+    def run_epoch(self, dashboard) -> tuple[float, bool]:
+        """One pass over the training split; returns (mean training loss, diverged above ``self.threshold``)."""
+        e, t = self.exp, self.settings
+        n, bs = len(e.data.x_train), t.batch_size
         steps = max(1, math.ceil(n / bs))
         if n > bs and n % bs == 1 and self.batchnorm:
             steps -= 1  # a batch of one sample has no batch statistics
         perm = torch.randperm(n, device=e.device, generator=self.batches)
         e.model.train()
         with self._progress_bar(min(n, steps * bs)) as bar:
-            return self._steps(dashboard, threshold, steps, perm, bar)
+            return self._steps(dashboard, steps, perm, bar)
 
     def _progress_bar(self, images: int):
         """tqdm's bar over this epoch's images, shown once the epoch has run ``trainer.progress_after`` seconds."""
@@ -229,22 +248,22 @@ class Trainer:
             return contextlib.nullcontext(None)
         from tqdm.auto import tqdm
 
-        return tqdm(total=images, desc=f"epoch {self.epoch}/{self.cfg.epochs}", unit="img", unit_scale=True,
-                    delay=self.cfg.progress_after, leave=False, dynamic_ncols=True)
+        return tqdm(total=images, desc=f"epoch {self.epoch}/{self.settings.epochs}", unit="img", unit_scale=True,
+                    delay=self.settings.progress_after, leave=False, dynamic_ncols=True)
 
-    def _steps(self, dashboard, threshold: float, steps: int, perm: torch.Tensor, bar) -> tuple[float, bool]:
-        e, cfg = self.exp, self.cfg
-        x, y, bs = e.data.x_train, e.data.y_train, cfg.batch_size
+    def _steps(self, dashboard, steps: int, perm: torch.Tensor, bar) -> tuple[float, bool]:
+        e, t, threshold = self.exp, self.settings, self.threshold
+        x, y, bs = e.data.x_train, e.data.y_train, t.batch_size
         first_step = (self.epoch - 1) * steps + 1
         pending: list[torch.Tensor] = []  # this epoch's step losses, on the device until a logging step
         penalized = e.regularizer.active
-        smoothing = cfg.label_smoothing
+        smoothing = t.label_smoothing
         read, total = 0, 0.0
         for i in range(steps):
             timing = self.compiling and (i < 2 or i == steps - 1)
             if timing:
                 warmup_start = self._synced_clock()
-            logging_step = (i + 1) % cfg.log_every == 0 or i + 1 == steps
+            logging_step = (i + 1) % t.log_every == 0 or i + 1 == steps
             before = dashboard.weights_before_update() if logging_step else None
             idx = perm[i * bs:(i + 1) * bs]
             xb = x[idx]
@@ -252,7 +271,7 @@ class Trainer:
                 xb = transform(xb, self.augment_rng)
             with self.autocast():
                 out = self.step_model(xb)
-                loss = F.cross_entropy(out.float() if out.dtype in HALF else out, y[idx], label_smoothing=smoothing)
+                loss = classification_loss(out, y[idx], smoothing)
                 if penalized:
                     loss = loss + e.regularizer.penalty()
             e.optimizer.zero_grad(set_to_none=True)
@@ -293,7 +312,7 @@ class Trainer:
         """Train for ``trainer.epochs`` epochs (from where a resumed run stopped) and return the run's metrics."""
         self.begin(dashboard)
         status = COMPLETED
-        while self.epoch < self.cfg.epochs:
+        while self.epoch < self.settings.epochs:
             if not self.train_epoch(dashboard):
                 status = DIVERGED
                 break
@@ -301,16 +320,16 @@ class Trainer:
 
     def begin(self, dashboard) -> None:
         """Resume, or measure the loss at init; start the dashboard. A run of 0 epochs records the model as it is."""
-        e, cfg = self.exp, self.cfg
+        e, t = self.exp, self.settings
         self.started = self.saved_at = time.perf_counter()
-        if cfg.resume:
-            self.resume(checkpoint.resolve(cfg.resume))
+        if t.resume:
+            self.resume(checkpoint.resolve(t.resume))
         else:
             _, self.initial_loss = self.training_loss()
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
-        dashboard.start(e, self.train_eval_idx[: cfg.batch_size], self.epoch)
-        self.threshold = cfg.divergence_factor * self.initial_loss
-        if cfg.epochs == 0 and not self.history:
+        dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
+        self.threshold = t.divergence_factor * self.initial_loss
+        if t.epochs == 0 and not self.history:
             row = {"epoch": 0, "train_loss": self.initial_loss, **self.measure(), "lr": self.lr(), "seconds": 0.0}
             self.record(row, dashboard)
 
@@ -325,12 +344,12 @@ class Trainer:
         t0 = time.perf_counter()
         lr = self.lr()
         warming = self.compiling
-        train_loss, diverged = self.run_epoch(dashboard, self.threshold)
+        train_loss, diverged = self.run_epoch(dashboard)
         self.compiling = False
         if diverged:
             log.warning(
                 "Epoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: stopping.",
-                self.epoch, train_loss, self.cfg.divergence_factor, self.initial_loss,
+                self.epoch, train_loss, self.settings.divergence_factor, self.initial_loss,
             )
             return False
         row = {"epoch": self.epoch, "train_loss": train_loss, **self.measure(), "lr": lr}
@@ -354,12 +373,14 @@ class Trainer:
             self.best = {"val_acc": val_acc, "epoch": row["epoch"], "state": state, "averaged": averaged}
             self.best_written = False
         dashboard.epoch(row["epoch"], row)
+        if self.settings.snapshots:
+            self.save_snapshot(row)
         if self.checkpoint_due():
             self.save()
         averaged = f"  ema val {100 * row['ema_val_acc']:.1f}%" if "ema_val_acc" in row else ""
         log.info(
             "epoch %d/%d  loss %.4f  train %.1f%%  val %.1f%%%s  lr %.2e  %.1fs",
-            row["epoch"], self.cfg.epochs, row["train_loss"], 100 * row["train_acc"], 100 * row["val_acc"],
+            row["epoch"], self.settings.epochs, row["train_loss"], 100 * row["train_acc"], 100 * row["val_acc"],
             averaged, row["lr"], row["seconds"],
         )
 
@@ -391,7 +412,7 @@ class Trainer:
             "initial_loss": self.initial_loss,
             "final_train_loss": last.get("train_loss"),
             "seconds": time.perf_counter() - self.started,
-            "compile_warmup_seconds": self.warmup_seconds if self.cfg.compile else None,
+            "compile_warmup_seconds": self.warmup_seconds if self.settings.compile else None,
             "history": self.history,
         }
         metrics["objective"] = metrics["best_val_acc"] if status == COMPLETED else 0.0

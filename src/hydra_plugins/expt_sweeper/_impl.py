@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import time
-from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -29,6 +28,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
+from expt.config import to_plain
 from expt.search import (
     POSITIVE,
     ChoiceParam,
@@ -191,11 +191,24 @@ class RecordingTask:
         metric = None
         if trial.get("metric"):
             metric = as_objective(_lookup(metrics, trial["metric"]))
-        return TrialRecord(round=trial["round"], job=trial["job"],
-                           overrides=list(trial["overrides"]), values=dict(trial["values"]),
-                           objective=objective, status=status, seconds=round(seconds, 3),
-                           run_dir=_relative(run_dir, self.records_path.parent),
-                           metric=metric, error=error)
+        return _trial_record(trial, objective, status, round(seconds, 3),
+                             _relative(run_dir, self.records_path.parent), metric, error)
+
+
+def _trial(spec: TrialSpec, metric: Optional[str] = None) -> Dict[str, Any]:
+    """A trial as :attr:`RecordingTask.trials` holds it (``metric``: a key of metrics.json to record)."""
+    return {"round": spec.round, "job": spec.job, "overrides": list(spec.overrides),
+            "values": dict(spec.values), "metric": metric}
+
+
+def _trial_record(trial: Mapping[str, Any], objective: Optional[float], status: str,
+                  seconds: float, run_dir: Optional[str], metric: Optional[float] = None,
+                  error: Optional[str] = None) -> TrialRecord:
+    """The record of a finished trial, however it finished."""
+    return TrialRecord(round=trial["round"], job=trial["job"],
+                       overrides=list(trial["overrides"]), values=dict(trial["values"]),
+                       objective=objective, status=status, seconds=seconds, run_dir=run_dir,
+                       metric=metric, error=error)
 
 
 def _read_metrics(run_dir: Path, since: float) -> Dict[str, Any]:
@@ -227,19 +240,6 @@ def _relative(path: Path, base: Path) -> str:
         return str(path)
 
 
-def _plain(node: Any) -> Any:
-    """Config node to plain Python values (enums by name)."""
-    if OmegaConf.is_config(node):
-        node = OmegaConf.to_container(node, resolve=True)
-    if isinstance(node, Enum):
-        return node.name
-    if isinstance(node, dict):
-        return {k: _plain(v) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_plain(v) for v in node]
-    return node
-
-
 class CoarseToFineSweeperImpl(Sweeper):
     """Runs :class:`expt.search.CoarseToFineSearch` stage by stage through Hydra's launcher."""
 
@@ -247,12 +247,13 @@ class CoarseToFineSweeperImpl(Sweeper):
                  edge: float, max_edge_moves: int, limits: Any, max_batch_size: Optional[int],
                  pinpoint: Any) -> None:
         super().__init__()
-        self.params = flatten(_plain(params))
-        self.limits = flatten(_plain(limits))
+        self.params = flatten(to_plain(params))
+        self.limits = flatten(to_plain(limits))
+        # direction arrives as the Direction enum, whose str() (Direction.maximize) Settings reads
         self.settings = Settings.from_mapping({
-            "rounds": _plain(rounds), "seed": seed, "direction": _plain(direction),
+            "rounds": to_plain(rounds), "seed": seed, "direction": direction,
             "margin": margin, "edge": edge, "max_edge_moves": max_edge_moves,
-            "pinpoint": _plain(pinpoint)})
+            "pinpoint": to_plain(pinpoint)})
         if max_batch_size is not None and (isinstance(max_batch_size, bool) or max_batch_size < 1):
             raise SearchConfigError(
                 f"hydra.sweeper.max_batch_size={max_batch_size!r} is not allowed: "
@@ -321,7 +322,7 @@ class CoarseToFineSweeperImpl(Sweeper):
                       for name, param in search.space.items()}
         moves = [{"round": m.after_round + 1, "param": m.param, "old": list(m.old), "new": list(m.new)}
                  for m in search.moves]
-        return plot_sweep(records, log_params, self.sweep_dir, moves)
+        return plot_sweep(records, log_params, self.sweep_dir, moves, direction=search.settings.direction)
 
     def _launch(self, batch: List[TrialSpec]) -> Sequence[JobReturn]:
         assert self.recorder is not None
@@ -330,9 +331,7 @@ class CoarseToFineSweeperImpl(Sweeper):
         self.validate_batch_is_legal(overrides)
         metric = self.settings.pinpoint.metric
         self.recorder.trials = {
-            spec.job: {"round": spec.round, "job": spec.job, "overrides": list(spec.overrides),
-                       "values": dict(spec.values), "metric": metric if spec.round == 0 else None}
-            for spec in batch}
+            spec.job: _trial(spec, metric if spec.round == 0 else None) for spec in batch}
         results = self.launcher.launch(overrides, initial_job_idx=batch[0].job)
         done = read_records(self.recorder.records_path)
         for spec, result in zip(batch, results):
@@ -379,6 +378,4 @@ def _record_from_return(spec: TrialSpec, result: JobReturn) -> TrialRecord:
     run_dir = None
     if result.hydra_cfg is not None:
         run_dir = str(OmegaConf.select(result.hydra_cfg, "hydra.runtime.output_dir"))
-    return TrialRecord(round=spec.round, job=spec.job, overrides=list(spec.overrides),
-                       values=dict(spec.values), objective=objective, status=status,
-                       seconds=0.0, run_dir=run_dir, error=error)
+    return _trial_record(_trial(spec), objective, status, 0.0, run_dir, error=error)

@@ -1,0 +1,226 @@
+"""Layer diagnostics of a model, for the dashboard: weights, activations, gradients, filters, summary.
+
+``<layer>`` is the module's name in the model followed by its class, e.g. ``0.Conv2d``.
+None of the diagnostics changes the training numbers: the weight snapshots are copies, and the
+histogram batch is run in eval mode (no dropout mask drawn, no batch-norm statistic updated)
+with the random number generators forked and the parameters' gradients put back afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+from typing import Any, Iterator, Optional
+
+import torch
+from torch import nn
+
+from expt.loss import classification_loss
+
+# Modules whose output is their input in eval mode: their activation histogram would repeat the last one.
+REPEATS_INPUT = (nn.Flatten, nn.Dropout, nn.Identity)
+MAX_FILTER_TILES = 64  # PNG-encoding the grid every epoch grows with its area
+MIN_TILE_PIXELS = 16  # small filters are enlarged to about this size (32 made the PNG 4x the pixels and 5x the time)
+HISTOGRAM_BINS = 64
+# Values per histogram at most: a larger tensor (a deep ConvNet's activations hold millions) is
+# histogrammed on a fixed random sample of this many entries, which shows the same shape.
+HISTOGRAM_SAMPLE = 1 << 16
+
+
+def layer_label(model: nn.Module, module_name: str) -> str:
+    """``<name>.<Class>``, e.g. ``0.Conv2d``: the module's place in the model and what it is."""
+    module = model.get_submodule(module_name)
+    return f"{module_name}.{type(module).__name__}" if module_name else type(module).__name__
+
+
+def weight_tensors(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The trainable tensors of two or more dimensions (conv kernels, linear matrices), by layer label.
+
+    Biases and batch-norm scales are left out: their norms are small and their ratios say little.
+    """
+    weights = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad and param.dim() >= 2:
+            module_name, _, attr = name.rpartition(".")
+            label = layer_label(model, module_name)
+            weights[label if attr == "weight" else f"{label}.{attr}"] = param
+    return weights
+
+
+def first_layer(model: nn.Module) -> Optional[tuple[str, torch.Tensor]]:
+    """(label, weight) of the first weight tensor in the model's order: the layer that sees the pixels."""
+    weights = weight_tensors(model)
+    return next(iter(weights.items()), None)
+
+
+@contextlib.contextmanager
+def _untouched(model: nn.Module) -> Iterator[None]:
+    """Run a diagnostic pass on ``model`` without changing what training does next.
+
+    Eval mode (no dropout masks, batch-norm running statistics left alone), the random number
+    generators forked, and the parameters' ``.grad`` put back as they were.
+    """
+    params = [p for p in model.parameters()]
+    saved_grads = [p.grad for p in params]
+    was_training = model.training
+    devices = sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        model.train(was_training)
+        for p, g in zip(params, saved_grads):
+            p.grad = g
+
+
+def probe_layers(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, penalty: Any = None
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Each layer's output and each weight tensor's gradient on the batch ``(x, y)``.
+
+    One forward pass with hooks on the leaf modules (pass-through modules skipped) and one
+    backward pass of the training loss (cross-entropy plus ``penalty()`` when given), without
+    an optimizer step. Tensors come back detached, in float32, on the model's device.
+    """
+    activations: dict[str, torch.Tensor] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if name and next(module.children(), None) is None and not isinstance(module, REPEATS_INPUT):
+            label = layer_label(model, name)
+
+            def hook(_module: nn.Module, _inputs: Any, output: Any, label: str = label) -> None:
+                if isinstance(output, torch.Tensor):
+                    activations[label] = output.detach().float()
+
+            handles.append(module.register_forward_hook(hook))
+    weights = weight_tensors(model)
+    try:
+        with _untouched(model):
+            for p in model.parameters():
+                p.grad = None
+            with torch.enable_grad():
+                out = model(x)
+                loss = classification_loss(out.float(), y)
+                if penalty is not None:
+                    loss = loss + penalty()
+                loss.backward()
+            gradients = {
+                label: w.grad.detach().float() for label, w in weights.items() if w.grad is not None
+            }
+    finally:
+        for handle in handles:
+            handle.remove()
+    return activations, gradients
+
+
+def histogram_stats(
+    values: torch.Tensor, bins: int = HISTOGRAM_BINS, max_values: int = HISTOGRAM_SAMPLE
+) -> Optional[dict[str, Any]]:
+    """The fields of a TensorBoard histogram of ``values``: ``bins`` equal buckets from min to max.
+
+    Laid out as TensorBoard's own histograms are: ``bucket_limits`` are the right edges, after
+    a first, empty bucket whose limit is the minimum. A tensor of more than ``max_values``
+    entries is described by a random sample of that many, the same entries every time (all
+    fields, ``num`` included, are the sample's). None when no value is finite.
+    """
+    flat = values.detach().flatten().float()
+    if flat.numel() > max_values:
+        flat = flat[_sample_positions(flat.numel(), max_values, flat.device)]
+    finite = torch.isfinite(flat)
+    if not bool(finite.all()):
+        flat = flat[finite]
+    if flat.numel() == 0:
+        return None
+    lo, hi = torch.aminmax(flat)
+    if hi > lo:
+        counts = torch.histc(flat, bins=bins, min=float(lo), max=float(hi))
+        edges = torch.linspace(float(lo), float(hi), bins + 1, dtype=torch.float64)
+    else:
+        counts = torch.full((1,), float(flat.numel()))
+        edges = torch.tensor([float(lo), float(hi)], dtype=torch.float64)
+    summary = torch.stack([
+        lo.double(), hi.double(), flat.sum(dtype=torch.float64), flat.square().sum(dtype=torch.float64),
+    ]).tolist()
+    return {
+        "min": summary[0], "max": summary[1], "num": int(flat.numel()), "sum": summary[2], "sum_squares": summary[3],
+        "bucket_limits": edges.tolist(), "bucket_counts": [0.0, *counts.tolist()],
+    }
+
+
+@functools.lru_cache(maxsize=32)
+def _sample_positions(n: int, k: int, device: torch.device) -> torch.Tensor:
+    """``k`` positions out of ``n``, drawn once from their own generator (training's random streams are untouched)."""
+    generator = torch.Generator(device=device).manual_seed(n)
+    return torch.randint(n, (k,), generator=generator, device=device)
+
+
+def filter_grid(weight: torch.Tensor, input_shape: Optional[tuple[int, ...]] = None) -> Optional[torch.Tensor]:
+    """The first layer's weights as one image (C, H, W) in [0, 1], one tile per filter or unit.
+
+    A conv kernel (out, in, kh, kw) gives one kh x kw tile per filter; a linear layer's row is
+    reshaped to the input image. Each tile is scaled to [0, 1] on its own, so the pattern shows
+    whatever the filter's scale; 1- and 3-channel tiles are kept as grey or RGB, others averaged
+    over channels. Small tiles are enlarged (nearest neighbour) to be visible. None when the
+    weights do not form images (a linear layer on non-image input).
+    """
+    w = weight.detach().float().cpu()
+    if w.dim() == 4:
+        tiles = w
+    elif w.dim() == 2:
+        shape = tuple(input_shape or ())
+        if len(shape) == 3 and math.prod(shape) == w.shape[1]:
+            tiles = w.reshape(w.shape[0], *shape)
+        elif len(shape) == 2 and math.prod(shape) == w.shape[1]:
+            tiles = w.reshape(w.shape[0], 1, *shape)
+        else:
+            side = math.isqrt(w.shape[1])
+            if side * side != w.shape[1]:
+                return None
+            tiles = w.reshape(w.shape[0], 1, side, side)
+    else:
+        return None
+    tiles = tiles[:MAX_FILTER_TILES]
+    if tiles.shape[1] not in (1, 3):
+        tiles = tiles.mean(dim=1, keepdim=True)
+    flat = tiles.flatten(1)
+    lo, hi = flat.min(dim=1).values, flat.max(dim=1).values
+    tiles = (tiles - lo[:, None, None, None]) / (hi - lo).clamp_min(1e-12)[:, None, None, None]
+    scale = max(1, MIN_TILE_PIXELS // max(tiles.shape[-2:]))
+    if scale > 1:
+        tiles = tiles.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+    n, c, h, wd = tiles.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    pad = 2
+    grid = torch.full((c, rows * (h + pad) + pad, cols * (wd + pad) + pad), 0.5)
+    for i in range(n):
+        r, col = divmod(i, cols)
+        top, left = pad + r * (h + pad), pad + col * (wd + pad)
+        grid[:, top:top + h, left:left + wd] = tiles[i]
+    return grid
+
+
+def model_summary(model: nn.Module, input_shape: Optional[tuple[int, ...]] = None) -> str:
+    """Markdown: one table row per layer with parameters (shapes and counts), the total, and the module tree."""
+    rows = ["| layer | parameters | count |", "|---|---|---:|"]
+    total = trainable = 0
+    for name, module in model.named_modules():
+        own = list(module.named_parameters(recurse=False))
+        if not own:
+            continue
+        count = sum(p.numel() for _, p in own)
+        total += count
+        trainable += sum(p.numel() for _, p in own if p.requires_grad)
+        shapes = ", ".join(f"{n} {'x'.join(map(str, p.shape))}" for n, p in own)
+        rows.append(f"| {layer_label(model, name)} | {shapes} | {count:,} |")
+    head = f"**{type(model).__name__}**: {total:,} parameters ({trainable:,} trainable)"
+    if input_shape:
+        head += f", input {'x'.join(map(str, input_shape))}"
+    return "\n".join([head, "", *rows, "", _code_block(str(model))])
+
+
+def _code_block(text: str) -> str:
+    """Markdown code block (TensorBoard's text tab renders markdown): indent every line by four spaces."""
+    return "\n".join("    " + line for line in text.rstrip().splitlines())

@@ -1,0 +1,273 @@
+"""Everything a run writes for TensorBoard: ``tensorboard --logdir <run or sweep dir>`` shows it.
+
+The recipe's "watch the dashboards" step (section 3 of the recipe), in one event file per run:
+
+Scalars
+    ``loss/train`` per step; ``loss/val``, ``accuracy/train``, ``accuracy/val`` and ``lr`` per
+    epoch (step = epoch number; accuracies are fractions); ``diagnostics/update_ratio/<layer>``,
+    the norm of one step's change of a weight tensor over the norm of the weight (healthy near
+    1e-3), at the logging steps (every ``trainer.log_every`` steps and the last of each epoch).
+Histograms
+    ``activations/<layer>`` and ``gradients/<layer>`` on one fixed batch (the first
+    ``trainer.batch_size`` samples of the training-accuracy subsample), at the initialised model
+    (step 0) and after every epoch.
+Images
+    ``filters/<layer>``: the first layer's weights, one tile per filter or unit, per epoch.
+Text and graph
+    ``config`` (the composed config as YAML), ``model/summary`` (layers and parameter counts) and
+    the traced model graph.
+HParams
+    The run's hyperparameters (the overridden keys and the group choices) with its final metrics
+    (``hparams/*`` scalars) and status, so a sweep directory shows every trial in one table.
+
+``<layer>`` is the module's name in the model followed by its class, e.g. ``0.Conv2d``.
+The diagnostics themselves are in :mod:`expt.dashboard.diagnostics`, the hyperparameters in
+:mod:`expt.dashboard.hparams`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+try:
+    import google_crc32c
+except ImportError:  # TensorBoard then checksums its records in Python, as it does by default
+    google_crc32c = None
+
+
+from expt.config import DashboardConfig, is_finite_number
+from expt.dashboard.diagnostics import (
+    _code_block, _untouched, filter_grid, first_layer, histogram_stats, model_summary, probe_layers, weight_tensors,
+)
+from expt.dashboard.hparams import HPARAM_METRICS, hparams_summaries, run_hparams
+
+log = logging.getLogger(__name__)
+
+SCALARS = (("loss/val", "val_loss"), ("accuracy/train", "train_acc"), ("accuracy/val", "val_acc"), ("lr", "lr"),
+           ("loss/val_ema", "ema_val_loss"), ("accuracy/val_ema", "ema_val_acc"))  # the averaged weights (trainer.ema)
+# Events the writer thread may hold before add_* blocks. TensorBoard's default of 10 makes the
+# training loop wait for the writer thread (and the GIL handover) once an epoch has logged more
+# than 10 steps; a deeper queue lets the thread write while the next steps compute. Every epoch
+# ends with a flush that empties it.
+EVENT_QUEUE = 4096
+# The writer thread's own flush interval, for file systems that buffer writes (TensorBoard's local
+# writer appends each record as it goes): a long epoch's per-step losses show within this many seconds.
+FLUSH_SECONDS = 10
+
+
+class Dashboard:
+    """The TensorBoard writer of one run.
+
+    ``cfg`` is the composed config: its ``dashboard`` keys say which diagnostics to write, and
+    it is recorded as text and as hyperparameters. The trainer calls :meth:`start` once the
+    model is ready, then :meth:`train_losses`, :meth:`weights_before_update` /
+    :meth:`update_ratios` and :meth:`epoch` as it goes, and :meth:`hparams` at the end.
+    ``seconds`` adds up the time spent on each diagnostic.
+    """
+
+    def __init__(self, run_dir: Path, cfg: Optional[DictConfig] = None):
+        self.run_dir = Path(run_dir)
+        self.cfg = cfg
+        self.settings = dashboard_settings(cfg)
+        use_c_checksums()
+        self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.model: Optional[nn.Module] = None
+        self._exp: Any = None
+        self._probe_idx: Optional[torch.Tensor] = None
+        self._weights: dict[str, nn.Parameter] = {}
+        self._diagnosed: set[int] = set()
+
+    @contextlib.contextmanager
+    def _timed(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+    # ------------------------------------------------------------------ once per run
+    def start(self, exp: Any, probe_idx: torch.Tensor, epoch: int = 0) -> None:
+        """Attach the experiment (``expt.build.Experiment``); write the config, model summary and graph,
+        and the diagnostics of the model as it is now (step ``epoch``: 0 before training).
+
+        ``probe_idx`` picks the training samples that the histograms are measured on, every epoch.
+        """
+        self._exp, self.model = exp, exp.model
+        self._probe_idx = probe_idx
+        self._weights = weight_tensors(exp.model)
+        if self.cfg is not None:
+            self.writer.add_text("config", _code_block(exp.config_yaml), 0)
+        if self.settings.summary:
+            with self._timed("summary"):
+                self.writer.add_text("model/summary", model_summary(exp.model, exp.data.input_shape), 0)
+        if self.settings.graph:
+            with self._timed("graph"):
+                self._write_graph()
+        self.diagnostics(epoch)
+        self.writer.flush()
+
+    def _write_graph(self) -> None:
+        x, _ = self._probe()
+        try:
+            with _untouched(self.model), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.writer.add_graph(self.model, x[:1])
+        except Exception as exc:  # a model that cannot be traced still trains; say why the graph is missing
+            log.warning("No model graph in TensorBoard: tracing %s failed (%s: %s)",
+                        type(self.model).__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+
+    def _probe(self) -> tuple[torch.Tensor, torch.Tensor]:
+        data = self._exp.data
+        return data.x_train[self._probe_idx], data.y_train[self._probe_idx]
+
+    # ------------------------------------------------------------------ per step
+    def train_losses(self, first_step: int, losses: Iterable[float]) -> None:
+        for offset, value in enumerate(losses):
+            self.writer.add_scalar("loss/train", value, first_step + offset)
+
+    def weights_before_update(self) -> Optional[list[torch.Tensor]]:
+        """Copies of the weight tensors, taken before a logging step's update; None when update ratios are off."""
+        if not self.settings.update_ratio or not self._weights:
+            return None
+        with self._timed("update_ratio"), torch.no_grad():
+            return [w.detach().clone() for w in self._weights.values()]
+
+    def update_ratios(self, step: int, before: list[torch.Tensor]) -> None:
+        """``diagnostics/update_ratio/<layer>`` = ||w_after - w_before|| / ||w_before|| for the step just taken."""
+        with self._timed("update_ratio"), torch.no_grad():
+            ratios = torch.stack([
+                (w.detach() - b).norm().double() / b.norm().double().clamp_min(1e-30)
+                for w, b in zip(self._weights.values(), before)
+            ]).tolist()
+            for label, ratio in zip(self._weights, ratios):
+                self.writer.add_scalar(f"diagnostics/update_ratio/{label}", ratio, step)
+
+    # ------------------------------------------------------------------ per epoch
+    def epoch(self, epoch: int, row: dict[str, float]) -> None:
+        """The epoch's scalars (step = epoch), then its histograms and filter images."""
+        for tag, key in SCALARS:
+            if key in row:
+                self.writer.add_scalar(tag, row[key], epoch)
+        self.diagnostics(epoch)
+        self.writer.flush()
+
+    def diagnostics(self, epoch: int) -> None:
+        """Histograms and the first layer's filters at step ``epoch``, once per epoch."""
+        if self.model is None or epoch in self._diagnosed:
+            return
+        self._diagnosed.add(epoch)
+        if self.settings.histograms:
+            with self._timed("histograms"):
+                self._write_histograms(epoch)
+        if self.settings.filters:
+            with self._timed("filters"):
+                self._write_filters(epoch)
+
+    def _write_filters(self, epoch: int) -> None:
+        first = first_layer(self.model)
+        grid = filter_grid(first[1], self._exp.data.input_shape) if first is not None else None
+        if grid is None:
+            return
+        try:
+            self.writer.add_image(f"filters/{first[0]}", grid, epoch)
+        except ImportError as exc:  # SummaryWriter encodes images with Pillow
+            log.warning("No filter images in TensorBoard (%s); install pillow to get them.", exc)
+            self.settings.filters = False
+
+    def _write_histograms(self, epoch: int) -> None:
+        activations, gradients = probe_layers(self.model, *self._probe(), self._exp.regularizer.penalty)
+        for kind, tensors in (("activations", activations), ("gradients", gradients)):
+            for label, values in tensors.items():
+                self._write_histogram(f"{kind}/{label}", values, epoch)
+
+    def _write_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        """One histogram, binned by torch where the values are (only the counts leave the device).
+
+        ``SummaryWriter.add_histogram`` bins with NumPy, whose BLAS thread pool then competes
+        with PyTorch's threads for the cores and slows every later training step; binning
+        here avoids that. Non-finite values (a diverging run) are left out.
+        """
+        stats = histogram_stats(values)
+        if stats is not None:
+            self.writer.add_histogram_raw(tag, **stats, global_step=step)
+
+    # ------------------------------------------------------------------ at the end
+    def hparams(self, metrics: dict[str, Any], params: Optional[dict[str, Any]] = None) -> None:
+        """Record the run's hyperparameters (``params``, by default :func:`run_hparams`) with its final
+        metrics for the HParams tab, in this run's own event file.
+
+        The final metrics become ``hparams/*`` scalars (the metric columns of the HParams table);
+        the status (completed, diverged, interrupted) is both an hparam and the session's status.
+        Given ``params`` are all marked as varying between trials (shown first).
+        """
+        if params is None:
+            params, varied = run_hparams(self.cfg) if self.cfg is not None else ({}, set())
+        else:
+            varied = set(params)
+        params = {**params, "status": str(metrics.get("status", "unknown"))}
+        step = int(metrics.get("epochs_completed") or 0)
+        for tag, key in HPARAM_METRICS:
+            value = metrics.get(key)
+            if is_finite_number(value):
+                self.writer.add_scalar(tag, value, step)
+        metric_tags = [tag for tag, _ in HPARAM_METRICS]
+        for summary in hparams_summaries(params, metric_tags, params["status"], varied):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.seconds:
+            log.debug("Dashboard diagnostics: %s", ", ".join(f"{k} {v:.3f}s" for k, v in self.seconds.items()))
+        self.writer.close()
+
+
+def use_c_checksums() -> bool:
+    """Have TensorBoard's event writer compute its record checksums in C; True when it does.
+
+    tensorboard frames every event record with a masked CRC-32C that it computes byte by byte in
+    Python, in its writer thread and holding the GIL: about 0.1 us a byte, taken from the training
+    loop (10 us for each per-step scalar, 5 ms for a 50 kB filter image). google-crc32c computes
+    the same checksum in C. It is put in place only when tensorboard's record writer still looks
+    the function up as ``masked_crc32c``, google-crc32c has its C build, and both give the same
+    checksum on a sample; otherwise the events are written exactly as before. TensorBoard's reader
+    checks every record with its own Python function, so a wrong checksum would not go unnoticed.
+    """
+    from tensorboard.summary.writer import record_writer
+
+    current = getattr(record_writer, "masked_crc32c", None)
+    if current is _masked_crc32c:
+        return True
+    if current is None or google_crc32c is None or google_crc32c.implementation != "c":
+        return False
+    sample = bytes(range(256)) + b"expt"
+    if _masked_crc32c(sample) != current(sample):
+        return False
+    record_writer.masked_crc32c = _masked_crc32c
+    return True
+
+
+def _masked_crc32c(data: bytes) -> int:
+    """TFRecord's masked CRC-32C of ``data`` (rotated right by 15 bits, plus a constant), in C."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def dashboard_settings(cfg: Optional[DictConfig]) -> DashboardConfig:
+    """The ``dashboard`` keys of ``cfg`` (defaults where a key or the whole node is absent)."""
+    node = cfg.get("dashboard") if cfg is not None else None
+    if node is None:
+        return DashboardConfig()
+    known = DashboardConfig.__dataclass_fields__
+    return DashboardConfig(**{k: bool(v) for k, v in OmegaConf.to_container(node, resolve=True).items() if k in known})

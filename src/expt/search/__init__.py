@@ -1,0 +1,67 @@
+"""Coarse-to-fine random search, free of Hydra.
+
+space
+    The parameter space: :class:`Limits`, :class:`NumericParam` and :class:`ChoiceParam`,
+    sampling, and the override strings trials are described by.
+settings
+    :class:`Settings`, :class:`Round` and :class:`Pinpoint`, parsed and validated from the
+    sweeper's config (:class:`SearchConfigError` names the bad key).
+records
+    :class:`TrialSpec`, :class:`TrialRecord` and ``search.jsonl``, which records are appended
+    to as trials finish and read back from to resume.
+algorithm
+    :class:`CoarseToFineSearch`: rounds, narrowing, edge moves, the pinpoint stage, the
+    ranking of trials and the summary of a search.
+
+The search knows nothing about Hydra: trials are described by override strings and their
+results come back as :class:`TrialRecord` objects, so every step can be unit-tested with a
+synthetic objective. The Hydra sweeper in ``hydra_plugins.expt_sweeper`` is a thin adapter.
+
+Every name is importable from ``expt.search`` itself. Imports among the modules run one way:
+algorithm -> records, settings -> space.
+"""
+
+from __future__ import annotations
+
+from expt.search.algorithm import (
+    PINPOINT_ROUND,
+    CoarseToFineSearch,
+    EdgeMove,
+    consecutive_runs,
+    ranked,
+    score,
+)
+from expt.search.records import (
+    TrialRecord,
+    TrialSpec,
+    append_record,
+    as_objective,
+    read_records,
+)
+from expt.search.settings import Pinpoint, Round, Settings
+from expt.search.space import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
+    ChoiceParam,
+    Limits,
+    NumericParam,
+    Param,
+    SearchConfigError,
+    Space,
+    default_limits,
+    describe_space,
+    merge_overrides,
+    override_key,
+    sample_space,
+)
+from expt.status import COMPLETED, DIVERGED, FAILED
+
+__all__ = [
+    "AT_LEAST_ONE", "COMPLETED", "DIVERGED", "FAILED", "NON_NEGATIVE", "PINPOINT_ROUND", "POSITIVE",
+    "ChoiceParam", "CoarseToFineSearch",
+    "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Round", "SearchConfigError",
+    "Settings", "Space", "TrialRecord", "TrialSpec", "append_record", "as_objective",
+    "consecutive_runs", "default_limits", "describe_space", "merge_overrides", "override_key",
+    "ranked", "read_records", "sample_space", "score",
+]
