@@ -16,16 +16,19 @@ from expt.faults import crash_point
 LAST, BEST = "last.pt", "best.pt"
 
 
+SNAPSHOT_PREFIX = "epoch_"
+
+
 def snapshot_name(epoch: int) -> str:
     """trainer.snapshots' file for the weights after ``epoch``: a model file like best.pt."""
-    return f"epoch_{epoch:04d}.pt"
+    return f"{SNAPSHOT_PREFIX}{epoch:04d}.pt"
 
 
 def snapshots(directory: Path) -> dict[int, Path]:
     """The snapshot files in a checkpoints ``directory``, by epoch, newest first."""
     found = {}
-    for path in directory.glob("epoch_*.pt"):
-        number = path.stem[len("epoch_"):]
+    for path in directory.glob(f"{SNAPSHOT_PREFIX}*.pt"):
+        number = path.stem[len(SNAPSHOT_PREFIX):]
         if number.isdigit():
             found[int(number)] = path
     return dict(sorted(found.items(), reverse=True))
