@@ -4,15 +4,21 @@ Throughput: one coarse round of 16 one-epoch trials of the default run, through 
 launcher and through the joblib launcher (2 workers, one thread each), timed from the command's
 start to its end.
 
-Quality: the coarse-to-fine preset (10 x 1 + 5 x 3 + 2 x 10 = 45 epochs) against plain random
-search with the same sampling and the same 45 epochs (15 trials of 3 epochs, the same sweeper with
-one round) and against Optuna's TPE sampler (hydra-optuna-sweeper, 15 trials of 3 epochs), over
-the same space (optimizer.lr and regularization.l2, log-uniform on [1e-6, 1e-1]) on the default
-data. For each method and seed: the best validation accuracy and the lowest validation loss any
-trial reached; the table gives the median over seeds.
+Quality, on the default data at about the same number of epochs (close to 100): the staged preset
+(pinpoint, then lr/decay/L2, then width/dropout), with and without early stopping; the previous
+preset's rounds over its space (optimizer.lr and regularization.l2 on [1e-6, 1e-1]) with twice its
+trials (20 x 1 + 10 x 3 + 4 x 10 = 90 epochs); plain random search and Optuna's TPE sampler
+(hydra-optuna-sweeper) with 10 trials of 10 epochs over the staged preset's space; and no search at
+all (the default config, one run per seed). For each method and seed: the chosen trial (best
+validation accuracy, ties to the lower validation loss), its validation loss and test accuracy, the
+epochs and trials spent; the table gives the median over seeds and the range.
 
-    python bench/sweeps.py                 # both parts, 5 seeds
+Overhead: the seconds a 1-epoch trial costs beyond its epoch, from two rounds of 2 and 10 trials
+(see ``overhead``), optionally against another source tree (``--before old-checkout/src``).
+
+    python bench/sweeps.py                 # throughput and quality, 5 seeds
     python bench/sweeps.py --seeds 3 --skip-throughput
+    python bench/sweeps.py --overhead --before /path/to/old/checkout/src
 """
 
 from __future__ import annotations
@@ -26,11 +32,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, results_option, write_results  # noqa: E402
 
-SPACE = ["optimizer.lr=tag(log, interval(1e-6, 1e-1))", "regularization.l2=tag(log, interval(1e-6, 1e-1))"]
+# the staged preset's space, for the samplers that search it all at once
+SPACE = ["optimizer.lr=tag(log, interval(1e-5, 1e-1))", "schedule.gamma=interval(0.1, 1.0)",
+         "regularization.l2=tag(log, interval(1e-6, 1e-2))", "model.num_filters=tag(log, int(interval(16, 128)))",
+         "model.hidden_dim=tag(log, int(interval(32, 512)))", "regularization.dropout=interval(0.0, 0.6)"]
+OLD_SPACE = ["optimizer.lr=tag(log, interval(1e-6, 1e-1))", "regularization.l2=tag(log, interval(1e-6, 1e-1))"]
+TRAIN_SAMPLES = 1149  # the digits' training split
 QUIET = ["sanity.before_train=false", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 
 
@@ -44,19 +56,29 @@ def sweep(args: list[str], sweep_dir: Path, env: dict | None = None) -> float:
     return time.perf_counter() - start
 
 
-def best_of(sweep_dir: Path) -> tuple[float, float]:
-    """(best validation accuracy, lowest validation loss) over every trial of a sweep."""
-    accs, losses = [], []
-    for metrics in sweep_dir.glob("*/metrics.json"):
-        data = json.loads(metrics.read_text())
-        if data.get("best_val_acc") is not None:
-            accs.append(data["best_val_acc"])
-        losses += [row["val_loss"] for row in data.get("history", []) if row.get("val_loss") is not None]
-    return max(accs, default=float("nan")), min(losses, default=float("nan"))
+def chosen(sweep_dir: Path) -> dict[str, float]:
+    """The sweep's choice: the trial with the best validation accuracy, ties to the lower validation loss.
+
+    With it, what the sweep spent: epochs trained (a pinpoint trial's epochs on its 100-sample
+    subset count as the fraction of a full epoch they are) and trials.
+    """
+    rows, epochs = [], 0.0
+    for metrics_file in sweep_dir.glob("*/metrics.json"):
+        data = json.loads(metrics_file.read_text())
+        overrides = (metrics_file.parent / ".hydra" / "overrides.yaml").read_text()
+        fraction = 100 / TRAIN_SAMPLES if "data.subset=100" in overrides else 1.0
+        epochs += fraction * (data.get("epochs_completed") or 0)
+        if data.get("best_val_acc") is not None and fraction == 1.0:
+            loss = data.get("best_val_loss")
+            rows.append((data["best_val_acc"], -(loss if loss is not None else float("inf")),
+                         data.get("test_acc"), loss))
+    acc, _, test, loss = max(rows)
+    return {"val_acc": acc, "val_loss": loss, "test_acc": test, "epochs": epochs,
+            "trials": len(list(sweep_dir.glob("*/metrics.json")))}
 
 
 def throughput(tmp: Path, trials: int = 16) -> str:
-    one_round = ["hydra/sweeper=coarse_to_fine",
+    one_round = ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
                  f"hydra.sweeper.rounds=[{{trials:{trials},top_k:3,overrides:['trainer.epochs=1']}}]"]
     rows = []
     for name, extra, env in (
@@ -69,39 +91,106 @@ def throughput(tmp: Path, trials: int = 16) -> str:
     return "\n".join([f"| launcher | seconds for {trials} trials | trials per minute |", "|---|---|---|", *rows])
 
 
-def quality(tmp: Path, seeds: int) -> str:
-    methods = {
-        "coarse-to-fine preset": lambda s: ["hydra/sweeper=coarse_to_fine", f"hydra.sweeper.seed={s}"],
-        "random search": lambda s: [
-            "hydra/sweeper=coarse_to_fine", f"hydra.sweeper.seed={s}",
-            "hydra.sweeper.rounds=[{trials:15,top_k:1,overrides:['trainer.epochs=3']}]",
-        ],
-        "Optuna TPE": lambda s: [
-            "hydra/sweeper=optuna", "hydra.sweeper.n_trials=15", "hydra.sweeper.direction=maximize",
-            f"hydra.sweeper.sampler.seed={s}", "trainer.epochs=3", *SPACE,
-        ],
+def overhead(tmp: Path, env: dict | None, few: int = 2, many: int = 10) -> dict[str, float]:
+    """Seconds a trial costs beyond its own epoch, with the basic launcher.
+
+    Two 1-epoch rounds of the default run, ``few`` and ``many`` trials: the difference of their
+    wall times per extra trial, less the mean epoch time the trials measured, is what a trial
+    costs besides training (composition, job directory, building, the guard, the event file,
+    checkpoints, test evaluation, metrics.json). Process start-up cancels out.
+    """
+    def round_of(n: int) -> list[str]:
+        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
+                f"hydra.sweeper.rounds=[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]"]
+
+    walls = {n: sweep(round_of(n), tmp / f"overhead-{n}-{time.monotonic_ns()}", env) for n in (few, many)}
+    last = max(tmp.glob(f"overhead-{many}-*"))
+    epochs = [row["seconds"] for m in last.glob("*/metrics.json") for row in json.loads(m.read_text())["history"]]
+    per_trial = (walls[many] - walls[few]) / (many - few)
+    epoch = statistics.mean(epochs)
+    return {"per_trial": per_trial, "epoch": epoch, "overhead": per_trial - epoch}
+
+
+def overhead_table(tmp: Path, before: Path | None, repeats: int) -> str:
+    """The overhead of this tree (and of ``before``, another source tree, when given), median of ``repeats``."""
+    trees = {"this version": None}
+    if before is not None:
+        trees = {f"before ({before})": {"PYTHONPATH": str(before)}, **trees}
+    lines = ["| version | seconds per 1-epoch trial | of which the epoch | overhead per trial | trials per minute |",
+             "|---|---|---|---|---|"]
+    for name, env in trees.items():
+        rows = [overhead(tmp, env) for _ in range(repeats)]
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        lines.append(f"| {name} | {med['per_trial']:.3f} | {med['epoch']:.3f} | {med['overhead']:.3f} "
+                     f"| {60 / med['per_trial']:.1f} |")
+        print(lines[-1], flush=True)
+    return "\n".join(lines)
+
+
+TINY_STAGES = ("hydra.sweeper.stages=[{name:lr,params:[optimizer.lr],rounds:[{trials:2,overrides:['trainer.epochs=1']}]},"
+               "{name:rest,rounds:[{trials:1,overrides:['trainer.epochs=1']}]}]")
+
+
+def methods(tiny: bool = False) -> dict[str, Callable[[int], list[str]]]:
+    """Each compared method's overrides for a sweep seed; ``tiny``: the smallest sweep of each, to test the script."""
+    pins = ["schedule.gamma=0.5", "model.num_filters=64", "model.hidden_dim=100", "regularization.dropout=0"]
+    one_stage = ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
+                 "hydra.sweeper.pruning.enabled=false"]
+    small = ["data.subset=200", "trainer.epochs=1"] if tiny else []
+    staged = ["hydra.sweeper.pinpoint.num=2", TINY_STAGES] if tiny else []
+    previous = ("[{trials:2,top_k:1,overrides:['trainer.epochs=1']},{trials:1,top_k:1,overrides:['trainer.epochs=1']}]"
+                if tiny else "[{trials:20,top_k:3,overrides:['trainer.epochs=1']},{trials:10,top_k:2,overrides:"
+                "['trainer.epochs=3']},{trials:4,top_k:1,overrides:['trainer.epochs=10']}]")
+    trials, epochs = (2, 1) if tiny else (10, 10)
+    return {
+        "staged preset": lambda s: ["hydra/sweeper=coarse_to_fine", f"hydra.sweeper.seed={s}", *staged, *small],
+        "staged preset, no early stopping": lambda s: [
+            "hydra/sweeper=coarse_to_fine", f"hydra.sweeper.seed={s}", "hydra.sweeper.pruning.enabled=false",
+            *staged, *small],
+        "previous preset (lr, l2; 20x1 + 10x3 + 4x10)": lambda s: [
+            *one_stage, f"hydra.sweeper.seed={s}", "hydra.sweeper.tie_samples=0", *pins, *OLD_SPACE,
+            f"hydra.sweeper.rounds={previous}", *small],
+        f"random search ({trials} x {epochs} epochs)": lambda s: [
+            *one_stage, f"hydra.sweeper.seed={s}",
+            f"hydra.sweeper.rounds=[{{trials:{trials},top_k:1,overrides:['trainer.epochs={epochs}']}}]", *small],
+        f"Optuna TPE ({trials} x {epochs} epochs)": lambda s: [
+            "hydra/sweeper=optuna", f"hydra.sweeper.n_trials={trials}", "hydra.sweeper.direction=maximize",
+            f"hydra.sweeper.sampler.seed={s}", f"trainer.epochs={epochs}", *SPACE, *small],
+        "no search: the default config (trainer.seed)": lambda s: [f"trainer.seed={s}", *small],
     }
-    results: dict[str, list[tuple[float, float, float]]] = {m: [] for m in methods}
+
+
+def quality(tmp: Path, seeds: int, tiny: bool = False) -> str:
+    methods_by_name = methods(tiny)
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in methods_by_name}
     for seed in range(seeds):
-        for name, args in methods.items():
-            sweep_dir = tmp / f"{name.split()[0]}-{seed}"
+        for name, args in methods_by_name.items():
+            sweep_dir = tmp / f"{len(results[name])}-{abs(hash(name)) % 10**6}-{seed}"
             try:
                 seconds = sweep(args(seed), sweep_dir)
             except SystemExit as exc:
                 print(f"{name}: skipped ({str(exc).splitlines()[0]})")
                 continue
-            acc, loss = best_of(sweep_dir)
-            results[name].append((acc, loss, seconds))
-            print(f"seed {seed} {name:22s} best val acc {acc:.4f}  lowest val loss {loss:.4f}  {seconds:.0f} s",
-                  flush=True)
-    lines = ["| method (45 epochs) | median best val acc | median lowest val loss | median seconds | seeds |",
-             "|---|---|---|---|---|"]
+            row = {**chosen(sweep_dir), "seconds": seconds}
+            results[name].append(row)
+            print(f"seed {seed} {name:46s} " + "  ".join(f"{k} {v:.4g}" for k, v in row.items()), flush=True)
+    lines = ["| method | chosen trial's val acc | its val loss | its test acc | epochs | trials | seconds | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, rows in results.items():
-        if rows:
-            acc, loss, sec = (statistics.median(col) for col in zip(*rows))
-            lines.append(f"| {name} | {acc:.4f} | {loss:.4f} | {sec:.0f} | {len(rows)} |")
-        else:
-            lines.append(f"| {name} | not run (pip install hydra-optuna-sweeper) | | | 0 |")
+        if not rows:
+            lines.append(f"| {name} | not run (pip install hydra-optuna-sweeper) | | | | | | 0 |")
+            continue
+
+        def cell(key: str, digits: int = 4, percent: bool = False) -> str:
+            values = [r[key] for r in rows]
+            med, lo, hi = statistics.median(values), min(values), max(values)
+            if percent:
+                return f"{100 * med:.2f}% ({100 * lo:.2f}-{100 * hi:.2f})"
+            return f"{med:.{digits}g} ({lo:.{digits}g}-{hi:.{digits}g})"
+
+        lines.append(f"| {name} | {cell('val_acc', percent=True)} | {cell('val_loss', 3)} | "
+                     f"{cell('test_acc', percent=True)} | {cell('epochs', 3)} | {cell('trials', 3)} | "
+                     f"{cell('seconds', 3)} | {len(rows)} |")
     return "\n".join(lines)
 
 
@@ -110,16 +199,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="the smallest sweep of each method (to test the script)")
+    parser.add_argument("--overhead", action="store_true", help="only measure the seconds a trial costs beyond its epoch")
+    parser.add_argument("--before", type=Path, help="with --overhead: another source tree (its src/) to compare with")
+    parser.add_argument("--repeats", type=int, default=3, help="with --overhead: repeats, median taken")
     parser.add_argument("--trials", type=int, default=16, help="trials in the throughput round (default: %(default)s)")
     results_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        if args.overhead:
+            write_results("trial-overhead", "Seconds a sweep trial costs beyond its epoch (basic launcher)",
+                          overhead_table(Path(tmp), args.before, args.repeats), machine(), args.results)
+            return
         if not args.skip_throughput:
             write_results("sweep-throughput", f"Sweep throughput: a 1-epoch round of {args.trials} trials of the default run",
                           throughput(Path(tmp), args.trials), machine(), args.results)
         if not args.skip_quality:
-            write_results("search-quality", f"Search quality at the same budget, median over {args.seeds} seeds",
-                          quality(Path(tmp), args.seeds), machine(), args.results)
+            write_results("search-quality", f"Search quality at about 100 epochs, median over {args.seeds} sweep seeds",
+                          quality(Path(tmp), args.seeds, args.tiny), machine(), args.results)
 
 
 if __name__ == "__main__":

@@ -86,16 +86,33 @@ def test_startup_times_each_phase(tmp_path):
 
 
 def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
-    text = run_bench("sweeps.py", "--trials=3", "--seeds=1", results=tmp_path / "R.md")
+    text = run_bench("sweeps.py", "--trials=3", "--seeds=1", "--tiny", results=tmp_path / "R.md")
     launchers = table(text, "sweep-throughput")
     assert [r[0] for r in launchers] == ["basic", "joblib, 2 workers"]
     for _, seconds, per_minute in launchers:  # measured, never judged: a loaded machine is slower
         positive(seconds), positive(per_minute)
     methods = {r[0]: r for r in table(text, "search-quality")}
-    assert set(methods) == {"coarse-to-fine preset", "random search", "Optuna TPE"}
-    for name in ("coarse-to-fine preset", "random search"):
-        _, acc, loss, seconds, seeds = methods[name]
-        assert 0.5 < positive(acc) <= 1 and positive(loss) < 2.3 and seeds == "1"
+    assert set(methods) == {"staged preset", "staged preset, no early stopping",
+                            "previous preset (lr, l2; 20x1 + 10x3 + 4x10)", "random search (2 x 1 epochs)",
+                            "Optuna TPE (2 x 1 epochs)", "no search: the default config (trainer.seed)"}
+    for name, row in methods.items():
+        if "not run" in row[1]:  # Optuna without hydra-optuna-sweeper
+            assert name.startswith("Optuna")
+            continue
+        _, acc, loss, test, epochs, trials, seconds, seeds = row
+        assert 0.05 < percent(acc) <= 100 and 0.05 < percent(test) <= 100 and seeds == "1"
+        assert 0 < median(loss) < 10 and median(epochs) > 0 and median(trials) >= 1 and median(seconds) > 0
+    assert median(methods["no search: the default config (trainer.seed)"][5]) == 1
+
+
+def median(cell: str) -> float:
+    """The median of a 'median (min-max)' cell."""
+    return float(cell.split(" (")[0].rstrip("%"))
+
+
+def percent(cell: str) -> float:
+    assert cell.split(" (")[0].endswith("%"), cell
+    return median(cell)
 
 
 def test_augment_times_each_augmentation_against_the_step(tmp_path):

@@ -16,6 +16,7 @@ from expt.search import (
     DIVERGED,
     FAILED,
     POSITIVE,
+    PRUNED,
     ChoiceParam,
     CoarseToFineSearch,
     Limits,
@@ -24,10 +25,12 @@ from expt.search import (
     Round,
     SearchConfigError,
     Settings,
+    Stage,
     TrialRecord,
     append_record,
     consecutive_runs,
     merge_overrides,
+    ranked,
     read_records,
     sample_space,
 )
@@ -41,12 +44,12 @@ def lr_param(low: float = 1e-6, high: float = 1e-1) -> NumericParam:
 
 def settings(*trials: int, top_k: int = 3, **kwargs: object) -> Settings:
     rounds = tuple(Round(n, top_k, (f"trainer.epochs={i + 1}",)) for i, n in enumerate(trials))
-    return Settings(rounds=rounds, **kwargs)  # type: ignore[arg-type]
+    return Settings(stages=(Stage("search", None, rounds),), **kwargs)  # type: ignore[arg-type]
 
 
 def run(search: CoarseToFineSearch, objective: Objective) -> CoarseToFineSearch:
-    """Drive every stage with a synthetic objective (None marks a diverged trial)."""
-    for stage in search.stages():
+    """Drive every round with a synthetic objective (None marks a diverged trial)."""
+    for stage in search.round_numbers():
         records = []
         for spec in search.propose(stage):
             value = objective(spec.values)
@@ -125,7 +128,7 @@ def test_ranges_narrow_toward_a_known_optimum() -> None:
 
 def test_an_optimum_outside_the_initial_range_is_reached_by_edge_moves() -> None:
     search = CoarseToFineSearch({"optimizer.lr": lr_param(1e-6, 1e-4)},
-                                settings(8, 8, 8, 8, 8, 8, edge=0.15, max_edge_moves=5))
+                                settings(8, 8, 8, 8, 8, 8, 8, edge=0.15, max_edge_moves=5))
     run(search, peak_at(1e-2))
     assert search.moves and all(m.side == "upper" for m in search.moves)
     assert re.fullmatch(r"best optimizer\.lr=\S+ is at the upper edge of \[\S+, \S+\]: "
@@ -135,7 +138,7 @@ def test_an_optimum_outside_the_initial_range_is_reached_by_edge_moves() -> None
 
 
 def test_a_best_value_in_the_outer_tenth_moves_the_range_past_that_edge() -> None:
-    search = CoarseToFineSearch({"optimizer.lr": lr_param()}, settings(3, 3))
+    search = CoarseToFineSearch({"optimizer.lr": lr_param()}, settings(3, 3, 3))
     specs = search.propose(1)
     rates = [8.7e-2, 1e-3, 1e-5]
     search.conclude(1, [TrialRecord(1, s.job, [f"optimizer.lr={lr}"], {"optimizer.lr": lr},
@@ -150,7 +153,7 @@ def test_a_best_value_in_the_outer_tenth_moves_the_range_past_that_edge() -> Non
 
 def test_edge_moves_are_bounded() -> None:
     search = CoarseToFineSearch({"optimizer.lr": lr_param(1e-6, 1e-5)},
-                                settings(6, 6, 6, 6, 6, max_edge_moves=1))
+                                settings(6, 6, 6, 6, 6, 6, 6, max_edge_moves=1))
     run(search, peak_at(1.0))
     assert len(search.moves) == 1
     assert search.summary()["edge_moves"][0]["param"] == "optimizer.lr"
@@ -171,7 +174,7 @@ def test_hard_limits_hold_when_the_optimum_lies_beyond_them(
         seen.append(float(values[param.name]))  # type: ignore[arg-type]
         return sign * seen[-1]
 
-    search = run(CoarseToFineSearch({param.name: param}, settings(8, 8, 8, 8, 8, max_edge_moves=10)),
+    search = run(CoarseToFineSearch({param.name: param}, settings(8, 8, 8, 8, 8, 8, 8, max_edge_moves=10)),
                  objective)
     assert all(inside(x) for x in seen)
     assert search.moves and all(param.limits.contains(m.new[0]) or m.new[0] == param.limits.low
@@ -228,8 +231,8 @@ def test_minimize_prefers_small_objectives() -> None:
 def test_job_numbers_run_on_across_rounds() -> None:
     search = CoarseToFineSearch({"optimizer.lr": lr_param()},
                                 settings(4, 3, 2, pinpoint=Pinpoint(enabled=True, num=5)))
-    assert search.stages() == [0, 1, 2, 3]
-    assert [search.first_job(s) for s in search.stages()] == [0, 5, 9, 12]
+    assert search.round_numbers() == [0, 1, 2, 3]
+    assert [search.first_job(s) for s in search.round_numbers()] == [0, 5, 9, 12]
 
 
 # ---- pinpoint -----------------------------------------------------------------------------
@@ -295,7 +298,7 @@ def test_limits_parse_and_reject_ranges_outside_them() -> None:
         NumericParam("regularization.dropout", 0.0, 1.5, limits=limits)
     with pytest.raises(SearchConfigError, match="a searched parameter"):
         CoarseToFineSearch({"optimizer.lr": lr_param()},
-                           Settings((Round(2, 1, ("optimizer.lr=0.1",)),)))
+                           Settings((Stage("search", None, (Round(2, 1, ("optimizer.lr=0.1",)),)),)))
 
 
 def test_records_round_trip_and_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
@@ -329,3 +332,91 @@ def test_limits_intersect_keeps_the_tighter_bound(a: str, b: str, expected: str)
         assert (both.low, both.high, both.low_open, both.high_open) == (want.low, want.high, want.low_open,
                                                                         want.high_open)
     assert Limits.parse("[0, 1)").intersect(Limits.parse("(0, inf)")).clip(0.0) > 0
+
+
+# ---- stages, ties, edge moves on signal ---------------------------------------------------
+
+
+def record(spec_or_round, job: int, values: dict, objective: Optional[float], status: str = COMPLETED,
+           tie: Optional[float] = None, val_samples: Optional[int] = None) -> TrialRecord:
+    return TrialRecord(spec_or_round, job, [f"{k}={v}" for k, v in values.items()], values, objective,
+                       status, 0.0, tie_value=tie, val_samples=val_samples)
+
+
+def two_stages(**kwargs: object) -> Settings:
+    return Settings(stages=(
+        Stage("first", ("optimizer.lr",), (Round(6, 2, ("trainer.epochs=1",)), Round(2, 1, ("trainer.epochs=3",)))),
+        Stage("second", None, (Round(4, 1, ("trainer.epochs=3",)),)),
+    ), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_later_stage_searches_its_params_with_the_best_of_the_earlier_stage_held() -> None:
+    space = {"optimizer.lr": lr_param(), "model.hidden_dim": NumericParam("model.hidden_dim", 16, 256, integer=True,
+                                                                         limits=AT_LEAST_ONE)}
+    search = run(CoarseToFineSearch(space, two_stages()), lambda v: -log_distance(float(v.get("optimizer.lr", 3e-3)), 3e-3)
+                 - abs(float(v.get("model.hidden_dim", 100)) - 100) / 1000)
+    assert search.round_numbers() == [1, 2, 3]
+    first = search.records[1] + search.records[2]
+    assert all(set(r.values) == {"optimizer.lr"} for r in first)
+    best_lr = max(first, key=lambda r: r.objective).values["optimizer.lr"]
+    assert search.held["optimizer.lr"] == best_lr and search.held_from["first"] in {r.job for r in first}
+    for r in search.records[3]:
+        assert set(r.values) == {"model.hidden_dim"}
+        assert f"optimizer.lr={space['optimizer.lr'].format(best_lr)}" in r.overrides
+    info = search.summary()
+    assert [(s["name"], s["params"], s["rounds"]) for s in info["stages"]] == [
+        ("first", ["optimizer.lr"], [1, 2]), ("second", ["model.hidden_dim"], [3])]
+    assert [h["stage"] for h in info["rounds"]] == ["first", "first", "second"]
+
+
+def test_a_stage_naming_an_unknown_param_is_an_error_and_a_dropped_one_is_skipped() -> None:
+    with pytest.raises(SearchConfigError, match=r"hydra.sweeper.stages\[0\].params='optimzer.lr' is not allowed"):
+        CoarseToFineSearch({"optimizer.lr": lr_param()}, Settings(stages=(
+            Stage("a", ("optimzer.lr",), (Round(2),)), Stage("b", None, (Round(2),)))))
+    search = CoarseToFineSearch({"optimizer.lr": lr_param()}, Settings(stages=(
+        Stage("a", ("optimizer.lr",), (Round(2),)), Stage("b", ("schedule.gamma",), (Round(2),)))),
+        dropped=["schedule.gamma"])
+    assert search.round_numbers() == [1]  # stage b has nothing left to search
+
+
+def test_ties_within_one_validation_sample_are_broken_by_the_lower_validation_loss() -> None:
+    lr = {"optimizer.lr": 1e-3}
+    rows = [record(1, 0, lr, 283 / 288, tie=0.080, val_samples=288),
+            record(1, 1, lr, 284 / 288, tie=0.095, val_samples=288),  # one sample better, higher loss
+            record(1, 2, lr, 281 / 288, tie=0.050, val_samples=288),  # two samples worse
+            record(1, 3, lr, 0.9900, status=PRUNED, tie=0.01, val_samples=288),
+            record(1, 4, lr, None, status=DIVERGED)]
+    assert [r.job for r in ranked(rows, "maximize", tie_samples=1)] == [0, 1, 2, 3, 4]
+    assert [r.job for r in ranked(rows, "maximize", tie_samples=0)] == [1, 0, 2, 3, 4]
+    search = CoarseToFineSearch({"optimizer.lr": lr_param()}, settings(5, tie_break="best_val_loss", tie_samples=1))
+    search.conclude(1, rows)
+    assert search.best().job == 0
+    assert search.separation() == ("the top two trials are 1 of 288 validation samples apart, a tie: "
+                                   "best_val_loss decided (0.08 against 0.095)")
+    assert [row["samples_behind"] for row in search.leaders()] == [0, 1, 2]  # 283, 284, 281 of 288
+
+
+def test_a_range_does_not_move_at_an_edge_that_scores_like_the_inside() -> None:
+    search = CoarseToFineSearch({"regularization.l2": NumericParam("regularization.l2", 1e-6, 1e-1, log=True,
+                                                                   limits=POSITIVE)},
+                                settings(4, 4, 4, tie_samples=1))
+    values = [9e-2, 1e-4, 1e-3, 1e-5]
+    flat = [(283 + (i == 0)) / 288 for i in range(4)]  # the edge trial is one sample better: a tie
+    search.conclude(1, [record(1, i, {"regularization.l2": v}, a, tie=0.1, val_samples=288)
+                        for i, (v, a) in enumerate(zip(values, flat))])
+    assert search.moves == []
+    narrowed = search.space["regularization.l2"]
+    assert narrowed.width_t < math.log(1e5) and narrowed.high < 1.0  # narrowed, at most the margin past the edge
+    clear = CoarseToFineSearch({"regularization.l2": NumericParam("regularization.l2", 1e-6, 1e-1, log=True,
+                                                                  limits=POSITIVE)},
+                               settings(4, 4, 4, tie_samples=1))
+    clear.conclude(1, [record(1, i, {"regularization.l2": v}, 0.95 + 0.03 * (i == 0), val_samples=288)
+                       for i, v in enumerate(values)])
+    assert [m.side for m in clear.moves] == ["upper"]
+
+
+def test_the_round_before_a_stages_last_only_narrows() -> None:
+    search = CoarseToFineSearch({"optimizer.lr": lr_param()}, settings(3, 3))
+    search.conclude(1, [record(1, i, {"optimizer.lr": lr}, 1.0 - i) for i, lr in enumerate([9e-2, 1e-3, 1e-5])])
+    lr = search.space["optimizer.lr"]
+    assert search.moves == [] and lr.high <= 1e-1 and lr.low > 1e-6

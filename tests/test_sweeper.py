@@ -21,9 +21,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "sweeper_app" / "app.py"
-# Three tiny rounds (4, 2 and 2 trials) keep each sweep of the toy app to a few seconds.
-TINY = ["hydra.sweeper.rounds.0.trials=4", "hydra.sweeper.rounds.1.trials=2",
-        "hydra.sweeper.rounds.2.trials=2"]
+# One stage of three tiny rounds (4, 2 and 2 trials) over optimizer.lr and regularization.l2
+# keeps each sweep of the toy app to a few seconds.
+TINY = ["hydra.sweeper.pinpoint.enabled=false", "model.hidden_dim=64", "regularization.dropout=0.2",
+        "hydra.sweeper.rounds=[{trials:4,top_k:3,overrides:['trainer.epochs=1']},"
+        "{trials:2,top_k:2,overrides:['trainer.epochs=3']},{trials:2,top_k:1,overrides:['trainer.epochs=10']}]"]
 
 
 def env() -> dict[str, str]:
@@ -70,17 +72,43 @@ def test_a_sweep_records_every_trial_and_summarises_the_rounds(tmp_path: Path) -
     best = max(lines, key=lambda r: r["objective"])
     assert info["best"]["job"] == best["job"] and info["best"]["overrides"] == best["overrides"]
     assert [r["round"] for r in info["rounds"]] == [1, 2, 3]
-    assert info["rounds"][0]["space"]["optimizer.lr"] == {"type": "float", "low": 1e-6, "high": 0.1,
+    assert info["rounds"][0]["space"]["optimizer.lr"] == {"type": "float", "low": 1e-5, "high": 0.1,
                                                           "log": True}
     assert isinstance(info["edge_moves"], list) and info["trials"] == {"completed": 8}
     assert "top trials (maximize)" in done.stdout + done.stderr
     assert (out / "multirun.yaml").exists()
 
 
+def test_the_default_search_is_pinpoint_then_lr_decay_reg_then_width_with_the_best_held(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    done = sweep(out)  # the preset as it ships; the toy has no schedule or num_filters, which are left out
+    lines = sorted(records(out), key=lambda r: r["job"])
+    assert [r["round"] for r in lines] == [0] * 7 + [1] * 8 + [2] * 4 + [3] * 2 + [4] * 4 + [5] * 2
+    info = summary(out)
+    assert [(s["name"], s["params"], s["rounds"]) for s in info["stages"]] == [
+        ("lr_decay_reg", ["optimizer.lr", "regularization.l2"], [1, 2, 3]),
+        ("width_dropout", ["model.hidden_dim", "regularization.dropout"], [4, 5])]
+    first = [r for r in lines if 1 <= r["round"] <= 3]
+    assert all(set(r["values"]) == {"optimizer.lr", "regularization.l2"} for r in first)
+    held = next(r for r in lines if r["job"] == info["stages"][0]["held_from_job"])
+    assert held["objective"] == max(r["objective"] for r in first)
+    for r in lines[21:]:
+        assert set(r["values"]) == {"model.hidden_dim", "regularization.dropout"}
+        held_lr = next(o for o in held["overrides"] if o.startswith("optimizer.lr="))
+        assert held_lr in r["overrides"] and "trainer.epochs=" + ("5" if r["round"] == 4 else "10") in r["overrides"]
+    low, high = info["pinpoint"]["range"]
+    assert all(low <= r["values"]["optimizer.lr"] <= high for r in lines if r["round"] == 1)
+    # only round 1 may move a range: round 2 precedes its stage's last round, stage 2 has two rounds
+    assert all(m["after_round"] == 1 for m in info["edge_moves"])
+    best = info["best"]
+    assert best["objective"] == max(r["objective"] for r in lines if r["round"] > 0)
+    assert f"chosen: job {best['job']} (round {best['round']})" in done.stdout + done.stderr
+
+
 def test_trials_that_raise_return_nan_or_diverge_count_as_worst(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    sweep(out, "hydra.sweeper.rounds.0.trials=8", "hydra.sweeper.rounds.1.trials=2",
-          "hydra.sweeper.rounds.2.trials=1", "hydra.sweeper.seed=1", "toy.raise_above_lr=1e-2",
+    sweep(out, *TINY[:3], "hydra.sweeper.rounds=[{trials:8},{trials:2},{trials:1}]",
+          "hydra.sweeper.seed=1", "toy.raise_above_lr=1e-2",
           "toy.nan_above_l2=1e-2", "toy.diverge_above_lr=1e-3")
     lines = records(out)
     by_status = {s: [r for r in lines if r["status"] == s] for s in ("completed", "failed", "diverged")}
@@ -146,7 +174,7 @@ def test_a_sweep_killed_at_a_record_write_resumes_to_the_same_records(tmp_path: 
 
 def test_pinpoint_stage_starts_round_one_from_the_rates_that_learned(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    sweep(out, *TINY, "hydra.sweeper.pinpoint.enabled=true",
+    sweep(out, *TINY[1:], "hydra.sweeper.pinpoint.enabled=true",
           "hydra.sweeper.pinpoint.metric=history.-1.train_acc", "hydra.sweeper.pinpoint.threshold=0.99")
     lines = sorted(records(out), key=lambda r: r["job"])
     pin = lines[:7]
@@ -163,7 +191,7 @@ def test_pinpoint_stage_starts_round_one_from_the_rates_that_learned(tmp_path: P
 
 def test_command_line_sweeps_join_the_space_and_plain_values_pin_it(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
-    sweep(out, "hydra.sweeper.rounds=[{trials:4,top_k:2}]", "optimizer.lr=0.003",
+    done = sweep(out, "hydra.sweeper.rounds=[{trials:4,top_k:2}]", "optimizer.lr=0.003",
           "regularization.dropout=interval(0.0, 0.7)", "model.hidden_dim=range(32, 512)",
           "activation=choice(relu, leaky_relu, gelu)")
     lines = records(out)
@@ -174,12 +202,18 @@ def test_command_line_sweeps_join_the_space_and_plain_values_pin_it(tmp_path: Pa
         assert "optimizer.lr=0.003" in r["overrides"]
         assert 32 <= r["values"]["model.hidden_dim"] <= 511
         assert r["values"]["activation"] in {"relu", "leaky_relu", "gelu"}
+    log = done.stdout + done.stderr
+    assert "optimizer.lr is fixed on the command line (optimizer.lr=0.003): not searched" in log
+    assert "pinpoint: optimizer.lr is not searched (fixed, or not in this config): no pinpoint stage" in log
+    assert "schedule.gamma is not a key of this config" in log  # the toy has no schedule
 
 
 def test_a_bad_sweeper_setting_is_an_error_naming_key_value_and_allowed(tmp_path: Path) -> None:
-    done = sweep(tmp_path / "sweep", "hydra.sweeper.rounds.1.top_k=0", check=False)
+    done = sweep(tmp_path / "sweep", "hydra.sweeper.stages.0.rounds.1.top_k=0", check=False)
     assert done.returncode != 0
-    assert "hydra.sweeper.rounds[1].top_k=0 is not allowed: an integer >= 1" in done.stderr
+    assert "hydra.sweeper.stages[0].rounds[1].top_k=0 is not allowed: an integer >= 1" in done.stderr
+    done = sweep(tmp_path / "sweep", "hydra.sweeper.stages.1.params=[model.hiden_dim]", check=False)
+    assert "hydra.sweeper.stages[1].params='model.hiden_dim' is not allowed: a parameter of hydra.sweeper.params" in done.stderr
 
 
 def test_plugin_is_discovered_by_expt() -> None:
@@ -194,29 +228,42 @@ def test_plugin_is_discovered_by_expt() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
                          ids=["basic", "joblib"])
-def test_coarse_to_fine_sweep_of_expt_on_the_default_data(tmp_path: Path, launcher: list[str]) -> None:
+def test_a_sweep_of_expt_prunes_trials_behind_their_round(tmp_path: Path, launcher: list[str]) -> None:
+    """Real trials of expt, early stopping on, through the basic and the joblib launcher."""
     out = tmp_path / "sweep"
     done = subprocess.run(
-        [sys.executable, "-m", "expt", "--multirun", "hydra/sweeper=coarse_to_fine",
-         f"hydra.sweep.dir={out}", "hydra.sweeper.rounds.0.trials=3", "hydra.sweeper.rounds.1.trials=2",
-         "hydra.sweeper.rounds.1.overrides=['trainer.epochs=2']", "hydra.sweeper.rounds.2.trials=1",
-         "hydra.sweeper.rounds.2.overrides=['trainer.epochs=2']", "trainer.batch_size=128", *launcher],
-        cwd=tmp_path, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-        timeout=300)
+        [sys.executable, "-m", "expt", "--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}",
+         "hydra.sweeper.pinpoint.enabled=false", "model=mlp", "regularization.l2=1e-4", "schedule.gamma=0.5",
+         "regularization.dropout=0", "hydra.sweeper.pruning.min_trials=2", "data.subset=400",
+         "hydra.sweeper.rounds=[{trials:6,top_k:2,overrides:['trainer.epochs=3']}]", *launcher],
+        cwd=tmp_path, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = records(out)
     assert sorted(r["job"] for r in lines) == list(range(6))
-    assert all("trainer.batch_size=128" in r["overrides"] for r in lines)
     for r in lines:
         metrics = json.loads((out / r["run_dir"] / "metrics.json").read_text())
-        assert r["status"] == metrics["status"]
-    best = summary(out)["best"]
-    assert best is not None and 0.0 < best["objective"] <= 1.0
-    # each trial was told its round (its HParams record shows it), and the sweep drew its pictures
-    for r in lines:
+        assert r["status"] == metrics["status"] in ("completed", "pruned")
+        assert r["epochs"] == metrics["epochs_completed"] == (3 if r["status"] == "completed" else r["epochs"])
+        assert r["tie_value"] == metrics["best_val_loss"] and r["val_samples"] == 288
+        assert r["test_acc"] == metrics["test_acc"]
         hydra_cfg = yaml.safe_load((out / r["run_dir"] / ".hydra" / "hydra.yaml").read_text())
-        assert hydra_cfg["hydra"]["job"]["env_set"]["EXPT_SWEEP_ROUND"] == str(r["round"])
-    assert (out / "sweep_optimizer.lr.png").is_file() and (out / "sweep_regularization.l2.png").is_file()
+        env_set = hydra_cfg["hydra"]["job"]["env_set"]
+        assert env_set["EXPT_SWEEP_ROUND"] == "1" and env_set["EXPT_SWEEP_JOB"] == str(r["job"])
+        assert env_set["EXPT_SWEEP_LABEL"].startswith(f"r1-j{r['job']} lr=")
+    pruned = [r for r in lines if r["status"] == "pruned"]
+    assert all(r["epochs"] < 3 for r in pruned)
+    if not launcher:  # one after another, the order is known: the slow learners after the first two stop
+        assert pruned
+    # every epoch of every trial is in the progress file, each line whole
+    progress = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert sorted((p["job"], p["epoch"]) for p in progress) == sorted(
+        (r["job"], e) for r in lines for e in range(1, r["epochs"] + 1) if e < 3)
+    info = summary(out)
+    assert info["best"]["job"] in {r["job"] for r in lines if r["status"] == "completed"}
+    ranks = [line.split() for line in (done.stdout + done.stderr).split("top trials (maximize):")[1].splitlines()[2:8]]
+    statuses = [row[6] for row in ranks]
+    assert statuses == sorted(statuses)  # "completed" rows all above "pruned" ones
+    assert (out / "sweep_optimizer.lr.png").is_file()
 
 
 @pytest.mark.slow
@@ -248,3 +295,15 @@ def test_plugin_is_discovered_from_a_wheel_install(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "CoarseToFineSweeper" in done.stdout
+
+
+def test_int_interval_is_an_integer_parameter_in_either_spelling() -> None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from hydra_plugins.expt_sweeper._impl import param_from_override
+
+    parser = OverridesParser.create()
+    for line in ("model.num_filters=tag(log, int(interval(16, 128)))", "model.num_filters=tag(log, int, interval(16, 128))"):
+        param = param_from_override(parser.parse_overrides([line])[0], {})
+        assert (param.integer, param.log, param.low, param.high) == (True, True, 16.0, 128.0), line
+    assert not param_from_override(parser.parse_overrides(["schedule.gamma=interval(0, 1)"])[0], {}).integer

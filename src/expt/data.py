@@ -8,6 +8,7 @@ trainer keeps them on the device and slices minibatches out of them.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 from dataclasses import dataclass, replace
@@ -53,11 +54,8 @@ class Splits:
 
 
 # ----------------------------------------------------------------------------- loaders
-def digits() -> dict[str, Any]:
-    """scikit-learn's 1,797 8x8 digits (pixel values 0..16), read from the file scikit-learn ships.
-
-    The CSV is read directly so that starting a run does not import scikit-learn and SciPy.
-    """
+@functools.lru_cache(maxsize=1)
+def _digits_table() -> np.ndarray:
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
         raise ConfigError(
@@ -66,6 +64,17 @@ def digits() -> dict[str, Any]:
     path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz"
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)
+    table.setflags(write=False)  # shared by every call: the arrays built from it are new ones
+    return table
+
+
+def digits() -> dict[str, Any]:
+    """scikit-learn's 1,797 8x8 digits (pixel values 0..16), read from the file scikit-learn ships.
+
+    The CSV is read directly so that starting a run does not import scikit-learn and SciPy, and
+    once per process, so the trials of a sweep in one process do not parse it again.
+    """
+    table = _digits_table()
     x = table[:, :-1].reshape(-1, 1, 8, 8) / 16.0
     return {"x_train": x, "y_train": table[:, -1].astype(np.int64), "num_classes": 10}
 

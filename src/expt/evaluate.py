@@ -226,8 +226,17 @@ def members(directory: Path, device: str | torch.device, snapshots: bool = False
                     f"{other.run_dir} and {first.run_dir} were trained on different {what} ({b} and {a}): an ensemble "
                     "averages models of the same data, split and classes; evaluate them apart."
                 )
-    return sorted(found, key=lambda m: (-(m.metrics.get("best_val_acc") or 0.0), m.metrics.get("final_val_loss") or 0.0,
-                                        str(m.run_dir)))
+    # best validation accuracy first; among equals the lower validation loss of that epoch (as the sweeper ranks)
+    return sorted(found, key=lambda m: (-(m.metrics.get("best_val_acc") or 0.0),
+                                        _first_number(m.metrics, "best_val_loss", "final_val_loss"), str(m.run_dir)))
+
+
+def _first_number(metrics: dict, *keys: str) -> float:
+    """The first of ``keys`` that ``metrics`` holds a number for (runs written before a key existed lack it)."""
+    for key in keys:
+        if isinstance(metrics.get(key), (int, float)):
+            return float(metrics[key])
+    return 0.0
 
 
 def _snapshot_members(runs: list[Path], device: str | torch.device) -> list[Member]:

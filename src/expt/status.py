@@ -18,14 +18,16 @@ COMPLETED = "completed"  # every epoch ran
 DIVERGED = "diverged"  # stopped on a NaN/Inf loss or one above trainer.divergence_factor x the initial loss
 INTERRUPTED = "interrupted"  # Ctrl-C; checkpoints/last.pt resumes it
 FAILED = "failed"  # an error stopped it (recorded by the sweeper; a run that raises writes no metrics.json)
-STATUSES = (COMPLETED, DIVERGED, INTERRUPTED, FAILED)
+PRUNED = "pruned"  # a sweep stopped it early, behind the other trials of its round (expt.pruning)
+STATUSES = (COMPLETED, DIVERGED, INTERRUPTED, FAILED, PRUNED)
 
 METRICS_FILE = "metrics.json"
 # Keys every metrics.json holds (``history`` has one row per epoch: epoch, train_loss, train_acc,
 # val_loss, val_acc, lr, seconds). ``objective`` is what a sweep optimises: the best validation
-# accuracy of a completed run, 0.0 for any other.
+# accuracy of a completed (or pruned) run, 0.0 for any other; ``best_val_loss`` is the validation
+# loss of that epoch (the sweeper's tie-breaker) and ``val_samples`` the size of the validation split.
 METRICS_KEYS = (
-    "status", "best_val_acc", "best_epoch", "final_val_acc", "final_val_loss", "test_acc", "test_loss",
+    "status", "best_val_acc", "best_val_loss", "val_samples", "best_epoch", "final_val_acc", "final_val_loss", "test_acc", "test_loss",
     "epochs_completed", "initial_loss", "final_train_loss", "seconds", "objective", "history",
 )
 

@@ -29,7 +29,8 @@ from expt.config import instantiate
 from expt.evaluate import evaluate
 from expt.loss import classification_loss
 from expt.optim import step_schedule
-from expt.status import COMPLETED, DIVERGED
+from expt.pruning import ProgressReport
+from expt.status import COMPLETED, DIVERGED, PRUNED
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,15 @@ class Trainer:
         return data_loss, data_loss + penalty
 
     def measure(self) -> dict[str, float]:
+        """The epoch's evaluations. Training and validation are measured the same way (eval mode, data loss
+        only), so the dashboard can draw them on one chart; the penalty is its own number."""
         d, model = self.exp.data, self.exp.model
-        _, train_acc = evaluate(model, *self.train_eval)
+        train_data_loss, train_acc = evaluate(model, *self.train_eval)
         val_loss, val_acc = evaluate(model, d.x_val, d.y_val)
-        row = {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc}
+        row = {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc, "train_data_loss": train_data_loss}
+        if self.exp.regularizer.active:
+            with torch.no_grad():
+                row["penalty"] = float(self.exp.regularizer.penalty())
         if self.ema is not None:
             row["ema_val_loss"], row["ema_val_acc"] = evaluate(self.ema.module, d.x_val, d.y_val)
         return row
@@ -312,9 +318,16 @@ class Trainer:
         """Train for ``trainer.epochs`` epochs (from where a resumed run stopped) and return the run's metrics."""
         self.begin(dashboard)
         status = COMPLETED
+        progress = ProgressReport.from_env()  # a sweep's early stopping, when it asked for it
         while self.epoch < self.settings.epochs:
             if not self.train_epoch(dashboard):
                 status = DIVERGED
+                break
+            if progress is not None and self.epoch < self.settings.epochs and progress.report(
+                    self.epoch, self.best["val_acc"]):
+                log.info("Epoch %d: best val %.2f%% is below the median of this round's other trials "
+                         "at this epoch: stopping (pruned).", self.epoch, 100 * self.best["val_acc"])
+                status = PRUNED
                 break
         return self.end(status)
 
@@ -358,6 +371,13 @@ class Trainer:
         self.record(row, dashboard)
         return True
 
+    def _val_loss_at(self, epoch: Optional[int]) -> Optional[float]:
+        """The validation loss of the weights that scored best at ``epoch`` (the averaged ones if they did)."""
+        for row in self.history:
+            if row["epoch"] == epoch:
+                return row.get("ema_val_loss" if self.best["averaged"] else "val_loss", row.get("val_loss"))
+        return None
+
     def lr(self) -> float:
         return float(self.exp.optimizer.param_groups[0]["lr"])
 
@@ -386,7 +406,7 @@ class Trainer:
 
     def end(self, status: str) -> dict[str, Any]:
         """After the last epoch: write last.pt if it lags (a diverged run's weights are past saving), then finish."""
-        if status == COMPLETED and self.saved_epoch != self.epoch and self.history:
+        if status in (COMPLETED, PRUNED) and self.saved_epoch != self.epoch and self.history:
             self.save()
         return self.finish(status)
 
@@ -402,6 +422,8 @@ class Trainer:
         metrics = {
             "status": status,
             "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
+            "best_val_loss": self._val_loss_at(self.best["epoch"]),
+            "val_samples": len(e.data.x_val),
             "best_epoch": self.best["epoch"],
             "best_averaged": self.best["averaged"],
             "final_val_acc": last.get("val_acc"),
@@ -415,5 +437,5 @@ class Trainer:
             "compile_warmup_seconds": self.warmup_seconds if self.settings.compile else None,
             "history": self.history,
         }
-        metrics["objective"] = metrics["best_val_acc"] if status == COMPLETED else 0.0
+        metrics["objective"] = metrics["best_val_acc"] if status in (COMPLETED, PRUNED) else 0.0
         return metrics

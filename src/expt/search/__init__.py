@@ -4,14 +4,14 @@ space
     The parameter space: :class:`Limits`, :class:`NumericParam` and :class:`ChoiceParam`,
     sampling, and the override strings trials are described by.
 settings
-    :class:`Settings`, :class:`Round` and :class:`Pinpoint`, parsed and validated from the
-    sweeper's config (:class:`SearchConfigError` names the bad key).
+    :class:`Settings`, :class:`Stage`, :class:`Round`, :class:`Pinpoint` and :class:`Pruning`,
+    parsed and validated from the sweeper's config (:class:`SearchConfigError` names the bad key).
 records
     :class:`TrialSpec`, :class:`TrialRecord` and ``search.jsonl``, which records are appended
     to as trials finish and read back from to resume.
 algorithm
-    :class:`CoarseToFineSearch`: rounds, narrowing, edge moves, the pinpoint stage, the
-    ranking of trials and the summary of a search.
+    :class:`CoarseToFineSearch`: stages and their rounds, narrowing, edge moves, the pinpoint
+    stage, the ranking of trials (ties broken by the validation loss) and the summary.
 
 The search knows nothing about Hydra: trials are described by override strings and their
 results come back as :class:`TrialRecord` objects, so every step can be unit-tested with a
@@ -30,6 +30,7 @@ from expt.search.algorithm import (
     consecutive_runs,
     ranked,
     score,
+    tie_tolerance,
 )
 from expt.search.records import (
     TrialRecord,
@@ -38,7 +39,7 @@ from expt.search.records import (
     as_objective,
     read_records,
 )
-from expt.search.settings import Pinpoint, Round, Settings
+from expt.search.settings import Pinpoint, Pruning, Round, Settings, Stage
 from expt.search.space import (
     AT_LEAST_ONE,
     NON_NEGATIVE,
@@ -55,13 +56,13 @@ from expt.search.space import (
     override_key,
     sample_space,
 )
-from expt.status import COMPLETED, DIVERGED, FAILED
+from expt.status import COMPLETED, DIVERGED, FAILED, PRUNED
 
 __all__ = [
     "AT_LEAST_ONE", "COMPLETED", "DIVERGED", "FAILED", "NON_NEGATIVE", "PINPOINT_ROUND", "POSITIVE",
-    "ChoiceParam", "CoarseToFineSearch",
-    "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Round", "SearchConfigError",
-    "Settings", "Space", "TrialRecord", "TrialSpec", "append_record", "as_objective",
+    "PRUNED", "ChoiceParam", "CoarseToFineSearch",
+    "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Pruning", "Round", "SearchConfigError",
+    "Settings", "Space", "Stage", "TrialRecord", "TrialSpec", "append_record", "as_objective",
     "consecutive_runs", "default_limits", "describe_space", "merge_overrides", "override_key",
-    "ranked", "read_records", "sample_space", "score",
+    "ranked", "read_records", "sample_space", "score", "tie_tolerance",
 ]

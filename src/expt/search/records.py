@@ -1,20 +1,18 @@
 """Trials: the spec of a trial to run, the record of a finished one, and ``search.jsonl``.
 
-Records are appended one line at a time under a lock, so parallel trials can write them as they
-finish, and read back by trial key, which is what lets a stopped sweep resume.
+Records are appended one line at a time under a lock (:mod:`expt.jsonl`), so parallel trials can
+write them as they finish, and read back by trial key, which is what lets a stopped sweep resume.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from expt import faults
+from expt.jsonl import append_line, read_lines
 from expt.search.space import Value
 
 log = logging.getLogger("expt.search")  # the search speaks under one name, as it did as one module
@@ -50,14 +48,18 @@ class TrialRecord:
     run_dir: Optional[str] = None
     metric: Optional[float] = None
     error: Optional[str] = None
+    tie_value: Optional[float] = None  # the tie-breaker read from metrics.json (lower is better)
+    val_samples: Optional[int] = None  # how many validation samples the objective was measured on
+    test_acc: Optional[float] = None
+    epochs: Optional[int] = None  # epochs the trial trained (fewer than asked when it was pruned)
 
     @property
     def key(self) -> tuple[int, tuple[str, ...]]:
         return (self.round, tuple(self.overrides))
 
-    def to_json(self) -> str:
-        data = {k: v for k, v in asdict(self).items() if v is not None or k == "objective"}
-        return json.dumps(data, sort_keys=False, allow_nan=False)
+    def to_dict(self) -> dict[str, Any]:
+        """The line of ``search.jsonl``: every field that has a value (``objective`` always)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k == "objective"}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "TrialRecord":
@@ -82,13 +84,9 @@ def read_records(path: Path) -> dict[tuple[int, tuple[str, ...]], TrialRecord]:
     A truncated last line (a sweep killed while writing) is ignored.
     """
     records: dict[tuple[int, tuple[str, ...]], TrialRecord] = {}
-    if not path.exists():
-        return records
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for number, data in read_lines(path):
         try:
-            record = TrialRecord.from_dict(json.loads(line))
+            record = TrialRecord.from_dict(data)
         except (ValueError, TypeError) as error:
             log.warning("%s:%d is not a trial record, ignored (%s)", path, number, error)
             continue
@@ -97,25 +95,5 @@ def read_records(path: Path) -> dict[tuple[int, tuple[str, ...]], TrialRecord]:
 
 
 def append_record(path: Path, record: TrialRecord) -> None:
-    """Append one line in a single write under an exclusive lock, so parallel trials do not interleave.
-
-    A line cut short by a kill is left where it is (:func:`read_records` skips it) and the new
-    record starts on a line of its own.
-    """
-    line = (record.to_json() + "\n").encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        try:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
-        handle.seek(0, os.SEEK_END)
-        if handle.tell() > 0:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                line = b"\n" + line
-        faults.write(handle, line, path.name)
-        handle.flush()
-    faults.crash_point(f"{path.name}:appended")
+    """Append the record as one line of ``search.jsonl`` (:func:`expt.jsonl.append_line`: safe in parallel)."""
+    append_line(path, record.to_dict())

@@ -1,4 +1,4 @@
-"""The sweeper's settings, validated: the rounds, the pinpoint stage and the search options.
+"""The sweeper's settings, validated: the stages and their rounds, pinpoint, ties, pruning.
 
 Every error names the key, the value and what is allowed (:class:`SearchConfigError`).
 """
@@ -22,6 +22,34 @@ class Round:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A step of the search: the parameters it searches, coarse to fine over its rounds.
+
+    ``params`` names parameters of the space; None takes every parameter no other stage names.
+    Parameters of later stages keep the config's values; those of earlier stages are held at
+    the best trial of their stage.
+    """
+
+    name: str
+    params: Optional[tuple[str, ...]]
+    rounds: tuple[Round, ...]
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """Early stopping inside a round, by the median rule.
+
+    After each epoch a trial reports its best validation score so far; from ``warmup_epochs``
+    on, it stops when at least ``min_trials`` other trials of its round reported that epoch and
+    its score is below their median. Rounds of one epoch are never pruned.
+    """
+
+    enabled: bool = True
+    min_trials: int = 3
+    warmup_epochs: int = 1
+
+
+@dataclass(frozen=True)
 class Pinpoint:
     """The optional stage that finds a learning-rate range by overfitting a small subset.
 
@@ -31,7 +59,7 @@ class Pinpoint:
     a grid step on each side.
     """
 
-    enabled: bool = False
+    enabled: bool = True
     param: str = "optimizer.lr"
     low: float = 1e-6
     high: float = 1.0
@@ -50,22 +78,46 @@ class Pinpoint:
 class Settings:
     """Validated sweeper settings (everything but the search space)."""
 
-    rounds: tuple[Round, ...]
+    stages: tuple[Stage, ...]
     seed: int = 0
     direction: str = "maximize"
     margin: float = 0.1
     edge: float = 0.1
     max_edge_moves: int = 3
-    pinpoint: Pinpoint = Pinpoint()
+    pinpoint: Pinpoint = Pinpoint(enabled=False)
+    tie_break: Optional[str] = None
+    tie_samples: int = 0
+    pruning: Pruning = Pruning(enabled=False)
+
+    @property
+    def rounds(self) -> tuple[Round, ...]:
+        """Every round of every stage, in order: round ``n`` of the search is ``rounds[n - 1]``."""
+        return tuple(rnd for stage in self.stages for rnd in stage.rounds)
+
+    def stage_of(self, round_number: int) -> int:
+        """The index of the stage round ``round_number`` (1-based, across stages) belongs to."""
+        end = 0
+        for index, stage in enumerate(self.stages):
+            end += len(stage.rounds)
+            if round_number <= end:
+                return index
+        raise ValueError(f"no round {round_number}")
+
+    def last_of_stage(self, round_number: int) -> bool:
+        index = self.stage_of(round_number)
+        return round_number == sum(len(s.rounds) for s in self.stages[: index + 1])
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], prefix: str = "hydra.sweeper") -> "Settings":
-        """Build from plain config values, naming ``prefix.key`` in every error."""
-        rounds_raw = data.get("rounds")
-        if not isinstance(rounds_raw, Sequence) or isinstance(rounds_raw, str) or not rounds_raw:
-            raise _bad(f"{prefix}.rounds", rounds_raw,
-                       "a non-empty list of rounds, each {trials, top_k, overrides}")
-        rounds = tuple(_round(r, f"{prefix}.rounds[{i}]") for i, r in enumerate(rounds_raw))
+        """Build from plain config values, naming ``prefix.key`` in every error.
+
+        ``rounds`` (when given) is one stage over every parameter; otherwise ``stages`` lists them.
+        """
+        if data.get("rounds") is not None:
+            stages: tuple[Stage, ...] = (
+                Stage("search", None, _rounds(data.get("rounds"), f"{prefix}.rounds")),)
+        else:
+            stages = _stages(data.get("stages"), f"{prefix}.stages")
         direction = str(data.get("direction", "maximize"))
         direction = direction.rsplit(".", 1)[-1]  # accept an enum's str()
         if direction not in ("maximize", "minimize"):
@@ -75,8 +127,15 @@ class Settings:
                        "a fraction of the range's width in [0, 0.5)", high_open=True)
         moves = _integer(data.get("max_edge_moves", 3), f"{prefix}.max_edge_moves", 0)
         seed = _integer(data.get("seed", 0), f"{prefix}.seed", None)
-        pinpoint = _pinpoint(data.get("pinpoint") or {}, f"{prefix}.pinpoint")
-        return cls(rounds, seed, direction, margin, edge, moves, pinpoint)
+        pinpoint = _pinpoint(data.get("pinpoint") or {"enabled": False}, f"{prefix}.pinpoint")
+        tie_break = data.get("tie_break")
+        if tie_break is not None and (not isinstance(tie_break, str) or not tie_break):
+            raise _bad(f"{prefix}.tie_break", tie_break,
+                       "null or a key of the trials' metrics.json, lower is better (best_val_loss)")
+        tie_samples = _integer(data.get("tie_samples", 0), f"{prefix}.tie_samples", 0)
+        pruning = _pruning(data.get("pruning") or {"enabled": False}, f"{prefix}.pruning")
+        return cls(stages, seed, direction, margin, edge, moves, pinpoint, tie_break, tie_samples,
+                   pruning)
 
 
 def _integer(value: Any, key: str, minimum: Optional[int]) -> int:
@@ -109,6 +168,61 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _rounds(data: Any, key: str) -> tuple[Round, ...]:
+    if not isinstance(data, Sequence) or isinstance(data, str) or not data:
+        raise _bad(key, data, "a non-empty list of rounds, each {trials, top_k, overrides}")
+    return tuple(_round(r, f"{key}[{i}]") for i, r in enumerate(data))
+
+
+def _stages(data: Any, key: str) -> tuple[Stage, ...]:
+    if not isinstance(data, Sequence) or isinstance(data, str) or not data:
+        raise _bad(key, data, "a non-empty list of stages, each {name, params, rounds} "
+                   "(or hydra.sweeper.rounds for a single stage)")
+    stages = []
+    claimed: dict[str, str] = {}
+    for i, item in enumerate(data):
+        where = f"{key}[{i}]"
+        if not isinstance(item, Mapping):
+            raise _bad(where, item, "a mapping {name, params, rounds}")
+        unknown = set(item) - {"name", "params", "rounds"}
+        if unknown:
+            first = sorted(unknown)[0]
+            raise _bad(f"{where}.{first}", item[first], "a stage has only the keys name, params, rounds")
+        name = item.get("name") or f"stage{i + 1}"
+        if not isinstance(name, str):
+            raise _bad(f"{where}.name", name, "a short name such as lr_decay_reg")
+        params = item.get("params")
+        if params is not None:
+            if isinstance(params, str) or not isinstance(params, Sequence) or not all(
+                    isinstance(p, str) and p for p in params):
+                raise _bad(f"{where}.params", params,
+                           "null (every parameter no other stage names) or a list of "
+                           "parameter names of hydra.sweeper.params")
+            for param in params:
+                if param in claimed:
+                    raise _bad(f"{where}.params", param,
+                               f"a parameter searched by one stage only; stage {claimed[param]} has it")
+                claimed[param] = name
+            params = tuple(params)
+        stages.append(Stage(name, params, _rounds(item.get("rounds"), f"{where}.rounds")))
+    if sum(stage.params is None for stage in stages) > 1:
+        raise _bad(key, [s.name for s in stages if s.params is None],
+                   "at most one stage with params: null (it takes the remaining parameters)")
+    return tuple(stages)
+
+
+def _pruning(data: Mapping[str, Any], key: str) -> Pruning:
+    unknown = set(data) - {"enabled", "min_trials", "warmup_epochs"}
+    if unknown:
+        first = sorted(unknown)[0]
+        raise _bad(f"{key}.{first}", data[first], "pruning has the keys enabled, min_trials, warmup_epochs")
+    enabled = data.get("enabled", Pruning.enabled)
+    if not isinstance(enabled, bool):
+        raise _bad(f"{key}.enabled", enabled, "true or false")
+    return Pruning(enabled, _integer(data.get("min_trials", Pruning.min_trials), f"{key}.min_trials", 1),
+                   _integer(data.get("warmup_epochs", Pruning.warmup_epochs), f"{key}.warmup_epochs", 1))
+
+
 def _round(data: Any, key: str) -> Round:
     if not isinstance(data, Mapping):
         raise _bad(key, data, "a mapping {trials, top_k, overrides}")
@@ -123,7 +237,7 @@ def _round(data: Any, key: str) -> Round:
 
 def _pinpoint(data: Mapping[str, Any], key: str) -> Pinpoint:
     default = Pinpoint()
-    enabled = data.get("enabled", False)
+    enabled = data.get("enabled", default.enabled)
     if not isinstance(enabled, bool):
         raise _bad(f"{key}.enabled", enabled, "true or false")
     param = data.get("param", default.param)

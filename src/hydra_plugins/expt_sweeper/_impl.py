@@ -29,7 +29,9 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from expt.config import to_plain
+from expt.pruning import ENV_FILE, ENV_JOB, ENV_ROUND, ENV_RULE, PROGRESS_FILE, MedianRule
 from expt.search import (
+    PINPOINT_ROUND,
     POSITIVE,
     ChoiceParam,
     CoarseToFineSearch,
@@ -47,7 +49,7 @@ from expt.search import (
     override_key,
     read_records,
 )
-from expt.status import COMPLETED, DIVERGED, FAILED, METRICS_FILE, read_metrics
+from expt.status import COMPLETED, DIVERGED, FAILED, METRICS_FILE, PRUNED, read_metrics
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +102,8 @@ def param_from_override(override: Override, declared_limits: Mapping[str, Any]) 
     log_scale = "log" in tags
     if isinstance(value, IntervalSweep):
         assert value.start is not None and value.end is not None
-        integer = "int" in tags
+        # tag(int, interval(a, b)) or, as the Optuna sweeper spells it, int(interval(a, b))
+        integer = "int" in tags or (isinstance(value.start, int) and isinstance(value.end, int))
         low, high = float(value.start), float(value.end)
         if integer and (low != int(low) or high != int(high)):
             raise SearchConfigError(f"{where}=tag(int, interval({low}, {high})) needs integer bounds")
@@ -191,14 +194,22 @@ class RecordingTask:
         metric = None
         if trial.get("metric"):
             metric = as_objective(_lookup(metrics, trial["metric"]))
-        return _trial_record(trial, objective, status, round(seconds, 3),
-                             _relative(run_dir, self.records_path.parent), metric, error)
+        record = _trial_record(trial, objective, status, round(seconds, 3),
+                               _relative(run_dir, self.records_path.parent), metric, error)
+        if trial.get("tie_break"):
+            record.tie_value = as_objective(_lookup(metrics, trial["tie_break"]))
+        if isinstance(metrics.get("val_samples"), int):
+            record.val_samples = metrics["val_samples"]
+        record.test_acc = as_objective(metrics.get("test_acc"))
+        if isinstance(metrics.get("epochs_completed"), int):
+            record.epochs = metrics["epochs_completed"]
+        return record
 
 
-def _trial(spec: TrialSpec, metric: Optional[str] = None) -> Dict[str, Any]:
-    """A trial as :attr:`RecordingTask.trials` holds it (``metric``: a key of metrics.json to record)."""
+def _trial(spec: TrialSpec, metric: Optional[str] = None, tie_break: Optional[str] = None) -> Dict[str, Any]:
+    """A trial as :attr:`RecordingTask.trials` holds it (``metric``, ``tie_break``: keys of metrics.json to record)."""
     return {"round": spec.round, "job": spec.job, "overrides": list(spec.overrides),
-            "values": dict(spec.values), "metric": metric}
+            "values": dict(spec.values), "metric": metric, "tie_break": tie_break}
 
 
 def _trial_record(trial: Mapping[str, Any], objective: Optional[float], status: str,
@@ -241,19 +252,22 @@ def _relative(path: Path, base: Path) -> str:
 
 
 class CoarseToFineSweeperImpl(Sweeper):
-    """Runs :class:`expt.search.CoarseToFineSearch` stage by stage through Hydra's launcher."""
+    """Runs :class:`expt.search.CoarseToFineSearch` round by round through Hydra's launcher."""
 
-    def __init__(self, *, params: Any, rounds: Any, seed: int, direction: Any, margin: float,
-                 edge: float, max_edge_moves: int, limits: Any, max_batch_size: Optional[int],
-                 pinpoint: Any) -> None:
+    def __init__(self, *, params: Any, stages: Any = None, rounds: Any = None, seed: int = 0,
+                 direction: Any = "maximize", margin: float = 0.1, edge: float = 0.1,
+                 max_edge_moves: int = 3, limits: Any = None, max_batch_size: Optional[int] = None,
+                 pinpoint: Any = None, tie_break: Optional[str] = None, tie_samples: int = 0,
+                 pruning: Any = None) -> None:
         super().__init__()
         self.params = flatten(to_plain(params))
         self.limits = flatten(to_plain(limits))
         # direction arrives as the Direction enum, whose str() (Direction.maximize) Settings reads
         self.settings = Settings.from_mapping({
-            "rounds": to_plain(rounds), "seed": seed, "direction": direction,
-            "margin": margin, "edge": edge, "max_edge_moves": max_edge_moves,
-            "pinpoint": to_plain(pinpoint)})
+            "stages": to_plain(stages), "rounds": to_plain(rounds), "seed": seed,
+            "direction": direction, "margin": margin, "edge": edge, "max_edge_moves": max_edge_moves,
+            "pinpoint": to_plain(pinpoint), "tie_break": tie_break, "tie_samples": tie_samples,
+            "pruning": to_plain(pruning)})
         if max_batch_size is not None and (isinstance(max_batch_size, bool) or max_batch_size < 1):
             raise SearchConfigError(
                 f"hydra.sweeper.max_batch_size={max_batch_size!r} is not allowed: "
@@ -275,12 +289,16 @@ class CoarseToFineSweeperImpl(Sweeper):
             hydra_context=hydra_context, task_function=self.recorder, config=config)
 
     def _search(self, arguments: List[str]) -> CoarseToFineSearch:
-        assert self.hydra_context is not None
+        assert self.hydra_context is not None and self.config is not None
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         lines = [f"{key}={value}" for key, value in self.params.items() if value is not None]
         space, fixed = build_space(parser.parse_overrides(lines),
                                    parser.parse_overrides(arguments), self.limits)
-        return CoarseToFineSearch(space, self.settings, fixed)
+        dropped = [name for name in space if not _in_config(self.config, name)]
+        for name in dropped:
+            log.info("%s is not a key of this config (%s): not searched", name, _choices(self.config))
+            del space[name]
+        return CoarseToFineSearch(space, self.settings, fixed, dropped)
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None
@@ -289,49 +307,85 @@ class CoarseToFineSweeperImpl(Sweeper):
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         returns: List[Sequence[JobReturn]] = []
-        for stage in search.stages():
-            specs = search.propose(stage)
-            self._log_stage(search, stage, specs)
+        for n in search.round_numbers():
+            specs = search.propose(n)
+            self._log_round(search, n, specs)
             done = read_records(self.recorder.records_path)
             pending = [spec for spec in specs if spec.key not in done]
             if len(pending) < len(specs):
                 log.info("resuming: %d of %d trials of this round are already in %s",
                          len(specs) - len(pending), len(specs), RECORDS_FILE)
             for batch in consecutive_runs(pending, self.max_batch_size):
-                returns.append(self._launch(batch))
+                returns.append(self._launch(search, batch))
             done = read_records(self.recorder.records_path)
-            search.conclude(stage, [done[spec.key] for spec in specs])
+            search.conclude(n, [done[spec.key] for spec in specs])
             self._write_summary(search)
         log.info("top trials (%s):\n%s", search.settings.direction, search.table(TABLE_ROWS))
         best = search.best()
         if best is not None:
-            log.info("best: objective %s, round %d, job %d: %s", best.objective, best.round,
-                     best.job, " ".join(best.overrides))
+            tie = (f", {search.settings.tie_break} {best.tie_value:.4g}"
+                   if search.settings.tie_break and best.tie_value is not None else "")
+            test = f"; its test accuracy {best.test_acc:.4g}" if best.test_acc is not None else ""
+            log.info("chosen: job %d (round %d), objective %.4g%s%s: %s", best.job, best.round,
+                     best.objective, tie, test, " ".join(best.overrides))
+            separation = search.separation()
+            if separation:
+                log.info("%s", separation)
         pictures = self._plot(search)
         log.info("sweep record: %s, summary: %s, pictures: %s", self.recorder.records_path,
                  self.sweep_dir / SUMMARY_FILE, ", ".join(p.name for p in pictures) or "none")
         return returns
 
+    def _round_epochs(self, search: CoarseToFineSearch) -> Dict[int, int]:
+        """Epochs each round trains, from its ``trainer.epochs`` override or the config's value."""
+        assert self.config is not None
+        default = OmegaConf.select(self.config, "trainer.epochs", default=None)
+        out: Dict[int, int] = {}
+        for h in search.history:
+            epochs = default
+            for item in h.overrides:
+                if override_key(item) == "trainer.epochs":
+                    epochs = item.split("=", 1)[1]
+            if epochs is not None and str(epochs).isdigit():
+                out[h.round] = int(epochs)
+        return out
+
     def _plot(self, search: CoarseToFineSearch) -> List[Path]:
-        """The objective against each searched parameter, coloured by round (expt.dashboard.plot_sweep)."""
+        """The objective against each searched parameter and over the trials (expt.dashboard.plot_sweep)."""
         from expt.dashboard import plot_sweep
 
-        records = [{"round": r.round, "values": dict(r.values), "objective": r.objective,
-                    "status": r.status} for r in search.all_records()]
+        records = [{"round": r.round, "job": r.job, "values": dict(r.values), "objective": r.objective,
+                    "status": r.status, "val_loss": r.tie_value, "epochs": r.epochs}
+                   for r in search.all_records()]
         log_params = {name: isinstance(param, NumericParam) and param.log
                       for name, param in search.space.items()}
         moves = [{"round": m.after_round + 1, "param": m.param, "old": list(m.old), "new": list(m.new)}
                  for m in search.moves]
-        return plot_sweep(records, log_params, self.sweep_dir, moves, direction=search.settings.direction)
+        return plot_sweep(records, log_params, self.sweep_dir, moves, direction=search.settings.direction,
+                          metric="val_acc", round_epochs=self._round_epochs(search))
 
-    def _launch(self, batch: List[TrialSpec]) -> Sequence[JobReturn]:
+    def _environment(self, search: CoarseToFineSearch, spec: TrialSpec) -> List[str]:
+        """What each trial's own process (any launcher) is told through ``hydra.job.env_set``."""
+        label = f"r{spec.round}-j{spec.job} " + " ".join(
+            f"{name.rsplit('.', 1)[-1]}={search.space[name].format(value)}" if name in search.space
+            else f"{name.rsplit('.', 1)[-1]}={value}" for name, value in spec.values.items())
+        env: Dict[str, Any] = {ENV_ROUND: spec.round, ENV_JOB: spec.job,
+                               "EXPT_SWEEP_FINAL": int(search.is_final(spec.round)),
+                               "EXPT_SWEEP_LABEL": label.strip()}
+        pruning = self.settings.pruning
+        if pruning.enabled and spec.round != PINPOINT_ROUND:
+            env[ENV_FILE] = str(self.sweep_dir / PROGRESS_FILE)
+            env[ENV_RULE] = MedianRule(pruning.min_trials, pruning.warmup_epochs).encode()
+        return [f"+hydra.job.env_set.{key}={_quote(value)}" for key, value in env.items()]
+
+    def _launch(self, search: CoarseToFineSearch, batch: List[TrialSpec]) -> Sequence[JobReturn]:
         assert self.recorder is not None
-        # each trial's round reaches its own process (any launcher) as EXPT_SWEEP_ROUND, for its HParams
-        overrides = [[*spec.overrides, f"+hydra.job.env_set.EXPT_SWEEP_ROUND={spec.round}"] for spec in batch]
+        overrides = [[*spec.overrides, *self._environment(search, spec)] for spec in batch]
         self.validate_batch_is_legal(overrides)
         metric = self.settings.pinpoint.metric
         self.recorder.trials = {
-            spec.job: _trial(spec, metric if spec.round == 0 else None) for spec in batch}
+            spec.job: _trial(spec, metric if spec.round == PINPOINT_ROUND else None, self.settings.tie_break)
+            for spec in batch}
         results = self.launcher.launch(overrides, initial_job_idx=batch[0].job)
         done = read_records(self.recorder.records_path)
         for spec, result in zip(batch, results):
@@ -340,29 +394,57 @@ class CoarseToFineSweeperImpl(Sweeper):
         done = read_records(self.recorder.records_path)
         for spec in batch:
             record = done[spec.key]
-            if record.status != COMPLETED:
+            if record.status == PRUNED:
+                log.info("job %d (round %d) pruned after %s epochs at %s", spec.job, spec.round,
+                         record.epochs, record.objective)
+            elif record.status != COMPLETED:
                 log.warning("job %d (round %d) %s%s", spec.job, spec.round, record.status,
                             f": {record.error}" if record.error else "")
         return results
 
-    def _log_stage(self, search: CoarseToFineSearch, stage: int, specs: List[TrialSpec]) -> None:
+    def _log_round(self, search: CoarseToFineSearch, n: int, specs: List[TrialSpec]) -> None:
         extra = " ".join(search.history[-1].overrides) or "no extra overrides"
-        if stage == 0:
+        if n == PINPOINT_ROUND:
             param = search.settings.pinpoint.param
             rates = ", ".join(str(spec.values[param]) for spec in specs)
             log.info("pinpoint: %d trials (jobs %d-%d) with %s; %s at %s", len(specs),
                      specs[0].job, specs[-1].job, extra, param, rates)
             return
-        ranges = ", ".join(f"{name} in {param}" for name, param in search.space.items())
-        log.info("round %d/%d: %d trials (jobs %d-%d) with %s; %s", stage,
-                 len(search.settings.rounds), len(specs), specs[0].job, specs[-1].job, extra,
-                 ranges)
+        names = search.stage_params[search.settings.stage_of(n)]
+        ranges = ", ".join(f"{name} in {search.space[name]}" for name in names)
+        held = " ".join(f"{k}={search.space[k].format(v)}" for k, v in search.held.items())
+        log.info("round %d/%d (stage %s): %d trials (jobs %d-%d) with %s; %s%s", n,
+                 len(search.settings.rounds), search.stage_name(n), len(specs), specs[0].job,
+                 specs[-1].job, extra, ranges, f"; holding {held}" if held else "")
 
     def _write_summary(self, search: CoarseToFineSearch) -> None:
         path = self.sweep_dir / SUMMARY_FILE
         tmp = path.with_suffix(".yaml.tmp")
         tmp.write_text(yaml.safe_dump(search.summary(), sort_keys=False), encoding="utf-8")
         os.replace(tmp, path)
+
+
+def _quote(value: Any) -> str:
+    """A value for an override, quoted as a string when it is not a plain integer."""
+    text = str(value)
+    if text.isdigit():
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _in_config(config: DictConfig, key: str) -> bool:
+    """Whether the composed config has ``key`` (a config group's name counts)."""
+    return OmegaConf.select(config, key, default=_ABSENT) is not _ABSENT
+
+
+_ABSENT = object()
+
+
+def _choices(config: DictConfig) -> str:
+    """The config's group choices, to say which config lacks a key."""
+    choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
+    shown = [f"{k}={v}" for k, v in choices.items() if not str(k).startswith("hydra") and v is not None]
+    return " ".join(shown[:8]) or "its defaults"
 
 
 def _record_from_return(spec: TrialSpec, result: JobReturn) -> TrialRecord:

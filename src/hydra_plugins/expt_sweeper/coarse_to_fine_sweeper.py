@@ -1,10 +1,11 @@
 """The ``Sweeper`` Hydra instantiates for ``hydra/sweeper=coarse_to_fine``.
 
 It only forwards to :class:`._impl.CoarseToFineSweeperImpl`, imported when a sweep is
-configured, so that Hydra's plugin discovery stays cheap for every other command.
+configured, so that Hydra's plugin discovery stays cheap for every other command. Its keys are
+those of :class:`.config.CoarseToFineSweeperConf`.
 """
 
-from typing import Any, List, Optional
+from typing import Any, List
 
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -12,35 +13,12 @@ from omegaconf import DictConfig
 
 
 class CoarseToFineSweeper(Sweeper):
-    """Coarse-to-fine random search over ``hydra.sweeper.params`` (see expt.search)."""
+    """Staged coarse-to-fine random search over ``hydra.sweeper.params`` (see expt.search)."""
 
-    def __init__(
-        self,
-        params: Optional[DictConfig],
-        rounds: Any,
-        seed: int,
-        direction: Any,
-        margin: float,
-        edge: float,
-        max_edge_moves: int,
-        limits: Optional[DictConfig],
-        max_batch_size: Optional[int],
-        pinpoint: Any,
-    ) -> None:
+    def __init__(self, **settings: Any) -> None:
         from ._impl import CoarseToFineSweeperImpl
 
-        self.sweeper = CoarseToFineSweeperImpl(
-            params=params,
-            rounds=rounds,
-            seed=seed,
-            direction=direction,
-            margin=margin,
-            edge=edge,
-            max_edge_moves=max_edge_moves,
-            limits=limits,
-            max_batch_size=max_batch_size,
-            pinpoint=pinpoint,
-        )
+        self.sweeper = CoarseToFineSweeperImpl(**settings)
 
     def setup(
         self,

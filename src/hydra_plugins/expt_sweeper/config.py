@@ -1,7 +1,9 @@
 """Structured config of the coarse-to-fine sweeper, registered as ``hydra/sweeper=coarse_to_fine``.
 
-Its defaults are expt's preset: three rounds over ``optimizer.lr`` and ``regularization.l2``
-(broad with 1 epoch, narrower with 3, fine with 10), about 11 s on two CPU cores.
+Its defaults are expt's preset, the recipe's sequence: pinpoint the learning rate on a small
+subset; then the learning rate, its decay (the step schedule's ``gamma``) and the L2 strength
+coarse to fine (2, 5 and 10 epochs); then the model's width (and dropout, when the config has
+it) with those held, 5 and 10 epochs. Parameters the config lacks are left out.
 """
 
 from dataclasses import dataclass, field
@@ -10,7 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from expt.search import Pinpoint, Settings
+from expt.search import Pinpoint, Pruning, Settings
 
 
 class Direction(Enum):
@@ -50,18 +52,46 @@ class PinpointConf:
     threshold: Optional[float] = Pinpoint.threshold
 
 
+@dataclass
+class StageConf:
+    """A step of the search: ``params`` (names of ``hydra.sweeper.params``; null: all the others), coarse to fine over ``rounds``."""
+
+    name: str = "search"
+    params: Optional[List[str]] = None
+    rounds: List[RoundConf] = field(default_factory=list)
+
+
+@dataclass
+class PruningConf:
+    """Early stopping inside a round: a trial below the median of ``min_trials`` others at the same epoch stops."""
+
+    enabled: bool = Pruning.enabled
+    min_trials: int = Pruning.min_trials
+    warmup_epochs: int = Pruning.warmup_epochs
+
+
 def _preset_params() -> Dict[str, Any]:
     return {
-        "optimizer.lr": "tag(log, interval(1e-6, 1e-1))",
-        "regularization.l2": "tag(log, interval(1e-6, 1e-1))",
+        "optimizer.lr": "tag(log, interval(1e-5, 1e-1))",
+        "schedule.gamma": "interval(0.1, 1.0)",
+        "regularization.l2": "tag(log, interval(1e-6, 1e-2))",
+        "model.num_filters": "tag(log, int(interval(16, 128)))",
+        "model.hidden_dim": "tag(log, int(interval(32, 512)))",
+        "regularization.dropout": "interval(0.0, 0.6)",
     }
 
 
-def _preset_rounds() -> List[RoundConf]:
+def _preset_stages() -> List[StageConf]:
     return [
-        RoundConf(trials=10, top_k=3, overrides=["trainer.epochs=1"]),
-        RoundConf(trials=5, top_k=2, overrides=["trainer.epochs=3"]),
-        RoundConf(trials=2, top_k=1, overrides=["trainer.epochs=10"]),
+        StageConf(name="lr_decay_reg", params=["optimizer.lr", "schedule.gamma", "regularization.l2"], rounds=[
+            RoundConf(trials=8, top_k=3, overrides=["trainer.epochs=2"]),
+            RoundConf(trials=4, top_k=2, overrides=["trainer.epochs=5"]),
+            RoundConf(trials=2, top_k=1, overrides=["trainer.epochs=10"]),
+        ]),
+        StageConf(name="width_dropout", params=None, rounds=[
+            RoundConf(trials=4, top_k=2, overrides=["trainer.epochs=5"]),
+            RoundConf(trials=2, top_k=1, overrides=["trainer.epochs=10"]),
+        ]),
     ]
 
 
@@ -73,7 +103,10 @@ class CoarseToFineSweeperConf:
     # Search space in Hydra's override grammar, keys dotted or nested; a plain value is a
     # fixed override for every trial, null drops the key from the search.
     params: Optional[Dict[str, Any]] = field(default_factory=_preset_params)
-    rounds: List[RoundConf] = field(default_factory=_preset_rounds)
+    # The search as a sequence of stages; each holds the best values of the stages before it.
+    stages: List[StageConf] = field(default_factory=_preset_stages)
+    # A list of rounds here replaces `stages` with a single stage over every parameter.
+    rounds: Optional[List[RoundConf]] = None
     seed: int = Settings.seed
     direction: Direction = Direction[Settings.direction]
     # Narrowing: the top trials' span plus margin x the current width on each side.
@@ -83,11 +116,17 @@ class CoarseToFineSweeperConf:
     max_edge_moves: int = Settings.max_edge_moves
     # Hard limits per parameter in interval notation, e.g. "[0, 1)"; keys dotted or nested.
     limits: Dict[str, Any] = field(
-        default_factory=lambda: {"regularization.dropout": "[0, 1)", "optimizer.momentum": "[0, 1)"}
+        default_factory=lambda: {"regularization.dropout": "[0, 1)", "optimizer.momentum": "[0, 1)",
+                                 "schedule.gamma": "(0, 1]"}
     )
     # Trials handed to the launcher at once (null: a whole round).
     max_batch_size: Optional[int] = None
     pinpoint: PinpointConf = field(default_factory=PinpointConf)
+    # Scores this many validation samples apart (metrics.json val_samples) tie; `tie_break`
+    # (a metrics.json key, lower is better) orders tied trials.
+    tie_break: Optional[str] = "best_val_loss"
+    tie_samples: int = 1
+    pruning: PruningConf = field(default_factory=PruningConf)
 
 
 ConfigStore.instance().store(

@@ -1,0 +1,57 @@
+"""Files of JSON lines that several processes append to: one locked write a line, torn lines skipped.
+
+``search.jsonl`` (a record per finished trial) and ``progress.jsonl`` (a score per trial and
+epoch, for early stopping) are written this way by trials running in parallel processes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from expt import faults
+
+log = logging.getLogger(__name__)
+
+
+def append_line(path: Path, data: dict[str, Any]) -> None:
+    """Append ``data`` as one line, in a single write under an exclusive lock.
+
+    A line cut short by a kill is left where it is (:func:`read_lines` skips it) and the new
+    line starts on a line of its own.
+    """
+    line = (json.dumps(data, sort_keys=False, allow_nan=False) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            import fcntl
+
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            pass
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                line = b"\n" + line
+        faults.write(handle, line, path.name)
+        handle.flush()
+    faults.crash_point(f"{path.name}:appended")
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) for every line that parses; a torn or foreign line is skipped with a warning."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except ValueError as error:
+            log.warning("%s:%d is not a JSON line, ignored (%s)", path, number, error)

@@ -1,0 +1,85 @@
+"""Early stopping inside a sweep round: each trial reports its score per epoch and stops when clearly behind.
+
+The trials of a round append ``{"round", "job", "epoch", "score"}`` lines to one file in the sweep
+directory (``progress.jsonl``, written with :func:`expt.jsonl.append_line`, so parallel processes
+can share it). After each epoch a trial reports its best validation accuracy so far and applies
+the **median rule**: from ``warmup_epochs`` on, once at least ``min_trials`` other trials of its
+round have reported that epoch, it stops when its score is below their median.
+
+The median rule needs no coordination: a trial compares itself with whatever the others have
+reported, so it works the same whether the launcher runs trials one after another or many at
+once, and a stopped trial never holds back the rest. (Successive halving decides at fixed rungs
+over a full cohort, which a launcher that runs each trial start to finish cannot provide.)
+
+The sweeper switches it on for a trial through environment variables (:data:`ENV_FILE`,
+:data:`ENV_RULE`, with the round and job number); outside a sweep nothing is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional
+
+from expt.jsonl import append_line, read_lines
+
+PROGRESS_FILE = "progress.jsonl"
+ENV_FILE = "EXPT_SWEEP_PROGRESS"  # the progress file; set only for rounds that may prune
+ENV_RULE = "EXPT_SWEEP_PRUNE"  # "<min_trials>:<warmup_epochs>"
+ENV_ROUND = "EXPT_SWEEP_ROUND"
+ENV_JOB = "EXPT_SWEEP_JOB"
+
+
+@dataclass(frozen=True)
+class MedianRule:
+    """Stop a trial whose score is below the median of at least ``min_trials`` others at the same epoch."""
+
+    min_trials: int = 3
+    warmup_epochs: int = 1
+
+    def should_stop(self, epoch: int, score: float, others: list[float]) -> bool:
+        if epoch < self.warmup_epochs or len(others) < self.min_trials:
+            return False
+        return score < statistics.median(others)
+
+    def encode(self) -> str:
+        return f"{self.min_trials}:{self.warmup_epochs}"
+
+    @classmethod
+    def decode(cls, text: str) -> "MedianRule":
+        min_trials, warmup = (int(part) for part in text.split(":"))
+        return cls(min_trials, warmup)
+
+
+class ProgressReport:
+    """One trial's side of the progress file: report a score, learn whether to stop."""
+
+    def __init__(self, path: Path, round_number: int, job: int, rule: MedianRule) -> None:
+        self.path = Path(path)
+        self.round = round_number
+        self.job = job
+        self.rule = rule
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Optional["ProgressReport"]:
+        """The trial's report when a sweep asked for one, else None."""
+        if not env.get(ENV_FILE):
+            return None
+        return cls(Path(env[ENV_FILE]), int(env[ENV_ROUND]), int(env[ENV_JOB]),
+                   MedianRule.decode(env.get(ENV_RULE, MedianRule().encode())))
+
+    def scores_at(self, epoch: int) -> dict[int, float]:
+        """The other trials' latest score at ``epoch`` in this round, by job (a re-run's line wins)."""
+        scores: dict[int, float] = {}
+        for _, line in read_lines(self.path):
+            if (isinstance(line, dict) and line.get("round") == self.round and line.get("epoch") == epoch
+                    and line.get("job") != self.job and isinstance(line.get("score"), (int, float))):
+                scores[int(line["job"])] = float(line["score"])
+        return scores
+
+    def report(self, epoch: int, score: float) -> bool:
+        """Record this epoch's score; True when the trial should stop here."""
+        append_line(self.path, {"round": self.round, "job": self.job, "epoch": epoch, "score": score})
+        return self.rule.should_stop(epoch, score, list(self.scores_at(epoch).values()))
