@@ -1,4 +1,10 @@
-"""TensorBoard's pages for a small sweep, opened in headless Chromium: the scalars and the HParams tab render.
+"""TensorBoard's pages for a run and a small sweep, opened in headless Chromium, as a student sees them.
+
+The page ``python -m expt.board`` prints first shows the recipe's pair (accuracy and loss, train
+against val, unsmoothed) under the runs' readable names; the HParams table shows status,
+diagnosis and round among its ticked columns, integers as integers, the log10 column of a
+log-scaled parameter, and each trial's learning curves under "Show Metrics"; the sweep pictures
+are shown at their own size.
 
 Chromium is driven through the DevTools protocol over its ``--remote-debugging-pipe`` (file
 descriptors 3 and 4, NUL-separated JSON messages), so the test needs no Python package beyond
@@ -17,11 +23,14 @@ import shutil
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from test_dashboard import SWEEP_LRS, BoardServer, get_json, small_sweep, wait_for
+from test_dashboard import SWEEP_LABELS, SWEEP_LRS, BoardServer, get_json, small_run, small_sweep, wait_for
+
+from expt import board
 
 CHROMIUM = Path(os.environ.get("EXPT_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_FLAGS = (
@@ -64,6 +73,26 @@ HPARAMS_ROWS = in_page("""(() => {
       slot => slot.assignedNodes().map(n => n.textContent.trim()).join('')))
     .filter(cells => cells.length && cells[0] !== '');
 })()""")
+RECIPE_STATE = in_page("""{
+  charts: deepAll('tf-custom-scalar-multi-line-chart-card').map(
+    card => ({title: card.title, regexes: card.tagRegexes, runs: card.runs})),
+  smoothing: deepAll('tf-smoothing-input').map(input => input.weight),
+}""")
+HPARAMS_HEADER = in_page("""(() => {
+  const grid = deepAll('vaadin-grid.session-group-table')[0];
+  if (!grid || !grid.shadowRoot) return null;
+  return Array.from(grid.shadowRoot.querySelectorAll('thead th slot')).map(
+    slot => slot.assignedNodes().map(n => n.textContent.trim()).join(''));
+})()""")
+SHOW_METRICS_OF_FIRST_ROW = in_page("""(() => {
+  const grid = deepAll('vaadin-grid.session-group-table')[0];
+  const box = grid && Array.from(grid.querySelectorAll('paper-checkbox')).find(b => b.offsetWidth > 0);
+  if (box && !box.checked) box.click();
+  return Boolean(box && box.checked);
+})()""")
+METRIC_CARDS = in_page("deepAll('tf-scalar-card').map(card => card.tag)")
+IMAGES = in_page("""deepAll('img').filter(img => img.naturalWidth > 0).map(
+  img => ({natural: img.naturalWidth, shown: img.clientWidth}))""")
 OPEN_PARALLEL_COORDINATES = in_page("""(() => {
   const tab = deepAll('paper-tab').find(t => t.innerText.trim().toUpperCase() === 'PARALLEL COORDINATES VIEW');
   if (tab) tab.click();
@@ -186,34 +215,90 @@ def chromium(tmp_path):
         browser.close()
 
 
-def test_tensorboard_shows_the_sweep_in_a_browser(tmp_path_factory, tmp_path, chromium):
-    sweep_dir = small_sweep(tmp_path_factory)
-    with BoardServer(sweep_dir, tmp_path / "board.log") as server:
-        wait_for(lambda: set(get_json(f"{server.url}/data/plugin/scalars/tags")) == {"0", "1"}, 60, "both runs loaded")
+def open_recipe_view(chromium, server, runs: list[str]) -> dict:
+    """Open the address expt.board printed first; wait for the recipe's charts of ``runs``."""
+    chromium.goto(server.printed_url(board.RECIPE_VIEW))
+    state = wait_for(
+        lambda: (s := chromium.evaluate(RECIPE_STATE)) and len(s["charts"]) >= 2
+        and all(sorted(set(c["runs"] or []) - {"sweep_summary"}) == sorted(runs) for c in s["charts"]) and s,
+        60, f"the custom-scalars page to chart {runs}",
+    )
+    first, second = state["charts"][:2]
+    assert first["title"] == "accuracy: train vs val" and second["title"].startswith("loss: train vs val")
+    assert state["smoothing"] == [0]  # the address sets TensorBoard's smoothing (0.6 by default) to none
+    for run in runs:  # each chart's data, as the page fetches it: both curves, one point per epoch
+        for chart, tags in ((first, {"accuracy/train", "accuracy/val"}), (second, {"loss/train_data", "loss/val"})):
+            (regex,) = chart["regexes"]
+            data = get_json(f"{server.url}/data/plugin/custom_scalars/scalars?"
+                            + urllib.parse.urlencode({"run": run, "tag": regex}))
+            assert data["regex_valid"] and set(data["tag_to_events"]) == tags, (run, data)
+            assert len({len(points) for points in data["tag_to_events"].values()}) == 1
+    return state
 
-        chromium.goto(f"{server.url}/#scalars")
-        state = wait_for(
-            lambda: (s := chromium.evaluate(SCALARS_STATE)) and {"0", "1"} <= set(s["runs"])
-            and "accuracy/val" in s["charts"] and s,
-            60, "the scalars dashboard to list both runs and the accuracy/val chart",
-        )
-        assert "accuracy/train" in state["charts"]
+
+@pytest.mark.slow
+def test_a_run_opens_on_the_recipes_pair(tmp_path_factory, tmp_path, chromium):
+    run_dir = small_run(tmp_path_factory)
+    label = "run trainer.epochs=3 data.subset=300"
+    with BoardServer(run_dir, tmp_path / "board.log") as server:
+        assert wait_for(lambda: get_json(f"{server.url}/data/runs") == [label], 60, "the run under its name")
+        state = open_recipe_view(chromium, server, [label])
+        assert any("update ratio" in c["title"] for c in state["charts"])
         time.sleep(1)  # let the line charts draw before the picture
-        shot = chromium.screenshot(tmp_path / "scalars.png")
+        assert chromium.screenshot(tmp_path / "run.png").stat().st_size > 10_000
+
+
+def test_tensorboard_shows_the_sweep_in_a_browser(tmp_path_factory, tmp_path, chromium):
+    from expt.dashboard import plot_sweep
+    from expt.status import read_metrics
+
+    sweep_dir = small_sweep(tmp_path_factory)
+    records = [{"round": 2, "job": job, "values": {"optimizer.lr": lr}, "status": m["status"],
+                "objective": m["objective"], "val_loss": m["final_val_loss"]}
+               for job, lr in enumerate(SWEEP_LRS) if (m := read_metrics(sweep_dir / str(job)))]
+    plot_sweep(records, {"optimizer.lr": True}, sweep_dir, metric="val_acc", round_epochs={2: 2})
+    with BoardServer(sweep_dir, tmp_path / "board.log") as server:
+        wait_for(lambda: set(get_json(f"{server.url}/data/plugin/scalars/tags")) >= set(SWEEP_LABELS), 60, "both runs loaded")
+        open_recipe_view(chromium, server, list(SWEEP_LABELS))
+        time.sleep(1)  # let the line charts draw before the picture
+        shot = chromium.screenshot(tmp_path / "recipe.png")
         assert shot.stat().st_size > 10_000
 
         chromium.goto(f"{server.url}/#hparams")
         rows = wait_for(lambda: (r := chromium.evaluate(HPARAMS_ROWS)) and len(r) >= 2 and r,
                         60, "one HParams table row per trial")
-        assert sorted(row[0] for row in rows) == ["0", "1"]  # the trial ids
+        header = chromium.evaluate(HPARAMS_HEADER)
+        assert header[:2] == ["Trial ID", "Show Metrics"]
+        ticked = header[2:7]  # TensorBoard ticks five hparams: expt's own columns and the log10 one among them
+        assert ticked[:4] == ["status", "diagnosis", "sweep round", "log10(optimizer.lr)"], header
+        assert [row[0] for row in rows] == list(SWEEP_LABELS)  # the trials' names, in job order
+        column = {name: [row[header.index(name)] for row in rows] for name in ticked}
+        assert column["status"] == ["completed", "completed"] and column["sweep round"] == ["2", "2"]
+        assert all(d in ("healthy", "overfitting", "underfitting") for d in column["diagnosis"])
         numbers = [[float(cell) for cell in row[1:] if _is_number(cell)] for row in rows]
         for lr in SWEEP_LRS:
             assert sum(lr == pytest.approx(value) for row in numbers for value in row) == 1, (lr, rows)
         chromium.screenshot(tmp_path / "hparams_table.png")
 
+        # "Show Metrics" draws the trial's learning curves: the per-epoch tags, one point per epoch
+        assert wait_for(lambda: chromium.evaluate(SHOW_METRICS_OF_FIRST_ROW), 20, "the first row's Show Metrics")
+        cards = wait_for(lambda: (c := chromium.evaluate(METRIC_CARDS)) and "accuracy/val" in c and c, 30, "metric charts")
+        assert {"hparams/best_val_acc", "accuracy/train", "loss/val"} <= set(cards)
+        evals = get_json(f"{server.url}/data/plugin/hparams/metric_evals", {
+            "experimentName": "", "sessionName": SWEEP_LABELS[0], "metricName": {"tag": "accuracy/val", "group": ""}})
+        assert [step for _, step, _ in evals] == [1, 2]
+        chromium.screenshot(tmp_path / "hparams_show_metrics.png")
+
         assert wait_for(lambda: chromium.evaluate(OPEN_PARALLEL_COORDINATES), 20, "the parallel coordinates tab")
         assert wait_for(lambda: chromium.evaluate(PARALLEL_LINES) >= 2, 30, "one line per trial") is True
         chromium.screenshot(tmp_path / "hparams_parallel_coordinates.png")
+
+        # the sweep pictures are drawn at the width TensorBoard shows them: nothing shrinks their text
+        chromium.goto(f"{server.url}/#images")
+        images = wait_for(lambda: (i := chromium.evaluate(IMAGES)) and [x for x in i if x["natural"] >= 300] or None,
+                          60, "the sweep pictures")
+        assert len(images) == 2 and all(abs(x["shown"] - x["natural"]) <= 2 for x in images), images
+        chromium.screenshot(tmp_path / "images.png")
 
 
 def _is_number(text: str) -> bool:

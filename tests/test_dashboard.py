@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -22,13 +23,14 @@ from expt import board, dashboard
 from expt.dashboard import filter_grid, plot_sweep
 from expt.build import build
 
-CORE_SCALARS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr")
+CORE_SCALARS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", "loss/train_data")
 DIAGNOSTICS_OFF = tuple(f"dashboard.{k}=false" for k in ("update_ratio", "histograms", "filters", "graph", "summary"))
 # 500 samples in batches of 100: 5 steps per epoch; with log_every=2 the logging steps are 2, 4 and 5 of each epoch.
 SMALL_RUN = ("trainer.epochs=3", "trainer.batch_size=100", "data.subset=500", "trainer.log_every=2",
              "regularization=[l2,dropout,batchnorm]")
 EPOCHS, STEPS_PER_EPOCH = 3, 5
 SWEEP_LRS = (1e-3, 3e-3)
+SWEEP_LABELS = ("r2-j000 lr=1.0e-3", "r2-j001 lr=3.0e-3")  # the names expt gives the two trials
 
 
 def read_events(path: Path) -> EventAccumulator:
@@ -41,6 +43,23 @@ def read_events(path: Path) -> EventAccumulator:
 
 def hparams_content(acc: EventAccumulator) -> dict[str, bytes]:
     return acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+
+
+def experiment_of(acc: EventAccumulator):
+    return hparams_metadata.parse_experiment_plugin_data(hparams_content(acc)[hparams_metadata.EXPERIMENT_TAG])
+
+
+def texts(acc: EventAccumulator) -> dict[str, list[str]]:
+    """Text tag -> its texts, one per step."""
+    return {tag.removesuffix("/text_summary"): [e.tensor_proto.string_val[0].decode() for e in acc.Tensors(tag)]
+            for tag in acc.Tags()["tensors"] if tag.endswith("/text_summary")}
+
+
+def layout_of(acc: EventAccumulator):
+    from tensorboard.plugins.custom_scalar import layout_pb2, metadata as cs_metadata
+
+    (event,) = acc.Tensors(cs_metadata.CONFIG_SUMMARY_TAG)
+    return layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
 
 
 def session_hparams(acc: EventAccumulator) -> dict:
@@ -74,19 +93,34 @@ def run_off(tmp_path_factory) -> tuple[dict, EventAccumulator]:
 
 
 _SWEEPS: dict[str, Path] = {}
+RUN_OVERRIDES = ("trainer.epochs=3", "data.subset=300")
+
+
+def small_run(tmp_path_factory) -> Path:
+    """A real ``python -m expt`` run (3 epochs on 300 digits) in ``<tmp>/outputs/run``, once per test session."""
+    if "run" not in _SWEEPS:
+        root = tmp_path_factory.mktemp("cli_run")
+        run_dir = root / "outputs" / "run"
+        proc = run_cli(*RUN_OVERRIDES, f"hydra.run.dir={run_dir}", cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _SWEEPS["run"] = run_dir
+    return _SWEEPS["run"]
 
 
 def small_sweep(tmp_path_factory) -> Path:
-    """A real two-trial Hydra multirun (optimizer.lr=1e-3,3e-3), run once per test session.
+    """A real two-trial Hydra multirun (optimizer.lr=1e-3,3e-3 on a log scale), run once per test session.
 
-    The round number travels as the sweeper sends it, through ``hydra.job.env_set``.
+    The round number and the final-round flag travel as the coarse-to-fine sweeper sends them,
+    through ``hydra.job.env_set``; trials of the final round write every diagnostic.
     """
     if "sweep" not in _SWEEPS:
         root = tmp_path_factory.mktemp("sweep")
         sweep_dir = root / "multirun"
         proc = run_cli(
-            "-m", "trainer.epochs=1", "data.subset=200", "optimizer.lr=" + ",".join(map(str, SWEEP_LRS)),
-            f"hydra.sweep.dir={sweep_dir}", "+hydra.job.env_set.EXPT_SWEEP_ROUND=2", cwd=root,
+            "-m", "trainer.epochs=2", "data.subset=200",
+            "optimizer.lr=tag(log, choice(" + ",".join(map(str, SWEEP_LRS)) + "))",
+            f"hydra.sweep.dir={sweep_dir}", "+hydra.job.env_set.EXPT_SWEEP_ROUND=2",
+            "+hydra.job.env_set.EXPT_SWEEP_FINAL=1", cwd=root,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         _SWEEPS["sweep"] = sweep_dir
@@ -107,23 +141,58 @@ def test_scalar_tags_and_step_counts(run_on):
     for tag in CORE_SCALARS[1:]:
         assert [e.step for e in acc.Scalars(tag)] == list(range(1, EPOCHS + 1)), tag
     assert [e.value for e in acc.Scalars("accuracy/val")] == pytest.approx([h["val_acc"] for h in metrics["history"]])
+    # the training data loss is measured as the validation loss is: eval mode, no penalty, per epoch
+    train_data = [e.value for e in acc.Scalars("loss/train_data")]
+    assert train_data == pytest.approx([h["train_data_loss"] for h in metrics["history"]])
+    penalty = [e.value for e in acc.Scalars("loss/penalty")]
+    assert [e.step for e in acc.Scalars("loss/penalty")] == list(range(1, EPOCHS + 1)) and all(p > 0 for p in penalty)
+    assert train_data[-1] < train_data[0]
+
+
+def test_the_recipes_pair_comes_first_on_the_custom_scalars_page(run_on):
+    """Category 1: accuracy train vs val on one chart, data loss train vs val on another; regexes match the tags."""
+    import re
+
+    _, acc = run_on
+    layout = layout_of(acc)
+    first = layout.category[0]
+    assert "train vs val" in first.title
+    (accuracy, loss) = first.chart
+    tags = acc.Tags()["scalars"]
+    matched = [sorted(t for t in tags if any(re.search(rx, t) for rx in chart.multiline.tag)) for chart in (accuracy, loss)]
+    assert matched == [["accuracy/train", "accuracy/val"], ["loss/train_data", "loss/val"]]
+    charts = [c.title for cat in layout.category for c in cat.chart]
+    assert any("update ratio" in c for c in charts) and any("per step" in c for c in charts)
 
 
 def test_update_ratios_at_the_logging_steps_in_a_healthy_range(run_on):
-    """One ratio per weight tensor (conv and both linears) at each logging step; Adam at lr 1e-3 moves ~1e-3."""
+    """log10 of one ratio per weight tensor (conv and both linears) at each logging step, beside a -3 reference;
+    Adam at lr 1e-3 moves ~1e-3."""
     _, acc = run_on
-    ratio_tags = sorted(t for t in acc.Tags()["scalars"] if t.startswith("diagnostics/update_ratio/"))
+    prefix = "diagnostics/update_ratio_log10/"
+    reference = prefix + "reference_1e-3"
+    ratio_tags = sorted(t for t in acc.Tags()["scalars"] if t.startswith(prefix) and t != reference)
     assert [t.rsplit("/", 1)[1].split(".", 1)[1] for t in ratio_tags] == ["Conv2d", "Linear", "Linear"]
     logging_steps = [epoch * STEPS_PER_EPOCH + i for epoch in range(EPOCHS) for i in (2, 4, 5)]
+    assert [(e.step, e.value) for e in acc.Scalars(reference)] == [(s, -3.0) for s in logging_steps]
     for tag in ratio_tags:
         events = acc.Scalars(tag)
         assert [e.step for e in events] == logging_steps, tag
         values = [e.value for e in events]
         classifier = max(ratio_tags, key=lambda t: int(t.rsplit("/", 1)[1].split(".")[0]))
         if tag == classifier:  # it starts at a twentieth of the formula's sigma: large ratios that shrink
-            assert all(1e-4 < v < 1 for v in values) and values[-1] < values[0], (tag, values)
+            assert all(-4 < v < 0 for v in values) and values[-1] < values[0], (tag, values)
         else:
-            assert all(1e-5 < v < 1e-1 for v in values), (tag, values)
+            assert all(-5 < v < -1 for v in values), (tag, values)
+
+
+def test_a_learning_rate_too_small_shows_apart_from_a_healthy_one(tmp_path):
+    """On the log10 axis a rate of 1e-6 sits three decades below Adam's 1e-3 instead of on zero."""
+    expt.train(expt.compose(["trainer.epochs=1", "data.subset=200", "optimizer.lr=1e-6", *DIAGNOSTICS_OFF[1:]]),
+               run_dir=tmp_path)
+    acc = read_events(tmp_path)
+    conv = [e.value for e in acc.Scalars("diagnostics/update_ratio_log10/0.Conv2d")]
+    assert all(-8 < v < -5 for v in conv), conv
 
 
 # ---------------------------------------------------------------------------------------------- histograms, images, text
@@ -141,15 +210,18 @@ def test_histograms_filters_text_and_graph(run_on):
         assert steps == list(range(EPOCHS + 1)), tag  # the initialised model, then every epoch
     assert all(e.histogram_value.num > 0 for e in acc.Histograms("gradients/0.Conv2d"))
 
-    (filters,) = tags["images"]
-    assert filters == "filters/0.Conv2d"
-    images = acc.Images(filters)
+    # 3x3 filters carry a note, so they are written in the form TensorBoard converts images to (tensors)
+    filters = "filters/0.Conv2d"
+    assert not tags["images"] and filters in tags["tensors"]
+    assert "look like noise" in acc.SummaryMetadata(filters).summary_description
+    images = acc.Tensors(filters)
     assert [e.step for e in images] == list(range(EPOCHS + 1))
     # 64 filters of 3x3, each enlarged to 15x15, in an 8x8 grid with 2-pixel gaps
-    assert (images[0].width, images[0].height) == (8 * 17 + 2, 8 * 17 + 2)
+    width, height = (int(v) for v in images[0].tensor_proto.string_val[:2])
+    assert (width, height) == (8 * 17 + 2, 8 * 17 + 2)
 
-    texts = {tag: acc.Tensors(tag)[0].tensor_proto.string_val[0].decode() for tag in tags["tensors"]}
-    config, summary = texts["config/text_summary"], texts["model/summary/text_summary"]
+    text = texts(acc)
+    config, summary = text["config"][-1], text["model/summary"][0]
     assert "_target_: expt.models.ConvNet" in config and "log_every: 2" in config
     model = build(expt.compose(list(SMALL_RUN))).model
     assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in summary
@@ -163,7 +235,7 @@ def test_diagnostics_off_leaves_them_out_and_changes_no_number(run_on, run_off):
     tags = off.Tags()
     assert not tags["histograms"] and not tags["images"] and not tags["graph"]
     assert not [t for t in tags["scalars"] if t.startswith("diagnostics/")]
-    assert [t for t in tags["tensors"]] == ["config/text_summary"]
+    assert sorted(tags["tensors"]) == ["config/text_summary", "custom_scalars__config__"]
     assert numbers(on_metrics) == numbers(off_metrics)
     assert on_metrics["test_acc"] == off_metrics["test_acc"]
     for tag in CORE_SCALARS:
@@ -261,12 +333,28 @@ def test_hparams_of_a_python_api_run(run_on):
     params = session_hparams(acc)
     assert params["model"] == "ConvNet" and params["optimizer"] == "Adam" and params["data"] == "digits"
     assert params["regularization"] == "l2+dropout+batchnorm"
-    assert params["status"] == "completed"
+    assert params["_1_status"] == "completed" and params["_2_diagnosis"] in dashboard.DIAGNOSES
     assert session_status(acc) == api_pb2.STATUS_SUCCESS
     for tag, key in (("hparams/best_val_acc", "best_val_acc"), ("hparams/test_acc", "test_acc"),
                      ("hparams/final_val_acc", "final_val_acc"), ("hparams/final_train_loss", "final_train_loss")):
         (event,) = acc.Scalars(tag)
         assert event.value == pytest.approx(metrics[key]) and event.step == EPOCHS
+    experiment = experiment_of(acc)
+    assert [m.name.tag for m in experiment.metric_infos] == [tag for tag, _ in dashboard.TABLE_METRICS]
+    assert {"accuracy/val", "loss/val", "accuracy/train", "loss/train_data"} <= {m.name.tag for m in experiment.metric_infos}
+    status = next(i for i in experiment.hparam_infos if i.name == "_1_status")
+    assert status.display_name == "status" and status.differs
+    assert {v.string_value for v in status.domain_discrete.values} >= {"completed", "diverged", "pruned", "failed"}
+
+
+def test_each_run_text_starts_with_its_header(run_on, tmp_path):
+    metrics, acc = run_on
+    first, last = texts(acc)["config"]
+    assert first.startswith("**") and "- status: running" in first
+    head = last.split("\n\n    ", 1)[0]  # the header, before the config's code block
+    assert "- status: completed" in head and f"{100 * metrics['best_val_acc']:.2f}%" in head
+    assert "- diagnosis: " in head and "- overrides: none" in head
+    assert "- filters: 3x3 kernels" in head
 
 
 def test_a_diverged_run_is_a_failed_session_with_its_round(tmp_path, monkeypatch):
@@ -276,31 +364,107 @@ def test_a_diverged_run_is_a_failed_session_with_its_round(tmp_path, monkeypatch
     assert metrics["status"] == "diverged"
     acc = read_events(tmp_path)
     params = session_hparams(acc)
-    assert params["status"] == "diverged" and params["sweep_round"] == 4 and params["optimizer"] == "SGD"
+    assert params["_1_status"] == "diverged" and params["_2_diagnosis"] == "diverged" and params["optimizer"] == "SGD"
+    assert params["_3_sweep_round"] == "     4"  # an integer, shown as one (TensorBoard prints numbers as 4.0000)
     assert session_status(acc) == api_pb2.STATUS_FAILURE
 
 
+@pytest.mark.parametrize("final, heavy", [("0", False), ("1", True)])
+def test_heavy_diagnostics_in_a_sweep_only_in_its_final_round(tmp_path, monkeypatch, final, heavy):
+    """By default (dashboard.sweep_diagnostics=final) a trial writes histograms, filters, graph and the full
+    config only when EXPT_SWEEP_FINAL=1; the scalars, update ratios, header and HParams are always there."""
+    monkeypatch.setenv("EXPT_SWEEP_ROUND", "1")
+    monkeypatch.setenv("EXPT_SWEEP_FINAL", final)
+    expt.train(expt.compose(["trainer.epochs=1", "data.subset=100"]), run_dir=tmp_path)
+    acc = read_events(tmp_path)
+    tags = acc.Tags()
+    assert bool(tags["histograms"]) == heavy and bool(tags["graph"]) == heavy
+    assert ("filters/0.Conv2d" in tags["tensors"]) == heavy
+    config = texts(acc)["config"][-1]
+    assert ("_target_: expt.models.ConvNet" in config) == heavy and "- sweep round 1" in config
+    assert any(t.startswith("diagnostics/update_ratio_log10/") for t in tags["scalars"])
+    assert session_hparams(acc)["_1_status"] == "completed"
+
+
+def test_sweep_diagnostics_setting():
+    from expt.dashboard import SweepContext, heavy_diagnostics
+    from expt.errors import ConfigError
+
+    alone, early, last = SweepContext(), SweepContext(round=1, final=False), SweepContext(round=3, final=True)
+    assert [heavy_diagnostics(setting, ctx) for setting in ("final", "all", "none") for ctx in (alone, early, last)] == [
+        True, False, True,  # final: a run alone and the final round
+        True, True, True,  # all
+        True, False, False,  # none: only a run alone
+    ]
+    assert heavy_diagnostics("final", SweepContext(round=1))  # a sweeper that does not say: every round, as before
+    with pytest.raises(ConfigError, match=r"dashboard.sweep_diagnostics='some'.*final, all, none"):
+        build(expt.compose(["dashboard.sweep_diagnostics=some"]))
+
+
 def test_every_trial_of_a_multirun_records_its_hparams(sweep_dir):
-    trials = sorted((d for d in sweep_dir.iterdir() if d.is_dir()), key=lambda d: d.name)
+    trials = sorted((d for d in sweep_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: d.name)
     assert [d.name for d in trials] == ["0", "1"]
-    for trial, lr in zip(trials, SWEEP_LRS):
+    for trial, lr, label in zip(trials, SWEEP_LRS, SWEEP_LABELS):
         assert not [p for p in trial.iterdir() if p.is_dir() and any(p.glob("events.out.tfevents.*"))]
+        assert (trial / dashboard.LABEL_FILE).read_text().strip() == label
         acc = read_events(trial)
         params = session_hparams(acc)
         assert params["optimizer.lr"] == pytest.approx(lr)
-        assert params["trainer.epochs"] == 1 and params["data.subset"] == 200
-        assert params["sweep_round"] == 2
-        assert {params[g] for g in ("model", "activation", "optimizer", "data")} == {"convnet", "relu", "adam", "digits"}
+        assert params["_4_log10(optimizer.lr)"] == pytest.approx(math.log10(lr), abs=1e-4)  # sampled on a log scale
+        assert params["_3_sweep_round"].strip() == "2"
+        # the choices the sweep does not vary, and the keys its command line fixes, take no column
+        assert not {"model", "activation", "optimizer", "data", "trainer.epochs", "data.subset"} & set(params)
         assert not [k for k in params if k.startswith(("hydra", "dashboard"))]
-        assert params["status"] == "completed"
-        experiment = hparams_metadata.parse_experiment_plugin_data(
-            hparams_content(acc)[hparams_metadata.EXPERIMENT_TAG]
-        )
-        differs = {info.name for info in experiment.hparam_infos if info.differs}
-        assert differs == {"optimizer.lr", "sweep_round"}  # the swept key, not those fixed for the sweep
-        assert [m.name.tag for m in experiment.metric_infos][0] == "hparams/best_val_acc"
+        assert params["_1_status"] == "completed"
+        experiment = experiment_of(acc)
+        differs = {info.name: info.display_name for info in experiment.hparam_infos if info.differs}
+        assert set(differs) == {"optimizer.lr", "_4_log10(optimizer.lr)", "_3_sweep_round", "_1_status", "_2_diagnosis"}
+        # TensorBoard ticks the first five by name among those that differ: expt's own columns come first
+        assert [differs[name] for name in sorted(differs)[:4]] == ["status", "diagnosis", "sweep round",
+                                                                   "log10(optimizer.lr)"]
         metrics = json.loads((trial / "metrics.json").read_text())
         assert acc.Scalars("hparams/best_val_acc")[0].value == pytest.approx(metrics["best_val_acc"])
+        assert acc.Tags()["histograms"]  # the final round: every diagnostic
+
+
+def test_run_labels():
+    from expt.dashboard import SweepContext, run_label
+
+    trial = SweepContext(multirun=True, round=2, job=7, overrides=["optimizer.lr=0.0031", "trainer.epochs=3",
+                                                                    "model=mlp"], fixed={"trainer.epochs"})
+    assert run_label(trial) == "r2-j007 lr=3.1e-3 model=mlp"
+    # the sweeper's label, its job number padded so that names sort in job order
+    assert run_label(SweepContext(multirun=True, round=2, job=7, label="r2-j7 lr=3.1e-3")) == "r2-j007 lr=3.1e-3"
+    alone = SweepContext(overrides=["model=mlp", "trainer.epochs=3"])
+    assert run_label(alone, Path("outputs/2026-01-01/10-00-00")) == "10-00-00 model=mlp trainer.epochs=3"
+    assert run_label(SweepContext(), Path("outputs/2026-01-01/10-00-00")) == "10-00-00 (defaults)"
+
+
+# ---------------------------------------------------------------------------------------------- the diagnosis
+def rows(train_acc, val_acc, val_loss=None, train_loss=None):
+    n = len(train_acc)
+    val_loss = val_loss or [1.0 - 0.1 * i for i in range(n)]
+    train_loss = train_loss or [1.0 - 0.1 * i for i in range(n)]
+    return [{"epoch": i + 1, "train_acc": a, "val_acc": v, "val_loss": vl, "train_data_loss": tl}
+            for i, (a, v, vl, tl) in enumerate(zip(train_acc, val_acc, val_loss, train_loss))]
+
+
+def test_diagnosis_rule():
+    from expt.dashboard import diagnose
+
+    assert diagnose(rows([0.97, 0.99, 1.0], [0.95, 0.97, 0.98])).verdict == "healthy"
+    assert diagnose(rows([0.98, 0.99, 1.0], [0.95, 0.94, 0.93])).verdict == "overfitting"  # gap 7 points
+    # a 3-point gap with the validation loss rising while the training loss falls
+    rising = rows([0.98, 0.99, 1.0], [0.97, 0.97, 0.97], val_loss=[0.10, 0.12, 0.15], train_loss=[0.1, 0.05, 0.02])
+    assert diagnose(rising).verdict == "overfitting"
+    # a strongly regularized run: train and val close together, both low
+    assert diagnose(rows([0.80, 0.84, 0.85], [0.80, 0.83, 0.85])).verdict == "underfitting"
+    # still learning fast at the end
+    assert diagnose(rows([0.90, 0.94, 0.97], [0.90, 0.94, 0.96])).verdict == "underfitting"
+    assert diagnose(rows([0.9], [0.9]), "diverged").verdict == "diverged"
+    assert diagnose([]).verdict == "not trained"
+    line = diagnose(rows([0.97, 0.99, 1.0], [0.95, 0.97, 0.98])).line()
+    assert line.startswith("healthy: train 100.0%, val 98.0% (gap 2.0 points); last 2 epochs")
 
 
 # ---------------------------------------------------------------------------------------------- the server
@@ -330,14 +494,14 @@ def wait_for(check, timeout: float, what: str):
 class BoardServer:
     """``python -m expt.board <dir> --port <free port>`` in a subprocess; always stopped on exit."""
 
-    def __init__(self, logdir: Path, log_file: Path):
+    def __init__(self, logdir: Path, log_file: Path, *args: str):
         self.port = board.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = log_file
         self.log = open(log_file, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "expt.board", str(logdir), "--port", str(self.port)],
+            [sys.executable, "-m", "expt.board", str(logdir), "--port", str(self.port), *args],
             stdout=self.log, stderr=subprocess.STDOUT, env=env,
         )
 
@@ -349,6 +513,13 @@ class BoardServer:
 
         wait_for(ready, 60, "TensorBoard to answer /data/runs")
         return self
+
+    def printed_url(self, fragment: str) -> str:
+        """The address expt.board printed that ends in ``fragment`` (e.g. the recipe's view)."""
+        for word in self.log_file.read_text().split():
+            if word.startswith(self.url) and word.endswith(fragment):
+                return word
+        pytest.fail(f"expt.board printed no address ending in {fragment!r}: {self.log_file.read_text()}")
 
     def __exit__(self, *exc: object) -> None:
         self.proc.terminate()
@@ -362,17 +533,19 @@ class BoardServer:
 
 def test_tensorboard_serves_the_sweep(sweep_dir, tmp_path):
     with BoardServer(sweep_dir, tmp_path / "board.log") as server:
-        assert server.url in (tmp_path / "board.log").read_text()
-        assert wait_for(lambda: sorted(get_json(f"{server.url}/data/runs")) == ["0", "1"], 60, "both runs")
+        assert server.printed_url(board.RECIPE_VIEW)
+        trials = lambda names: sorted(set(names) - {"sweep_summary"})  # noqa: E731 (the browser test adds pictures)
+        assert wait_for(lambda: trials(get_json(f"{server.url}/data/runs")) == list(SWEEP_LABELS), 60, "both runs")
 
         def scalar_tags():
             tags = get_json(f"{server.url}/data/plugin/scalars/tags")
-            return tags if set(tags) == {"0", "1"} and all("accuracy/val" in t for t in tags.values()) else None
+            tags = {run: t for run, t in tags.items() if run != "sweep_summary"}
+            return tags if set(tags) == set(SWEEP_LABELS) and all("accuracy/val" in t for t in tags.values()) else None
 
         tags = wait_for(scalar_tags, 60, "the scalar tags of both trials")
         for run_tags in tags.values():
             assert set(CORE_SCALARS) <= set(run_tags)
-            assert any(t.startswith("diagnostics/update_ratio/") for t in run_tags)
+            assert any(t.startswith("diagnostics/update_ratio_log10/") for t in run_tags)
 
         experiment = wait_for(
             lambda: get_json(f"{server.url}/data/plugin/hparams/experiment", {"experimentName": ""}).get("hparamInfos"),
@@ -386,9 +559,32 @@ def test_tensorboard_serves_the_sweep(sweep_dir, tmp_path):
         }
         groups = get_json(f"{server.url}/data/plugin/hparams/session_groups", request)["sessionGroups"]
         assert [g["hparams"]["optimizer.lr"] for g in groups] == pytest.approx(list(SWEEP_LRS))
+        assert [g["name"] for g in groups] == list(SWEEP_LABELS)
         assert all(g["sessions"][0]["status"] == "STATUS_SUCCESS" for g in groups)
         assert all(any(m["name"]["tag"] == "hparams/best_val_acc" for m in g["metricValues"]) for g in groups)
     assert server.proc.returncode is not None
+    assert not list(Path(tempfile.gettempdir()).glob("expt-board-*/" + SWEEP_LABELS[0]))  # its links are gone
+
+
+def test_board_names_runs_by_their_labels(tmp_path):
+    sweep = tmp_path / "sweep"
+    for job, label in ((0, "r1-j0 lr=1e-3"), (1, "r1-j1 a/b"), (10, "r1-j0 lr=1e-3")):
+        touch_events(sweep / str(job), time.time())
+        (sweep / str(job) / dashboard.LABEL_FILE).write_text(label + "\n")
+    touch_events(sweep / "sweep_summary", time.time())
+    (sweep / "checkpoints_elsewhere").mkdir()  # no events: not a run
+    names = board.run_names(sweep)
+    assert names == {"r1-j0 lr=1e-3": sweep / "0", "r1-j1 a|b": sweep / "1", "r1-j0 lr=1e-3 (2)": sweep / "10",
+                     "sweep_summary": sweep / "sweep_summary"}
+    view = board.NamedView(sweep)
+    try:
+        assert sorted(p.name for p in view.path.iterdir()) == sorted(names)
+        touch_events(sweep / "11", time.time())
+        view.refresh()
+        assert (view.path / "11").resolve() == (sweep / "11").resolve()
+    finally:
+        view.close()
+    assert not view.path.exists() and (sweep / "0").is_dir()
 
 
 # ---------------------------------------------------------------------------------------------- finding the newest run
@@ -453,23 +649,23 @@ def test_plot_sweep_writes_pngs_and_tensorboard_images(tmp_path):
     records, moves = synthetic_sweep()
     params = {"optimizer.lr": True, "regularization.dropout": False}
     paths = plot_sweep(records, params, tmp_path, moves)
-    assert paths == [tmp_path / "sweep_optimizer.lr.png", tmp_path / "sweep_regularization.dropout.png"]
+    assert paths == [tmp_path / "sweep_optimizer.lr.png", tmp_path / "sweep_regularization.dropout.png",
+                     tmp_path / "sweep_history.png"]
     for path in paths:
         pixels = imread(path)
-        assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 600
+        assert pixels.ndim == 3 and pixels.shape[0] > 600 and pixels.shape[1] == 700
         assert pixels[..., :3].std() > 0.05  # a drawing, not a blank canvas
     acc = read_events(tmp_path / "sweep_summary")
-    assert sorted(acc.Tags()["images"]) == ["sweep/optimizer.lr", "sweep/regularization.dropout"]
+    assert sorted(acc.Tags()["images"]) == ["sweep/history", "sweep/optimizer.lr", "sweep/regularization.dropout"]
     (image,) = acc.Images("sweep/optimizer.lr")
     height, width = imread(paths[0]).shape[:2]
-    assert (image.width, image.height) == (width, height)
+    # drawn for TensorBoard's 350-pixel image cards, so that its 9-point text reads there unscaled
+    assert (image.width, image.height) == (350, height // 2)
 
 
 @pytest.mark.parametrize("direction", ["maximize", "minimize"])
 def test_plot_sweep_stars_the_best_trial_of_the_search_direction(tmp_path, monkeypatch, direction):
     """The star sits on the largest objective when maximizing and on the smallest when minimizing."""
-    from matplotlib.figure import Figure
-
     from expt.dashboard import best_trial
 
     records, moves = synthetic_sweep()
@@ -479,15 +675,85 @@ def test_plot_sweep_stars_the_best_trial_of_the_search_direction(tmp_path, monke
     (best,) = [r for r in records if r["objective"] == expected]
     assert best_trial(records, direction) is best
 
-    drawn: list = []  # each picture's figure, read back as it is saved
-    save = Figure.savefig
-    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
     params = {"optimizer.lr": True, "regularization.dropout": False}
-    plot_sweep(records, params, tmp_path, moves, direction=direction)
-    assert len(drawn) == len(params)
+    drawn = drawn_figures(monkeypatch, lambda: plot_sweep(records, params, tmp_path, moves, direction=direction))
+    assert len(drawn) == len(params) + 1  # and the history
     for fig, param in zip(drawn, params):
         (ax,) = fig.axes
-        (star,) = [c for c in ax.collections if c.get_label() == "best"]
+        (star,) = [c for c in ax.collections if c.get_label().startswith("best: ")]
         assert star.get_offsets().tolist() == [[best["values"][param], expected]]
     with pytest.raises(ValueError, match="direction"):
         plot_sweep(records, params, tmp_path, moves, direction="down")
+
+
+def drawn_figures(monkeypatch, draw) -> list:
+    """The figures ``draw()`` saves, read back as each is saved."""
+    from matplotlib.figure import Figure
+
+    drawn: list = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
+    draw()
+    return drawn
+
+
+def legend_texts(fig) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def test_plot_sweep_marks_statuses_apart_names_the_metric_and_flags_ties(tmp_path, monkeypatch):
+    """A diverged trial (objective 0.0, as the sweep records it) and a failed one sit in the strip along the bottom,
+    not among the scores; a pruned one is hollow at its last score; two trials tied for best are both flagged, the
+    one with the lower val_loss starred; the legend says how many epochs each round trained."""
+    records = [
+        {"round": 1, "job": 0, "values": {"lr": 1e-3}, "objective": 0.90, "status": "completed", "val_loss": 0.3},
+        {"round": 1, "job": 1, "values": {"lr": 1e-1}, "objective": 0.0, "status": "diverged"},
+        {"round": 1, "job": 2, "values": {"lr": 3e-2}, "objective": None, "status": "failed"},
+        {"round": 2, "job": 3, "values": {"lr": 2e-3}, "objective": 0.80, "status": "pruned"},
+        {"round": 2, "job": 4, "values": {"lr": 3e-3}, "objective": 0.95, "status": "completed", "val_loss": 0.20},
+        {"round": 3, "job": 5, "values": {"lr": 4e-3}, "objective": 0.95, "status": "completed", "val_loss": 0.15},
+    ]
+    from expt.dashboard import best_trials
+
+    assert [r["job"] for r in best_trials(records)] == [5, 4]
+    drawn = drawn_figures(monkeypatch, lambda: plot_sweep(
+        records, {"lr": True}, tmp_path, direction="maximize", metric="val_acc", round_epochs={1: 1, 2: 3, 3: 10}))
+    scatter, history = drawn
+    (ax,) = scatter.axes
+    assert ax.get_ylabel() == "best validation accuracy (val_acc)" and "val_acc" not in ax.get_title()
+    texts = legend_texts(scatter)
+    assert {"round 1: 3 trials of 1 epoch", "round 2: 2 trials of 3 epochs", "round 3: 1 trials of 10 epochs"} <= set(texts)
+    assert {"diverged (no score)", "failed (error, no score)", "pruned (stopped early; its last score)"} <= set(texts)
+    (best,) = [t for t in texts if t.startswith("best: ")]
+    assert "tied with 1 other" in best and "lower val_loss" in best
+    on_axes = [tuple(xy) for c in ax.collections if c.get_offset_transform() is ax.transData for xy in c.get_offsets().tolist()]
+    assert (1e-1, 0.0) not in on_axes and (2e-3, 0.8) in on_axes  # no diverged dot at 0.0; the pruned score is drawn
+    (star,) = [c for c in ax.collections if c.get_label().startswith("best: ")]
+    assert star.get_offsets().tolist() == [[4e-3, 0.95]]
+    (hax,) = history.axes
+    (line,) = [l for l in hax.get_lines() if l.get_label() == "best so far"]
+    assert list(line.get_xdata()) == [0, 1, 2, 3, 4, 5] and list(line.get_ydata()) == [0.9, 0.9, 0.9, 0.9, 0.95, 0.95]
+    assert "best so far" in hax.get_title()
+
+
+def test_every_trial_declares_the_sweeps_columns():
+    """TensorBoard takes the table's columns from one trial: a pinpoint trial that sets only the learning rate
+    still declares every searched parameter (and its log10 column), typed as the trials that set them."""
+    from tensorboard.plugins.hparams import api_pb2 as api
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    from expt.dashboard import SweepContext, hparams_summaries
+    from expt.dashboard.hparams import declared_columns
+
+    ctx = SweepContext(multirun=True, round=0, log_scaled={"optimizer.lr", "regularization.l2"},
+                       searched={"optimizer.lr": 0.0, "regularization.l2": 0.0, "model.hidden_dim": ""})
+    experiment, start, _ = hparams_summaries({"optimizer.lr": 1e-3, "_4_log10(optimizer.lr)": -3.0},
+                                             varied={"optimizer.lr"}, declared=declared_columns(ctx))
+    infos = HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content).experiment.hparam_infos
+    types = {i.name: i.type for i in infos}
+    assert types == {"optimizer.lr": api.DATA_TYPE_FLOAT64, "_4_log10(optimizer.lr)": api.DATA_TYPE_FLOAT64,
+                     "regularization.l2": api.DATA_TYPE_FLOAT64, "_4_log10(regularization.l2)": api.DATA_TYPE_FLOAT64,
+                     "model.hidden_dim": api.DATA_TYPE_STRING}
+    assert {i.display_name for i in infos if i.name.startswith("_4_")} == {"log10(optimizer.lr)", "log10(regularization.l2)"}
+    values = HParamsPluginData.FromString(start.value[0].metadata.plugin_data.content).session_start_info.hparams
+    assert set(values) == {"optimizer.lr", "_4_log10(optimizer.lr)"}  # only what this trial set

@@ -3,8 +3,11 @@
 Without DIR it looks under ./outputs and ./multirun (Hydra's run and sweep directories); with
 DIR it serves DIR itself when DIR is a run (holds event files) or a sweep (holds Hydra's
 ``multirun.yaml``), and otherwise the newest run or sweep under DIR. A run that belongs to a
-sweep is shown with its whole sweep, so the HParams tab lists every trial. It prints the
-address and serves until interrupted (Ctrl-C). Arguments after ``--`` go to TensorBoard
+sweep is shown with its whole sweep, so the HParams tab lists every trial. Each run is shown under its readable name (the
+``run_label.txt`` the run wrote: ``r2-j013 lr=3.1e-3 l2=1.2e-4`` for a sweep's trial), through a
+temporary directory of links named so. It prints the address of the recipe's charts (the
+custom-scalars page, unsmoothed: accuracy and loss, train against val) and serves until
+interrupted (Ctrl-C). Arguments after ``--`` go to TensorBoard
 itself, e.g. ``python -m expt.board -- --samples_per_plugin images=100``. Plain
 ``tensorboard --logdir <dir>`` shows the same directories.
 """
@@ -13,8 +16,11 @@ from __future__ import annotations
 
 import argparse
 import errno
+import shutil
+import signal
 import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,6 +28,11 @@ from typing import Optional, Sequence
 DEFAULT_ROOTS = ("outputs", "multirun")
 EVENTS_GLOB = "events.out.tfevents.*"
 SWEEP_MARKER = "multirun.yaml"
+LABEL_FILE = "run_label.txt"  # written by each run (expt.dashboard.LABEL_FILE)
+# The page the board opens on: the recipe's pair of charts, without smoothing (TensorBoard's default is 0.6).
+RECIPE_VIEW = "#custom_scalars&_smoothingWeight=0"
+HPARAMS_VIEW = "#hparams"
+REFRESH_SECONDS = 5  # how often the named links are brought up to date with new runs of a sweep
 
 
 def is_run(path: Path) -> bool:
@@ -107,6 +118,67 @@ def port_problem(port: int, host: str = "127.0.0.1") -> Optional[str]:
     return None
 
 
+def run_names(logdir: Path) -> dict[str, Path]:
+    """Readable name -> directory, for each run under ``logdir`` (``logdir`` itself when it is a run).
+
+    A sweep's trials, its ``sweep_summary`` and its ``evaluation`` are its subdirectories holding event
+    files; each is named by its ``run_label.txt``, or its directory name where it has none. Names are
+    made safe as directory names ("/" becomes "|") and unique (" (2)" added).
+    """
+    logdir = Path(logdir)
+    if is_run(logdir):
+        candidates = [logdir]
+    else:
+        candidates = sorted(
+            (d for d in logdir.iterdir() if d.is_dir() and not d.name.startswith(".") and any(d.rglob(EVENTS_GLOB))),
+            key=lambda d: (not d.name.isdigit(), int(d.name) if d.name.isdigit() else 0, d.name),
+        )
+    names: dict[str, Path] = {}
+    for directory in candidates:
+        try:
+            label = (directory / LABEL_FILE).read_text(encoding="utf-8").strip()
+        except OSError:
+            label = ""
+        name = (label or directory.name).replace("/", "|").replace("\\", "|").strip(". ") or directory.name
+        unique, n = name, 2
+        while unique in names:
+            unique, n = f"{name} ({n})", n + 1
+        names[unique] = directory
+    return names
+
+
+class NamedView:
+    """A temporary directory of links, one per run, named by :func:`run_names`: TensorBoard names runs by path.
+
+    :meth:`refresh` adds the runs that appeared since (a sweep still running). Without links (a file
+    system that refuses them) ``path`` is the log directory itself, and runs keep their paths as names.
+    """
+
+    def __init__(self, logdir: Path):
+        self.logdir = Path(logdir).resolve()
+        self.linked: dict[Path, str] = {}
+        self.dir: Optional[Path] = Path(tempfile.mkdtemp(prefix="expt-board-"))
+        try:
+            self.refresh()
+        except OSError:
+            self.close()
+        self.path = self.dir if self.dir is not None else self.logdir
+
+    def refresh(self) -> None:
+        if self.dir is None:
+            return
+        for name, directory in run_names(self.logdir).items():
+            directory = directory.resolve()
+            if directory not in self.linked and name not in self.linked.values():
+                (self.dir / name).symlink_to(directory, target_is_directory=True)
+                self.linked[directory] = name
+
+    def close(self) -> None:
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)  # removes the links, never what they point to
+            self.dir = None
+
+
 def launch(logdir: Path, port: Optional[int] = None, host: str = "127.0.0.1", extra: Sequence[str] = ()) -> tuple[object, str]:
     """Start TensorBoard's own server on ``logdir`` in this process (a background thread); return it and its URL."""
     from tensorboard import program
@@ -116,6 +188,10 @@ def launch(logdir: Path, port: Optional[int] = None, host: str = "127.0.0.1", ex
         "tensorboard", "--logdir", str(logdir), "--host", host, "--port", str(port or free_port(host)), *extra,
     ])
     return board, board.launch()
+
+
+def _stop(*_: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -128,6 +204,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("dir", nargs="?", type=Path, help="a run, a sweep, or a directory to search (default: ./outputs and ./multirun)")
     parser.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--plain-names", action="store_true",
+                        help="show runs under their directory names, as plain tensorboard --logdir does")
     args = parser.parse_args(argv)
     problem = port_problem(args.port, args.host) if args.port is not None else None
     if problem is not None:
@@ -140,17 +218,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     from tensorboard.program import TensorBoardServerException
 
+    signal.signal(signal.SIGTERM, _stop)  # a terminated board removes its links too
+    view = None if args.plain_names else NamedView(logdir)
     try:
-        _, url = launch(logdir, args.port, args.host, extra)
-    except TensorBoardServerException as exc:  # taken between the check and the start, or a bad --host
-        print(f"TensorBoard could not start on {args.host}:{args.port or 'a free port'}: {exc.msg}", file=sys.stderr)
-        return 1
-    print(f"TensorBoard on {logdir}\n  {url}\n(Ctrl-C to stop)", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        return 0
+        try:
+            _, url = launch(view.path if view else logdir, args.port, args.host, extra)
+        except TensorBoardServerException as exc:  # taken between the check and the start, or a bad --host
+            print(f"TensorBoard could not start on {args.host}:{args.port or 'a free port'}: {exc.msg}", file=sys.stderr)
+            return 1
+        print(f"TensorBoard on {logdir}\n"
+              f"  {url}{RECIPE_VIEW}   the recipe's charts: accuracy and loss, train vs val (unsmoothed)\n"
+              f"  {url}{HPARAMS_VIEW}   every run's hyperparameters, status, diagnosis and metrics\n"
+              "(Ctrl-C to stop)", flush=True)
+        try:
+            while True:
+                time.sleep(REFRESH_SECONDS)
+                if view is not None:
+                    try:
+                        view.refresh()
+                    except OSError:  # a run directory removed while it was being linked: next time
+                        pass
+        except KeyboardInterrupt:
+            return 0
+    finally:
+        if view is not None:
+            view.close()
 
 
 if __name__ == "__main__":

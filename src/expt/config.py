@@ -83,6 +83,9 @@ class DashboardConfig:
     filters: bool = True  # the first layer's weights as an image grid, per epoch
     graph: bool = True  # the model graph (traced once, before training)
     summary: bool = True  # the model's layers and parameter counts as text (once)
+    # in a sweep's trials, the heavy diagnostics (histograms, filters, graph, full config text) are written
+    # in the final round only (final), in every round (all) or in none (none); outside a sweep, always
+    sweep_diagnostics: str = "final"
 
 
 @dataclass
@@ -108,6 +111,7 @@ MODES = ("train", "sanity")
 DTYPES = ("float32", "float64")
 AMP_MODES = ("off", "bf16", "fp16")
 SANITY_GUARDS = ("warn", "false", "strict")
+SWEEP_DIAGNOSTICS = ("final", "all", "none")
 TARGET_GROUPS = ("data", "model", "activation", "preprocessing", "init", "optimizer", "schedule")
 
 
@@ -218,6 +222,9 @@ def validate(cfg: DictConfig) -> None:
 
     g = cfg.sanity.before_train
     _check(str(g).lower() in SANITY_GUARDS, "sanity.before_train", g, f"one of {', '.join(SANITY_GUARDS)}")
+    sd = cfg.dashboard.sweep_diagnostics
+    _check(sd in SWEEP_DIAGNOSTICS, "dashboard.sweep_diagnostics", sd,
+           f"one of {', '.join(SWEEP_DIAGNOSTICS)} (the sweep rounds whose trials write histograms, filters, graph and config)")
 
     for group in TARGET_GROUPS:
         node = cfg[group]

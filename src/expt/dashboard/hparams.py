@@ -1,46 +1,211 @@
 """A run's hyperparameters for TensorBoard's HParams plugin: the keys that tell it apart, and the summaries.
 
-The dashboard records them with the run's final metrics (``hparams/*`` scalars) and status, so a
-sweep directory shows every trial in one table.
+The dashboard records them with the run's final metrics (``hparams/*`` scalars), its status and
+its diagnosis, so a sweep directory shows every trial in one table. Also here: where the run
+stands in a sweep (:class:`SweepContext`, from the environment the sweeper sets and Hydra's job
+config) and the readable name the run is shown under (:func:`run_label`).
+
+TensorBoard's HParams page ticks the first five columns, ordered by "differs" and then by name,
+and prints every number with five significant digits. So expt's own columns are named to come
+first (``_1_status``, ``_2_diagnosis``, ``_3_sweep_round``, then ``_4_log10(<key>)``, shown as
+``status``, ``diagnosis``, ``sweep round``, ``log10(<key>)``), integers are given as right-aligned
+text (``"     3"``: it sorts as a number and reads as one), and every searched parameter sampled on
+a log scale has a log10 column, so the parallel-coordinates and scatter views spread it evenly.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expt.config import TARGET_GROUPS
+from expt.dashboard.diagnosis import DIAGNOSES
 
-# The final metrics each run records next to its hyperparameters: (scalar tag, metrics.json key).
+# The final metrics each run records as scalars next to its hyperparameters: (scalar tag, metrics.json key).
 HPARAM_METRICS = (
     ("hparams/best_val_acc", "best_val_acc"),
     ("hparams/final_val_acc", "final_val_acc"),
     ("hparams/test_acc", "test_acc"),
     ("hparams/final_train_loss", "final_train_loss"),
 )
-SWEEP_ROUND_ENV = "EXPT_SWEEP_ROUND"
+# The metric columns of the HParams table: (scalar tag, display name). The per-epoch tags let "Show
+# Metrics" draw each trial's learning curves; a column's value is the tag's last value.
+TABLE_METRICS = (
+    ("hparams/best_val_acc", "best val acc"),
+    ("accuracy/val", "val acc (per epoch)"),
+    ("accuracy/train", "train acc (per epoch)"),
+    ("loss/val", "val loss (per epoch)"),
+    ("loss/train_data", "train loss (per epoch)"),
+    ("hparams/test_acc", "test acc"),
+)
+SWEEP_ROUND_ENV = "EXPT_SWEEP_ROUND"  # the trial's coarse-to-fine round (0: the pinpoint stage)
+SWEEP_FINAL_ENV = "EXPT_SWEEP_FINAL"  # 1 for the trials of the sweep's last round, 0 for the others
+SWEEP_LABEL_ENV = "EXPT_SWEEP_LABEL"  # the trial's short name, e.g. "r2-j13 lr=3.1e-3 l2=1.2e-4"
+# Column names sort in the order TensorBoard should tick them (it ticks the first five by name); the
+# display names are what the page shows.
+STATUS, DIAGNOSIS, ROUND = "_1_status", "_2_diagnosis", "_3_sweep_round"
+LOG10_PREFIX = "_4_log10"  # "_4_log10(optimizer.lr)", shown as "log10(optimizer.lr)"
+DISPLAY_NAMES = {STATUS: "status", DIAGNOSIS: "diagnosis", ROUND: "sweep round"}
+RUN_STATUSES = ("completed", "diverged", "pruned", "interrupted", "failed", "running")
+INT_WIDTH = 6  # integers are right-aligned to this many characters, so that they sort as numbers
+_LOG_TAG = re.compile(r"\btag\(([^()]*?)\blog\b")
 
 
-def run_hparams(cfg: DictConfig) -> tuple[dict[str, Any], set[str]]:
-    """The hyperparameters that tell this run apart, and the names of those an override set.
+@dataclass
+class SweepContext:
+    """Where a run stands: alone, or a trial of a Hydra multirun (and then of which round)."""
 
-    Inside a Hydra job: the group choices (``activation: gelu``; Hydra's own ``hydra/*`` groups
-    and the ``dashboard`` group left out, since they do not change the numbers) and every
-    key overridden on the command line or by the sweeper, flattened, with its composed value.
-    Outside Hydra, the choices are inferred from the config: the class each group names, the
-    data set's name, and the active regularizers. ``sweep_round`` comes from
-    ``$EXPT_SWEEP_ROUND`` (the coarse-to-fine round, set per trial by the sweeper).
+    multirun: bool = False
+    round: Optional[int] = None  # EXPT_SWEEP_ROUND: a coarse-to-fine trial
+    final: Optional[bool] = None  # EXPT_SWEEP_FINAL, or the sweeper's own round count when it is not set
+    label: Optional[str] = None  # EXPT_SWEEP_LABEL
+    job: Optional[int] = None  # Hydra's job number
+    overrides: list[str] = field(default_factory=list)  # the job's task overrides
+    fixed: set[str] = field(default_factory=set)  # keys the multirun's command line fixes for every trial
+    log_scaled: set[str] = field(default_factory=set)  # searched keys sampled on a log scale
+    searched: dict[str, Any] = field(default_factory=dict)  # the sweeper's parameters -> a value of their type
 
-    The second value names what a sweep varies: the overridden keys (less those the sweep's
-    command line gives one value for all trials) and ``sweep_round``. The HParams tab shows
-    those columns first.
+    @property
+    def in_sweep(self) -> bool:
+        return self.multirun or self.round is not None
+
+
+def sweep_context(env: Optional[dict[str, str]] = None) -> SweepContext:
+    """The run's :class:`SweepContext`, from ``env`` (default ``os.environ``) and Hydra's job config."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    env = os.environ if env is None else env
+    ctx = SweepContext()
+    round_ = env.get(SWEEP_ROUND_ENV, "").strip()
+    if round_:
+        ctx.round = int(round_) if round_.lstrip("-").isdigit() else None
+    final = env.get(SWEEP_FINAL_ENV, "").strip()
+    if final:
+        ctx.final = final == "1"
+    ctx.label = env.get(SWEEP_LABEL_ENV, "").strip() or None
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        ctx.multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        ctx.overrides = list(hydra_cfg.overrides.task)
+        if ctx.multirun:
+            ctx.job = _int_or_none(OmegaConf.select(hydra_cfg, "job.num", default=None))
+            ctx.fixed, ctx.log_scaled = _sweep_command_line(hydra_cfg)
+        _read_sweeper(OmegaConf.select(hydra_cfg, "sweeper", default=None), ctx)
+    return ctx
+
+
+def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
+    """The log-scaled parameters of the sweeper's ``params``, and whether this round is its last (when the
+    environment does not say). Whatever a sweeper's config holds, a run never fails on it."""
+    if not isinstance(sweeper, DictConfig):
+        return
+    try:
+        params = sweeper.get("params")
+        if isinstance(params, DictConfig):
+            for key, spec in params.items():
+                if isinstance(spec, str) and _LOG_TAG.search(spec):
+                    ctx.log_scaled.add(str(key))
+                if isinstance(spec, str):  # interval(...) samples floats; tag(int, ...), range and choice do not
+                    numeric = "interval(" in spec and not re.search(r"\btag\([^()]*\bint\b", spec)
+                    ctx.searched[str(key)] = 0.0 if numeric else ""
+        rounds = sweeper.get("rounds")
+        if ctx.final is None and ctx.round is not None and isinstance(rounds, ListConfig) and len(rounds):
+            ctx.final = ctx.round == len(rounds)  # rounds are numbered from 1; 0 is the pinpoint stage
+    except Exception:  # an interpolation that does not resolve in the job, a sweeper of another shape
+        pass
+
+
+def _int_or_none(value: Any) -> Optional[int]:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _sweep_command_line(hydra_cfg: Any) -> tuple[set[str], set[str]]:
+    """(keys the multirun's command line sets to one value, keys it sweeps on a log scale), from multirun.yaml.
+
+    Empty sets when the file cannot be read.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    sweep_dir = Path(hydra_cfg.sweep.dir)
+    if not sweep_dir.is_absolute():
+        sweep_dir = Path(hydra_cfg.runtime.cwd) / sweep_dir
+    try:
+        task = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        overrides = OverridesParser.create().parse_overrides(list(task))
+    except Exception:
+        return set(), set()
+    fixed = {o.key_or_group for o in overrides if not o.is_sweep_override()}
+    logged = {o.key_or_group for o in overrides if o.is_sweep_override() and "log" in (getattr(o.value(), "tags", None) or ())}
+    return fixed, logged
+
+
+def short_value(value: Any) -> str:
+    """A sampled value as a run name shows it: 3.1e-3, 0.25, 128, relu."""
+    if isinstance(value, float) and math.isfinite(value) and value != 0 and not (1e-2 <= abs(value) < 1e4):
+        mantissa, exponent = f"{value:.1e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def run_label(ctx: SweepContext, run_dir: Optional[Path] = None) -> str:
+    """The name TensorBoard shows the run under (``expt.board`` serves each run under this name).
+
+    The sweeper's ``EXPT_SWEEP_LABEL`` when it gives one; else, for a sweep's trial, its round, its job
+    number (zero-padded, so the names sort in job order) and the values the sweep varied
+    (``r2-j013 lr=3.1e-3 l2=1.2e-4``); for a run alone, its directory's name and its overrides.
+    """
+    if ctx.label:  # the sweeper's, with the job number zero-padded so that names sort in job order
+        return re.sub(r"^(r\d+-j)(\d+)\b", lambda m: m[1] + m[2].zfill(3), ctx.label)
+    values = []
+    for override in ctx.overrides:
+        key, sep, value = override.partition("=")
+        key = key.lstrip("+~")
+        if not sep or key.split(".", 1)[0] in ("hydra", "dashboard") or (ctx.in_sweep and key in ctx.fixed):
+            continue
+        try:
+            parsed: Any = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            parsed = value
+        values.append(f"{key.rsplit('.', 1)[-1] if ctx.in_sweep else key}={short_value(parsed)}")
+    if ctx.in_sweep:
+        head = "-".join(([f"r{ctx.round}"] if ctx.round is not None else []) +
+                        ([f"j{ctx.job:03d}"] if ctx.job is not None else []))
+        return " ".join([head or "trial", *values])
+    name = run_dir.name if run_dir is not None else "run"
+    return " ".join([name, *values]) if values else f"{name} (defaults)"
+
+
+def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[dict[str, Any], set[str]]:
+    """The hyperparameters that tell this run apart, and the names of those a sweep varies.
+
+    Inside a Hydra job: every key overridden on the command line or by the sweeper, flattened, with
+    its composed value, and the group choices (``activation: gelu``; Hydra's own ``hydra/*`` groups and
+    the ``dashboard`` group left out, since they do not change the numbers). In a multirun only the
+    keys and choices the sweep varies are kept (a constant ``activation=relu`` would only take a column).
+    Outside Hydra, the choices are inferred from the config: the class each group names, the data
+    set's name, and the active regularizers. ``_sweep_round`` comes from ``$EXPT_SWEEP_ROUND``.
+    A numeric key the sweep samples on a log scale also gets ``log10(<key>)``. Integers are given
+    as right-aligned text (see the module's docstring).
+
+    The second value names what a sweep varies: the overridden keys (less those the sweep's command
+    line gives one value for all trials), their log10 columns and ``_sweep_round``.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    ctx = ctx or sweep_context()
     choices: dict[str, Any] = inferred_choices(cfg)
     overridden: dict[str, Any] = {}
     varied: set[str] = set()
@@ -49,7 +214,6 @@ def run_hparams(cfg: DictConfig) -> tuple[dict[str, Any], set[str]]:
         for group, choice in hydra_cfg.runtime.choices.items():
             if choice is not None and not group.startswith("hydra/") and group != "dashboard":
                 choices[group] = _hparam_value(OmegaConf.to_container(choice) if isinstance(choice, ListConfig) else choice)
-        fixed = _fixed_in_sweep(hydra_cfg)
         for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
             key = override.key_or_group
             if override.is_delete() or key.split(".", 1)[0] in ("dashboard", "hydra"):
@@ -57,34 +221,28 @@ def run_hparams(cfg: DictConfig) -> tuple[dict[str, Any], set[str]]:
             flat = {key: choices[key]} if key in choices else _flatten(key, OmegaConf.select(cfg, key, default=None))
             if key not in choices:
                 overridden.update(flat)
-            if key not in fixed:
+            if key not in ctx.fixed:
                 varied.update(flat)
-    round_ = os.environ.get(SWEEP_ROUND_ENV)
-    if round_:
-        overridden["sweep_round"] = int(round_) if round_.strip().lstrip("-").isdigit() else round_
-        varied.add("sweep_round")
-    return {**overridden, **choices}, varied
+    if ctx.multirun:  # a value every trial shares only takes a column (the trial's header lists it)
+        choices = {k: v for k, v in choices.items() if k in varied}
+        overridden = {k: v for k, v in overridden.items() if k in varied}
+    params = {**overridden, **choices}
+    for key in sorted(ctx.log_scaled & set(params)):
+        value = params[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            params[f"{LOG10_PREFIX}({key})"] = round(math.log10(value), 4)
+            varied.add(f"{LOG10_PREFIX}({key})")
+    if ctx.round is not None:
+        params[ROUND] = ctx.round
+        varied.add(ROUND)
+    return {k: _as_column(v) for k, v in params.items()}, varied
 
 
-def _fixed_in_sweep(hydra_cfg: Any) -> set[str]:
-    """Keys that a multirun's command line sets to one value for every trial (from its ``multirun.yaml``).
-
-    Empty outside a multirun, or when the file cannot be read.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.types import RunMode
-
-    if hydra_cfg.mode != RunMode.MULTIRUN:
-        return set()
-    sweep_dir = Path(hydra_cfg.sweep.dir)
-    if not sweep_dir.is_absolute():
-        sweep_dir = Path(hydra_cfg.runtime.cwd) / sweep_dir
-    try:
-        task = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
-        overrides = OverridesParser.create().parse_overrides(list(task))
-    except Exception:
-        return set()
-    return {o.key_or_group for o in overrides if not o.is_sweep_override()}
+def _as_column(value: Any) -> Any:
+    """Integers as right-aligned text (TensorBoard would print 3 as 3.0000); everything else as it is."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value).rjust(INT_WIDTH)
+    return value
 
 
 def inferred_choices(cfg: DictConfig) -> dict[str, str]:
@@ -106,9 +264,7 @@ def inferred_choices(cfg: DictConfig) -> dict[str, str]:
 
 
 def _flatten(key: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, DictConfig):
-        value = OmegaConf.to_container(value, resolve=True)
-    elif isinstance(value, ListConfig):
+    if isinstance(value, (DictConfig, ListConfig)):
         value = OmegaConf.to_container(value, resolve=True)
     if isinstance(value, dict):
         flat: dict[str, Any] = {}
@@ -127,42 +283,75 @@ def _hparam_value(value: Any) -> Any:
     return str(value)
 
 
+def declared_columns(ctx: SweepContext) -> dict[str, Any]:
+    """Columns every trial of the sweep declares, with a value of their type: the sweeper's parameters and
+    the log10 columns of the log-scaled ones. TensorBoard takes the table's columns from one trial only
+    (the first by name: a pinpoint trial that searches only the learning rate), so each declares them all."""
+    columns = dict(ctx.searched)
+    for key in ctx.log_scaled & set(ctx.searched):
+        columns[f"{LOG10_PREFIX}({key})"] = 0.0
+    return columns
+
+
 def hparams_summaries(
-    params: dict[str, Any], metric_tags: list[str], status: str = "completed", varied: Iterable[str] = ()
+    params: dict[str, Any], metric_tags: Iterable[Any] = TABLE_METRICS, status: str = "completed",
+    varied: Iterable[str] = (), declared: Optional[dict[str, Any]] = None,
 ) -> list[Any]:
     """The three HParams summaries (experiment, session start, session end) for one run.
 
-    Built with ``torch.utils.tensorboard.summary.hparams``, but meant for the run's own event
-    file (``SummaryWriter.add_hparams`` would put them in a new subdirectory, a second run).
-    The hparams named in ``varied`` are marked as differing between trials, which is how
-    TensorBoard picks the columns it shows first; the metrics get short display names
-    (``best val acc`` for ``hparams/best_val_acc``); the session's status follows the run's:
-    success when completed, failure when diverged, unknown otherwise (interrupted).
+    Meant for the run's own event file (``SummaryWriter.add_hparams`` would put them in a new
+    subdirectory, a second run). ``metric_tags``: scalar tags, or (tag, display name) pairs. The
+    hparams in ``varied``, and expt's own columns (status, diagnosis, round), are marked as
+    differing between trials, which is how TensorBoard picks the columns it ticks. TensorBoard
+    takes the experiment from one run of the directory, so it must describe every trial: text
+    columns get no list of allowed values (which would hide a trial whose value the first one
+    lacks), except the status and the diagnosis, which list all theirs. The session's status
+    follows the run's: success when completed, failure when diverged or failed, unknown otherwise.
     """
-    from tensorboard.plugins.hparams import api_pb2
-    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
-    from torch.utils.tensorboard.summary import hparams
+    from google.protobuf import struct_pb2
+    from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+    from tensorboard.plugins.hparams import api_pb2, metadata
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 
-    experiment, start, end = hparams(params, {tag: 0.0 for tag in metric_tags})
-    varied = set(varied)
+    def summary(tag: str, **content: Any) -> Any:
+        data = HParamsPluginData(version=metadata.PLUGIN_DATA_VERSION, **content)
+        meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+            plugin_name=metadata.PLUGIN_NAME, content=data.SerializeToString()))
+        return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
 
-    def edit(summary: Any, change: Any) -> None:
-        plugin_data = summary.value[0].metadata.plugin_data
-        content = HParamsPluginData.FromString(plugin_data.content)
-        change(content)
-        plugin_data.content = content.SerializeToString()
-
-    def describe(content: Any) -> None:
-        for info in content.experiment.hparam_infos:
-            info.differs = info.name in varied
-        for info in content.experiment.metric_infos:
-            info.display_name = info.name.tag.rsplit("/", 1)[-1].replace("_", " ")
-
-    def set_status(content: Any) -> None:
-        content.session_end_info.status = {
-            "completed": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE,
-        }.get(status, api_pb2.STATUS_UNKNOWN)
-
-    edit(experiment, describe)
-    edit(end, set_status)
-    return [experiment, start, end]
+    varied = set(varied) | {STATUS, DIAGNOSIS, ROUND} | set(declared or ())
+    infos = []
+    start = SessionStartInfo()
+    columns = {**params, **{k: v for k, v in (declared or {}).items() if k not in params}}
+    for name, value in columns.items():
+        display = DISPLAY_NAMES.get(name) or (name[len(LOG10_PREFIX) - 5:] if name.startswith(LOG10_PREFIX) else name)
+        info = api_pb2.HParamInfo(name=name, display_name=display, differs=name in varied)
+        given = name in params  # a declared column this trial has no value for is left blank in its row
+        if isinstance(value, bool):
+            info.type = api_pb2.DATA_TYPE_BOOL
+            if given:
+                start.hparams[name].bool_value = value
+        elif isinstance(value, (int, float)):
+            info.type = api_pb2.DATA_TYPE_FLOAT64
+            if given:
+                start.hparams[name].number_value = value
+        else:
+            info.type = api_pb2.DATA_TYPE_STRING
+            if given:
+                start.hparams[name].string_value = str(value)
+            allowed = {STATUS: RUN_STATUSES, DIAGNOSIS: DIAGNOSES}.get(name)
+            if allowed:
+                info.domain_discrete.CopyFrom(struct_pb2.ListValue(values=[struct_pb2.Value(string_value=v) for v in allowed]))
+        infos.append(info)
+    metrics = []
+    for entry in metric_tags:
+        tag, display = entry if isinstance(entry, tuple) else (entry, entry.rsplit("/", 1)[-1].replace("_", " "))
+        metrics.append(api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=display))
+    end = SessionEndInfo(status={
+        "completed": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE, "failed": api_pb2.STATUS_FAILURE,
+    }.get(status, api_pb2.STATUS_UNKNOWN))
+    return [
+        summary(metadata.EXPERIMENT_TAG, experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)),
+        summary(metadata.SESSION_START_INFO_TAG, session_start_info=start),
+        summary(metadata.SESSION_END_INFO_TAG, session_end_info=end),
+    ]

@@ -1,4 +1,5 @@
-"""The picture of a finished sweep: the objective against each searched parameter (:func:`plot_sweep`)."""
+"""The pictures of a finished sweep (:func:`plot_sweep`): the metric against each searched parameter, and
+the optimization history (the best so far against the trial number)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,28 @@ from torch.utils.tensorboard import SummaryWriter
 from expt.config import is_finite_number
 from expt.dashboard.writer import use_c_checksums
 
+# What the metric's name means on an axis.
+METRIC_NAMES = {
+    "val_acc": "best validation accuracy",
+    "val_loss": "validation loss",
+    "test_acc": "test accuracy",
+}
+# TensorBoard shows an image 350 pixels wide in its card, whatever its own size: the picture it gets is
+# drawn at that width (4.375 inches at 80 dpi) with 9-point text (10 pixels), so it reads without opening
+# it. The PNG written beside the sweep is the same drawing at twice the resolution. The legend goes
+# below the axes, one entry a line, and the figure grows with it.
+WIDTH, AXES_HEIGHT, LEGEND_LINE = 4.375, 3.3, 0.17  # inches
+TB_DPI, PNG_DPI, FONT = 80, 160, 9
+# How each status is drawn: (marker, face colour or None for the round's colour, label, on the plot or in
+# the strip along the bottom). A pruned trial stopped early but kept its last score; the others have none.
+STATUS_STYLE = {
+    "pruned": ("o", "none", "pruned (stopped early; its last score)", "plot"),
+    "diverged": ("x", "crimson", "diverged (no score)", "strip"),
+    "failed": ("s", "black", "failed (error, no score)", "strip"),
+    "interrupted": ("v", "grey", "interrupted (no score)", "strip"),
+}
+COMPLETED = "completed"
+
 
 def plot_sweep(
     records: list[dict],
@@ -17,46 +40,142 @@ def plot_sweep(
     sweep_dir: Path,
     edge_moves: Optional[list[dict]] = None,
     direction: str = "maximize",
+    metric: str = "objective",
+    round_epochs: Optional[dict[int, int]] = None,
 ) -> list[Path]:
-    """One picture per searched parameter: the objective against the parameter's sampled value.
+    """One picture per searched parameter (the metric against the parameter's sampled value), and the history.
 
-    ``records``: one dict per trial with ``round`` (int), ``values`` (parameter -> sampled value),
-    ``objective`` (float, or None for a trial that gave none) and ``status``. ``log_params``
-    names the searched parameters, True for those sampled on a log scale (drawn on a log x
-    axis). ``edge_moves``: the search range changes between rounds, each with ``round``,
-    ``param`` and the ``old`` and ``new`` ``[lo, hi]``; the new range is shaded in the round's
-    colour and the old edges drawn dashed. Points are coloured by round; trials without an
-    objective are crosses along the bottom; the best trial (:func:`best_trial`: the largest objective,
-    or the smallest with ``direction="minimize"``) is starred.
+    ``records``: one dict per trial with ``round`` (int), ``job`` (int, optional: the trial number),
+    ``values`` (parameter -> sampled value), ``objective`` (float, or None), ``status`` and optionally
+    ``val_loss`` (breaks ties between equal objectives: lower is better) and ``epochs``. ``log_params``
+    names the searched parameters, True for those sampled on a log scale (drawn on a log x axis).
+    ``edge_moves``: the search range changes between rounds, each with ``round``, ``param`` and the
+    ``old`` and ``new`` ``[lo, hi]``; the new range is shaded in the round's colour and the old edges
+    drawn dashed. ``metric`` names the objective on the axes (``val_acc``: the best validation
+    accuracy); ``round_epochs`` (round -> epochs each trial trained) goes into the legend.
 
-    Saves ``sweep_<param>.png`` in ``sweep_dir`` and writes the same pictures as images
-    (tag ``sweep/<param>``) to ``<sweep_dir>/sweep_summary``, a run of its own in TensorBoard.
-    Returns the PNG paths.
+    Points are coloured by round. Completed trials are dots, pruned ones hollow circles at their last
+    score; diverged, failed and interrupted trials, which have no score, are marked apart in a strip
+    along the bottom. The best completed trial (:func:`best_trials`) is starred; trials tied with it
+    are ringed and the legend says how the tie was broken.
+
+    Saves ``sweep_<param>.png`` and ``sweep_history.png`` in ``sweep_dir`` and writes the same pictures as
+    images (tags ``sweep/<param>``, ``sweep/history``) to ``<sweep_dir>/sweep_summary``, a run of its own
+    in TensorBoard. Returns the PNG paths, the history last.
     """
     import matplotlib
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be 'maximize' or 'minimize', not {direction!r}")
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     moves = list(edge_moves or [])
+    epochs = {int(k): v for k, v in (round_epochs or {}).items()}
     rounds = sorted({int(r.get("round", 0)) for r in records} | {int(m.get("round", 0)) for m in moves})
     palette = matplotlib.colormaps["viridis" if len(rounds) > 10 else "tab10"]
+    metric_name = METRIC_NAMES.get(metric, metric)
+    y_label = f"{metric_name} ({metric})" if metric in METRIC_NAMES else metric
 
     def colour(round_: int) -> Any:
         i = rounds.index(round_) if round_ in rounds else 0
         return palette(i / max(1, len(rounds) - 1)) if len(rounds) > 10 else palette(i % 10)
 
-    best = best_trial(records, direction)
+    def round_label(round_: int, n: int) -> str:
+        name = "pinpoint (round 0)" if round_ == 0 else f"round {round_}"
+        ep = epochs.get(round_)
+        if ep is None:
+            ep = next((r.get("epochs") for r in records if int(r.get("round", 0)) == round_ and r.get("epochs")), None)
+        return f"{name}: {n} trials" + (f" of {ep} epoch{'s' if ep != 1 else ''}" if ep is not None else "")
+
+    tied = best_trials(records, direction)
+    best = tied[0] if tied else None
+
+    def best_label() -> str:
+        text = f"best: {_fmt_value(best['objective'])}"
+        if len(tied) > 1:
+            text += f", tied with {len(tied) - 1} other{'s' if len(tied) > 2 else ''} (ringed)"
+            text += "; lower val_loss ranks first" if all(is_finite_number(r.get("val_loss")) for r in tied) else \
+                "; the first of them"
+        return text
+
+    def new_figure() -> tuple[Any, Any, Any]:
+        fig = Figure(figsize=(WIDTH, AXES_HEIGHT), dpi=TB_DPI)
+        canvas = FigureCanvasAgg(fig)
+        ax = fig.add_subplot()
+        ax.tick_params(labelsize=FONT)
+        return fig, canvas, ax
+
+    def finish(fig: Any, canvas: Any, ax: Any, name: str, tag: str) -> Path:
+        ax.grid(True, alpha=0.3)
+        handles, labels = ax.get_legend_handles_labels()
+        legend = LEGEND_LINE * len(handles) + (0.1 if handles else 0.0)
+        fig.set_size_inches(WIDTH, AXES_HEIGHT + legend)
+        if handles:
+            fig.legend(handles, labels, fontsize=FONT - 1, loc="lower left", bbox_to_anchor=(0.01, 0.0),
+                       ncol=1, frameon=False, handletextpad=0.3, borderaxespad=0.2)
+        fig.tight_layout(rect=(0, legend / (AXES_HEIGHT + legend), 1, 1))
+        path = sweep_dir / name
+        fig.savefig(path, dpi=PNG_DPI)
+        canvas.draw()
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
+        writer.add_image(tag, rgb, 0, dataformats="HWC")
+        return path
+
+    def draw_trials(ax: Any, x_of: Any, subset: list[dict]) -> None:
+        """The trials of ``subset`` by round and status; ``x_of(record)`` is the x value."""
+        strip_statuses = set()
+        for round_ in rounds:
+            trials = [r for r in subset if int(r.get("round", 0)) == round_]
+            done = [r for r in trials if _status(r) == COMPLETED and is_finite_number(r.get("objective"))]
+            if done or trials:
+                ax.scatter([x_of(r) for r in done], [r["objective"] for r in done], color=colour(round_), s=30,
+                           alpha=0.9, label=round_label(round_, len(trials)), zorder=3)
+            for status, (marker, face, _, where) in STATUS_STYLE.items():
+                some = [r for r in trials if _status(r) == status]
+                if where == "plot":
+                    some = [r for r in some if is_finite_number(r.get("objective"))]
+                if not some:
+                    continue
+                if where == "plot":
+                    ax.scatter([x_of(r) for r in some], [r["objective"] for r in some], marker=marker,
+                               facecolor="none", edgecolor=colour(round_), s=36, lw=1.2, zorder=3)
+                else:
+                    ax.scatter([x_of(r) for r in some], [0.03] * len(some), transform=ax.get_xaxis_transform(),
+                               marker=marker, color=face, s=34, zorder=3)
+                strip_statuses.add(status)
+            other = [r for r in trials if _status(r) not in STATUS_STYLE and r not in done]
+            if other:  # a completed trial without a score, or a status this picture does not know
+                ax.scatter([x_of(r) for r in other], [0.03] * len(other), transform=ax.get_xaxis_transform(),
+                           marker="d", color="grey", s=30, zorder=3)
+                strip_statuses.add("other")
+        for status in STATUS_STYLE:
+            if status in strip_statuses:
+                marker, face, label, where = STATUS_STYLE[status]
+                if where == "plot":
+                    ax.scatter([], [], marker=marker, facecolor="none", edgecolor="grey", label=label)
+                else:
+                    ax.scatter([], [], marker=marker, color=face, label=label)
+        if "other" in strip_statuses:
+            ax.scatter([], [], marker="d", color="grey", label="no score")
+        if best is not None:
+            stars = [r for r in tied if r in subset]
+            if best in subset:
+                ax.scatter([x_of(best)], [best["objective"]], marker="*", s=240, facecolor="none",
+                           edgecolor="crimson", lw=1.5, zorder=4, label=best_label())
+            others = [r for r in stars if r is not best]
+            if others:
+                ax.scatter([x_of(r) for r in others], [r["objective"] for r in others], marker="o", s=170,
+                           facecolor="none", edgecolor="crimson", lw=1.0, ls="--", zorder=4)
+
     paths: list[Path] = []
     use_c_checksums()
     writer = SummaryWriter(log_dir=str(sweep_dir / "sweep_summary"))
     try:
         for param, is_log in log_params.items():
-            fig = Figure(figsize=(10, 4.8), dpi=100)
-            canvas = FigureCanvasAgg(fig)
-            ax = fig.add_subplot()
+            fig, canvas, ax = new_figure()
             for move in (m for m in moves if m.get("param") == param):
                 c = colour(int(move.get("round", 0)))
                 new_lo, new_hi = move["new"]
@@ -67,60 +186,81 @@ def plot_sweep(
                         ax.annotate("", xy=(new_edge, 0.97), xytext=(old_edge, 0.97),
                                     xycoords=("data", "axes fraction"),
                                     arrowprops={"arrowstyle": "->", "color": c, "lw": 1.2})
-            any_bad = False
-            for round_ in rounds:
-                trials = [r for r in records if int(r.get("round", 0)) == round_ and param in r.get("values", {})]
-                good = [r for r in trials if is_finite_number(r.get("objective"))]
-                bad = [r for r in trials if not is_finite_number(r.get("objective"))]
-                moved = [m for m in moves if m.get("param") == param and int(m.get("round", 0)) == round_]
-                label = f"round {round_} ({len(trials)} trials)"
-                if moved:
-                    label += "; range " + ", ".join(f"{_fmt(m['old'])} -> {_fmt(m['new'])}" for m in moved)
-                if good:
-                    ax.scatter([_num(r["values"][param]) for r in good], [r["objective"] for r in good],
-                               color=colour(round_), s=28, alpha=0.85, label=label, zorder=3)
-                if bad:
-                    ax.scatter([_num(r["values"][param]) for r in bad], [0.02] * len(bad),
-                               transform=ax.get_xaxis_transform(), marker="x", color=colour(round_), s=30,
-                               label=None if good else label, zorder=3)
-                    any_bad = True
-                if not good and not bad and moved:
-                    ax.plot([], [], color=colour(round_), label=label)
-            if best is not None and param in best.get("values", {}):
-                ax.scatter([_num(best["values"][param])], [best["objective"]], marker="*", s=220,
-                           facecolor="none", edgecolor="crimson", lw=1.5, zorder=4, label="best")
+                ax.plot([], [], color=c, ls="--", lw=1,
+                        label=f"round {move.get('round')}: range {_fmt(move['old'])} -> {_fmt(move['new'])}")
+            subset = [r for r in records if param in r.get("values", {})]
+            draw_trials(ax, lambda r, p=param: _num(r["values"][p]), subset)
             if is_log and _all_positive(records, moves, param):
                 ax.set_xscale("log")
-            ax.set_xlabel(param + (" (log scale)" if ax.get_xscale() == "log" else ""))
-            ax.set_ylabel("objective")
-            ax.set_title(f"Sweep: objective vs {param}")
-            ax.grid(True, alpha=0.3)
-            if any_bad:
-                ax.scatter([], [], marker="x", color="grey", label="no objective (failed or diverged)")
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-            fig.tight_layout()
-            path = sweep_dir / f"sweep_{_safe(param)}.png"
-            fig.savefig(path)
-            canvas.draw()
-            rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-            writer.add_image(f"sweep/{param}", rgb, 0, dataformats="HWC")
-            paths.append(path)
+            ax.set_xlabel(param + (" (log scale)" if ax.get_xscale() == "log" else ""), fontsize=FONT)
+            ax.set_ylabel(y_label, fontsize=FONT)
+            ax.set_title(f"{metric_name} vs {param}", fontsize=FONT + 1)
+            paths.append(finish(fig, canvas, ax, f"sweep_{_safe(param)}.png", f"sweep/{param}"))
+        paths.append(_history(records, direction, new_figure, finish, draw_trials, y_label, metric_name))
     finally:
         writer.close()
     return paths
 
 
-def best_trial(records: list[dict], direction: str = "maximize") -> Optional[dict]:
-    """The record :func:`plot_sweep` stars: the largest finite ``objective`` (``direction="maximize"``)
-    or the smallest (``"minimize"``), the first one on a tie; None when no record has one."""
+def _history(records, direction, new_figure, finish, draw_trials, y_label, metric_name) -> Path:
+    """The optimization history: every trial's score against its trial number, and the best so far."""
+    order = sorted(range(len(records)), key=lambda i: (records[i].get("job", i), i))
+    number = {id(records[i]): n for n, i in enumerate(order)}
+    x_of = (lambda r: r["job"]) if all(isinstance(r.get("job"), int) for r in records) else (lambda r: number[id(r)])
+    fig, canvas, ax = new_figure()
+    draw_trials(ax, x_of, list(records))
+    xs, ys, best = [], [], None
+    for i in order:
+        r = records[i]
+        if _status(r) == COMPLETED and is_finite_number(r.get("objective")):
+            better = best is None or (r["objective"] > best if direction == "maximize" else r["objective"] < best)
+            best = r["objective"] if better else best
+        if best is not None:
+            xs.append(x_of(r))
+            ys.append(best)
+    if xs:
+        ax.step(xs, ys, where="post", color="black", lw=1.2, label="best so far", zorder=2)
+    starts: dict[int, Any] = {}
+    for i in order:
+        starts.setdefault(int(records[i].get("round", 0)), x_of(records[i]))
+    for round_, x in sorted(starts.items())[1:]:
+        ax.axvline(x - 0.5, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("trial (job number)", fontsize=FONT)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # job numbers are whole
+    ax.set_ylabel(y_label, fontsize=FONT)
+    ax.set_title("Optimization history: best so far by trial", fontsize=FONT + 1)
+    return finish(fig, canvas, ax, "sweep_history.png", "sweep/history")
+
+
+def _status(record: dict) -> str:
+    return str(record.get("status") or COMPLETED)
+
+
+def best_trials(records: list[dict], direction: str = "maximize") -> list[dict]:
+    """The completed trials with the best finite ``objective`` (largest for ``"maximize"``), best first.
+
+    Several when they tie; among those a lower ``val_loss`` ranks first (where every one has it), else
+    the order of ``records``. Empty when no completed record has an objective.
+    """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', not {direction!r}")
-    scored = [r for r in records if is_finite_number(r.get("objective"))]
+    scored = [r for r in records if _status(r) == COMPLETED and is_finite_number(r.get("objective"))]
     if not scored:
-        return None
+        return []
     pick = max if direction == "maximize" else min
-    return pick(scored, key=lambda r: r["objective"])
+    top = pick(r["objective"] for r in scored)
+    tied = [r for r in scored if r["objective"] == top]
+    if len(tied) > 1 and all(is_finite_number(r.get("val_loss")) for r in tied):
+        tied.sort(key=lambda r: r["val_loss"])  # stable: equal losses keep the records' order
+    return tied
+
+
+def best_trial(records: list[dict], direction: str = "maximize") -> Optional[dict]:
+    """The record :func:`plot_sweep` stars: the first of :func:`best_trials`; None when there is none."""
+    tied = best_trials(records, direction)
+    return tied[0] if tied else None
 
 
 def _num(value: Any) -> Any:
@@ -135,6 +275,10 @@ def _all_positive(records: list[dict], moves: list[dict], param: str) -> bool:
 
 def _fmt(bounds: Any) -> str:
     return "[" + ", ".join(f"{b:.3g}" if is_finite_number(b) else str(b) for b in bounds) + "]"
+
+
+def _fmt_value(value: Any) -> str:
+    return f"{value:.4g}" if is_finite_number(value) else str(value)
 
 
 def _safe(name: str) -> str:

@@ -2,11 +2,19 @@
 
 The recipe's "watch the dashboards" step (section 3 of the recipe), in one event file per run:
 
+Custom scalars (the page ``python -m expt.board`` opens)
+    The recipe's pair first: ``accuracy/train`` against ``accuracy/val`` on one chart and
+    ``loss/train_data`` against ``loss/val`` on another (both data losses, measured the same way
+    each epoch), then the training loss as optimized, the learning rate and the update ratios.
 Scalars
-    ``loss/train`` per step; ``loss/val``, ``accuracy/train``, ``accuracy/val`` and ``lr`` per
-    epoch (step = epoch number; accuracies are fractions); ``diagnostics/update_ratio/<layer>``,
-    the norm of one step's change of a weight tensor over the norm of the weight (healthy near
-    1e-3), at the logging steps (every ``trainer.log_every`` steps and the last of each epoch).
+    ``loss/train`` per step (data loss + penalty, as the optimizer sees it); per epoch (step =
+    epoch number; accuracies are fractions) ``loss/train_data`` (the data loss on the fixed training
+    subsample, in eval mode, as ``loss/val`` is measured), ``loss/val``, ``accuracy/train``,
+    ``accuracy/val``, ``loss/penalty`` (when a penalty is active) and ``lr``;
+    ``diagnostics/update_ratio_log10/<layer>``, log10 of the norm of one step's change of a weight
+    tensor over the norm of the weight (healthy near -3, i.e. 1e-3; the reference line
+    ``diagnostics/update_ratio_log10/reference_1e-3`` is drawn with them), at the logging steps
+    (every ``trainer.log_every`` steps and the last of each epoch).
 Histograms
     ``activations/<layer>`` and ``gradients/<layer>`` on one fixed batch (the first
     ``trainer.batch_size`` samples of the training-accuracy subsample), at the initialised model
@@ -14,11 +22,15 @@ Histograms
 Images
     ``filters/<layer>``: the first layer's weights, one tile per filter or unit, per epoch.
 Text and graph
-    ``config`` (the composed config as YAML), ``model/summary`` (layers and parameter counts) and
-    the traced model graph.
+    ``config``: a short header (the run's name, overrides, round, status, best validation accuracy
+    and diagnosis), then the composed config as YAML; ``model/summary`` (layers and parameter
+    counts) and the traced model graph.
 HParams
     The run's hyperparameters (the overridden keys and the group choices) with its final metrics
-    (``hparams/*`` scalars) and status, so a sweep directory shows every trial in one table.
+    (``hparams/*`` scalars), status and diagnosis, so a sweep directory shows every trial in one table.
+
+In a sweep's trials the heavy diagnostics (histograms, filters, graph, the full config text) are
+written only in the rounds ``dashboard.sweep_diagnostics`` names (the final one by default).
 
 ``<layer>`` is the module's name in the model followed by its class, e.g. ``0.Conv2d``.
 The diagnostics themselves are in :mod:`expt.dashboard.diagnostics`, the hyperparameters in
@@ -50,12 +62,35 @@ from expt.config import DashboardConfig, is_finite_number
 from expt.dashboard.diagnostics import (
     _code_block, _untouched, filter_grid, first_layer, histogram_stats, model_summary, probe_layers, weight_tensors,
 )
-from expt.dashboard.hparams import HPARAM_METRICS, hparams_summaries, run_hparams
+from expt.dashboard.diagnosis import diagnose
+from expt.dashboard.hparams import (
+    HPARAM_METRICS, STATUS, DIAGNOSIS, TABLE_METRICS, SweepContext, declared_columns, hparams_summaries, run_hparams,
+    run_label, sweep_context,
+)
 
 log = logging.getLogger(__name__)
 
 SCALARS = (("loss/val", "val_loss"), ("accuracy/train", "train_acc"), ("accuracy/val", "val_acc"), ("lr", "lr"),
+           ("loss/train_data", "train_data_loss"), ("loss/penalty", "penalty"),
            ("loss/val_ema", "ema_val_loss"), ("accuracy/val_ema", "ema_val_acc"))  # the averaged weights (trainer.ema)
+UPDATE_RATIO = "diagnostics/update_ratio_log10"
+UPDATE_REFERENCE = f"{UPDATE_RATIO}/reference_1e-3"  # a flat line at -3 on the update-ratio chart
+# The custom-scalars page: category -> chart title -> ["Multiline", tag regexes]. The recipe's pair comes first.
+LAYOUT = {
+    "recipe: train vs val (per epoch, same measurement)": {
+        "accuracy: train vs val": ["Multiline", [r"^accuracy/(train|val|val_ema)$"]],
+        "loss: train vs val (data loss, no penalty)": ["Multiline", [r"^loss/(train_data|val|val_ema)$"]],
+    },
+    "training": {
+        "loss as optimized (per step, data loss + penalty)": ["Multiline", [r"^loss/train$"]],
+        "penalty (per epoch)": ["Multiline", [r"^loss/penalty$"]],
+        "learning rate": ["Multiline", [r"^lr$"]],
+        "log10 update ratio ||dW|| / ||W|| (healthy near -3)": ["Multiline", [rf"^{UPDATE_RATIO}/"]],
+    },
+}
+LABEL_FILE = "run_label.txt"  # the run's name for python -m expt.board
+# Filters this small (3x3) show little structure as a picture: the header says so.
+SMALL_FILTER = 3
 # Events the writer thread may hold before add_* blocks. TensorBoard's default of 10 makes the
 # training loop wait for the writer thread (and the GIL handover) once an epoch has logged more
 # than 10 steps; a deeper queue lets the thread write while the next steps compute. Every epoch
@@ -76,10 +111,17 @@ class Dashboard:
     ``seconds`` adds up the time spent on each diagnostic.
     """
 
-    def __init__(self, run_dir: Path, cfg: Optional[DictConfig] = None):
+    def __init__(self, run_dir: Path, cfg: Optional[DictConfig] = None, context: Optional[SweepContext] = None):
         self.run_dir = Path(run_dir)
         self.cfg = cfg
         self.settings = dashboard_settings(cfg)
+        self.context = context if context is not None else sweep_context()
+        self.heavy = heavy_diagnostics(self.settings.sweep_diagnostics, self.context)
+        if not self.heavy:
+            self.settings.histograms = self.settings.filters = self.settings.graph = False
+        self.label = run_label(self.context, self.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / LABEL_FILE).write_text(self.label + "\n", encoding="utf-8")
         use_c_checksums()
         self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
         self.seconds: dict[str, float] = defaultdict(float)
@@ -107,8 +149,8 @@ class Dashboard:
         self._exp, self.model = exp, exp.model
         self._probe_idx = probe_idx
         self._weights = weight_tensors(exp.model)
-        if self.cfg is not None:
-            self.writer.add_text("config", _code_block(exp.config_yaml), 0)
+        self.writer.add_custom_scalars(LAYOUT)
+        self.write_header({"status": "running"}, epoch)
         if self.settings.summary:
             with self._timed("summary"):
                 self.writer.add_text("model/summary", model_summary(exp.model, exp.data.input_shape), 0)
@@ -150,9 +192,10 @@ class Dashboard:
             ratios = torch.stack([
                 (w.detach() - b).norm().double() / b.norm().double().clamp_min(1e-30)
                 for w, b in zip(self._weights.values(), before)
-            ]).tolist()
+            ]).clamp_min(1e-30).log10().tolist()
             for label, ratio in zip(self._weights, ratios):
-                self.writer.add_scalar(f"diagnostics/update_ratio/{label}", ratio, step)
+                self.writer.add_scalar(f"{UPDATE_RATIO}/{label}", ratio, step)
+            self.writer.add_scalar(UPDATE_REFERENCE, -3.0, step)
 
     # ------------------------------------------------------------------ per epoch
     def epoch(self, epoch: int, row: dict[str, float]) -> None:
@@ -181,7 +224,18 @@ class Dashboard:
         if grid is None:
             return
         try:
-            self.writer.add_image(f"filters/{first[0]}", grid, epoch)
+            from torch.utils.tensorboard.summary import image
+
+            summary = image(f"filters/{first[0]}", grid, dataformats="CHW")
+            note = filter_note(first[1])
+            if note:  # the image card's description; written in the form TensorBoard converts images to
+                from tensorboard.data_compat import migrate_value
+
+                summary.value[0].metadata.summary_description = note
+                migrated = migrate_value(summary.value[0])
+                del summary.value[:]
+                summary.value.append(migrated)
+            self.writer.file_writer.add_summary(summary, epoch)
         except ImportError as exc:  # SummaryWriter encodes images with Pillow
             log.warning("No filter images in TensorBoard (%s); install pillow to get them.", exc)
             self.settings.filters = False
@@ -203,28 +257,65 @@ class Dashboard:
         if stats is not None:
             self.writer.add_histogram_raw(tag, **stats, global_step=step)
 
+    # ------------------------------------------------------------------ the header
+    def write_header(self, metrics: dict[str, Any], step: int) -> None:
+        """The ``config`` text: the header (:meth:`header`), then the composed config where heavy diagnostics are on."""
+        text = self.header(metrics)
+        if self._exp is not None and self.heavy:
+            text += "\n\n" + _code_block(self._exp.config_yaml)
+        elif self._exp is not None:
+            text += ("\n\nThe full config is in this trial's `.hydra/config.yaml`; the dashboard shows it for the "
+                     f"rounds `dashboard.sweep_diagnostics` names ({self.settings.sweep_diagnostics}).")
+        self.writer.add_text("config", text, step)
+
+    def header(self, metrics: dict[str, Any]) -> str:
+        """Markdown: the run's name, overrides, round, status, best validation accuracy, diagnosis."""
+        ctx = self.context
+        status = str(metrics.get("status", "running"))
+        best = metrics.get("best_val_acc")
+        lines = [f"**{self.label}**", ""]
+        lines.append("- overrides: " + (" ".join(f"`{o}`" for o in ctx.overrides) if ctx.overrides else "none"))
+        if ctx.round is not None:
+            final = {True: " (the final round)", False: "", None: ""}[ctx.final]
+            lines.append(f"- sweep round {ctx.round}{final}" + (f", job {ctx.job}" if ctx.job is not None else ""))
+        lines.append(f"- status: {status}")
+        if is_finite_number(best):
+            lines.append(f"- best val accuracy: {100 * best:.2f}% (epoch {metrics.get('best_epoch')})")
+        if "history" in metrics:
+            lines.append(f"- diagnosis: {diagnose(metrics['history'], status).line()}")
+        first = first_layer(self.model) if self.model is not None else None
+        note = filter_note(first[1]) if first is not None and self.heavy and self.settings.filters else None
+        if note:
+            lines.append(f"- filters: {note}")
+        return "\n".join(lines)
+
     # ------------------------------------------------------------------ at the end
     def hparams(self, metrics: dict[str, Any], params: Optional[dict[str, Any]] = None) -> None:
         """Record the run's hyperparameters (``params``, by default :func:`run_hparams`) with its final
-        metrics for the HParams tab, in this run's own event file.
+        metrics for the HParams tab, in this run's own event file, and the final header.
 
-        The final metrics become ``hparams/*`` scalars (the metric columns of the HParams table);
-        the status (completed, diverged, interrupted) is both an hparam and the session's status.
+        The final metrics become ``hparams/*`` scalars; the status (completed, diverged, pruned,
+        interrupted) is both a column and the session's status, and the diagnosis
+        (:func:`expt.dashboard.diagnosis.diagnose`) a column, also logged.
         Given ``params`` are all marked as varying between trials (shown first).
         """
         if params is None:
-            params, varied = run_hparams(self.cfg) if self.cfg is not None else ({}, set())
+            params, varied = run_hparams(self.cfg, self.context) if self.cfg is not None else ({}, set())
         else:
             varied = set(params)
-        params = {**params, "status": str(metrics.get("status", "unknown"))}
+        status = str(metrics.get("status", "unknown"))
+        diagnosis = diagnose(metrics.get("history") or [], status)
+        log.info("Diagnosis: %s", diagnosis.line())
+        params = {STATUS: status, DIAGNOSIS: diagnosis.verdict, **params}
         step = int(metrics.get("epochs_completed") or 0)
         for tag, key in HPARAM_METRICS:
             value = metrics.get(key)
             if is_finite_number(value):
                 self.writer.add_scalar(tag, value, step)
-        metric_tags = [tag for tag, _ in HPARAM_METRICS]
-        for summary in hparams_summaries(params, metric_tags, params["status"], varied):
+        declared = declared_columns(self.context) if self.context.multirun else None
+        for summary in hparams_summaries(params, TABLE_METRICS, status, varied, declared):
             self.writer.file_writer.add_summary(summary)
+        self.write_header(metrics, step)
         self.writer.flush()
 
     def close(self) -> None:
@@ -270,4 +361,31 @@ def dashboard_settings(cfg: Optional[DictConfig]) -> DashboardConfig:
     if node is None:
         return DashboardConfig()
     known = DashboardConfig.__dataclass_fields__
-    return DashboardConfig(**{k: bool(v) for k, v in OmegaConf.to_container(node, resolve=True).items() if k in known})
+    return DashboardConfig(**{
+        k: str(v) if k == "sweep_diagnostics" else bool(v)
+        for k, v in OmegaConf.to_container(node, resolve=True).items() if k in known
+    })
+
+
+def heavy_diagnostics(sweep_diagnostics: str, context: SweepContext) -> bool:
+    """Whether this run writes histograms, filters, graph and the full config text.
+
+    Always outside a sweep; in a sweep's trial (``$EXPT_SWEEP_ROUND`` set) as ``dashboard.sweep_diagnostics``
+    says: ``all`` rounds, ``none``, or the ``final`` round only (``$EXPT_SWEEP_FINAL=1``; a sweeper that
+    does not set it gets them in every round, as before).
+    """
+    if context.round is None or sweep_diagnostics == "all":
+        return True
+    if sweep_diagnostics == "none":
+        return False
+    return context.final is not False
+
+
+def filter_note(weight: torch.Tensor) -> Optional[str]:
+    """What to expect of the filter images when the kernels are small, or None."""
+    if weight.dim() == 4 and max(weight.shape[-2:]) <= SMALL_FILTER:
+        kh, kw = weight.shape[-2:]
+        return (f"{kh}x{kw} kernels are too small to show a pattern: as pictures they look like noise, which "
+                "is expected. Read this layer through its histograms and update ratio instead; "
+                "model=mlp shows first-layer units as whole-image templates.")
+    return None
