@@ -6,6 +6,8 @@ evaluation of a saved model and the benchmarks all build through it, so they see
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -17,24 +19,23 @@ from expt import augment
 from expt.errors import ConfigError
 from expt.config import instantiate, validate
 from expt.data import Splits, load as load_data
+from expt.devices import choose_device, hydra_job, physical_gpu
 from expt.optim import param_groups
 from expt.preprocess import Preprocessor
 from expt.regularization import Regularizer
 
+log = logging.getLogger(__name__)
+
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(
-                f"trainer.device={name!r} is not available: this machine has no CUDA device "
-                "(use trainer.device=auto or cpu)."
-            )
-        index = torch.device(name).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise ConfigError(f"trainer.device={name!r}: only {torch.cuda.device_count()} CUDA device(s) here.")
-    return torch.device(name)
+    """``trainer.device`` as a torch device; ``auto`` spreads a parallel sweep's trials over the GPUs (expt.devices)."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    job_num, parallel = hydra_job()
+    device = torch.device(choose_device(name, count, job_num, parallel))
+    if name == "auto" and device.index is not None:
+        log.info("job %d of a parallel sweep: %s of %d CUDA devices (GPU %s)", job_num, device, count,
+                 physical_gpu(device.index, os.environ))
+    return device
 
 
 @dataclass

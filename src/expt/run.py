@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from expt import checkpoint
 from expt.build import build
 from expt.checks import guard
 from expt.dashboard import Dashboard
+from expt.requeue import resume_own_checkpoint
 from expt.status import INTERRUPTED, write_metrics
 from expt.trainer import Trainer
 
@@ -43,6 +45,25 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+_TRAINED_ELSEWHERE: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def trained_elsewhere(results: dict[str, Any]):
+    """While it lasts, :func:`train` for one of these run directories returns its result instead of training.
+
+    ``results`` maps resolved run directories to the metrics dict (or the exception) of a run that
+    was already trained, together with others, by expt's population launcher; each is handed out
+    once, so the job's own code path (the task function, the sweeper's record) stays the usual one.
+    """
+    _TRAINED_ELSEWHERE.update(results)
+    try:
+        yield
+    finally:
+        for key in results:
+            _TRAINED_ELSEWHERE.pop(key, None)
+
+
 def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Train and evaluate the run ``cfg`` describes; write checkpoints, events and metrics.json to ``run_dir``.
 
@@ -50,7 +71,13 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     the best validation accuracy, or 0.0 (the worst) when the run diverged.
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
+    done = _TRAINED_ELSEWHERE.pop(str(run_dir.resolve()), None)
+    if isinstance(done, BaseException):
+        raise done
+    if done is not None:
+        return done
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = resume_own_checkpoint(cfg, run_dir, os.environ)  # a requeued cluster job (expt.requeue)
     exp = build(cfg)
     guard(exp)  # the loss-at-init check, as sanity.before_train says (warn, strict or false)
     log.info(

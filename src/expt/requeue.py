@@ -1,0 +1,45 @@
+"""A job that its cluster requeues continues from the checkpoint it left in its own run directory.
+
+A cluster job that is preempted or reaches its time limit is started again by its launcher
+(submitit requeues it) with the same overrides and therefore the same run directory. When
+``EXPT_RESUME_OWN_CHECKPOINT=1`` is in the job's environment (the ``slurm_gpu`` launcher preset
+sets it through ``hydra.job.env_set``) and ``trainer.resume`` is not set, a run whose directory
+holds ``checkpoints/last.pt`` resumes from it, as ``trainer.resume=<run dir>`` would; a run whose
+directory holds none starts from scratch.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import Mapping, Optional
+
+from omegaconf import DictConfig
+
+from expt import checkpoint
+
+ENV = "EXPT_RESUME_OWN_CHECKPOINT"
+ON = ("1", "true", "yes")
+log = logging.getLogger(__name__)
+
+
+def own_checkpoint(run_dir: str | Path, env: Mapping[str, str]) -> Optional[Path]:
+    """``<run_dir>/checkpoints/last.pt`` when ``env`` asks for it (``EXPT_RESUME_OWN_CHECKPOINT``) and it exists."""
+    if env.get(ENV, "").strip().lower() not in ON:
+        return None
+    path = Path(run_dir) / "checkpoints" / checkpoint.LAST
+    return path if path.is_file() else None
+
+
+def resume_own_checkpoint(cfg: DictConfig, run_dir: str | Path, env: Mapping[str, str]) -> DictConfig:
+    """``cfg``, or a copy of it that resumes from the run directory's own last.pt (see the module)."""
+    if cfg.trainer.get("resume"):
+        return cfg
+    path = own_checkpoint(run_dir, env)
+    if path is None:
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.trainer.resume = str(path)
+    log.info("%s: resuming from %s, left by an earlier attempt of this job", ENV, path)
+    return cfg
