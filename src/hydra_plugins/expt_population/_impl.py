@@ -1,0 +1,262 @@
+"""Adapter between Hydra's Launcher API and :mod:`expt.population`.
+
+``launch`` composes each job's config as Hydra's basic launcher does, groups the jobs whose
+configs differ only in per-member values (:func:`expt.population.group_key`), trains each group
+of two or more as one population, and then hands every job to Hydra's ``run_job`` (job
+directory, ``.hydra/`` files, callbacks, environment, ``JobReturn``) with the launcher's own task
+function. For a trained member, ``expt.run.train`` returns the population's metrics for that run
+directory instead of training again (:func:`expt.run.trained_elsewhere`), so the sweeper's wrapper of the task function (search.jsonl
+records) sees the trial finish as it would after a lone run. Jobs that cannot join a group, and
+every job of a group whose population failed to start, run one at a time like the basic launcher.
+"""
+
+import contextlib
+import copy
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, env_override, filter_overrides, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+from expt.errors import ConfigError
+from expt.run import trained_elsewhere
+
+log = logging.getLogger(__name__)
+
+
+def _check_settings(max_population: Any, memory_fraction: Any) -> None:
+    if isinstance(max_population, bool) or not isinstance(max_population, int) or max_population < 1:
+        raise ConfigError(
+            f"hydra.launcher.max_population={max_population!r} is not allowed: an integer >= 1 "
+            "(the most trials trained together; 1 runs every trial alone)")
+    if isinstance(memory_fraction, bool) or not isinstance(memory_fraction, (int, float)) \
+            or not 0 < memory_fraction <= 1:
+        raise ConfigError(
+            f"hydra.launcher.memory_fraction={memory_fraction!r} is not allowed: a number in (0, 1] "
+            "(the share of a GPU's free memory a population may plan to use)")
+
+
+def _configure_log(config: DictConfig, context: HydraContext) -> None:
+    """The launcher's own logging, as Hydra's basic launcher sets it (with its execution whitelist, where
+    this Hydra has one)."""
+    whitelist = getattr(context, "execution_whitelist", None)
+    if whitelist is None:
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    else:
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose, execution_whitelist=whitelist)
+
+
+class _Job:
+    """One job of the batch: its composed config, task config and run directory."""
+
+    def __init__(self, num: int, overrides: Sequence[str], config: DictConfig):
+        self.num, self.overrides, self.config = num, list(overrides), config
+        self.task_cfg: Optional[DictConfig] = None
+        self.output_dir: Optional[Path] = None
+        self.key: Optional[str] = None
+
+
+class PopulationLauncherImpl:
+    def __init__(self, max_population: Any, memory_fraction: Any) -> None:
+        _check_settings(max_population, memory_fraction)
+        self.max_population = int(max_population)
+        self.memory_fraction = float(memory_fraction)
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.groups: Optional[List[List[int]]] = None
+        self._current: Optional[int] = None  # the job whose member's own work is running, inside a population
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    # ------------------------------------------------------------------ composing the jobs
+    def _compose(self, overrides: Sequence[str], num: int) -> _Job:
+        assert self.hydra_context is not None and self.config is not None
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = str(num)
+            sweep_config.hydra.job.num = num
+        return _Job(num, overrides, sweep_config)
+
+    def _prepare(self, job: _Job) -> None:
+        """The job's output directory and task config, as ``run_job`` will compute them; its group key."""
+        config = job.config
+        saved = HydraConfig.instance().cfg
+        try:
+            HydraConfig.instance().set_config(config)
+            output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
+                              str(OmegaConf.select(config, "hydra.sweep.subdir")))
+            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+                config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+            job.output_dir = Path(config.hydra.runtime.output_dir)
+            task_cfg = copy.deepcopy(config)
+            with read_write(task_cfg), open_dict(task_cfg):
+                del task_cfg["hydra"]
+            job.task_cfg = task_cfg
+        finally:
+            if saved is not None:
+                HydraConfig.instance().cfg = saved
+        from expt.config import validate
+        from expt.population import group_key
+
+        try:
+            validate(job.task_cfg)
+            job.key = group_key(job.task_cfg)
+        except Exception as exc:  # the lone run reports what is wrong with the config
+            log.debug("job %d trains alone: %s", job.num, exc)
+            job.key = None
+
+    def _member_context(self, job: _Job):
+        """The job's Hydra config and environment, around a member's own work inside the population."""
+
+        @contextlib.contextmanager
+        def context():
+            saved, saved_member = HydraConfig.instance().cfg, self._current
+            HydraConfig.instance().set_config(job.config)
+            self._current = job.num
+            try:
+                env = OmegaConf.to_container(job.config.hydra.job.env_set, resolve=True) or {}
+                with env_override({str(k): str(v) for k, v in env.items()}):
+                    yield
+            finally:
+                self._current = saved_member
+                if saved is not None:
+                    HydraConfig.instance().cfg = saved
+
+        return context
+
+    # ------------------------------------------------------------------ grouping
+    def _cap(self, job: _Job) -> int:
+        """max_population, lowered to what fits in the GPU's free memory for this job's members."""
+        cap = self.max_population
+        if cap == 1 or job.task_cfg is None:
+            return cap
+        from expt.build import resolve_device
+
+        device = resolve_device(str(job.task_cfg.trainer.device))
+        if device.type != "cuda":
+            return cap
+        import torch
+
+        from expt.population import member_bytes
+
+        free, _ = torch.cuda.mem_get_info(device)
+        need = member_bytes(job.task_cfg)
+        fits = max(1, int(free * self.memory_fraction // max(need, 1)))
+        if fits < cap:
+            log.info("population of job %d capped at %d members: about %.1f MiB each, %.0f MiB free on %s",
+                     job.num, fits, need / 2 ** 20, free / 2 ** 20, device)
+        return min(cap, fits)
+
+    def _group(self, jobs: List[_Job]) -> List[List[_Job]]:
+        by_key: Dict[str, List[_Job]] = {}
+        order: List[List[_Job]] = []
+        for job in jobs:
+            if job.key is None:
+                order.append([job])
+                continue
+            if job.key not in by_key:
+                by_key[job.key] = []
+                order.append(by_key[job.key])
+            by_key[job.key].append(job)
+        groups: List[List[_Job]] = []
+        for group in order:
+            if len(group) == 1:
+                groups.append(group)
+                continue
+            cap = self._cap(group[0])
+            parts = math.ceil(len(group) / cap)
+            size = math.ceil(len(group) / parts)  # even parts: 70 with a cap of 64 gives 35 + 35
+            groups += [group[i:i + size] for i in range(0, len(group), size)]
+        return groups
+
+    # ------------------------------------------------------------------ running
+    def _run(self, job: _Job) -> JobReturn:
+        assert self.hydra_context is not None and self.task_function is not None
+        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=job.config,
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+    def _train_group(self, group: List[_Job]) -> Optional[Dict[str, Any]]:
+        """Train the group as one population: results by resolved run directory, or None if it could not start."""
+        from expt.population import Population
+
+        assert all(job.output_dir is not None and job.task_cfg is not None for job in group)
+        log.info("population of %d: jobs %s", len(group), ", ".join(str(job.num) for job in group))
+        before = {job.num: set(job.output_dir.rglob("*")) if job.output_dir.exists() else set() for job in group}
+        handlers = self._log_files(group)
+        try:
+            try:
+                population = Population([job.task_cfg for job in group], [job.output_dir for job in group],
+                                        [self._member_context(job) for job in group])
+            except Exception as exc:
+                log.warning("the population of jobs %s could not start (%s: %s): they run one at a time",
+                            ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
+                for job in group:  # what the attempt wrote (events, checkpoints), so each lone run starts clean
+                    for path in sorted(set(job.output_dir.rglob("*")) - before[job.num], reverse=True):
+                        if path.suffix != ".log":
+                            with contextlib.suppress(OSError):
+                                path.rmdir() if path.is_dir() else path.unlink()
+                return None
+            try:
+                metrics = population.fit()
+                results: Dict[str, Any] = {str(job.output_dir.resolve()): m for job, m in zip(group, metrics)}
+            except Exception as exc:  # every member of the group failed with it
+                log.error("the population of jobs %s failed: %s: %s",
+                          ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
+                results = {str(job.output_dir.resolve()): exc for job in group}
+            return results
+        finally:
+            root = logging.getLogger()
+            for handler in handlers:
+                root.removeHandler(handler)
+                handler.close()
+
+    def _log_files(self, group: List[_Job]) -> List[logging.Handler]:
+        """Each member's ``<job name>.log`` gets its own lines and the population's (run_job appends the job's)."""
+        handlers: List[logging.Handler] = []
+        root = logging.getLogger()
+        for job in group:
+            assert job.output_dir is not None
+            job.output_dir.mkdir(parents=True, exist_ok=True)
+            name = str(OmegaConf.select(job.config, "hydra.job.name") or "job")
+            handler = logging.FileHandler(job.output_dir / f"{name}.log")
+            handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+            handler.addFilter(lambda _record, num=job.num: self._current in (None, num))
+            root.addHandler(handler)
+            handlers.append(handler)
+        return handlers
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.hydra_context is not None and self.config is not None and self.task_function is not None
+        _configure_log(self.config, self.hydra_context)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info("Launching %d jobs locally, compatible ones as populations of at most %d",
+                 len(job_overrides), self.max_population)
+        jobs = []
+        for idx, overrides in enumerate(job_overrides):
+            num = initial_job_idx + idx
+            log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
+            job = self._compose(overrides, num)
+            self._prepare(job)
+            jobs.append(job)
+        groups = self._group(jobs)
+        self.groups = [[job.num for job in group] for group in groups]
+        returns: Dict[int, JobReturn] = {}
+        for group in groups:
+            results = self._train_group(group) if len(group) > 1 else None
+            with trained_elsewhere(results or {}):
+                for job in group:
+                    if results is not None and job.output_dir is not None:
+                        # the trial finished just now for whatever reads its metrics.json after run_job
+                        with contextlib.suppress(OSError):
+                            os.utime(job.output_dir / "metrics.json")
+                    returns[job.num] = self._run(job)
+                    _configure_log(self.config, self.hydra_context)
+        return [returns[job.num] for job in jobs]

@@ -1,0 +1,50 @@
+"""The ``Launcher`` Hydra instantiates for ``hydra/launcher=population``, and its config.
+
+The work is in :mod:`._impl`, imported when a sweep launches, so plugin discovery stays cheap.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+
+@dataclass
+class PopulationLauncherConf:
+    """Every key of ``hydra.launcher`` when ``hydra/launcher=population``."""
+
+    _target_: str = "hydra_plugins.expt_population.population_launcher.PopulationLauncher"
+    # The most trials trained together in one population; a larger compatible set is split.
+    max_population: int = 64
+    # On a GPU, the share of its free memory a population may plan to use (the size is capped to fit).
+    memory_fraction: float = 0.8
+
+
+ConfigStore.instance().store(
+    group="hydra/launcher", name="population", node=PopulationLauncherConf, provider="expt_population",
+)
+
+
+class PopulationLauncher(Launcher):
+    """Groups a batch's compatible trials into populations (expt.population); the rest run one at a time."""
+
+    def __init__(self, max_population: Any = 64, memory_fraction: Any = 0.8) -> None:
+        super().__init__()
+        from ._impl import PopulationLauncherImpl
+
+        self._impl = PopulationLauncherImpl(max_population=max_population, memory_fraction=memory_fraction)
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self._impl.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        return self._impl.launch(job_overrides, initial_job_idx)
+
+    @property
+    def groups(self) -> Optional[list]:
+        """The populations of the last launch: lists of job numbers (a job alone is a list of one)."""
+        return self._impl.groups

@@ -1,0 +1,212 @@
+"""Population training (expt.population) and the ``hydra/launcher=population`` plugin.
+
+Trials trained together must give each trial the numbers it gets alone: every epoch's validation
+loss within a small float tolerance and the same accuracies, with batch norm, with dropout (its
+masks are drawn from each member's own copy of torch's random stream, as a lone run draws them)
+and with a member that diverges. The launcher is run as a user runs it, ``python -m expt -m``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import expt
+from expt.population import can_join, group_key, member_bytes, train_population
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["trainer.device=cpu", "dashboard.histograms=false", "dashboard.graph=false", "dashboard.filters=false"]
+CONVNET = ["model=convnet", "model.num_filters=8", "model.hidden_dim=32", "data.subset=256", "trainer.epochs=2",
+           "trainer.train_eval_samples=256", *FAST]
+# four members that differ in learning rate and seed (init, batch order and dropout masks)
+MEMBERS = [["optimizer.lr=1e-3", "trainer.seed=0"], ["optimizer.lr=3e-3", "trainer.seed=1"],
+           ["optimizer.lr=1e-2", "trainer.seed=2"], ["optimizer.lr=5e-4", "trainer.seed=3"]]
+
+
+def together_and_alone(tmp_path: Path, common: list[str], members: list[list[str]]):
+    cfgs = [expt.compose([*common, *m]) for m in members]
+    together = train_population(cfgs, [tmp_path / f"together{i}" for i in range(len(cfgs))])
+    alone = [expt.train(cfg, run_dir=tmp_path / f"alone{i}") for i, cfg in enumerate(cfgs)]
+    return together, alone
+
+
+def assert_same_run(together: dict, alone: dict, loss_tol: float) -> None:
+    assert together["status"] == alone["status"]
+    assert len(together["history"]) == len(alone["history"])
+    for t, a in zip(together["history"], alone["history"]):
+        assert t["epoch"] == a["epoch"] and t["lr"] == a["lr"]
+        assert t["val_acc"] == a["val_acc"] and t["train_acc"] == a["train_acc"]
+        assert math.isclose(t["val_loss"], a["val_loss"], rel_tol=loss_tol, abs_tol=loss_tol)
+        assert math.isclose(t["train_loss"], a["train_loss"], rel_tol=loss_tol, abs_tol=loss_tol)
+    for key in ("best_val_acc", "best_epoch", "test_acc", "objective", "epochs_completed"):
+        assert together[key] == alone[key], key
+
+
+def train_losses(run_dir: Path) -> list[float]:
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.value for e in acc.Scalars("loss/train")]
+
+
+CASES = {  # overrides, tolerance on the losses
+    "dropout_batchnorm_adam": (["regularization=[l2,dropout,batchnorm]", "regularization.dropout=0.3"], 1e-5),
+    "dropout_momentum": (["regularization=[l2,dropout]", "optimizer=momentum", "optimizer.lr=0.01"], 1e-5),
+    "float64_adamw_elastic_net_max_norm_cosine": (
+        ["regularization=[elastic_net,dropout,batchnorm,max_norm]", "optimizer=adamw", "trainer.dtype=float64",
+         "schedule=cosine", "schedule.T_max=2"], 1e-12),
+}
+
+
+@pytest.mark.parametrize("case", [
+    "dropout_batchnorm_adam",
+    pytest.param("dropout_momentum", marks=pytest.mark.slow),
+    pytest.param("float64_adamw_elastic_net_max_norm_cosine", marks=pytest.mark.slow),
+])
+def test_four_trials_together_match_the_same_trials_alone(tmp_path: Path, case: str) -> None:
+    extra, tol = CASES[case]
+    together, alone = together_and_alone(tmp_path, [*CONVNET, *extra], MEMBERS)
+    for i, (t, a) in enumerate(zip(together, alone)):
+        assert_same_run(t, a, tol)
+        run = tmp_path / f"together{i}"
+        assert json.loads((run / "metrics.json").read_text())["best_val_acc"] == t["best_val_acc"]
+        assert (run / "checkpoints" / "best.pt").is_file() and (run / "checkpoints" / "last.pt").is_file()
+        mine, lone = train_losses(run), train_losses(tmp_path / f"alone{i}")
+        assert len(mine) == len(lone) and all(math.isclose(x, y, rel_tol=tol, abs_tol=tol) for x, y in zip(mine, lone))
+    # the members really differ: another seed and rate give another run
+    assert len({t["history"][-1]["val_loss"] for t in together}) == len(together)
+    # a member's best model loads as a lone run's does
+    assert expt.load(tmp_path / "together1").epoch == together[1]["best_epoch"]
+
+
+def test_a_diverging_member_stops_alone(tmp_path: Path) -> None:
+    common = ["model=mlp", "model.hidden_sizes=[32]", "data.subset=256", "trainer.epochs=2", "optimizer=sgd",
+              "regularization=none", "trainer.log_every=2", *FAST]
+    together, alone = together_and_alone(tmp_path, common, [["optimizer.lr=0.05"], ["optimizer.lr=30"],
+                                                            ["optimizer.lr=0.1"]])
+    assert [t["status"] for t in together] == ["completed", "diverged", "completed"]
+    for t, a in zip(together, alone):
+        assert_same_run(t, a, 1e-5)
+
+
+@pytest.mark.slow
+def test_a_members_last_checkpoint_resumes_as_a_lone_runs_does(tmp_path: Path) -> None:
+    """last.pt holds the member's optimizer state and random streams: resumed alone for one more epoch,
+    the member ends where a lone run of 3 epochs ends."""
+    common = [*CONVNET, "regularization=[l2,dropout,batchnorm]", "optimizer=momentum"]
+    train_population([expt.compose([*common, *m]) for m in MEMBERS[:2]], [tmp_path / "m0", tmp_path / "m1"])
+    again = expt.compose([*common, *MEMBERS[1], "trainer.epochs=3", f"trainer.resume={tmp_path / 'm1'}"])
+    resumed = expt.train(again, run_dir=tmp_path / "m1")
+    lone = expt.train(expt.compose([*common, *MEMBERS[1], "trainer.epochs=3"]), run_dir=tmp_path / "lone")
+    assert_same_run(resumed, lone, 1e-5)
+
+
+def test_which_configs_can_train_together(compose) -> None:
+    base = compose(*CONVNET)
+    same = [compose(*CONVNET, "optimizer.lr=0.01", "regularization.l2=1e-3", "trainer.seed=4", "schedule.gamma=0.3"),
+            compose(*CONVNET, "init.classifier_scale=0.2", "optimizer.betas=[0.8,0.99]")]
+    assert all(group_key(c) == group_key(base) for c in same)
+    other = [compose(*CONVNET, "model.hidden_dim=33"), compose(*CONVNET, "trainer.batch_size=32"),
+             compose(*CONVNET, "regularization=[l2,dropout]")]
+    assert all(group_key(c) not in (None, group_key(base)) for c in other)
+    assert "trainer.ema" in can_join(compose(*CONVNET, "trainer.ema=0.9"))
+    assert "optimizer._target_" in can_join(compose(*CONVNET, "optimizer=rmsprop"))
+    assert group_key(compose(*CONVNET, "optimizer=rmsprop")) is None
+    # the planned memory of one member (what caps a population on a GPU): at least its weights, 4 times
+    weights = 8 * 9 + 8 + 8 * 16 * 32 + 32 + 32 * 10 + 10
+    assert 4 * 4 * weights < member_bytes(base) < 2 ** 24
+
+
+def test_a_population_refuses_configs_that_differ_in_more_than_member_values(compose, tmp_path: Path) -> None:
+    with pytest.raises(expt.ConfigError, match="per-member keys"):
+        train_population([compose(*CONVNET), compose(*CONVNET, "model.hidden_dim=16")],
+                         [tmp_path / "a", tmp_path / "b"])
+
+
+# ============================================================================= the launcher
+def multirun(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
+    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    done = subprocess.run([sys.executable, "-m", "expt", "--multirun", "hydra/launcher=population",
+                           f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_a_bad_max_population_names_the_key(tmp_path: Path) -> None:
+    done = multirun(tmp_path, "hydra.launcher.max_population=0", *CONVNET, "optimizer.lr=1e-3,1e-2", check=False)
+    assert done.returncode != 0
+    assert "hydra.launcher.max_population=0 is not allowed: an integer >= 1" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_launcher_trains_compatible_trials_together_and_writes_every_run_directory(tmp_path: Path) -> None:
+    # 3 rates x 2 hidden widths: two sets of 3 that can train together, capped at 2 members: 2 + 1 each
+    done = multirun(tmp_path, *CONVNET, "hydra.launcher.max_population=2", "optimizer.lr=1e-3,3e-3,1e-2",
+                    "model.hidden_dim=16,32")
+    out = tmp_path / "sweep"
+    widths = {job: yaml.safe_load((out / str(job) / ".hydra" / "config.yaml").read_text())["model"]["hidden_dim"]
+              for job in range(6)}
+    pairs = re.findall(r"population of (\d+): jobs ([\d, ]+)", done.stdout + done.stderr)
+    assert [size for size, _ in pairs] == ["2", "2"]
+    grouped = []
+    for _, jobs in pairs:
+        a, b = (int(j) for j in jobs.split(", "))
+        assert widths[a] == widths[b]
+        grouped += [a, b]
+    alone = sorted(set(range(6)) - set(grouped))[:1]
+    for job in range(6):
+        run = out / str(job)
+        for name in (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "metrics.json",
+                     "checkpoints/best.pt", "checkpoints/last.pt", "__main__.log"):
+            assert (run / name).is_file(), (job, name)
+        assert list(run.glob("events.out.tfevents.*"))
+        cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "completed" and len(metrics["history"]) == 2
+        if job in grouped[:1] + alone:  # a member's numbers, and the lone job's, are those of the config alone
+            lone = expt.train(expt.compose([*CONVNET, f"optimizer.lr={cfg['optimizer']['lr']}",
+                                            f"model.hidden_dim={cfg['model']['hidden_dim']}"]),
+                              run_dir=tmp_path / f"lone{job}")
+            assert_same_run(metrics, lone, 1e-5)
+
+
+@pytest.mark.slow
+def test_a_coarse_to_fine_sweep_through_the_population_launcher_records_every_trial(tmp_path: Path) -> None:
+    # the preset's other parameters (rate, schedule, L2, dropout) vary per member; a width would not
+    done = multirun(tmp_path, "hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
+                    "hydra.sweeper.params={model.hidden_dim:null}",
+                    "hydra.sweeper.rounds=[{trials:4,top_k:2,overrides:['trainer.epochs=1']}]", *CONVNET)
+    assert "population of 4: jobs 0, 1, 2, 3" in done.stdout + done.stderr
+    out = tmp_path / "sweep"
+    records = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
+    assert sorted(r["job"] for r in records) == [0, 1, 2, 3]
+    for r in records:
+        metrics = json.loads((out / r["run_dir"] / "metrics.json").read_text())
+        assert r["status"] == metrics["status"] and r["objective"] == metrics["objective"]
+
+
+@pytest.mark.slow
+def test_the_benchmark_writes_a_row_per_population_size(tmp_path: Path) -> None:
+    results = tmp_path / "R.md"
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "population.py"), "--quick", "--cases",
+                           "convnet / digits 1x8x8", f"--results={results}"], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    section = results.read_text().split("<!-- population-cpu -->", 1)[1]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| convnet")]
+    assert [r[1] for r in rows] == ["1", "2"]
+    for _, _, basic, population, speedup, memory, added in rows:
+        assert float(basic) > 0 and float(population) > 0 and float(memory) > 0 and speedup.endswith("x")
+    assert rows[0][-1] == "-" and math.isfinite(float(rows[1][-1]))
