@@ -91,7 +91,7 @@ def throughput(tmp: Path, trials: int = 16) -> str:
     return "\n".join([f"| launcher | seconds for {trials} trials | trials per minute |", "|---|---|---|", *rows])
 
 
-def overhead(tmp: Path, env: dict | None, few: int = 2, many: int = 10) -> dict[str, float]:
+def overhead(tmp: Path, env: dict | None, extra: list[str], few: int = 2, many: int = 10) -> dict[str, float]:
     """Seconds a trial costs beyond its own epoch, with the basic launcher.
 
     Two 1-epoch rounds of the default run, ``few`` and ``many`` trials: the difference of their
@@ -100,26 +100,34 @@ def overhead(tmp: Path, env: dict | None, few: int = 2, many: int = 10) -> dict[
     checkpoints, test evaluation, metrics.json). Process start-up cancels out.
     """
     def round_of(n: int) -> list[str]:
-        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
+        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false", *extra,
                 f"hydra.sweeper.rounds=[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]"]
 
-    walls = {n: sweep(round_of(n), tmp / f"overhead-{n}-{time.monotonic_ns()}", env) for n in (few, many)}
-    last = max(tmp.glob(f"overhead-{many}-*"))
-    epochs = [row["seconds"] for m in last.glob("*/metrics.json") for row in json.loads(m.read_text())["history"]]
+    stamp = time.monotonic_ns()
+    walls = {n: sweep(round_of(n), tmp / f"overhead-{stamp}-{n}", env) for n in (few, many)}
+    epochs = [row["seconds"] for m in (tmp / f"overhead-{stamp}-{many}").glob("*/metrics.json")
+              for row in json.loads(m.read_text())["history"]]
     per_trial = (walls[many] - walls[few]) / (many - few)
     epoch = statistics.mean(epochs)
     return {"per_trial": per_trial, "epoch": epoch, "overhead": per_trial - epoch}
 
 
 def overhead_table(tmp: Path, before: Path | None, repeats: int) -> str:
-    """The overhead of this tree (and of ``before``, another source tree, when given), median of ``repeats``."""
-    trees = {"this version": None}
+    """The overhead of this tree (and of ``before``, another source tree, when given), median of ``repeats``.
+
+    A one-round sweep is its own last round, whose trials write every diagnostic; the trials of
+    the rounds before the last write what ``dashboard.sweep_diagnostics=none`` leaves.
+    """
+    variants: list[tuple[str, dict | None, list[str]]] = [
+        ("this version, a last-round trial (every diagnostic)", None, []),
+        ("this version, an earlier round's trial (no heavy diagnostics)", None, ["dashboard.sweep_diagnostics=none"]),
+    ]
     if before is not None:
-        trees = {f"before ({before})": {"PYTHONPATH": str(before)}, **trees}
+        variants.insert(0, (f"before ({before}; every trial writes every diagnostic)", {"PYTHONPATH": str(before)}, []))
     lines = ["| version | seconds per 1-epoch trial | of which the epoch | overhead per trial | trials per minute |",
              "|---|---|---|---|---|"]
-    for name, env in trees.items():
-        rows = [overhead(tmp, env) for _ in range(repeats)]
+    for name, env, extra in variants:
+        rows = [overhead(tmp, env, extra) for _ in range(repeats)]
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         lines.append(f"| {name} | {med['per_trial']:.3f} | {med['epoch']:.3f} | {med['overhead']:.3f} "
                      f"| {60 / med['per_trial']:.1f} |")

@@ -105,6 +105,16 @@ def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
     assert median(methods["no search: the default config (trainer.seed)"][5]) == 1
 
 
+def test_sweeps_measures_the_seconds_a_trial_costs_beyond_its_epoch(tmp_path):
+    text = run_bench("sweeps.py", "--overhead", "--repeats=1", results=tmp_path / "R.md")
+    rows = table(text, "trial-overhead")
+    assert [r[0] for r in rows] == ["this version, a last-round trial (every diagnostic)",
+                                    "this version, an earlier round's trial (no heavy diagnostics)"]
+    for _, per_trial, epoch, overhead, per_minute in rows:  # measured, never judged
+        positive(per_trial), positive(epoch), positive(per_minute)
+        assert math.isfinite(float(overhead))  # a loaded machine may even make it negative: never judged
+
+
 def median(cell: str) -> float:
     """The median of a 'median (min-max)' cell."""
     return float(cell.split(" (")[0].rstrip("%"))
