@@ -5,13 +5,14 @@ launcher and through the joblib launcher (2 workers, one thread each), timed fro
 start to its end.
 
 Quality, on the default data at about the same number of epochs (close to 100): the staged preset
-(pinpoint, then lr/decay/L2, then width/dropout), with and without early stopping; the previous
-preset's rounds over its space (optimizer.lr and regularization.l2 on [1e-6, 1e-1]) with twice its
+(pinpoint, then lr/decay/L2, then width/dropout), also without early stopping and with exact ties
+only; the previous preset's rounds over its space (optimizer.lr and regularization.l2 on [1e-6, 1e-1]) with twice its
 trials (20 x 1 + 10 x 3 + 4 x 10 = 90 epochs); plain random search and Optuna's TPE sampler
 (hydra-optuna-sweeper) with 10 trials of 10 epochs over the staged preset's space; and no search at
-all (the default config, one run per seed). For each method and seed: the chosen trial (best
-validation accuracy, ties to the lower validation loss), its validation loss and test accuracy, the
-epochs and trials spent; the table gives the median over seeds and the range.
+all (the default config, one run per seed). For each method and seed: the chosen trial (the
+coarse-to-fine sweeper's own choice; for the others the best validation accuracy, ties to the lower
+validation loss), its validation loss and test accuracy, the epochs and trials spent; the table
+gives the median over seeds and the range.
 
 Overhead: the seconds a 1-epoch trial costs beyond its epoch, from two rounds of 2 and 10 trials
 (see ``overhead``), optionally against another source tree (``--before old-checkout/src``).
@@ -33,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, results_option, write_results  # noqa: E402
@@ -57,24 +60,28 @@ def sweep(args: list[str], sweep_dir: Path, env: dict | None = None) -> float:
 
 
 def chosen(sweep_dir: Path) -> dict[str, float]:
-    """The sweep's choice: the trial with the best validation accuracy, ties to the lower validation loss.
+    """The trial the sweep chose, and what the sweep spent.
 
-    With it, what the sweep spent: epochs trained (a pinpoint trial's epochs on its 100-sample
-    subset count as the fraction of a full epoch they are) and trials.
+    The coarse-to-fine sweeper's own choice (``search_summary.yaml``: the best validation score,
+    ties to the lower validation loss); for other sweepers the best validation accuracy, exact
+    ties to the lower validation loss. Epochs trained count a pinpoint trial's epochs on its
+    100-sample subset as the fraction of a full epoch they are.
     """
-    rows, epochs = [], 0.0
+    rows, epochs = {}, 0.0
     for metrics_file in sweep_dir.glob("*/metrics.json"):
         data = json.loads(metrics_file.read_text())
         overrides = (metrics_file.parent / ".hydra" / "overrides.yaml").read_text()
         fraction = 100 / TRAIN_SAMPLES if "data.subset=100" in overrides else 1.0
         epochs += fraction * (data.get("epochs_completed") or 0)
         if data.get("best_val_acc") is not None and fraction == 1.0:
-            loss = data.get("best_val_loss")
-            rows.append((data["best_val_acc"], -(loss if loss is not None else float("inf")),
-                         data.get("test_acc"), loss))
-    acc, _, test, loss = max(rows)
-    return {"val_acc": acc, "val_loss": loss, "test_acc": test, "epochs": epochs,
-            "trials": len(list(sweep_dir.glob("*/metrics.json")))}
+            rows[metrics_file.parent.name] = data
+    summary = sweep_dir / "search_summary.yaml"
+    if summary.exists():
+        pick = rows[str(yaml.safe_load(summary.read_text())["best"]["job"])]
+    else:
+        pick = max(rows.values(), key=lambda d: (d["best_val_acc"], -(d.get("best_val_loss") or float("inf"))))
+    return {"val_acc": pick["best_val_acc"], "val_loss": pick["best_val_loss"], "test_acc": pick["test_acc"],
+            "epochs": epochs, "trials": len(list(sweep_dir.glob("*/metrics.json")))}
 
 
 def throughput(tmp: Path, trials: int = 16) -> str:
@@ -154,6 +161,9 @@ def methods(tiny: bool = False) -> dict[str, Callable[[int], list[str]]]:
         "staged preset": lambda s: ["hydra/sweeper=coarse_to_fine", f"hydra.sweeper.seed={s}", *staged, *small],
         "staged preset, no early stopping": lambda s: [
             "hydra/sweeper=coarse_to_fine", f"hydra.sweeper.seed={s}", "hydra.sweeper.pruning.enabled=false",
+            *staged, *small],
+        "staged preset, exact ties only (tie_samples=0)": lambda s: [
+            "hydra/sweeper=coarse_to_fine", f"hydra.sweeper.seed={s}", "hydra.sweeper.tie_samples=0",
             *staged, *small],
         "previous preset (lr, l2; 20x1 + 10x3 + 4x10)": lambda s: [
             *one_stage, f"hydra.sweeper.seed={s}", "hydra.sweeper.tie_samples=0", *pins, *OLD_SPACE,

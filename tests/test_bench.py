@@ -93,6 +93,7 @@ def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
         positive(seconds), positive(per_minute)
     methods = {r[0]: r for r in table(text, "search-quality")}
     assert set(methods) == {"staged preset", "staged preset, no early stopping",
+                            "staged preset, exact ties only (tie_samples=0)",
                             "previous preset (lr, l2; 20x1 + 10x3 + 4x10)", "random search (2 x 1 epochs)",
                             "Optuna TPE (2 x 1 epochs)", "no search: the default config (trainer.seed)"}
     for name, row in methods.items():
