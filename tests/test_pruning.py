@@ -11,7 +11,8 @@ import pytest
 import expt
 from expt import checkpoint
 from expt.jsonl import read_lines
-from expt.pruning import ENV_FILE, ENV_JOB, ENV_ROUND, ENV_RULE, MedianRule, ProgressReport
+from expt.pruning import MedianRule, ProgressReport
+from expt.sweep_env import JOB, PROGRESS, PRUNE, ROUND
 from expt.status import PRUNED
 
 
@@ -36,7 +37,7 @@ def test_a_report_compares_with_the_other_jobs_of_its_round_at_the_same_epoch(tm
     assert me.report(1, 0.5)
     assert not ProgressReport(path, 1, 3, rule).report(1, 0.95)
     assert ProgressReport.from_env({}) is None
-    env = {ENV_FILE: str(path), ENV_ROUND: "1", ENV_JOB: "4", ENV_RULE: "3:2"}
+    env = {PROGRESS: str(path), ROUND: "1", JOB: "4", PRUNE: "3:2"}
     report = ProgressReport.from_env(env)
     assert report is not None and (report.round, report.job, report.rule) == (1, 4, MedianRule(3, 2))
 
@@ -64,7 +65,7 @@ def test_a_run_behind_its_round_stops_as_pruned_and_keeps_what_it_learned(
     progress = tmp_path / "progress.jsonl"
     for job in range(3):  # three trials of the round already reported epoch 1
         ProgressReport(progress, 1, job, MedianRule()).report(1, others)
-    for key, value in {ENV_FILE: str(progress), ENV_ROUND: "1", ENV_JOB: "3", ENV_RULE: "3:1"}.items():
+    for key, value in {PROGRESS: str(progress), ROUND: "1", JOB: "3", PRUNE: "3:1"}.items():
         monkeypatch.setenv(key, value)
     run_dir = tmp_path / "run"
     metrics = expt.train(expt.compose(["model=mlp", "trainer.epochs=3", "data.subset=300",

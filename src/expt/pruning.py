@@ -11,8 +11,8 @@ reported, so it works the same whether the launcher runs trials one after anothe
 once, and a stopped trial never holds back the rest. (Successive halving decides at fixed rungs
 over a full cohort, which a launcher that runs each trial start to finish cannot provide.)
 
-The sweeper switches it on for a trial through environment variables (:data:`ENV_FILE`,
-:data:`ENV_RULE`, with the round and job number); outside a sweep nothing is reported.
+The sweeper switches it on for a trial through environment variables (:mod:`expt.sweep_env`:
+the progress file and the rule, with the round and job number); outside a sweep nothing is reported.
 """
 
 from __future__ import annotations
@@ -23,13 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional
 
+from expt import sweep_env
 from expt.jsonl import append_line, read_lines
 
 PROGRESS_FILE = "progress.jsonl"
-ENV_FILE = "EXPT_SWEEP_PROGRESS"  # the progress file; set only for rounds that may prune
-ENV_RULE = "EXPT_SWEEP_PRUNE"  # "<min_trials>:<warmup_epochs>"
-ENV_ROUND = "EXPT_SWEEP_ROUND"
-ENV_JOB = "EXPT_SWEEP_JOB"
 
 
 @dataclass(frozen=True)
@@ -65,10 +62,10 @@ class ProgressReport:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Optional["ProgressReport"]:
         """The trial's report when a sweep asked for one, else None."""
-        if not env.get(ENV_FILE):
+        if not env.get(sweep_env.PROGRESS):
             return None
-        return cls(Path(env[ENV_FILE]), int(env[ENV_ROUND]), int(env[ENV_JOB]),
-                   MedianRule.decode(env.get(ENV_RULE, MedianRule().encode())))
+        return cls(Path(env[sweep_env.PROGRESS]), int(env[sweep_env.ROUND]), int(env[sweep_env.JOB]),
+                   MedianRule.decode(env.get(sweep_env.PRUNE, MedianRule().encode())))
 
     def scores_at(self, epoch: int) -> dict[int, float]:
         """The other trials' latest score at ``epoch`` in this round, by job (a re-run's line wins)."""

@@ -38,9 +38,6 @@ from expt.dashboard.diagnostics import (
 from expt.dashboard.diagnosis import DIAGNOSES, Diagnosis, diagnose
 from expt.dashboard.hparams import (
     HPARAM_METRICS,
-    SWEEP_FINAL_ENV,
-    SWEEP_LABEL_ENV,
-    SWEEP_ROUND_ENV,
     TABLE_METRICS,
     SweepContext,
     hparams_summaries,
@@ -68,8 +65,8 @@ __all__ = [
     "Dashboard", "dashboard_settings", "use_c_checksums", "SCALARS", "EVENT_QUEUE", "FLUSH_SECONDS",
     "layer_label", "weight_tensors", "first_layer", "probe_layers", "histogram_stats", "filter_grid",
     "model_summary", "REPEATS_INPUT", "MAX_FILTER_TILES", "MIN_TILE_PIXELS", "HISTOGRAM_BINS", "HISTOGRAM_SAMPLE",
-    "run_hparams", "inferred_choices", "hparams_summaries", "HPARAM_METRICS", "TABLE_METRICS", "SWEEP_ROUND_ENV",
-    "SWEEP_FINAL_ENV", "SWEEP_LABEL_ENV", "SweepContext", "sweep_context", "run_label", "heavy_diagnostics",
+    "run_hparams", "inferred_choices", "hparams_summaries", "HPARAM_METRICS", "TABLE_METRICS",
+    "SweepContext", "sweep_context", "run_label", "heavy_diagnostics",
     "LABEL_FILE", "LAYOUT", "UPDATE_RATIO", "diagnose", "Diagnosis", "DIAGNOSES",
     "plot_sweep", "best_trial", "best_trials",
     "_masked_crc32c",  # private, but the tests check that tensorboard's record writer uses this one

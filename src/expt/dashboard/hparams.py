@@ -24,6 +24,7 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from expt import sweep_env
 from expt.config import TARGET_GROUPS
 from expt.dashboard.diagnosis import DIAGNOSES
 
@@ -44,9 +45,6 @@ TABLE_METRICS = (
     ("loss/train_data", "train loss (per epoch)"),
     ("hparams/test_acc", "test acc"),
 )
-SWEEP_ROUND_ENV = "EXPT_SWEEP_ROUND"  # the trial's coarse-to-fine round (0: the pinpoint stage)
-SWEEP_FINAL_ENV = "EXPT_SWEEP_FINAL"  # 1 for the trials of the sweep's last round, 0 for the others
-SWEEP_LABEL_ENV = "EXPT_SWEEP_LABEL"  # the trial's short name, e.g. "r2-j13 lr=3.1e-3 l2=1.2e-4"
 # Column names sort in the order TensorBoard should tick them (it ticks the first five by name); the
 # display names are what the page shows.
 STATUS, DIAGNOSIS, ROUND = "_1_status", "_2_diagnosis", "_3_sweep_round"
@@ -83,13 +81,13 @@ def sweep_context(env: Optional[dict[str, str]] = None) -> SweepContext:
 
     env = os.environ if env is None else env
     ctx = SweepContext()
-    round_ = env.get(SWEEP_ROUND_ENV, "").strip()
+    round_ = env.get(sweep_env.ROUND, "").strip()
     if round_:
         ctx.round = int(round_) if round_.lstrip("-").isdigit() else None
-    final = env.get(SWEEP_FINAL_ENV, "").strip()
+    final = env.get(sweep_env.FINAL, "").strip()
     if final:
         ctx.final = final == "1"
-    ctx.label = env.get(SWEEP_LABEL_ENV, "").strip() or None
+    ctx.label = env.get(sweep_env.LABEL, "").strip() or None
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         ctx.multirun = hydra_cfg.mode == RunMode.MULTIRUN

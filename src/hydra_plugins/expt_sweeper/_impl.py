@@ -29,7 +29,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from expt.config import to_plain
-from expt.pruning import ENV_FILE, ENV_JOB, ENV_ROUND, ENV_RULE, PROGRESS_FILE, MedianRule
+from expt import sweep_env
+from expt.pruning import PROGRESS_FILE, MedianRule
 from expt.search import (
     PINPOINT_ROUND,
     POSITIVE,
@@ -369,13 +370,12 @@ class CoarseToFineSweeperImpl(Sweeper):
         label = f"r{spec.round}-j{spec.job} " + " ".join(
             f"{name.rsplit('.', 1)[-1]}={search.space[name].format(value)}" if name in search.space
             else f"{name.rsplit('.', 1)[-1]}={value}" for name, value in spec.values.items())
-        env: Dict[str, Any] = {ENV_ROUND: spec.round, ENV_JOB: spec.job,
-                               "EXPT_SWEEP_FINAL": int(search.is_final(spec.round)),
-                               "EXPT_SWEEP_LABEL": label.strip()}
+        env: Dict[str, Any] = {sweep_env.ROUND: spec.round, sweep_env.JOB: spec.job,
+                               sweep_env.FINAL: int(search.is_final(spec.round)), sweep_env.LABEL: label.strip()}
         pruning = self.settings.pruning
         if pruning.enabled and spec.round != PINPOINT_ROUND:
-            env[ENV_FILE] = str(self.sweep_dir / PROGRESS_FILE)
-            env[ENV_RULE] = MedianRule(pruning.min_trials, pruning.warmup_epochs).encode()
+            env[sweep_env.PROGRESS] = str(self.sweep_dir / PROGRESS_FILE)
+            env[sweep_env.PRUNE] = MedianRule(pruning.min_trials, pruning.warmup_epochs).encode()
         return [f"+hydra.job.env_set.{key}={_quote(value)}" for key, value in env.items()]
 
     def _launch(self, search: CoarseToFineSearch, batch: List[TrialSpec]) -> Sequence[JobReturn]:
