@@ -428,14 +428,12 @@ class Population:
         first = self.active[0].trainer
         t, n = first.settings, len(self.data.x_train)
         bs = t.batch_size
-        steps = max(1, math.ceil(n / bs))
-        if n > bs and n % bs == 1 and first.batchnorm:
-            steps -= 1
+        steps = first.steps_per_epoch()
         for m in self.active:
             m.trainer.epoch += 1
             m.total, m.read = 0.0, 0
-        self.hyper.lr = _per_member([m.trainer.lr() for m in self.active], self.device)
         lrs = [m.trainer.lr() for m in self.active]
+        self.hyper.lr = _per_member(lrs, self.device)
         perms = torch.stack([torch.randperm(n, device=self.device, generator=m.trainer.batches) for m in self.active])
         x, y = self.data.x_train, self.data.y_train
         epoch = self.active[0].trainer.epoch
@@ -480,7 +478,7 @@ class Population:
                 for pos, m in enumerate(self.active):
                     m.dashboard.train_losses(first_step + m.read, chunk[pos])
                     m.read, m.total = i + 1, m.total + sum(chunk[pos])
-                    if any(not math.isfinite(v) or v > m.trainer.threshold for v in chunk[pos]):
+                    if m.trainer.diverged(chunk[pos]):
                         stopped.append(pos)
                 for pos in stopped:
                     m = self.active[pos]

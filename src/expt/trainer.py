@@ -238,15 +238,21 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
     def run_epoch(self, dashboard) -> tuple[float, bool]:
         """One pass over the training split; returns (mean training loss, diverged above ``self.threshold``)."""
-        e, t = self.exp, self.settings
-        n, bs = len(e.data.x_train), t.batch_size
-        steps = max(1, math.ceil(n / bs))
-        if n > bs and n % bs == 1 and self.batchnorm:
-            steps -= 1  # a batch of one sample has no batch statistics
+        e, n, steps = self.exp, len(self.exp.data.x_train), self.steps_per_epoch()
         perm = torch.randperm(n, device=e.device, generator=self.batches)
         e.model.train()
-        with self._progress_bar(min(n, steps * bs)) as bar:
+        with self._progress_bar(min(n, steps * self.settings.batch_size)) as bar:
             return self._steps(dashboard, steps, perm, bar)
+
+    def steps_per_epoch(self) -> int:
+        """Minibatches an epoch takes; with batch norm, a last batch of one sample (no batch statistics) is left out."""
+        n, bs = len(self.exp.data.x_train), self.settings.batch_size
+        steps = max(1, math.ceil(n / bs))
+        return steps - 1 if n > bs and n % bs == 1 and self.batchnorm else steps
+
+    def diverged(self, losses) -> bool:
+        """Whether any of these step losses is NaN, Inf or above ``self.threshold``."""
+        return any(not math.isfinite(v) or v > self.threshold for v in losses)
 
     def _progress_bar(self, images: int):
         """tqdm's bar over this epoch's images, shown once the epoch has run ``trainer.progress_after`` seconds."""
@@ -258,7 +264,7 @@ class Trainer:
                     delay=self.settings.progress_after, leave=False, dynamic_ncols=True)
 
     def _steps(self, dashboard, steps: int, perm: torch.Tensor, bar) -> tuple[float, bool]:
-        e, t, threshold = self.exp, self.settings, self.threshold
+        e, t = self.exp, self.settings
         x, y, bs = e.data.x_train, e.data.y_train, t.batch_size
         first_step = (self.epoch - 1) * steps + 1
         pending: list[torch.Tensor] = []  # this epoch's step losses, on the device until a logging step
@@ -305,7 +311,7 @@ class Trainer:
                 read, total = i + 1, total + sum(chunk)
                 if bar is not None:
                     bar.set_postfix(loss=f"{total / read:.4f}", refresh=False)  # shown at the next refresh
-                if any(not math.isfinite(v) or v > threshold for v in chunk):
+                if self.diverged(chunk):
                     return total / read, True
         return total / steps, False
 
