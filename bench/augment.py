@@ -69,8 +69,9 @@ def epoch_ratio(device: torch.device, samples: int, epochs: int) -> tuple[float,
                         f"trainer.device={device}", "trainer.label_smoothing=0", *QUIET])
     exp = build(cfg)
     run_dir = Path(tempfile.mkdtemp())
-    trainer, dashboard = Trainer(exp, run_dir), Dashboard(run_dir, cfg)
-    trainer.begin(dashboard)
+    dashboard = Dashboard(run_dir, cfg)
+    trainer = Trainer.single(exp, run_dir, dashboard)
+    trainer.begin()
     torch.manual_seed(0)
     model = build_model(cfg, exp.data.input_shape, exp.data.num_classes).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.optimizer.lr)
@@ -93,7 +94,7 @@ def epoch_ratio(device: torch.device, samples: int, epochs: int) -> tuple[float,
     ours, bare = [], []
     bare_epoch()
     for _ in range(epochs):
-        ours.append(timed(lambda: trainer.run_epoch(dashboard), device))
+        ours.append(timed(trainer.train_steps, device))
         bare.append(timed(bare_epoch, device))
     dashboard.close()
     return statistics.median(ours), statistics.median(bare), statistics.median(o / b for o, b in zip(ours, bare))

@@ -119,14 +119,15 @@ class ExptRun:
         self.exp, self.run_dir = build(cfg, data=data), run_dir
 
     def begin(self) -> None:
-        self.trainer, self.dashboard = Trainer(self.exp, self.run_dir), Dashboard(self.run_dir, self.exp.cfg)
-        self.trainer.begin(self.dashboard)
+        self.dashboard = Dashboard(self.run_dir, self.exp.cfg)
+        self.trainer = Trainer.single(self.exp, self.run_dir, self.dashboard)
+        self.trainer.begin()
 
     def epoch(self) -> None:
-        assert self.trainer.train_epoch(self.dashboard), "the benchmark's run diverged"
+        assert self.trainer.train_epoch(), "the benchmark's run diverged"
 
     def end(self) -> None:
-        self.trainer.end("completed")
+        self.trainer.end()
         self.dashboard.close()
 
 
@@ -149,7 +150,7 @@ def run_pair(cfg, data, epochs: int, run_dir: Path, bare_first: bool) -> tuple[d
                 seconds = timed(call, device)
                 times[f"{side}_{'epochs' if part == 'epochs' else 'fixed'}"].append(seconds)
             if part == "epochs":
-                theirs = ours.trainer.history[-1]["val_loss"]
+                theirs = ours.trainer.record.history[-1]["val_loss"]
                 deviation = max(deviation, abs(theirs - bare.val_loss) / abs(bare.val_loss))
     return times, dict(ours.dashboard.seconds), deviation
 

@@ -9,7 +9,7 @@ import expt
 from expt import augment
 from expt.config import ConfigError
 from expt.build import build
-from expt.trainer import Trainer
+from expt.trainer import RunRecord
 
 
 @pytest.fixture(scope="module")
@@ -101,9 +101,9 @@ def test_augmentation_touches_training_batches_only(tmp_path):
     a, b = expt.train(cfg, run_dir=tmp_path / "a"), expt.train(plain, run_dir=tmp_path / "b")
     assert a["history"] == b["history"] and a["test_loss"] == b["test_loss"]
     exp = build(cfg)
-    trainer = Trainer(exp, tmp_path / "c")
+    record = RunRecord(exp, tmp_path / "c", dashboard=None)
     x_before = exp.data.x_train.clone()
-    trainer.exp.augmentations[0](exp.data.x_train[:8], trainer.augment_rng)
+    exp.augmentations[0](exp.data.x_train[:8], record.augment_rng)
     assert torch.equal(exp.data.x_train, x_before)  # the augmentations return new tensors
 
 

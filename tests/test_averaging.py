@@ -18,15 +18,36 @@ def test_the_average_follows_the_warmed_up_decay_formula():
     model = nn.Linear(3, 2)
     averaged = averaging.ema(model, decay=0.9)
     expected = model.weight.detach().clone()
-    averaged.update_parameters(model)  # the first update copies the weights
+    averaging.update(averaged, model)  # the first update copies the weights
     for t in range(6):
         with torch.no_grad():
             model.weight.add_(torch.randn_like(model.weight))
-        averaged.update_parameters(model)
+        averaging.update(averaged, model)
         decay = min(0.9, (1 + t) / (10 + t))
         expected = decay * expected + (1 - decay) * model.weight.detach()
         assert torch.allclose(averaged.module.weight, expected, atol=1e-6)
-    assert averaging.WarmedUpEMA(0.999, updates=300).current_decay() == pytest.approx(301 / 310)
+    assert int(averaged.n_averaged) == 7
+    assert averaging.WarmedUpEMA(0.999, updates=301).current_decay() == pytest.approx(301 / 310)
+
+
+def test_batch_norm_statistics_take_one_decay_step_per_update():
+    """Weights and float buffers move by the same decay each update (one count per step, whatever the dtypes)."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    averaged = averaging.ema(model, decay=0.99)
+    averaging.update(averaged, model)
+    for t in range(4):
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+            model[1].running_mean.add_(1.0)
+            model[1].num_batches_tracked.add_(1)
+        before_w = averaged.module[0].weight.detach().clone()
+        before_m = averaged.module[1].running_mean.detach().clone()
+        averaging.update(averaged, model)
+        d = min(0.99, (1 + t) / (10 + t))
+        assert torch.allclose(averaged.module[0].weight, d * before_w + (1 - d) * model[0].weight, atol=1e-6)
+        assert torch.allclose(averaged.module[1].running_mean, d * before_m + (1 - d) * model[1].running_mean,
+                              atol=1e-6)
+    assert int(averaged.module[1].num_batches_tracked) == 4
 
 
 def test_ema_leaves_training_unchanged_and_is_measured_every_epoch(tmp_path):

@@ -14,7 +14,7 @@ import expt
 from conftest import numbers
 from expt.dashboard import Dashboard
 from expt.build import build
-from expt.trainer import Trainer
+from expt.trainer import SingleEngine, Trainer
 
 SMALL = ["trainer.epochs=2", "data.subset=300"]
 
@@ -22,11 +22,11 @@ SMALL = ["trainer.epochs=2", "data.subset=300"]
 @pytest.mark.parametrize("amp, dtype", [("bf16", torch.bfloat16), ("fp16", torch.float16)])
 def test_amp_runs_the_forward_pass_in_half_precision(tmp_path, amp, dtype):
     exp = build(expt.compose([f"trainer.amp={amp}", *SMALL]))
-    trainer = Trainer(exp, tmp_path)
-    with trainer.autocast():
-        out = trainer.step_model(exp.data.x_train[:8])
+    engine = SingleEngine(exp)
+    with engine.autocast():
+        out = engine.step_model(exp.data.x_train[:8])
     assert out.dtype == dtype
-    assert (trainer.scaler is not None) == (amp == "fp16")  # fp16 needs loss scaling, bf16 does not
+    assert (engine.scaler is not None) == (amp == "fp16")  # fp16 needs loss scaling, bf16 does not
     assert exp.model[0].weight.dtype == torch.float32  # the weights stay in full precision
 
 
@@ -41,10 +41,10 @@ def test_amp_training_matches_full_precision_closely(tmp_path, amp):
 
 def test_channels_last_keeps_the_numbers(tmp_path):
     exp = build(expt.compose(["trainer.channels_last=true", *SMALL]))
-    trainer = Trainer(exp, tmp_path / "probe")
+    engine = SingleEngine(exp)
     assert exp.model[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert exp.data.x_train.is_contiguous(memory_format=torch.channels_last)
-    assert trainer.step_model is exp.model
+    assert engine.step_model is exp.model
 
     plain = expt.train(expt.compose(SMALL), run_dir=tmp_path / "plain")
     last = expt.train(expt.compose(["trainer.channels_last=true", *SMALL]), run_dir=tmp_path / "cl")
@@ -86,16 +86,15 @@ def test_step_loop_syncs_with_the_host_only_at_logging_steps(tmp_path):
                         "dashboard.update_ratio=false", "dashboard.histograms=false", "dashboard.filters=false",
                         "dashboard.graph=false"])
     exp = build(cfg)
-    trainer = Trainer(exp, tmp_path)
     dashboard = Dashboard(tmp_path, cfg)
-    dashboard.start(exp, trainer.train_eval_idx[:64])
-    trainer.epoch = 1
+    trainer = Trainer.single(exp, tmp_path, dashboard)
+    trainer.begin()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            trainer.run_epoch(dashboard)
+            trainer.train_steps()
     finally:
         torch.cuda.set_sync_debug_mode("default")
         dashboard.close()

@@ -47,7 +47,7 @@ FITTED = PREPROCESSING[1:]
 INITS = ("kaiming", "xavier", "gaussian", "pytorch")
 REGULARIZATION = ("none", "l2", "l1", "elastic_net", "max_norm", "dropout", "batchnorm")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw")
-SCHEDULES = ("constant", "step", "exponential", "inverse_time", "cosine", "warmup_cosine", "plateau")
+SCHEDULES = ("constant", "step", "exponential", "inverse_time", "cosine", "warmup_cosine", "plateau", "onecycle")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -622,23 +622,65 @@ def test_step_is_the_default_schedule_halving_every_5_epochs():
     assert (schedule._target_, schedule.step_size, schedule.gamma) == ("torch.optim.lr_scheduler.StepLR", 5, 0.5)
 
 
-@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("name", [s for s in SCHEDULES if s != "onecycle"])
 def test_schedule_follows_its_closed_form(name):
-    """Step the real scheduler EPOCHS times (plateau sees a val loss that never improves)."""
+    """The run's learning rate at the first step of each epoch, read after EPOCHS epochs of steps
+    (plateau sees a val loss that never improves); constant within an epoch."""
     exp = build(compose(f"schedule={name}", "optimizer=sgd", f"optimizer.lr={LR0}", f"trainer.epochs={EPOCHS}",
                         "++data.subset=100"))
-    assert lr_of(exp.optimizer) == pytest.approx(closed_form(name, 0))
+    schedule, steps = exp.schedule, exp.steps_per_epoch
+    assert steps == 2 and schedule.rate(0) == pytest.approx(closed_form(name, 0))
     lrs = []
-    for _ in range(EPOCHS):
-        exp.optimizer.step()
-        if name == "plateau":
-            exp.scheduler.step(1.0)
-        else:
-            exp.scheduler.step()
-        lrs.append(lr_of(exp.optimizer))
+    for epoch in range(1, EPOCHS + 1):
+        first = (epoch - 1) * steps
+        assert schedule.rate(first + steps - 1) == schedule.rate(first)  # an epoch schedule holds within an epoch
+        schedule.observe(1.0)
+        lrs.append(schedule.rate(epoch * steps))
     expected = [closed_form(name, t) for t in range(1, EPOCHS + 1)]
     assert lrs == pytest.approx(expected, rel=1e-9, abs=1e-15)
     assert name == "constant" or lrs[-1] < LR0
+
+
+def test_one_cycle_steps_every_batch_warming_up_then_annealing():
+    """schedule=onecycle: per step, from lr / 10 up to lr at 25% of the run's steps, then linearly down to lr / 1000."""
+    exp = build(compose("schedule=onecycle", "optimizer=sgd", f"optimizer.lr={LR0}", f"trainer.epochs={EPOCHS}",
+                        "++data.subset=100"))
+    schedule, total = exp.schedule, EPOCHS * exp.steps_per_epoch  # 20 steps
+    rates = [schedule.rate(k) for k in range(total)]
+    peak = 5  # 25% of 20 steps
+    assert rates[0] == pytest.approx(LR0 / 10) and rates[peak] == pytest.approx(LR0)
+    assert rates[-1] == pytest.approx(LR0 / 1000)
+    assert all(a < b for a, b in zip(rates[:peak], rates[1:peak + 1]))  # rising every step
+    assert all(a > b for a, b in zip(rates[peak:-1], rates[peak + 1:]))  # falling every step
+    assert rates[1] - rates[0] == pytest.approx((LR0 - LR0 / 10) / peak)  # linear up
+    assert rates[peak] - rates[peak + 1] == pytest.approx((LR0 - LR0 / 1000) / (total - 1 - peak))  # linear down
+    assert exp.schedule.epoch_rate(2) == rates[exp.steps_per_epoch]  # an epoch's row logs its first step's rate
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_one_cycle_runs_the_shortest_runs(steps):
+    from expt.optim import one_cycle
+
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR0)
+    schedule = one_cycle(opt, total_steps=steps)
+    rates = []
+    for _ in range(steps):
+        rates.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    assert all(0 < r <= LR0 for r in rates) and max(rates) == pytest.approx(LR0)
+
+
+def test_warmup_cosine_per_step_warms_up_within_the_first_epochs():
+    """schedule.per_step=true: warmup_cosine counts batches, so the rate climbs inside the first epoch."""
+    per_epoch = build(compose("schedule=warmup_cosine", f"optimizer.lr={LR0}", f"trainer.epochs={EPOCHS}",
+                              "++data.subset=100")).schedule
+    per_step = build(compose("schedule=warmup_cosine", "schedule.per_step=true", f"optimizer.lr={LR0}",
+                             f"trainer.epochs={EPOCHS}", "++data.subset=100")).schedule
+    assert per_epoch.rate(0) == per_epoch.rate(1) == pytest.approx(LR0 / 10)
+    assert per_step.rate(0) == pytest.approx(LR0 / 10) and per_step.rate(1) > per_step.rate(0)
+    assert per_step.rate(4) == pytest.approx(LR0)  # 2 warm-up epochs of 2 steps
+    assert per_step.rate(2 * EPOCHS) == pytest.approx(0.0, abs=1e-12)  # the cosine ends at eta_min
 
 
 def test_logged_lr_per_epoch_in_a_real_run(tmp_path):

@@ -97,6 +97,56 @@ def test_a_diverging_member_stops_alone(tmp_path: Path) -> None:
         assert_same_run(t, a, 1e-5)
 
 
+def test_one_cycle_and_ema_together_match_alone(tmp_path: Path) -> None:
+    """A per-step schedule (each member's rate handed to the engine every step) and the averaged weights."""
+    common = [*CONVNET, "regularization=[l2,batchnorm]", "schedule=onecycle", "trainer.ema=0.9", "trainer.log_every=3"]
+    together, alone = together_and_alone(tmp_path, common, MEMBERS[:3])
+    for t, a in zip(together, alone):
+        assert_same_run(t, a, 1e-5)
+        for rt, ra in zip(t["history"], a["history"]):
+            assert rt["ema_val_acc"] == ra["ema_val_acc"]
+            assert math.isclose(rt["ema_val_loss"], ra["ema_val_loss"], rel_tol=1e-5, abs_tol=1e-5)
+        assert t["best_averaged"] == a["best_averaged"]
+    # one-cycle: the rate rises from lr / 10 within the run, so the epochs log different rates
+    lr0 = 1e-3
+    assert together[0]["history"][0]["lr"] == pytest.approx(lr0 / 10) and together[0]["history"][1]["lr"] > lr0 / 10
+
+
+def test_the_median_rule_prunes_a_member_as_it_prunes_a_lone_trial(tmp_path: Path) -> None:
+    """Early stopping is the loop's: a member behind three other trials at epoch 1 stops there, as pruned,
+    with the metrics and checkpoints of a lone trial stopped by the same rule."""
+    from expt.dashboard import Dashboard
+    from expt.jsonl import append_line
+    from expt.build import build
+    from expt.pruning import MedianRule, PROGRESS_FILE, ProgressReport
+    from expt.trainer import Trainer
+
+    common = [*CONVNET, "trainer.epochs=3"]
+    members = [["optimizer.lr=1e-3", "trainer.seed=0"], ["optimizer.lr=1e-9", "trainer.seed=1"]]
+
+    def reports(name: str) -> list[ProgressReport]:
+        path = tmp_path / name / PROGRESS_FILE
+        for job in (10, 11, 12):  # three other trials of the round, far ahead at epoch 1
+            append_line(path, {"round": 0, "job": job, "epoch": 1, "score": 0.99})
+        return [ProgressReport(path, 0, job, MedianRule(min_trials=3, warmup_epochs=1)) for job in (0, 1)]
+
+    cfgs = [expt.compose([*common, *m]) for m in members]
+    together = train_population(cfgs, [tmp_path / "together" / str(i) for i in range(2)],
+                                reports=reports("together"))
+    assert [t["status"] for t in together] == ["pruned", "pruned"]
+    assert [t["epochs_completed"] for t in together] == [1, 1]
+    alone = []
+    for i, (cfg, report) in enumerate(zip(cfgs, reports("alone"))):
+        run_dir = tmp_path / "alone" / str(i)
+        dashboard = Dashboard(run_dir, cfg)
+        alone.append(Trainer.single(build(cfg), run_dir, dashboard, report=report).fit()[0])
+        dashboard.close()
+    for i, (t, a) in enumerate(zip(together, alone)):
+        assert_same_run(t, a, 1e-5)
+        assert json.loads((tmp_path / "together" / str(i) / "metrics.json").read_text())["status"] == "pruned"
+        assert (tmp_path / "together" / str(i) / "checkpoints" / "last.pt").is_file()
+
+
 @pytest.mark.slow
 def test_a_members_last_checkpoint_resumes_as_a_lone_runs_does(tmp_path: Path) -> None:
     """last.pt holds the member's optimizer state and random streams: resumed alone for one more epoch,
@@ -117,7 +167,10 @@ def test_which_configs_can_train_together(compose) -> None:
     other = [compose(*CONVNET, "model.hidden_dim=33"), compose(*CONVNET, "trainer.batch_size=32"),
              compose(*CONVNET, "regularization=[l2,dropout]")]
     assert all(group_key(c) not in (None, group_key(base)) for c in other)
-    assert "trainer.ema" in can_join(compose(*CONVNET, "trainer.ema=0.9"))
+    assert can_join(compose(*CONVNET, "trainer.ema=0.9")) is None  # the vmapped engine averages too
+    assert can_join(compose(*CONVNET, "trainer.amp=bf16")) is None
+    assert "trainer.amp=fp16" in can_join(compose(*CONVNET, "trainer.amp=fp16"))
+    assert "trainer.compile=True" in can_join(compose(*CONVNET, "trainer.compile=true"))
     assert "optimizer._target_" in can_join(compose(*CONVNET, "optimizer=rmsprop"))
     assert group_key(compose(*CONVNET, "optimizer=rmsprop")) is None
     # the planned memory of one member (what caps a population on a GPU): at least its weights, 4 times

@@ -43,7 +43,8 @@ def test_default_run_reaches_97_percent_and_writes_its_run_dir(tmp_path):
     assert "tensorboard --logdir" in proc.stdout
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     last = torch.load(run_dir / "checkpoints" / checkpoint.LAST, weights_only=True)
-    assert {"model", "optimizer", "scheduler", "rng", "history"} <= last.keys() and last["epoch"] == 10
+    assert {"model", "optimizer", "rng", "history"} <= last.keys() and last["epoch"] == 10
+    assert "scheduler" not in last  # the learning rate is a function of the step (expt.optim.LearningRate)
     best = torch.load(run_dir / "checkpoints" / checkpoint.BEST, weights_only=True)
     assert {"model", "preprocess", "config"} <= best.keys() and best["epoch"] == metrics["best_epoch"]
 
@@ -235,7 +236,7 @@ def test_a_last_batch_of_one_sample_is_dropped_with_batch_norm(tmp_path, compose
 
 
 def test_a_run_stepped_an_epoch_at_a_time_is_the_same_run(tmp_path, compose):
-    """Trainer.fit is begin, train_epoch per epoch, end: driving those by hand (as the overhead benchmark
+    """Trainer.fit is begin, train_epoch until done, end: driving those by hand (as the overhead benchmark
     does, or a notebook that inspects the model between epochs) gives the same numbers."""
     from expt.dashboard import Dashboard
     from expt.build import build
@@ -244,13 +245,15 @@ def test_a_run_stepped_an_epoch_at_a_time_is_the_same_run(tmp_path, compose):
     cfg = compose("trainer.epochs=3", "data.subset=300", "regularization=[l2,dropout]", "schedule=cosine")
     whole = expt.train(cfg, run_dir=tmp_path / "whole")
     exp = build(cfg)
-    trainer, dashboard = Trainer(exp, tmp_path / "stepped"), Dashboard(tmp_path / "stepped", cfg)
-    trainer.begin(dashboard)
+    dashboard = Dashboard(tmp_path / "stepped", cfg)
+    trainer = Trainer.single(exp, tmp_path / "stepped", dashboard)
+    trainer.begin()
     lrs = []
-    for _ in range(cfg.trainer.epochs):
-        lrs.append(exp.optimizer.param_groups[0]["lr"])
-        assert trainer.train_epoch(dashboard)
-    stepped = trainer.end("completed")
+    for epoch in range(1, cfg.trainer.epochs + 1):
+        lrs.append(exp.schedule.epoch_rate(epoch))
+        assert not trainer.done and trainer.train_epoch()
+    assert trainer.done
+    [stepped] = trainer.end()
     dashboard.close()
     assert numbers(stepped) == numbers(whole)
     assert lrs == [row["lr"] for row in whole["history"]] and lrs[2] < lrs[1] < lrs[0]

@@ -7,6 +7,7 @@ evaluation of a saved model and the benchmarks all build through it, so they see
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -16,11 +17,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from expt import augment
+from expt.capture import capturable_options, capture_mode
 from expt.errors import ConfigError
-from expt.config import instantiate, validate
+from expt.config import instantiate, learning_rate, validate
 from expt.data import Splits, load as load_data
 from expt.devices import choose_device, hydra_job, physical_gpu
-from expt.optim import param_groups
+from expt.optim import LearningRate, param_groups
 from expt.preprocess import Preprocessor
 from expt.regularization import Regularizer
 
@@ -48,10 +50,13 @@ class Experiment:
     preprocessor: Preprocessor
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: Any
+    schedule: LearningRate  # the learning rate of every step
     regularizer: Regularizer
     augmentations: list[augment.Augmentation]  # applied in order to every training batch
     config_yaml: str  # the composed config, resolved: rendered once for the checkpoints and the dashboard
+    steps_per_epoch: int
+    capture: bool = False  # the training step is captured as a CUDA graph (expt.capture)
+    capture_reason: Optional[str] = None  # why it is not, when it is not
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -69,6 +74,18 @@ def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int)
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether a layer of the model normalizes with batch statistics (it cannot train on one sample)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def steps_per_epoch(samples: int, batch_size: int, batchnorm: bool) -> int:
+    """Minibatches an epoch takes; with batch norm, a last batch of one sample (no batch statistics) is left out."""
+    steps = max(1, math.ceil(samples / batch_size))
+    return steps - 1 if samples > batch_size and samples % batch_size == 1 and batchnorm else steps
+
+
+def make_optimizer(cfg: DictConfig, model: nn.Module, **options: Any) -> torch.optim.Optimizer:
+    """The configured optimizer over the model's parameters (weights apart from the rest when it decays weights)."""
+    decay = cfg.optimizer.get("weight_decay", 0)
+    return instantiate(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters(), **options)
 
 
 def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
@@ -91,11 +108,13 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     reg = cfg.regularization
     regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
 
-    decay = cfg.optimizer.get("weight_decay", 0)
-    optimizer = instantiate(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
-    scheduler = instantiate(cfg.schedule, "schedule")(optimizer)
+    steps = steps_per_epoch(len(data.x_train), cfg.trainer.batch_size, has_batchnorm(model))
+    schedule = learning_rate(cfg, steps)
+    capture, reason = capture_mode(cfg, device)
+    options = capturable_options(cfg.optimizer, schedule.rate(0), device) if capture else {}
+    optimizer = make_optimizer(cfg, model, **options)
     augmentations = augment.build(cfg.get("augmentation"))
     augment.check_preprocessing(list(cfg.get("augmentation") or {}), cfg.preprocessing._target_, len(data.input_shape))
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
-    return Experiment(cfg, device, data, preprocessor, model, optimizer, scheduler, regularizer, augmentations,
-                      config_yaml)
+    return Experiment(cfg, device, data, preprocessor, model, optimizer, schedule, regularizer, augmentations,
+                      config_yaml, steps, capture, reason)

@@ -50,6 +50,7 @@ class TrainerConfig:
     amp: str = "off"  # off | bf16 | fp16 (fp16 with a gradient scaler)
     channels_last: bool = False
     compile: bool = False  # torch.compile the training step's model
+    cuda_graph: str = "auto"  # auto | true | false: capture the training step as a CUDA graph (expt.capture)
     label_smoothing: float = 0.0  # cross-entropy of the training step against (1 - e) one-hot + e / C
     ema: float = 0.0  # decay of an exponential moving average of the weights, updated every step; 0 = off
     progress_after: float = 5.0  # seconds into an epoch before a progress bar shows (at a terminal, not in sweeps)
@@ -254,6 +255,27 @@ def _settings(node: DictConfig, group: str) -> str:
 
 
 MAX_DRY_RUN_EPOCHS = 10_000  # the schedule's rates are checked for at most this many epochs
+PER_STEP = "per_step"  # a schedule option's key saying it steps every batch; not passed to its class
+DRY_RUN_STEPS = 100
+
+
+def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> Any:
+    """The run's :class:`expt.optim.LearningRate`: its schedule option, optimizer.lr and trainer.epochs."""
+    from expt.optim import LearningRate
+
+    node = to_plain(cfg.schedule)
+    per_step = bool(node.pop(PER_STEP, False))
+    factory = instantiate(OmegaConf.create(node), "schedule")
+    try:
+        return LearningRate(factory, cfg.optimizer.lr, steps_per_epoch, cfg.trainer.epochs, per_step)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the class rejects its settings for this run's length
+        reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
+        span = (f"{cfg.trainer.epochs} epochs of {steps_per_epoch} steps" if per_step
+                else f"{cfg.trainer.epochs} epochs")
+        raise ConfigError(f"schedule={node.get('_target_')} cannot run with {_settings(cfg.schedule, 'schedule')} "
+                          f"over {span}: {type(exc).__name__}: {reason}.") from None
 
 
 def _dry_run(cfg: DictConfig) -> None:
@@ -262,10 +284,11 @@ def _dry_run(cfg: DictConfig) -> None:
     itself rejects (a negative momentum, a StepLR step_size of 0, ...) stops the run before training,
     naming its settings, and so does a schedule that would train an epoch at a rate <= 0 or not finite.
 
-    The trainer steps the schedule after each epoch (ReduceLROnPlateau with the validation loss; here
-    a loss that never improves, so that it cuts the rate as early as it can). The rate of epoch e is
+    The rates come from the run's :class:`expt.optim.LearningRate` (ReduceLROnPlateau sees a validation
+    loss that never improves, so that it cuts the rate as early as it can). The rate of epoch e is
     the one after e - 1 steps; the rate after the last step is never used, so a schedule may anneal
-    to exactly 0 at the end of the run (cosine to eta_min=0).
+    to exactly 0 at the end of the run (cosine to eta_min=0). A per-step schedule is checked at the first
+    step of each epoch, with :data:`DRY_RUN_STEPS` steps an epoch.
     """
     import warnings
 
@@ -289,17 +312,15 @@ def _dry_run(cfg: DictConfig) -> None:
     param = torch.zeros(2, requires_grad=True)
     make_optimizer = instantiate(cfg.optimizer, "optimizer")
     optimizer = attempt("optimizer", lambda: make_optimizer([{"params": [param]}]))
-    make_schedule = instantiate(cfg.schedule, "schedule")
-    scheduler = attempt("schedule", lambda: make_schedule(optimizer))
+    # the data are not loaded yet: a per-step schedule is checked as if an epoch took DRY_RUN_STEPS steps
+    schedule = attempt("schedule", lambda: learning_rate(cfg, DRY_RUN_STEPS))
     epochs = int(cfg.trainer.epochs)
     checked = min(epochs, MAX_DRY_RUN_EPOCHS)
 
     def steps() -> None:
-        from expt.optim import step_schedule
-
         previous = ""
         for epoch in range(1, checked + 1):
-            lr = float(optimizer.param_groups[0]["lr"])
+            lr = schedule.epoch_rate(epoch)
             if not (math.isfinite(lr) and lr > 0):
                 raise ConfigError(
                     f"schedule={cfg.schedule.get('_target_')} with {_settings(cfg.schedule, 'schedule')} gives "
@@ -309,8 +330,7 @@ def _dry_run(cfg: DictConfig) -> None:
                     "a period that covers the run)."
                 )
             previous = f"{lr:.4g} at epoch {epoch}, "
-            optimizer.step()
-            step_schedule(scheduler, val_loss=1.0)
+            schedule.observe(1.0)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

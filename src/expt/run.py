@@ -1,8 +1,8 @@
 """A run as an application: build, the sanity guard, the Trainer, metrics.json, Ctrl-C and errors.
 
 :func:`train` is what ``python -m expt`` and ``expt.train`` call: it builds the experiment,
-checks the loss at init (:func:`expt.checks.guard`), trains it with :class:`expt.trainer.Trainer`,
-writes ``metrics.json`` and the HParams record, and keeps what a failure or Ctrl-C leaves.
+checks the loss at init (:func:`expt.checks.guard`), trains it with :class:`expt.trainer.Trainer`
+(which writes ``metrics.json`` and the HParams record), and keeps what a failure or Ctrl-C leaves.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from expt.build import build
 from expt.checks import guard
 from expt.dashboard import Dashboard
 from expt.requeue import resume_own_checkpoint
-from expt.status import INTERRUPTED, write_metrics
+from expt.pruning import ProgressReport
+from expt.status import INTERRUPTED
 from expt.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -85,34 +86,24 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         type(exp.model).__name__, exp.device, len(exp.data.x_train), len(exp.data.x_val), len(exp.data.x_test),
         "x".join(map(str, exp.data.input_shape)), exp.data.num_classes,
     )
-    trainer = Trainer(exp, run_dir, progress=sys.stderr.isatty() and not in_sweep())
     dashboard = Dashboard(run_dir, cfg)
+    trainer = Trainer.single(exp, run_dir, dashboard, progress=sys.stderr.isatty() and not in_sweep(),
+                             report=ProgressReport.from_env())
+    record = trainer.record
     try:
-        metrics = trainer.fit(dashboard)
-        dashboard.hparams(metrics)
+        return trainer.fit()[0]
     except KeyboardInterrupt:
         # keep what the finished epochs measured; checkpoints/last.pt resumes the run
-        interrupted = trainer.finish(INTERRUPTED)
-        write_metrics(run_dir, interrupted)
-        dashboard.hparams(interrupted)
-        if trainer.saved_epoch is None:
-            log.warning("Interrupted during epoch %d, before the first checkpoint: nothing to resume.", trainer.epoch)
+        trainer.conclude(record, INTERRUPTED)
+        if record.saved_epoch is None:
+            log.warning("Interrupted during epoch %d, before the first checkpoint: nothing to resume.", record.epoch)
         else:
             log.warning("Interrupted during epoch %d; checkpoints/%s holds epoch %d: resume with trainer.resume=%s",
-                        trainer.epoch, checkpoint.LAST, trainer.saved_epoch, run_dir)
+                        record.epoch, checkpoint.LAST, record.saved_epoch, run_dir)
         raise
     except Exception:
         with contextlib.suppress(Exception):  # keep the best model found so far; the failure is what gets reported
-            trainer.save_best()
+            record.save_best()
         raise
     finally:
         dashboard.close()
-    write_metrics(run_dir, metrics)
-    log.info(
-        "%s: best val %.2f%% (epoch %s), final val %.2f%%, test %.2f%%. Run directory: %s\n"
-        "  tensorboard --logdir %s",
-        metrics["status"], 100 * (metrics["best_val_acc"] or 0), metrics["best_epoch"],
-        100 * (metrics["final_val_acc"] or 0), 100 * (metrics["test_acc"] or 0), run_dir, run_dir,
-    )
-    return metrics
-

@@ -1,0 +1,215 @@
+"""The one epoch loop: a step engine behind it, one run record per model it trains.
+
+Read top to bottom, an epoch is: each run draws its batch order -> for every step, each run's
+learning rate for that step (:class:`expt.optim.LearningRate`), its batch (index slices of the
+permutation, augmented from the run's own stream), one engine step -> every ``trainer.log_every``
+steps the losses are read back (the step loop's only host-device syncs), written to each run's
+dashboard and checked for divergence -> at the end of the epoch each run measures, records (best
+model, events, snapshots, checkpoints) and may be pruned by its sweep's early stopping.
+
+A lone run is one :class:`~expt.trainer.record.RunRecord` behind a
+:class:`~expt.trainer.engine.SingleEngine`; a population is N records behind a
+:class:`~expt.trainer.vmap.VmapEngine`. Everything the loop does works for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any, Optional, Sequence
+
+import torch
+
+from expt.status import COMPLETED, DIVERGED, PRUNED, write_metrics
+from expt.trainer.engine import SingleEngine
+from expt.trainer.record import RunRecord
+
+log = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Trains ``records`` with ``engine`` for ``trainer.epochs`` epochs; :meth:`fit` returns each run's metrics."""
+
+    def __init__(self, records: Sequence[RunRecord], engine):
+        self.records = list(records)
+        self.active = list(records)  # in the engine's order; a run that stops leaves
+        self.engine = engine
+        first = self.records[0]
+        self.settings = first.settings
+        self.steps = first.exp.steps_per_epoch
+        self.begun = False
+
+    @classmethod
+    def single(cls, exp, run_dir, dashboard, progress: bool = False, report=None) -> "Trainer":
+        """A lone run: one record behind a SingleEngine."""
+        record = RunRecord(exp, run_dir, dashboard, progress=progress, report=report)
+        return cls([record], SingleEngine(exp, ema=record.ema))
+
+    @property
+    def record(self) -> RunRecord:
+        """The run of a lone trainer."""
+        return self.records[0]
+
+    # ------------------------------------------------------------------ the run's course
+    def fit(self) -> list[dict[str, Any]]:
+        """Begin, train every epoch (from where a resumed run stopped), end; each run's metrics, in order."""
+        self.begin()
+        while not self.done:
+            self.train_epoch()
+        return self.end()
+
+    def begin(self) -> None:
+        """Each run resumes or measures its loss at init and starts its dashboard; a run of 0 epochs records
+        the model as it is."""
+        for r in self.records:
+            with r.scope():
+                r.begin(self.engine)
+                if self.settings.epochs == 0 and not r.history:
+                    row = {"epoch": 0, "train_loss": r.initial_loss, **r.measure(),
+                           "lr": r.exp.schedule.rate(0), "seconds": 0.0}
+                    r.record(row, self.engine)
+        self.begun = True
+
+    @property
+    def done(self) -> bool:
+        """Whether every run has stopped or trained its last epoch."""
+        return not self.active or self.active[0].epoch >= self.settings.epochs
+
+    def train_epoch(self) -> bool:
+        """One epoch of every active run; False when none is left training after it (each diverged or was pruned)."""
+        if not self.begun:
+            raise RuntimeError("Trainer.begin() must come before the first train_epoch")
+        t0, warm0 = time.perf_counter(), self.engine.warmup_seconds
+        epoch = self.active[0].epoch + 1
+        rates = {id(r): r.exp.schedule.epoch_rate(epoch) for r in self.active}
+        self.train_steps()
+        self.engine.sync()
+        for r in list(self.active):
+            with r.scope():
+                row = {"epoch": epoch, "train_loss": r.loss_sum / self.steps, **r.measure(), "lr": rates[id(r)]}
+                r.exp.schedule.observe(row["val_loss"])
+                row["seconds"] = time.perf_counter() - t0 - (self.engine.warmup_seconds - warm0)
+                r.record(row, self.engine)
+                if r.pruned():
+                    self.stop(r, PRUNED)
+        return bool(self.active)
+
+    def end(self) -> list[dict[str, Any]]:
+        """Every run still training has completed: conclude it; the metrics of all, in order."""
+        for r in list(self.active):
+            self.stop(r, COMPLETED)
+        return [r.metrics for r in self.records]
+
+    def stop(self, record: RunRecord, status: str) -> dict[str, Any]:
+        """End one run: last.pt if it lags (a diverged run's weights are past saving), best.pt, the test
+        evaluation, metrics.json and the dashboard's HParams; the engine lets it go."""
+        with record.scope():
+            if status in (COMPLETED, PRUNED) and record.saved_epoch != record.epoch and record.history:
+                record.save(self.engine)
+            metrics = self.conclude(record, status)
+        if record in self.active:
+            position = self.active.index(record)
+            self.active.pop(position)
+            self.engine.drop([position])
+        return metrics
+
+    def conclude(self, record: RunRecord, status: str) -> dict[str, Any]:
+        """The run's metrics, recorded where every reader looks: metrics.json, HParams, the log."""
+        metrics = record.finish(status, self.engine.warmup_seconds if self.engine.reports_warmup else None)
+        record.dashboard.hparams(metrics)
+        write_metrics(record.run_dir, metrics)
+        log.info(
+            "%s%s: best val %.2f%% (epoch %s), final val %.2f%%, test %.2f%%. Run directory: %s\n"
+            "  tensorboard --logdir %s", record.log_prefix,
+            metrics["status"], 100 * (metrics["best_val_acc"] or 0), metrics["best_epoch"],
+            100 * (metrics["final_val_acc"] or 0), 100 * (metrics["test_acc"] or 0), record.run_dir, record.run_dir,
+        )
+        return metrics
+
+    # ------------------------------------------------------------------ the steps of an epoch
+    def train_steps(self) -> None:
+        """The training steps of the next epoch, nothing measured after them (the throughput benchmark's unit)."""
+        for r in self.active:
+            r.epoch += 1
+            r.loss_sum, r.losses_read = 0.0, 0
+        self._steps(torch.stack([r.permutation() for r in self.active]))
+
+    def _steps(self, perms: torch.Tensor) -> None:
+        """Every step of the epoch for the active runs; a run whose loss diverges stops here."""
+        engine, t = self.engine, self.settings
+        bs, steps = t.batch_size, self.steps
+        first = (self.active[0].epoch - 1) * steps  # the run's step count before this epoch
+        pending: list[torch.Tensor] = []  # the step losses, on the device until a logging step
+        read = 0
+        engine.train()
+        with self._progress_bar() as bar:
+            for i in range(steps):
+                logging_step = (i + 1) % t.log_every == 0 or i + 1 == steps
+                watched = [pos for pos, r in enumerate(self.active)
+                           if logging_step and r.dashboard.settings.update_ratio]
+                before = self._weights_before(watched)
+                lrs = [r.exp.schedule.rate(first + i) for r in self.active]
+                x, y = self._batch(perms[:, i * bs:(i + 1) * bs])
+                pending.append(engine.step(x, y, lrs))
+                if watched:
+                    engine.expose(watched)
+                    for pos in watched:
+                        if before[pos] is not None:
+                            self.active[pos].dashboard.update_ratios(first + i + 1, before[pos])
+                if bar is not None:
+                    bar.update(y.shape[-1])
+                if not logging_step:
+                    continue
+                chunk = torch.stack(pending).T.tolist()  # (runs, steps read)
+                pending.clear()
+                diverged = [r for pos, r in enumerate(self.active) if r.read_losses(first + read + 1, chunk[pos])]
+                read = i + 1
+                if bar is not None:
+                    r = self.active[0]
+                    bar.set_postfix(loss=f"{r.loss_sum / r.losses_read:.4f}", refresh=False)
+                if diverged:
+                    keep = [pos for pos, r in enumerate(self.active) if r not in diverged]
+                    for r in diverged:
+                        log.warning(
+                            "%sEpoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: "
+                            "stopping.", r.log_prefix, r.epoch, r.loss_sum / r.losses_read,
+                            t.divergence_factor, r.initial_loss)
+                        self.stop(r, DIVERGED)
+                    if not self.active:
+                        return
+                    perms = perms[torch.tensor(keep, device=perms.device)]
+
+    def _weights_before(self, watched: list[int]) -> dict[int, Optional[list[torch.Tensor]]]:
+        if not watched:
+            return {}
+        self.engine.expose(watched)  # the dashboard measures the update on the run's own model
+        return {pos: self.active[pos].dashboard.weights_before_update() for pos in watched}
+
+    def _batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's batch of each active run (rows of ``idx``), augmented from the run's own stream;
+        stacked (runs, batch, ...) for a stacked engine, else the one run's (batch, ...)."""
+        data = self.active[0].exp.data  # the runs of one engine share their data
+        if not self.engine.stacked:
+            idx = idx[0]
+        x = data.x_train[idx]
+        if self.active[0].exp.augmentations:
+            views = []
+            for pos, r in enumerate(self.active):
+                view = x[pos] if self.engine.stacked else x
+                for transform in r.exp.augmentations:
+                    view = transform(view, r.augment_rng)
+                views.append(view)
+            x = torch.stack(views) if self.engine.stacked else views[0]
+        return x, data.y_train[idx]
+
+    def _progress_bar(self):
+        """tqdm's bar over a lone run's epoch, shown once the epoch has run ``trainer.progress_after`` seconds."""
+        r = self.active[0]
+        if len(self.active) != 1 or not r.progress:
+            return contextlib.nullcontext(None)
+        from tqdm.auto import tqdm
+
+        return tqdm(total=min(len(r.exp.data.x_train), self.steps * self.settings.batch_size),
+                    desc=f"epoch {r.epoch}/{self.settings.epochs}", unit="img", unit_scale=True,
+                    delay=self.settings.progress_after, leave=False, dynamic_ncols=True)

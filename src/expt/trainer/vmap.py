@@ -1,0 +1,328 @@
+"""The step engine of a population: N models of one shape trained by one vmapped forward, backward and update.
+
+Each member is a run record (:class:`expt.trainer.record.RunRecord`) built exactly as a lone run;
+only the step is fused:
+
+- parameters and buffers are stacked (``torch.func.stack_module_state``) and the members' losses
+  come from one ``vmap(functional_call)``; the gradient of their sum is each member's own gradient;
+- Adam, AdamW and SGD (momentum, Nesterov) are written over the stacked tensors with one learning
+  rate, beta, eps, momentum and weight decay per member; the loop hands each member's rate every
+  step, from the member's own :class:`expt.optim.LearningRate`;
+- batch norm keeps running statistics per member (the stacked buffers, updated in place under vmap);
+- dropout masks are drawn outside vmap, for each member from its own copy of torch's global random
+  stream, with the same call a lone run makes (``F.dropout``), so a member draws the masks the lone
+  run would draw;
+- ``trainer.ema`` keeps a stacked average updated as :mod:`expt.averaging` updates a lone run's;
+  ``trainer.amp=bf16`` runs the vmapped forward under autocast.
+
+At the end of each epoch (:meth:`VmapEngine.sync`) every member's slice goes back into its own model,
+optimizer state and averaged model, where its record measures, checkpoints and writes it as a lone
+run's. A member that diverges or is pruned leaves the stacked tensors (:meth:`VmapEngine.drop`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from expt.averaging import WarmedUpEMA, blend
+from expt.loss import classification_loss
+from expt.regularization import penalized_weights
+
+OPTIMIZERS = {"torch.optim.Adam": "adam", "torch.optim.AdamW": "adamw", "torch.optim.SGD": "sgd"}
+HYPER = ("lr", "wd", "beta1", "beta2", "eps", "momentum", "l1", "l2", "p")
+
+
+class _MaskedDropout(nn.Module):
+    """Stands in for ``nn.Dropout`` in the stacked forward: multiplies by the next precomputed mask."""
+
+    def __init__(self, feed: list):
+        super().__init__()
+        self.feed = feed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        return x * self.feed.pop(0)
+
+
+def _dropout_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
+    """The input shape of each dropout call of one forward pass on ``x``, in call order."""
+    shapes: list[tuple[int, ...]] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: shapes.append(tuple(args[0].shape)))
+             for m in model.modules() if isinstance(m, nn.Dropout)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _per_member(values: Sequence[float], device: torch.device) -> torch.Tensor:
+    """Float64, as the Python floats a lone optimizer computes with; cast to the parameters' dtype at use."""
+    return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+
+
+def _bcast(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return v.view(-1, *([1] * (t.dim() - 1)))
+
+
+@contextlib.contextmanager
+def member_rng(rng: dict, device: torch.device):
+    """Run with torch's global random state set to a member's (``rng``), and keep what it draws."""
+    torch.set_rng_state(rng["cpu"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(rng["cuda"], device)
+    try:
+        yield
+    finally:
+        rng["cpu"] = torch.get_rng_state()
+        if device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(device)
+
+
+def capture_rng(device: torch.device) -> dict:
+    """torch's global random state now (a member's copy starts as the state its lone run would start from)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+class VmapEngine:
+    """The members' stacked state and their fused step; ``records`` carry each member's built experiment."""
+
+    stacked = True  # batches come as (members, batch, ...)
+
+    def __init__(self, records: Sequence[Any], rngs: Sequence[dict]):
+        self.records = list(records)  # the active members, in stacked order
+        self.rngs = list(rngs)
+        first = self.records[0].exp
+        self.device = first.device
+        cfgs = [r.exp.cfg for r in self.records]
+        models = [r.exp.model for r in self.records]
+        for model in models:
+            model.train()
+        self.params, self.buffers = stack_module_state(models)
+        self.feed: list = []
+        base = copy.deepcopy(models[0])
+        for module in list(base.modules()):
+            for child_name, child in list(module.named_children()):
+                if isinstance(child, nn.Dropout):
+                    setattr(module, child_name, _MaskedDropout(self.feed))
+        self.base = base.to("meta")
+        self.base.train()
+        weight_ids = {id(w) for w in penalized_weights(models[0])}
+        self.weight_names = [n for n, p in models[0].named_parameters() if id(p) in weight_ids]
+        self.names = [n for n, _ in models[0].named_parameters()]
+        self.kind = OPTIMIZERS[str(cfgs[0].optimizer._target_)]
+        opt = [c.optimizer for c in cfgs]
+        betas = [tuple(o.get("betas", (0.9, 0.999))) for o in opt]
+        like = self.device
+        self.hyper = {
+            "lr": _per_member([r.exp.schedule.rate(0) for r in self.records], like),
+            "wd": _per_member([o.get("weight_decay", 0) or 0 for o in opt], like),
+            "beta1": _per_member([b[0] for b in betas], like), "beta2": _per_member([b[1] for b in betas], like),
+            "eps": _per_member([o.get("eps", 1e-8) for o in opt], like),
+            "momentum": _per_member([o.get("momentum", 0) or 0 for o in opt], like),
+            "l1": _per_member([c.regularization.l1 for c in cfgs], like),
+            "l2": _per_member([c.regularization.l2 for c in cfgs], like),
+            "p": _per_member([c.regularization.dropout for c in cfgs], torch.device("cpu")),
+        }
+        self.lrs: list[float] = [r.exp.schedule.rate(0) for r in self.records]
+        self.nesterov = bool(opt[0].get("nesterov", False))
+        self.penalized = any(r.exp.regularizer.active for r in self.records)
+        self.max_norm = cfgs[0].regularization.max_norm
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        if self.kind in ("adam", "adamw"):
+            self.state = {"exp_avg": {n: torch.zeros_like(p) for n, p in self.params.items()},
+                          "exp_avg_sq": {n: torch.zeros_like(p) for n, p in self.params.items()}}
+        elif self.kind == "sgd":
+            self.state = {"momentum_buffer": {n: torch.zeros_like(p) for n, p in self.params.items()}}
+        self.step_count = 0
+        self.dropout_shapes: dict[int, list[tuple[int, ...]]] = {}
+        t = first.cfg.trainer
+        self.smoothing = float(t.label_smoothing)
+        self.amp_dtype = torch.bfloat16 if str(t.amp).lower() == "bf16" else None
+        self.ema: Optional[dict[str, torch.Tensor]] = None
+        self.ema_schedule = WarmedUpEMA(float(t.ema))
+        if t.ema > 0:  # the averaged parameters and buffers, as a lone run's AveragedModel(use_buffers=True)
+            self.ema = {n: v.detach().clone() for n, v in {**self.params, **self.buffers}.items()}
+        self.warmup_seconds = 0.0
+        self.reports_warmup = False
+
+    @property
+    def members(self) -> int:
+        return len(self.records)
+
+    def train(self) -> None:
+        """The stacked forward always runs in training mode (the members' own models are evaluated apart)."""
+
+    # ------------------------------------------------------------------ one step
+    def _loss_fn(self, params, buffers, masks, x, y, l1, l2):
+        self.feed[:] = list(masks)
+        out = functional_call(self.base, (params, buffers), (x,))
+        loss = classification_loss(out, y, self.smoothing)
+        if self.penalized:
+            weights = [params[n] for n in self.weight_names]
+            dtype = loss.dtype  # as the lone Regularizer: strength * sum, then added to the data loss
+            loss = loss + (l2.to(dtype) * sum(w.square().sum() for w in weights)
+                           + l1.to(dtype) * sum(w.abs().sum() for w in weights))
+        return loss
+
+    def _masks(self, batch: int, x: torch.Tensor) -> list[torch.Tensor]:
+        if batch not in self.dropout_shapes:
+            self.dropout_shapes[batch] = _dropout_calls(self.records[0].exp.model, x[0, :batch])
+        shapes = self.dropout_shapes[batch]
+        if not shapes:
+            return []
+        per_member = []
+        for pos, rng in enumerate(self.rngs):
+            p = float(self.hyper["p"][pos])
+            with member_rng(rng, self.device):
+                # the call a lone run's nn.Dropout makes, on ones: the mask times 1 / (1 - p)
+                per_member.append([F.dropout(torch.ones(s, dtype=x.dtype, device=x.device), p, True) for s in shapes])
+        return [torch.stack([masks[k] for masks in per_member]) for k in range(len(shapes))]
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[float]) -> torch.Tensor:
+        """One step of every member on its batch (x[m], y[m]) at rate lrs[m]; the losses, shape (members,)."""
+        if lrs != self.lrs:
+            self.hyper["lr"] = _per_member(lrs, self.device)
+            self.lrs = list(lrs)
+        masks = self._masks(x.shape[1], x)
+        h = self.hyper
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else contextlib.nullcontext())
+        with autocast:
+            losses = vmap(self._loss_fn, randomness="error")(self.params, self.buffers, masks, x, y, h["l1"], h["l2"])
+        grads = torch.autograd.grad(losses.sum(), [self.params[k] for k in self.names])
+        self._update(dict(zip(self.names, grads)))
+        if self.ema is not None:
+            self._average()
+        return losses.detach()
+
+    def _update(self, grads: dict[str, torch.Tensor]) -> None:
+        """One optimizer step of every member: torch.optim's single-tensor formulas, hyperparameters per member."""
+        h = self.hyper
+        self.step_count += 1
+        step = self.step_count
+        weight = set(self.weight_names)
+        cache: dict[torch.dtype, dict[str, torch.Tensor]] = {}
+
+        def scalars(dtype: torch.dtype) -> dict[str, torch.Tensor]:
+            if dtype not in cache:
+                c = {"lr": h["lr"], "wd": h["wd"], "momentum": h["momentum"], "eps": h["eps"], "beta2": h["beta2"],
+                     "one_minus_b1": 1 - h["beta1"], "one_minus_b2": 1 - h["beta2"],
+                     "decay": 1 - h["lr"] * h["wd"],
+                     "step_size": h["lr"] / (1 - h["beta1"] ** step),
+                     "bc2_sqrt": (1 - h["beta2"] ** step).sqrt()}
+                cache[dtype] = {k: v.to(dtype) for k, v in c.items()}
+            return cache[dtype]
+
+        with torch.no_grad():
+            for name, p in self.params.items():
+                c = {k: _bcast(v, p) for k, v in scalars(p.dtype).items()}
+                g = grads[name]
+                decayed = name in weight
+                if self.kind == "sgd":
+                    if decayed:
+                        g = g + c["wd"] * p
+                    buf = self.state["momentum_buffer"][name]
+                    if step == 1:
+                        buf.copy_(g)
+                    else:
+                        buf.mul_(c["momentum"]).add_(g)
+                    g = g + c["momentum"] * buf if self.nesterov else buf
+                    p.sub_(c["lr"] * g)
+                    continue
+                if self.kind == "adamw":
+                    if decayed:
+                        p.mul_(c["decay"])
+                elif decayed:
+                    g = g + c["wd"] * p
+                m, v = self.state["exp_avg"][name], self.state["exp_avg_sq"][name]
+                m.lerp_(g, c["one_minus_b1"])
+                v.mul_(c["beta2"]).add_(c["one_minus_b2"] * g * g)
+                denom = (v.sqrt() / c["bc2_sqrt"]).add_(c["eps"])
+                p.sub_(c["step_size"] * m / denom)
+            if self.max_norm is not None:
+                for name in self.weight_names:
+                    w = self.params[name]
+                    norms = w.flatten(2).norm(dim=2)  # (members, units)
+                    scale = torch.where(norms > self.max_norm, self.max_norm / (norms + 1e-7), torch.ones_like(norms))
+                    w.mul_(scale.view(*scale.shape, *([1] * (w.dim() - 2))))
+
+    def _average(self) -> None:
+        """The averaged weights after a step: expt.averaging's formula over the stacked tensors."""
+        current = {**self.params, **self.buffers}
+        blend([self.ema[n] for n in current], list(current.values()), self.ema_schedule)
+
+    # ------------------------------------------------------------------ the members' own state
+    def expose(self, positions: list[int]) -> None:
+        """The parameters of the members at ``positions`` into their own models (the dashboard reads those)."""
+        with torch.no_grad():
+            for pos in positions:
+                named = dict(self.records[pos].exp.model.named_parameters())
+                for n, p in self.params.items():
+                    named[n].copy_(p[pos])
+
+    def sync(self) -> None:
+        """Each member's slice of the stacked tensors into its own model, optimizer state and averaged model."""
+        with torch.no_grad():
+            for pos, r in enumerate(self.records):
+                model = r.exp.model
+                named_p, named_b = dict(model.named_parameters()), dict(model.named_buffers())
+                for n, p in self.params.items():
+                    named_p[n].copy_(p[pos])
+                for n, b in self.buffers.items():
+                    named_b[n].copy_(b[pos])
+                opt = r.exp.optimizer  # the format of last.pt's optimizer state, never stepped
+                for group in opt.param_groups:
+                    group["lr"] = self.lrs[pos]
+                for n in self.names:
+                    param = named_p[n]
+                    if self.kind == "sgd":
+                        if float(self.hyper["momentum"][pos]) != 0:
+                            opt.state[param] = {"momentum_buffer": self.state["momentum_buffer"][n][pos].clone()}
+                    else:
+                        opt.state[param] = {"step": torch.tensor(float(self.step_count)),
+                                            "exp_avg": self.state["exp_avg"][n][pos].clone(),
+                                            "exp_avg_sq": self.state["exp_avg_sq"][n][pos].clone()}
+                if self.ema is not None and r.ema is not None:
+                    averaged = r.ema.module
+                    targets = {**dict(averaged.named_parameters()), **dict(averaged.named_buffers())}
+                    for n, v in self.ema.items():
+                        targets[n].copy_(v[pos])
+                    r.ema.n_averaged.fill_(self.ema_schedule.updates)
+                    r.ema.warmup.updates = self.ema_schedule.updates
+
+    def optimizer_state(self, record) -> tuple[dict[str, Any], None]:
+        return record.exp.optimizer.state_dict(), None
+
+    def drop(self, positions: Sequence[int]) -> None:
+        """Take the members at ``positions`` out of the stacked tensors (they diverged or were pruned)."""
+        keep = [pos for pos in range(len(self.records)) if pos not in set(positions)]
+        if not keep:
+            self.records, self.rngs = [], []
+            return
+        idx = torch.tensor(keep, device=self.device)
+        self.params = {n: p.detach()[idx].requires_grad_(True) for n, p in self.params.items()}
+        self.buffers = {n: b[idx] for n, b in self.buffers.items()}
+        self.state = {k: {n: s[idx] for n, s in d.items()} for k, d in self.state.items()}
+        if self.ema is not None:
+            self.ema = {n: v[idx] for n, v in self.ema.items()}
+        self.hyper = {k: v[torch.tensor(keep, device=v.device)] for k, v in self.hyper.items()}
+        self.lrs = [self.lrs[pos] for pos in keep]
+        self.records = [self.records[pos] for pos in keep]
+        self.rngs = [self.rngs[pos] for pos in keep]
