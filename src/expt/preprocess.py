@@ -15,9 +15,24 @@ from expt.errors import ConfigError
 
 
 class Preprocessor(nn.Module):
-    """Base class: ``fit(x_train)`` once, then ``forward(x)`` on any split."""
+    """Base class: ``fit(x_train)`` once, then ``forward(x)`` on any split.
+
+    Every preprocessor also keeps ``pixel_range``, the lowest and highest training pixel before
+    preprocessing (:meth:`fit_range`, called by the builder beside ``fit``), so that a loaded
+    model can refuse images on another scale. It is empty in checkpoints written before it existed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("pixel_range", torch.zeros(0))
 
     def fit(self, x: torch.Tensor) -> "Preprocessor":
+        return self
+
+    def fit_range(self, x: torch.Tensor) -> "Preprocessor":
+        """Record the lowest and highest pixel of the training images ``x``."""
+        if len(x):
+            self.pixel_range = torch.stack([x.min(), x.max()]).detach()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
