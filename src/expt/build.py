@@ -80,7 +80,6 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     data = data.to(device, dtype)
     preprocessor = instantiate(cfg.preprocessing, "preprocessing").to(device)
     preprocessor.fit(data.x_train)
-    preprocessor.fit_range(data.x_train)  # what expt.load's predictor accepts
     data = data.map_x(preprocessor)
 
     torch.manual_seed(cfg.trainer.seed)
