@@ -346,9 +346,13 @@ class CoarseToFineSweeperImpl(Sweeper):
             written = f"{where}=choice({', '.join(param.choices)})"
             options = sorted(loader.get_group_options(name)) if name in groups else []
             for option in param.choices:
-                if options and option not in options:
+                # a list of options ([l2,dropout]) for a group whose value is a list
+                names = [n.strip() for n in option.strip("[]").split(",") if n.strip()] if option.startswith(
+                    "[") else [option]
+                bad = [n for n in names if n not in options]
+                if options and bad:
                     raise SearchConfigError(
-                        f"{written} is not allowed: {option} is not an option of the config group {name}, "
+                        f"{written} is not allowed: {bad[0]} is not an option of the config group {name}, "
                         f"whose options are: {', '.join(options)}.")
                 try:
                     loader.load_sweep_config(self.config, [*search.fixed, f"{name}={option}"])
