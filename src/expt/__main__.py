@@ -37,13 +37,33 @@ def main(cfg: DictConfig) -> float:
     try:
         return run(cfg)
     except ConfigError as exc:
-        if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise  # a sweep records the failed trial and goes on
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # This job trains nothing and the others go on; the sweeper records it as failed. Hydra prints
+            # a TrialConfigError as its message alone (a plain multirun, at its end, then exits 1).
+            from hydra_plugins.expt_sweeper.errors import PREFIX, TrialConfigError
+
+            log.error("%s%s This job trains nothing; the other jobs go on.", PREFIX, exc)
+            raise TrialConfigError(f"{PREFIX}{exc}") from exc
         print(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)
 
 
+def old_sweeper_keys(arguments: list[str]) -> None:
+    """Stop with a paragraph on a sweeper key spelt as before the search had stages (Hydra would assert)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or not any(a.startswith("hydra.sweeper.rounds.") for a in arguments):
+        return
+    from hydra_plugins.expt_sweeper.config import old_round_key
+
+    problem = old_round_key(arguments)
+    if problem is not None:
+        print(f"Error in the config: {problem}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
+        raise SystemExit(1)
+
+
 if __name__ == "__main__":
+    old_sweeper_keys(sys.argv[1:])
     try:
         main()
     except KeyboardInterrupt:  # the trainer has said what it kept and how to resume

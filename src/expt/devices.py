@@ -33,12 +33,13 @@ def allowed(cuda_count: int) -> str:
 
 
 def choose_device(requested: str, cuda_count: int, job_num: Optional[int] = None,
-                  parallel: bool = False) -> str:
+                  parallel: bool = False, key: str = KEY) -> str:
     """The device a run uses, as a string ``torch.device`` takes.
 
     ``requested`` is ``trainer.device``; ``cuda_count`` the CUDA devices visible to this process
     (after ``CUDA_VISIBLE_DEVICES``); ``job_num`` the Hydra job number in a multirun (None
-    outside one) and ``parallel`` whether its launcher runs jobs at the same time.
+    outside one) and ``parallel`` whether its launcher runs jobs at the same time. ``key`` is the
+    setting errors name (``expt.load`` and ``python -m expt.evaluate`` name their own).
     """
     name = str(requested).strip()
     if name == "auto":
@@ -52,15 +53,15 @@ def choose_device(requested: str, cuda_count: int, job_num: Optional[int] = None
     if name == "cuda" or name.startswith("cuda:"):
         index_text = name.partition(":")[2]
         if name != "cuda" and not index_text.isdigit():
-            raise ConfigError(f"{KEY}={name!r} is not allowed: use {allowed(cuda_count)}.")
+            raise ConfigError(f"{key}={name!r} is not allowed: use {allowed(cuda_count)}.")
         if cuda_count == 0:
-            raise ConfigError(f"{KEY}={name!r} is not available: this machine has no CUDA device "
-                              f"(use {KEY}=auto or cpu).")
+            raise ConfigError(f"{key}={name!r} is not available: this machine has no CUDA device "
+                              f"(use {key}=auto or cpu).")
         if index_text and int(index_text) >= cuda_count:
-            raise ConfigError(f"{KEY}={name!r} is not available: this process sees {cuda_count} CUDA "
+            raise ConfigError(f"{key}={name!r} is not available: this process sees {cuda_count} CUDA "
                               f"device(s); use {allowed(cuda_count)}.")
         return name
-    raise ConfigError(f"{KEY}={name!r} is not allowed: use {allowed(cuda_count)}.")
+    raise ConfigError(f"{key}={name!r} is not allowed: use {allowed(cuda_count)}.")
 
 
 def physical_gpu(index: int, env: Mapping[str, str]) -> str:

@@ -27,7 +27,8 @@ from torch import nn
 from expt import checkpoint
 from expt.build import build_model
 from expt.config import instantiate
-from expt.data import as_nchw, load as load_data
+from expt.data import _images as check_images, load as load_data
+from expt.devices import choose_device
 from expt.errors import ConfigError
 from expt.loss import classification_loss
 from expt.preprocess import Preprocessor
@@ -74,7 +75,11 @@ class Predictor:
 
     Made by :func:`load`. ``predict`` takes images as the dataset gives them (what
     ``expt.data.load`` returns before preprocessing: pixels in [0, 1], or uint8 pixels, shaped
-    (N, C, H, W), (N, H, W) or (N, H, W, C); one image without the batch axis works too).
+    (N, C, H, W), (N, H, W) or (N, H, W, C); one image without the batch axis works too). It
+    refuses, as training does, what is not such a batch: strings, bools or complex numbers, NaN or
+    Inf pixels, no image at all, another image shape, and pixels on another scale than the
+    training images' (``pixel_range``, their lowest and highest pixel, widened by its width on
+    each side; not known for checkpoints written before it was recorded).
     """
 
     model: nn.Module
@@ -87,18 +92,48 @@ class Predictor:
     epoch: Optional[int]
     averaged: bool  # the averaged weights of trainer.ema, not the trained ones
     source: Path
+    pixel_range: Optional[tuple[float, float]] = None  # the training images' lowest and highest pixel
+
+    def expects(self) -> str:
+        """What :meth:`images` takes, for error messages."""
+        pixels = "float pixels in [0, 1] or uint8 pixels"
+        if self.pixel_range is not None:
+            lo, hi = self.pixel_range
+            pixels = f"float pixels on the training images' scale ({lo:.3g} to {hi:.3g}) or uint8 pixels (0-255)"
+        return (f"the model of {self.source} takes a batch of images shaped (N, {', '.join(map(str, self.input_shape))}) "
+                f"(or (N, H, W), (N, H, W, C), or one image), {pixels}")
 
     def images(self, images: Any) -> torch.Tensor:
         """``images`` as a preprocessed (N, C, H, W) batch on the predictor's device and in its dtype."""
-        x = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu()
+            x = (images.float() if images.dtype == torch.bfloat16 else images).numpy()
+        else:
+            x = np.asarray(images)
         if x.shape == self.input_shape or (x.ndim == 2 and self.input_shape[0] == 1 and x.shape == self.input_shape[1:]):
             x = x[None]
-        x = as_nchw(x)
+        try:
+            x = check_images(x, "images", "predict")  # the checks every training split passes: dtype, shape, finite
+        except ConfigError as error:
+            raise ConfigError(f"{error} Here {self.expects()}.") from None
         if tuple(x.shape[1:]) != self.input_shape:
             raise ConfigError(
                 f"images of shape {tuple(x.shape)} do not fit the model of {self.source}, trained on images of "
                 f"shape {self.input_shape} (give (N, {', '.join(map(str, self.input_shape))}) or one such image)."
             )
+        if not len(x):
+            raise ConfigError(f"predict: images holds no image (shape {tuple(x.shape)}); {self.expects()}.")
+        if self.pixel_range is not None:
+            lo, hi = self.pixel_range
+            width = hi - lo
+            low, high = float(x.min()), float(x.max())
+            if low < lo - width or high > hi + width:
+                raise ConfigError(
+                    f"predict: images hold pixels from {low:.4g} to {high:.4g}, on another scale than the images the "
+                    f"model of {self.source} was trained on ({lo:.4g} to {hi:.4g}, as expt.data.load gave them): "
+                    "scale them the same way (raw 0-16 digits divided by 16, 8-bit images as uint8 or divided by "
+                    f"255); {self.expects()}."
+                )
         batch = torch.as_tensor(np.ascontiguousarray(x)).to(self.device, self.dtype)
         return self.preprocessor(batch)
 
@@ -132,12 +167,14 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     with torch.random.fork_rng(devices=[]):  # building draws an init that the weights replace: leave the caller's RNG
         model = build_model(cfg, input_shape, num_classes)
     model.load_state_dict(state["model"])
-    device = torch.device(device)
+    device = torch.device(choose_device(str(device), torch.cuda.device_count(), key="device"))
     dtype = getattr(torch, cfg.trainer.dtype)
     model.to(device=device, dtype=dtype).eval()
     preprocessor = instantiate(cfg.preprocessing, "preprocessing").load_fitted(state["preprocess"]).to(device)
+    found = state["preprocess"].get("pixel_range")
+    pixel_range = (float(found[0]), float(found[1])) if found is not None and len(found) == 2 else None
     return Predictor(model, preprocessor, device, dtype, input_shape, num_classes, cfg, state.get("best_epoch"),
-                     bool(state.get("averaged", False)), source)
+                     bool(state.get("averaged", False)), source, pixel_range)
 
 
 # ============================================================================= test-time augmentation
@@ -186,15 +223,53 @@ class Member:
     predictor: Predictor
 
 
-def find_runs(directory: Path) -> list[Path]:
-    """``directory`` itself when it is a finished run, else the finished runs below it (a sweep's trials)."""
-    def finished(run: Path) -> bool:
-        metrics = read_metrics(run)
-        return bool(metrics) and metrics.get("status") == COMPLETED and (run / "checkpoints" / checkpoint.BEST).is_file()
+def why_not_finished(run: Path) -> Optional[str]:
+    """Why ``run`` is not a finished run an ensemble can use; None when it is one."""
+    path = run / METRICS_FILE
+    if not path.is_file():
+        return f"it has no {METRICS_FILE} (the run did not finish)"
+    metrics = read_metrics(run)
+    if metrics is None:
+        return f"its {METRICS_FILE} cannot be read (damaged or not a JSON object)"
+    if metrics.get("status") != COMPLETED:
+        return f"its status is {metrics.get('status')!r}, not {COMPLETED!r}"
+    if not (run / "checkpoints" / checkpoint.BEST).is_file():
+        return f"it has no checkpoints/{checkpoint.BEST}"
+    return None
 
-    if finished(directory):
-        return [directory]
-    return sorted({p.parent for p in directory.rglob(METRICS_FILE) if finished(p.parent)})
+
+def _looks_like_run(path: Path) -> bool:
+    """A run directory, finished or not: Hydra's job record, metrics.json or checkpoints."""
+    return any((path / name).exists() for name in (".hydra", METRICS_FILE, "checkpoints"))
+
+
+def find_runs(directory: Path) -> tuple[list[Path], dict[Path, str]]:
+    """The finished runs of ``directory`` (itself, or the runs below it), and the runs left out with the reason.
+
+    A run directory is one with ``.hydra/``, ``metrics.json`` or ``checkpoints/``; it is finished when its
+    ``metrics.json`` reads ``status: completed`` and ``checkpoints/best.pt`` exists.
+    """
+    if not directory.exists():
+        raise ConfigError(
+            f"{str(directory)!r} does not exist: give a run directory (outputs/<date>/<time>) or a sweep's or "
+            "multirun's (multirun/<date>/<time>)."
+        )
+    if not directory.is_dir():
+        raise ConfigError(
+            f"{str(directory)!r} is a file, not a directory: give a run directory (outputs/<date>/<time>) or a "
+            "sweep's or multirun's (multirun/<date>/<time>)."
+        )
+    if why_not_finished(directory) is None:
+        return [directory], {}
+    candidates = {directory} if _looks_like_run(directory) else set()
+    candidates |= {p.parent for name in (".hydra", METRICS_FILE, "checkpoints") for p in directory.rglob(name)}
+    # a run's own subdirectories (its checkpoints, its sanity/overfit run's parts) are not runs of the sweep
+    candidates = {c for c in candidates if c.name not in ("checkpoints", "evaluation")}
+    reasons = {run: why_not_finished(run) for run in sorted(candidates)}
+    finished = [run for run, why in reasons.items() if why is None]
+    inside = [run for run in reasons if any(run != f and f in run.parents for f in finished)]
+    left_out = {run: why for run, why in reasons.items() if why is not None and run not in inside}
+    return finished, left_out
 
 
 def _data_key(cfg: DictConfig) -> dict[str, Any]:
@@ -203,19 +278,23 @@ def _data_key(cfg: DictConfig) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in ("root", "download")}
 
 
-def members(directory: Path, device: str | torch.device, snapshots: bool = False) -> list[Member]:
-    """The finished runs of ``directory``, best validation accuracy first (lower final loss breaks ties).
+def members(directory: Path, device: str | torch.device,
+            snapshots: bool = False) -> tuple[list[Member], dict[Path, str]]:
+    """The finished runs of ``directory``, best validation accuracy first (lower final loss breaks ties),
+    and the run directories left out, each with the reason.
 
     With ``snapshots``, the epoch snapshots that one run kept (trainer.snapshots), newest first.
     """
-    runs = find_runs(directory)
+    runs, left_out = find_runs(directory)
     if not runs:
+        found = "".join(f"; {_relative(run, directory)}: {why}" for run, why in list(left_out.items())[:5])
+        more = f"; and {len(left_out) - 5} more" if len(left_out) > 5 else ""
         raise ConfigError(
             f"{str(directory)!r} holds no finished run: expected a run directory, or a sweep's, with metrics.json "
-            f"(status completed) and checkpoints/{checkpoint.BEST} in each run."
+            f"(status completed) and checkpoints/{checkpoint.BEST} in each run{found}{more}."
         )
     if snapshots:
-        return _snapshot_members(runs, device)
+        return _snapshot_members(runs, device), left_out
     found = [Member(run, read_metrics(run) or {}, load(run, device)) for run in runs]
     first = found[0]
     for other in found[1:]:
@@ -228,7 +307,8 @@ def members(directory: Path, device: str | torch.device, snapshots: bool = False
                 )
     # best validation accuracy first; among equals the lower validation loss of that epoch (as the sweeper ranks)
     return sorted(found, key=lambda m: (-(m.metrics.get("best_val_acc") or 0.0),
-                                        _first_number(m.metrics, "best_val_loss", "final_val_loss"), str(m.run_dir)))
+                                        _first_number(m.metrics, "best_val_loss", "final_val_loss"),
+                                        str(m.run_dir))), left_out
 
 
 def _first_number(metrics: dict, *keys: str) -> float:
@@ -273,7 +353,7 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     ``evaluation.json`` and to TensorBoard under ``<directory>/evaluation``.
     """
     directory = Path(directory)
-    ranked = members(directory, device, snapshots)
+    ranked, left_out = members(directory, device, snapshots)
     if top is not None and not 1 <= top <= len(ranked):
         what = "epoch snapshot(s)" if snapshots else "finished run(s)"
         raise ConfigError(f"--top {top} is not allowed: {str(directory)!r} holds {len(ranked)} {what}; "
@@ -301,15 +381,18 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     test_loss, test_acc = nll_and_accuracy(sum(probs(m, "test", views) for m in ranked[:k]) / k, y_test)
     chosen = {"k": k, "tta": views, "members": [_relative(m.run_dir, directory) for m in ranked[:k]],
               "ranked_by": "epoch, newest first" if snapshots else "validation accuracy"}
-    plain = "none" if "none" in tta else tta[0]  # each member's own row: its plain predictions where asked for
 
     def member_row(i: int, m: Member) -> dict[str, Any]:
-        val_loss, val_acc = nll_and_accuracy(val[i, plain], y_val)
+        # each member alone and without test-time views on both splits: its test numbers are those training
+        # measured on the same best model, so the table reads across and the test split is not used again
+        plain = val[i, "none"] if (i, "none") in val else probs(m, "val", "none")
+        val_loss, val_acc = nll_and_accuracy(plain, y_val)
         test = {key: m.metrics.get(key) for key in ("best_val_acc", "test_acc", "test_loss")}  # tested in training
         return {"run_dir": str(m.run_dir), "val_acc": val_acc, "val_loss": val_loss, **test}
 
     result = {
         "directory": str(directory),
+        "left_out": [{"run_dir": _relative(run, directory), "reason": why} for run, why in left_out.items()],
         "members": [member_row(i, m) for i, m in enumerate(ranked)],
         "candidates": candidates,
         "choice": chosen,
@@ -363,6 +446,8 @@ def format_table(result: dict[str, Any]) -> str:
     c, e = result["choice"], result["ensemble"]
     lines.append(f"ens.  {pct(e['val_acc'])}  {num(e['val_loss'])}  {pct(e['test_acc'])}  {num(e['test_loss'])}"
                  f"    top {c['k']} by {c.get('ranked_by', 'validation accuracy')}, test-time views: {c['tta']}")
+    lines.append(f"(ranked rows: each member alone without test-time views, its test numbers as training measured "
+                 f"them; ens.: the ensemble chosen on validation, with its views, {c['tta']}, on both splits)")
     return "\n".join(lines)
 
 
@@ -382,13 +467,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--snapshots", action="store_true",
                         help="average the last epochs' weights of one run (kept with trainer.snapshots=K) "
                              "instead of runs; K is chosen on validation unless --top is given")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     args = parser.parse_args(argv)
     try:
-        result = evaluate_ensembles(args.directory, args.top, args.tta, args.device, args.snapshots)
+        device = choose_device(args.device, torch.cuda.device_count(), key="--device")  # as training checks it
+        result = evaluate_ensembles(args.directory, args.top, args.tta, device, args.snapshots)
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    for item in result["left_out"]:
+        print(f"left out {item['run_dir']}: {item['reason']}")
     print(format_table(result))
     e = result["ensemble"]
     if result["repeated"]:

@@ -8,6 +8,9 @@ never influence the statistics (computing them over val too is a classic leak).
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -15,9 +18,39 @@ from expt.errors import ConfigError
 
 
 class Preprocessor(nn.Module):
-    """Base class: ``fit(x_train)`` once, then ``forward(x)`` on any split."""
+    """Base class: ``fit(x_train)`` once, then ``forward(x)`` on any split.
+
+    Every preprocessor also keeps ``pixel_range``, the lowest and highest training pixel before
+    preprocessing, so that a loaded model can refuse images on another scale: ``fit`` records it,
+    in a subclass too (each subclass's own ``fit`` is wrapped to do so, so that subclasses, yours
+    included, only fit their statistics). It is empty in checkpoints written before it existed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("pixel_range", torch.zeros(0))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("fit")
+        if own is None:
+            return
+
+        @functools.wraps(own)
+        def fit(self: "Preprocessor", x: torch.Tensor, *args: Any, **kw: Any) -> Any:
+            out = own(self, x, *args, **kw)
+            self.fit_range(x)
+            return out
+
+        cls.fit = fit  # type: ignore[method-assign]
 
     def fit(self, x: torch.Tensor) -> "Preprocessor":
+        return self.fit_range(x)
+
+    def fit_range(self, x: torch.Tensor) -> "Preprocessor":
+        """Record the lowest and highest pixel of the training images ``x``."""
+        if len(x):
+            self.pixel_range = torch.stack([x.min(), x.max()]).detach()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -143,13 +143,11 @@ def plot_sweep(
                     ax.scatter([x_of(r) for r in some], [r["objective"] for r in some], marker=marker,
                                facecolor="none", edgecolor=colour(round_), s=36, lw=1.2, zorder=3)
                 else:
-                    ax.scatter([x_of(r) for r in some], [0.03] * len(some), transform=ax.get_xaxis_transform(),
-                               marker=marker, color=face, s=34, zorder=3)
+                    _strip(ax, [x_of(r) for r in some], marker=marker, color=face, s=34, zorder=3)
                 strip_statuses.add(status)
             other = [r for r in trials if _status(r) not in STATUS_STYLE and r not in done]
             if other:  # a completed trial without a score, or a status this picture does not know
-                ax.scatter([x_of(r) for r in other], [0.03] * len(other), transform=ax.get_xaxis_transform(),
-                           marker="d", color="grey", s=30, zorder=3)
+                _strip(ax, [x_of(r) for r in other], marker="d", color="grey", s=30, zorder=3)
                 strip_statuses.add("other")
         for status in STATUS_STYLE:
             if status in strip_statuses:
@@ -160,6 +158,10 @@ def plot_sweep(
                     ax.scatter([], [], marker=marker, color=face, label=label)
         if "other" in strip_statuses:
             ax.scatter([], [], marker="d", color="grey", label="no score")
+        if not any(is_finite_number(r.get("objective")) for r in subset):
+            ax.text(0.5, 0.5, "no trial gave a score", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=FONT + 1, color="dimgrey")
+            ax.set_yticks([])  # no score, no scale
         if best is not None:
             stars = [r for r in tied if r in subset]
             if best in subset:
@@ -232,6 +234,19 @@ def _history(records, direction, new_figure, finish, draw_trials, y_label, metri
     ax.set_ylabel(y_label, fontsize=FONT)
     ax.set_title("Optimization history: best so far by trial", fontsize=FONT + 1)
     return finish(fig, canvas, ax, "sweep_history.png", "sweep/history")
+
+
+def _strip(ax: Any, xs: list, **style: Any) -> None:
+    """Trials without a score, marked along the bottom of the axes at their x values.
+
+    Their y is in axes units, which leaves the data limits alone; the x values are added to them
+    so that the axis spans these trials too (and a log axis has positive limits when no trial scored).
+    """
+    ax.scatter(xs, [0.03] * len(xs), transform=ax.get_xaxis_transform(), **style)
+    numeric = [float(x) for x in xs if is_finite_number(x) and not isinstance(x, bool)]
+    if numeric:
+        ax.update_datalim([(x, 0.0) for x in numeric], updatex=True, updatey=False)
+        ax.autoscale_view(scaley=False)
 
 
 def _status(record: dict) -> str:

@@ -18,11 +18,19 @@ SIGNIFICANT_DIGITS = 4
 
 
 class SearchConfigError(ValueError):
-    """A sweeper setting is invalid; the message names the key, the value and what is allowed."""
+    """A sweeper setting is invalid; the message names the key, the value and what is allowed.
+
+    ``allowed`` holds the last part alone, so that an adapter can name the value as the user wrote
+    it (``optimizer.lr=interval(1e-1,1e-3)`` on the command line) and keep what is allowed.
+    """
+
+    def __init__(self, message: str, allowed: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.allowed = allowed
 
 
 def _bad(key: str, value: Any, allowed: str) -> SearchConfigError:
-    return SearchConfigError(f"{key}={value!r} is not allowed: {allowed}")
+    return SearchConfigError(f"{key}={value!r} is not allowed: {allowed}", allowed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,10 +133,18 @@ class NumericParam:
 
     def __post_init__(self) -> None:
         key = f"hydra.sweeper.params.{self.name}"
-        if not (math.isfinite(self.low) and math.isfinite(self.high)) or self.low > self.high:
-            raise _bad(key, f"[{self.low}, {self.high}]", "a finite range with low <= high")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise _bad(key, f"[{self.low}, {self.high}]", "a range with finite ends")
+        if self.low > self.high:
+            raise _bad(key, f"[{self.low}, {self.high}]",
+                       f"a range whose low end is not above its high end (here {_fmt(self.low)} > "
+                       f"{_fmt(self.high)}: swap them, interval({_fmt(self.high)}, {_fmt(self.low)}))")
         if self.log and self.low <= 0:
-            raise _bad(key, f"[{self.low}, {self.high}]", "a log range must be positive")
+            example = (f", e.g. tag(log, interval({_fmt(self.high / 1e4, True)}, {_fmt(self.high, True)})) "
+                       "spans four decades" if self.high > 0 else "")
+            raise _bad(key, f"[{self.low}, {self.high}]",
+                       f"a log range needs both ends > 0 (here the low end is {_fmt(self.low)}): start it at "
+                       f"the smallest value worth trying{example}")
         if self.step is not None and self.step <= 0:
             raise _bad(key, self.step, "the step must be positive")
         if self.integer and self.step is None:

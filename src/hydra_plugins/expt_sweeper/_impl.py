@@ -52,6 +52,8 @@ from expt.search import (
 )
 from expt.status import COMPLETED, DIVERGED, FAILED, METRICS_FILE, PRUNED, read_metrics
 
+from .errors import PREFIX, SweepFailedError, compact
+
 log = logging.getLogger(__name__)
 
 RECORDS_FILE = "search.jsonl"
@@ -86,15 +88,39 @@ def _limits_for(name: str, log_scale: bool, integer: bool, low: float,
     return limits.intersect(POSITIVE) if log_scale else limits
 
 
-def param_from_override(override: Override, declared_limits: Mapping[str, Any]) -> Param:
-    """One search parameter from an ``interval``, ``range`` or ``choice`` sweep override."""
+def param_from_override(override: Override, declared_limits: Mapping[str, Any],
+                        on_command_line: bool = False) -> Param:
+    """One search parameter from an ``interval``, ``range`` or ``choice`` sweep override.
+
+    Errors name the parameter as the user wrote it: ``hydra.sweeper.params.<key>`` for the
+    sweeper's params, the override itself for a sweep given on the command line.
+    """
     name = override.get_key_element()
+    where = name if on_command_line else f"hydra.sweeper.params.{name}"
+    try:
+        return _param(override, name, where, declared_limits)
+    except SearchConfigError as error:
+        if error.allowed is None:
+            raise
+        written = _written(override)
+        origin = " (a sweep on the command line)" if on_command_line else ""
+        raise SearchConfigError(f"{where}={written}{origin} is not allowed: {error.allowed}.",
+                                error.allowed) from None
+
+
+def _written(override: Override) -> str:
+    """The value of a sweep override as the user wrote it."""
+    if override.input_line and "=" in override.input_line:
+        return override.input_line.split("=", 1)[1]
+    return str(override.value())
+
+
+def _param(override: Override, name: str, where: str, declared_limits: Mapping[str, Any]) -> Param:
     value = override.value()
-    where = f"hydra.sweeper.params.{name}"
     tags = set(getattr(value, "tags", set()))
     if tags - ALLOWED_TAGS:
         raise SearchConfigError(
-            f"{where}={override.get_value_element_as_str()} uses tag {sorted(tags - ALLOWED_TAGS)[0]}:"
+            f"{where}={_written(override)} uses tag {sorted(tags - ALLOWED_TAGS)[0]}:"
             f" the tags allowed are {', '.join(sorted(ALLOWED_TAGS))}")
     if isinstance(value, ChoiceSweep):
         if tags:
@@ -123,7 +149,7 @@ def param_from_override(override: Override, declared_limits: Mapping[str, Any]) 
         return NumericParam(name, float(start), float(last), log=log_scale, integer=integer,
                             step=float(step), anchor=float(start), limits=limits)
     raise SearchConfigError(
-        f"{where}={override.get_value_element_as_str()} is not a search range: use interval(),"
+        f"{where}={_written(override)} is not a search range: use interval(),"
         " tag(log, interval()), range() or choice()")
 
 
@@ -144,7 +170,7 @@ def build_space(
             f"{override.get_key_element()}={override.get_value_element_as_str()}")
         key = override_key(line)
         if override.is_sweep_override():
-            space[key] = param_from_override(override, declared_limits)
+            space[key] = param_from_override(override, declared_limits, on_command_line)
             fixed.pop(key, None)
             continue
         fixed[key] = line
@@ -178,7 +204,7 @@ class RecordingTask:
             value = self.task_function(cfg)
         except Exception as error:
             append_record(self.records_path, self._record(
-                trial, None, FAILED, time.time() - start, run_dir, start, repr(error)))
+                trial, None, FAILED, time.time() - start, run_dir, start, describe(error)))
             raise
         append_record(self.records_path, self._record(
             trial, value, COMPLETED, time.time() - start, run_dir, start, None))
@@ -301,10 +327,50 @@ class CoarseToFineSweeperImpl(Sweeper):
             del space[name]
         return CoarseToFineSearch(space, self.settings, fixed, dropped)
 
+    def _check_choices(self, search: CoarseToFineSearch, arguments: Sequence[str]) -> None:
+        """Compose every option of every ``choice()`` once, before the first trial.
+
+        A trial draws one option of each choice, so an option that cannot be composed (``activation=foo``
+        where the group has no ``foo``) would otherwise fail only the trials that draw it, or stop the
+        sweep when it is drawn by a stage's best trial. An option of a config group is checked against
+        the group's options, which the error lists.
+        """
+        assert self.hydra_context is not None and self.config is not None
+        loader = self.hydra_context.config_loader
+        groups = OmegaConf.select(self.config, "hydra.runtime.choices", default=None) or {}
+        on_command_line = {override_key(a) for a in arguments if "choice(" in a}
+        for name, param in search.space.items():
+            if not isinstance(param, ChoiceParam):
+                continue
+            where = name if name in on_command_line else f"hydra.sweeper.params.{name}"
+            written = f"{where}=choice({', '.join(param.choices)})"
+            options = sorted(loader.get_group_options(name)) if name in groups else []
+            for option in param.choices:
+                # a list of options ([l2,dropout]) for a group whose value is a list
+                names = [n.strip() for n in option.strip("[]").split(",") if n.strip()] if option.startswith(
+                    "[") else [option]
+                bad = [n for n in names if n not in options]
+                if options and bad:
+                    raise SearchConfigError(
+                        f"{written} is not allowed: {bad[0]} is not an option of the config group {name}, "
+                        f"whose options are: {', '.join(options)}.")
+                try:
+                    loader.load_sweep_config(self.config, [*search.fixed, f"{name}={option}"])
+                except Exception as error:  # Hydra's composition errors, each a message of its own
+                    cause = f": {str(error.__cause__).splitlines()[0]}" if str(error.__cause__ or "") else ""
+                    first = " ".join(f"{error}{cause}".split())
+                    raise SearchConfigError(
+                        f"{written} is not allowed: the option {option} does not compose ({first})"
+                        + (f"; the group's options are: {', '.join(options)}." if options else ".")) from None
+
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None
         assert self.recorder is not None
-        search = self._search(arguments)
+        try:
+            search = self._search(arguments)
+            self._check_choices(search, arguments)
+        except SearchConfigError as error:
+            raise compact(error) from error
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
         returns: List[Sequence[JobReturn]] = []
@@ -321,9 +387,9 @@ class CoarseToFineSweeperImpl(Sweeper):
             done = read_records(self.recorder.records_path)
             search.conclude(n, [done[spec.key] for spec in specs])
             self._write_summary(search)
-        log.info("top trials (%s):\n%s", search.settings.direction, search.table(TABLE_ROWS))
         best = search.best()
         if best is not None:
+            log.info("top trials (%s):\n%s", search.settings.direction, search.table(TABLE_ROWS))
             tie = (f", {search.settings.tie_break} {best.tie_value:.4g}"
                    if search.settings.tie_break and best.tie_value is not None else "")
             test = f"; its test accuracy {best.test_acc:.4g}" if best.test_acc is not None else ""
@@ -335,6 +401,8 @@ class CoarseToFineSweeperImpl(Sweeper):
         pictures = self._plot(search)
         log.info("sweep record: %s, summary: %s, pictures: %s", self.recorder.records_path,
                  self.sweep_dir / SUMMARY_FILE, ", ".join(p.name for p in pictures) or "none")
+        if best is None:
+            raise SweepFailedError(no_score(search.all_records(), self.sweep_dir))
         return returns
 
     def _round_epochs(self, search: CoarseToFineSearch) -> Dict[int, int]:
@@ -424,6 +492,32 @@ class CoarseToFineSweeperImpl(Sweeper):
         os.replace(tmp, path)
 
 
+def describe(error: BaseException) -> str:
+    """A trial's error as its record keeps it: ``Error in the config: ...`` or ``<type>: <message>``."""
+    text = str(error)
+    return text if text.startswith(PREFIX) else f"{type(error).__name__}: {text}"
+
+
+def no_score(records: Sequence[TrialRecord], sweep_dir: Path) -> str:
+    """The paragraph that ends a sweep none of whose trials gave a score: how they ended, and the first error."""
+    counts: Dict[str, int] = {}
+    for record in records:
+        counts[record.status] = counts.get(record.status, 0) + 1
+    ended = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    first = min((r for r in records if r.error), key=lambda r: r.job, default=None)
+    if first is not None:
+        why = (f"the first failure, job {first.job} (round {first.round}): {first.error}"
+               + ("" if first.error.endswith(".") else "."))
+        if counts.get(FAILED, 0) == len(records):
+            why += (" A value every trial shares (pinned on the command line, in the config or in the"
+                    " round's overrides) fails them all: fix it and run the sweep again.")
+    else:
+        why = ("no trial recorded an error; diverged trials stopped when their training loss became NaN or"
+               " exceeded trainer.divergence_factor times its initial value: search lower learning rates.")
+    return (f"Every trial of the sweep ended without a score ({len(records)} trial(s): {ended}), so nothing was "
+            f"chosen; {why} Each trial's record is in {sweep_dir / RECORDS_FILE}.")
+
+
 def _quote(value: Any) -> str:
     """A value for an override, quoted as a string when it is not a plain integer."""
     text = str(value)
@@ -456,7 +550,7 @@ def _record_from_return(spec: TrialSpec, result: JobReturn) -> TrialRecord:
         status = COMPLETED if objective is not None else DIVERGED
     else:
         status = FAILED
-        error = repr(result._return_value)
+        error = describe(result._return_value)
     run_dir = None
     if result.hydra_cfg is not None:
         run_dir = str(OmegaConf.select(result.hydra_cfg, "hydra.runtime.output_dir"))

@@ -2,7 +2,10 @@
 
 It only forwards to :class:`._impl.CoarseToFineSweeperImpl`, imported when a sweep is
 configured, so that Hydra's plugin discovery stays cheap for every other command. Its keys are
-those of :class:`.config.CoarseToFineSweeperConf`.
+those of :class:`.config.CoarseToFineSweeperConf`. The settings are checked in ``setup`` rather
+than in ``__init__``, because Hydra wraps an error raised while it instantiates the sweeper in
+its own message; an error of the settings or of the search space reaches the user as its
+paragraph alone (:mod:`.errors`).
 """
 
 from typing import Any, List
@@ -16,9 +19,8 @@ class CoarseToFineSweeper(Sweeper):
     """Staged coarse-to-fine random search over ``hydra.sweeper.params`` (see expt.search)."""
 
     def __init__(self, **settings: Any) -> None:
-        from ._impl import CoarseToFineSweeperImpl
-
-        self.sweeper = CoarseToFineSweeperImpl(**settings)
+        self.settings = settings
+        self.sweeper: Any = None
 
     def setup(
         self,
@@ -27,6 +29,15 @@ class CoarseToFineSweeper(Sweeper):
         task_function: TaskFunction,
         config: DictConfig,
     ) -> None:
+        from expt.search import SearchConfigError
+
+        from ._impl import CoarseToFineSweeperImpl
+        from .errors import compact
+
+        try:
+            self.sweeper = CoarseToFineSweeperImpl(**self.settings)
+        except SearchConfigError as error:
+            raise compact(error) from error
         self.sweeper.setup(
             hydra_context=hydra_context, task_function=task_function, config=config
         )

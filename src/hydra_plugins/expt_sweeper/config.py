@@ -135,3 +135,37 @@ ConfigStore.instance().store(
     node=CoarseToFineSweeperConf,
     provider="expt_sweeper",
 )
+
+
+OLD_ROUND_KEY = "hydra.sweeper.rounds."
+
+
+def old_round_key(arguments: List[str]) -> Optional[str]:
+    """The paragraph for a key of a single round (``hydra.sweeper.rounds.0.trials=4``) when ``rounds`` is unset.
+
+    Before the search had stages, ``hydra.sweeper.rounds`` held the preset's rounds and such keys
+    changed one of them; now ``rounds`` is null unless a whole list is given, the rounds belong to
+    ``hydra.sweeper.stages``, and Hydra fails on the key with an assertion of its own. Returns None
+    when no argument is such a key, or when the arguments give ``hydra.sweeper.rounds`` a list.
+    """
+    if any(a.split("=", 1)[0] == "hydra.sweeper.rounds" for a in arguments):
+        return None
+    for argument in arguments:
+        key, _, value = argument.partition("=")
+        if not key.startswith(OLD_ROUND_KEY):
+            continue
+        index, _, rest = key[len(OLD_ROUND_KEY):].partition(".")
+        preset = [(s, r) for s, stage in enumerate(_preset_stages()) for r in range(len(stage.rounds))]
+        where = ", ".join(f"hydra.sweeper.stages.{s}.rounds.{r}" for s, r in preset)
+        if index.isdigit() and int(index) < len(preset):
+            stage, round_ = preset[int(index)]
+            new = f"hydra.sweeper.stages.{stage}.rounds.{round_}{'.' + rest if rest else ''}"
+            suggestion = (f"round {int(index) + 1} of the preset is {new.rsplit('.', 1)[0] if rest else new}: "
+                          f"write {new}={value}")
+        else:
+            suggestion = f"the preset's rounds are, in order: {where}"
+        return (f"{argument} changes a round of hydra.sweeper.rounds, which is unset: the coarse_to_fine "
+                f"sweeper's rounds now belong to its stages (hydra.sweeper.stages, each {{name, params, "
+                f"rounds}}), and {suggestion}. To search every parameter in a single stage instead, give the "
+                f"whole list: hydra.sweeper.rounds=[{{trials:4,top_k:2,overrides:['trainer.epochs=2']}},...].")
+    return None

@@ -1,0 +1,266 @@
+"""Bad inputs of the search, sweep, evaluate and load side: one paragraph each, never a traceback.
+
+Sweeps run as ``python -m expt`` (``conftest.run_cli``) where the exit code and what is printed are the
+point; everything else runs in-process on a pair of tiny digits runs shared by the module.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import expt
+from conftest import read_metrics, run_cli
+from expt import evaluate
+from expt.data import load as load_data
+from expt.errors import ConfigError
+
+TINY = ["data.subset=200", "trainer.epochs=1"]
+# two rounds of one and two trials, no pinpoint: the smallest coarse-to-fine sweep
+TINY_SWEEP = ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
+              "hydra.sweeper.rounds=[{trials:2,top_k:1,overrides:['trainer.epochs=1']},{trials:1,top_k:1}]"]
+
+
+def paragraph(stderr: str) -> str:
+    """The error as printed: no traceback, one paragraph plus Hydra's line on HYDRA_FULL_ERROR."""
+    assert "Traceback" not in stderr and 'File "' not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+# ============================================================================= the sweeper's own settings
+@pytest.mark.parametrize("override,expected", [
+    ("optimizer.lr=interval(1e-1,1e-3)",
+     "Error in the config: optimizer.lr=interval(1e-1,1e-3) (a sweep on the command line) is not allowed: a range "
+     "whose low end is not above its high end (here 0.1 > 0.001: swap them, interval(0.001, 0.1))."),
+    ("optimizer.lr=tag(log, interval(0, 1e-1))",
+     "Error in the config: optimizer.lr=tag(log, interval(0, 1e-1)) (a sweep on the command line) is not allowed: "
+     "a log range needs both ends > 0 (here the low end is 0): start it at the smallest value worth trying, "
+     "e.g. tag(log, interval(1e-5, 1e-1)) spans four decades."),
+    ("hydra.sweeper.margin=-1",
+     "Error in the config: hydra.sweeper.margin=-1.0 is not allowed: a number >= 0"),
+])
+def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expected):
+    done = run_cli("-m", *TINY_SWEEP, override, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert paragraph(done.stderr) == expected
+    assert not (tmp_path / "sweep" / "0").exists()  # no trial started
+
+
+def test_an_old_rounds_key_names_its_place_in_the_stages(tmp_path):
+    done = run_cli("-m", "hydra/sweeper=coarse_to_fine", "hydra.sweeper.rounds.0.trials=4",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 1
+    text = paragraph(done.stderr)
+    assert text.startswith("Error in the config: hydra.sweeper.rounds.0.trials=4 changes a round of "
+                           "hydra.sweeper.rounds, which is unset")
+    assert "write hydra.sweeper.stages.0.rounds.0.trials=4" in text and "AssertionError" not in done.stderr
+
+
+def test_old_rounds_keys_map_to_the_presets_stages_in_order():
+    from hydra_plugins.expt_sweeper.config import old_round_key
+
+    assert "write hydra.sweeper.stages.1.rounds.0.top_k=2" in old_round_key(["hydra.sweeper.rounds.3.top_k=2"])
+    assert "stages.1.rounds.1" in old_round_key(["hydra.sweeper.rounds.9.trials=2"])  # lists the preset's rounds
+    # a whole list given on the command line is a single stage, whose rounds the key then changes
+    assert old_round_key(["hydra.sweeper.rounds=[{trials:2}]", "hydra.sweeper.rounds.0.trials=4"]) is None
+    assert old_round_key(["hydra.sweeper.stages.0.rounds.0.trials=4"]) is None
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("activation=choice(relu,foo)",
+     "Error in the config: activation=choice(relu, foo) is not allowed: foo is not an option of the config group "
+     "activation, whose options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
+    ("+hydra.sweeper.params.activation='choice(relu,foo)'",
+     "Error in the config: hydra.sweeper.params.activation=choice(relu, foo) is not allowed: foo is not an option "
+     "of the config group activation, whose options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
+    ("trainer.batch_size=choice(32,abc)",
+     "Error in the config: trainer.batch_size=choice(32, abc) is not allowed: the option abc does not compose "
+     "(Error merging override trainer.batch_size=abc: Value 'abc' of type 'str' could not be converted to Integer)."),
+])
+def test_every_option_of_a_choice_is_checked_before_the_first_trial(tmp_path, override, expected):
+    done = run_cli("-m", *TINY_SWEEP, override, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert paragraph(done.stderr) == expected
+    assert not (tmp_path / "sweep" / "0").exists()
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_every_trial_fails_says_so_and_why(tmp_path):
+    out = tmp_path / "sweep"
+    done = run_cli("-m", *TINY_SWEEP, *TINY, "model.num_filters=0", f"hydra.sweep.dir={out}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr and "log-scaled" not in done.stderr
+    last = [line for line in done.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line][-1]
+    assert last.startswith("Every trial of the sweep ended without a score (3 trial(s): 3 failed), so nothing was "
+                           "chosen; the first failure, job 0 (round 1): Error in the config: model.num_filters=0")
+    assert "top trials" not in done.stderr  # no empty table
+    records = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["failed"] * 3
+    assert all(r["error"].startswith("Error in the config: model.num_filters=0") for r in records)
+    for name in ("sweep_optimizer.lr.png", "sweep_history.png"):  # drawn, failed trials along the bottom
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_sweep_pictures_of_trials_without_a_score_have_their_values_on_the_axis(tmp_path):
+    from expt.dashboard import plot_sweep
+
+    records = [{"round": 1, "job": j, "values": {"optimizer.lr": lr, "activation": act}, "objective": None,
+                "status": status} for j, (lr, act, status) in enumerate(
+                    [(1e-5, "relu", "failed"), (2e-4, "gelu", "failed"), (3e-2, "relu", "diverged")])]
+    paths = plot_sweep(records, {"optimizer.lr": True, "activation": False}, tmp_path, metric="val_acc")
+    assert [p.name for p in paths] == ["sweep_optimizer.lr.png", "sweep_activation.png", "sweep_history.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+@pytest.mark.slow
+def test_a_bad_job_of_a_plain_multirun_fails_alone_and_the_others_run(tmp_path):
+    out = tmp_path / "multirun"
+    done = run_cli("-m", "optimizer.lr=-1,1e-3", *TINY, f"hydra.sweep.dir={out}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert read_metrics(out / "1")["status"] == "completed"  # the job after the bad one trained
+    assert not (out / "0" / "metrics.json").exists() and not (out / "0" / "checkpoints").exists()
+    message = ("Error in the config: optimizer.lr=-1 is not allowed: a learning rate > 0 (for a model that must "
+               "not learn use a tiny rate such as 1e-9).")
+    tail = done.stderr[done.stderr.index("Error executing job with overrides: ['optimizer.lr=-1'"):]
+    assert paragraph(tail.split("\n", 1)[1]) == message
+    assert f"{message} This job trains nothing; the other jobs go on." in done.stdout + done.stderr
+
+
+# ============================================================================= after training
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A multirun's layout: two finished runs of one config, seeds 0 and 1."""
+    root = tmp_path_factory.mktemp("runs")
+    for seed in (0, 1):
+        expt.train(expt.compose([*TINY, f"trainer.seed={seed}"]), run_dir=root / str(seed))
+    return root
+
+
+@pytest.fixture(scope="module")
+def predictor(runs):
+    return expt.load(runs / "0")
+
+
+@pytest.fixture(scope="module")
+def digits(predictor):
+    return load_data(predictor.config.data)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_cuda_on_a_machine_without_it_is_the_trainings_paragraph(runs, capsys):
+    with pytest.raises(ConfigError) as error:
+        expt.load(runs / "0", device="cuda")
+    assert str(error.value) == ("device='cuda' is not available: this machine has no CUDA device "
+                                "(use device=auto or cpu).")
+    assert evaluate.main([str(runs), "--device", "cuda"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "Error: --device='cuda' is not available: this machine has no CUDA device (use --device=auto or cpu).")
+    assert expt.load(runs / "0", device="auto").device == torch.device("cpu")
+
+
+def test_a_directory_that_does_not_exist_is_named_so(tmp_path, capsys):
+    assert evaluate.main([str(tmp_path / "no" / "such")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"Error: {str(tmp_path / 'no' / 'such')!r} does not exist: give a run directory (outputs/<date>/<time>) "
+        "or a sweep's or multirun's (multirun/<date>/<time>).")
+
+
+def test_members_rows_are_without_views_whatever_views_the_ensemble_uses(runs):
+    plain = evaluate.evaluate_ensembles(runs, tta=["none"])
+    flipped = evaluate.evaluate_ensembles(runs, tta=["flip"])
+    assert flipped["choice"]["tta"] == "flip"
+    for a, b in zip(plain["members"], flipped["members"]):
+        assert (a["run_dir"], a["val_acc"], a["val_loss"], a["test_acc"]) == (
+            b["run_dir"], b["val_acc"], b["val_loss"], b["test_acc"])
+        # a member's validation accuracy here is the one training measured for the same best model
+        assert b["val_acc"] == pytest.approx(b["best_val_acc"])
+    table = evaluate.format_table(flipped)
+    assert "each member alone without test-time views" in table and "with its views, flip, on both splits" in table
+
+
+def test_runs_left_out_of_an_ensemble_are_named_with_the_reason(runs, tmp_path, capsys):
+    root = tmp_path / "sweep"
+    shutil.copytree(runs / "0", root / "0")
+    shutil.copytree(runs / "1", root / "1")
+    shutil.copytree(runs / "1", root / "2")
+    (root / "1" / "metrics.json").write_text('{"status": "comp')  # cut short
+    (root / "2" / "checkpoints" / "best.pt").unlink()
+    (root / "3" / ".hydra").mkdir(parents=True)  # a job that failed before training
+    diverged = read_metrics(runs / "1") | {"status": "diverged"}
+    shutil.copytree(runs / "1", root / "4")
+    (root / "4" / "metrics.json").write_text(json.dumps(diverged))
+    assert evaluate.main([str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[:4] == [
+        "left out 1: its metrics.json cannot be read (damaged or not a JSON object)",
+        "left out 2: it has no checkpoints/best.pt",
+        "left out 3: it has no metrics.json (the run did not finish)",
+        "left out 4: its status is 'diverged', not 'completed'",
+    ]
+    saved = json.loads((root / evaluate.EVALUATION_FILE).read_text())
+    assert [m["run_dir"] for m in saved["members"]] == [str(root / "0")]
+    assert [item["run_dir"] for item in saved["left_out"]] == ["1", "2", "3", "4"]
+    (root / "0" / "metrics.json").unlink()
+    with pytest.raises(ConfigError, match=r"holds no finished run: .*; 0: it has no metrics.json \(the run did not "
+                                          r"finish\); 1: its metrics.json cannot be read"):
+        evaluate.evaluate_ensembles(root)
+
+
+# ============================================================================= what a predictor takes
+EXPECTS = (r"the model of .*best.pt takes a batch of images shaped \(N, 1, 8, 8\) \(or \(N, H, W\), \(N, H, W, C\), "
+           r"or one image\), float pixels on the training images' scale \(0 to 1\) or uint8 pixels \(0-255\)\.$")
+
+
+@pytest.mark.parametrize("case,message", [
+    ("strings", r"^predict: images holds strings; images must be numeric arrays \(uint8 or float pixels\)\. Here "),
+    ("bool", r"^predict: images holds values of dtype bool; images must be numeric arrays"),
+    ("complex", r"^predict: images holds values of dtype complex128; images must be numeric arrays"),
+    ("nan", r"^predict: images holds NaN or Inf pixels in 1 of 5 samples; pixels must be finite numbers"),
+    ("empty", r"^predict: images holds no image \(shape \(0, 1, 8, 8\)\); "),
+    ("raw 0-16", r"^predict: images hold pixels from 0 to 16, on another scale than the images the model of .* was "
+                 r"trained on \(0 to 1, as expt.data.load gave them\): scale them the same way \(raw 0-16 digits "
+                 r"divided by 16, 8-bit images as uint8 or divided by 255\); "),
+])
+def test_a_predictor_refuses_what_training_would_with_what_it_expects(predictor, digits, case, message):
+    x = digits.x_test[:5].numpy()
+    bad = {"strings": np.array([["0"] * 8] * 8), "bool": x > 0.5, "complex": x.astype(np.complex128),
+           "nan": np.where(np.arange(5)[:, None, None, None] == 2, np.nan, x), "empty": x[:0],
+           "raw 0-16": np.round(x * 16)}[case]
+    with pytest.raises(ConfigError) as error:
+        predictor.predict(bad)
+    text = str(error.value)
+    assert "\n" not in text
+    import re
+    assert re.search(message, text), text
+    assert re.search(EXPECTS, text), text
+
+
+def test_a_predictor_takes_the_training_scale_and_uint8(predictor, digits, runs):
+    x = digits.x_test.numpy()
+    assert predictor.pixel_range == (0.0, 1.0)
+    probs = predictor.predict(x)
+    acc = float((probs.argmax(1) == digits.y_test).double().mean())
+    assert acc == pytest.approx(read_metrics(runs / "0")["test_acc"])
+    as_bytes = predictor.predict((x * 255).round().astype(np.uint8))
+    assert float((as_bytes.argmax(1) == digits.y_test).double().mean()) == pytest.approx(acc, abs=0.01)
+
+
+def test_a_checkpoint_written_before_the_pixel_range_still_loads(runs, digits, tmp_path):
+    state = torch.load(runs / "0" / "checkpoints" / "best.pt", weights_only=True)
+    del state["preprocess"]["pixel_range"]
+    torch.save(state, tmp_path / "old.pt")
+    old = expt.load(tmp_path / "old.pt")
+    assert old.pixel_range is None
+    x = digits.x_test[:5].numpy()
+    assert torch.allclose(old.predict(x), expt.load(runs / "0").predict(x))
+    assert old.predict(np.round(x * 16)).shape == (5, 10)  # its scale is unknown: not refused
+    with pytest.raises(ConfigError, match=r"float pixels in \[0, 1\] or uint8 pixels\.$"):
+        old.predict(x > 0.5)
