@@ -307,3 +307,34 @@ def test_int_interval_is_an_integer_parameter_in_either_spelling() -> None:
         param = param_from_override(parser.parse_overrides([line])[0], {})
         assert (param.integer, param.log, param.low, param.high) == (True, True, 16.0, 128.0), line
     assert not param_from_override(parser.parse_overrides(["schedule.gamma=interval(0, 1)"])[0], {}).integer
+
+
+def test_the_sweep_pictures_star_the_trial_the_search_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """285/288 with validation loss 0.30 against 284/288 with 0.05: one sample apart is a tie (tie_samples=1) that
+    the lower loss breaks, so the search chooses the second; the summary and every picture's star say the same."""
+    from matplotlib.figure import Figure
+    from omegaconf import OmegaConf
+
+    from expt.search import COMPLETED, POSITIVE, CoarseToFineSearch, NumericParam, TrialRecord
+    from hydra_plugins.expt_sweeper._impl import CoarseToFineSweeperImpl
+
+    sweeper = CoarseToFineSweeperImpl(params={}, rounds=[{"trials": 2, "top_k": 1}], tie_break="best_val_loss",
+                                      tie_samples=1)
+    sweeper.config, sweeper.sweep_dir = OmegaConf.create({"trainer": {"epochs": 3}}), tmp_path
+    lr = NumericParam("optimizer.lr", 1e-4, 1e-1, log=True, limits=POSITIVE)
+    search = CoarseToFineSearch({"optimizer.lr": lr}, sweeper.settings)
+    first, second = search.propose(1)
+    search.conclude(1, [TrialRecord(spec.round, spec.job, list(spec.overrides), spec.values, accuracy, COMPLETED, 1.0,
+                                    tie_value=loss, val_samples=288)
+                        for spec, (accuracy, loss) in ((first, (285 / 288, 0.30)), (second, (284 / 288, 0.05)))])
+    assert search.best().job == second.job and search.summary()["best"]["job"] == second.job
+
+    drawn: list = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
+    sweeper._plot(search)
+    (scatter, history) = drawn
+    for fig, x in ((scatter, second.values["optimizer.lr"]), (history, second.job)):
+        (ax,) = fig.axes
+        (star,) = [c for c in ax.collections if c.get_label().startswith("best: ")]
+        assert star.get_offsets().tolist() == [[x, 284 / 288]]

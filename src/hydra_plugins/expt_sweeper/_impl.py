@@ -356,14 +356,15 @@ class CoarseToFineSweeperImpl(Sweeper):
         from expt.dashboard import plot_sweep
 
         records = [{"round": r.round, "job": r.job, "values": dict(r.values), "objective": r.objective,
-                    "status": r.status, "val_loss": r.tie_value, "epochs": r.epochs}
+                    "status": r.status, "val_loss": r.tie_value, "val_samples": r.val_samples, "epochs": r.epochs}
                    for r in search.all_records()]
         log_params = {name: isinstance(param, NumericParam) and param.log
                       for name, param in search.space.items()}
         moves = [{"round": m.after_round + 1, "param": m.param, "old": list(m.old), "new": list(m.new)}
                  for m in search.moves]
         return plot_sweep(records, log_params, self.sweep_dir, moves, direction=search.settings.direction,
-                          metric="val_acc", round_epochs=self._round_epochs(search))
+                          metric="val_acc", round_epochs=self._round_epochs(search),
+                          tie_samples=search.settings.tie_samples)
 
     def _environment(self, search: CoarseToFineSearch, spec: TrialSpec) -> List[str]:
         """What each trial's own process (any launcher) is told through ``hydra.job.env_set``."""
