@@ -194,6 +194,10 @@ def test_a_coarse_to_fine_sweep_through_the_population_launcher_records_every_tr
     for r in records:
         metrics = json.loads((out / r["run_dir"] / "metrics.json").read_text())
         assert r["status"] == metrics["status"] and r["objective"] == metrics["objective"]
+        # the whole record comes from the member's JobReturn, as a lone run's comes from its task's return value
+        assert (r["tie_value"], r["val_samples"], r["test_acc"], r["epochs"], r["seconds"]) == (
+            metrics["best_val_loss"], metrics["val_samples"], metrics["test_acc"], metrics["epochs_completed"],
+            round(metrics["seconds"], 3))
 
 
 @pytest.mark.slow

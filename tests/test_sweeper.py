@@ -338,3 +338,31 @@ def test_the_sweep_pictures_star_the_trial_the_search_chose(tmp_path: Path, monk
         (ax,) = fig.axes
         (star,) = [c for c in ax.collections if c.get_label().startswith("best: ")]
         assert star.get_offsets().tolist() == [[x, 284 / 288]]
+
+
+def test_a_trials_record_is_made_from_what_its_task_returned(tmp_path: Path) -> None:
+    """expt's RunResult (a float with the run's metrics, pickled as a launcher sends it back), a mapping, a bare
+    number and a raised error each become the trial's record; no metrics.json is read."""
+    import math
+    import pickle
+
+    from expt.status import RunResult
+    from hydra_plugins.expt_sweeper._impl import trial_record
+
+    trial = {"round": 0, "job": 3, "overrides": ["optimizer.lr=0.1"], "values": {"optimizer.lr": 0.1},
+             "metric": "history.-1.train_acc", "tie_break": "best_val_loss"}
+    metrics = {"status": "pruned", "objective": 0.75, "best_val_loss": 0.4, "val_samples": 288, "test_acc": 0.7,
+               "epochs_completed": 2, "seconds": 12.5, "history": [{"train_acc": 0.5}, {"train_acc": 0.9}]}
+    result = pickle.loads(pickle.dumps(RunResult(metrics)))
+    assert float(result) == 0.75 and result.metrics == metrics and str(result) == "0.75"
+    for value in (result, metrics):
+        record = trial_record(trial, value, None, "3")
+        assert (record.objective, record.status, record.metric, record.tie_value, record.val_samples,
+                record.test_acc, record.epochs, record.seconds, record.run_dir) == (
+                    0.75, "pruned", 0.9, 0.4, 288, 0.7, 2, 12.5, "3")
+    assert trial_record(trial, result, 1.25, "3").seconds == 1.25  # the job's own clock when it timed the trial
+    assert (trial_record(trial, 0.5, 1.0, None).objective, trial_record(trial, 0.5, 1.0, None).status) == (0.5, "completed")
+    for diverged in (math.nan, None, RunResult({"objective": None}), {"status": "diverged", "objective": 0.0}):
+        assert trial_record(trial, diverged, 1.0, None).status == "diverged"
+    failed = trial_record(trial, None, 2.0, "3", ValueError("lr too large"))
+    assert (failed.status, failed.objective, failed.error, failed.seconds) == ("failed", None, "ValueError('lr too large')", 2.0)

@@ -42,13 +42,14 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from expt.build import Experiment, build
 from expt.checks import guard
-from expt.dashboard import Dashboard
+from expt.dashboard import Dashboard, sweep_context
 from expt.data import load as load_data
 from expt.errors import ConfigError
 from expt.loss import classification_loss
 from expt.optim import step_schedule
 from expt.regularization import penalized_weights
 from expt.status import COMPLETED, DIVERGED, write_metrics
+from expt.sweep_env import SweepTrial
 from expt.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -231,7 +232,8 @@ def _capture_rng(device: torch.device) -> dict:
 class Population:
     """N runs of compatible configs trained together; :meth:`fit` returns each run's metrics."""
 
-    def __init__(self, cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], contexts: Optional[Sequence[Any]] = None):
+    def __init__(self, cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], contexts: Optional[Sequence[Any]] = None,
+                 sweeps: Optional[Sequence[SweepTrial]] = None):
         if not cfgs:
             raise ValueError("a population needs at least one config")
         if len(cfgs) != len(run_dirs):
@@ -261,7 +263,7 @@ class Population:
                 context = contexts[i] if contexts is not None else None
                 with context() if context is not None else contextlib.nullcontext():
                     trainer = Trainer(exp, run_dir, progress=False)
-                    dashboard = Dashboard(run_dir, cfg)
+                    dashboard = Dashboard(run_dir, cfg, sweep_context(sweeps[i] if sweeps is not None else None))
                 member = _Member(i, exp, trainer, dashboard, run_dir, rng, context)
                 self.members.append(member)
                 with _member_rng(member, exp.device, own=True):
@@ -596,11 +598,13 @@ def member_bytes(cfg: DictConfig) -> int:
 
 
 def train_population(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path],
-                     contexts: Optional[Sequence[Any]] = None) -> list[dict[str, Any]]:
+                     contexts: Optional[Sequence[Any]] = None,
+                     sweeps: Optional[Sequence[SweepTrial]] = None) -> list[dict[str, Any]]:
     """Train compatible configs together (see :class:`Population`); each run directory as a lone run writes it.
 
     ``contexts``: one callable per member returning a context manager entered around that member's
-    own work (building its trainer and dashboard, its epoch records, its end).
+    own work (building its trainer and dashboard, its epoch records, its end). ``sweeps``: where each member
+    stands in a sweep (:class:`expt.sweep_env.SweepTrial`, read by the caller), for its dashboard.
     """
-    return Population(cfgs, [Path(d) for d in run_dirs], contexts).fit()
+    return Population(cfgs, [Path(d) for d in run_dirs], contexts, sweeps).fit()
 

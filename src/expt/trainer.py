@@ -320,16 +320,19 @@ class Trainer:
             torch.cuda.synchronize(self.exp.device)
         return time.perf_counter()
 
-    def fit(self, dashboard) -> dict[str, Any]:
-        """Train for ``trainer.epochs`` epochs (from where a resumed run stopped) and return the run's metrics."""
+    def fit(self, dashboard, progress_report: Optional[ProgressReport] = None) -> dict[str, Any]:
+        """Train for ``trainer.epochs`` epochs (from where a resumed run stopped) and return the run's metrics.
+
+        ``progress_report``: a sweep's early stopping (:class:`expt.pruning.ProgressReport`), reported to after every epoch
+        but the last; the run stops as ``pruned`` when it says so. None (the default) trains every epoch.
+        """
         self.begin(dashboard)
         status = COMPLETED
-        progress = ProgressReport.from_env()  # a sweep's early stopping, when it asked for it
         while self.epoch < self.settings.epochs:
             if not self.train_epoch(dashboard):
                 status = DIVERGED
                 break
-            if progress is not None and self.epoch < self.settings.epochs and progress.report(
+            if progress_report is not None and self.epoch < self.settings.epochs and progress_report.report(
                     self.epoch, self.best["val_acc"]):
                 log.info("Epoch %d: best val %.2f%% is below the median of this round's other trials "
                          "at this epoch: stopping (pruned).", self.epoch, 100 * self.best["val_acc"])

@@ -39,6 +39,7 @@ from expt.search.records import (
     append_record,
     as_objective,
     read_records,
+    returned_metrics,
 )
 from expt.search.settings import Pinpoint, Pruning, Round, Settings, Stage
 from expt.search.space import (
@@ -65,5 +66,5 @@ __all__ = [
     "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Pruning", "Round", "SearchConfigError",
     "Settings", "Space", "Stage", "TrialRecord", "TrialSpec", "append_record", "as_objective",
     "chosen_and_tied", "consecutive_runs", "default_limits", "describe_space", "merge_overrides", "override_key",
-    "ranked", "read_records", "sample_space", "score", "tie_tolerance",
+    "ranked", "read_records", "returned_metrics", "sample_space", "score", "tie_tolerance",
 ]
