@@ -203,41 +203,34 @@ def trial_record(trial: Mapping[str, Any], value: Any, seconds: Optional[float],
     pinpoint metric, the validation split's size, the test accuracy and the epochs trained. ``seconds``
     None: the run's own ``seconds`` (a job that did not time the trial itself).
     """
-    if error is not None:
-        return _trial_record(trial, None, FAILED, round(seconds or 0.0, 3), run_dir, error=repr(error))
-    metrics = returned_metrics(value)
+    metrics = returned_metrics(value) if error is None else {}
     objective = as_objective(metrics.get("objective"))
     status = metrics["status"] if isinstance(metrics.get("status"), str) else COMPLETED
-    if status == COMPLETED and objective is None:
+    if error is not None:
+        status = FAILED
+    elif status == COMPLETED and objective is None:
         status = DIVERGED
     if seconds is None:
         seconds = metrics["seconds"] if as_objective(metrics.get("seconds")) is not None else 0.0
-    metric = as_objective(_lookup(metrics, trial["metric"])) if trial.get("metric") else None
-    record = _trial_record(trial, objective, status, round(seconds, 3), run_dir, metric)
-    if trial.get("tie_break"):
-        record.tie_value = as_objective(_lookup(metrics, trial["tie_break"]))
-    if isinstance(metrics.get("val_samples"), int):
-        record.val_samples = metrics["val_samples"]
-    record.test_acc = as_objective(metrics.get("test_acc"))
-    if isinstance(metrics.get("epochs_completed"), int):
-        record.epochs = metrics["epochs_completed"]
-    return record
+
+    def lookup(key: Optional[str]) -> Optional[float]:
+        return as_objective(_lookup(metrics, key)) if key else None
+
+    def integer(key: str) -> Optional[int]:
+        return metrics[key] if isinstance(metrics.get(key), int) else None
+
+    return TrialRecord(round=trial["round"], job=trial["job"], overrides=list(trial["overrides"]),
+                       values=dict(trial["values"]), objective=objective, status=status, seconds=round(seconds, 3),
+                       run_dir=run_dir, metric=lookup(trial.get("metric")),
+                       error=None if error is None else repr(error), tie_value=lookup(trial.get("tie_break")),
+                       val_samples=integer("val_samples"), test_acc=as_objective(metrics.get("test_acc")),
+                       epochs=integer("epochs_completed"))
 
 
 def _trial(spec: TrialSpec, metric: Optional[str] = None, tie_break: Optional[str] = None) -> Dict[str, Any]:
     """A trial as :attr:`RecordingTask.trials` holds it (``metric``, ``tie_break``: keys of the run's metrics to record)."""
     return {"round": spec.round, "job": spec.job, "overrides": list(spec.overrides),
             "values": dict(spec.values), "metric": metric, "tie_break": tie_break}
-
-
-def _trial_record(trial: Mapping[str, Any], objective: Optional[float], status: str,
-                  seconds: float, run_dir: Optional[str], metric: Optional[float] = None,
-                  error: Optional[str] = None) -> TrialRecord:
-    """The record of a finished trial, however it finished."""
-    return TrialRecord(round=trial["round"], job=trial["job"],
-                       overrides=list(trial["overrides"]), values=dict(trial["values"]),
-                       objective=objective, status=status, seconds=seconds, run_dir=run_dir,
-                       metric=metric, error=error)
 
 
 def _lookup(data: Any, dotted: str) -> Any:
