@@ -118,28 +118,30 @@ def test_the_median_rule_prunes_a_member_as_it_prunes_a_lone_trial(tmp_path: Pat
     from expt.dashboard import Dashboard
     from expt.jsonl import append_line
     from expt.build import build
-    from expt.pruning import MedianRule, PROGRESS_FILE, ProgressReport
+    from expt.pruning import MedianRule, PROGRESS_FILE
+    from expt.sweep_env import SweepTrial
     from expt.trainer import Trainer
 
     common = [*CONVNET, "trainer.epochs=3"]
     members = [["optimizer.lr=1e-3", "trainer.seed=0"], ["optimizer.lr=1e-9", "trainer.seed=1"]]
 
-    def reports(name: str) -> list[ProgressReport]:
+    def sweeps(name: str) -> list[SweepTrial]:
         path = tmp_path / name / PROGRESS_FILE
         for job in (10, 11, 12):  # three other trials of the round, far ahead at epoch 1
             append_line(path, {"round": 0, "job": job, "epoch": 1, "score": 0.99})
-        return [ProgressReport(path, 0, job, MedianRule(min_trials=3, warmup_epochs=1)) for job in (0, 1)]
+        return [SweepTrial(round=0, job=job, progress=path, rule=MedianRule(min_trials=3, warmup_epochs=1))
+                for job in (0, 1)]
 
     cfgs = [expt.compose([*common, *m]) for m in members]
     together = train_population(cfgs, [tmp_path / "together" / str(i) for i in range(2)],
-                                reports=reports("together"))
+                                sweeps=sweeps("together"))
     assert [t["status"] for t in together] == ["pruned", "pruned"]
     assert [t["epochs_completed"] for t in together] == [1, 1]
     alone = []
-    for i, (cfg, report) in enumerate(zip(cfgs, reports("alone"))):
+    for i, (cfg, sweep) in enumerate(zip(cfgs, sweeps("alone"))):
         run_dir = tmp_path / "alone" / str(i)
         dashboard = Dashboard(run_dir, cfg)
-        alone.append(Trainer.single(build(cfg), run_dir, dashboard, report=report).fit()[0])
+        alone.append(Trainer.single(build(cfg), run_dir, dashboard, report=sweep.progress_report()).fit()[0])
         dashboard.close()
     for i, (t, a) in enumerate(zip(together, alone)):
         assert_same_run(t, a, 1e-5)
@@ -247,6 +249,10 @@ def test_a_coarse_to_fine_sweep_through_the_population_launcher_records_every_tr
     for r in records:
         metrics = json.loads((out / r["run_dir"] / "metrics.json").read_text())
         assert r["status"] == metrics["status"] and r["objective"] == metrics["objective"]
+        # the whole record comes from the member's JobReturn, as a lone run's comes from its task's return value
+        assert (r["tie_value"], r["val_samples"], r["test_acc"], r["epochs"], r["seconds"]) == (
+            metrics["best_val_loss"], metrics["val_samples"], metrics["test_acc"], metrics["epochs_completed"],
+            round(metrics["seconds"], 3))
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import expt
 from expt import checkpoint
 from expt.jsonl import read_lines
 from expt.pruning import MedianRule, ProgressReport
-from expt.sweep_env import JOB, PROGRESS, PRUNE, ROUND
+from expt.sweep_env import JOB, PROGRESS, PRUNE, ROUND, SweepTrial
 from expt.status import PRUNED
 
 
@@ -36,10 +36,12 @@ def test_a_report_compares_with_the_other_jobs_of_its_round_at_the_same_epoch(tm
     assert me.scores_at(1) == {0: 0.9, 1: 0.8}
     assert me.report(1, 0.5)
     assert not ProgressReport(path, 1, 3, rule).report(1, 0.95)
-    assert ProgressReport.from_env({}) is None
+    assert SweepTrial.read({}) == SweepTrial() and SweepTrial.read({}).progress_report() is None
     env = {PROGRESS: str(path), ROUND: "1", JOB: "4", PRUNE: "3:2"}
-    report = ProgressReport.from_env(env)
+    trial = SweepTrial.read(env)
+    report = trial.progress_report()
     assert report is not None and (report.round, report.job, report.rule) == (1, 4, MedianRule(3, 2))
+    assert trial.variables() == env and SweepTrial.read(trial.variables()) == trial  # what the sweeper sets
 
 
 def _append_many(args: tuple[str, int]) -> None:

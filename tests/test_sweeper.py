@@ -307,3 +307,62 @@ def test_int_interval_is_an_integer_parameter_in_either_spelling() -> None:
         param = param_from_override(parser.parse_overrides([line])[0], {})
         assert (param.integer, param.log, param.low, param.high) == (True, True, 16.0, 128.0), line
     assert not param_from_override(parser.parse_overrides(["schedule.gamma=interval(0, 1)"])[0], {}).integer
+
+
+def test_the_sweep_pictures_star_the_trial_the_search_chose(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """285/288 with validation loss 0.30 against 284/288 with 0.05: one sample apart is a tie (tie_samples=1) that
+    the lower loss breaks, so the search chooses the second; the summary and every picture's star say the same."""
+    from matplotlib.figure import Figure
+    from omegaconf import OmegaConf
+
+    from expt.search import COMPLETED, POSITIVE, CoarseToFineSearch, NumericParam, TrialRecord
+    from hydra_plugins.expt_sweeper._impl import CoarseToFineSweeperImpl
+
+    sweeper = CoarseToFineSweeperImpl(params={}, rounds=[{"trials": 2, "top_k": 1}], tie_break="best_val_loss",
+                                      tie_samples=1)
+    sweeper.config, sweeper.sweep_dir = OmegaConf.create({"trainer": {"epochs": 3}}), tmp_path
+    lr = NumericParam("optimizer.lr", 1e-4, 1e-1, log=True, limits=POSITIVE)
+    search = CoarseToFineSearch({"optimizer.lr": lr}, sweeper.settings)
+    first, second = search.propose(1)
+    search.conclude(1, [TrialRecord(spec.round, spec.job, list(spec.overrides), spec.values, accuracy, COMPLETED, 1.0,
+                                    tie_value=loss, val_samples=288)
+                        for spec, (accuracy, loss) in ((first, (285 / 288, 0.30)), (second, (284 / 288, 0.05)))])
+    assert search.best().job == second.job and search.summary()["best"]["job"] == second.job
+
+    drawn: list = []
+    save = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
+    sweeper._plot(search)
+    (scatter, history) = drawn
+    for fig, x in ((scatter, second.values["optimizer.lr"]), (history, second.job)):
+        (ax,) = fig.axes
+        (star,) = [c for c in ax.collections if c.get_label().startswith("best: ")]
+        assert star.get_offsets().tolist() == [[x, 284 / 288]]
+
+
+def test_a_trials_record_is_made_from_what_its_task_returned(tmp_path: Path) -> None:
+    """expt's RunResult (a float with the run's metrics, pickled as a launcher sends it back), a mapping, a bare
+    number and a raised error each become the trial's record; no metrics.json is read."""
+    import math
+    import pickle
+
+    from expt.status import RunResult
+    from hydra_plugins.expt_sweeper._impl import trial_record
+
+    trial = {"round": 0, "job": 3, "overrides": ["optimizer.lr=0.1"], "values": {"optimizer.lr": 0.1},
+             "metric": "history.-1.train_acc", "tie_break": "best_val_loss"}
+    metrics = {"status": "pruned", "objective": 0.75, "best_val_loss": 0.4, "val_samples": 288, "test_acc": 0.7,
+               "epochs_completed": 2, "seconds": 12.5, "history": [{"train_acc": 0.5}, {"train_acc": 0.9}]}
+    result = pickle.loads(pickle.dumps(RunResult(metrics)))
+    assert float(result) == 0.75 and result.metrics == metrics and str(result) == "0.75"
+    for value in (result, metrics):
+        record = trial_record(trial, value, None, "3")
+        assert (record.objective, record.status, record.metric, record.tie_value, record.val_samples,
+                record.test_acc, record.epochs, record.seconds, record.run_dir) == (
+                    0.75, "pruned", 0.9, 0.4, 288, 0.7, 2, 12.5, "3")
+    assert trial_record(trial, result, 1.25, "3").seconds == 1.25  # the job's own clock when it timed the trial
+    assert (trial_record(trial, 0.5, 1.0, None).objective, trial_record(trial, 0.5, 1.0, None).status) == (0.5, "completed")
+    for diverged in (math.nan, None, RunResult({"objective": None}), {"status": "diverged", "objective": 0.0}):
+        assert trial_record(trial, diverged, 1.0, None).status == "diverged"
+    failed = trial_record(trial, None, 2.0, "3", ValueError("lr too large"))
+    assert (failed.status, failed.objective, failed.error, failed.seconds) == ("failed", None, "ValueError('lr too large')", 2.0)

@@ -16,7 +16,11 @@ log = logging.getLogger("expt")
 
 
 def run(cfg: DictConfig) -> float:
-    """The task function: returns the validation metric that sweepers optimise."""
+    """The task function: returns the validation metric that sweepers optimise.
+
+    A training run returns it as an :class:`expt.status.RunResult`: a float carrying the run's metrics, which
+    the coarse-to-fine sweeper records from Hydra's ``JobReturn``.
+    """
     if cfg.mode == "sanity":
         from expt.sanity import run_checks
 
@@ -25,8 +29,9 @@ def run(cfg: DictConfig) -> float:
             raise SystemExit(1)
         return 1.0
     from expt.run import train
+    from expt.status import RunResult
 
-    return train(cfg)["objective"]
+    return RunResult(train(cfg))
 
 
 @hydra.main(version_base="1.3", config_path="pkg://expt.conf", config_name="config")

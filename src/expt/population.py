@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from expt.build import build
 from expt.checks import guard
-from expt.dashboard import Dashboard
+from expt.dashboard import Dashboard, sweep_context
 from expt.data import load as load_data
 from expt.errors import ConfigError
-from expt.pruning import ProgressReport
+from expt.sweep_env import SweepTrial
 from expt.trainer import RunRecord, Trainer, VmapEngine
 from expt.trainer.vmap import OPTIMIZERS, capture_rng, member_rng
 
@@ -102,7 +102,7 @@ class Population:
     """N runs of compatible configs trained together; :meth:`fit` returns each run's metrics."""
 
     def __init__(self, cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], contexts: Optional[Sequence[Any]] = None,
-                 reports: Optional[Sequence[Optional[ProgressReport]]] = None):
+                 sweeps: Optional[Sequence[SweepTrial]] = None):
         if not cfgs:
             raise ValueError("a population needs at least one config")
         if len(cfgs) != len(run_dirs):
@@ -130,9 +130,10 @@ class Population:
                 guard(exp)
                 context = contexts[i] if contexts is not None else None
                 scope = self._scope(rng, exp.device, context)
+                sweep = sweeps[i] if sweeps is not None else SweepTrial()
                 with scope():
-                    report = reports[i] if reports is not None else ProgressReport.from_env()
-                    record = RunRecord(exp, run_dir, Dashboard(run_dir, cfg), report=report)
+                    record = RunRecord(exp, run_dir, Dashboard(run_dir, cfg, sweep_context(sweep)),
+                                       report=sweep.progress_report())
                 record.scope, record.log_prefix = scope, f"member {i}: "
                 self.records.append(record)
                 self.rngs.append(rng)
@@ -212,12 +213,13 @@ def member_bytes(cfg: DictConfig) -> int:
 
 def train_population(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path],
                      contexts: Optional[Sequence[Any]] = None,
-                     reports: Optional[Sequence[Optional[ProgressReport]]] = None) -> list[dict[str, Any]]:
+                     sweeps: Optional[Sequence[SweepTrial]] = None) -> list[dict[str, Any]]:
     """Train compatible configs together (see :class:`Population`); each run directory as a lone run writes it.
 
     ``contexts``: one callable per member returning a context manager entered around that member's
-    own work (building its record and dashboard, its epoch records, its end). ``reports``: each
-    member's early stopping (by default what its sweep set in the environment, read in its context).
+    own work (building its record and dashboard, its epoch records, its end). ``sweeps``: where each
+    member stands in a sweep (:class:`expt.sweep_env.SweepTrial`, read by the caller): its dashboard's
+    round and label, and its early stopping.
     """
-    return Population(cfgs, [Path(d) for d in run_dirs], contexts, reports).fit()
+    return Population(cfgs, [Path(d) for d in run_dirs], contexts, sweeps).fit()
 

@@ -11,19 +11,17 @@ reported, so it works the same whether the launcher runs trials one after anothe
 once, and a stopped trial never holds back the rest. (Successive halving decides at fixed rungs
 over a full cohort, which a launcher that runs each trial start to finish cannot provide.)
 
-The sweeper switches it on for a trial through environment variables (:mod:`expt.sweep_env`:
-the progress file and the rule, with the round and job number); outside a sweep nothing is reported.
+The sweeper switches it on for a trial through environment variables, which :mod:`expt.sweep_env`
+reads at the trial's edge into a :class:`ProgressReport` handed to ``Trainer.fit``; outside a sweep
+there is none and nothing is reported.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
 
-from expt import sweep_env
 from expt.jsonl import append_line, read_lines
 
 PROGRESS_FILE = "progress.jsonl"
@@ -58,14 +56,6 @@ class ProgressReport:
         self.round = round_number
         self.job = job
         self.rule = rule
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> Optional["ProgressReport"]:
-        """The trial's report when a sweep asked for one, else None."""
-        if not env.get(sweep_env.PROGRESS):
-            return None
-        return cls(Path(env[sweep_env.PROGRESS]), int(env[sweep_env.ROUND]), int(env[sweep_env.JOB]),
-                   MedianRule.decode(env.get(sweep_env.PRUNE, MedianRule().encode())))
 
     def scores_at(self, epoch: int) -> dict[int, float]:
         """The other trials' latest score at ``epoch`` in this round, by job (a re-run's line wins)."""

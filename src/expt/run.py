@@ -2,7 +2,9 @@
 
 :func:`train` is what ``python -m expt`` and ``expt.train`` call: it builds the experiment,
 checks the loss at init (:func:`expt.checks.guard`), trains it with :class:`expt.trainer.Trainer`
-(which writes ``metrics.json`` and the HParams record), and keeps what a failure or Ctrl-C leaves.
+(which writes ``metrics.json`` and the HParams record), and keeps what a failure or Ctrl-C leaves. It is a
+trial's edge: what a sweep tells the trial through the environment (:mod:`expt.sweep_env`) is read
+here, once, and handed to the trainer (early stopping) and the dashboard (round, label) as values.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from omegaconf import DictConfig
 from expt import checkpoint
 from expt.build import build
 from expt.checks import guard
-from expt.dashboard import Dashboard
+from expt.dashboard import Dashboard, sweep_context
 from expt.requeue import resume_own_checkpoint
-from expt.pruning import ProgressReport
 from expt.status import INTERRUPTED
+from expt.sweep_env import SweepTrial
 from expt.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -46,37 +48,15 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-_TRAINED_ELSEWHERE: dict[str, Any] = {}
-
-
-@contextlib.contextmanager
-def trained_elsewhere(results: dict[str, Any]):
-    """While it lasts, :func:`train` for one of these run directories returns its result instead of training.
-
-    ``results`` maps resolved run directories to the metrics dict (or the exception) of a run that
-    was already trained, together with others, by expt's population launcher; each is handed out
-    once, so the job's own code path (the task function, the sweeper's record) stays the usual one.
-    """
-    _TRAINED_ELSEWHERE.update(results)
-    try:
-        yield
-    finally:
-        for key in results:
-            _TRAINED_ELSEWHERE.pop(key, None)
-
-
-def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial | None = None) -> dict[str, Any]:
     """Train and evaluate the run ``cfg`` describes; write checkpoints, events and metrics.json to ``run_dir``.
 
     Returns the metrics dict (also saved as ``metrics.json``). ``metrics["objective"]`` is
-    the best validation accuracy, or 0.0 (the worst) when the run diverged.
+    the best validation accuracy, or 0.0 (the worst) when the run diverged. ``sweep``: where the run
+    stands in a sweep; by default what the sweep's environment variables say (none outside a sweep).
     """
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
-    done = _TRAINED_ELSEWHERE.pop(str(run_dir.resolve()), None)
-    if isinstance(done, BaseException):
-        raise done
-    if done is not None:
-        return done
+    sweep = sweep if sweep is not None else SweepTrial.read()
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = resume_own_checkpoint(cfg, run_dir, os.environ)  # a requeued cluster job (expt.requeue)
     exp = build(cfg)
@@ -86,9 +66,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
         type(exp.model).__name__, exp.device, len(exp.data.x_train), len(exp.data.x_val), len(exp.data.x_test),
         "x".join(map(str, exp.data.input_shape)), exp.data.num_classes,
     )
-    dashboard = Dashboard(run_dir, cfg)
+    dashboard = Dashboard(run_dir, cfg, sweep_context(sweep))
     trainer = Trainer.single(exp, run_dir, dashboard, progress=sys.stderr.isatty() and not in_sweep(),
-                             report=ProgressReport.from_env())
+                             report=sweep.progress_report())
     record = trainer.record
     try:
         return trainer.fit()[0]

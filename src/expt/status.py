@@ -8,6 +8,7 @@ written once, atomically, when the run ends; its ``status`` is one of the names 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -49,3 +50,31 @@ def read_metrics(run_dir: Path) -> Optional[dict[str, Any]]:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+class RunResult(float):
+    """What a run's task function returns to Hydra: the objective, a float as every sweeper reads it
+    (Optuna's ``float(value)``, Nevergrad's arithmetic), carrying the run's whole metrics dict (``metrics``: what
+    ``metrics.json`` holds), which the coarse-to-fine sweeper records (status, tie-breaker, test accuracy, ...).
+
+    It reaches the sweeper as Hydra's ``JobReturn.return_value`` through any launcher (it pickles with its
+    metrics); ``metrics.json`` stays the run's record on disk. A missing or non-numeric objective is NaN.
+    """
+
+    metrics: dict[str, Any]
+
+    def __new__(cls, metrics: dict[str, Any]) -> "RunResult":
+        objective = metrics.get("objective")
+        number = float(objective) if isinstance(objective, (int, float)) and not isinstance(objective, bool) else math.nan
+        result = super().__new__(cls, number)
+        result.metrics = dict(metrics)
+        return result
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (self.metrics,))
+
+    def __repr__(self) -> str:
+        return f"RunResult({float(self)!r}, status={self.metrics.get('status')!r})"
+
+    def __str__(self) -> str:  # printed as the number it is
+        return repr(float(self))

@@ -3,7 +3,9 @@
 Its keys mimic expt's (``optimizer.lr``, ``regularization.l2``, ...) so the sweeper's preset
 applies unchanged. The objective peaks at ``optimizer.lr=3e-3``, ``regularization.l2=1e-4``
 (log10 distances), gains a little per epoch, and is 1.0 at the optimum with 0 epochs.
-``toy.*`` keys make chosen trials raise, return NaN or report divergence as expt does.
+``toy.*`` keys make chosen trials raise, return NaN or report divergence as expt does. Like expt,
+it writes its metrics to ``metrics.json`` and returns them with the objective
+(:class:`expt.status.RunResult`), which is what the sweeper records.
 """
 
 import json
@@ -14,6 +16,8 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+
+from expt.status import RunResult
 
 BEST_LR = 3e-3
 BEST_L2 = 1e-4
@@ -44,9 +48,9 @@ def main(cfg: DictConfig) -> float:
     if toy.diverge_above_lr is not None and cfg.optimizer.lr > toy.diverge_above_lr:
         status, value = "diverged", 0.0
     train_acc = 1.0 if 1e-4 <= cfg.optimizer.lr <= 1e-1 else 0.1
-    (run_dir / "metrics.json").write_text(
-        json.dumps({"status": status, "objective": value, "history": [{"train_acc": train_acc}]}))
-    return value
+    metrics = {"status": status, "objective": value, "history": [{"train_acc": train_acc}]}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+    return RunResult(metrics)
 
 
 if __name__ == "__main__":

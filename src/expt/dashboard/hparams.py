@@ -2,8 +2,8 @@
 
 The dashboard records them with the run's final metrics (``hparams/*`` scalars), its status and
 its diagnosis, so a sweep directory shows every trial in one table. Also here: where the run
-stands in a sweep (:class:`SweepContext`, from the environment the sweeper sets and Hydra's job
-config) and the readable name the run is shown under (:func:`run_label`).
+stands in a sweep (:class:`SweepContext`, from what the sweeper told the trial, read at the run's edge
+as an :class:`expt.sweep_env.SweepTrial`, and Hydra's job config) and the readable name the run is shown under (:func:`run_label`).
 
 TensorBoard's HParams page ticks the first five columns, ordered by "differs" and then by name,
 and prints every number with five significant digits. So expt's own columns are named to come
@@ -16,7 +16,6 @@ a log scale has a log10 column, so the parallel-coordinates and scatter views sp
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +23,9 @@ from typing import Any, Iterable, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from expt import sweep_env
 from expt.config import TARGET_GROUPS
 from expt.dashboard.diagnosis import DIAGNOSES
+from expt.sweep_env import SweepTrial
 
 # The final metrics each run records as scalars next to its hyperparameters: (scalar tag, metrics.json key).
 HPARAM_METRICS = (
@@ -60,9 +59,9 @@ class SweepContext:
     """Where a run stands: alone, or a trial of a Hydra multirun (and then of which round)."""
 
     multirun: bool = False
-    round: Optional[int] = None  # EXPT_SWEEP_ROUND: a coarse-to-fine trial
-    final: Optional[bool] = None  # EXPT_SWEEP_FINAL, or the sweeper's own round count when it is not set
-    label: Optional[str] = None  # EXPT_SWEEP_LABEL
+    round: Optional[int] = None  # SweepTrial.round: a coarse-to-fine trial
+    final: Optional[bool] = None  # SweepTrial.final, or the sweeper's own round count when it is not given
+    label: Optional[str] = None  # SweepTrial.label
     job: Optional[int] = None  # Hydra's job number
     overrides: list[str] = field(default_factory=list)  # the job's task overrides
     fixed: set[str] = field(default_factory=set)  # keys the multirun's command line fixes for every trial
@@ -74,20 +73,14 @@ class SweepContext:
         return self.multirun or self.round is not None
 
 
-def sweep_context(env: Optional[dict[str, str]] = None) -> SweepContext:
-    """The run's :class:`SweepContext`, from ``env`` (default ``os.environ``) and Hydra's job config."""
+def sweep_context(trial: Optional[SweepTrial] = None) -> SweepContext:
+    """The run's :class:`SweepContext`, from what the sweeper told the trial (``trial``, read at the run's edge:
+    ``expt.run.train``, the population launcher) and Hydra's job config."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    env = os.environ if env is None else env
-    ctx = SweepContext()
-    round_ = env.get(sweep_env.ROUND, "").strip()
-    if round_:
-        ctx.round = int(round_) if round_.lstrip("-").isdigit() else None
-    final = env.get(sweep_env.FINAL, "").strip()
-    if final:
-        ctx.final = final == "1"
-    ctx.label = env.get(sweep_env.LABEL, "").strip() or None
+    trial = trial or SweepTrial()
+    ctx = SweepContext(round=trial.round, final=trial.final, label=trial.label)
     if HydraConfig.initialized():
         hydra_cfg = HydraConfig.get()
         ctx.multirun = hydra_cfg.mode == RunMode.MULTIRUN
@@ -101,7 +94,7 @@ def sweep_context(env: Optional[dict[str, str]] = None) -> SweepContext:
 
 def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
     """The log-scaled parameters of the sweeper's ``params``, and whether this round is its last (when the
-    environment does not say). Whatever a sweeper's config holds, a run never fails on it."""
+    sweeper does not say). Whatever a sweeper's config holds, a run never fails on it."""
     if not isinstance(sweeper, DictConfig):
         return
     try:
@@ -160,7 +153,7 @@ def short_value(value: Any) -> str:
 def run_label(ctx: SweepContext, run_dir: Optional[Path] = None) -> str:
     """The name TensorBoard shows the run under (``expt.board`` serves each run under this name).
 
-    The sweeper's ``EXPT_SWEEP_LABEL`` when it gives one; else, for a sweep's trial, its round, its job
+    The sweeper's label (``SweepTrial.label``) when it gives one; else, for a sweep's trial, its round, its job
     number (zero-padded, so the names sort in job order) and the values the sweep varied
     (``r2-j013 lr=3.1e-3 l2=1.2e-4``); for a run alone, its directory's name and its overrides.
     """
@@ -193,7 +186,7 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
     the ``dashboard`` group left out, since they do not change the numbers). In a multirun only the
     keys and choices the sweep varies are kept (a constant ``activation=relu`` would only take a column).
     Outside Hydra, the choices are inferred from the config: the class each group names, the data
-    set's name, and the active regularizers. ``_sweep_round`` comes from ``$EXPT_SWEEP_ROUND``.
+    set's name, and the active regularizers. ``_sweep_round`` is the context's round (the sweeper's).
     A numeric key the sweep samples on a log scale also gets ``log10(<key>)``. Integers are given
     as right-aligned text (see the module's docstring).
 

@@ -10,6 +10,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from expt.config import is_finite_number
 from expt.dashboard.writer import use_c_checksums
+from expt.search import TrialRecord, chosen_and_tied
 
 # What the metric's name means on an axis.
 METRIC_NAMES = {
@@ -42,22 +43,26 @@ def plot_sweep(
     direction: str = "maximize",
     metric: str = "objective",
     round_epochs: Optional[dict[int, int]] = None,
+    tie_samples: int = 0,
 ) -> list[Path]:
     """One picture per searched parameter (the metric against the parameter's sampled value), and the history.
 
     ``records``: one dict per trial with ``round`` (int), ``job`` (int, optional: the trial number),
     ``values`` (parameter -> sampled value), ``objective`` (float, or None), ``status`` and optionally
-    ``val_loss`` (breaks ties between equal objectives: lower is better) and ``epochs``. ``log_params``
+    ``val_loss`` (breaks ties: lower is better), ``val_samples`` (the size of the validation split the
+    objective was measured on) and ``epochs``. ``log_params``
     names the searched parameters, True for those sampled on a log scale (drawn on a log x axis).
     ``edge_moves``: the search range changes between rounds, each with ``round``, ``param`` and the
     ``old`` and ``new`` ``[lo, hi]``; the new range is shaded in the round's colour and the old edges
     drawn dashed. ``metric`` names the objective on the axes (``val_acc``: the best validation
-    accuracy); ``round_epochs`` (round -> epochs each trial trained) goes into the legend.
+    accuracy); ``round_epochs`` (round -> epochs each trial trained) goes into the legend; ``tie_samples``
+    is the sweep's tie rule (objectives within that many validation samples tie).
 
     Points are coloured by round. Completed trials are dots, pruned ones hollow circles at their last
     score; diverged, failed and interrupted trials, which have no score, are marked apart in a strip
-    along the bottom. The best completed trial (:func:`best_trials`) is starred; trials tied with it
-    are ringed and the legend says how the tie was broken.
+    along the bottom. The trial the search chooses (:func:`best_trials`, the search's own ranking rule) is
+    starred; trials tied with it are ringed and the legend says how the tie was broken. The history's "best
+    so far" is the objective of the trial the search would choose from the trials up to that one.
 
     Saves ``sweep_<param>.png`` and ``sweep_history.png`` in ``sweep_dir`` and writes the same pictures as
     images (tags ``sweep/<param>``, ``sweep/history``) to ``<sweep_dir>/sweep_summary``, a run of its own
@@ -90,15 +95,16 @@ def plot_sweep(
             ep = next((r.get("epochs") for r in records if int(r.get("round", 0)) == round_ and r.get("epochs")), None)
         return f"{name}: {n} trials" + (f" of {ep} epoch{'s' if ep != 1 else ''}" if ep is not None else "")
 
-    tied = best_trials(records, direction)
+    tied = best_trials(records, direction, tie_samples)
     best = tied[0] if tied else None
 
     def best_label() -> str:
         text = f"best: {_fmt_value(best['objective'])}"
         if len(tied) > 1:
-            text += f", tied with {len(tied) - 1} other{'s' if len(tied) > 2 else ''} (ringed)"
-            text += "; lower val_loss ranks first" if all(is_finite_number(r.get("val_loss")) for r in tied) else \
-                "; the first of them"
+            within = f"; within {tie_samples} val sample{'s' if tie_samples != 1 else ''}" if tie_samples else ""
+            text += f", tied with {len(tied) - 1} other{'s' if len(tied) > 2 else ''} (ringed{within})"
+            text += "; lower val_loss ranks first" if is_finite_number(best.get("val_loss")) else \
+                "; the higher score, then the earlier trial"
         return text
 
     def new_figure() -> tuple[Any, Any, Any]:
@@ -198,28 +204,26 @@ def plot_sweep(
             ax.set_ylabel(y_label, fontsize=FONT)
             ax.set_title(f"{metric_name} vs {param}", fontsize=FONT + 1)
             paths.append(finish(fig, canvas, ax, f"sweep_{_safe(param)}.png", f"sweep/{param}"))
-        paths.append(_history(records, direction, new_figure, finish, draw_trials, y_label, metric_name))
+        paths.append(_history(records, direction, tie_samples, new_figure, finish, draw_trials, y_label))
     finally:
         writer.close()
     return paths
 
 
-def _history(records, direction, new_figure, finish, draw_trials, y_label, metric_name) -> Path:
-    """The optimization history: every trial's score against its trial number, and the best so far."""
+def _history(records, direction, tie_samples, new_figure, finish, draw_trials, y_label) -> Path:
+    """The optimization history: every trial's score against its trial number, and the best so far (the objective
+    of the trial the search would choose from the trials up to there)."""
     order = sorted(range(len(records)), key=lambda i: (records[i].get("job", i), i))
     number = {id(records[i]): n for n, i in enumerate(order)}
     x_of = (lambda r: r["job"]) if all(isinstance(r.get("job"), int) for r in records) else (lambda r: number[id(r)])
     fig, canvas, ax = new_figure()
     draw_trials(ax, x_of, list(records))
-    xs, ys, best = [], [], None
-    for i in order:
-        r = records[i]
-        if _status(r) == COMPLETED and is_finite_number(r.get("objective")):
-            better = best is None or (r["objective"] > best if direction == "maximize" else r["objective"] < best)
-            best = r["objective"] if better else best
-        if best is not None:
-            xs.append(x_of(r))
-            ys.append(best)
+    xs, ys = [], []
+    for n, i in enumerate(order):
+        chosen = best_trial([records[j] for j in order[: n + 1]], direction, tie_samples)
+        if chosen is not None:
+            xs.append(x_of(records[i]))
+            ys.append(chosen["objective"])
     if xs:
         ax.step(xs, ys, where="post", color="black", lw=1.2, label="best so far", zorder=2)
     starts: dict[int, Any] = {}
@@ -253,29 +257,38 @@ def _status(record: dict) -> str:
     return str(record.get("status") or COMPLETED)
 
 
-def best_trials(records: list[dict], direction: str = "maximize") -> list[dict]:
-    """The completed trials with the best finite ``objective`` (largest for ``"maximize"``), best first.
+def best_trials(records: list[dict], direction: str = "maximize", tie_samples: int = 0) -> list[dict]:
+    """The trial the search chooses, then the completed trials tied with it: :func:`expt.search.chosen_and_tied`,
+    the rule the sweeper ranks by, applied to the pictures' records.
 
-    Several when they tie; among those a lower ``val_loss`` ranks first (where every one has it), else
-    the order of ``records``. Empty when no completed record has an objective.
+    Objectives within ``tie_samples`` validation samples (``val_samples``) of the best tie; among tied trials
+    a lower ``val_loss`` ranks first (a trial without one last), then the higher objective, then the earlier
+    ``job`` (the order of ``records`` where there is none). Empty when no completed record has an objective.
     """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', not {direction!r}")
-    scored = [r for r in records if _status(r) == COMPLETED and is_finite_number(r.get("objective"))]
-    if not scored:
-        return []
-    pick = max if direction == "maximize" else min
-    top = pick(r["objective"] for r in scored)
-    tied = [r for r in scored if r["objective"] == top]
-    if len(tied) > 1 and all(is_finite_number(r.get("val_loss")) for r in tied):
-        tied.sort(key=lambda r: r["val_loss"])  # stable: equal losses keep the records' order
-    return tied
+    trials = [_trial(r, i) for i, r in enumerate(records)]
+    by_id = {id(t): r for t, r in zip(trials, records)}
+    return [by_id[id(t)] for t in chosen_and_tied(trials, direction, tie_samples)]
 
 
-def best_trial(records: list[dict], direction: str = "maximize") -> Optional[dict]:
+def best_trial(records: list[dict], direction: str = "maximize", tie_samples: int = 0) -> Optional[dict]:
     """The record :func:`plot_sweep` stars: the first of :func:`best_trials`; None when there is none."""
-    tied = best_trials(records, direction)
+    tied = best_trials(records, direction, tie_samples)
     return tied[0] if tied else None
+
+
+def _trial(record: dict, index: int) -> TrialRecord:
+    """A picture's record as the search's :class:`TrialRecord` (what its ranking reads)."""
+    def number(key: str) -> Optional[float]:
+        return float(record[key]) if is_finite_number(record.get(key)) else None
+
+    job = record.get("job")
+    samples = record.get("val_samples")
+    return TrialRecord(round=int(record.get("round", 0)), job=job if isinstance(job, int) else index, overrides=[],
+                       values=dict(record.get("values", {})), objective=number("objective"), status=_status(record),
+                       seconds=0.0, tie_value=number("val_loss"),
+                       val_samples=samples if isinstance(samples, int) else None)
 
 
 def _num(value: Any) -> Any:

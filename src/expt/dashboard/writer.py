@@ -108,7 +108,8 @@ class Dashboard:
     it is recorded as text and as hyperparameters. The trainer calls :meth:`start` once the
     model is ready, then :meth:`train_losses`, :meth:`weights_before_update` /
     :meth:`update_ratios` and :meth:`epoch` as it goes, and :meth:`hparams` at the end.
-    ``seconds`` adds up the time spent on each diagnostic.
+    ``context`` says where the run stands in a sweep (:func:`sweep_context`; by default Hydra's job config
+    alone: the dashboard reads no environment variable). ``seconds`` adds up the time spent on each diagnostic.
     """
 
     def __init__(self, run_dir: Path, cfg: Optional[DictConfig] = None, context: Optional[SweepContext] = None):
@@ -370,9 +371,9 @@ def dashboard_settings(cfg: Optional[DictConfig]) -> DashboardConfig:
 def heavy_diagnostics(sweep_diagnostics: str, context: SweepContext) -> bool:
     """Whether this run writes histograms, filters, graph and the full config text.
 
-    Always outside a sweep; in a sweep's trial (``$EXPT_SWEEP_ROUND`` set) as ``dashboard.sweep_diagnostics``
-    says: ``all`` rounds, ``none``, or the ``final`` round only (``$EXPT_SWEEP_FINAL=1``; a sweeper that
-    does not set it gets them in every round, as before).
+    Always outside a sweep; in a sweep's trial (the context has a round) as ``dashboard.sweep_diagnostics``
+    says: ``all`` rounds, ``none``, or the ``final`` round only (``context.final``; a sweeper that does not
+    say gets them in every round, as before).
     """
     if context.round is None or sweep_diagnostics == "all":
         return True

@@ -27,6 +27,7 @@ from expt.search.algorithm import (
     PINPOINT_ROUND,
     CoarseToFineSearch,
     EdgeMove,
+    chosen_and_tied,
     consecutive_runs,
     ranked,
     score,
@@ -38,6 +39,7 @@ from expt.search.records import (
     append_record,
     as_objective,
     read_records,
+    returned_metrics,
 )
 from expt.search.settings import Pinpoint, Pruning, Round, Settings, Stage
 from expt.search.space import (
@@ -63,6 +65,6 @@ __all__ = [
     "PRUNED", "ChoiceParam", "CoarseToFineSearch",
     "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Pruning", "Round", "SearchConfigError",
     "Settings", "Space", "Stage", "TrialRecord", "TrialSpec", "append_record", "as_objective",
-    "consecutive_runs", "default_limits", "describe_space", "merge_overrides", "override_key",
-    "ranked", "read_records", "sample_space", "score", "tie_tolerance",
+    "chosen_and_tied", "consecutive_runs", "default_limits", "describe_space", "merge_overrides", "override_key",
+    "ranked", "read_records", "returned_metrics", "sample_space", "score", "tie_tolerance",
 ]

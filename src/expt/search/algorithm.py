@@ -121,15 +121,33 @@ def ranked(records: Iterable[TrialRecord], direction: str, use_metric: bool = Fa
     for tier in tiers:
         remaining = sorted(tier, key=lambda item: (-item[1], item[0].job))
         while remaining:
-            top_record, top = remaining[0]
-            tolerance = tie_tolerance(top_record, tie_samples)
-            tied = [item for item in remaining if not beats(top, item[1], tolerance)]
-            leader = min(tied, key=lambda item: (
-                math.inf if item[0].tie_value is None else item[0].tie_value, -item[1], item[0].job))
+            leader = _tied_with_top(remaining, tie_samples)[0]
             out.append(leader[0])
             remaining.remove(leader)
     out += sorted((r for r in records if id(r) not in placed), key=lambda r: r.job)
     return out
+
+
+def chosen_and_tied(records: Iterable[TrialRecord], direction: str, tie_samples: int = 0) -> list[TrialRecord]:
+    """The trial the search chooses (the first of :func:`ranked`), then the other completed trials tied with the best
+    score, in the order the tie rule puts them; empty when no trial completed with a score.
+
+    The sweep's summary and its pictures (the star and the ringed ties) both come from this one rule.
+    """
+    scored = [(r, s) for r, s in ((r, score(r, direction)) for r in records) if s is not None]
+    if not scored:
+        return []
+    return [r for r, _ in _tied_with_top(sorted(scored, key=lambda item: (-item[1], item[0].job)), tie_samples)]
+
+
+def _tied_with_top(remaining: list[tuple[TrialRecord, float]], tie_samples: int) -> list[tuple[TrialRecord, float]]:
+    """Of ``remaining`` (scored, best first), those tied with the top score, the leader first: the lowest
+    ``tie_value``, then the higher score, then the earlier job."""
+    top_record, top = remaining[0]
+    tolerance = tie_tolerance(top_record, tie_samples)
+    tied = [item for item in remaining if not beats(top, item[1], tolerance)]
+    return sorted(tied, key=lambda item: (
+        math.inf if item[0].tie_value is None else item[0].tie_value, -item[1], item[0].job))
 
 
 @dataclass
@@ -460,9 +478,9 @@ class CoarseToFineSearch:
         return [r for n in sorted(self.records) if n != PINPOINT_ROUND for r in self.records[n]]
 
     def best(self) -> Optional[TrialRecord]:
-        """The chosen trial: the best validation score of the rounds, ties broken by ``tie_break``."""
-        top = self._ranked(self.all_records())
-        return top[0] if top and score(top[0], self.settings.direction) is not None else None
+        """The chosen trial: the best validation score of the rounds, ties broken by ``tie_break`` (:func:`chosen_and_tied`)."""
+        top = chosen_and_tied(self.all_records(), self.settings.direction, self.settings.tie_samples)
+        return top[0] if top else None
 
     def leaders(self, n: int = 3) -> list[dict[str, Any]]:
         """The top ``n`` trials and how many validation samples each is behind the best."""

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Optional
 
 from expt.jsonl import append_line, read_lines
 from expt.search.space import Value
+from expt.status import RunResult
 
 log = logging.getLogger("expt.search")  # the search speaks under one name, as it did as one module
 
@@ -76,6 +77,20 @@ def as_objective(value: Any) -> Optional[float]:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def returned_metrics(value: Any) -> dict[str, Any]:
+    """What a trial's task function returned, as the metrics its record is made from.
+
+    An :class:`expt.status.RunResult` (what ``python -m expt`` returns) gives its run's metrics, a mapping its
+    keys (``objective``, ``status``, and whatever the tie-breaker or the pinpoint metric names), anything
+    else is the objective alone.
+    """
+    if isinstance(value, RunResult):
+        return dict(value.metrics)
+    if isinstance(value, Mapping):
+        return dict(value)
+    return {"objective": value}
 
 
 def read_records(path: Path) -> dict[tuple[int, tuple[str, ...]], TrialRecord]:

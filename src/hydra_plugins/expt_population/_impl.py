@@ -2,12 +2,16 @@
 
 ``launch`` composes each job's config as Hydra's basic launcher does, groups the jobs whose
 configs differ only in per-member values (:func:`expt.population.group_key`), trains each group
-of two or more as one population, and then hands every job to Hydra's ``run_job`` (job
-directory, ``.hydra/`` files, callbacks, environment, ``JobReturn``) with the launcher's own task
-function. For a trained member, ``expt.run.train`` returns the population's metrics for that run
-directory instead of training again (:func:`expt.run.trained_elsewhere`), so the sweeper's wrapper of the task function (search.jsonl
-records) sees the trial finish as it would after a lone run. Jobs that cannot join a group, and
-every job of a group whose population failed to start, run one at a time like the basic launcher.
+of two or more as one population, and returns one ``JobReturn`` a job, in order.
+
+A trained member's ``JobReturn`` is built from the population's metrics for it: Hydra's ``run_job``
+still does the job's own bookkeeping (``.hydra/`` files, job logging, ``env_set``, callbacks, the
+``JobReturn``'s config and status), but with a task function that returns the member's
+:class:`expt.status.RunResult` (what ``python -m expt`` returns after a lone run) or raises the
+error that stopped the population, instead of the launcher's task function, which is not called
+for a member. A sweeper therefore reads a member's result from its ``JobReturn`` as it reads a
+lone run's. Jobs that cannot join a group, and every job of a group whose population failed to
+start, run one at a time through the launcher's task function, like the basic launcher.
 """
 
 import contextlib
@@ -15,6 +19,7 @@ import copy
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -24,7 +29,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from expt.errors import ConfigError
-from expt.run import trained_elsewhere
+from expt.status import RunResult
+from expt.sweep_env import SweepTrial
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +65,18 @@ class _Job:
         self.task_cfg: Optional[DictConfig] = None
         self.output_dir: Optional[Path] = None
         self.key: Optional[str] = None
+
+
+@dataclass
+class _Trained:
+    """The task function ``run_job`` gets for a population's member: it hands back what the population gave it."""
+
+    result: Any  # the member's metrics dict, or the exception that stopped the population
+
+    def __call__(self, _cfg: DictConfig) -> RunResult:
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return RunResult(self.result)
 
 
 class PopulationLauncherImpl:
@@ -121,8 +139,7 @@ class PopulationLauncherImpl:
             HydraConfig.instance().set_config(job.config)
             self._current = job.num
             try:
-                env = OmegaConf.to_container(job.config.hydra.job.env_set, resolve=True) or {}
-                with env_override({str(k): str(v) for k, v in env.items()}):
+                with env_override(self._env(job)):
                     yield
             finally:
                 self._current = saved_member
@@ -130,6 +147,12 @@ class PopulationLauncherImpl:
                     HydraConfig.instance().cfg = saved
 
         return context
+
+    @staticmethod
+    def _env(job: _Job) -> Dict[str, str]:
+        """The job's ``hydra.job.env_set``: what a sweep tells the trial (read into a ``SweepTrial`` here, at the edge)."""
+        env = OmegaConf.to_container(job.config.hydra.job.env_set, resolve=True) or {}
+        return {str(k): str(v) for k, v in env.items()}
 
     # ------------------------------------------------------------------ grouping
     def _cap(self, job: _Job) -> int:
@@ -177,13 +200,14 @@ class PopulationLauncherImpl:
         return groups
 
     # ------------------------------------------------------------------ running
-    def _run(self, job: _Job) -> JobReturn:
-        assert self.hydra_context is not None and self.task_function is not None
-        return run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=job.config,
+    def _run(self, job: _Job, task_function: TaskFunction) -> JobReturn:
+        assert self.hydra_context is not None
+        return run_job(hydra_context=self.hydra_context, task_function=task_function, config=job.config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
-    def _train_group(self, group: List[_Job]) -> Optional[Dict[str, Any]]:
-        """Train the group as one population: results by resolved run directory, or None if it could not start."""
+    def _train_group(self, group: List[_Job]) -> Optional[Dict[int, Any]]:
+        """Train the group as one population: each job's metrics (or the error that stopped it) by job number, or
+        None if it could not start."""
         from expt.population import Population
 
         assert all(job.output_dir is not None and job.task_cfg is not None for job in group)
@@ -193,7 +217,8 @@ class PopulationLauncherImpl:
         try:
             try:
                 population = Population([job.task_cfg for job in group], [job.output_dir for job in group],
-                                        [self._member_context(job) for job in group])
+                                        [self._member_context(job) for job in group],
+                                        [SweepTrial.read(self._env(job)) for job in group])
             except Exception as exc:
                 log.warning("the population of jobs %s could not start (%s: %s): they run one at a time",
                             ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
@@ -205,11 +230,11 @@ class PopulationLauncherImpl:
                 return None
             try:
                 metrics = population.fit()
-                results: Dict[str, Any] = {str(job.output_dir.resolve()): m for job, m in zip(group, metrics)}
+                results: Dict[int, Any] = {job.num: m for job, m in zip(group, metrics)}
             except Exception as exc:  # every member of the group failed with it
                 log.error("the population of jobs %s failed: %s: %s",
                           ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
-                results = {str(job.output_dir.resolve()): exc for job in group}
+                results = {job.num: exc for job in group}
             return results
         finally:
             root = logging.getLogger()
@@ -251,12 +276,8 @@ class PopulationLauncherImpl:
         returns: Dict[int, JobReturn] = {}
         for group in groups:
             results = self._train_group(group) if len(group) > 1 else None
-            with trained_elsewhere(results or {}):
-                for job in group:
-                    if results is not None and job.output_dir is not None:
-                        # the trial finished just now for whatever reads its metrics.json after run_job
-                        with contextlib.suppress(OSError):
-                            os.utime(job.output_dir / "metrics.json")
-                    returns[job.num] = self._run(job)
-                    _configure_log(self.config, self.hydra_context)
+            for job in group:
+                task = self.task_function if results is None else _Trained(results[job.num])
+                returns[job.num] = self._run(job, task)
+                _configure_log(self.config, self.hydra_context)
         return [returns[job.num] for job in jobs]

@@ -4,6 +4,14 @@ Hydra hands the sweeper the command-line overrides; this module turns
 ``hydra.sweeper.params`` and those overrides into a search space (with Hydra's own override
 parser), launches each round's trials as one batch through the configured launcher, records
 every trial in ``search.jsonl`` as it finishes and writes ``search_summary.yaml``.
+
+A trial's result takes one path: its task function's return value (expt returns an
+:class:`expt.status.RunResult`, the objective carrying the run's metrics) becomes its record
+(:func:`trial_record`), in the trial's own job as it finishes (:class:`RecordingTask`, which
+appends it to ``search.jsonl`` and returns it as the job's ``JobReturn.return_value``) or, for a
+job that did not run that wrapper (a population's member) or failed outside it, in the sweeper
+from the ``JobReturn``. The sweeper reads ``search.jsonl`` once a round, for the trials a stopped
+sweep already finished; it never reads a run's ``metrics.json``, which stays the run's record on disk.
 """
 
 import logging
@@ -23,13 +31,12 @@ from hydra.core.override_parser.types import (
     RangeSweep,
 )
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn, JobStatus
+from hydra.core.utils import JobReturn
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from expt.config import to_plain
-from expt import sweep_env
 from expt.pruning import PROGRESS_FILE, MedianRule
 from expt.search import (
     PINPOINT_ROUND,
@@ -49,8 +56,10 @@ from expt.search import (
     default_limits,
     override_key,
     read_records,
+    returned_metrics,
 )
-from expt.status import COMPLETED, DIVERGED, FAILED, METRICS_FILE, PRUNED, read_metrics
+from expt.status import COMPLETED, DIVERGED, FAILED, PRUNED
+from expt.sweep_env import SweepTrial
 
 from .errors import PREFIX, SweepFailedError, compact
 
@@ -181,11 +190,12 @@ def build_space(
 
 
 class RecordingTask:
-    """The task function as the launcher sees it: runs the trial, then appends its record.
+    """The task function as the launcher sees it: runs the trial, appends its record and returns it.
 
     Records are written by the job itself, the moment it finishes, so a sweep that is stopped
-    mid-round keeps every finished trial. Instances are pickled to parallel and remote workers
-    (joblib, submitit) with the trial table of the batch being launched.
+    mid-round keeps every finished trial. A trial that raises is recorded as failed and its job
+    completes with that record: the sweep goes on. Instances are pickled to parallel and remote
+    workers (joblib, submitit) with the trial table of the batch being launched.
     """
 
     def __init__(self, task_function: TaskFunction, records_path: Path) -> None:
@@ -198,65 +208,55 @@ class RecordingTask:
         trial = self.trials.get(int(hydra_cfg.job.num))
         if trial is None:
             return self.task_function(cfg)
-        run_dir = Path(hydra_cfg.runtime.output_dir)
+        run_dir = _relative(Path(hydra_cfg.runtime.output_dir), self.records_path.parent)
         start = time.time()
         try:
             value = self.task_function(cfg)
         except Exception as error:
-            append_record(self.records_path, self._record(
-                trial, None, FAILED, time.time() - start, run_dir, start, describe(error)))
-            raise
-        append_record(self.records_path, self._record(
-            trial, value, COMPLETED, time.time() - start, run_dir, start, None))
-        return value
-
-    def _record(self, trial: Mapping[str, Any], value: Any, status: str, seconds: float,
-                run_dir: Path, start: float, error: Optional[str]) -> TrialRecord:
-        metrics = _read_metrics(run_dir, start)
-        objective = as_objective(value)
-        if isinstance(metrics.get("status"), str):
-            status = metrics["status"]
-        if status == COMPLETED and objective is None:
-            status = DIVERGED
-        metric = None
-        if trial.get("metric"):
-            metric = as_objective(_lookup(metrics, trial["metric"]))
-        record = _trial_record(trial, objective, status, round(seconds, 3),
-                               _relative(run_dir, self.records_path.parent), metric, error)
-        if trial.get("tie_break"):
-            record.tie_value = as_objective(_lookup(metrics, trial["tie_break"]))
-        if isinstance(metrics.get("val_samples"), int):
-            record.val_samples = metrics["val_samples"]
-        record.test_acc = as_objective(metrics.get("test_acc"))
-        if isinstance(metrics.get("epochs_completed"), int):
-            record.epochs = metrics["epochs_completed"]
+            record = trial_record(trial, None, time.time() - start, run_dir, error)
+        else:
+            record = trial_record(trial, value, time.time() - start, run_dir)
+        append_record(self.records_path, record)
         return record
 
 
+def trial_record(trial: Mapping[str, Any], value: Any, seconds: Optional[float], run_dir: Optional[str],
+                 error: Optional[BaseException] = None) -> TrialRecord:
+    """A finished trial's line of ``search.jsonl``, from what its task returned (``value``) or the error it raised.
+
+    The one place a trial's result becomes its record: the objective, the status (the run's own, else
+    completed, or diverged without a finite objective), and from the run's metrics the tie-breaker, the
+    pinpoint metric, the validation split's size, the test accuracy and the epochs trained. ``seconds``
+    None: the run's own ``seconds`` (a job that did not time the trial itself).
+    """
+    metrics = returned_metrics(value) if error is None else {}
+    objective = as_objective(metrics.get("objective"))
+    status = metrics["status"] if isinstance(metrics.get("status"), str) else COMPLETED
+    if error is not None:
+        status = FAILED
+    elif status == COMPLETED and objective is None:
+        status = DIVERGED
+    if seconds is None:
+        seconds = metrics["seconds"] if as_objective(metrics.get("seconds")) is not None else 0.0
+
+    def lookup(key: Optional[str]) -> Optional[float]:
+        return as_objective(_lookup(metrics, key)) if key else None
+
+    def integer(key: str) -> Optional[int]:
+        return metrics[key] if isinstance(metrics.get(key), int) else None
+
+    return TrialRecord(round=trial["round"], job=trial["job"], overrides=list(trial["overrides"]),
+                       values=dict(trial["values"]), objective=objective, status=status, seconds=round(seconds, 3),
+                       run_dir=run_dir, metric=lookup(trial.get("metric")),
+                       error=None if error is None else describe(error), tie_value=lookup(trial.get("tie_break")),
+                       val_samples=integer("val_samples"), test_acc=as_objective(metrics.get("test_acc")),
+                       epochs=integer("epochs_completed"))
+
+
 def _trial(spec: TrialSpec, metric: Optional[str] = None, tie_break: Optional[str] = None) -> Dict[str, Any]:
-    """A trial as :attr:`RecordingTask.trials` holds it (``metric``, ``tie_break``: keys of metrics.json to record)."""
+    """A trial as :attr:`RecordingTask.trials` holds it (``metric``, ``tie_break``: keys of the run's metrics to record)."""
     return {"round": spec.round, "job": spec.job, "overrides": list(spec.overrides),
             "values": dict(spec.values), "metric": metric, "tie_break": tie_break}
-
-
-def _trial_record(trial: Mapping[str, Any], objective: Optional[float], status: str,
-                  seconds: float, run_dir: Optional[str], metric: Optional[float] = None,
-                  error: Optional[str] = None) -> TrialRecord:
-    """The record of a finished trial, however it finished."""
-    return TrialRecord(round=trial["round"], job=trial["job"],
-                       overrides=list(trial["overrides"]), values=dict(trial["values"]),
-                       objective=objective, status=status, seconds=seconds, run_dir=run_dir,
-                       metric=metric, error=error)
-
-
-def _read_metrics(run_dir: Path, since: float) -> Dict[str, Any]:
-    """The run's metrics.json when this run wrote it (an older one is ignored)."""
-    try:
-        if (run_dir / METRICS_FILE).stat().st_mtime + 1.0 < since:
-            return {}
-    except OSError:
-        return {}
-    return read_metrics(run_dir) or {}
 
 
 def _lookup(data: Any, dotted: str) -> Any:
@@ -377,14 +377,15 @@ class CoarseToFineSweeperImpl(Sweeper):
         for n in search.round_numbers():
             specs = search.propose(n)
             self._log_round(search, n, specs)
-            done = read_records(self.recorder.records_path)
+            done = read_records(self.recorder.records_path)  # what a stopped sweep already finished
             pending = [spec for spec in specs if spec.key not in done]
             if len(pending) < len(specs):
                 log.info("resuming: %d of %d trials of this round are already in %s",
                          len(specs) - len(pending), len(specs), RECORDS_FILE)
             for batch in consecutive_runs(pending, self.max_batch_size):
-                returns.append(self._launch(search, batch))
-            done = read_records(self.recorder.records_path)
+                results = self._launch(search, batch)
+                returns.append(results)
+                done.update(self._records(batch, results))
             search.conclude(n, [done[spec.key] for spec in specs])
             self._write_summary(search)
         best = search.best()
@@ -424,51 +425,67 @@ class CoarseToFineSweeperImpl(Sweeper):
         from expt.dashboard import plot_sweep
 
         records = [{"round": r.round, "job": r.job, "values": dict(r.values), "objective": r.objective,
-                    "status": r.status, "val_loss": r.tie_value, "epochs": r.epochs}
+                    "status": r.status, "val_loss": r.tie_value, "val_samples": r.val_samples, "epochs": r.epochs}
                    for r in search.all_records()]
         log_params = {name: isinstance(param, NumericParam) and param.log
                       for name, param in search.space.items()}
         moves = [{"round": m.after_round + 1, "param": m.param, "old": list(m.old), "new": list(m.new)}
                  for m in search.moves]
         return plot_sweep(records, log_params, self.sweep_dir, moves, direction=search.settings.direction,
-                          metric="val_acc", round_epochs=self._round_epochs(search))
+                          metric="val_acc", round_epochs=self._round_epochs(search),
+                          tie_samples=search.settings.tie_samples)
 
     def _environment(self, search: CoarseToFineSearch, spec: TrialSpec) -> List[str]:
         """What each trial's own process (any launcher) is told through ``hydra.job.env_set``."""
         label = f"r{spec.round}-j{spec.job} " + " ".join(
             f"{name.rsplit('.', 1)[-1]}={search.space[name].format(value)}" if name in search.space
             else f"{name.rsplit('.', 1)[-1]}={value}" for name, value in spec.values.items())
-        env: Dict[str, Any] = {sweep_env.ROUND: spec.round, sweep_env.JOB: spec.job,
-                               sweep_env.FINAL: int(search.is_final(spec.round)), sweep_env.LABEL: label.strip()}
         pruning = self.settings.pruning
-        if pruning.enabled and spec.round != PINPOINT_ROUND:
-            env[sweep_env.PROGRESS] = str(self.sweep_dir / PROGRESS_FILE)
-            env[sweep_env.PRUNE] = MedianRule(pruning.min_trials, pruning.warmup_epochs).encode()
-        return [f"+hydra.job.env_set.{key}={_quote(value)}" for key, value in env.items()]
+        prune = pruning.enabled and spec.round != PINPOINT_ROUND
+        trial = SweepTrial(round=spec.round, job=spec.job, final=search.is_final(spec.round), label=label.strip(),
+                           progress=self.sweep_dir / PROGRESS_FILE if prune else None,
+                           rule=MedianRule(pruning.min_trials, pruning.warmup_epochs) if prune else None)
+        return [f"+hydra.job.env_set.{key}={_quote(value)}" for key, value in trial.variables().items()]
 
     def _launch(self, search: CoarseToFineSearch, batch: List[TrialSpec]) -> Sequence[JobReturn]:
         assert self.recorder is not None
         overrides = [[*spec.overrides, *self._environment(search, spec)] for spec in batch]
         self.validate_batch_is_legal(overrides)
-        metric = self.settings.pinpoint.metric
-        self.recorder.trials = {
-            spec.job: _trial(spec, metric if spec.round == PINPOINT_ROUND else None, self.settings.tie_break)
-            for spec in batch}
-        results = self.launcher.launch(overrides, initial_job_idx=batch[0].job)
-        done = read_records(self.recorder.records_path)
+        self.recorder.trials = {spec.job: self._trial(spec) for spec in batch}
+        return self.launcher.launch(overrides, initial_job_idx=batch[0].job)
+
+    def _trial(self, spec: TrialSpec) -> Dict[str, Any]:
+        metric = self.settings.pinpoint.metric if spec.round == PINPOINT_ROUND else None
+        return _trial(spec, metric, self.settings.tie_break)
+
+    def _records(self, batch: List[TrialSpec], results: Sequence[JobReturn]) -> Dict[Any, TrialRecord]:
+        """The batch's records from its ``JobReturn``s: the one each job appended and returned, or, for a job that
+        did not record itself, one made here from its return value or error (and appended)."""
+        assert self.recorder is not None
+        records: Dict[Any, TrialRecord] = {}
         for spec, result in zip(batch, results):
-            if spec.key not in done:
-                append_record(self.recorder.records_path, _record_from_return(spec, result))
-        done = read_records(self.recorder.records_path)
-        for spec in batch:
-            record = done[spec.key]
+            value: Any = None
+            error: Optional[BaseException] = None
+            try:  # Hydra's public accessor: the task's value, or (status FAILED) the error it raised
+                value = result.return_value
+            except Exception as exc:
+                error = exc
+            if isinstance(value, TrialRecord):
+                record = value
+            else:
+                run_dir = OmegaConf.select(result.hydra_cfg, "hydra.runtime.output_dir") \
+                    if result.hydra_cfg is not None else None
+                record = trial_record(self._trial(spec), value, None,
+                                      None if run_dir is None else _relative(Path(run_dir), self.sweep_dir), error)
+                append_record(self.recorder.records_path, record)
+            records[spec.key] = record
             if record.status == PRUNED:
                 log.info("job %d (round %d) pruned after %s epochs at %s", spec.job, spec.round,
                          record.epochs, record.objective)
             elif record.status != COMPLETED:
                 log.warning("job %d (round %d) %s%s", spec.job, spec.round, record.status,
                             f": {record.error}" if record.error else "")
-        return results
+        return records
 
     def _log_round(self, search: CoarseToFineSearch, n: int, specs: List[TrialSpec]) -> None:
         extra = " ".join(search.history[-1].overrides) or "no extra overrides"
@@ -539,19 +556,3 @@ def _choices(config: DictConfig) -> str:
     choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
     shown = [f"{k}={v}" for k, v in choices.items() if not str(k).startswith("hydra") and v is not None]
     return " ".join(shown[:8]) or "its defaults"
-
-
-def _record_from_return(spec: TrialSpec, result: JobReturn) -> TrialRecord:
-    """A record for a trial whose job wrote none (it died before the wrapper could)."""
-    error = None
-    objective = None
-    if result.status == JobStatus.COMPLETED:
-        objective = as_objective(result._return_value)
-        status = COMPLETED if objective is not None else DIVERGED
-    else:
-        status = FAILED
-        error = describe(result._return_value)
-    run_dir = None
-    if result.hydra_cfg is not None:
-        run_dir = str(OmegaConf.select(result.hydra_cfg, "hydra.runtime.output_dir"))
-    return _trial_record(_trial(spec), objective, status, 0.0, run_dir, error=error)
