@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, results_option, timed, write_results  # noqa: E402
 
 import expt  # noqa: E402
+from expt import augment  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
 from expt.build import build, build_model  # noqa: E402
 from expt.evaluate import evaluate  # noqa: E402
@@ -52,7 +53,12 @@ CASES = {  # name -> (overrides, epochs a run, runs): the 2 s epochs of the deep
     "deep_convnet / synthetic 3x32x32": (
         ["model=deep_convnet", "data=synthetic", "data.shape=[3,32,32]", "data.num_samples=2000"], 3, 3,
     ),
+    # the Fashion-MNIST preset's model, batch, flips and 2-pixel shifts, on a 10,000-image slice
+    "fashion_mnist preset / 10k slice": (
+        ["experiment=fashion_mnist_convnet", "data.subset=10000", "trainer.ema=0", "regularization=[batchnorm]"], 5, 3,
+    ),
 }
+NEEDS_FASHION_MNIST = {"fashion_mnist preset / 10k slice"}
 # The same arithmetic on both sides: no penalty, constant learning rate.
 COMMON = ["regularization=none", "schedule=constant", "trainer.batch_size=64", "sanity.before_train=false"]
 DIAGNOSTICS_OFF = ["dashboard.update_ratio=false", "dashboard.histograms=false", "dashboard.filters=false",
@@ -80,6 +86,9 @@ class BareLoop:
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.optimizer.lr)
         self.data, self.bs, self.smoothing = data, cfg.trainer.batch_size, cfg.trainer.label_smoothing
         self.gen = torch.Generator(device=device).manual_seed(seed)
+        # the preset's augmentations, drawn from the stream expt seeds the same way
+        self.augmentations = augment.build(cfg.get("augmentation"))
+        self.augment_gen = torch.Generator(device=device).manual_seed(seed + 2)
         picker = torch.Generator().manual_seed(seed + 1)
         self.sub = torch.randperm(len(data.x_train), generator=picker)[: cfg.trainer.train_eval_samples].to(device)
         self.val_loss = float("nan")
@@ -94,7 +103,10 @@ class BareLoop:
         perm = torch.randperm(len(x), device=x.device, generator=self.gen)
         for i in range(0, len(x), bs):
             idx = perm[i:i + bs]
-            loss = F.cross_entropy(model(x[idx]), y[idx], label_smoothing=self.smoothing)
+            xb = x[idx]
+            for transform in self.augmentations:
+                xb = transform(xb, self.augment_gen)
+            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=self.smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -131,6 +143,14 @@ class ExptRun:
         self.dashboard.close()
 
 
+def fashion_mnist_found() -> bool:
+    try:
+        expt.data.load(expt.compose(["data=fashion_mnist", "data.download=false"]).data)
+    except Exception:  # noqa: BLE001 - any reason the files cannot be read: the case is skipped
+        return False
+    return True
+
+
 def run_pair(cfg, data, epochs: int, run_dir: Path, bare_first: bool) -> tuple[dict[str, list[float]], dict, float]:
     """One run of each side, alternating: both begin, then epoch by epoch (who goes first swaps), then both end.
 
@@ -158,7 +178,10 @@ def run_pair(cfg, data, epochs: int, run_dir: Path, bare_first: bool) -> tuple[d
 def run_case(name: str, label: str, device: str, epochs: int, reps: int) -> dict:
     """One case in this process: per-epoch and per-run seconds of each side, their ratios, peak host and GPU memory."""
     overrides = CASES[name][0]
-    cfg = expt.compose([*overrides, *COMMON, *VARIANTS[label], f"trainer.device={device}",
+    common = COMMON
+    if name in NEEDS_FASHION_MNIST:  # the preset's own batch size and batch norm (still no penalty)
+        common = [c for c in COMMON if not c.startswith(("regularization=", "trainer.batch_size="))]
+    cfg = expt.compose([*overrides, *common, *VARIANTS[label], f"trainer.device={device}",
                         f"trainer.epochs={epochs}"])
     data = expt.data.load(cfg.data)
     runs, spent, deviations = [], [], []
@@ -207,6 +230,9 @@ def main() -> None:
 
     rows = []
     for name in args.only or CASES:
+        if name in NEEDS_FASHION_MNIST and not fashion_mnist_found():
+            print(f"{name}: skipped, the Fashion-MNIST files are not installed (see the README's data section)")
+            continue
         for label in VARIANTS:
             # each case in a fresh process, so its peak memory is its own
             command = [sys.executable, __file__, "--case", name, "--label", label, "--device", args.device]

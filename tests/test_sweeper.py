@@ -365,4 +365,4 @@ def test_a_trials_record_is_made_from_what_its_task_returned(tmp_path: Path) -> 
     for diverged in (math.nan, None, RunResult({"objective": None}), {"status": "diverged", "objective": 0.0}):
         assert trial_record(trial, diverged, 1.0, None).status == "diverged"
     failed = trial_record(trial, None, 2.0, "3", ValueError("lr too large"))
-    assert (failed.status, failed.objective, failed.error, failed.seconds) == ("failed", None, "ValueError('lr too large')", 2.0)
+    assert (failed.status, failed.objective, failed.error, failed.seconds) == ("failed", None, "ValueError: lr too large", 2.0)
