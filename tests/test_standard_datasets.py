@@ -508,9 +508,10 @@ def test_not_found_lists_every_place_and_how_to_install(places: dict[str, Path])
     )
     assert message.startswith(looked)
     assert f"`apt-get install dataset-fashion-mnist` (as root) installs them into {places['system']}" in message
-    assert f"Elsewhere set data.download=true to fetch them from http://fashion-mnist" in message
+    assert "Elsewhere set data.download=true to fetch them from http://fashion-mnist" in message
     assert f"into {places['env']}" in message and "data.root=..." in message
-    assert f"Without data.root expt looks in $EXPT_DATA/fashion_mnist, then {places['system']}, then data/fashion_mnist." in message
+    order = f"$EXPT_DATA/fashion_mnist, then {places['system']}, then data/fashion_mnist."
+    assert f"Without data.root expt looks in {order}" in message
 
 
 def test_mnist_has_no_package_to_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -521,7 +522,7 @@ def test_mnist_has_no_package_to_name(tmp_path: Path, monkeypatch: pytest.Monkey
     message = str(info.value)
     assert message.startswith(f"MNIST was not found in {tmp_path / 'data' / 'mnist'}: expected ")
     assert "apt-get" not in message and "Elsewhere" not in message
-    assert f"set data.download=true to fetch them from https://ossci-datasets.s3.amazonaws.com/mnist/" in message
+    assert "set data.download=true to fetch them from https://ossci-datasets.s3.amazonaws.com/mnist/" in message
     assert "Without data.root expt looks in $EXPT_DATA/mnist, then data/mnist." in message
 
 

@@ -165,9 +165,9 @@ def _init(
             nn.init.normal_(layer.weight, 0.0, std)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        for module in model.modules():
-            if id(module) in ends and not isinstance(module, WEIGHT_LAYERS) and getattr(module, "weight", None) is not None:
-                nn.init.constant_(module.weight, residual_scale)
+        for module in branch_ends:
+            if not isinstance(module, WEIGHT_LAYERS) and getattr(module, "weight", None) is not None:
+                nn.init.constant_(module.weight, residual_scale)  # a normalization's scale
     return model
 
 

@@ -162,7 +162,7 @@ def _not_found(
 
 
 def _download_dir(remote: _Remote) -> Path:
-    """Where a search that finds nothing downloads: ``$EXPT_DATA/<key>`` when the variable is set, else ``data/<key>``."""
+    """Where a search that finds nothing downloads: ``$EXPT_DATA/<key>`` when that is set, else ``data/<key>``."""
     base = os.environ.get("EXPT_DATA") or "data"
     return Path(os.path.abspath(os.path.expanduser(base))) / remote.key
 
