@@ -490,6 +490,7 @@ def test_an_explicit_root_is_the_only_place_looked(places: dict[str, Path]) -> N
     message = str(info.value)
     assert message.startswith(f"Fashion-MNIST was not found in {places['root']}: expected ")
     assert str(places["env"]) not in message and "Without data.root" not in message
+    assert "installs them into" in message and "which expt searches when data.root is null" in message
     write_mnist(places["root"], n_train=14)
     assert load_fashion_mnist(str(places["root"]), download=False)["x_train"].shape[0] == 14
 
@@ -522,7 +523,7 @@ def test_mnist_has_no_package_to_name(tmp_path: Path, monkeypatch: pytest.Monkey
     message = str(info.value)
     assert message.startswith(f"MNIST was not found in {tmp_path / 'data' / 'mnist'}: expected ")
     assert "apt-get" not in message and "Elsewhere" not in message
-    assert "set data.download=true to fetch them from https://ossci-datasets.s3.amazonaws.com/mnist/" in message
+    assert ". Set data.download=true to fetch them from https://ossci-datasets.s3.amazonaws.com/mnist/" in message
     assert "Without data.root expt looks in $EXPT_DATA/mnist, then data/mnist." in message
 
 

@@ -135,22 +135,26 @@ def _not_found(
         where = " or ".join(remote.base_urls)
     looked = [f"{path} (missing: {', '.join(gaps)})" if gaps else str(path) for path, gaps in places.items()]
     looked_in = looked[0] if len(looked) == 1 else ", ".join(looked[:-1]) + " or " + looked[-1]
-    package = (
-        f"On Debian or Ubuntu, `{remote.install}` (as root) installs them into {remote.system_dirs[0]}, "
-        "where expt finds them. "
-        if remote.install else ""
-    )
-    elsewhere = "Elsewhere " if remote.install else ""
+
+    def after_install(text: str) -> str:
+        """``text`` as the advice for systems without the package, after the package's sentence where there is one."""
+        if not remote.install:
+            return text[:1].upper() + text[1:]
+        searched = "which expt searches when data.root is null" if explicit else "where expt finds them"
+        return (
+            f"On Debian or Ubuntu, `{remote.install}` (as root) installs them into {remote.system_dirs[0]}, "
+            f"{searched}. Elsewhere {text}"
+        )
+
     if reason is None:
-        action = (
-            f"{package}{elsewhere}set data.download=true to fetch them from {where} into {target}, put them "
-            "there yourself, or set data.root=... to a directory that already holds them."
+        action = after_install(
+            f"set data.download=true to fetch them from {where} into {target}, put them there yourself, or set "
+            "data.root=... to a directory that already holds them."
         )
     else:
-        action = (
-            f"Downloading them into {target} failed ({reason}). {package}{elsewhere}put the files from {where} "
-            "into that directory by hand (or set data.root=... to a directory that already holds them), or "
-            "retry with data.download=true once the network is reachable."
+        action = f"Downloading them into {target} failed ({reason}). " + after_install(
+            f"put the files from {where} into that directory by hand (or set data.root=... to a directory that "
+            "already holds them), or retry with data.download=true once the network is reachable."
         )
     if not explicit:
         order = ", then ".join([f"$EXPT_DATA/{remote.key}", *remote.system_dirs, f"data/{remote.key}"])
