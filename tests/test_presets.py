@@ -13,7 +13,7 @@ from torch import nn
 import expt
 from expt import sanity
 from expt.build import build
-from expt.init import classifier, layers_with_gain
+from expt.init import classifier, layers_with_gain, residual_branch_ends
 from expt.models import ResidualBlock, ResNet
 
 PRESETS = ("digits", "mnist_convnet", "fashion_mnist_convnet", "cifar10_resnet")
@@ -40,10 +40,12 @@ def test_resnet_blocks_tell_the_init_which_activation_follows_each_conv():
     assert exp_gains[-1] == (classifier(net), 1.0)
     built = build(expt.compose(["model=resnet", "model.depth=14", "data=synthetic", "data.shape=[3,32,32]",
                                 "data.num_samples=200", "regularization=none"])).model
+    ends = {id(m) for m in residual_branch_ends(built)}  # each block's second conv: init.residual_scale, 1/sqrt(6)
     for module in built.modules():
         if isinstance(module, nn.Conv2d) and module.weight.numel() > 20000:
             fan_in = module.weight[0].numel()
-            assert float(module.weight.std()) == pytest.approx(math.sqrt(2 / fan_in), rel=0.05)
+            scale = 1 / math.sqrt(6) if id(module) in ends else 1.0
+            assert float(module.weight.std()) == pytest.approx(scale * math.sqrt(2 / fan_in), rel=0.05)
 
 
 def test_resnet_starts_at_log_c_and_passes_the_gradient_and_overfit_checks(tmp_path: Path):

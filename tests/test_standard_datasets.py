@@ -9,6 +9,7 @@ import os
 import pickle
 import struct
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -63,9 +64,9 @@ def mnist_arrays(n_train: int = 20, n_test: int = 10) -> dict[str, np.ndarray]:
     }
 
 
-def write_mnist(root: Path, gz: bool | tuple[bool, ...] = True) -> dict[str, np.ndarray]:
+def write_mnist(root: Path, gz: bool | tuple[bool, ...] = True, n_train: int = 20) -> dict[str, np.ndarray]:
     root.mkdir(parents=True, exist_ok=True)
-    arrays = mnist_arrays()
+    arrays = mnist_arrays(n_train)
     flags = gz if isinstance(gz, tuple) else (gz,) * len(IDX_FILES)
     for name, flag in zip(IDX_FILES, flags):
         write_file(root / name, idx_bytes(arrays[name]), flag)
@@ -433,6 +434,141 @@ def test_failed_download_is_dataset_not_found(tmp_path: Path, monkeypatch: pytes
     with pytest.raises(DatasetNotFound) as info:
         load_fashion_mnist(str(root))
     message = str(info.value)
-    assert "Downloading them failed" in message and "MD5 checksum mismatch" in message
+    assert f"Downloading them into {root} failed" in message and "MD5 checksum mismatch" in message
     assert str(root) in message and "train-images-idx3-ubyte.gz" in message
     assert list(root.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- where the files are searched
+
+
+@pytest.fixture
+def places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    """The four places data=fashion_mnist may read, with the system directory moved under tmp_path.
+
+    Each place that gets files gets a different number of training images, so a load says which it read.
+    """
+    dirs = {
+        "root": tmp_path / "chosen",
+        "env": tmp_path / "env" / "fashion_mnist",
+        "system": tmp_path / "usr" / "share" / "datasets" / "fashion-mnist",
+        "cwd": tmp_path / "work" / "data" / "fashion_mnist",
+    }
+    monkeypatch.setattr(sd, "_FASHION_MNIST", replace(sd._FASHION_MNIST, system_dirs=(str(dirs["system"]),)))
+    monkeypatch.setenv("EXPT_DATA", str(tmp_path / "env"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    return dirs
+
+
+def test_search_order_without_root(places: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    assert sd.search_dirs("fashion_mnist") == [places["env"], places["system"], places["cwd"]]
+    sizes = {"cwd": 13, "system": 12, "env": 11}
+    for place, n in sizes.items():  # data/fashion_mnist first, then each earlier place on top
+        write_mnist(places[place], n_train=n)
+        assert load_fashion_mnist(download=False)["x_train"].shape[0] == n
+        assert sd.find("fashion_mnist") == places[place]
+    monkeypatch.delenv("EXPT_DATA")
+    assert sd.search_dirs("fashion_mnist") == [places["system"], places["cwd"]]
+    assert load_fashion_mnist(download=False)["x_train"].shape[0] == 12
+
+
+def test_an_incomplete_place_is_passed_over(places: dict[str, Path]) -> None:
+    write_mnist(places["env"], n_train=11)
+    (places["env"] / "train-labels-idx1-ubyte.gz").unlink()
+    write_mnist(places["system"], n_train=12)
+    assert load_fashion_mnist(download=False)["x_train"].shape[0] == 12
+
+
+def test_an_explicit_root_is_the_only_place_looked(places: dict[str, Path]) -> None:
+    write_mnist(places["env"], n_train=11)
+    write_mnist(places["system"], n_train=12)
+    assert sd.search_dirs("fashion_mnist", places["root"]) == [places["root"]]
+    assert sd.find("fashion_mnist", places["root"]) is None
+    with pytest.raises(DatasetNotFound) as info:
+        load_fashion_mnist(str(places["root"]), download=False)
+    message = str(info.value)
+    assert message.startswith(f"Fashion-MNIST was not found in {places['root']}: expected ")
+    assert str(places["env"]) not in message and "Without data.root" not in message
+    assert "installs them into" in message and "which expt searches when data.root is null" in message
+    write_mnist(places["root"], n_train=14)
+    assert load_fashion_mnist(str(places["root"]), download=False)["x_train"].shape[0] == 14
+
+
+def test_not_found_lists_every_place_and_how_to_install(places: dict[str, Path]) -> None:
+    write_mnist(places["cwd"])
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (places["cwd"] / name).unlink()
+    with pytest.raises(DatasetNotFound) as info:
+        load_fashion_mnist(download=False)
+    message = str(info.value)
+    assert "\n" not in message
+    looked = (
+        f"Fashion-MNIST was not found in {places['env']}, {places['system']} or {places['cwd']} "
+        "(missing: t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz): expected train-images-idx3-ubyte.gz"
+    )
+    assert message.startswith(looked)
+    assert f"`apt-get install dataset-fashion-mnist` (as root) installs them into {places['system']}" in message
+    assert "Elsewhere set data.download=true to fetch them from http://fashion-mnist" in message
+    assert f"into {places['env']}" in message and "data.root=..." in message
+    order = f"$EXPT_DATA/fashion_mnist, then {places['system']}, then data/fashion_mnist."
+    assert f"Without data.root expt looks in {order}" in message
+
+
+def test_mnist_has_no_package_to_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EXPT_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetNotFound) as info:
+        load_mnist(download=False)
+    message = str(info.value)
+    assert message.startswith(f"MNIST was not found in {tmp_path / 'data' / 'mnist'}: expected ")
+    assert "apt-get" not in message and "Elsewhere" not in message
+    assert ". Set data.download=true to fetch them from https://ossci-datasets.s3.amazonaws.com/mnist/" in message
+    assert "Without data.root expt looks in $EXPT_DATA/mnist, then data/mnist." in message
+
+
+@pytest.mark.parametrize("env", [True, False], ids=["EXPT_DATA", "no EXPT_DATA"])
+def test_a_search_that_finds_nothing_downloads_into_expt_data_or_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: bool
+) -> None:
+    arrays = mnist_arrays()
+    files = {f"{name}.gz": gzip.compress(idx_bytes(arrays[name])) for name in IDX_FILES}
+    base = serve(tmp_path, files)
+    remote = replace(sd._MNIST, md5s={name: md5(data) for name, data in files.items()}, base_urls=(base,))
+    monkeypatch.setattr(sd, "_MNIST", remote)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    if env:
+        monkeypatch.setenv("EXPT_DATA", str(tmp_path / "env"))
+    else:
+        monkeypatch.delenv("EXPT_DATA", raising=False)
+    target = tmp_path / "env" / "mnist" if env else tmp_path / "work" / "data" / "mnist"
+    np.testing.assert_array_equal(load_mnist()["x_test"][:, 0], arrays["t10k-images-idx3-ubyte"])
+    assert sorted(p.name for p in target.iterdir()) == sorted(files)
+    assert sd.find("mnist") == target
+
+
+def test_cifar_search_finds_the_archive_or_the_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EXPT_DATA", str(tmp_path / "env"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert sd.search_dirs("cifar10") == [tmp_path / "env" / "cifar10", tmp_path / "work" / "data" / "cifar10"]
+    assert sd.find("cifar10") is None
+    expected = write_cifar(tmp_path / "src")
+    (tmp_path / "work" / "data" / "cifar10").mkdir(parents=True)
+    pack_cifar(tmp_path / "src", tmp_path / "work" / "data" / "cifar10" / "cifar-10-python.tar.gz")
+    assert sd.find("cifar10") == tmp_path / "work" / "data" / "cifar10"
+    check_cifar(load_cifar10(download=False), expected)
+
+
+def test_the_data_option_searches_through_hydra(places: dict[str, Path]) -> None:
+    """data=fashion_mnist composes root: null, and the loader behind it reads the first place that holds the files."""
+    import expt
+    from expt.data import load
+
+    cfg = expt.compose(["data=fashion_mnist", "data.download=false", "data.val_size=5"])
+    assert cfg.data.root is None
+    write_mnist(places["system"], n_train=30)
+    splits = load(cfg.data)
+    assert len(splits.x_train) + len(splits.x_val) == 30 and len(splits.x_test) == 10
+    assert splits.x_train.shape[1:] == (1, 28, 28) and float(splits.x_train.max()) <= 1.0

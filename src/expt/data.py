@@ -286,7 +286,7 @@ def check_raw(raw: Any, where: str) -> dict[str, Any]:
 
 
 def _standard(loader_name: str) -> Callable[..., dict[str, Any]]:
-    def load(root: str, download: bool = True) -> dict[str, Any]:
+    def load(root: Optional[str] = None, download: bool = True) -> dict[str, Any]:
         from expt import standard_datasets
         from expt.standard_datasets import DatasetNotFound
 

@@ -8,8 +8,19 @@ the biases. D_in is the fan-in of one output unit: ``in_features`` for a linear 
 The classifier (the last weight layer, the one that produces the logits) has no activation
 after it. Kaiming and Xavier multiply its sigma by ``classifier_scale`` (0.05 by default): with
 the formula alone (k = 1) the logits start with about unit variance and the loss at init sits
-well above log C; at a twentieth of that scale every shipped model starts within 2% of log C, as
-the recipe's first sanity check expects, while the hidden layers keep the formula exactly.
+well above log C; at a twentieth of that scale the logits start near 0, as the recipe's first
+sanity check expects, while the hidden layers keep the formula exactly.
+
+A residual block adds its branch to its shortcut, so with the formula on every layer each
+block adds the branch's variance to what it passes on and the activations grow with depth (in
+ResNet-20 at init, from rms 1 to 14-44 over its nine blocks, which no classifier scale absorbs).
+Kaiming and Xavier therefore multiply the last layer of each residual branch by
+``residual_scale``: the batch norm's weight when the branch ends in one, the convolution's sigma
+otherwise. By default (None) it is 1 / sqrt(B) for a model of B residual branches (1/3 for
+ResNet-20), so the second moment grows by a factor of about (1 + 2 / B) per block and stays
+bounded at any depth, as batch norm's statistics do for the branches during training; 0 starts
+each block as its shortcut (Goyal et al. 2017, torchvision's ``zero_init_residual``), 1 is the
+plain formula. A module marks its branches' last layers with a method ``residual_branch_ends()``.
 """
 
 from __future__ import annotations
@@ -125,55 +136,99 @@ def classifier(model: nn.Module) -> nn.Module | None:
     return last
 
 
-def _init(model: nn.Module, std_of, classifier_scale: float = 1.0) -> nn.Module:
-    """Draw every weight from N(0, std_of(weight, gain)^2), the classifier's std times ``classifier_scale``."""
+def residual_branch_ends(model: nn.Module) -> list[nn.Module]:
+    """The last layer of every residual branch in ``model``, as its modules' ``residual_branch_ends()`` name them."""
+    ends: list[nn.Module] = []
+    for module in model.modules():
+        if callable(getattr(module, "residual_branch_ends", None)):
+            ends += module.residual_branch_ends()
+    return ends
+
+
+def _init(
+    model: nn.Module, std_of, classifier_scale: float = 1.0, residual_scale: float | None = 1.0
+) -> nn.Module:
+    """Draw every weight from N(0, std_of(weight, gain)^2), the classifier's std times ``classifier_scale``.
+
+    The last layer of each residual branch is multiplied by ``residual_scale`` (None: 1 / sqrt(the
+    number of branches)): a convolution's std, or a normalization's weight (which starts there instead of 1).
+    """
     head = classifier(model)
+    branch_ends = residual_branch_ends(model)
+    ends = {id(m) for m in branch_ends}
+    if residual_scale is None:
+        residual_scale = 1.0 / math.sqrt(max(1, len(branch_ends)))
     with torch.no_grad():
         for layer, gain in layers_with_gain(model):
             std = std_of(layer.weight, gain) * (classifier_scale if layer is head else 1.0)
+            std *= residual_scale if id(layer) in ends else 1.0
             nn.init.normal_(layer.weight, 0.0, std)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
+        for module in branch_ends:
+            if not isinstance(module, WEIGHT_LAYERS) and getattr(module, "weight", None) is not None:
+                nn.init.constant_(module.weight, residual_scale)  # a normalization's scale
     return model
 
 
-def _check_classifier_scale(scale: float) -> float:
+def _check_scale(key: str, scale: float, meaning: str) -> float:
     if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 <= scale < math.inf):
-        raise ConfigError(
-            f"init.classifier_scale={scale!r} is not allowed: a factor >= 0 on the classifier's sigma "
-            "(0.05 starts the loss at log C; 1 is the plain formula; 0 starts the logits at exactly 0)."
-        )
+        raise ConfigError(f"init.{key}={scale!r} is not allowed: {meaning}.")
     return float(scale)
 
 
-class Kaiming:
-    """sigma = gain / sqrt(D_in) = sqrt(k / D_in): k = 2 before ReLU; the classifier's times ``classifier_scale``."""
+def _check_classifier_scale(scale: float) -> float:
+    return _check_scale(
+        "classifier_scale", scale, "a factor >= 0 on the classifier's sigma (0.05 starts the loss at log C; "
+        "1 is the plain formula; 0 starts the logits at exactly 0)",
+    )
 
-    def __init__(self, classifier_scale: float = 0.05):
+
+def _check_residual_scale(scale: float | None) -> float | None:
+    if scale is None:
+        return None
+    return _check_scale(
+        "residual_scale", scale, "null (1 / sqrt(the number of residual branches), the default) or a factor "
+        ">= 0 on the last layer of each residual branch (0 starts each block as its shortcut; 1 is the plain formula)",
+    )
+
+
+class Kaiming:
+    """sigma = gain / sqrt(D_in) = sqrt(k / D_in): k = 2 before ReLU; the classifier's times ``classifier_scale``.
+
+    The last layer of each residual branch is multiplied by ``residual_scale`` (None: 1 / sqrt(number of branches)).
+    """
+
+    def __init__(self, classifier_scale: float = 0.05, residual_scale: float | None = None):
         self.classifier_scale = _check_classifier_scale(classifier_scale)
+        self.residual_scale = _check_residual_scale(residual_scale)
 
     def __call__(self, model: nn.Module) -> nn.Module:
-        return _init(model, lambda w, gain: gain / math.sqrt(fan_in(w)), self.classifier_scale)
+        return _init(model, lambda w, gain: gain / math.sqrt(fan_in(w)), self.classifier_scale, self.residual_scale)
 
 
 class Xavier:
     """sigma = sqrt(1 / D_in) (``fan_in``, the recipe's Xavier) or sqrt(2 / (D_in + D_out)) (``fan_avg``, Glorot).
 
-    The classifier's sigma is multiplied by ``classifier_scale``, as in :class:`Kaiming`.
+    The classifier's sigma is multiplied by ``classifier_scale`` and the last layer of each residual
+    branch by ``residual_scale``, as in :class:`Kaiming`.
     """
 
     MODES = ("fan_in", "fan_avg")
 
-    def __init__(self, mode: str = "fan_in", classifier_scale: float = 0.05):
+    def __init__(self, mode: str = "fan_in", classifier_scale: float = 0.05, residual_scale: float | None = None):
         if mode not in self.MODES:
             raise ConfigError(f"init.mode={mode!r} is not allowed: one of {', '.join(self.MODES)}.")
         self.mode = mode
         self.classifier_scale = _check_classifier_scale(classifier_scale)
+        self.residual_scale = _check_residual_scale(residual_scale)
 
     def __call__(self, model: nn.Module) -> nn.Module:
         if self.mode == "fan_in":
-            return _init(model, lambda w, gain: 1.0 / math.sqrt(fan_in(w)), self.classifier_scale)
-        return _init(model, lambda w, gain: math.sqrt(2.0 / (fan_in(w) + fan_out(w))), self.classifier_scale)
+            std_of = lambda w, gain: 1.0 / math.sqrt(fan_in(w))  # noqa: E731
+        else:
+            std_of = lambda w, gain: math.sqrt(2.0 / (fan_in(w) + fan_out(w)))  # noqa: E731
+        return _init(model, std_of, self.classifier_scale, self.residual_scale)
 
 
 class Gaussian:

@@ -150,7 +150,8 @@ class ResidualBlock(nn.Module):
     The shortcut is the identity, or a 1x1 convolution with batch norm where the block changes
     the width or the resolution. Data do not flow in registration order here, so the block tells
     :mod:`expt.init` which activation follows each of its convolutions: the first conv's own, and
-    the one after the sum for the second conv and the shortcut.
+    the one after the sum for the second conv and the shortcut; and which layer ends the residual
+    branch (the init scales it by ``init.residual_scale``, so the sums do not grow the activations with depth).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int, activation: Activation, batchnorm: bool):
@@ -170,6 +171,10 @@ class ResidualBlock(nn.Module):
     def forward(self, x):
         out = self.act1(self.bn1(self.conv1(x)))
         return self.act2(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+    def residual_branch_ends(self) -> list[nn.Module]:
+        """The branch's last layer, whose output joins the shortcut: the batch norm, or the conv without one."""
+        return [self.bn2 if isinstance(self.bn2, nn.modules.batchnorm._BatchNorm) else self.conv2]
 
     def layers_and_activations(self) -> list[tuple[nn.Module, nn.Module]]:
         pairs = [(self.conv1, self.act1), (self.conv2, self.act2)]

@@ -1,8 +1,13 @@
 """MNIST, Fashion-MNIST and CIFAR-10 read from their standard distribution files.
 
-Each loader looks in ``root`` for the files exactly as their authors distribute them,
-downloads the missing ones when ``download`` is true (MD5-verified, written atomically),
-and returns uint8 images in (N, C, H, W) order with int64 labels.
+Each loader reads the files exactly as their authors distribute them and returns uint8 images
+in (N, C, H, W) order with int64 labels. With ``root`` given it reads that directory only; with
+``root=None`` it searches, in order, ``$EXPT_DATA/<name>`` (when the variable is set), the
+directories a system package installs the files into (Debian's ``dataset-fashion-mnist``:
+``/usr/share/datasets/fashion-mnist``), and the download directory ``data/<name>`` under the
+working directory. When no place holds them and ``download`` is true, the missing files are
+downloaded (MD5-verified, written atomically) into ``root``, or else ``$EXPT_DATA/<name>`` or
+``data/<name>``.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ import tarfile
 import tempfile
 import urllib.request
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any, BinaryIO
 
 import numpy as np
 
-__all__ = ["DatasetNotFound", "DatasetCorrupt", "load_mnist", "load_fashion_mnist", "load_cifar10"]
+__all__ = [
+    "DatasetNotFound", "DatasetCorrupt", "load_mnist", "load_fashion_mnist", "load_cifar10", "find", "search_dirs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +58,19 @@ class _DownloadError(Exception):
 
 @dataclass(frozen=True)
 class _Remote:
-    """A dataset's name, its distributed files with their MD5s, and where they are served."""
+    """A dataset's name, its distributed files with their MD5s, where they are served and installed.
+
+    ``key`` is the dataset's ``data=`` option and its folder under ``$EXPT_DATA`` and ``data/``;
+    ``system_dirs`` are where an operating-system package puts the files, ``install`` the command
+    that installs it.
+    """
 
     name: str
     md5s: dict[str, str]
     base_urls: tuple[str, ...]
+    key: str = ""
+    system_dirs: tuple[str, ...] = ()
+    install: str = ""
 
     def urls(self, filename: str) -> list[str]:
         return [base + filename for base in self.base_urls]
@@ -73,6 +88,7 @@ _MNIST = _Remote(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "http://yann.lecun.com/exdb/mnist/",
     ),
+    key="mnist",
 )
 
 _FASHION_MNIST = _Remote(
@@ -84,12 +100,16 @@ _FASHION_MNIST = _Remote(
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
     },
     base_urls=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    key="fashion_mnist",
+    system_dirs=("/usr/share/datasets/fashion-mnist",),
+    install="apt-get install dataset-fashion-mnist",
 )
 
 _CIFAR10 = _Remote(
     name="CIFAR-10",
     md5s={"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
     base_urls=("https://www.cs.toronto.edu/~kriz/",),
+    key="cifar10",
 )
 _CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 _CIFAR_DIR = "cifar-10-batches-py"
@@ -101,27 +121,94 @@ _CIFAR_TEST = "test_batch"
 
 
 def _not_found(
-    remote: _Remote, root: Path, expected: str, missing: Sequence[str], reason: str | None
+    remote: _Remote, places: dict[Path, list[str] | None], expected: str, explicit: bool,
+    target: Path, reason: str | None,
 ) -> DatasetNotFound:
-    """The one-paragraph error for a dataset absent from ``root`` (``missing``: gaps in a partial copy)."""
+    """The one-paragraph error for a dataset absent from every place looked, saying how to get the files.
+
+    ``places`` maps each directory looked in to its gaps where it holds a partial copy (None where it
+    holds nothing); ``target`` is where a download goes; ``reason`` why the download failed, if one did.
+    """
     if len(remote.md5s) == 1:
         where = " or ".join(url for name in remote.md5s for url in remote.urls(name))
     else:
         where = " or ".join(remote.base_urls)
+    looked = [f"{path} (missing: {', '.join(gaps)})" if gaps else str(path) for path, gaps in places.items()]
+    looked_in = looked[0] if len(looked) == 1 else ", ".join(looked[:-1]) + " or " + looked[-1]
+
+    def after_install(text: str) -> str:
+        """``text`` as the advice for systems without the package, after the package's sentence where there is one."""
+        if not remote.install:
+            return text[:1].upper() + text[1:]
+        searched = "which expt searches when data.root is null" if explicit else "where expt finds them"
+        return (
+            f"On Debian or Ubuntu, `{remote.install}` (as root) installs them into {remote.system_dirs[0]}, "
+            f"{searched}. Elsewhere {text}"
+        )
+
     if reason is None:
-        action = (
-            f"Put the files from {where} into that directory, set data.root=... to a "
-            "directory that already holds them, or set data.download=true to fetch them "
-            "automatically."
+        action = after_install(
+            f"set data.download=true to fetch them from {where} into {target}, put them there yourself, or set "
+            "data.root=... to a directory that already holds them."
         )
     else:
-        action = (
-            f"Downloading them failed ({reason}). Put the files from {where} into that "
-            "directory by hand (or set data.root=... to a directory that already holds them), "
-            "or retry with data.download=true once the network is reachable."
+        action = f"Downloading them into {target} failed ({reason}). " + after_install(
+            f"put the files from {where} into that directory by hand (or set data.root=... to a directory that "
+            "already holds them), or retry with data.download=true once the network is reachable."
         )
-    gaps = f" (missing: {', '.join(missing)})" if missing else ""
-    return DatasetNotFound(f"{remote.name} was not found in {root}{gaps}: expected {expected}. {action}")
+    if not explicit:
+        order = ", then ".join([f"$EXPT_DATA/{remote.key}", *remote.system_dirs, f"data/{remote.key}"])
+        action += f" Without data.root expt looks in {order}."
+    return DatasetNotFound(f"{remote.name} was not found in {looked_in}: expected {expected}. {action}")
+
+
+# --------------------------------------------------------------------------- where the files are
+
+
+def _download_dir(remote: _Remote) -> Path:
+    """Where a search that finds nothing downloads: ``$EXPT_DATA/<key>`` when that is set, else ``data/<key>``."""
+    base = os.environ.get("EXPT_DATA") or "data"
+    return Path(os.path.abspath(os.path.expanduser(base))) / remote.key
+
+
+def _search_dirs(remote: _Remote, root: str | os.PathLike[str] | None) -> list[Path]:
+    if root is not None:
+        return [Path(os.path.abspath(os.path.expanduser(root)))]
+    dirs = [_download_dir(remote)] if os.environ.get("EXPT_DATA") else []
+    dirs += [Path(d) for d in remote.system_dirs]
+    dirs.append(Path(os.path.abspath("data")) / remote.key)
+    return list(dict.fromkeys(dirs))
+
+
+def _locate(
+    remote: _Remote, root: str | os.PathLike[str] | None, download: bool, expected: str,
+    gaps_in: Callable[[Path], list[str] | None],
+) -> Path:
+    """The first searched directory that holds the whole dataset, or the one the missing files were downloaded into.
+
+    ``gaps_in(directory)`` is [] where the dataset is complete, the missing names for a partial copy,
+    None where nothing of it is there; the downloads are the names of ``remote.md5s`` among the gaps.
+    """
+    places: dict[Path, list[str] | None] = {}
+    for directory in _search_dirs(remote, root):
+        gaps = gaps_in(directory)
+        if gaps == []:
+            if root is None:
+                log.info("Reading %s from %s", remote.name, directory)
+            return directory
+        places[directory] = gaps
+    target = next(iter(places)) if root is not None else _download_dir(remote)
+    if not download:
+        raise _not_found(remote, places, expected, root is not None, target, None)
+    gaps = places.get(target)
+    names = [name for name in remote.md5s if gaps is None or name in gaps]
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        for filename in names:
+            _download(remote.urls(filename), target / filename, remote.md5s[filename])
+    except (_DownloadError, OSError) as exc:
+        raise _not_found(remote, places, expected, root is not None, target, str(exc)) from exc
+    return target
 
 
 # --------------------------------------------------------------------------- download
@@ -158,16 +245,6 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-
-
-def _download_into(remote: _Remote, filenames: Sequence[str], root: Path, expected: str) -> None:
-    """Download ``filenames`` of ``remote`` into ``root``, or raise DatasetNotFound."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        for filename in filenames:
-            _download(remote.urls(filename), root / filename, remote.md5s[filename])
-    except (_DownloadError, OSError) as exc:
-        raise _not_found(remote, root, expected, [], str(exc)) from exc
 
 
 # --------------------------------------------------------------------------- IDX
@@ -223,16 +300,15 @@ def _read_idx(path: Path) -> np.ndarray:
     return _parse_idx(data, str(path))
 
 
-def _load_idx_dataset(remote: _Remote, root: str, download: bool) -> dict[str, Any]:
+def _idx_gaps(remote: _Remote, directory: Path) -> list[str] | None:
+    missing = [name for name in remote.md5s if _idx_path(directory, name) is None]
+    return None if len(missing) == len(remote.md5s) else missing
+
+
+def _load_idx_dataset(remote: _Remote, root: str | os.PathLike[str] | None, download: bool) -> dict[str, Any]:
     """Load the four IDX files of an MNIST-format dataset."""
-    root_path = Path(os.path.abspath(os.path.expanduser(root)))
     expected = ", ".join(remote.md5s) + " (each gzipped as named, or uncompressed without .gz)"
-    missing = [name for name in remote.md5s if _idx_path(root_path, name) is None]
-    if missing:
-        if not download:
-            partial = len(missing) < len(remote.md5s)
-            raise _not_found(remote, root_path, expected, missing if partial else [], None)
-        _download_into(remote, missing, root_path, expected)
+    root_path = _locate(remote, root, download, expected, lambda directory: _idx_gaps(remote, directory))
 
     arrays = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -259,13 +335,13 @@ def _check_labels(labels: np.ndarray, source: Path) -> None:
         raise DatasetCorrupt(f"{source} has labels outside 0..{_NUM_CLASSES - 1}.")
 
 
-def load_mnist(root: str, download: bool = True) -> dict[str, Any]:
-    """MNIST digits: x (N, 1, 28, 28) uint8 and y (N,) int64 for 60000 train / 10000 test."""
+def load_mnist(root: str | os.PathLike[str] | None = None, download: bool = True) -> dict[str, Any]:
+    """MNIST digits: x (N, 1, 28, 28) uint8 and y (N,) int64 for 60000 train / 10000 test (``root=None``: search)."""
     return _load_idx_dataset(_MNIST, root, download)
 
 
-def load_fashion_mnist(root: str, download: bool = True) -> dict[str, Any]:
-    """Fashion-MNIST: x (N, 1, 28, 28) uint8 and y (N,) int64 for 60000 train / 10000 test."""
+def load_fashion_mnist(root: str | os.PathLike[str] | None = None, download: bool = True) -> dict[str, Any]:
+    """Fashion-MNIST: x (N, 1, 28, 28) uint8 and y (N,) int64 for 60000 train / 10000 test (``root=None``: search)."""
     return _load_idx_dataset(_FASHION_MNIST, root, download)
 
 
@@ -362,28 +438,31 @@ def _extract_tar_gz(archive: Path, dest: Path) -> None:
         ) from exc
 
 
-def load_cifar10(root: str, download: bool = True) -> dict[str, Any]:
+def _cifar_gaps(directory: Path) -> list[str] | None:
+    batch_dir = directory / _CIFAR_DIR
+    missing = [name for name in (*_CIFAR_TRAIN, _CIFAR_TEST) if not (batch_dir / name).is_file()]
+    if not missing or (directory / _CIFAR_ARCHIVE).is_file():
+        return []
+    return [f"{_CIFAR_DIR}/{name}" for name in missing] + [_CIFAR_ARCHIVE] if batch_dir.is_dir() else None
+
+
+def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = True) -> dict[str, Any]:
     """CIFAR-10: x (N, 3, 32, 32) uint8 and y (N,) int64 for 50000 train / 10000 test.
 
-    Reads ``root/cifar-10-batches-py/``; when it is incomplete, extracts
-    ``root/cifar-10-python.tar.gz``, downloading that first if needed and allowed.
+    Reads ``cifar-10-batches-py/`` in the directory found (``root``, or the search when it is
+    None); when it is incomplete, extracts ``cifar-10-python.tar.gz`` there, downloading that
+    first if needed and allowed.
     """
-    root_path = Path(os.path.abspath(os.path.expanduser(root)))
-    batch_dir = root_path / _CIFAR_DIR
     names = (*_CIFAR_TRAIN, _CIFAR_TEST)
     expected = f"{_CIFAR_DIR}/ holding {', '.join(names)}, or the archive {_CIFAR_ARCHIVE}"
+    root_path = _locate(_CIFAR10, root, download, expected, _cifar_gaps)
+    batch_dir = root_path / _CIFAR_DIR
 
     def missing() -> list[str]:
         return [name for name in names if not (batch_dir / name).is_file()]
 
     if missing():
         archive = root_path / _CIFAR_ARCHIVE
-        if not archive.is_file():
-            if not download:
-                partial = batch_dir.is_dir()
-                absent = [f"{_CIFAR_DIR}/{name}" for name in missing()] + [_CIFAR_ARCHIVE] if partial else []
-                raise _not_found(_CIFAR10, root_path, expected, absent, None)
-            _download_into(_CIFAR10, [_CIFAR_ARCHIVE], root_path, expected)
         _extract_tar_gz(archive, root_path)
         if missing():
             raise DatasetCorrupt(
@@ -400,3 +479,27 @@ def load_cifar10(root: str, download: bool = True) -> dict[str, Any]:
         "y_test": y_test,
         "num_classes": _NUM_CLASSES,
     }
+
+
+# --------------------------------------------------------------------------- search, for callers
+
+def _remote(name: str) -> _Remote:
+    remotes = {remote.key: remote for remote in (_MNIST, _FASHION_MNIST, _CIFAR10)}
+    if name not in remotes:
+        raise ValueError(f"{name!r} is not a standard dataset: one of {', '.join(remotes)}")
+    return remotes[name]
+
+
+def _gaps(name: str, directory: Path) -> list[str] | None:
+    return _cifar_gaps(directory) if name == "cifar10" else _idx_gaps(_remote(name), directory)
+
+
+def search_dirs(name: str, root: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The directories ``data=<name>`` looks in, in order (``root`` alone when it is given)."""
+    return _search_dirs(_remote(name), root)
+
+
+def find(name: str, root: str | os.PathLike[str] | None = None) -> Path | None:
+    """The directory ``data=<name>`` would read (``mnist``, ``fashion_mnist``, ``cifar10``), or None where no
+    searched directory holds the whole dataset; downloads nothing."""
+    return next((d for d in search_dirs(name, root) if _gaps(name, d) == []), None)
