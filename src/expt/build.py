@@ -95,7 +95,7 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     optimizer = instantiate(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters())
     scheduler = instantiate(cfg.schedule, "schedule")(optimizer)
     augmentations = augment.build(cfg.get("augmentation"))
-    augment.check_preprocessing(list(cfg.get("augmentation") or {}), cfg.preprocessing._target_, len(data.input_shape))
+    augment.check(cfg, augmentations, data.input_shape)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     return Experiment(cfg, device, data, preprocessor, model, optimizer, scheduler, regularizer, augmentations,
                       config_yaml)

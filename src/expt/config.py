@@ -10,10 +10,11 @@ name a class (``_target_``) stay open so users can pass their class's own argume
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
@@ -21,7 +22,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from expt.errors import ConfigError
 
-
+log = logging.getLogger("expt")
 
 
 @dataclass
@@ -113,6 +114,8 @@ AMP_MODES = ("off", "bf16", "fp16")
 SANITY_GUARDS = ("warn", "false", "strict")
 SWEEP_DIAGNOSTICS = ("final", "all", "none")
 TARGET_GROUPS = ("data", "model", "activation", "preprocessing", "init", "optimizer", "schedule")
+# The most classes a classifier may have: beyond this the last layer alone takes gigabytes.
+MAX_CLASSES = 100_000
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -203,6 +206,12 @@ def validate(cfg: DictConfig) -> None:
         "a number of seconds >= 0 (0 writes a checkpoint after every epoch)",
     )
     _check(str(t.amp).lower() in AMP_MODES + ("false",), "trainer.amp", t.amp, f"one of {', '.join(AMP_MODES)}")
+    if str(t.amp).lower() in ("bf16", "fp16") and t.dtype != "float32":
+        raise ConfigError(
+            f"trainer.amp={t.amp} is not allowed with trainer.dtype={t.dtype}: mixed precision runs float32 "
+            f"operations in {t.amp} and leaves {t.dtype} ones alone, so it would change nothing; use "
+            "trainer.dtype=float32 with trainer.amp, or trainer.amp=off."
+        )
     dev = t.device
     _check(
         dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
@@ -241,11 +250,94 @@ def validate(cfg: DictConfig) -> None:
     d = cfg.data
     for name in ("val_size", "test_size"):
         if name in d and d[name] is not None:
-            _check(is_finite_number(d[name]) and d[name] > 0, f"data.{name}", d[name], "a fraction in (0, 1) or a count >= 1")
+            value = d[name]
+            _check(
+                is_finite_number(value) and (0 < value < 1 or (isinstance(value, int) and value >= 1)),
+                f"data.{name}", value,
+                "a fraction in (0, 1) of the samples, or a count of samples (an integer >= 1, such as 5000)",
+            )
     if d.get("subset") is not None:
-        _check(isinstance(d.subset, int) and d.subset >= 1, "data.subset", d.subset, "an integer >= 1 or null")
+        _check(isinstance(d.subset, int) and not isinstance(d.subset, bool) and d.subset >= 1,
+               "data.subset", d.subset, "an integer >= 1 or null")
+    classes = d.get("num_classes")
+    if classes is not None:
+        _check(isinstance(classes, int) and not isinstance(classes, bool) and 2 <= classes <= MAX_CLASSES,
+               "data.num_classes", classes,
+               f"an integer from 2 to {MAX_CLASSES:,} (the classifier's outputs), or null to take the largest label + 1")
 
     _dry_run(cfg)
+
+
+PRESET_GROUP = "experiment"
+
+
+def _chosen_options(config_name: str, overrides: Sequence[str]) -> dict[str, list[str]]:
+    """``{group: [options]}`` that Hydra's defaults list picks for ``overrides`` (list groups keep their order)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    loader = GlobalHydra.instance().config_loader()
+    chosen: dict[str, list[str]] = {}
+    for entry in loader.compute_defaults_list(config_name, list(overrides), RunMode.RUN).defaults:
+        path = entry.config_path or ""
+        if entry.is_self or "/" not in path or path.startswith("hydra/"):
+            continue
+        group, option = path.rsplit("/", 1)
+        chosen.setdefault(group, []).append(option)
+    return chosen
+
+
+def apply_preset_choices(cfg: DictConfig, overrides: Sequence[str], config_name: str = "config") -> list[str]:
+    """Drop a preset's settings of the groups where ``overrides`` choose another option; returns those groups.
+
+    A preset (``experiment=...``) chooses options for some groups and sets some of their keys in its
+    own body, which Hydra merges after the options. When an override then chooses another option of
+    such a group (``experiment=fashion_mnist_convnet augmentation=none``, or ``model=mlp`` after a
+    preset that sets ``model.hidden_dim``), Hydra keeps the preset's keys, which belong to the option
+    that was replaced. Here each such group's node becomes the one the same overrides compose without
+    the preset: the chosen options with their own defaults, and every key the overrides set. For a
+    group whose options each have their own entry (augmentation), an option that both the preset and
+    the overrides choose keeps the preset's settings (``augmentation=[translate]`` after a preset's
+    ``[translate, hflip]`` keeps its ``pad``). Groups the overrides leave alone keep the preset's
+    settings; so do groups where they choose the preset's own option.
+
+    ``cfg`` (composed from ``overrides``) changes in place. Hydra must be initialized (inside a Hydra
+    job, or :func:`expt.compose`). Anything that does not compose is left to :func:`validate` to report.
+    """
+    from hydra import compose as hydra_compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        own = [o.input_line for o in parsed if o.key_or_group == PRESET_GROUP]
+        others = [o.input_line for o in parsed if o.key_or_group != PRESET_GROUP]
+        final = _chosen_options(config_name, overrides)
+        if not final.get(PRESET_GROUP):
+            return []
+        preset = _chosen_options(config_name, own)
+        changed = [g for g, options in final.items()
+                   if g != PRESET_GROUP and "/" not in g and g in cfg and preset.get(g) != options]
+        if not changed:
+            return []
+        base = hydra_compose(config_name=config_name, overrides=others + ([] if own else [f"~{PRESET_GROUP}"]))
+    except Exception:  # an override that does not compose on its own: validate() names it
+        return []
+    from omegaconf import open_dict
+
+    name = final[PRESET_GROUP][0]
+    with open_dict(cfg):
+        for group in changed:
+            kept = set(preset.get(group, [])) & set(final[group])
+            node = base[group]
+            if isinstance(node, DictConfig) and any(isinstance(node.get(o), DictConfig) for o in kept):
+                entries = {k: (cfg[group][k] if k in kept and k in cfg[group] else node[k]) for k in node}
+                node = OmegaConf.create({k: OmegaConf.to_container(v, resolve=False) if isinstance(v, DictConfig)
+                                         else v for k, v in entries.items()})
+            cfg[group] = node
+            log.info("%s=[%s] replaces the choice [%s] of %s=%s, and the preset's settings of the options "
+                     "it no longer chooses.", group, ",".join(final[group]), ",".join(preset.get(group, [])),
+                     PRESET_GROUP, name)
+    return changed
 
 
 def _settings(node: DictConfig, group: str) -> str:
