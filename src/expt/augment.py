@@ -51,7 +51,7 @@ class Translate:
     MODES = ("reflect", "replicate", "zeros")
 
     def __init__(self, pad: int = 1, mode: str = "reflect"):
-        if not (isinstance(pad, int) and pad >= 1):
+        if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 1):
             raise ConfigError(f"augmentation.translate.pad={pad!r} is not allowed: an integer >= 1 (pixels).")
         if mode not in self.MODES:
             raise ConfigError(f"augmentation.translate.mode={mode!r} is not allowed: one of {', '.join(self.MODES)}.")
@@ -83,7 +83,7 @@ class HorizontalFlip:
     """Mirror each image left-right with probability ``p``. Not for digits or text, where a flip changes the class."""
 
     def __init__(self, p: float = 0.5):
-        if not (isinstance(p, (int, float)) and 0 <= p <= 1):
+        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1):
             raise ConfigError(f"augmentation.hflip.p={p!r} is not allowed: a probability in [0, 1].")
         self.p = float(p)
 
@@ -99,7 +99,7 @@ class Cutout:
     """
 
     def __init__(self, size: int = 4):
-        if not (isinstance(size, int) and size >= 1):
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
             raise ConfigError(f"augmentation.cutout.size={size!r} is not allowed: an integer >= 1 (pixels).")
         self.size = size
 

@@ -104,7 +104,11 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> dict[str,
     """``{dotted key: (stored value, current value)}`` for every key whose value differs (absent: ``<unset>``)."""
     a, b = _flat(stored), _flat(current)
     unset = "<unset>"
-    return {k: (a.get(k, unset), b.get(k, unset)) for k in sorted(a.keys() | b.keys()) if a.get(k, unset) != b.get(k, unset)}
+    changes = {k: (a.get(k, unset), b.get(k, unset)) for k in sorted(a.keys() | b.keys())
+               if a.get(k, unset) != b.get(k, unset)}
+    # a key added to expt since the checkpoint was written, at its null default, changes nothing
+    return {k: (old, new) for k, (old, new) in changes.items()
+            if not ((old is None and new == unset) or (old == unset and new is None))}
 
 
 def saved_epoch(path: str | Path) -> int:
@@ -148,7 +152,9 @@ def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch
 
 def resolve(resume: str) -> Path:
     """A run directory (its checkpoints/last.pt) or a checkpoint file."""
-    path = Path(resume).expanduser()
+    from expt.config import user_path
+
+    path = user_path(resume)
     candidates = [path, path / "checkpoints" / LAST, path / LAST]
     for candidate in candidates:
         if candidate.is_file():

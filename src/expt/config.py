@@ -127,6 +127,37 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
         _fail(key, value, allowed)
 
 
+def user_path(path: str) -> "Path":
+    """A path the user gave, with ``~`` expanded; a relative one is relative to where they started expt.
+
+    Inside a Hydra job with ``hydra.job.chdir=true`` the working directory is the run directory,
+    so a relative ``data.path`` or ``trainer.resume`` would otherwise be looked up there.
+    """
+    import os
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    expanded = Path(os.path.expanduser(str(path)))
+    if not expanded.is_absolute() and HydraConfig.initialized():
+        return Path(get_original_cwd()) / expanded
+    return expanded
+
+
+def is_integer(value: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sanity(s: DictConfig) -> None:
+    """The sanity settings the schema's types cannot check (the loss-at-init guard reads them before every run)."""
+    for key in ("loss_tolerance", "reg_strength"):
+        _check(is_finite_number(s[key]) and s[key] > 0, f"sanity.{key}", s[key], "a number > 0")
+    for key in ("gradcheck_samples", "gradcheck_entries", "overfit_samples", "overfit_epochs", "overfit_batch_size"):
+        _check(s[key] >= 1, f"sanity.{key}", s[key], "an integer >= 1")
+
+
 def is_finite_number(value: Any) -> bool:
     """A real number (not a bool) that is neither NaN nor infinite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -188,6 +219,7 @@ def validate(cfg: DictConfig) -> None:
 
     t = cfg.trainer
     _check(t.epochs >= 0, "trainer.epochs", t.epochs, "an integer >= 0 (0 evaluates the initialised model)")
+    _check(0 <= t.seed < 2**63, "trainer.seed", t.seed, "an integer from 0 to 2**63 - 1")
     _check(t.batch_size >= 1, "trainer.batch_size", t.batch_size, "an integer >= 1")
     _check(t.dtype in DTYPES, "trainer.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
     _check(t.train_eval_samples >= 1, "trainer.train_eval_samples", t.train_eval_samples, "an integer >= 1")
@@ -229,6 +261,7 @@ def validate(cfg: DictConfig) -> None:
     if r.max_norm is not None:
         _check(is_finite_number(r.max_norm) and r.max_norm > 0, "regularization.max_norm", r.max_norm, "a norm > 0 or null")
 
+    check_sanity(cfg.sanity)
     g = cfg.sanity.before_train
     _check(str(g).lower() in SANITY_GUARDS, "sanity.before_train", g, f"one of {', '.join(SANITY_GUARDS)}")
     sd = cfg.dashboard.sweep_diagnostics
@@ -247,21 +280,36 @@ def validate(cfg: DictConfig) -> None:
         "a learning rate > 0 (for a model that must not learn use a tiny rate such as 1e-9)",
     )
 
+    for group in TARGET_GROUPS:
+        missing = [k for k in cfg[group] if OmegaConf.is_missing(cfg[group], k)]
+        if missing:
+            raise ConfigError(
+                f"{group}.{missing[0]} is not set (???): {group}={cfg[group].get('name') or cfg[group].get('_target_')} "
+                f"has no default for it; give it on the command line, such as {group}.{missing[0]}=..."
+                + (" (the path of your .npz file)." if (group, missing[0]) == ("data", "path") else ".")
+            )
+
     d = cfg.data
     for name in ("val_size", "test_size"):
-        if name in d and d[name] is not None:
+        if name in d:
             value = d[name]
             _check(
-                is_finite_number(value) and (0 < value < 1 or (isinstance(value, int) and value >= 1)),
+                is_finite_number(value) and (0 < value < 1 or (is_integer(value) and value >= 1)),
                 f"data.{name}", value,
                 "a fraction in (0, 1) of the samples, or a count of samples (an integer >= 1, such as 5000)",
             )
     if d.get("subset") is not None:
-        _check(isinstance(d.subset, int) and not isinstance(d.subset, bool) and d.subset >= 1,
+        _check(is_integer(d.subset) and d.subset >= 1,
                "data.subset", d.subset, "an integer >= 1 or null")
+    if "split_seed" in d:
+        _check(is_integer(d.split_seed) and 0 <= d.split_seed < 2**63, "data.split_seed", d.split_seed,
+               "an integer from 0 to 2**63 - 1")
+    if "download" in d:
+        _check(isinstance(d.download, bool), "data.download", d.download,
+               "true (fetch missing files, checking their MD5) or false")
     classes = d.get("num_classes")
     if classes is not None:
-        _check(isinstance(classes, int) and not isinstance(classes, bool) and 2 <= classes <= MAX_CLASSES,
+        _check(is_integer(classes) and 2 <= classes <= MAX_CLASSES,
                "data.num_classes", classes,
                f"an integer from 2 to {MAX_CLASSES:,} (the classifier's outputs), or null to take the largest label + 1")
 

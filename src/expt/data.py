@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from expt.errors import ConfigError
-from expt.config import MAX_CLASSES, call, locate, to_plain
+from expt.config import MAX_CLASSES, call, locate, to_plain, user_path
 
 log = logging.getLogger("expt")
 
@@ -109,7 +109,7 @@ def npz(path: str) -> dict[str, Any]:
     Returns every array the file holds; :func:`check_raw` (run on every loader's output)
     checks them, puts the images in (N, C, H, W) and works out the number of classes.
     """
-    file = Path(path).expanduser()
+    file = user_path(path)
     where = f"data.path={path!r}"
     if not file.is_file():
         raise ConfigError(f"{where} is not a file: point it at an .npz with x_train and y_train.")
@@ -373,7 +373,7 @@ def _standard(loader_name: str) -> Callable[..., dict[str, Any]]:
         from expt.standard_datasets import DatasetNotFound
 
         try:
-            raw = getattr(standard_datasets, loader_name)(root=root, download=download)
+            raw = getattr(standard_datasets, loader_name)(root=str(user_path(root)), download=download)
         except DatasetNotFound as exc:
             raise ConfigError(str(exc)) from None
         for split in ("train", "test"):

@@ -54,7 +54,7 @@ def _check_images(input_shape: Sequence[int], model: str, smallest: int) -> None
 
 def _check_filter(filter_size: int, input_shape: Sequence[int], key: str) -> None:
     h, w = input_shape[1:]
-    if not 1 <= filter_size <= min(h, w):
+    if isinstance(filter_size, bool) or not isinstance(filter_size, numbers.Integral) or not 1 <= filter_size <= min(h, w):
         raise ConfigError(
             f"{key}={filter_size} is not allowed: a filter size from 1 to {min(h, w)} "
             f"(the images are {h}x{w})."
@@ -100,9 +100,9 @@ class ConvNet(nn.Sequential):
     ):
         _check_images(input_shape, "convnet", 2)  # its 2x2 max pool
         _check_filter(filter_size, input_shape, "model.filter_size")
-        if num_filters < 1 or hidden_dim < 1:
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in (num_filters, hidden_dim)):
             raise ConfigError(
-                f"model.num_filters={num_filters}, model.hidden_dim={hidden_dim}: both must be >= 1."
+                f"model.num_filters={num_filters!r}, model.hidden_dim={hidden_dim!r}: both must be integers >= 1."
             )
         c, h, w = input_shape
         conv = nn.Conv2d(c, num_filters, filter_size, padding="same", bias=not batchnorm)
