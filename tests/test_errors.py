@@ -104,6 +104,23 @@ CASES = {
     "npz_flat_vectors_with_the_convnet": (["data=npz", "data.path={root}/flat.npz"],
                                           ["model=convnet needs images", "flat vectors of 64 values",
                                            "(N, 64)", "x.reshape(-1, 8, 8)", "model=mlp"]),
+    # found by trying hostile inputs: each gave a traceback or trained on a wrong reading before
+    "split_seed_negative": (["data.split_seed=-1"], ["data.split_seed=-1", "0 to 2**63 - 1"]),
+    "trainer_seed_too_large": (["trainer.seed=100000000000000000000000"], ["trainer.seed=", "0 to 2**63 - 1"]),
+    "val_size_null": (["data.val_size=null"], ["data.val_size=None", "fraction in (0, 1)"]),
+    "translate_pad_true": (["augmentation=[translate]", "augmentation.translate.pad=true"],
+                           ["augmentation.translate.pad=True", "integer >= 1"]),
+    "hflip_p_true": (["augmentation=[hflip]", "augmentation.hflip.p=true"], ["augmentation.hflip.p=True", "[0, 1]"]),
+    "num_filters_fractional": (["model.num_filters=2.5"], ["model.num_filters=2.5", "integers >= 1"]),
+    "filter_size_fractional": (["model.filter_size=2.5"], ["model.filter_size=2.5", "from 1 to 8"]),
+    "one_training_sample_with_batchnorm": (["data.subset=1"], ["data.subset=1 leaves 1 training sample", "batch norm"]),
+    "npz_without_a_path": (["data=npz"], ["data.path is not set", "data=npz", "data.path=..."]),
+    "download_not_a_bool": (["data=mnist", "data.download=maybe", "data.root={root}/no_mnist"],
+                            ["data.download='maybe'", "true", "false"]),
+    "sanity_tolerance_negative": (["sanity.loss_tolerance=-1"], ["sanity.loss_tolerance=-1.0", "> 0"]),
+    "model_too_large_for_memory": (["model=mlp", "model.hidden_sizes=[1,1000000000000]"],
+                                   ["model=expt.models.MLP", "model.hidden_sizes=[1, 1000000000000]",
+                                    "does not fit in memory", "smaller"]),
 }
 for group, options in GROUP_OPTIONS.items():
     CASES[f"unknown_option_{group}"] = ([f"{group}=nope"], [f"{group}/nope", "Available options", *options])
@@ -554,15 +571,29 @@ def test_a_preset_choosing_what_the_override_chooses_keeps_its_settings():
 
 @pytest.mark.slow
 def test_the_cli_applies_the_same_rule(tmp_path):
-    """From the command line: a preset's data and augmentation replaced, trained for 0 epochs (exit 0)."""
+    """From the command line: a preset's data and augmentation replaced, trained for 0 epochs (exit 0).
+
+    The data is a relative data.path under hydra.job.chdir=true: it is read from where expt started."""
+    x, y = _labelled_images(100)
+    np.savez(tmp_path / "mine.npz", x_train=x, y_train=y)
     run_dir = tmp_path / "run"
-    proc = run_cli(["experiment=mnist_convnet", "data=digits", "augmentation=none", "trainer.epochs=0",
-                    "dashboard.histograms=false", "dashboard.graph=false", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    proc = run_cli(["experiment=mnist_convnet", "data=npz", "data.path=mine.npz", "augmentation=none",
+                    "hydra.job.chdir=true", "trainer.epochs=0", "dashboard.histograms=false", "dashboard.graph=false",
+                    f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "replaces the choice [mnist] of experiment=mnist_convnet" in proc.stdout + proc.stderr
     stored = OmegaConf.create(torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["config"])
-    assert stored.data.name == "digits" and stored.data.val_size == 0.2 and plain(stored.augmentation) == {}
+    assert stored.data.name == "npz" and stored.data.val_size == 0.2 and plain(stored.augmentation) == {}
     assert stored.model.hidden_dim == 256 and stored.trainer.batch_size == 128  # the preset's other settings
+
+
+def test_a_checkpoint_written_before_a_new_null_key_still_resumes():
+    from expt.checkpoint import config_changes
+
+    stored = {"data": {"name": "digits", "val_size": 0.2}}
+    assert config_changes(stored, {"data": {"name": "digits", "val_size": 0.2, "num_classes": None}}) == {}
+    assert config_changes(stored, {"data": {"name": "digits", "val_size": 0.2, "num_classes": 12}}) == {
+        "data.num_classes": ("<unset>", 12)}
 
 
 # ----------------------------------------------------------------------------- class counts

@@ -111,10 +111,14 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> dict[str,
             if not ((old is None and new == unset) or (old == unset and new is None))}
 
 
-def saved_epoch(path: str | Path) -> int:
-    """The epoch a checkpoint holds, read without loading its tensors (memory-mapped)."""
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return int(state["epoch"])
+def saved_epoch(path: str | Path) -> int | None:
+    """The epoch a checkpoint holds, read without loading its tensors (memory-mapped); None if it has none."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a file torch cannot map: read it whole
+        state = load(path)
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    return int(epoch) if isinstance(epoch, int) else None
 
 
 def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch: int | None = None) -> None:
@@ -129,7 +133,7 @@ def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch
     epochs = (current.get("trainer") or {}).get("epochs")
     if isinstance(epochs, int):
         done = saved_epoch(path) if epoch is None else int(epoch)
-        if epochs < done:
+        if done is not None and epochs < done:
             raise ConfigError(
                 f"trainer.epochs={epochs} is fewer than the {done} epochs trainer.resume={str(path)!r} has already "
                 f"trained: a resumed run trains on to trainer.epochs, so give trainer.epochs={done} to finish it "

@@ -552,6 +552,14 @@ def call(fn: Any, params: dict, group: str, where: str, **runtime: Any) -> Any:
         return fn(**params, **runtime)
     except TypeError as exc:
         raise ConfigError(f"{where} cannot be built from {group}={params}: {exc}.") from None
+    except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeError (OutOfMemoryError on CUDA)
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower() and "out of memory" not in str(exc):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:200]
+        raise ConfigError(
+            f"{where} with {_settings(OmegaConf.create(params), group)} does not fit in memory ({reason}): "
+            f"make it smaller (fewer or narrower layers, or fewer classes)."
+        ) from None
 
 
 def instantiate(node: DictConfig, group: str, partial: bool = False, **runtime: Any) -> Any:
