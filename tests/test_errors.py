@@ -118,6 +118,8 @@ CASES = {
     "download_not_a_bool": (["data=mnist", "data.download=maybe", "data.root={root}/no_mnist"],
                             ["data.download='maybe'", "true", "false"]),
     "sanity_tolerance_negative": (["sanity.loss_tolerance=-1"], ["sanity.loss_tolerance=-1.0", "> 0"]),
+    "data_key_not_a_setting": (["+data.foo=1"], ["data.foo is not a setting of data=digits", "val_size", "split_seed",
+                                                 "num_classes"]),
     "model_too_large_for_memory": (["model=mlp", "model.hidden_sizes=[1,1000000000000]"],
                                    ["model=expt.models.MLP", "model.hidden_sizes=[1, 1000000000000]",
                                     "does not fit in memory", "smaller"]),
@@ -712,3 +714,11 @@ def test_resuming_with_fewer_epochs_than_the_checkpoint_holds_is_refused(tmp_pat
                                                        f"trainer.resume={last}"]), resolve=True)
         checkpoint.check_resumable(stored, current, last)
         checkpoint.check_resumable(stored, current, last, epoch=2)
+
+
+def test_two_channels_last_are_read_as_channels():
+    from expt.data import as_nchw
+
+    assert as_nchw(np.zeros((5, 8, 6, 2), dtype=np.float32)).shape == (5, 2, 8, 6)
+    assert as_nchw(np.zeros((5, 2, 8, 6), dtype=np.float32)).shape == (5, 2, 8, 6)
+    assert as_nchw(np.zeros((5, 8, 6, 3), dtype=np.uint8)).shape == (5, 3, 8, 6)

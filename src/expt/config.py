@@ -526,8 +526,9 @@ def to_plain(node: Any) -> Any:
     return node
 
 
-def check_params(fn: Any, params: dict, group: str, where: str) -> None:
-    """Raise a ConfigError when ``params`` has a key that ``fn`` does not take, listing the keys it does."""
+def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[str] = ()) -> None:
+    """Raise a ConfigError when ``params`` has a key that ``fn`` does not take, listing the keys it does
+    (and ``also``: the group's keys that expt reads itself, such as data's split settings)."""
     import inspect
 
     try:
@@ -536,9 +537,10 @@ def check_params(fn: Any, params: dict, group: str, where: str) -> None:
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
         return
-    unknown = [k for k in params if k not in sig.parameters]
+    unknown = [k for k in params if k not in sig.parameters and k not in also]
     if unknown:
         allowed = [n for n, p in sig.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        allowed += [k for k in also if k not in allowed]
         raise ConfigError(
             f"{group}.{unknown[0]} is not a setting of {where}; its settings are: {', '.join(allowed) or 'none'}."
         )

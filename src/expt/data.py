@@ -22,7 +22,7 @@ import torch
 from omegaconf import DictConfig
 
 from expt.errors import ConfigError
-from expt.config import MAX_CLASSES, call, locate, to_plain, user_path
+from expt.config import MAX_CLASSES, call, check_params, locate, to_plain, user_path
 
 log = logging.getLogger("expt")
 
@@ -143,8 +143,11 @@ def npz(path: str) -> dict[str, Any]:
     return arrays
 
 
+CHANNELS = (1, 2, 3, 4)  # channel counts told apart from image sides: (N, C, H, W) when dim 1 is one, else (N, H, W, C)
+
+
 def as_nchw(x: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) with C in {1, 3, 4} -> (N, C, H, W); (N, D) -> (N, 1, 1, D).
+    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) with C in {1, 2, 3, 4} -> (N, C, H, W); (N, D) -> (N, 1, 1, D).
 
     uint8 pixels are scaled to [0, 1]; other integers become float32; float arrays keep their dtype.
     """
@@ -154,7 +157,7 @@ def as_nchw(x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float32)
     if x.ndim == 3:
         return x[:, None]
-    if x.ndim == 4 and x.shape[1] not in (1, 3, 4) and x.shape[3] in (1, 3, 4):
+    if x.ndim == 4 and x.shape[1] not in CHANNELS and x.shape[3] in CHANNELS:
         return x.transpose(0, 3, 1, 2)
     if x.ndim == 2:
         return x[:, None, None, :]
@@ -430,6 +433,14 @@ def split(raw: dict[str, Any], val_size: float, test_size: float, subset: Option
     return Splits(t(x), t(y), t(val[0]), t(val[1]), t(test[0]), t(test[1]), int(raw["num_classes"]))
 
 
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` has a parameter ``name`` (False when its signature cannot be read)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def load(cfg: DictConfig) -> Splits:
     """Build the splits a ``data`` config describes (``name`` picks a loader, ``_target_`` names your own)."""
     params = {k: v for k, v in to_plain(cfg).items() if k not in SPLIT_KEYS and k != "name"}
@@ -444,8 +455,9 @@ def load(cfg: DictConfig) -> Splits:
         where = f"data={name}"
     if loader is synthetic:
         params.setdefault("seed", cfg.get("split_seed", 0))
+    check_params(loader, params, "data", where, also=(*SPLIT_KEYS, "num_classes"))
     declared = params.pop("num_classes", None)
-    if declared is not None and "num_classes" in inspect.signature(loader).parameters:
+    if declared is not None and _takes(loader, "num_classes"):
         params["num_classes"] = declared  # a loader that makes its classes (synthetic) is told how many
     raw = call(loader, params, "data", where)
     if loader is npz:
