@@ -373,19 +373,24 @@ def apply_preset_choices(cfg: DictConfig, overrides: Sequence[str], config_name:
     from omegaconf import open_dict
 
     name = final[PRESET_GROUP][0]
+    replaced: list[str] = []
     with open_dict(cfg):
         for group in changed:
             kept = set(preset.get(group, [])) & set(final[group])
             node = base[group]
-            if isinstance(node, DictConfig) and any(isinstance(node.get(o), DictConfig) for o in kept):
+            per_option = isinstance(node, DictConfig) and any(isinstance(node.get(o), DictConfig) for o in kept)
+            if per_option:
                 entries = {k: (cfg[group][k] if k in kept and k in cfg[group] else node[k]) for k in node}
                 node = OmegaConf.create({k: OmegaConf.to_container(v, resolve=False) if isinstance(v, DictConfig)
                                          else v for k, v in entries.items()})
+            if OmegaConf.to_container(node, resolve=False) == OmegaConf.to_container(cfg[group], resolve=False):
+                continue  # the preset sets nothing of this group's options
             cfg[group] = node
-            log.info("%s=[%s] replaces the choice [%s] of %s=%s, and the preset's settings of the options "
-                     "it no longer chooses.", group, ",".join(final[group]), ",".join(preset.get(group, [])),
-                     PRESET_GROUP, name)
-    return changed
+            replaced.append(group)
+            log.info("%s=[%s] replaces the choice [%s] of %s=%s, and the preset's settings of %s.",
+                     group, ",".join(final[group]), ",".join(preset.get(group, [])), PRESET_GROUP, name,
+                     "the options it no longer chooses" if per_option else "this group")
+    return replaced
 
 
 def _settings(node: DictConfig, group: str) -> str:
