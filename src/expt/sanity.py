@@ -38,7 +38,6 @@ from expt.checks import (
     relative_error,
     sample,
 )
-from expt.errors import ConfigError
 from expt.data import load as load_data
 from expt.evaluate import data_loss, logits
 from expt.regularization import Regularizer
