@@ -28,8 +28,13 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
     from expt.config import apply_preset_choices  # also stores the typed schema the defaults list names first
 
     def composed() -> "DictConfig":
-        cfg = hydra_compose(config_name=config_name, overrides=list(overrides))
-        apply_preset_choices(cfg, overrides, config_name)  # a group chosen after a preset: its own settings
+        from omegaconf import open_dict
+
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+        choices = cfg.hydra.runtime.choices
+        with open_dict(cfg):
+            del cfg["hydra"]  # as hydra.compose leaves it without return_hydra_config
+        apply_preset_choices(cfg, overrides, config_name, choices)  # a group chosen after a preset: its own settings
         return cfg
 
     if GlobalHydra.instance().is_initialized():

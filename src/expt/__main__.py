@@ -36,7 +36,8 @@ def main(cfg: DictConfig) -> float:
 
     try:
         hydra_cfg = HydraConfig.get()
-        apply_preset_choices(cfg, list(hydra_cfg.overrides.task), hydra_cfg.job.config_name or "config")
+        apply_preset_choices(cfg, list(hydra_cfg.overrides.task), hydra_cfg.job.config_name or "config",
+                             hydra_cfg.runtime.choices)
         return run(cfg)
     except ConfigError as exc:
         if HydraConfig.get().mode == RunMode.MULTIRUN or os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -335,7 +335,8 @@ def _chosen_options(config_name: str, overrides: Sequence[str]) -> dict[str, lis
     return chosen
 
 
-def apply_preset_choices(cfg: DictConfig, overrides: Sequence[str], config_name: str = "config") -> list[str]:
+def apply_preset_choices(cfg: DictConfig, overrides: Sequence[str], config_name: str = "config",
+                         choices: Optional[Any] = None) -> list[str]:
     """Drop a preset's settings of the groups where ``overrides`` choose another option; returns those groups.
 
     A preset (``experiment=...``) chooses options for some groups and sets some of their keys in its
@@ -351,14 +352,20 @@ def apply_preset_choices(cfg: DictConfig, overrides: Sequence[str], config_name:
 
     ``cfg`` (composed from ``overrides``) changes in place. Hydra must be initialized (inside a Hydra
     job, or :func:`expt.compose`). Anything that does not compose is left to :func:`validate` to report.
+    ``choices`` (Hydra's ``hydra.runtime.choices``), when given, lets a run without a preset return at once.
     """
     from hydra import compose as hydra_compose
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    if choices is not None and choices.get(PRESET_GROUP) is None:
+        return []
     try:
         parsed = OverridesParser.create().parse_overrides(list(overrides))
         own = [o.input_line for o in parsed if o.key_or_group == PRESET_GROUP]
         others = [o.input_line for o in parsed if o.key_or_group != PRESET_GROUP]
+        if not any("." not in o.key_or_group and not o.key_or_group.startswith("hydra")
+                   for o in parsed if o.key_or_group != PRESET_GROUP):
+            return []  # only keys are set (model.depth=32): no group's option changes
         final = _chosen_options(config_name, overrides)
         if not final.get(PRESET_GROUP):
             return []
