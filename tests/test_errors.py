@@ -1,12 +1,18 @@
 """Bad input stops ``python -m expt`` before training with a short message naming the key, the value and what is allowed.
 
-Every case in CASES runs the real CLI in a subprocess without HYDRA_FULL_ERROR. The calls are made
-once, two at a time, by a module fixture; each case is then checked on its own. The many variants of
-a bad data file or schedule go through the Python API (the same checks, without 3 s of imports each).
+The CLI prints a ConfigError's message as one paragraph and exits 1 (``expt.__main__``); what is
+checked for each bad input is that message and that nothing trained. So every case in CASES goes
+through the same steps in-process (``expt.compose``, then ``expt.train``, which validates, builds
+and starts the trainer before its first step), and only SUBPROCESS_CASES, one for each way an
+error reaches the terminal (Hydra's composition, the run-directory callback, validation, the data
+loader, the trainer's resume), run the real CLI, two at a time, for the exit code and the printed text.
+The many variants of a bad data file or schedule go through the Python API the same way.
 """
 
 from __future__ import annotations
 
+import importlib.resources
+import logging
 import os
 import socket
 import subprocess
@@ -17,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
 
 import expt
 from expt.config import ConfigError, validate
@@ -34,12 +42,14 @@ GROUP_OPTIONS = {
     "preprocessing": ["mean_image", "none", "pca_whiten", "per_channel_mean", "per_channel_standardize"],
     "init": ["gaussian", "kaiming", "pytorch", "xavier"],
     "regularization": ["batchnorm", "dropout", "elastic_net", "l1", "l2", "max_norm", "none"],
-    "optimizer": ["adagrad", "adam", "adamw", "momentum", "nesterov", "rmsprop", "sgd"],
+    "optimizer": ["adam", "adamw", "adagrad", "momentum", "nesterov", "rmsprop", "sgd"],
     "schedule": ["constant", "cosine", "exponential", "inverse_time", "plateau", "step", "warmup_cosine"],
     "model": ["convnet", "deep_convnet", "mlp", "resnet"],
+    "experiment": ["cifar10_resnet", "digits", "fashion_mnist_convnet", "mnist_convnet"],
 }
 
-# (overrides, strings the message must contain: the key, the value, a word of what is allowed)
+# (overrides, strings the message must contain: the key, the value, a word of what is allowed);
+# {root} is a directory where FILES are written first
 CASES = {
     "lr_zero": (["optimizer.lr=0"], ["optimizer.lr", "0", "> 0"]),
     "lr_negative": (["optimizer.lr=-1"], ["optimizer.lr", "-1", "> 0"]),
@@ -52,6 +62,19 @@ CASES = {
     "dtype_half": (["trainer.dtype=float16"], ["trainer.dtype", "float16", "float32", "float64"]),
     "device_missing": ([MISSING_DEVICE], ["trainer.device", MISSING_DEVICE.split("=")[1], DEVICE_HINT]),
     "val_size_zero": (["data.val_size=0"], ["data.val_size", "0", "fraction"]),
+    "val_size_not_a_count": (["data.val_size=1.5"], ["data.val_size=1.5", "fraction in (0, 1)", "integer >= 1"]),
+    "val_size_one_point_zero": (["data.val_size=1.0"], ["data.val_size=1.0", "fraction in (0, 1)"]),
+    "test_size_not_a_count": (["data.test_size=2.5"], ["data.test_size=2.5", "integer >= 1"]),
+    "num_classes_one": (["data.num_classes=1"], ["data.num_classes=1", "from 2 to 100,000", "null"]),
+    "num_classes_below_labels": (["data.num_classes=5"], ["data=digits", "y_train holds 5, 6, 7, ...",
+                                                          "data.num_classes=5", "from 0 to 4"]),
+    "amp_with_float64": (["trainer.amp=bf16", "trainer.dtype=float64"],
+                         ["trainer.amp=bf16", "trainer.dtype=float64", "change nothing", "trainer.amp=off"]),
+    "cutout_larger_than_image": (["augmentation=[cutout]", "augmentation.cutout.size=9"],
+                                 ["augmentation.cutout.size=9", "8x8 images", "at most 7"]),
+    "translate_as_large_as_image": (["augmentation=[translate]", "augmentation.translate.pad=8",
+                                     "augmentation.translate.mode=zeros"],
+                                    ["augmentation.translate.pad=8", "8x8 images", "at most 7"]),
     "misspelt_trainer_key": (["trainer.epoch=3"], ["trainer.epoch", "3", "TrainerConfig"]),
     "init_mode": (["init=xavier", "init.mode=bogus"], ["init.mode", "bogus", "fan_in", "fan_avg"]),
     "model_key_not_in_option": (["model.hidden=3"], ["model.hidden", "3"]),
@@ -72,16 +95,53 @@ CASES = {
                                 ["schedule.gamma=-1", "epoch 6", "-0.001", "> 0"]),
     "deep_convnet_no_filters": (["model=deep_convnet", "model.filters=[]"],
                                 ["model.filters=[]", "non-empty list", ">= 1"]),
-    # {root} is the fixture's directory, where FILES are written first
     "npz_negative_label": (["data=npz", "data.path={root}/negative.npz"],
                            ["data.path=", "negative.npz", "y_train holds -1", "0 to C-1"]),
     "npz_not_an_archive": (["data=npz", "data.path={root}/text.npz"], ["data.path=", "text.npz", "not an .npz", "np.savez"]),
-    "run_dir_is_a_file": (["hydra.run.dir={root}/a_file"], ["hydra.run.dir=", "a_file", "existing file", "directory"]),
-    "run_dir_under_a_file": (["hydra.run.dir={root}/a_file/sub"], ["hydra.run.dir=", "a_file/sub", "is a file"]),
+    "npz_label_of_a_trillion": (["data=npz", "data.path={root}/huge_label.npz"],
+                                ["huge_label.npz", "largest label is 1000000000000", "1,000,000,000,001",
+                                 "60 labelled samples", "4 distinct labels", "data.num_classes", "return_inverse"]),
+    "npz_flat_vectors_with_the_convnet": (["data=npz", "data.path={root}/flat.npz"],
+                                          ["model=convnet needs images", "flat vectors of 64 values",
+                                           "(N, 64)", "x.reshape(-1, 8, 8)", "model=mlp"]),
+    # found by trying hostile inputs: each gave a traceback or trained on a wrong reading before
+    "split_seed_negative": (["data.split_seed=-1"], ["data.split_seed=-1", "0 to 2**63 - 1"]),
+    "trainer_seed_too_large": (["trainer.seed=100000000000000000000000"], ["trainer.seed=", "0 to 2**63 - 1"]),
+    "val_size_null": (["data.val_size=null"], ["data.val_size=None", "fraction in (0, 1)"]),
+    "translate_pad_true": (["augmentation=[translate]", "augmentation.translate.pad=true"],
+                           ["augmentation.translate.pad=True", "integer >= 1"]),
+    "hflip_p_true": (["augmentation=[hflip]", "augmentation.hflip.p=true"], ["augmentation.hflip.p=True", "[0, 1]"]),
+    "num_filters_fractional": (["model.num_filters=2.5"], ["model.num_filters=2.5", "integers >= 1"]),
+    "filter_size_fractional": (["model.filter_size=2.5"], ["model.filter_size=2.5", "from 1 to 8"]),
+    "one_training_sample_with_batchnorm": (["data.subset=1"], ["data.subset=1 leaves 1 training sample", "batch norm"]),
+    "npz_without_a_path": (["data=npz"], ["data.path is not set", "data=npz", "data.path=..."]),
+    "download_not_a_bool": (["data=mnist", "data.download=maybe", "data.root={root}/no_mnist"],
+                            ["data.download='maybe'", "true", "false"]),
+    "sanity_tolerance_negative": (["sanity.loss_tolerance=-1"], ["sanity.loss_tolerance=-1.0", "> 0"]),
+    "data_key_not_a_setting": (["+data.foo=1"], ["data.foo is not a setting of data=digits", "val_size", "split_seed",
+                                                 "num_classes"]),
+    # 10**14 weights of 4 bytes exceed any 64-bit address space (128 TiB): refused at once, even where memory overcommits
+    "model_too_large_for_memory": (["model=mlp", "model.hidden_sizes=[1,100000000000000]"],
+                                   ["model=expt.models.MLP", "model.hidden_sizes=[1, 100000000000000]",
+                                    "does not fit in memory", "smaller"]),
 }
 for group, options in GROUP_OPTIONS.items():
     CASES[f"unknown_option_{group}"] = ([f"{group}=nope"], [f"{group}/nope", "Available options", *options])
+CASES["experiment_misspelt"] = (["experiment=digit"], ["experiment/digit", "Available options", *GROUP_OPTIONS["experiment"]])
 
+# One case for each way an error reaches the terminal; these also run the real CLI.
+SUBPROCESS_CASES = {
+    "lr_zero": "validation of the composed config",
+    "experiment_misspelt": "Hydra's composition (an option that does not exist)",
+    "npz_negative_label": "the data loader's checks",
+    "resume_missing": "the trainer, before its first step",
+    "run_dir_is_a_file": "the callback that checks hydra.run.dir",
+    "run_dir_under_a_file": "the same, for a path below a file",
+}
+CLI_ONLY = {  # (overrides, expected): errors that only the CLI can raise
+    "run_dir_is_a_file": (["hydra.run.dir={root}/a_file"], ["hydra.run.dir=", "a_file", "existing file", "directory"]),
+    "run_dir_under_a_file": (["hydra.run.dir={root}/a_file/sub"], ["hydra.run.dir=", "a_file/sub", "is a file"]),
+}
 
 
 def _labelled_images(n: int = 60, classes: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -94,11 +154,34 @@ def write_negative_npz(path: Path) -> None:
     np.savez(path, x_train=x, y_train=np.where(y == 0, -1, y))
 
 
+def write_huge_label_npz(path: Path) -> None:
+    x, y = _labelled_images()
+    y = y.astype(np.int64)
+    y[7] = 10**12
+    np.savez(path, x_train=x, y_train=y)
+
+
+def write_flat_npz(path: Path) -> None:
+    x, y = _labelled_images()
+    np.savez(path, x_train=x.reshape(len(x), 64), y_train=y)
+
+
 FILES = {
     "negative.npz": write_negative_npz,
+    "huge_label.npz": write_huge_label_npz,
+    "flat.npz": write_flat_npz,
     "text.npz": lambda path: path.write_text("x,y\n0.5,1\n"),  # a CSV under an .npz name
     "a_file": lambda path: path.write_text("not a directory\n"),
 }
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A directory holding FILES."""
+    path = tmp_path_factory.mktemp("errors")
+    for name, write in FILES.items():
+        write(path / name)
+    return path
 
 
 def run_cli(args: list[str], cwd: Path, full_error: bool = False) -> subprocess.CompletedProcess:
@@ -115,16 +198,25 @@ def message_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
 
 
+def check_message(case: str, message: str, expected: list[str]) -> None:
+    """The message holds every expected string, and is one paragraph (Hydra's option lists: one line an option)."""
+    for text in expected:
+        assert text in message, f"{text!r} missing from:\n{message}"
+    lines = message_lines(message)
+    if case.startswith("unknown_option_") or case == "experiment_misspelt":
+        group = "experiment" if case == "experiment_misspelt" else case.removeprefix("unknown_option_")
+        assert len(lines) <= len(GROUP_OPTIONS[group]) + 6, message  # Hydra lists the options and its search path
+    else:
+        assert 1 <= len(lines) <= MAX_LINES, message
+
+
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory):
-    """Each case's finished process and its run directory; run two at a time."""
-    root = tmp_path_factory.mktemp("errors")
-    for name, write in FILES.items():
-        write(root / name)
+def cli_outcomes(root):
+    """Each of SUBPROCESS_CASES' finished process and its run directory; run two at a time."""
 
     def one(name: str):
-        overrides = [o.format(root=root) for o in CASES[name][0]]
-        run_dir = root / name
+        overrides = [o.format(root=root) for o in (CLI_ONLY.get(name) or CASES[name])[0]]
+        run_dir = root / "cli" / name
         for o in overrides:
             if o.startswith("hydra.run.dir="):
                 run_dir = Path(o.split("=", 1)[1])
@@ -133,32 +225,45 @@ def outcomes(tmp_path_factory):
         return run_cli([*QUICK, *overrides], cwd=root), run_dir
 
     with ThreadPoolExecutor(2) as pool:
-        return dict(zip(CASES, pool.map(one, CASES)))
+        return dict(zip(SUBPROCESS_CASES, pool.map(one, SUBPROCESS_CASES)))
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_bad_input_gives_a_short_clear_error_before_training(case, outcomes):
-    proc, run_dir = outcomes[case]
-    expected = CASES[case][1]
+@pytest.mark.parametrize("case", SUBPROCESS_CASES)
+def test_the_cli_prints_one_paragraph_and_exits_1_before_training(case, cli_outcomes):
+    proc, run_dir = cli_outcomes[case]
+    expected = (CLI_ONLY.get(case) or CASES[case])[1]
     stderr = proc.stderr
     assert proc.returncode == 1, f"exit {proc.returncode}\n{stderr[-2000:]}"
     assert "Traceback" not in stderr + proc.stdout
-    for text in expected:
-        assert text in stderr, f"{text!r} missing from:\n{stderr}"
-    lines = message_lines(stderr)
-    if case.startswith("unknown_option_"):
-        group = case.removeprefix("unknown_option_")
-        assert len(lines) <= len(GROUP_OPTIONS[group]) + 6, stderr  # Hydra lists the options and its search path
-    else:
-        assert 1 <= len(lines) <= MAX_LINES, stderr
+    check_message(case, stderr, expected)
+    if case not in CLI_ONLY:
+        assert "Error in the config: " in stderr or "Could not find" in stderr
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
     assert "Initial training loss" not in proc.stdout + stderr
     assert "epoch 1/" not in proc.stdout + stderr
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_gives_a_short_clear_error_before_training(case, root, tmp_path):
+    """The steps the CLI takes, in-process: compose, then train, which must stop before its first step."""
+    overrides, expected = CASES[case]
+    run_dir = tmp_path / "run"
+    with pytest.raises((ConfigError, HydraException)) as exc:
+        cfg = expt.compose([*QUICK, *(o.format(root=root) for o in overrides)])
+        expt.train(cfg, run_dir)
+    message = str(exc.value)
+    if isinstance(exc.value, HydraException) and exc.value.__cause__ is not None:
+        message += f"\n{exc.value.__cause__}"  # the CLI prints the cause below Hydra's own line
+    check_message(case, message, expected)
+    if isinstance(exc.value, ConfigError):
+        one_paragraph(exc)
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
+
+
 def test_case_list_covers_every_group():
     assert len(CASES) >= 15
     assert all(f"unknown_option_{g}" in CASES for g in GROUP_OPTIONS)
+    assert set(SUBPROCESS_CASES) <= set(CASES) | set(CLI_ONLY)
 
 
 def test_full_error_shows_the_traceback(tmp_path):
@@ -266,7 +371,7 @@ def test_a_users_loader_gets_the_same_checks(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     expected = {
         "nan_pixels": "x_train holds NaN or Inf pixels in 1 of 20 samples",
-        "too_few_classes": "y_train holds 3 but num_classes=3; labels must be integers from 0 to 2",
+        "too_few_classes": "y_train holds 3 (5 of 20 labels) but num_classes=3; labels must be integers from 0 to 2",
         "a_tuple": "returned a tuple: a data loader returns a dict with x_train and y_train",
     }
     for name, text in expected.items():
@@ -392,3 +497,229 @@ def test_board_on_a_port_in_use_says_so(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert f"--port {port} is already in use on 127.0.0.1" in lines[0]
     assert "pick another port, or leave out --port" in lines[0]
+
+
+# ----------------------------------------------------------------------------- presets: every group choice can be overridden
+CONF = Path(str(importlib.resources.files("expt.conf")))  # conf/, wherever expt is installed
+PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def preset_choices(preset: str) -> dict[str, list[str]]:
+    """``{group: [options]}`` the preset's own defaults list chooses (``override /group: option``)."""
+    import yaml
+
+    text = (CONF / "experiment" / f"{preset}.yaml").read_text()
+    chosen = {}
+    for entry in yaml.safe_load(text).get("defaults", []):
+        (key, value), = entry.items()
+        chosen[key.removeprefix("override /")] = value if isinstance(value, list) else [value]
+    return chosen
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def plain(node) -> object:
+    return OmegaConf.to_container(node, resolve=False)
+
+
+def test_the_presets_are_all_covered():
+    assert PRESETS == sorted(GROUP_OPTIONS["experiment"])
+    for preset in PRESETS:
+        assert {"data", "model", "augmentation"} <= set(preset_choices(preset)), preset
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_a_group_a_preset_chooses_can_be_given_another_option(preset):
+    """Choosing another option of each group the preset sets leaves none of the preset's settings of the option
+    it replaced: the group is what the same overrides compose without the preset. Other keys keep the preset's."""
+    chosen = preset_choices(preset)
+    overrides = []
+    for group, picked in chosen.items():
+        others = [o for o in options(group) if o not in picked and o not in ("npz", "none")]  # npz needs a path
+        overrides.append(f"{group}=[{others[0]}]" if group in ("augmentation", "regularization") else f"{group}={others[0]}")
+    cfg = expt.compose([f"experiment={preset}", *overrides])
+    without = expt.compose(overrides)
+    for group in chosen:
+        assert plain(cfg[group]) == plain(without[group]), (preset, group)
+    assert cfg.trainer.epochs == expt.compose([f"experiment={preset}"]).trainer.epochs  # the preset's own key stays
+    validate(cfg)
+
+
+@pytest.mark.parametrize("preset", [p for p in PRESETS if preset_choices(p)["augmentation"] != ["none"]])
+@pytest.mark.parametrize("off", ["augmentation=none", "augmentation=[none]"])
+def test_a_presets_augmentation_can_be_turned_off(preset, off):
+    from expt import augment
+
+    cfg = expt.compose([f"experiment={preset}", off])
+    assert plain(cfg.augmentation) == {}
+    assert augment.build(cfg.augmentation) == []
+    validate(cfg)
+
+
+def test_an_augmentation_the_override_keeps_keeps_the_presets_settings():
+    cfg = expt.compose(["experiment=fashion_mnist_convnet", "augmentation=[translate]"])
+    assert plain(cfg.augmentation) == {"translate": {"_target_": "expt.augment.Translate", "pad": 2, "mode": "zeros"}}
+    cfg = expt.compose(["experiment=fashion_mnist_convnet", "augmentation=[hflip,cutout]", "augmentation.cutout.size=3"])
+    assert list(cfg.augmentation) == ["hflip", "cutout"] and cfg.augmentation.cutout.size == 3
+
+
+def test_a_preset_choosing_what_the_override_chooses_keeps_its_settings():
+    cfg = expt.compose(["experiment=digits", "model=convnet"])
+    assert cfg.model.hidden_dim == 256
+    cfg = expt.compose(["experiment=digits", "model=mlp", "model.hidden_sizes=[32]"])
+    assert plain(cfg.model) == {"_target_": "expt.models.MLP", "hidden_sizes": [32]}
+
+
+@pytest.mark.slow
+def test_the_cli_applies_the_same_rule(tmp_path):
+    """From the command line: a preset's data and augmentation replaced, trained for 0 epochs (exit 0).
+
+    The data is a relative data.path under hydra.job.chdir=true: it is read from where expt started."""
+    x, y = _labelled_images(100)
+    np.savez(tmp_path / "mine.npz", x_train=x, y_train=y)
+    run_dir = tmp_path / "run"
+    proc = run_cli(["experiment=mnist_convnet", "data=npz", "data.path=mine.npz", "augmentation=none",
+                    "hydra.job.chdir=true", "trainer.epochs=0", "dashboard.histograms=false", "dashboard.graph=false",
+                    f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "replaces the choice [mnist] of experiment=mnist_convnet" in proc.stdout + proc.stderr
+    stored = OmegaConf.create(torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["config"])
+    assert stored.data.name == "npz" and stored.data.val_size == 0.2 and plain(stored.augmentation) == {}
+    assert stored.model.hidden_dim == 256 and stored.trainer.batch_size == 128  # the preset's other settings
+
+
+def test_a_checkpoint_written_before_a_new_null_key_still_resumes():
+    from expt.checkpoint import config_changes
+
+    stored = {"data": {"name": "digits", "val_size": 0.2}}
+    assert config_changes(stored, {"data": {"name": "digits", "val_size": 0.2, "num_classes": None}}) == {}
+    assert config_changes(stored, {"data": {"name": "digits", "val_size": 0.2, "num_classes": 12}}) == {
+        "data.num_classes": ("<unset>", 12)}
+
+
+# ----------------------------------------------------------------------------- class counts
+def load_npz(tmp_path: Path, overrides=(), **arrays):
+    from expt.data import load
+
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    return load(expt.compose(["data=npz", f"data.path={path}", *overrides]).data)
+
+
+def warnings_of(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def test_a_label_set_with_gaps_trains_after_a_warning_that_states_the_counts(tmp_path, caplog):
+    x = np.random.default_rng(0).random((400, 8, 8)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        splits = load_npz(tmp_path, x_train=x, y_train=(np.arange(400) % 4) * 100)
+    assert splits.num_classes == 301
+    (gaps,) = [w for w in warnings_of(caplog) if "y_train holds" in w]
+    assert "y_train holds 4 of the 301 classes that labels from 0 to 300 imply" in gaps
+    assert "1-99, 101-199, 201-299" in gaps and "297 classes" in gaps and "data.num_classes" in gaps
+
+    caplog.clear()  # one label of 999 among 1,200 samples of the classes 0-9: 1,000 outputs, and a warning
+    x = np.random.default_rng(0).random((1200, 4, 4)).astype(np.float32)
+    y = np.where(np.arange(1200) == 9, 999, np.arange(1200) % 10)
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        splits = load_npz(tmp_path, x_train=x, y_train=y)
+    assert splits.num_classes == 1000
+    train_classes = len(np.unique(splits.y_train.numpy()))
+    assert any(f"y_train holds {train_classes} of the 1000 classes that labels from 0 to 999 imply" in w
+               for w in warnings_of(caplog)), warnings_of(caplog)
+
+
+def test_labels_the_training_split_lacks_are_named(tmp_path, caplog):
+    x = np.random.default_rng(0).random((100, 8, 8)).astype(np.float32)
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        splits = load_npz(tmp_path, x_train=x, y_train=np.arange(100) % 6, x_val=x[:30], y_val=np.full(30, 7))
+    assert splits.num_classes == 8
+    messages = warnings_of(caplog)
+    assert any("y_val holds labels the training split lacks: 7 (30 of 30 samples)" in w for w in messages), messages
+    assert any("y_train holds 6 of the 8 classes" in w and "6-7 (2 classes)" in w for w in messages), messages
+
+
+def test_data_num_classes_says_what_is_meant(tmp_path, caplog):
+    x = np.random.default_rng(0).random((100, 8, 8)).astype(np.float32)
+    y = np.arange(100) % 4
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        splits = load_npz(tmp_path, ["data.num_classes=5"], x_train=x, y_train=y)
+    assert splits.num_classes == 5
+    assert any("y_train holds 4 of the data.num_classes=5 classes" in w and "cannot be learned" in w
+               for w in warnings_of(caplog)), warnings_of(caplog)
+    with pytest.raises(ConfigError) as exc:
+        load_npz(tmp_path, ["data.num_classes=3"], x_train=x, y_train=y)
+    assert "y_train holds 3 (25 of 100 labels) but data.num_classes=3" in one_paragraph(exc)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        assert load_npz(tmp_path, x_train=x, y_train=y).num_classes == 4
+    assert not [w for w in warnings_of(caplog) if "y_train holds" in w or "lacks" in w], warnings_of(caplog)
+
+
+def test_a_validation_split_of_a_few_samples_is_warned_about(caplog):
+    from expt.data import load
+
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        splits = load(expt.compose(["data.val_size=3"]).data)
+    assert len(splits.y_val) == 3
+    assert any("the validation split holds 3 samples" in w and "steps of 33%" in w for w in warnings_of(caplog))
+
+
+def test_synthetic_data_makes_the_classes_data_num_classes_says():
+    from expt.data import load
+
+    splits = load(expt.compose(["data=synthetic", "data.num_classes=4", "data.num_samples=200"]).data)
+    assert splits.num_classes == 4 and int(splits.y_train.max()) == 3
+
+
+# ----------------------------------------------------------------------------- augmentation against the data
+def test_flips_on_the_digits_train_after_one_loud_warning(caplog):
+    from expt.build import build
+
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        exp = build(expt.compose(["augmentation=[hflip]", "++data.subset=100"]))
+    assert len(exp.augmentations) == 1
+    (warning,) = [w for w in warnings_of(caplog) if "hflip" in w]
+    assert "data=digits" in warning and "mirror" in warning and "Training anyway" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        build(expt.compose(["augmentation=[hflip]", "data=synthetic", "data.num_samples=200"]))
+    assert not [w for w in warnings_of(caplog) if "hflip" in w]
+
+
+# ----------------------------------------------------------------------------- resume
+def test_resuming_with_fewer_epochs_than_the_checkpoint_holds_is_refused(tmp_path):
+    from expt import checkpoint
+
+    cfg = expt.compose(["trainer.epochs=2", "++data.subset=60", "trainer.checkpoint_interval=0",
+                        "sanity.before_train=false", "dashboard.histograms=false", "dashboard.filters=false",
+                        "dashboard.graph=false", "dashboard.update_ratio=false"])
+    expt.train(cfg, tmp_path / "a")
+    with pytest.raises(ConfigError) as exc:
+        expt.train(expt.compose(["trainer.epochs=1", "++data.subset=60", f"trainer.resume={tmp_path / 'a'}"]),
+                   tmp_path / "b")
+    message = one_paragraph(exc)
+    assert message.startswith("trainer.epochs=1 is fewer than the 2 epochs trainer.resume=") and "trainer.epochs=2" in message
+    assert not (tmp_path / "b" / "metrics.json").exists()
+    last = tmp_path / "a" / "checkpoints" / "last.pt"
+    assert checkpoint.saved_epoch(last) == 2
+    stored = torch.load(last, weights_only=True)["config"]
+    for epochs in (2, 5):  # as many as it holds, or more: allowed
+        current = OmegaConf.to_container(expt.compose([f"trainer.epochs={epochs}", "++data.subset=60",
+                                                       "trainer.checkpoint_interval=0", "sanity.before_train=false",
+                                                       "dashboard.histograms=false", "dashboard.filters=false",
+                                                       "dashboard.graph=false", "dashboard.update_ratio=false",
+                                                       f"trainer.resume={last}"]), resolve=True)
+        checkpoint.check_resumable(stored, current, last)
+        checkpoint.check_resumable(stored, current, last, epoch=2)
+
+
+def test_two_channels_last_are_read_as_channels():
+    from expt.data import as_nchw
+
+    assert as_nchw(np.zeros((5, 8, 6, 2), dtype=np.float32)).shape == (5, 2, 8, 6)
+    assert as_nchw(np.zeros((5, 2, 8, 6), dtype=np.float32)).shape == (5, 2, 8, 6)
+    assert as_nchw(np.zeros((5, 8, 6, 3), dtype=np.uint8)).shape == (5, 3, 8, 6)

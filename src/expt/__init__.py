@@ -25,12 +25,22 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
     from hydra import compose as hydra_compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    import expt.config  # noqa: F401  (stores the typed schema the defaults list names first)
+    from expt.config import apply_preset_choices  # also stores the typed schema the defaults list names first
+
+    def composed() -> "DictConfig":
+        from omegaconf import open_dict
+
+        cfg = hydra_compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+        choices = cfg.hydra.runtime.choices
+        with open_dict(cfg):
+            del cfg["hydra"]  # as hydra.compose leaves it without return_hydra_config
+        apply_preset_choices(cfg, overrides, config_name, choices)  # a group chosen after a preset: its own settings
+        return cfg
 
     if GlobalHydra.instance().is_initialized():
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return composed()
     with initialize_config_module(config_module="expt.conf", version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides))
+        return composed()
 
 
 def train(cfg: "DictConfig", run_dir: Any = None) -> dict:

@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import expt.config  # noqa: F401  (registers the typed schema with Hydra's ConfigStore)
+from expt.config import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
 from expt.errors import ConfigError
 
 log = logging.getLogger("expt")
@@ -40,6 +40,9 @@ def main(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     try:
+        hydra_cfg = HydraConfig.get()
+        apply_preset_choices(cfg, list(hydra_cfg.overrides.task), hydra_cfg.job.config_name or "config",
+                             hydra_cfg.runtime.choices)
         return run(cfg)
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

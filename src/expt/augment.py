@@ -19,6 +19,7 @@ subtracted image would move with them), so :func:`check_preprocessing` refuses t
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Sequence
 
 import torch
@@ -26,6 +27,8 @@ import torch.nn.functional as F
 
 from expt.config import instantiate
 from expt.errors import ConfigError
+
+log = logging.getLogger("expt")
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -48,18 +51,24 @@ class Translate:
     MODES = ("reflect", "replicate", "zeros")
 
     def __init__(self, pad: int = 1, mode: str = "reflect"):
-        if not (isinstance(pad, int) and pad >= 1):
+        if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 1):
             raise ConfigError(f"augmentation.translate.pad={pad!r} is not allowed: an integer >= 1 (pixels).")
         if mode not in self.MODES:
             raise ConfigError(f"augmentation.translate.mode={mode!r} is not allowed: one of {', '.join(self.MODES)}.")
         self.pad, self.mode = pad, mode
 
+    def check(self, h: int, w: int, key: str) -> None:
+        """Refuse a shift as large as the image: reflect padding cannot, the others would shift it out of view."""
+        if self.pad >= min(h, w):
+            raise ConfigError(
+                f"{key}.pad={self.pad} is not allowed with {h}x{w} images: at most {min(h, w) - 1} pixels "
+                "(a shift by the image's size moves it out of view; reflect padding cannot pad that much)."
+            )
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
         p = self.pad
-        if p >= min(h, w) and self.mode == "reflect":
-            raise ConfigError(f"augmentation.translate.pad={p} is not allowed with reflect padding of {h}x{w} images: "
-                              f"at most {min(h, w) - 1}.")
+        self.check(h, w, "augmentation.translate")
         padded = F.pad(x, (p, p, p, p), mode="constant" if self.mode == "zeros" else self.mode)
         dy = _integers(2 * p + 1, n, x, generator)
         dx = _integers(2 * p + 1, n, x, generator)
@@ -74,7 +83,7 @@ class HorizontalFlip:
     """Mirror each image left-right with probability ``p``. Not for digits or text, where a flip changes the class."""
 
     def __init__(self, p: float = 0.5):
-        if not (isinstance(p, (int, float)) and 0 <= p <= 1):
+        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1):
             raise ConfigError(f"augmentation.hflip.p={p!r} is not allowed: a probability in [0, 1].")
         self.p = float(p)
 
@@ -90,9 +99,18 @@ class Cutout:
     """
 
     def __init__(self, size: int = 4):
-        if not (isinstance(size, int) and size >= 1):
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
             raise ConfigError(f"augmentation.cutout.size={size!r} is not allowed: an integer >= 1 (pixels).")
         self.size = size
+
+    def check(self, h: int, w: int, key: str) -> None:
+        """Refuse a square as large as the image: centred anywhere, it would erase most or all of every image."""
+        if self.size >= min(h, w):
+            raise ConfigError(
+                f"{key}.size={self.size} is not allowed with {h}x{w} images: the square must be smaller than the "
+                f"images, at most {min(h, w) - 1} pixels (one as large erases most of every image, and all of it "
+                "when centred; DeVries and Taylor erase half the side, 16 of 32)."
+            )
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -109,6 +127,36 @@ class Cutout:
 def build(cfg: Any) -> list[Augmentation]:
     """The augmentations the ``augmentation`` group lists, in order (none for ``augmentation=none``)."""
     return [instantiate(node, f"augmentation.{name}") for name, node in (cfg or {}).items()]
+
+
+# Data options whose classes a mirror image changes (a mirrored 2, 3, 4, 5, 7 or 9 is not that digit).
+NOT_FLIP_INVARIANT = ("digits", "mnist")
+
+
+def check(cfg: Any, augmentations: Sequence[Augmentation], input_shape: Sequence[int]) -> None:
+    """Before training: refuse what cannot work on these images, warn about what works against the data.
+
+    Refused (ConfigError): augmentation with preprocessing it does not commute with, inputs that are
+    not images, a translate pad or cutout square as large as the image. Warned, once and loudly:
+    horizontal flips on handwritten digits (data=digits, data=mnist), where a mirror changes the class;
+    the run trains anyway, since measuring what that costs is a legitimate experiment.
+    """
+    names = list(cfg.get("augmentation") or {})
+    check_preprocessing(names, cfg.preprocessing._target_, len(input_shape))
+    if not names:
+        return
+    _, h, w = input_shape
+    for name, augmentation in zip(names, augmentations):
+        if hasattr(augmentation, "check"):
+            augmentation.check(h, w, f"augmentation.{name}")
+        data = cfg.data.get("name")
+        if isinstance(augmentation, HorizontalFlip) and augmentation.p > 0 and data in NOT_FLIP_INVARIANT:
+            log.warning(
+                "augmentation.%s flips %d%% of the training images left-right, but data=%s holds handwritten digits, "
+                "which a mirror changes (a mirrored 2, 3, 4, 5, 7 or 9 is not that digit): expect lower accuracy. "
+                "Training anyway; leave %s out of the augmentation list unless that is what you measure.",
+                name, round(100 * augmentation.p), data, name,
+            )
 
 
 def check_preprocessing(names: Sequence[str], preprocessing_target: str, input_rank: int) -> None:

@@ -105,6 +105,11 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
         raise ConfigError(
             "trainer.batch_size=1 is not allowed with batch norm: a batch needs at least 2 samples for its statistics."
         )
+    if len(data.x_train) == 1 and has_batchnorm(model):
+        raise ConfigError(
+            f"data.subset={cfg.data.get('subset')} leaves 1 training sample, which batch norm cannot train on: a batch "
+            "needs at least 2 samples for its statistics (keep 2 or more, or leave batch norm out of regularization)."
+        )
     reg = cfg.regularization
     regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
 
@@ -114,7 +119,7 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     options = capturable_options(cfg.optimizer, schedule.rate(0), device) if capture else {}
     optimizer = make_optimizer(cfg, model, **options)
     augmentations = augment.build(cfg.get("augmentation"))
-    augment.check_preprocessing(list(cfg.get("augmentation") or {}), cfg.preprocessing._target_, len(data.input_shape))
+    augment.check(cfg, augmentations, data.input_shape)
     config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
     return Experiment(cfg, device, data, preprocessor, model, optimizer, schedule, regularizer, augmentations,
                       config_yaml, steps, capture, reason)

@@ -104,13 +104,42 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> dict[str,
     """``{dotted key: (stored value, current value)}`` for every key whose value differs (absent: ``<unset>``)."""
     a, b = _flat(stored), _flat(current)
     unset = "<unset>"
-    return {k: (a.get(k, unset), b.get(k, unset)) for k in sorted(a.keys() | b.keys()) if a.get(k, unset) != b.get(k, unset)}
+    changes = {k: (a.get(k, unset), b.get(k, unset)) for k in sorted(a.keys() | b.keys())
+               if a.get(k, unset) != b.get(k, unset)}
+    # a key added to expt since the checkpoint was written, at its null default, changes nothing
+    return {k: (old, new) for k, (old, new) in changes.items()
+            if not ((old is None and new == unset) or (old == unset and new is None))}
 
 
-def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path) -> None:
-    """Raise a ConfigError when the run's config differs from the checkpoint's in a key that may not change."""
+def saved_epoch(path: str | Path) -> int | None:
+    """The epoch a checkpoint holds, read without loading its tensors (memory-mapped); None if it has none."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError:  # a file torch cannot map: read it whole
+        state = load(path)
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    return int(epoch) if isinstance(epoch, int) else None
+
+
+def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch: int | None = None) -> None:
+    """Raise a ConfigError when the run's config differs from the checkpoint's in a key that may not change,
+    or asks for fewer epochs (``trainer.epochs``) than the checkpoint has already trained.
+
+    ``epoch`` is the checkpoint's epoch; without it the file at ``path`` is read for it (memory-mapped,
+    so its tensors are not loaded twice).
+    """
     import yaml
 
+    epochs = (current.get("trainer") or {}).get("epochs")
+    if isinstance(epochs, int):
+        done = saved_epoch(path) if epoch is None else int(epoch)
+        if done is not None and epochs < done:
+            raise ConfigError(
+                f"trainer.epochs={epochs} is fewer than the {done} epochs trainer.resume={str(path)!r} has already "
+                f"trained: a resumed run trains on to trainer.epochs, so give trainer.epochs={done} to finish it "
+                f"where it stands (its metrics again) or more to train further; the run's best model so far is in "
+                f"checkpoints/{BEST} (python -m expt.evaluate)."
+            )
     stored = yaml.safe_load(stored_yaml) or {}
     changes = config_changes(stored, current)
     fixed = {k: v for k, v in changes.items() if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)}
@@ -127,7 +156,9 @@ def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path) -> No
 
 def resolve(resume: str) -> Path:
     """A run directory (its checkpoints/last.pt) or a checkpoint file."""
-    path = Path(resume).expanduser()
+    from expt.config import user_path
+
+    path = user_path(resume)
     candidates = [path, path / "checkpoints" / LAST, path / LAST]
     for candidate in candidates:
         if candidate.is_file():

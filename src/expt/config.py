@@ -10,10 +10,11 @@ name a class (``_target_``) stay open so users can pass their class's own argume
 
 from __future__ import annotations
 
-import math
 import dataclasses
+import logging
+import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
@@ -21,7 +22,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from expt.errors import ConfigError
 
-
+log = logging.getLogger("expt")
 
 
 @dataclass
@@ -114,6 +115,8 @@ AMP_MODES = ("off", "bf16", "fp16")
 SANITY_GUARDS = ("warn", "false", "strict")
 SWEEP_DIAGNOSTICS = ("final", "all", "none")
 TARGET_GROUPS = ("data", "model", "activation", "preprocessing", "init", "optimizer", "schedule")
+# The most classes a classifier may have: beyond this the last layer alone takes gigabytes.
+MAX_CLASSES = 100_000
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -123,6 +126,37 @@ def _fail(key: str, value: Any, allowed: str) -> None:
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         _fail(key, value, allowed)
+
+
+def user_path(path: str) -> "Path":
+    """A path the user gave, with ``~`` expanded; a relative one is relative to where they started expt.
+
+    Inside a Hydra job with ``hydra.job.chdir=true`` the working directory is the run directory,
+    so a relative ``data.path`` or ``trainer.resume`` would otherwise be looked up there.
+    """
+    import os
+    from pathlib import Path
+
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    expanded = Path(os.path.expanduser(str(path)))
+    if not expanded.is_absolute() and HydraConfig.initialized():
+        return Path(get_original_cwd()) / expanded
+    return expanded
+
+
+def is_integer(value: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_sanity(s: DictConfig) -> None:
+    """The sanity settings the schema's types cannot check (the loss-at-init guard reads them before every run)."""
+    for key in ("loss_tolerance", "reg_strength"):
+        _check(is_finite_number(s[key]) and s[key] > 0, f"sanity.{key}", s[key], "a number > 0")
+    for key in ("gradcheck_samples", "gradcheck_entries", "overfit_samples", "overfit_epochs", "overfit_batch_size"):
+        _check(s[key] >= 1, f"sanity.{key}", s[key], "an integer >= 1")
 
 
 def is_finite_number(value: Any) -> bool:
@@ -186,6 +220,7 @@ def validate(cfg: DictConfig) -> None:
 
     t = cfg.trainer
     _check(t.epochs >= 0, "trainer.epochs", t.epochs, "an integer >= 0 (0 evaluates the initialised model)")
+    _check(0 <= t.seed < 2**63, "trainer.seed", t.seed, "an integer from 0 to 2**63 - 1")
     _check(t.batch_size >= 1, "trainer.batch_size", t.batch_size, "an integer >= 1")
     _check(t.dtype in DTYPES, "trainer.dtype", t.dtype, f"one of {', '.join(DTYPES)}")
     _check(t.train_eval_samples >= 1, "trainer.train_eval_samples", t.train_eval_samples, "an integer >= 1")
@@ -204,6 +239,12 @@ def validate(cfg: DictConfig) -> None:
         "a number of seconds >= 0 (0 writes a checkpoint after every epoch)",
     )
     _check(str(t.amp).lower() in AMP_MODES + ("false",), "trainer.amp", t.amp, f"one of {', '.join(AMP_MODES)}")
+    if str(t.amp).lower() in ("bf16", "fp16") and t.dtype != "float32":
+        raise ConfigError(
+            f"trainer.amp={t.amp} is not allowed with trainer.dtype={t.dtype}: mixed precision runs float32 "
+            f"operations in {t.amp} and leaves {t.dtype} ones alone, so it would change nothing; use "
+            "trainer.dtype=float32 with trainer.amp, or trainer.amp=off."
+        )
     dev = t.device
     _check(
         dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:"),
@@ -221,6 +262,7 @@ def validate(cfg: DictConfig) -> None:
     if r.max_norm is not None:
         _check(is_finite_number(r.max_norm) and r.max_norm > 0, "regularization.max_norm", r.max_norm, "a norm > 0 or null")
 
+    check_sanity(cfg.sanity)
     g = cfg.sanity.before_train
     _check(str(g).lower() in SANITY_GUARDS, "sanity.before_train", g, f"one of {', '.join(SANITY_GUARDS)}")
     sd = cfg.dashboard.sweep_diagnostics
@@ -239,14 +281,124 @@ def validate(cfg: DictConfig) -> None:
         "a learning rate > 0 (for a model that must not learn use a tiny rate such as 1e-9)",
     )
 
+    for group in TARGET_GROUPS:
+        missing = [k for k in cfg[group] if OmegaConf.is_missing(cfg[group], k)]
+        if missing:
+            raise ConfigError(
+                f"{group}.{missing[0]} is not set (???): {group}={cfg[group].get('name') or cfg[group].get('_target_')} "
+                f"has no default for it; give it on the command line, such as {group}.{missing[0]}=..."
+                + (" (the path of your .npz file)." if (group, missing[0]) == ("data", "path") else ".")
+            )
+
     d = cfg.data
     for name in ("val_size", "test_size"):
-        if name in d and d[name] is not None:
-            _check(is_finite_number(d[name]) and d[name] > 0, f"data.{name}", d[name], "a fraction in (0, 1) or a count >= 1")
+        if name in d:
+            value = d[name]
+            _check(
+                is_finite_number(value) and (0 < value < 1 or (is_integer(value) and value >= 1)),
+                f"data.{name}", value,
+                "a fraction in (0, 1) of the samples, or a count of samples (an integer >= 1, such as 5000)",
+            )
     if d.get("subset") is not None:
-        _check(isinstance(d.subset, int) and d.subset >= 1, "data.subset", d.subset, "an integer >= 1 or null")
+        _check(is_integer(d.subset) and d.subset >= 1,
+               "data.subset", d.subset, "an integer >= 1 or null")
+    if "split_seed" in d:
+        _check(is_integer(d.split_seed) and 0 <= d.split_seed < 2**63, "data.split_seed", d.split_seed,
+               "an integer from 0 to 2**63 - 1")
+    if "download" in d:
+        _check(isinstance(d.download, bool), "data.download", d.download,
+               "true (fetch missing files, checking their MD5) or false")
+    classes = d.get("num_classes")
+    if classes is not None:
+        _check(is_integer(classes) and 2 <= classes <= MAX_CLASSES,
+               "data.num_classes", classes,
+               f"an integer from 2 to {MAX_CLASSES:,} (the classifier's outputs), or null to take the largest label + 1")
 
     _dry_run(cfg)
+
+
+PRESET_GROUP = "experiment"
+
+
+def _chosen_options(config_name: str, overrides: Sequence[str]) -> dict[str, list[str]]:
+    """``{group: [options]}`` that Hydra's defaults list picks for ``overrides`` (list groups keep their order)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.types import RunMode
+
+    loader = GlobalHydra.instance().config_loader()
+    chosen: dict[str, list[str]] = {}
+    for entry in loader.compute_defaults_list(config_name, list(overrides), RunMode.RUN).defaults:
+        path = entry.config_path or ""
+        if entry.is_self or "/" not in path or path.startswith("hydra/"):
+            continue
+        group, option = path.rsplit("/", 1)
+        chosen.setdefault(group, []).append(option)
+    return chosen
+
+
+def apply_preset_choices(cfg: DictConfig, overrides: Sequence[str], config_name: str = "config",
+                         choices: Optional[Any] = None) -> list[str]:
+    """Drop a preset's settings of the groups where ``overrides`` choose another option; returns those groups.
+
+    A preset (``experiment=...``) chooses options for some groups and sets some of their keys in its
+    own body, which Hydra merges after the options. When an override then chooses another option of
+    such a group (``experiment=fashion_mnist_convnet augmentation=none``, or ``model=mlp`` after a
+    preset that sets ``model.hidden_dim``), Hydra keeps the preset's keys, which belong to the option
+    that was replaced. Here each such group's node becomes the one the same overrides compose without
+    the preset: the chosen options with their own defaults, and every key the overrides set. For a
+    group whose options each have their own entry (augmentation), an option that both the preset and
+    the overrides choose keeps the preset's settings (``augmentation=[translate]`` after a preset's
+    ``[translate, hflip]`` keeps its ``pad``). Groups the overrides leave alone keep the preset's
+    settings; so do groups where they choose the preset's own option.
+
+    ``cfg`` (composed from ``overrides``) changes in place. Hydra must be initialized (inside a Hydra
+    job, or :func:`expt.compose`). Anything that does not compose is left to :func:`validate` to report.
+    ``choices`` (Hydra's ``hydra.runtime.choices``), when given, lets a run without a preset return at once.
+    """
+    from hydra import compose as hydra_compose
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if choices is not None and choices.get(PRESET_GROUP) is None:
+        return []
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        own = [o.input_line for o in parsed if o.key_or_group == PRESET_GROUP]
+        others = [o.input_line for o in parsed if o.key_or_group != PRESET_GROUP]
+        if not any("." not in o.key_or_group and not o.key_or_group.startswith("hydra")
+                   for o in parsed if o.key_or_group != PRESET_GROUP):
+            return []  # only keys are set (model.depth=32): no group's option changes
+        final = _chosen_options(config_name, overrides)
+        if not final.get(PRESET_GROUP):
+            return []
+        preset = _chosen_options(config_name, own)
+        changed = [g for g, options in final.items()
+                   if g != PRESET_GROUP and "/" not in g and g in cfg and preset.get(g) != options]
+        if not changed:
+            return []
+        base = hydra_compose(config_name=config_name, overrides=others + ([] if own else [f"~{PRESET_GROUP}"]))
+    except Exception:  # an override that does not compose on its own: validate() names it
+        return []
+    from omegaconf import open_dict
+
+    name = final[PRESET_GROUP][0]
+    replaced: list[str] = []
+    with open_dict(cfg):
+        for group in changed:
+            kept = set(preset.get(group, [])) & set(final[group])
+            node = base[group]
+            per_option = isinstance(node, DictConfig) and any(isinstance(node.get(o), DictConfig) for o in kept)
+            if per_option:
+                entries = {k: (cfg[group][k] if k in kept and k in cfg[group] else node[k]) for k in node}
+                node = OmegaConf.create({k: OmegaConf.to_container(v, resolve=False) if isinstance(v, DictConfig)
+                                         else v for k, v in entries.items()})
+            if OmegaConf.to_container(node, resolve=False) == OmegaConf.to_container(cfg[group], resolve=False):
+                continue  # the preset sets nothing of this group's options
+            cfg[group] = node
+            replaced.append(group)
+            log.info("%s=[%s] replaces the choice [%s] of %s=%s, and the preset's settings of %s.",
+                     group, ",".join(final[group]), ",".join(preset.get(group, [])), PRESET_GROUP, name,
+                     "the options it no longer chooses" if per_option else "this group")
+    return replaced
 
 
 def _settings(node: DictConfig, group: str) -> str:
@@ -406,8 +558,9 @@ def to_plain(node: Any) -> Any:
     return node
 
 
-def check_params(fn: Any, params: dict, group: str, where: str) -> None:
-    """Raise a ConfigError when ``params`` has a key that ``fn`` does not take, listing the keys it does."""
+def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[str] = ()) -> None:
+    """Raise a ConfigError when ``params`` has a key that ``fn`` does not take, listing the keys it does
+    (and ``also``: the group's keys that expt reads itself, such as data's split settings)."""
     import inspect
 
     try:
@@ -416,9 +569,10 @@ def check_params(fn: Any, params: dict, group: str, where: str) -> None:
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
         return
-    unknown = [k for k in params if k not in sig.parameters]
+    unknown = [k for k in params if k not in sig.parameters and k not in also]
     if unknown:
         allowed = [n for n, p in sig.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        allowed += [k for k in also if k not in allowed]
         raise ConfigError(
             f"{group}.{unknown[0]} is not a setting of {where}; its settings are: {', '.join(allowed) or 'none'}."
         )
@@ -432,6 +586,14 @@ def call(fn: Any, params: dict, group: str, where: str, **runtime: Any) -> Any:
         return fn(**params, **runtime)
     except TypeError as exc:
         raise ConfigError(f"{where} cannot be built from {group}={params}: {exc}.") from None
+    except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeError (OutOfMemoryError on CUDA)
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower() and "out of memory" not in str(exc):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:200]
+        raise ConfigError(
+            f"{where} with {_settings(OmegaConf.create(params), group)} does not fit in memory ({reason}): "
+            f"make it smaller (fewer or narrower layers, or fewer classes)."
+        ) from None
 
 
 def instantiate(node: DictConfig, group: str, partial: bool = False, **runtime: Any) -> Any:

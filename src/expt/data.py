@@ -11,16 +11,20 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
+import inspect
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from expt.errors import ConfigError
-from expt.config import call, locate, to_plain
+from expt.config import MAX_CLASSES, call, check_params, locate, to_plain, user_path
+
+log = logging.getLogger("expt")
 
 SPLIT_KEYS = ("val_size", "test_size", "subset", "split_seed")
 
@@ -105,7 +109,7 @@ def npz(path: str) -> dict[str, Any]:
     Returns every array the file holds; :func:`check_raw` (run on every loader's output)
     checks them, puts the images in (N, C, H, W) and works out the number of classes.
     """
-    file = Path(path).expanduser()
+    file = user_path(path)
     where = f"data.path={path!r}"
     if not file.is_file():
         raise ConfigError(f"{where} is not a file: point it at an .npz with x_train and y_train.")
@@ -139,8 +143,11 @@ def npz(path: str) -> dict[str, Any]:
     return arrays
 
 
+CHANNELS = (1, 2, 3, 4)  # channel counts told apart from image sides: (N, C, H, W) when dim 1 is one, else (N, H, W, C)
+
+
 def as_nchw(x: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) with C in {1, 3, 4} -> (N, C, H, W); (N, D) -> (N, 1, 1, D).
+    """(N, H, W) -> (N, 1, H, W); (N, H, W, C) with C in {1, 2, 3, 4} -> (N, C, H, W); (N, D) -> (N, 1, 1, D).
 
     uint8 pixels are scaled to [0, 1]; other integers become float32; float arrays keep their dtype.
     """
@@ -150,7 +157,7 @@ def as_nchw(x: np.ndarray) -> np.ndarray:
         x = x.astype(np.float32)
     if x.ndim == 3:
         return x[:, None]
-    if x.ndim == 4 and x.shape[1] not in (1, 3, 4) and x.shape[3] in (1, 3, 4):
+    if x.ndim == 4 and x.shape[1] not in CHANNELS and x.shape[3] in CHANNELS:
         return x.transpose(0, 3, 1, 2)
     if x.ndim == 2:
         return x[:, None, None, :]
@@ -216,14 +223,17 @@ def _images(x: Any, name: str, where: str) -> np.ndarray:
     return x
 
 
-def check_raw(raw: Any, where: str) -> dict[str, Any]:
+def check_raw(raw: Any, where: str, num_classes: Optional[int] = None) -> dict[str, Any]:
     """Check a loader's arrays and put them in the form :func:`split` takes; raise ConfigError naming ``where``.
 
     Every loader's output passes through here: ``x_train`` and ``y_train`` (and optionally ``x_val``,
     ``y_val``, ``x_test``, ``y_test``) as arrays, and optionally ``num_classes``. Images must be
     numeric and finite, shaped (N, H, W), (N, C, H, W) or (N, H, W, C) (uint8 pixels are scaled to
     [0, 1]); labels integers from 0 to C-1, one per image; the training labels at least two classes.
-    Without ``num_classes`` it is the largest label + 1.
+
+    C is ``num_classes`` (``data.num_classes``) when given, else the loader's ``num_classes``, else
+    the largest label + 1. An inferred C larger than the number of labelled samples (or than
+    ``expt.config.MAX_CLASSES``) is refused: such labels are ids, not class indices.
     """
     if not isinstance(raw, dict):
         raise ConfigError(
@@ -258,10 +268,22 @@ def check_raw(raw: Any, where: str) -> dict[str, Any]:
             )
         out[xk], out[yk] = x, y
 
-    largest = max(int(out[f"y_{s}"].max()) for s in SPLITS if f"y_{s}" in out)
-    num_classes = raw.get("num_classes")
+    labels = [out[f"y_{s}"] for s in SPLITS if f"y_{s}" in out]
+    largest = max(int(y.max()) for y in labels)
+    key = "data.num_classes"
+    if num_classes is None:
+        key, num_classes = "num_classes", raw.get("num_classes")
     if num_classes is None:
         num_classes = largest + 1
+        samples = sum(len(y) for y in labels)
+        if num_classes > min(samples, MAX_CLASSES):
+            distinct = len(np.unique(np.concatenate(labels)))
+            raise ConfigError(
+                f"{where}: the largest label is {largest}, so the classes would be taken as {num_classes:,} "
+                f"(largest + 1), more than the {samples} labelled samples, for {distinct} distinct labels; "
+                f"set data.num_classes to the number of classes meant (from 2 to {MAX_CLASSES:,}; labels from 0 "
+                f"to num_classes-1), or map the labels to 0..{distinct - 1} with np.unique(y, return_inverse=True)[1]."
+            )
     else:
         value = num_classes.item() if isinstance(num_classes, np.ndarray) and num_classes.size == 1 else num_classes
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 2:
@@ -272,8 +294,10 @@ def check_raw(raw: Any, where: str) -> dict[str, Any]:
             if y is not None and int(y.max()) >= num_classes:
                 over = np.unique(y[y >= num_classes])
                 raise ConfigError(
-                    f"{where}: y_{s} holds {_examples(over)} but num_classes={num_classes}; "
-                    f"labels must be integers from 0 to {num_classes - 1}."
+                    f"{where}: y_{s} holds {_examples(over)} ({int((y >= num_classes).sum())} of {len(y)} labels) "
+                    f"but {key}={num_classes}; labels must be integers from 0 to {num_classes - 1}"
+                    + (" (raise data.num_classes, or leave it null to take the largest label + 1)." if key.startswith("data")
+                       else ".")
                 )
     classes = np.unique(out["y_train"])
     if len(classes) < 2:
@@ -282,7 +306,68 @@ def check_raw(raw: Any, where: str) -> dict[str, Any]:
             "at least 2 classes (integers from 0 to C-1)."
         )
     out["num_classes"] = int(num_classes)
+    # who said how many classes there are: data.num_classes, the loader, or nobody (the largest label + 1)
+    out["num_classes_from"] = key if key.startswith("data") or raw.get("num_classes") is not None else None
     return out
+
+
+def _ranges(values: Sequence[int], limit: int = 4) -> str:
+    """Sorted integers as runs: [3, 4, 5, 9] -> '3-5, 9'."""
+    runs: list[list[int]] = []
+    for v in sorted(values):
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    shown = [f"{a}" if a == b else f"{a}-{b}" for a, b in runs[:limit]]
+    return ", ".join(shown) + (", ..." if len(runs) > limit else "")
+
+
+MIN_VAL_SAMPLES = 20  # below this the validation accuracy moves in steps of 5% or more
+
+
+def label_warnings(splits: "Splits", where: str, declared: Optional[str] = None) -> list[str]:
+    """Warnings (each one paragraph, also logged) about labels that train a different model than meant.
+
+    A class of [0, C) that no training sample holds (C inferred from the largest label, or declared
+    as ``declared`` names: data.num_classes or the loader's num_classes), validation or test labels the
+    training split lacks, and a
+    validation split too small to choose the best epoch with.
+    """
+    c = splits.num_classes
+    train = set(np.unique(splits.y_train.numpy()).tolist())
+    found = []
+    missing = sorted(set(range(c)) - train)
+    if missing:
+        if declared:
+            meant = f"the {declared}={c} classes"
+        else:
+            meant = (f"the {c} classes that labels from 0 to {c - 1} imply (data.num_classes=null takes the "
+                     "largest label + 1)")
+        found.append(
+            f"{where}: y_train holds {len(train)} of {meant}; no training sample holds {_ranges(missing)} "
+            f"({len(missing)} {'class' if len(missing) == 1 else 'classes'}), yet the model gets {c} outputs. "
+            + ("If fewer classes are meant, map the labels to 0..K-1 (np.unique(y, return_inverse=True)[1]) "
+               "or set data.num_classes." if not declared else "Those classes cannot be learned.")
+        )
+    for name, y in (("y_val", splits.y_val), ("y_test", splits.y_test)):
+        labels = y.numpy()
+        unseen = np.isin(labels, list(train), invert=True)
+        if unseen.any():
+            found.append(
+                f"{where}: {name} holds labels the training split lacks: {_ranges(np.unique(labels[unseen]).tolist())} "
+                f"({int(unseen.sum())} of {len(labels)} samples); the model cannot learn them, so every one of "
+                "them counts as an error."
+            )
+    if len(splits.y_val) < MIN_VAL_SAMPLES:
+        found.append(
+            f"{where}: the validation split holds {len(splits.y_val)} samples, so its accuracy moves in steps of "
+            f"{100 / len(splits.y_val):.0f}%: too coarse to choose the best epoch or compare runs; give "
+            f"data.val_size a larger fraction or count (at least {MIN_VAL_SAMPLES} samples)."
+        )
+    for message in found:
+        log.warning("%s", message)
+    return found
 
 
 def _standard(loader_name: str) -> Callable[..., dict[str, Any]]:
@@ -291,7 +376,7 @@ def _standard(loader_name: str) -> Callable[..., dict[str, Any]]:
         from expt.standard_datasets import DatasetNotFound
 
         try:
-            raw = getattr(standard_datasets, loader_name)(root=root, download=download)
+            raw = getattr(standard_datasets, loader_name)(root=str(user_path(root)), download=download)
         except DatasetNotFound as exc:
             raise ConfigError(str(exc)) from None
         for split in ("train", "test"):
@@ -348,6 +433,14 @@ def split(raw: dict[str, Any], val_size: float, test_size: float, subset: Option
     return Splits(t(x), t(y), t(val[0]), t(val[1]), t(test[0]), t(test[1]), int(raw["num_classes"]))
 
 
+def _takes(fn: Callable[..., Any], name: str) -> bool:
+    """Whether ``fn`` has a parameter ``name`` (False when its signature cannot be read)."""
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def load(cfg: DictConfig) -> Splits:
     """Build the splits a ``data`` config describes (``name`` picks a loader, ``_target_`` names your own)."""
     params = {k: v for k, v in to_plain(cfg).items() if k not in SPLIT_KEYS and k != "name"}
@@ -362,13 +455,20 @@ def load(cfg: DictConfig) -> Splits:
         where = f"data={name}"
     if loader is synthetic:
         params.setdefault("seed", cfg.get("split_seed", 0))
+    check_params(loader, params, "data", where, also=(*SPLIT_KEYS, "num_classes"))
+    declared = params.pop("num_classes", None)
+    if declared is not None and _takes(loader, "num_classes"):
+        params["num_classes"] = declared  # a loader that makes its classes (synthetic) is told how many
     raw = call(loader, params, "data", where)
     if loader is npz:
         where = f"data.path={params.get('path')!r}"
-    return split(
-        check_raw(raw, where),
+    checked = check_raw(raw, where, declared)
+    splits = split(
+        checked,
         val_size=cfg.get("val_size", 0.2),
         test_size=cfg.get("test_size", 0.2),
         subset=cfg.get("subset"),
         split_seed=cfg.get("split_seed", 0),
     )
+    label_warnings(splits, where, checked["num_classes_from"])
+    return splits

@@ -35,9 +35,26 @@ def _hidden(layer: nn.Module, width: int, activation: Activation, dropout: float
     return block
 
 
+def _check_images(input_shape: Sequence[int], model: str, smallest: int) -> None:
+    """Refuse inputs that are not images of at least ``smallest`` x ``smallest`` pixels, naming what is needed."""
+    flat = len(input_shape) == 3 and input_shape[0] == 1 and input_shape[1] == 1  # (N, D) arrays become 1x1xD
+    if len(input_shape) == 3 and not flat and min(input_shape[1:]) >= smallest:
+        return
+    size = math.prod(input_shape)
+    side = math.isqrt(size)
+    got = (f"flat vectors of {size} values (x_train shaped (N, {size}))" if flat
+           else f"inputs of shape {'x'.join(map(str, input_shape))}")
+    example = f"x.reshape(-1, {side}, {side})" if side * side == size else f"x.reshape(-1, H, W) with H * W = {size}"
+    raise ConfigError(
+        f"model={model} needs images of at least {max(smallest, 2)}x{max(smallest, 2)} pixels, x_train shaped "
+        f"(N, H, W), (N, C, H, W) or (N, H, W, C); these are {got}. Reshape them into images ({example}), "
+        "or use model=mlp, which takes flat vectors."
+    )
+
+
 def _check_filter(filter_size: int, input_shape: Sequence[int], key: str) -> None:
     h, w = input_shape[1:]
-    if not 1 <= filter_size <= min(h, w):
+    if isinstance(filter_size, bool) or not isinstance(filter_size, numbers.Integral) or not 1 <= filter_size <= min(h, w):
         raise ConfigError(
             f"{key}={filter_size} is not allowed: a filter size from 1 to {min(h, w)} "
             f"(the images are {h}x{w})."
@@ -81,14 +98,13 @@ class ConvNet(nn.Sequential):
         dropout: float = 0.0,
         batchnorm: bool = False,
     ):
+        _check_images(input_shape, "convnet", 2)  # its 2x2 max pool
         _check_filter(filter_size, input_shape, "model.filter_size")
-        if num_filters < 1 or hidden_dim < 1:
+        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in (num_filters, hidden_dim)):
             raise ConfigError(
-                f"model.num_filters={num_filters}, model.hidden_dim={hidden_dim}: both must be >= 1."
+                f"model.num_filters={num_filters!r}, model.hidden_dim={hidden_dim!r}: both must be integers >= 1."
             )
         c, h, w = input_shape
-        if min(h, w) < 2:
-            raise ConfigError(f"model=convnet needs images of at least 2x2 for its 2x2 max pool; these are {h}x{w}.")
         conv = nn.Conv2d(c, num_filters, filter_size, padding="same", bias=not batchnorm)
         layers = _hidden(conv, num_filters, activation, dropout, batchnorm, conv=True)
         layers += [nn.MaxPool2d(2), nn.Flatten()]
@@ -112,6 +128,7 @@ class DeepConvNet(nn.Sequential):
         dropout: float = 0.0,
         batchnorm: bool = False,
     ):
+        _check_images(input_shape, "deep_convnet", 2 if pool_after else 1)
         _check_filter(filter_size, input_shape, "model.filter_size")
         counts = filters if isinstance(filters, (list, tuple)) else [filters]
         if not filters or not isinstance(filters, (list, tuple)) or any(
@@ -206,9 +223,8 @@ class ResNet(nn.Sequential):
             raise ConfigError(f"model.depth={depth!r} is not allowed: 6n + 2 for n >= 1 (8, 14, 20, 32, 44, 56, 110).")
         if not (isinstance(width, int) and width >= 1):
             raise ConfigError(f"model.width={width!r} is not allowed: an integer >= 1 (16 in the paper).")
+        _check_images(input_shape, "resnet", 4)  # it halves them twice
         c, h, w = input_shape
-        if min(h, w) < 4:
-            raise ConfigError(f"model=resnet halves the images twice; these are {h}x{w}: at least 4x4 is needed.")
         n = (depth - 2) // 6
         layers: list[nn.Module] = [nn.Conv2d(c, width, 3, padding=1, bias=not batchnorm)]
         layers += [nn.BatchNorm2d(width) if batchnorm else nn.Identity(), activation()]

@@ -38,7 +38,6 @@ from expt.checks import (
     relative_error,
     sample,
 )
-from expt.errors import ConfigError
 from expt.data import load as load_data
 from expt.evaluate import data_loss, logits
 from expt.regularization import Regularizer
@@ -147,15 +146,10 @@ def overfit_small_set(
 # ----------------------------------------------------------------------------- the command
 def _settings(cfg: DictConfig) -> DictConfig:
     """``cfg.sanity``, after checking the values the schema's types cannot."""
-    s = cfg.sanity
-    positive = {"loss_tolerance": s.loss_tolerance, "reg_strength": s.reg_strength}
-    for key, value in positive.items():
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ConfigError(f"sanity.{key}={value!r} is not allowed: a number > 0.")
-    for key in ("gradcheck_samples", "gradcheck_entries", "overfit_samples", "overfit_epochs", "overfit_batch_size"):
-        if s[key] < 1:
-            raise ConfigError(f"sanity.{key}={s[key]!r} is not allowed: an integer >= 1.")
-    return s
+    from expt.config import check_sanity
+
+    check_sanity(cfg.sanity)
+    return cfg.sanity
 
 
 def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
