@@ -376,7 +376,8 @@ def _standard(loader_name: str) -> Callable[..., dict[str, Any]]:
         from expt.standard_datasets import DatasetNotFound
 
         try:
-            raw = getattr(standard_datasets, loader_name)(root=str(user_path(root)), download=download)
+            where = None if root is None else str(user_path(root))  # None: searched (expt.standard_datasets)
+            raw = getattr(standard_datasets, loader_name)(root=where, download=download)
         except DatasetNotFound as exc:
             raise ConfigError(str(exc)) from None
         for split in ("train", "test"):
