@@ -29,24 +29,31 @@ from common import machine, results_option, write_results  # noqa: E402
 CONVNET = ["experiment=fashion_mnist_convnet"]
 RESNET = ["experiment=fashion_mnist_resnet"]
 # name -> overrides: from the old preset (the recipe's three-layer ConvNet) to the new ones, one step at a time
-CANDIDATES = {
+CANDIDATES = {  # the two presets first: with --deadline, they are the runs that start
+    "convnet: + weight average (the preset)": [*CONVNET],
+    "resnet: ResNet-20 x2 width (the preset)": [*RESNET],
     "convnet: three-layer ConvNet (the old preset)": [
         *CONVNET, "model=convnet", "model.num_filters=64", "model.hidden_dim=256", "schedule=cosine",
         "optimizer.lr=1e-3", "trainer.batch_size=128", "trainer.ema=0", "regularization.l2=1e-4"],
     "convnet: VGG-style 4 convs, cosine, no average": [
         *CONVNET, "schedule=cosine", "optimizer.lr=1e-3", "trainer.ema=0"],
     "convnet: + one-cycle rate per step": [*CONVNET, "trainer.ema=0"],
-    "convnet: + weight average (the preset)": [*CONVNET],
     "convnet: preset without flips": [*CONVNET, "augmentation=[translate]"],
-    "resnet: ResNet-20 x2 width (the preset)": [*RESNET],
     "resnet: ResNet-20 x2 width, no average": [*RESNET, "trainer.ema=0"],
 }
 
 
-def run(overrides: list[str], seed: int, run_dir: Path, extra: list[str]) -> dict:
+def run(overrides: list[str], seed: int, run_dir: Path, extra: list[str], deadline: float, stop: float) -> dict:
+    if time.time() > deadline:
+        print(f"  not started (past --deadline): {run_dir}", flush=True)
+        return {}
     command = [sys.executable, "-m", "expt", *overrides, f"trainer.seed={seed}", *extra,
                f"hydra.run.dir={run_dir}", "hydra.job.chdir=false"]
-    proc = subprocess.run(command, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=max(1.0, stop - time.time()))
+    except subprocess.TimeoutExpired:
+        print(f"  stopped (past --stop-after): {run_dir}", flush=True)
+        return {}
     metrics_file = run_dir / "metrics.json"
     if proc.returncode != 0 or not metrics_file.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
@@ -65,6 +72,10 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="candidates whose name contains this (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("outputs/presets"), help="where the runs go")
     parser.add_argument("--quick", action="store_true", help="1 epoch on 2,000 images")
+    parser.add_argument("--deadline", type=float, default=float("inf"),
+                        help="seconds after which no further run starts (the table keeps what finished)")
+    parser.add_argument("--stop-after", type=float, default=float("inf"),
+                        help="seconds after which runs still going are stopped (the table keeps what finished)")
     results_option(parser)
     args = parser.parse_args()
     extra = ["data.subset=2000", "trainer.epochs=1"] if args.quick else []
@@ -73,7 +84,8 @@ def main() -> None:
     start = time.time()
     with ThreadPoolExecutor(args.parallel) as pool:
         done = list(pool.map(lambda job: run(CANDIDATES[job[0]], job[1],
-                                             args.out / f"{names.index(job[0]):02d}" / str(job[1]), extra), jobs))
+                                             args.out / f"{names.index(job[0]):02d}" / str(job[1]), extra,
+                                             start + args.deadline, start + args.stop_after), jobs))
     results: dict[str, list[dict]] = {n: [] for n in names}
     for (name, _), metrics in zip(jobs, done):
         if metrics:

@@ -115,9 +115,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="1,024 samples, eager and amp only, batch 64")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), help="these modes only (default: all)")
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), help="these models only (default: all)")
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 512])
     results_option(parser)
     args = parser.parse_args()
-    modes, batches = MODES, (64, 512)
+    modes, batches = MODES, tuple(args.batches)
+    if args.modes:
+        modes = {k: MODES[k] for k in args.modes}
     if args.quick:
         args.samples, args.epochs = 1024, 2
         modes, batches = {k: MODES[k] for k in ("eager", "amp bf16")}, (64,)
@@ -126,6 +131,8 @@ def main() -> None:
 
     rows = []
     for model, model_overrides in MODELS.items():
+        if args.models and model not in args.models:
+            continue
         for batch in batches:
             for mode, mode_overrides in modes.items():
                 cfg = expt.compose([

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Every GPU figure in one command: the CUDA tests, the GPU benchmarks and, with --presets, the
+# Fashion-MNIST presets over 3 seeds. Each part has its own time limit, so one that runs long cannot
+# take the others' time; the whole fits in about 9 minutes on one H200-class GPU.
+#
+#   bash bench/gpu.sh [--presets] [--results FILE] [--out DIR]
+#
+# It runs the expt that python imports (an installed wheel is fine: nothing assumes an editable install)
+# and installs nothing. The benchmarks write their sections of bench/RESULTS.md (or FILE); the preset runs
+# go to DIR (default outputs/presets). data=fashion_mnist must find its files (see the README).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+results=bench/RESULTS.md
+presets=0
+out=outputs/presets
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --presets) presets=1 ;;
+    --results) results=$2; shift ;;
+    --out) out=$2; shift ;;
+    *) echo "bench/gpu.sh: unknown option $1 (allowed: --presets, --results FILE, --out DIR)" >&2; exit 2 ;;
+  esac
+  shift
+done
+py=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+failed=0
+part() {  # part SECONDS command...: run one part under its own limit, say how it ended
+  local limit=$1 start=$SECONDS
+  shift
+  echo "== $* (limit ${limit}s, $(date +%T))"
+  timeout "$limit" "$@"
+  local rc=$?
+  echo "== exit $rc after $((SECONDS - start))s"
+  [ $rc -eq 0 ] || failed=1
+}
+$py -c 'import torch, expt; assert torch.cuda.is_available(), "no CUDA device"; print("expt from", expt.__file__, "on", torch.cuda.get_device_name())' || exit 1
+part 100 $py -m pytest -q -p no:cacheprovider -m cuda tests
+part 75 $py bench/throughput.py --device cuda --models convnet --batches 64 512 \
+  --modes eager "eager, not captured" "amp bf16" --results "$results"
+part 90 $py bench/overhead.py --device cuda --quick --only "convnet / digits" \
+  --only "fashion_mnist preset / 10k slice" --results "$results"
+part 75 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" --sizes 1 16 64 --basic-trials 4 \
+  --results "$results"
+if [ $presets = 1 ]; then
+  part 240 $py bench/presets.py --parallel 6 --deadline 120 --stop-after 215 --out "$out" --results "$results"
+fi
+exit $failed
