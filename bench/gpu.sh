@@ -43,6 +43,6 @@ part 90 $py bench/overhead.py --device cuda --quick --only "convnet / digits" \
 part 75 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" --sizes 1 16 64 --basic-trials 4 \
   --results "$results"
 if [ $presets = 1 ]; then
-  part 240 $py bench/presets.py --parallel 6 --deadline 120 --stop-after 215 --out "$out" --results "$results"
+  part 220 $py bench/presets.py --parallel 6 --deadline 110 --stop-after 200 --out "$out" --results "$results"
 fi
 exit $failed
