@@ -6,7 +6,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import numbers, run_cli
+from conftest import numbers, run_cli, start_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
 
@@ -499,11 +498,8 @@ class BoardServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = log_file
         self.log = open(log_file, "w")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "expt.board", str(logdir), "--port", str(self.port), *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
+        self.proc = start_cli(str(logdir), "--port", str(self.port), *args, program="expt.board",
+                              cwd=log_file.parent, stdout=self.log, stderr=subprocess.STDOUT)
 
     def __enter__(self) -> "BoardServer":
         def ready():

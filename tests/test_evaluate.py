@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 import expt
 from expt import evaluate
@@ -88,8 +87,7 @@ def test_an_ensemble_is_chosen_on_validation_and_tested_once(seeds):
 
 def test_the_same_choice_again_is_reported_as_already_evaluated(seeds, tmp_path):
     first = evaluate.evaluate_ensembles(seeds, top=2)
-    again = subprocess.run([sys.executable, "-m", "expt.evaluate", str(seeds), "--top", "2"],
-                           capture_output=True, text=True, timeout=300)
+    again = run_cli(str(seeds), "--top", "2", program="expt.evaluate", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "already evaluated on the test split" in again.stdout
     assert f"{100 * first['ensemble']['test_acc']:.2f}%" in again.stdout
@@ -100,9 +98,8 @@ def test_the_same_choice_again_is_reported_as_already_evaluated(seeds, tmp_path)
     (["--top", "7"], r"--top 7 is not allowed: .* holds 3 finished run\(s\); give a number from 1 to 3"),
     (["--tta", "rotate"], r"--tta rotate is not allowed: one of none, shift, flip, shift\+flip"),
 ])
-def test_bad_evaluation_requests_are_one_paragraph(seeds, args, message):
-    done = subprocess.run([sys.executable, "-m", "expt.evaluate", str(seeds), *args],
-                          capture_output=True, text=True, timeout=300)
+def test_bad_evaluation_requests_are_one_paragraph(seeds, tmp_path, args, message):
+    done = run_cli(str(seeds), *args, program="expt.evaluate", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     import re
     assert re.search(message, done.stderr), done.stderr

@@ -10,15 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_cli
 from torch import nn
 
 import expt
@@ -673,13 +672,9 @@ def test_option_lists_match_conf():
 
 def run_sweep(group: str, root: Path) -> tuple[subprocess.CompletedProcess, Path]:
     sweep_dir = root / group
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env["OMP_NUM_THREADS"] = "1"  # two sweeps share the cores
-    proc = subprocess.run(
-        [sys.executable, "-m", "expt", "-m", f"{group}={','.join(SWEEPS[group])}", *QUICK,
-         "trainer.device=cpu", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
-    )
+    proc = run_cli("-m", f"{group}={','.join(SWEEPS[group])}", *QUICK, "trainer.device=cpu",
+                   f"hydra.sweep.dir={sweep_dir}", cwd=root,
+                   env={"OMP_NUM_THREADS": "1"})  # two sweeps share the cores
     return proc, sweep_dir
 
 

@@ -2,47 +2,43 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from conftest import numbers, read_metrics, run_cli
+from conftest import PAUSE, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
 
 from expt import checkpoint, status
 
-# ~0.6 s an epoch on 2 CPU cores: slow enough to kill between epochs, with dropout so the RNG state matters
+# dropout, so the random streams matter; a step schedule that changes the rate after the pause
 OVERRIDES = [
-    "data=synthetic", "data.num_samples=6000", "data.noise=4.0", "regularization=[l2,dropout]", "model.num_filters=32",
-    "schedule=step", "schedule.step_size=2", "trainer.epochs=6", "trainer.checkpoint_interval=0",
+    "data=synthetic", "data.num_samples=1500", "data.noise=4.0", "regularization=[l2,dropout]", "model.num_filters=16",
+    "schedule=step", "schedule.step_size=2", "trainer.epochs=4", "trainer.checkpoint_interval=0",
 ]
+PAUSED = [*OVERRIDES, PAUSE]  # held at a step of the test's choosing when started with pause_env
 
 
-def kill_after_epoch(run_dir, epoch: int, timeout: float = 120) -> int:
-    """Start the run, SIGKILL it once checkpoints/last.pt holds ``epoch`` or later; return the epoch it reached."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "expt", *OVERRIDES, f"hydra.run.dir={run_dir}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    last = run_dir / "checkpoints" / checkpoint.LAST
-    deadline = time.monotonic() + timeout
+def start_paused(run_dir, epoch: int, **popen) -> subprocess.Popen:
+    """Start ``python -m expt`` on ``PAUSED``; return once it is held at the first step of ``epoch``."""
+    marker = run_dir.parent / f"{run_dir.name}.paused"
+    proc = start_cli(*PAUSED, f"hydra.run.dir={run_dir}", cwd=run_dir.parent,
+                     env=pause_env(PAUSED, epoch, marker), **popen)
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if last.is_file() and torch.load(last, weights_only=True)["epoch"] >= epoch:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    return torch.load(last, weights_only=True)["epoch"]
+        wait_for_pause(marker, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+@pytest.fixture(scope="module")
+def straight_paused(tmp_path_factory) -> dict:
+    """``PAUSED`` run straight through, in this process (the pause is never armed here)."""
+    import expt
+
+    return expt.train(expt.compose(PAUSED), run_dir=tmp_path_factory.mktemp("straight"))
 
 
 @pytest.mark.cuda
@@ -60,24 +56,25 @@ def test_resume_on_cuda_continues_like_an_uninterrupted_run(tmp_path, compose):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_metrics(tmp_path):
-    straight = tmp_path / "straight"
-    proc = run_cli(*OVERRIDES, f"hydra.run.dir={straight}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, straight_paused):
+    """SIGKILL from outside in the middle of epoch 3 (held at its first step): the resumed run ends as the
+    straight one did."""
     killed = tmp_path / "killed"
-    reached = kill_after_epoch(killed, epoch=2)
-    assert 2 <= reached < 6
+    proc = start_paused(killed, epoch=3, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    reached = torch.load(killed / "checkpoints" / checkpoint.LAST, weights_only=True)["epoch"]
+    assert reached == 2
     assert not (killed / "metrics.json").exists()
 
     resumed = tmp_path / "resumed"
-    proc = run_cli(*OVERRIDES, f"trainer.resume={killed}", f"hydra.run.dir={resumed}", cwd=tmp_path)
+    proc = run_cli(*PAUSED, f"trainer.resume={killed}", f"hydra.run.dir={resumed}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"after epoch {reached}" in proc.stdout
 
-    a, b = read_metrics(straight), read_metrics(resumed)
-    assert len(numbers(b)) == 6
-    for row_a, row_b in zip(numbers(a), numbers(b)):
+    a, b = straight_paused, read_metrics(resumed)
+    assert len(numbers(b)) == 4
+    for row_a, row_b in zip(numbers(a), numbers(b), strict=True):
         assert row_b == pytest.approx(row_a, rel=1e-6, abs=1e-9)
     for key in ("best_val_acc", "best_epoch", "test_acc", "final_train_loss", "initial_loss"):
         assert b[key] == pytest.approx(a[key], rel=1e-6)
@@ -349,34 +346,23 @@ def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose):
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path):
-    """SIGINT mid-run: metrics.json says interrupted, best.pt is written, and the run resumes to the same end."""
+def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, compose, straight_paused):
+    """SIGINT during epoch 2 (held at its first step): metrics.json says interrupted, best.pt is written, and
+    the run resumes to the same end."""
+    import expt
+
     run_dir = tmp_path / "stopped"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "expt", *OVERRIDES, f"hydra.run.dir={run_dir}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    last = run_dir / "checkpoints" / checkpoint.LAST
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not last.is_file():
-        time.sleep(0.02)
-    time.sleep(0.2)  # into the next epoch
+    proc = start_paused(run_dir, epoch=2, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=60)
-    assert proc.returncode != 0, "the run finished before it could be interrupted"
-    assert proc.returncode == 130 and "Traceback" not in output
-    assert re.search(r"Interrupted during epoch \d+; checkpoints/last.pt holds epoch \d+: resume with", output)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    assert re.search(r"Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with", output), output
 
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] >= 1
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
     best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
-    assert best["best_epoch"] == metrics["best_epoch"]
+    assert best["best_epoch"] == metrics["best_epoch"] == 1
 
-    straight = tmp_path / "straight"
-    assert run_cli(*OVERRIDES, f"hydra.run.dir={straight}", cwd=tmp_path).returncode == 0
-    resumed = tmp_path / "resumed"
-    proc = run_cli(*OVERRIDES, f"trainer.resume={run_dir}", f"hydra.run.dir={resumed}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    for row_a, row_b in zip(numbers(read_metrics(straight)), numbers(read_metrics(resumed)), strict=True):
+    resumed = expt.train(compose(*PAUSED, f"trainer.resume={run_dir}"), run_dir=tmp_path / "resumed")
+    for row_a, row_b in zip(numbers(straight_paused), numbers(resumed), strict=True):
         assert row_b == pytest.approx(row_a, rel=1e-6, abs=1e-9)
