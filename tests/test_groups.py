@@ -30,6 +30,7 @@ from expt.build import build, build_model
 
 DIGITS_SHAPE, DIGITS_CLASSES = (1, 8, 8), 10
 QUICK = ("++data.subset=200", "trainer.epochs=1")
+QUIET = tuple(f"dashboard.{k}=false" for k in ("update_ratio", "histograms", "filters", "graph", "summary"))
 SYNTHETIC = ("data=synthetic", "data.shape=[3,6,6]", "data.num_samples=1500")  # 960 training samples, 108 dims
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
@@ -224,7 +225,7 @@ def test_fit_uses_the_training_split_only(option):
 @pytest.mark.parametrize("option", FITTED)
 def test_fitted_statistics_are_saved_in_the_checkpoint(option, tmp_path):
     """A real run stores the training-split statistics under ``preprocess``; a fresh preprocessor reloads them."""
-    cfg = compose(f"preprocessing={option}", *QUICK)
+    cfg = compose(f"preprocessing={option}", *QUICK, "trainer.epochs=0", *QUIET)  # fitted before any epoch
     expt.train(cfg, run_dir=tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["preprocess"]
     splits = load_data(cfg.data)
@@ -438,7 +439,7 @@ def test_penalty_is_part_of_the_logged_initial_loss(tmp_path):
     """Same seed, same weights: initial_loss(l2) - initial_loss(0) = l2 * sum(w^2), and it rises with l2."""
     losses = {}
     for l2 in (0.0, 1e-3, 1e-2):
-        cfg = compose("regularization=l2", f"regularization.l2={l2}", *QUICK)
+        cfg = compose("regularization=l2", f"regularization.l2={l2}", *QUICK, "trainer.epochs=0", *QUIET)
         losses[l2] = expt.train(cfg, run_dir=tmp_path / str(l2))["initial_loss"]
         logged = json.loads((tmp_path / str(l2) / "metrics.json").read_text())["initial_loss"]
         assert logged == pytest.approx(losses[l2], rel=1e-12)
@@ -476,7 +477,7 @@ def test_max_norm_clamps_rows_and_filters_after_a_big_step():
 
 def test_max_norm_is_applied_in_the_training_loop(tmp_path):
     """Kaiming rows start at norm ~sqrt(2) > 1; after one real epoch with max_norm=1 every unit is within 1."""
-    cfg = compose("regularization=max_norm", "regularization.max_norm=1.0", *QUICK)
+    cfg = compose("regularization=max_norm", "regularization.max_norm=1.0", *QUICK, *QUIET)
     initial = build(cfg).model
     assert max(float(unit_norms(m.weight).max()) for m in weight_layers(initial)) > 1.2
     expt.train(cfg, run_dir=tmp_path)
@@ -641,7 +642,7 @@ def test_schedule_follows_its_closed_form(name):
 
 
 def test_logged_lr_per_epoch_in_a_real_run(tmp_path):
-    cfg = compose("schedule=step", "schedule.step_size=1", "trainer.epochs=3", "++data.subset=200")
+    cfg = compose("schedule=step", "schedule.step_size=1", "trainer.epochs=3", "++data.subset=200", *QUIET)
     expt.train(cfg, run_dir=tmp_path)
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     lr0 = cfg.optimizer.lr

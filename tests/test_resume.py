@@ -145,14 +145,38 @@ def test_a_run_killed_after_a_snapshot_resumes_to_the_same_snapshots(tmp_path, c
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-6, atol=1e-9) for k in a)
 
 
-def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose):
+# A run with dropout (the random streams matter) and the default step schedule, in two lengths, shared by the
+# tests below that read it or resume from it (each resumes into a directory of its own). Dashboards off:
+# nothing here reads them, and a resumed run may change them.
+SHARED = ["data.subset=300", "regularization=[l2,dropout]", "trainer.checkpoint_interval=0",
+          *(f"dashboard.{k}=false" for k in ("update_ratio", "histograms", "filters", "graph", "summary"))]
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """(run directory, metrics) of ``SHARED`` trained for 2 epochs."""
+    import expt
+
+    run_dir = tmp_path_factory.mktemp("two_epochs")
+    return run_dir, expt.train(expt.compose(["trainer.epochs=2", *SHARED]), run_dir=run_dir)
+
+
+@pytest.fixture(scope="module")
+def four_epochs(tmp_path_factory):
+    """(run directory, metrics) of ``SHARED`` trained straight through 4 epochs."""
+    import expt
+
+    run_dir = tmp_path_factory.mktemp("four_epochs")
+    return run_dir, expt.train(expt.compose(["trainer.epochs=4", *SHARED]), run_dir=run_dir)
+
+
+def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose, two_epochs):
     """Not a checkpoint, a truncated one, another model or optimizer: one ConfigError naming what differs."""
     import expt
     from expt.config import ConfigError
 
-    common = ["trainer.epochs=1", "data.subset=200"]
-    expt.train(compose(*common), run_dir=tmp_path / "a")
-    last = tmp_path / "a" / "checkpoints" / checkpoint.LAST
+    common = ["trainer.epochs=2", *SHARED]
+    last = two_epochs[0] / "checkpoints" / checkpoint.LAST
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
     truncated = tmp_path / "truncated.pt"
@@ -175,18 +199,18 @@ def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose):
         with pytest.raises(ConfigError, match=message):
             expt.train(compose(*common, change, f"trainer.resume={last}"), run_dir=tmp_path / "b")
     # what may change: more epochs and another schedule
-    longer = expt.train(compose("trainer.epochs=2", "data.subset=200", "schedule=cosine", f"trainer.resume={last}"),
+    longer = expt.train(compose("trainer.epochs=3", *SHARED, "schedule=cosine", f"trainer.resume={last}"),
                         run_dir=tmp_path / "c")
-    assert longer["epochs_completed"] == 2
+    assert longer["epochs_completed"] == 3
 
 
-def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose):
+def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose, two_epochs):
     """Resuming a run that already finished trains no more epochs and reports the same metrics."""
     import expt
 
-    first = expt.train(compose("trainer.epochs=2", "data.subset=300"), run_dir=tmp_path / "a")
+    run_dir, first = two_epochs
     again = expt.train(
-        compose("trainer.epochs=2", "data.subset=300", f"trainer.resume={tmp_path / 'a' / 'checkpoints' / 'last.pt'}"),
+        compose("trainer.epochs=2", *SHARED, f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}"),
         run_dir=tmp_path / "b",
     )
     assert numbers(again) == numbers(first)
@@ -194,15 +218,19 @@ def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose):
 
 
 @pytest.mark.parametrize("schedule", ["schedule=step", "schedule=plateau"])
-def test_resume_extends_a_run_to_more_epochs(tmp_path, compose, schedule):
+def test_resume_extends_a_run_to_more_epochs(tmp_path, compose, schedule, request):
     """A 2-epoch run resumed to 4 epochs ends as a straight 4-epoch run does, its schedule included."""
     import expt
 
-    common = [schedule, "data.subset=300", "regularization=[l2,dropout]"]
-    expt.train(compose("trainer.epochs=2", *common), run_dir=tmp_path / "short")
-    longer = expt.train(compose("trainer.epochs=4", *common, f"trainer.resume={tmp_path / 'short'}"),
+    common = [schedule, *SHARED]
+    if schedule == "schedule=step":  # the default schedule: the shared runs
+        short, (_, straight) = request.getfixturevalue("two_epochs")[0], request.getfixturevalue("four_epochs")
+    else:
+        short = tmp_path / "short"
+        expt.train(compose("trainer.epochs=2", *common), run_dir=short)
+        straight = expt.train(compose("trainer.epochs=4", *common), run_dir=tmp_path / "straight")
+    longer = expt.train(compose("trainer.epochs=4", *common, f"trainer.resume={short}"),
                         run_dir=tmp_path / "longer")
-    straight = expt.train(compose("trainer.epochs=4", *common), run_dir=tmp_path / "straight")
     assert [row["lr"] for row in longer["history"]] == pytest.approx([row["lr"] for row in straight["history"]])
     for a, b in zip(numbers(straight), numbers(longer)):
         assert b == pytest.approx(a, rel=1e-6, abs=1e-9)
@@ -225,17 +253,16 @@ def test_resumed_cosine_schedule_follows_the_longer_run(tmp_path, compose):
     )
 
 
-def test_a_loose_last_pt_resumes_with_its_own_best_model(tmp_path, compose):
+def test_a_loose_last_pt_resumes_with_its_own_best_model(tmp_path, compose, four_epochs):
     """last.pt carries the best model so far: copied alone, it resumes to the run's best and writes best.pt."""
     import shutil
 
     import expt
 
-    common = ["trainer.epochs=3", "data.subset=300", "trainer.checkpoint_interval=0"]
-    first = expt.train(compose(*common), run_dir=tmp_path / "a")
+    run_dir, first = four_epochs
     loose = tmp_path / "loose.pt"
-    shutil.copyfile(tmp_path / "a" / "checkpoints" / "last.pt", loose)
-    resumed = expt.train(compose(*common, f"trainer.resume={loose}"), run_dir=tmp_path / "b")
+    shutil.copyfile(run_dir / "checkpoints" / "last.pt", loose)
+    resumed = expt.train(compose("trainer.epochs=4", *SHARED, f"trainer.resume={loose}"), run_dir=tmp_path / "b")
     for key in ("best_epoch", "best_val_acc", "test_acc", "test_loss"):
         assert resumed[key] == first[key]
     assert checkpoint.load(tmp_path / "b" / "checkpoints" / "best.pt")["best_epoch"] == first["best_epoch"]
@@ -299,17 +326,15 @@ def test_checkpoints_wait_for_the_interval_but_the_last_epoch_is_always_written(
     assert calls == [(checkpoint.LAST, 4), (checkpoint.BEST, metrics["best_epoch"])]
 
 
-def test_best_pt_holds_the_model_that_scored_the_test_accuracy(tmp_path, compose):
+def test_best_pt_holds_the_model_that_scored_the_test_accuracy(compose, four_epochs):
     """Loading best.pt into a freshly built model gives back the run's test loss and accuracy."""
-    import expt
     from expt.build import build
     from expt.evaluate import evaluate
 
-    cfg = compose("trainer.epochs=4", "data.subset=300", "regularization=[l2,dropout]", "trainer.checkpoint_interval=0")
-    metrics = expt.train(cfg, run_dir=tmp_path)
-    best = checkpoint.load(tmp_path / "checkpoints" / checkpoint.BEST)
+    run_dir, metrics = four_epochs
+    best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
     assert best["best_epoch"] == metrics["best_epoch"] and best["best_val_acc"] == metrics["best_val_acc"]
-    exp = build(cfg)
+    exp = build(compose("trainer.epochs=4", *SHARED))
     exp.model.load_state_dict(best["model"])
     assert evaluate(exp.model, exp.data.x_test, exp.data.y_test) == pytest.approx(
         (metrics["test_loss"], metrics["test_acc"]), rel=1e-6)
@@ -335,14 +360,13 @@ def test_a_run_that_fails_mid_way_keeps_its_best_model(tmp_path, compose, monkey
     assert best["best_epoch"] in (1, 2) and 0 < best["best_val_acc"] <= 1
 
 
-def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose):
+def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose, two_epochs):
     import expt
     from expt.config import ConfigError
 
-    expt.train(compose("trainer.epochs=1", "data.subset=300"), run_dir=tmp_path / "a")
-    best = tmp_path / "a" / "checkpoints" / checkpoint.BEST
+    best = two_epochs[0] / "checkpoints" / checkpoint.BEST
     with pytest.raises(ConfigError, match=r"trainer\.resume=.*best\.pt.*not a training state.*last\.pt"):
-        expt.train(compose("trainer.epochs=2", "data.subset=300", f"trainer.resume={best}"), run_dir=tmp_path / "b")
+        expt.train(compose("trainer.epochs=3", *SHARED, f"trainer.resume={best}"), run_dir=tmp_path / "b")
 
 
 @pytest.mark.slow
