@@ -23,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
+# Every dashboard diagnostic off: for runs whose tests read none of them (each costs time in every run).
+QUIET = tuple(f"dashboard.{k}=false" for k in ("update_ratio", "histograms", "filters", "graph", "summary"))
+
+
 @pytest.fixture
 def compose():
     """``compose("model=mlp", ...)``: the config ``python -m expt`` would run with those overrides."""

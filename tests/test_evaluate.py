@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import QUIET, run_cli
 
 import expt
 from expt import evaluate
 from expt.data import load as load_data
 from expt.errors import ConfigError
 
-QUICK = ["data.subset=300", "trainer.epochs=3"]
+QUICK = ["data.subset=300", "trainer.epochs=3", *QUIET]  # nothing here reads the dashboards
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_runs_of_other_data_or_no_runs_are_refused(tmp_path, seeds):
 @pytest.fixture(scope="module")
 def snapshot_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("snapshots") / "run"
-    expt.train(expt.compose(["data.subset=300", "trainer.epochs=5", "trainer.snapshots=3"]), run_dir=run)
+    expt.train(expt.compose(["data.subset=300", "trainer.epochs=5", "trainer.snapshots=3", *QUIET]), run_dir=run)
     return run
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli
+from conftest import QUIET, run_cli
 from torch import nn
 
 import expt
@@ -30,7 +30,6 @@ from expt.build import build, build_model
 
 DIGITS_SHAPE, DIGITS_CLASSES = (1, 8, 8), 10
 QUICK = ("++data.subset=200", "trainer.epochs=1")
-QUIET = tuple(f"dashboard.{k}=false" for k in ("update_ratio", "histograms", "filters", "graph", "summary"))
 SYNTHETIC = ("data=synthetic", "data.shape=[3,6,6]", "data.num_samples=1500")  # 960 training samples, 108 dims
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv2d)
@@ -671,9 +670,15 @@ def test_option_lists_match_conf():
         assert sorted(p.stem for p in (conf / group).glob("*.yaml")) == sorted(options), group
 
 
+# the groups that change the layers the dashboards draw (filters, histograms, the graph) run with every
+# diagnostic on; for the others the diagnostics would draw the same layers again
+DIAGNOSED = ("model", "regularization")
+
+
 def run_sweep(group: str, root: Path) -> tuple[subprocess.CompletedProcess, Path]:
     sweep_dir = root / group
-    proc = run_cli("-m", f"{group}={','.join(SWEEPS[group])}", *QUICK, "trainer.device=cpu",
+    quiet = () if group in DIAGNOSED else QUIET
+    proc = run_cli("-m", f"{group}={','.join(SWEEPS[group])}", *QUICK, *quiet, "trainer.device=cpu",
                    f"hydra.sweep.dir={sweep_dir}", cwd=root,
                    env={"OMP_NUM_THREADS": "1"})  # two sweeps share the cores
     return proc, sweep_dir

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import PAUSE, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
+from conftest import PAUSE, QUIET, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
 
 from expt import checkpoint, status
 
@@ -148,8 +148,7 @@ def test_a_run_killed_after_a_snapshot_resumes_to_the_same_snapshots(tmp_path, c
 # A run with dropout (the random streams matter) and the default step schedule, in two lengths, shared by the
 # tests below that read it or resume from it (each resumes into a directory of its own). Dashboards off:
 # nothing here reads them, and a resumed run may change them.
-SHARED = ["data.subset=300", "regularization=[l2,dropout]", "trainer.checkpoint_interval=0",
-          *(f"dashboard.{k}=false" for k in ("update_ratio", "histograms", "filters", "graph", "summary"))]
+SHARED = ["data.subset=300", "regularization=[l2,dropout]", "trainer.checkpoint_interval=0", *QUIET]
 
 
 @pytest.fixture(scope="module")
