@@ -39,12 +39,14 @@ def compose():
 
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory) -> Path:
-    """test_sweeper's toy app swept once with its ``TINY`` rounds, never stopped: what a stopped and resumed
-    sweep of the same settings must end with. Read it, never write into it."""
-    from test_sweeper import TINY, sweep
+    """test_sweeper's toy app swept once with ``TINY_NOTED``, never stopped (its output in ``output.txt``
+    beside it): read by some tests, and what a stopped and resumed sweep of the same settings must end with.
+    Read it, never write into it."""
+    from test_sweeper import TINY_NOTED, sweep
 
     out = tmp_path_factory.mktemp("tiny_sweep") / "sweep"
-    sweep(out, *TINY)
+    done = sweep(out, *TINY_NOTED)
+    (out.parent / "output.txt").write_text(done.stdout + done.stderr)
     return out
 
 

@@ -24,7 +24,7 @@ import torch
 import yaml
 from conftest import numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
 from test_resume import PAUSED as RESUMABLE
-from test_sweeper import APP, TINY, records, summary, sweep
+from test_sweeper import APP, TINY, TINY_NOTED, records, summary, sweep
 
 import expt
 from expt.devices import allowed, choose_device, physical_gpu, runs_side_by_side
@@ -240,14 +240,15 @@ def test_the_optuna_sweeper_through_submitit(tmp_path: Path) -> None:
 
 @has_submitit
 @pytest.mark.slow
-def test_a_sweep_killed_mid_round_reruns_only_the_trials_that_never_finished(tmp_path: Path, tiny_sweep: Path) -> None:
+def test_a_sweep_killed_mid_round_reruns_only_the_trials_that_never_finished(tmp_path: Path,
+                                                                           tiny_sweep: Path) -> None:
     """SIGKILL the sweep once two trials are recorded; the jobs it had started finish on their own; the
     re-run runs each missing trial once and ends with the records of a sweep that was never stopped."""
     straight = tiny_sweep
     jobs = sorted(r["job"] for r in records(straight))
     out, calls, release = tmp_path / "sweep", tmp_path / "calls.txt", tmp_path / "release"
     # two trials at a time; from job 2 on (round 1's second batch) each holds until the test releases it
-    args = [*TINY, *LOCAL, f"toy.calls_file={calls}", "hydra.sweeper.max_batch_size=2", "toy.hold_from_job=2",
+    args = [*TINY_NOTED, *LOCAL, f"toy.calls_file={calls}", "hydra.sweeper.max_batch_size=2", "toy.hold_from_job=2",
             f"toy.release_file={release}"]
     proc = start_cli("--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}", *args, program=APP,
                      cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -25,6 +25,9 @@ APP = ROOT / "tests" / "sweeper_app" / "app.py"
 TINY = ["hydra.sweeper.pinpoint.enabled=false", "model.hidden_dim=64", "regularization.dropout=0.2",
         "hydra.sweeper.rounds=[{trials:4,top_k:3,overrides:['trainer.epochs=1']},"
         "{trials:2,top_k:2,overrides:['trainer.epochs=3']},{trials:2,top_k:1,overrides:['trainer.epochs=10']}]"]
+# TINY with a value every round replaces (trainer.epochs) and a key of the command line's own: the sweep
+# conftest.tiny_sweep runs once for the tests that read it and for those that stop and resume its twin
+TINY_NOTED = [*TINY, "trainer.epochs=5", "+toy_note=x"]
 
 
 def sweep(sweep_dir: Path, *overrides: str, app: Path = APP, check: bool = True,
@@ -42,9 +45,8 @@ def summary(sweep_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((sweep_dir / "search_summary.yaml").read_text())
 
 
-def test_a_sweep_records_every_trial_and_summarises_the_rounds(tmp_path: Path) -> None:
-    out = tmp_path / "sweep"
-    done = sweep(out, *TINY, "trainer.epochs=5", "+toy_note=x")
+def test_a_sweep_records_every_trial_and_summarises_the_rounds(tiny_sweep: Path) -> None:
+    out, output = tiny_sweep, (tiny_sweep.parent / "output.txt").read_text()
     lines = records(out)
     assert sorted(r["job"] for r in lines) == list(range(8))
     assert [r["round"] for r in sorted(lines, key=lambda r: r["job"])] == [1] * 4 + [2] * 2 + [3] * 2
@@ -64,7 +66,7 @@ def test_a_sweep_records_every_trial_and_summarises_the_rounds(tmp_path: Path) -
     assert info["rounds"][0]["space"]["optimizer.lr"] == {"type": "float", "low": 1e-5, "high": 0.1,
                                                           "log": True}
     assert isinstance(info["edge_moves"], list) and info["trials"] == {"completed": 8}
-    assert "top trials (maximize)" in done.stdout + done.stderr
+    assert "top trials (maximize)" in output
     assert (out / "multirun.yaml").exists()
 
 
@@ -151,10 +153,10 @@ def test_a_sweep_killed_at_a_record_write_resumes_to_the_same_records(tmp_path: 
 
     straight = tiny_sweep
     out = tmp_path / "sweep"
-    killed = sweep(out, *TINY, check=False, extra_env={ENV: point})
+    killed = sweep(out, *TINY_NOTED, check=False, extra_env={ENV: point})
     assert killed.returncode == -signal.SIGKILL
     assert len(read_records(out / "search.jsonl")) == (2 if point.endswith("partial@3") else 3)
-    sweep(out, *TINY)
+    sweep(out, *TINY_NOTED)
     a, b = read_records(straight / "search.jsonl"), read_records(out / "search.jsonl")
     assert sorted(a) == sorted(b) and len(a) == 8
     for key in a:
