@@ -1,4 +1,10 @@
-"""Shared fixtures: compose real configs through Hydra and run them in temporary directories."""
+"""Shared fixtures: compose real configs through Hydra and run them in temporary directories.
+
+Every test that starts expt (or a script that uses it) in another process goes through
+:func:`run_cli` or :func:`start_cli`, so that all of them see the same environment: the expt this
+process imports, wherever it is installed (a wheel, an editable install), and never ``src/`` by
+path, which would miss ``expt.conf`` (``conf/`` is installed as that package).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +20,11 @@ import pytest
 import expt
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+# Every dashboard diagnostic off: for runs whose tests read none of them (each costs time in every run).
+QUIET = tuple(f"dashboard.{k}=false" for k in ("update_ratio", "histograms", "filters", "graph", "summary"))
 
 
 @pytest.fixture
@@ -25,13 +37,89 @@ def compose():
     return _compose
 
 
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m expt <args>`` in ``cwd`` and return the finished process (output captured)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env.pop("HYDRA_FULL_ERROR", None) if env is None or "HYDRA_FULL_ERROR" not in env else None
-    return subprocess.run(
-        [sys.executable, "-m", "expt", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
-    )
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """test_sweeper's toy app swept once with ``TINY_NOTED``, never stopped (its output in ``output.txt``
+    beside it): read by some tests, and what a stopped and resumed sweep of the same settings must end with.
+    Read it, never write into it."""
+    from test_sweeper import TINY_NOTED, sweep
+
+    out = tmp_path_factory.mktemp("tiny_sweep") / "sweep"
+    done = sweep(out, *TINY_NOTED)
+    (out.parent / "output.txt").write_text(done.stdout + done.stderr)
+    return out
+
+
+def cli_env(env: dict[str, str | None] | None = None) -> dict[str, str]:
+    """The environment of a test's subprocess: this one's, unbuffered, changed by ``env`` (``None`` unsets).
+
+    ``HYDRA_FULL_ERROR`` is left out unless ``env`` sets it, so errors print as a user sees them.
+    ``tests/`` goes first on ``PYTHONPATH`` so that a config may name a class of ``tests_helpers`` with
+    ``_target_``, as a user's own module would be named.
+    """
+    full = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH", "")) if p)
+    full["PYTHONUNBUFFERED"] = "1"
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return full
+
+
+def command(*args: str, program: str | Path | None = "expt", python: str | Path = sys.executable) -> list[str]:
+    """``python -m <program> <args>`` for a module name, ``python <program> <args>`` for a script's path,
+    ``python <args>`` for ``None`` (``-c`` and a statement)."""
+    start = [] if program is None else [str(program)] if isinstance(program, Path) else ["-m", program]
+    return [str(python), *start, *args]
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str | None] | None = None, timeout: float = 300,
+            program: str | Path | None = "expt", python: str | Path = sys.executable,
+            check: bool = False) -> subprocess.CompletedProcess:
+    """Run ``python -m expt <args>`` (or another module or script, see :func:`command`) in ``cwd``.
+
+    Returns the finished process, its output captured as text; ``check=True`` asserts it exited with 0.
+    """
+    done = subprocess.run(command(*args, program=program, python=python), cwd=cwd, env=cli_env(env),
+                          capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+    return done
+
+
+def start_cli(*args: str, cwd: Path, env: dict[str, str | None] | None = None, program: str | Path | None = "expt",
+              **popen: object) -> subprocess.Popen:
+    """:func:`run_cli` without waiting: the started process (``popen`` as for :class:`subprocess.Popen`)."""
+    return subprocess.Popen(command(*args, program=program), cwd=cwd, env=cli_env(env), **popen)
+
+
+# Holds a run still at one training step until a test signals it there (tests_helpers.PauseAt): a run with
+# it trains as the same run without it, and a test stops it at a known place rather than at a moment.
+PAUSE = "++augmentation.pause._target_=tests_helpers.PauseAt"
+
+
+def pause_env(overrides: list[str], epoch: int, marker: Path) -> dict[str, str]:
+    """The environment that holds ``python -m expt <overrides>`` (``PAUSE`` among them) at the first step of
+    ``epoch``, after the previous epoch's checkpoint; the run creates ``marker`` when it gets there."""
+    from tests_helpers import PAUSE_ENV
+
+    from expt.build import build
+    from expt.trainer import Trainer
+
+    steps = Trainer(build(expt.compose(list(overrides))), marker.parent).steps_per_epoch()
+    return {PAUSE_ENV: f"{(epoch - 1) * steps + 1}:{marker}"}
+
+
+def wait_for_pause(marker: Path, proc: subprocess.Popen, what: str = "the run") -> None:
+    """Return once ``marker`` exists: ``proc`` (or a process it started) is held at its pause."""
+    for _ in range(60000):  # a guard against a hung process only: the pause holds until signalled
+        if marker.exists():
+            return
+        assert proc.poll() is None, f"{what} ended (exit code {proc.returncode}) before it reached its pause"
+        time.sleep(0.01)
+    pytest.fail(f"{what} never reached its pause")
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -2,28 +2,26 @@
 
 Each script runs as a user would run it, at its smallest settings, and writes into a temporary
 results file instead of bench/RESULTS.md. The tests read the tables back and check that every
-row holds the measurements it promises: positive times, finite ratios, every case present.
+row holds the measurements it promises: times that are numbers, finite ratios, every case present. No
+assertion depends on how fast the machine is: a time is never compared with a limit, and one printed
+rounded may read 0.
 """
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_cli
 
 BENCH = ROOT / "bench"
 pytestmark = pytest.mark.slow
 
 
 def run_bench(script: str, *args: str, results: Path) -> str:
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args, f"--results={results}"],
-                          capture_output=True, text=True, timeout=600, cwd=results.parent)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_cli(*args, f"--results={results}", program=BENCH / script, cwd=results.parent, timeout=600, check=True)
     return results.read_text()
 
 
@@ -46,6 +44,13 @@ def positive(cell: str) -> float:
     return value
 
 
+def measured(cell: str) -> float:
+    """A measured time as printed: a finite number, never negative (rounded, a short one may print as 0)."""
+    value = float(cell)
+    assert math.isfinite(value) and value >= 0, cell
+    return value
+
+
 def test_overhead_writes_paired_ratios_for_each_variant(tmp_path):
     text = run_bench("overhead.py", "--quick", "--only", "convnet / digits", results=tmp_path / "R.md")
     rows = table(text, "overhead-cpu")
@@ -53,7 +58,7 @@ def test_overhead_writes_paired_ratios_for_each_variant(tmp_path):
     for case, _, runs, bare, ours, ratio, middle, extra, run_ratio, deviation, rss, gpu in rows:
         assert case == "convnet / digits" and runs == "2 x 3 epochs" and gpu == "-"
         assert float(deviation) == 0  # on the CPU both sides compute the same validation losses, bit for bit
-        positive(bare), positive(ours), positive(run_ratio)  # times: measured, never judged
+        measured(bare), measured(ours), positive(run_ratio)  # times: measured, never judged
         low, high = (positive(v) for v in middle.split(" - "))
         assert low <= positive(ratio) <= high  # the median of the paired ratios lies in their middle half
         assert math.isfinite(float(extra))
@@ -71,8 +76,10 @@ def test_throughput_compares_expt_with_the_bare_loop(tmp_path):
         (m, "64", mode) for m in ("convnet", "deep_convnet") for mode in ("eager", "amp bf16")
     ]
     for _, _, _, bare, ours, ratio, compiled in rows:
-        bare, ours = positive(bare), positive(ours)  # printed to the image, the ratio to 0.001
-        assert positive(ratio) == pytest.approx(ours / bare, rel=0.5 / bare + 0.5 / ours + 0.001)
+        # images per second printed to the image, their ratio to 0.001: the ratio of the printed rates, within
+        # what the rounding of all three allows, whatever the rates are
+        bare, ours = positive(bare), positive(ours)
+        assert (ours - 0.5) / (bare + 0.5) - 0.0005 <= positive(ratio) <= (ours + 0.5) / (bare - 0.5) + 0.0005
         assert compiled == "-"
 
 
@@ -81,7 +88,8 @@ def test_startup_times_each_phase(tmp_path):
     rows = table(text, "startup")
     assert [r[0] for r in rows] == ["import torch", "import expt + hydra", "compose config", "load + split data",
                                     "build (preprocess, model, init, optimizer)", "TensorBoard writer"]
-    assert all(positive(seconds) < 60 for _, seconds in rows)
+    for _, seconds in rows:
+        measured(seconds)  # measured, never judged
     assert "median" in text.split("<!-- startup -->", 1)[1].split("|", 1)[0]
 
 
@@ -90,7 +98,7 @@ def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
     launchers = table(text, "sweep-throughput")
     assert [r[0] for r in launchers] == ["basic", "joblib, 2 workers"]
     for _, seconds, per_minute in launchers:  # measured, never judged: a loaded machine is slower
-        positive(seconds), positive(per_minute)
+        measured(seconds), positive(per_minute)
     methods = {r[0]: r for r in table(text, "search-quality")}
     assert set(methods) == {"staged preset", "staged preset, no early stopping",
                             "staged preset, exact ties only (tie_samples=0)",
@@ -102,7 +110,8 @@ def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
             continue
         _, acc, loss, test, epochs, trials, seconds, seeds = row
         assert 0.05 < percent(acc) <= 100 and 0.05 < percent(test) <= 100 and seeds == "1"
-        assert 0 < median(loss) < 10 and median(epochs) > 0 and median(trials) >= 1 and median(seconds) > 0
+        assert 0 < median(loss) < 10 and median(epochs) > 0 and median(trials) >= 1
+        measured(median_of(seconds))
     assert median(methods["no search: the default config (trainer.seed)"][5]) == 1
 
 
@@ -112,13 +121,18 @@ def test_sweeps_measures_the_seconds_a_trial_costs_beyond_its_epoch(tmp_path):
     assert [r[0] for r in rows] == ["this version, a last-round trial (every diagnostic)",
                                     "this version, an earlier round's trial (no heavy diagnostics)"]
     for _, per_trial, epoch, overhead, per_minute in rows:  # measured, never judged
-        positive(per_trial), positive(epoch), positive(per_minute)
+        measured(per_trial), measured(epoch), positive(per_minute)
         assert math.isfinite(float(overhead))  # a loaded machine may even make it negative: never judged
+
+
+def median_of(cell: str) -> str:
+    """The median of a 'median (min-max)' cell, as printed."""
+    return cell.split(" (")[0].rstrip("%")
 
 
 def median(cell: str) -> float:
     """The median of a 'median (min-max)' cell."""
-    return float(cell.split(" (")[0].rstrip("%"))
+    return float(median_of(cell))
 
 
 def percent(cell: str) -> float:
@@ -132,7 +146,7 @@ def test_augment_times_each_augmentation_against_the_step(tmp_path):
     assert [(r[0], r[1]) for r in rows] == [(p, a) for p in ("float32", "bf16")
                                             for a in ("translate (pad 4)", "hflip", "cutout (8x8)")]
     for _, _, aug_ms, step_ms, share in rows:
-        positive(aug_ms), positive(step_ms)
+        measured(aug_ms), measured(step_ms)
         assert share.endswith("%") and float(share[:-1]) >= 0
     epoch = text.split("| epoch with translate + hflip", 1)[1].splitlines()[2]
-    assert epoch.startswith("| convnet, 1024 images") and positive(epoch.strip("|").split("|")[-1])
+    assert epoch.startswith("| convnet, 1024 images") and positive(epoch.strip("|").split("|")[-1])  # a ratio

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import pytest
-from test_dashboard import SWEEP_LABELS, SWEEP_LRS, BoardServer, get_json, small_run, small_sweep, wait_for
+from test_dashboard import (PATIENCE, SWEEP_LABELS, SWEEP_LRS, BoardServer, get_json, small_run, small_sweep,
+                            wait_for)
 
 from expt import board
 
@@ -221,7 +222,7 @@ def open_recipe_view(chromium, server, runs: list[str]) -> dict:
     state = wait_for(
         lambda: (s := chromium.evaluate(RECIPE_STATE)) and len(s["charts"]) >= 2
         and all(sorted(set(c["runs"] or []) - {"sweep_summary"}) == sorted(runs) for c in s["charts"]) and s,
-        60, f"the custom-scalars page to chart {runs}",
+        PATIENCE, f"the custom-scalars page to chart {runs}",
     )
     first, second = state["charts"][:2]
     assert first["title"] == "accuracy: train vs val" and second["title"].startswith("loss: train vs val")
@@ -241,7 +242,7 @@ def test_a_run_opens_on_the_recipes_pair(tmp_path_factory, tmp_path, chromium):
     run_dir = small_run(tmp_path_factory)
     label = "run trainer.epochs=3 data.subset=300"
     with BoardServer(run_dir, tmp_path / "board.log") as server:
-        assert wait_for(lambda: get_json(f"{server.url}/data/runs") == [label], 60, "the run under its name")
+        assert wait_for(lambda: get_json(f"{server.url}/data/runs") == [label], PATIENCE, "the run under its name")
         state = open_recipe_view(chromium, server, [label])
         assert any("update ratio" in c["title"] for c in state["charts"])
         time.sleep(1)  # let the line charts draw before the picture
@@ -258,7 +259,8 @@ def test_tensorboard_shows_the_sweep_in_a_browser(tmp_path_factory, tmp_path, ch
                for job, lr in enumerate(SWEEP_LRS) if (m := read_metrics(sweep_dir / str(job)))]
     plot_sweep(records, {"optimizer.lr": True}, sweep_dir, metric="val_acc", round_epochs={2: 2})
     with BoardServer(sweep_dir, tmp_path / "board.log") as server:
-        wait_for(lambda: set(get_json(f"{server.url}/data/plugin/scalars/tags")) >= set(SWEEP_LABELS), 60, "both runs loaded")
+        wait_for(lambda: set(get_json(f"{server.url}/data/plugin/scalars/tags")) >= set(SWEEP_LABELS), PATIENCE,
+                 "both runs loaded")
         open_recipe_view(chromium, server, list(SWEEP_LABELS))
         time.sleep(1)  # let the line charts draw before the picture
         shot = chromium.screenshot(tmp_path / "recipe.png")
@@ -266,7 +268,7 @@ def test_tensorboard_shows_the_sweep_in_a_browser(tmp_path_factory, tmp_path, ch
 
         chromium.goto(f"{server.url}/#hparams")
         rows = wait_for(lambda: (r := chromium.evaluate(HPARAMS_ROWS)) and len(r) >= 2 and r,
-                        60, "one HParams table row per trial")
+                        PATIENCE, "one HParams table row per trial")
         header = chromium.evaluate(HPARAMS_HEADER)
         assert header[:2] == ["Trial ID", "Show Metrics"]
         ticked = header[2:7]  # TensorBoard ticks five hparams: expt's own columns and the log10 one among them
@@ -281,22 +283,23 @@ def test_tensorboard_shows_the_sweep_in_a_browser(tmp_path_factory, tmp_path, ch
         chromium.screenshot(tmp_path / "hparams_table.png")
 
         # "Show Metrics" draws the trial's learning curves: the per-epoch tags, one point per epoch
-        assert wait_for(lambda: chromium.evaluate(SHOW_METRICS_OF_FIRST_ROW), 20, "the first row's Show Metrics")
-        cards = wait_for(lambda: (c := chromium.evaluate(METRIC_CARDS)) and "accuracy/val" in c and c, 30, "metric charts")
+        assert wait_for(lambda: chromium.evaluate(SHOW_METRICS_OF_FIRST_ROW), PATIENCE, "the first row's Show Metrics")
+        cards = wait_for(lambda: (c := chromium.evaluate(METRIC_CARDS)) and "accuracy/val" in c and c, PATIENCE,
+                         "metric charts")
         assert {"hparams/best_val_acc", "accuracy/train", "loss/val"} <= set(cards)
         evals = get_json(f"{server.url}/data/plugin/hparams/metric_evals", {
             "experimentName": "", "sessionName": SWEEP_LABELS[0], "metricName": {"tag": "accuracy/val", "group": ""}})
         assert [step for _, step, _ in evals] == [1, 2]
         chromium.screenshot(tmp_path / "hparams_show_metrics.png")
 
-        assert wait_for(lambda: chromium.evaluate(OPEN_PARALLEL_COORDINATES), 20, "the parallel coordinates tab")
-        assert wait_for(lambda: chromium.evaluate(PARALLEL_LINES) >= 2, 30, "one line per trial") is True
+        assert wait_for(lambda: chromium.evaluate(OPEN_PARALLEL_COORDINATES), PATIENCE, "the parallel coordinates tab")
+        assert wait_for(lambda: chromium.evaluate(PARALLEL_LINES) >= 2, PATIENCE, "one line per trial") is True
         chromium.screenshot(tmp_path / "hparams_parallel_coordinates.png")
 
         # the sweep pictures are drawn at the width TensorBoard shows them: nothing shrinks their text
         chromium.goto(f"{server.url}/#images")
         images = wait_for(lambda: (i := chromium.evaluate(IMAGES)) and [x for x in i if x["natural"] >= 300] or None,
-                          60, "the sweep pictures")
+                          PATIENCE, "the sweep pictures")
         assert len(images) == 2 and all(abs(x["shown"] - x["natural"]) <= 2 for x in images), images
         chromium.screenshot(tmp_path / "images.png")
 

@@ -6,7 +6,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import numbers, run_cli
+from conftest import numbers, run_cli, start_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata as hparams_metadata
 
@@ -475,6 +474,11 @@ def get_json(url: str, body: dict | None = None) -> object:
         return json.loads(response.read())
 
 
+# seconds to wait for a server or a page before calling it hung: a guard, never a measure of speed (a loaded
+# machine starts TensorBoard slowly)
+PATIENCE = 300
+
+
 def wait_for(check, timeout: float, what: str):
     """Poll ``check()`` until it returns something truthy (errors count as not yet) or fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
@@ -499,11 +503,8 @@ class BoardServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_file = log_file
         self.log = open(log_file, "w")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "expt.board", str(logdir), "--port", str(self.port), *args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
-        )
+        self.proc = start_cli(str(logdir), "--port", str(self.port), *args, program="expt.board",
+                              cwd=log_file.parent, stdout=self.log, stderr=subprocess.STDOUT)
 
     def __enter__(self) -> "BoardServer":
         def ready():
@@ -511,7 +512,7 @@ class BoardServer:
                 pytest.fail(f"expt.board exited with {self.proc.returncode}: {self.log_file.read_text()[-2000:]}")
             return get_json(f"{self.url}/data/runs")
 
-        wait_for(ready, 60, "TensorBoard to answer /data/runs")
+        wait_for(ready, PATIENCE, "TensorBoard to answer /data/runs")
         return self
 
     def printed_url(self, fragment: str) -> str:
@@ -535,21 +536,22 @@ def test_tensorboard_serves_the_sweep(sweep_dir, tmp_path):
     with BoardServer(sweep_dir, tmp_path / "board.log") as server:
         assert server.printed_url(board.RECIPE_VIEW)
         trials = lambda names: sorted(set(names) - {"sweep_summary"})  # noqa: E731 (the browser test adds pictures)
-        assert wait_for(lambda: trials(get_json(f"{server.url}/data/runs")) == list(SWEEP_LABELS), 60, "both runs")
+        assert wait_for(lambda: trials(get_json(f"{server.url}/data/runs")) == list(SWEEP_LABELS), PATIENCE,
+                        "both runs")
 
         def scalar_tags():
             tags = get_json(f"{server.url}/data/plugin/scalars/tags")
             tags = {run: t for run, t in tags.items() if run != "sweep_summary"}
             return tags if set(tags) == set(SWEEP_LABELS) and all("accuracy/val" in t for t in tags.values()) else None
 
-        tags = wait_for(scalar_tags, 60, "the scalar tags of both trials")
+        tags = wait_for(scalar_tags, PATIENCE, "the scalar tags of both trials")
         for run_tags in tags.values():
             assert set(CORE_SCALARS) <= set(run_tags)
             assert any(t.startswith("diagnostics/update_ratio_log10/") for t in run_tags)
 
         experiment = wait_for(
             lambda: get_json(f"{server.url}/data/plugin/hparams/experiment", {"experimentName": ""}).get("hparamInfos"),
-            60, "the hparams experiment",
+            PATIENCE, "the hparams experiment",
         )
         assert "optimizer.lr" in {h["name"] for h in experiment}
         request = {

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import QUIET, run_cli
 
 import expt
 from expt import evaluate
 from expt.data import load as load_data
 from expt.errors import ConfigError
 
-QUICK = ["data.subset=300", "trainer.epochs=3"]
+QUICK = ["data.subset=300", "trainer.epochs=3", *QUIET]  # nothing here reads the dashboards
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,7 @@ def test_an_ensemble_is_chosen_on_validation_and_tested_once(seeds):
 
 def test_the_same_choice_again_is_reported_as_already_evaluated(seeds, tmp_path):
     first = evaluate.evaluate_ensembles(seeds, top=2)
-    again = subprocess.run([sys.executable, "-m", "expt.evaluate", str(seeds), "--top", "2"],
-                           capture_output=True, text=True, timeout=300)
+    again = run_cli(str(seeds), "--top", "2", program="expt.evaluate", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert "already evaluated on the test split" in again.stdout
     assert f"{100 * first['ensemble']['test_acc']:.2f}%" in again.stdout
@@ -100,9 +99,8 @@ def test_the_same_choice_again_is_reported_as_already_evaluated(seeds, tmp_path)
     (["--top", "7"], r"--top 7 is not allowed: .* holds 3 finished run\(s\); give a number from 1 to 3"),
     (["--tta", "rotate"], r"--tta rotate is not allowed: one of none, shift, flip, shift\+flip"),
 ])
-def test_bad_evaluation_requests_are_one_paragraph(seeds, args, message):
-    done = subprocess.run([sys.executable, "-m", "expt.evaluate", str(seeds), *args],
-                          capture_output=True, text=True, timeout=300)
+def test_bad_evaluation_requests_are_one_paragraph(seeds, tmp_path, args, message):
+    done = run_cli(str(seeds), *args, program="expt.evaluate", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     import re
     assert re.search(message, done.stderr), done.stderr
@@ -112,8 +110,8 @@ def test_runs_of_other_data_or_no_runs_are_refused(tmp_path, seeds):
     with pytest.raises(ConfigError, match="holds no finished run"):
         evaluate.evaluate_ensembles(tmp_path)
     mixed = tmp_path / "mixed"
-    expt.train(expt.compose([*QUICK, "data.split_seed=1"]), run_dir=mixed / "a")
-    expt.train(expt.compose(QUICK), run_dir=mixed / "b")
+    expt.train(expt.compose([*QUICK, "data.split_seed=1", "trainer.epochs=1"]), run_dir=mixed / "a")
+    shutil.copytree(seeds / "0", mixed / "b")  # a finished run of the same data as the seeds' runs
     with pytest.raises(ConfigError, match="were trained on different data"):
         evaluate.evaluate_ensembles(mixed)
 
@@ -121,7 +119,7 @@ def test_runs_of_other_data_or_no_runs_are_refused(tmp_path, seeds):
 @pytest.fixture(scope="module")
 def snapshot_run(tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("snapshots") / "run"
-    expt.train(expt.compose(["data.subset=300", "trainer.epochs=5", "trainer.snapshots=3"]), run_dir=run)
+    expt.train(expt.compose(["data.subset=300", "trainer.epochs=5", "trainer.snapshots=3", *QUIET]), run_dir=run)
     return run
 
 

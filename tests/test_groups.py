@@ -10,15 +10,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import QUIET, run_cli
 from torch import nn
 
 import expt
@@ -225,7 +224,7 @@ def test_fit_uses_the_training_split_only(option):
 @pytest.mark.parametrize("option", FITTED)
 def test_fitted_statistics_are_saved_in_the_checkpoint(option, tmp_path):
     """A real run stores the training-split statistics under ``preprocess``; a fresh preprocessor reloads them."""
-    cfg = compose(f"preprocessing={option}", *QUICK)
+    cfg = compose(f"preprocessing={option}", *QUICK, "trainer.epochs=0", *QUIET)  # fitted before any epoch
     expt.train(cfg, run_dir=tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["preprocess"]
     splits = load_data(cfg.data)
@@ -439,7 +438,7 @@ def test_penalty_is_part_of_the_logged_initial_loss(tmp_path):
     """Same seed, same weights: initial_loss(l2) - initial_loss(0) = l2 * sum(w^2), and it rises with l2."""
     losses = {}
     for l2 in (0.0, 1e-3, 1e-2):
-        cfg = compose("regularization=l2", f"regularization.l2={l2}", *QUICK)
+        cfg = compose("regularization=l2", f"regularization.l2={l2}", *QUICK, "trainer.epochs=0", *QUIET)
         losses[l2] = expt.train(cfg, run_dir=tmp_path / str(l2))["initial_loss"]
         logged = json.loads((tmp_path / str(l2) / "metrics.json").read_text())["initial_loss"]
         assert logged == pytest.approx(losses[l2], rel=1e-12)
@@ -477,7 +476,7 @@ def test_max_norm_clamps_rows_and_filters_after_a_big_step():
 
 def test_max_norm_is_applied_in_the_training_loop(tmp_path):
     """Kaiming rows start at norm ~sqrt(2) > 1; after one real epoch with max_norm=1 every unit is within 1."""
-    cfg = compose("regularization=max_norm", "regularization.max_norm=1.0", *QUICK)
+    cfg = compose("regularization=max_norm", "regularization.max_norm=1.0", *QUICK, *QUIET)
     initial = build(cfg).model
     assert max(float(unit_norms(m.weight).max()) for m in weight_layers(initial)) > 1.2
     expt.train(cfg, run_dir=tmp_path)
@@ -684,7 +683,7 @@ def test_warmup_cosine_per_step_warms_up_within_the_first_epochs():
 
 
 def test_logged_lr_per_epoch_in_a_real_run(tmp_path):
-    cfg = compose("schedule=step", "schedule.step_size=1", "trainer.epochs=3", "++data.subset=200")
+    cfg = compose("schedule=step", "schedule.step_size=1", "trainer.epochs=3", "++data.subset=200", *QUIET)
     expt.train(cfg, run_dir=tmp_path)
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     lr0 = cfg.optimizer.lr
@@ -713,15 +712,17 @@ def test_option_lists_match_conf():
         assert sorted(p.stem for p in (conf / group).glob("*.yaml")) == sorted(options), group
 
 
+# the groups that change the layers the dashboards draw (filters, histograms, the graph) run with every
+# diagnostic on; for the others the diagnostics would draw the same layers again
+DIAGNOSED = ("model", "regularization")
+
+
 def run_sweep(group: str, root: Path) -> tuple[subprocess.CompletedProcess, Path]:
     sweep_dir = root / group
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    env["OMP_NUM_THREADS"] = "1"  # two sweeps share the cores
-    proc = subprocess.run(
-        [sys.executable, "-m", "expt", "-m", f"{group}={','.join(SWEEPS[group])}", *QUICK,
-         "trainer.device=cpu", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=300,
-    )
+    quiet = () if group in DIAGNOSED else QUIET
+    proc = run_cli("-m", f"{group}={','.join(SWEEPS[group])}", *QUICK, *quiet, "trainer.device=cpu",
+                   f"hydra.sweep.dir={sweep_dir}", cwd=root,
+                   env={"OMP_NUM_THREADS": "1"})  # two sweeps share the cores
     return proc, sweep_dir
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import expt
@@ -188,14 +188,8 @@ def test_a_population_refuses_configs_that_differ_in_more_than_member_values(com
 
 # ============================================================================= the launcher
 def multirun(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
-    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    done = subprocess.run([sys.executable, "-m", "expt", "--multirun", "hydra/launcher=population",
-                           f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides], cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
+    return run_cli("--multirun", "hydra/launcher=population", f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides,
+                   cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, check=check)
 
 
 def test_a_bad_max_population_names_the_key(tmp_path: Path) -> None:

@@ -1,4 +1,9 @@
-"""The progress bar inside long epochs: shown at a terminal, absent when the output is a file or in sweeps."""
+"""The progress bar inside long epochs: shown at a terminal, absent when the output is a file or in sweeps.
+
+Nothing here depends on how fast the machine is: tqdm is told (through its own ``TQDM_*`` environment
+variables) to draw on every update rather than at most every 0.1 s, and an epoch counts as "short" against
+a ``trainer.progress_after`` no epoch can reach.
+"""
 
 from __future__ import annotations
 
@@ -6,24 +11,24 @@ import fcntl
 import os
 import pty
 import struct
-import subprocess
-import sys
 import termios
 from pathlib import Path
 
-from conftest import run_cli
+import expt
+from conftest import run_cli, start_cli
 
-RUN = ["data=synthetic", "data.num_samples=4000", "trainer.epochs=1", "trainer.batch_size=16",
+RUN = ["data=synthetic", "data.num_samples=1000", "trainer.epochs=1", "trainer.batch_size=16",
        "dashboard.histograms=false"]
+NEVER = "trainer.progress_after=1e9"  # seconds: later than any epoch ends
 
 
 def run_in_a_terminal(*args: str, cwd: Path) -> tuple[int, str]:
     """``python -m expt <args>`` with its output on a pseudo-terminal, as a user at a shell sees it."""
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 40 rows, 120 columns
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
-    proc = subprocess.Popen([sys.executable, "-m", "expt", *args], cwd=cwd, env=env,
-                            stdin=follower, stdout=follower, stderr=follower)
+    # tqdm draws on every update (not at most every 0.1 s), so what reaches the screen is the same on any machine
+    env = {"COLUMNS": "120", "TQDM_MININTERVAL": "0", "TQDM_MINITERS": "1"}
+    proc = start_cli(*args, cwd=cwd, env=env, stdin=follower, stdout=follower, stderr=follower)
     os.close(follower)
     chunks = []
     while True:
@@ -47,8 +52,8 @@ def test_a_terminal_shows_images_per_second_and_the_running_loss(tmp_path):
 
 
 def test_no_bar_when_the_output_is_a_file_or_the_epoch_is_short(tmp_path):
-    small = [*RUN, "data.num_samples=1000"]
-    proc = run_cli(*small, "trainer.progress_after=0", f"hydra.run.dir={tmp_path / 'file'}", cwd=tmp_path)
+    assert expt.compose([]).trainer.progress_after == 5  # the default: a bar once an epoch has run 5 s
+    proc = run_cli(*RUN, "trainer.progress_after=0", f"hydra.run.dir={tmp_path / 'file'}", cwd=tmp_path)
     assert proc.returncode == 0 and "img/s" not in proc.stdout + proc.stderr
-    code, screen = run_in_a_terminal(*small, f"hydra.run.dir={tmp_path / 'short'}", cwd=tmp_path)  # 5 s default
+    code, screen = run_in_a_terminal(*RUN, NEVER, f"hydra.run.dir={tmp_path / 'short'}", cwd=tmp_path)
     assert code == 0 and "img/s" not in screen

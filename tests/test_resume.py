@@ -2,47 +2,43 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from conftest import numbers, read_metrics, run_cli
+from conftest import PAUSE, QUIET, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
 
 from expt import checkpoint, status
 
-# ~0.6 s an epoch on 2 CPU cores: slow enough to kill between epochs, with dropout so the RNG state matters
+# dropout, so the random streams matter; a step schedule that changes the rate after the pause
 OVERRIDES = [
-    "data=synthetic", "data.num_samples=6000", "data.noise=4.0", "regularization=[l2,dropout]", "model.num_filters=32",
-    "schedule=step", "schedule.step_size=2", "trainer.epochs=6", "trainer.checkpoint_interval=0",
+    "data=synthetic", "data.num_samples=1500", "data.noise=4.0", "regularization=[l2,dropout]", "model.num_filters=16",
+    "schedule=step", "schedule.step_size=2", "trainer.epochs=4", "trainer.checkpoint_interval=0",
 ]
+PAUSED = [*OVERRIDES, PAUSE]  # held at a step of the test's choosing when started with pause_env
 
 
-def kill_after_epoch(run_dir, epoch: int, timeout: float = 120) -> int:
-    """Start the run, SIGKILL it once checkpoints/last.pt holds ``epoch`` or later; return the epoch it reached."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "expt", *OVERRIDES, f"hydra.run.dir={run_dir}"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    last = run_dir / "checkpoints" / checkpoint.LAST
-    deadline = time.monotonic() + timeout
+def start_paused(run_dir, epoch: int, **popen) -> subprocess.Popen:
+    """Start ``python -m expt`` on ``PAUSED``; return once it is held at the first step of ``epoch``."""
+    marker = run_dir.parent / f"{run_dir.name}.paused"
+    proc = start_cli(*PAUSED, f"hydra.run.dir={run_dir}", cwd=run_dir.parent,
+                     env=pause_env(PAUSED, epoch, marker), **popen)
     try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if last.is_file() and torch.load(last, weights_only=True)["epoch"] >= epoch:
-                proc.send_signal(signal.SIGKILL)
-                break
-            time.sleep(0.02)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    return torch.load(last, weights_only=True)["epoch"]
+        wait_for_pause(marker, proc)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
+@pytest.fixture(scope="module")
+def straight_paused(tmp_path_factory) -> dict:
+    """``PAUSED`` run straight through, in this process (the pause is never armed here)."""
+    import expt
+
+    return expt.train(expt.compose(PAUSED), run_dir=tmp_path_factory.mktemp("straight"))
 
 
 @pytest.mark.cuda
@@ -60,24 +56,25 @@ def test_resume_on_cuda_continues_like_an_uninterrupted_run(tmp_path, compose):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_metrics(tmp_path):
-    straight = tmp_path / "straight"
-    proc = run_cli(*OVERRIDES, f"hydra.run.dir={straight}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, straight_paused):
+    """SIGKILL from outside in the middle of epoch 3 (held at its first step): the resumed run ends as the
+    straight one did."""
     killed = tmp_path / "killed"
-    reached = kill_after_epoch(killed, epoch=2)
-    assert 2 <= reached < 6
+    proc = start_paused(killed, epoch=3, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    reached = torch.load(killed / "checkpoints" / checkpoint.LAST, weights_only=True)["epoch"]
+    assert reached == 2
     assert not (killed / "metrics.json").exists()
 
     resumed = tmp_path / "resumed"
-    proc = run_cli(*OVERRIDES, f"trainer.resume={killed}", f"hydra.run.dir={resumed}", cwd=tmp_path)
+    proc = run_cli(*PAUSED, f"trainer.resume={killed}", f"hydra.run.dir={resumed}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"after epoch {reached}" in proc.stdout
 
-    a, b = read_metrics(straight), read_metrics(resumed)
-    assert len(numbers(b)) == 6
-    for row_a, row_b in zip(numbers(a), numbers(b)):
+    a, b = straight_paused, read_metrics(resumed)
+    assert len(numbers(b)) == 4
+    for row_a, row_b in zip(numbers(a), numbers(b), strict=True):
         assert row_b == pytest.approx(row_a, rel=1e-6, abs=1e-9)
     for key in ("best_val_acc", "best_epoch", "test_acc", "final_train_loss", "initial_loss"):
         assert b[key] == pytest.approx(a[key], rel=1e-6)
@@ -148,14 +145,37 @@ def test_a_run_killed_after_a_snapshot_resumes_to_the_same_snapshots(tmp_path, c
         assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-6, atol=1e-9) for k in a)
 
 
-def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose):
+# A run with dropout (the random streams matter) and the default step schedule, in two lengths, shared by the
+# tests below that read it or resume from it (each resumes into a directory of its own). Dashboards off:
+# nothing here reads them, and a resumed run may change them.
+SHARED = ["data.subset=300", "regularization=[l2,dropout]", "trainer.checkpoint_interval=0", *QUIET]
+
+
+@pytest.fixture(scope="module")
+def two_epochs(tmp_path_factory):
+    """(run directory, metrics) of ``SHARED`` trained for 2 epochs."""
+    import expt
+
+    run_dir = tmp_path_factory.mktemp("two_epochs")
+    return run_dir, expt.train(expt.compose(["trainer.epochs=2", *SHARED]), run_dir=run_dir)
+
+
+@pytest.fixture(scope="module")
+def four_epochs(tmp_path_factory):
+    """(run directory, metrics) of ``SHARED`` trained straight through 4 epochs."""
+    import expt
+
+    run_dir = tmp_path_factory.mktemp("four_epochs")
+    return run_dir, expt.train(expt.compose(["trainer.epochs=4", *SHARED]), run_dir=run_dir)
+
+
+def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose, two_epochs):
     """Not a checkpoint, a truncated one, another model or optimizer: one ConfigError naming what differs."""
     import expt
     from expt.config import ConfigError
 
-    common = ["trainer.epochs=1", "data.subset=200"]
-    expt.train(compose(*common), run_dir=tmp_path / "a")
-    last = tmp_path / "a" / "checkpoints" / checkpoint.LAST
+    common = ["trainer.epochs=2", *SHARED]
+    last = two_epochs[0] / "checkpoints" / checkpoint.LAST
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint")
     truncated = tmp_path / "truncated.pt"
@@ -178,18 +198,18 @@ def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose):
         with pytest.raises(ConfigError, match=message):
             expt.train(compose(*common, change, f"trainer.resume={last}"), run_dir=tmp_path / "b")
     # what may change: more epochs and another schedule
-    longer = expt.train(compose("trainer.epochs=2", "data.subset=200", "schedule=cosine", f"trainer.resume={last}"),
+    longer = expt.train(compose("trainer.epochs=3", *SHARED, "schedule=cosine", f"trainer.resume={last}"),
                         run_dir=tmp_path / "c")
-    assert longer["epochs_completed"] == 2
+    assert longer["epochs_completed"] == 3
 
 
-def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose):
+def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose, two_epochs):
     """Resuming a run that already finished trains no more epochs and reports the same metrics."""
     import expt
 
-    first = expt.train(compose("trainer.epochs=2", "data.subset=300"), run_dir=tmp_path / "a")
+    run_dir, first = two_epochs
     again = expt.train(
-        compose("trainer.epochs=2", "data.subset=300", f"trainer.resume={tmp_path / 'a' / 'checkpoints' / 'last.pt'}"),
+        compose("trainer.epochs=2", *SHARED, f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}"),
         run_dir=tmp_path / "b",
     )
     assert numbers(again) == numbers(first)
@@ -197,15 +217,19 @@ def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose):
 
 
 @pytest.mark.parametrize("schedule", ["schedule=step", "schedule=plateau"])
-def test_resume_extends_a_run_to_more_epochs(tmp_path, compose, schedule):
+def test_resume_extends_a_run_to_more_epochs(tmp_path, compose, schedule, request):
     """A 2-epoch run resumed to 4 epochs ends as a straight 4-epoch run does, its schedule included."""
     import expt
 
-    common = [schedule, "data.subset=300", "regularization=[l2,dropout]"]
-    expt.train(compose("trainer.epochs=2", *common), run_dir=tmp_path / "short")
-    longer = expt.train(compose("trainer.epochs=4", *common, f"trainer.resume={tmp_path / 'short'}"),
+    common = [schedule, *SHARED]
+    if schedule == "schedule=step":  # the default schedule: the shared runs
+        short, (_, straight) = request.getfixturevalue("two_epochs")[0], request.getfixturevalue("four_epochs")
+    else:
+        short = tmp_path / "short"
+        expt.train(compose("trainer.epochs=2", *common), run_dir=short)
+        straight = expt.train(compose("trainer.epochs=4", *common), run_dir=tmp_path / "straight")
+    longer = expt.train(compose("trainer.epochs=4", *common, f"trainer.resume={short}"),
                         run_dir=tmp_path / "longer")
-    straight = expt.train(compose("trainer.epochs=4", *common), run_dir=tmp_path / "straight")
     assert [row["lr"] for row in longer["history"]] == pytest.approx([row["lr"] for row in straight["history"]])
     for a, b in zip(numbers(straight), numbers(longer)):
         assert b == pytest.approx(a, rel=1e-6, abs=1e-9)
@@ -228,17 +252,16 @@ def test_resumed_cosine_schedule_follows_the_longer_run(tmp_path, compose):
     )
 
 
-def test_a_loose_last_pt_resumes_with_its_own_best_model(tmp_path, compose):
+def test_a_loose_last_pt_resumes_with_its_own_best_model(tmp_path, compose, four_epochs):
     """last.pt carries the best model so far: copied alone, it resumes to the run's best and writes best.pt."""
     import shutil
 
     import expt
 
-    common = ["trainer.epochs=3", "data.subset=300", "trainer.checkpoint_interval=0"]
-    first = expt.train(compose(*common), run_dir=tmp_path / "a")
+    run_dir, first = four_epochs
     loose = tmp_path / "loose.pt"
-    shutil.copyfile(tmp_path / "a" / "checkpoints" / "last.pt", loose)
-    resumed = expt.train(compose(*common, f"trainer.resume={loose}"), run_dir=tmp_path / "b")
+    shutil.copyfile(run_dir / "checkpoints" / "last.pt", loose)
+    resumed = expt.train(compose("trainer.epochs=4", *SHARED, f"trainer.resume={loose}"), run_dir=tmp_path / "b")
     for key in ("best_epoch", "best_val_acc", "test_acc", "test_loss"):
         assert resumed[key] == first[key]
     assert checkpoint.load(tmp_path / "b" / "checkpoints" / "best.pt")["best_epoch"] == first["best_epoch"]
@@ -302,17 +325,15 @@ def test_checkpoints_wait_for_the_interval_but_the_last_epoch_is_always_written(
     assert calls == [(checkpoint.LAST, 4), (checkpoint.BEST, metrics["best_epoch"])]
 
 
-def test_best_pt_holds_the_model_that_scored_the_test_accuracy(tmp_path, compose):
+def test_best_pt_holds_the_model_that_scored_the_test_accuracy(compose, four_epochs):
     """Loading best.pt into a freshly built model gives back the run's test loss and accuracy."""
-    import expt
     from expt.build import build
     from expt.evaluate import evaluate
 
-    cfg = compose("trainer.epochs=4", "data.subset=300", "regularization=[l2,dropout]", "trainer.checkpoint_interval=0")
-    metrics = expt.train(cfg, run_dir=tmp_path)
-    best = checkpoint.load(tmp_path / "checkpoints" / checkpoint.BEST)
+    run_dir, metrics = four_epochs
+    best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
     assert best["best_epoch"] == metrics["best_epoch"] and best["best_val_acc"] == metrics["best_val_acc"]
-    exp = build(cfg)
+    exp = build(compose("trainer.epochs=4", *SHARED))
     exp.model.load_state_dict(best["model"])
     assert evaluate(exp.model, exp.data.x_test, exp.data.y_test) == pytest.approx(
         (metrics["test_loss"], metrics["test_acc"]), rel=1e-6)
@@ -338,45 +359,33 @@ def test_a_run_that_fails_mid_way_keeps_its_best_model(tmp_path, compose, monkey
     assert best["best_epoch"] in (1, 2) and 0 < best["best_val_acc"] <= 1
 
 
-def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose):
+def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose, two_epochs):
     import expt
     from expt.config import ConfigError
 
-    expt.train(compose("trainer.epochs=1", "data.subset=300"), run_dir=tmp_path / "a")
-    best = tmp_path / "a" / "checkpoints" / checkpoint.BEST
+    best = two_epochs[0] / "checkpoints" / checkpoint.BEST
     with pytest.raises(ConfigError, match=r"trainer\.resume=.*best\.pt.*not a training state.*last\.pt"):
-        expt.train(compose("trainer.epochs=2", "data.subset=300", f"trainer.resume={best}"), run_dir=tmp_path / "b")
+        expt.train(compose("trainer.epochs=3", *SHARED, f"trainer.resume={best}"), run_dir=tmp_path / "b")
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path):
-    """SIGINT mid-run: metrics.json says interrupted, best.pt is written, and the run resumes to the same end."""
+def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, compose, straight_paused):
+    """SIGINT during epoch 2 (held at its first step): metrics.json says interrupted, best.pt is written, and
+    the run resumes to the same end."""
+    import expt
+
     run_dir = tmp_path / "stopped"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "expt", *OVERRIDES, f"hydra.run.dir={run_dir}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    last = run_dir / "checkpoints" / checkpoint.LAST
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None and not last.is_file():
-        time.sleep(0.02)
-    time.sleep(0.2)  # into the next epoch
+    proc = start_paused(run_dir, epoch=2, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=60)
-    assert proc.returncode != 0, "the run finished before it could be interrupted"
-    assert proc.returncode == 130 and "Traceback" not in output
-    assert re.search(r"Interrupted during epoch \d+; checkpoints/last.pt holds epoch \d+: resume with", output)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    assert re.search(r"Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with", output), output
 
     metrics = read_metrics(run_dir)
-    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] >= 1
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
     best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
-    assert best["best_epoch"] == metrics["best_epoch"]
+    assert best["best_epoch"] == metrics["best_epoch"] == 1
 
-    straight = tmp_path / "straight"
-    assert run_cli(*OVERRIDES, f"hydra.run.dir={straight}", cwd=tmp_path).returncode == 0
-    resumed = tmp_path / "resumed"
-    proc = run_cli(*OVERRIDES, f"trainer.resume={run_dir}", f"hydra.run.dir={resumed}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    for row_a, row_b in zip(numbers(read_metrics(straight)), numbers(read_metrics(resumed)), strict=True):
+    resumed = expt.train(compose(*PAUSED, f"trainer.resume={run_dir}"), run_dir=tmp_path / "resumed")
+    for row_a, row_b in zip(numbers(straight_paused), numbers(resumed), strict=True):
         assert row_b == pytest.approx(row_a, rel=1e-6, abs=1e-9)

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import numbers, read_metrics
-from test_resume import OVERRIDES as RESUMABLE
-from test_sweeper import APP, TINY, env, records, summary, sweep
+from conftest import numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
+from test_resume import PAUSED as RESUMABLE
+from test_sweeper import APP, TINY, TINY_NOTED, records, summary, sweep
 
 import expt
 from expt.devices import allowed, choose_device, physical_gpu, runs_side_by_side
@@ -35,9 +35,8 @@ has_submitit = pytest.mark.skipif(
     importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is None,
     reason="needs hydra-submitit-launcher (pip install -e '.[slurm]')")
 LOCAL = ["hydra/launcher=submitit_local"]
-# test_resume's run (dropout, so the random streams matter; a step schedule), smaller
-SHORTER = [*RESUMABLE, "data.num_samples=2000", "trainer.epochs=4", "dashboard.histograms=false",
-           "dashboard.filters=false", "dashboard.graph=false"]
+# test_resume's run (dropout, so the random streams matter; a step schedule), held at a step when asked
+SHORTER = [*RESUMABLE, "dashboard.histograms=false", "dashboard.filters=false", "dashboard.graph=false"]
 # a tiny expt run: the synthetic data, an MLP, one epoch
 SMALL = ["model=mlp", "data=synthetic", "data.num_samples=600", "trainer.epochs=1", "trainer.batch_size=128",
          "sanity.before_train=false"]
@@ -128,9 +127,8 @@ def test_hydra_jobs_report_their_number_and_whether_the_launcher_is_parallel(tmp
                        "joblib": ["-m", "+x=1,2,3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]}.items():
         out = tmp_path / f"{name}.jsonl"
         flags, overrides = [a for a in args if a == "-m"], [a for a in args if a != "-m"]
-        done = subprocess.run([sys.executable, str(app), *flags, f"+out={out}", f"hydra.sweep.dir={tmp_path / name}",
-                               f"hydra.run.dir={tmp_path / name}", *overrides],
-                              cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+        done = run_cli(*flags, f"+out={out}", f"hydra.sweep.dir={tmp_path / name}", f"hydra.run.dir={tmp_path / name}",
+                       *overrides, program=app, cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         seen[name] = sorted((json.loads(line) for line in out.read_text().splitlines()), key=lambda r: r["job"] or 0)
     assert seen["run"] == [{"job": None, "parallel": False, "device": "cuda"}]
@@ -144,9 +142,8 @@ def test_a_parallel_sweep_on_this_machines_gpus(tmp_path: Path) -> None:
     """Two joblib trials at once: each on its GPU (job number mod device count), or both on the one GPU."""
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     out = tmp_path / "sweep"
-    done = subprocess.run([sys.executable, "-m", "expt", "-m", f"hydra.sweep.dir={out}", "hydra/launcher=joblib",
-                           "hydra.launcher.n_jobs=2", *SMALL, "optimizer.lr=1e-3,1e-2"],
-                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    done = run_cli("-m", f"hydra.sweep.dir={out}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *SMALL,
+                   "optimizer.lr=1e-3,1e-2", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     count = torch.cuda.device_count()
     for job in (0, 1):
@@ -174,7 +171,8 @@ def alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def wait_until(condition, timeout: float = 120.0, what: str = "") -> None:
+def wait_until(condition, timeout: float = 600.0, what: str = "") -> None:
+    """Poll ``condition`` until it holds; the timeout only guards against a hung process."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"gave up waiting for {what}"
@@ -208,9 +206,7 @@ def test_a_coarse_to_fine_sweep_through_submitit_records_every_trial_even_failed
 @pytest.mark.slow
 def test_a_plain_multirun_through_submitit(tmp_path: Path) -> None:
     plain = tmp_path / "plain"
-    done = subprocess.run([sys.executable, str(APP), "-m", *LOCAL, f"hydra.sweep.dir={plain}",
-                           "optimizer.lr=1e-3,3e-3"], cwd=tmp_path, env=env(), capture_output=True, text=True,
-                          timeout=300)
+    done = run_cli("-m", *LOCAL, f"hydra.sweep.dir={plain}", "optimizer.lr=1e-3,3e-3", program=APP, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     objectives = [read_metrics(plain / str(job))["objective"] for job in (0, 1)]
     assert objectives[1] == pytest.approx(0.98) and objectives[0] < objectives[1]  # the toy peaks at lr 3e-3
@@ -227,11 +223,9 @@ OPTUNA_INCOMPATIBLE = "'infer_relative_search_space' not in 'SamplerConfig'"
 def test_the_optuna_sweeper_through_submitit(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     tuned = tmp_path / "optuna"
-    done = subprocess.run([sys.executable, str(APP), "-m", *LOCAL, f"hydra.sweep.dir={tuned}",
-                           "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
-                           "hydra.sweeper.direction=maximize", "hydra.sweeper.sampler.seed=0",
-                           "optimizer.lr=tag(log, interval(1e-5, 1e-1))"],
-                          cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=300)
+    done = run_cli("-m", *LOCAL, f"hydra.sweep.dir={tuned}", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                   "hydra.sweeper.n_jobs=2", "hydra.sweeper.direction=maximize", "hydra.sweeper.sampler.seed=0",
+                   "optimizer.lr=tag(log, interval(1e-5, 1e-1))", program=APP, cwd=tmp_path)
     if done.returncode != 0 and OPTUNA_INCOMPATIBLE in done.stderr:
         from importlib.metadata import version
 
@@ -246,24 +240,28 @@ def test_the_optuna_sweeper_through_submitit(tmp_path: Path) -> None:
 
 @has_submitit
 @pytest.mark.slow
-def test_a_sweep_killed_mid_round_reruns_only_the_trials_that_never_finished(tmp_path: Path) -> None:
+def test_a_sweep_killed_mid_round_reruns_only_the_trials_that_never_finished(tmp_path: Path,
+                                                                           tiny_sweep: Path) -> None:
     """SIGKILL the sweep once two trials are recorded; the jobs it had started finish on their own; the
     re-run runs each missing trial once and ends with the records of a sweep that was never stopped."""
-    straight = tmp_path / "straight"
-    sweep(straight, *TINY)
+    straight = tiny_sweep
     jobs = sorted(r["job"] for r in records(straight))
-    out, calls = tmp_path / "sweep", tmp_path / "calls.txt"
-    args = [*TINY, *LOCAL, f"toy.calls_file={calls}", "hydra.sweeper.max_batch_size=2"]
-    command = [sys.executable, str(APP), "--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}", *args]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out, calls, release = tmp_path / "sweep", tmp_path / "calls.txt", tmp_path / "release"
+    # two trials at a time; from job 2 on (round 1's second batch) each holds until the test releases it
+    args = [*TINY_NOTED, *LOCAL, f"toy.calls_file={calls}", "hydra.sweeper.max_batch_size=2", "toy.hold_from_job=2",
+            f"toy.release_file={release}"]
+    proc = start_cli("--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}", *args, program=APP,
+                     cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: len(read_records(out / "search.jsonl")) >= 2 or proc.poll() is not None, what="2 records")
+        assert proc.poll() is None, "the sweep ended before its held trials were released"
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == -signal.SIGKILL, "the sweep finished before it could be killed"
+        release.touch()  # the held jobs the sweep had started go on, as a cluster's would
+    assert proc.returncode == -signal.SIGKILL
     wait_until(lambda: not any(alive(pid) for pid in submitit_controllers(out)), what="the orphaned jobs")
     before = read_records(out / "search.jsonl")
     assert 2 <= len(before) < len(jobs)
@@ -310,16 +308,13 @@ def test_a_preempted_expt_job_is_requeued_and_resumes_from_its_last_checkpoint(t
     ends with the numbers of a run that was never stopped."""
     from expt import checkpoint
 
-    out = tmp_path / "sweep"
-    command = [sys.executable, "-m", "expt", "--multirun", *LOCAL, f"hydra.sweep.dir={out}", *SHORTER,
-               "+hydra.job.env_set.EXPT_RESUME_OWN_CHECKPOINT=1"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    out, marker = tmp_path / "sweep", tmp_path / "paused"
+    proc = start_cli("--multirun", *LOCAL, f"hydra.sweep.dir={out}", *SHORTER,
+                     "+hydra.job.env_set.EXPT_RESUME_OWN_CHECKPOINT=1", cwd=tmp_path,
+                     env=pause_env(SHORTER, 3, marker), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last = out / "0" / "checkpoints" / checkpoint.LAST
     try:
-        wait_until(lambda: proc.poll() is not None or (
-            last.is_file() and torch.load(last, weights_only=True)["epoch"] >= 2), what="epoch 2's checkpoint")
-        assert proc.poll() is None, "the sweep finished before the trial could be preempted"
+        wait_for_pause(marker, proc, "the sweep")  # the trial holds at epoch 3's first step, epoch 2 saved
         (controller,) = submitit_controllers(out)
         task = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(int(p.name)) == controller]
         assert len(task) == 1
@@ -332,7 +327,7 @@ def test_a_preempted_expt_job_is_requeued_and_resumes_from_its_last_checkpoint(t
     log = (out / "0" / "__main__.log").read_text()
     assert f"resuming from {last}" in log
     reached = int(re.search(r"Resumed from .* after epoch (\d+)", log).group(1))
-    assert 2 <= reached < 4
+    assert reached == 2
     assert any("Requeued job" in p.read_text() for p in (out / ".submitit").rglob("*_log.*"))
     resumed = read_metrics(out / "0")
     assert resumed["status"] == "completed"
@@ -350,8 +345,7 @@ def _parent(pid: int) -> int:
 
 def test_the_slurm_gpu_preset_composes(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    done = subprocess.run([sys.executable, "-m", "expt", "hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu",
-                           "--cfg", "hydra"], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=120)
+    done = run_cli("hydra/launcher=slurm_gpu", "hydra.launcher.partition=gpu", "--cfg", "hydra", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     hydra_cfg = yaml.safe_load(done.stdout)["hydra"]
     launcher = hydra_cfg["launcher"]
@@ -371,10 +365,8 @@ def test_the_slurm_gpu_preset_composes(tmp_path: Path) -> None:
 def test_expts_coarse_to_fine_sweep_on_a_local_ray_cluster(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_ray_launcher")
     out = tmp_path / "sweep"
-    done = subprocess.run(
-        [sys.executable, "-m", "expt", "--multirun", "hydra/sweeper=coarse_to_fine", "hydra/launcher=ray_local",
-         f"hydra.sweep.dir={out}", *TINY, *SMALL],
-        cwd=tmp_path, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    done = run_cli("--multirun", "hydra/sweeper=coarse_to_fine", "hydra/launcher=ray_local", f"hydra.sweep.dir={out}",
+                   *TINY, *SMALL, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     lines = records(out)
     assert len(lines) >= 4 and sorted(r["job"] for r in lines) == list(range(len(lines)))
@@ -411,10 +403,8 @@ def test_the_ray_tune_examples_trial_runs_expt_and_resumes_in_its_directory(tmp_
 @pytest.mark.slow
 def test_the_ray_tune_example_on_a_local_ray_cluster(tmp_path: Path) -> None:
     pytest.importorskip("ray.tune")
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "ray_tune.py"), "--samples", "2",
-                           "--storage", str(tmp_path / "tune"), "--", *SMALL],
-                          cwd=tmp_path, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          timeout=600)
+    done = run_cli("--samples", "2", "--storage", str(tmp_path / "tune"), "--", *SMALL,
+                   program=ROOT / "examples" / "ray_tune.py", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(result["trials"]) == 2 and all(0 < t <= 1 for t in result["trials"])

@@ -1,13 +1,12 @@
 """The coarse_to_fine sweeper through real Hydra: a toy app (tests/sweeper_app) and expt itself.
 
-Every sweep runs in a subprocess, as a user would start it. ``src`` is put on PYTHONPATH so the
-plugin is found from a plain checkout as well as from an installed expt.
+Every sweep runs in a subprocess, as a user would start it, with the expt this process imports
+(``conftest.run_cli``): the plugin must be found from an installed expt, editable or not.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import site
 import subprocess
@@ -18,31 +17,24 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import ROOT, run_cli
 
-ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "tests" / "sweeper_app" / "app.py"
 # One stage of three tiny rounds (4, 2 and 2 trials) over optimizer.lr and regularization.l2
 # keeps each sweep of the toy app to a few seconds.
 TINY = ["hydra.sweeper.pinpoint.enabled=false", "model.hidden_dim=64", "regularization.dropout=0.2",
         "hydra.sweeper.rounds=[{trials:4,top_k:3,overrides:['trainer.epochs=1']},"
         "{trials:2,top_k:2,overrides:['trainer.epochs=3']},{trials:2,top_k:1,overrides:['trainer.epochs=10']}]"]
-
-
-def env() -> dict[str, str]:
-    path = os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+# TINY with a value every round replaces (trainer.epochs) and a key of the command line's own: the sweep
+# conftest.tiny_sweep runs once for the tests that read it and for those that stop and resume its twin
+TINY_NOTED = [*TINY, "trainer.epochs=5", "+toy_note=x"]
 
 
 def sweep(sweep_dir: Path, *overrides: str, app: Path = APP, check: bool = True,
           extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python app.py --multirun hydra/sweeper=coarse_to_fine hydra.sweep.dir=... <overrides>``."""
-    command = [sys.executable, str(app), "--multirun", "hydra/sweeper=coarse_to_fine",
-               f"hydra.sweep.dir={sweep_dir}", *overrides]
-    done = subprocess.run(command, cwd=sweep_dir.parent, env={**env(), **(extra_env or {})}, capture_output=True,
-                          text=True, timeout=300)
-    if check:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
+    return run_cli("--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={sweep_dir}", *overrides,
+                   program=app, cwd=sweep_dir.parent, env=extra_env, check=check)
 
 
 def records(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -53,9 +45,8 @@ def summary(sweep_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((sweep_dir / "search_summary.yaml").read_text())
 
 
-def test_a_sweep_records_every_trial_and_summarises_the_rounds(tmp_path: Path) -> None:
-    out = tmp_path / "sweep"
-    done = sweep(out, *TINY, "trainer.epochs=5", "+toy_note=x")
+def test_a_sweep_records_every_trial_and_summarises_the_rounds(tiny_sweep: Path) -> None:
+    out, output = tiny_sweep, (tiny_sweep.parent / "output.txt").read_text()
     lines = records(out)
     assert sorted(r["job"] for r in lines) == list(range(8))
     assert [r["round"] for r in sorted(lines, key=lambda r: r["job"])] == [1] * 4 + [2] * 2 + [3] * 2
@@ -75,7 +66,7 @@ def test_a_sweep_records_every_trial_and_summarises_the_rounds(tmp_path: Path) -
     assert info["rounds"][0]["space"]["optimizer.lr"] == {"type": "float", "low": 1e-5, "high": 0.1,
                                                           "log": True}
     assert isinstance(info["edge_moves"], list) and info["trials"] == {"completed": 8}
-    assert "top trials (maximize)" in done.stdout + done.stderr
+    assert "top trials (maximize)" in output
     assert (out / "multirun.yaml").exists()
 
 
@@ -154,18 +145,18 @@ def test_resuming_runs_only_the_trials_missing_from_search_jsonl(tmp_path: Path)
 
 
 @pytest.mark.parametrize("point", ["search.jsonl:partial@3", "search.jsonl:appended@3"])
-def test_a_sweep_killed_at_a_record_write_resumes_to_the_same_records(tmp_path: Path, point: str) -> None:
+def test_a_sweep_killed_at_a_record_write_resumes_to_the_same_records(tmp_path: Path, tiny_sweep: Path,
+                                                                      point: str) -> None:
     """SIGKILL in the middle of a trial's line, or right after it: the re-run ends with the uninterrupted records."""
     from expt.faults import ENV
     from expt.search import read_records
 
-    straight = tmp_path / "straight"
-    sweep(straight, *TINY)
+    straight = tiny_sweep
     out = tmp_path / "sweep"
-    killed = sweep(out, *TINY, check=False, extra_env={ENV: point})
+    killed = sweep(out, *TINY_NOTED, check=False, extra_env={ENV: point})
     assert killed.returncode == -signal.SIGKILL
     assert len(read_records(out / "search.jsonl")) == (2 if point.endswith("partial@3") else 3)
-    sweep(out, *TINY)
+    sweep(out, *TINY_NOTED)
     a, b = read_records(straight / "search.jsonl"), read_records(out / "search.jsonl")
     assert sorted(a) == sorted(b) and len(a) == 8
     for key in a:
@@ -216,11 +207,9 @@ def test_a_bad_sweeper_setting_is_an_error_naming_key_value_and_allowed(tmp_path
     assert "hydra.sweeper.stages[1].params='model.hiden_dim' is not allowed: a parameter of hydra.sweeper.params" in done.stderr
 
 
-def test_plugin_is_discovered_by_expt() -> None:
+def test_plugin_is_discovered_by_expt(tmp_path: Path) -> None:
     """Without PYTHONPATH: the installed expt must expose the plugin to Hydra's scanner."""
-    done = subprocess.run([sys.executable, "-m", "expt", "--info", "plugins"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120,
-                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    done = run_cli("--info", "plugins", cwd=tmp_path, env={"PYTHONPATH": None})
     assert done.returncode == 0, done.stderr
     assert "CoarseToFineSweeper" in done.stdout
 
@@ -231,12 +220,12 @@ def test_plugin_is_discovered_by_expt() -> None:
 def test_a_sweep_of_expt_prunes_trials_behind_their_round(tmp_path: Path, launcher: list[str]) -> None:
     """Real trials of expt, early stopping on, through the basic and the joblib launcher."""
     out = tmp_path / "sweep"
-    done = subprocess.run(
-        [sys.executable, "-m", "expt", "--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}",
-         "hydra.sweeper.pinpoint.enabled=false", "model=mlp", "regularization.l2=1e-4", "schedule.gamma=0.5",
-         "regularization.dropout=0", "hydra.sweeper.pruning.min_trials=2", "data.subset=400",
-         "hydra.sweeper.rounds=[{trials:6,top_k:2,overrides:['trainer.epochs=3']}]", *launcher],
-        cwd=tmp_path, env={**env(), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    done = run_cli(
+        "--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}",
+        "hydra.sweeper.pinpoint.enabled=false", "model=mlp", "regularization.l2=1e-4", "schedule.gamma=0.5",
+        "regularization.dropout=0", "hydra.sweeper.pruning.min_trials=2", "data.subset=400",
+        "hydra.sweeper.rounds=[{trials:6,top_k:2,overrides:['trainer.epochs=3']}]", *launcher,
+        cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     lines = records(out)
     assert sorted(r["job"] for r in lines) == list(range(6))
@@ -285,16 +274,21 @@ def test_plugin_is_discovered_from_a_wheel_install(tmp_path: Path) -> None:
     (venv_site / "dependencies.pth").write_text("\n".join(sorted(p for p in ours if Path(p).is_dir())) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run([str(python), "-c", "import expt, hydra_plugins.expt_sweeper as p; "
-                            "print(expt.__file__); print(p.__file__)"],
-                           cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=120)
+    clean = {"PYTHONPATH": None}  # expt from the wheel alone, as the tests' own subprocesses find it
+    where = run_cli("-c", "import expt, hydra_plugins.expt_sweeper as p; print(expt.__file__); print(p.__file__)",
+                    program=None, python=python, cwd=tmp_path, env=clean)
     assert where.returncode == 0, where.stderr
     assert all(str(venv) in line for line in where.stdout.splitlines())
-    done = subprocess.run([str(python), "-m", "expt", "--info", "plugins"], cwd=tmp_path, env=clean,
-                          capture_output=True, text=True, timeout=120)
+    done = run_cli("--info", "plugins", python=python, cwd=tmp_path, env=clean)
     assert done.returncode == 0, done.stderr
     assert "CoarseToFineSweeper" in done.stdout
+    # the installed conf/ (the package expt.conf) composes and trains, and the sweeper runs a trial of it
+    out = tmp_path / "sweep"
+    done = run_cli("--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}", "model=mlp",
+                   "hydra.sweeper.pinpoint.enabled=false", "hydra.sweeper.rounds=[{trials:1}]", "data.subset=100",
+                   "trainer.epochs=1", "sanity.before_train=false", python=python, cwd=tmp_path, env=clean)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert [r["status"] for r in records(out)] == ["completed"]
 
 
 def test_int_interval_is_an_integer_parameter_in_either_spelling() -> None:

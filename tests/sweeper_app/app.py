@@ -3,9 +3,9 @@
 Its keys mimic expt's (``optimizer.lr``, ``regularization.l2``, ...) so the sweeper's preset
 applies unchanged. The objective peaks at ``optimizer.lr=3e-3``, ``regularization.l2=1e-4``
 (log10 distances), gains a little per epoch, and is 1.0 at the optimum with 0 epochs.
-``toy.*`` keys make chosen trials raise, return NaN or report divergence as expt does. Like expt,
-it writes its metrics to ``metrics.json`` and returns them with the objective
-(:class:`expt.status.RunResult`), which is what the sweeper records.
+``toy.*`` keys make chosen trials raise, return NaN or report divergence as expt does, or hold them
+until a test releases them. Like expt, it writes its metrics to ``metrics.json`` and returns them with
+the objective (:class:`expt.status.RunResult`), which is what the sweeper records.
 """
 
 import json
@@ -39,6 +39,11 @@ def main(cfg: DictConfig) -> float:
             handle.write(f"{HydraConfig.get().job.num}\n")
     if toy.sleep:
         time.sleep(toy.sleep)
+    if toy.hold_from_job is not None and HydraConfig.get().job.num >= toy.hold_from_job:
+        for _ in range(6000):  # at most 10 minutes: a test releases the trial (or kills it) long before
+            if Path(toy.release_file).exists():
+                break
+            time.sleep(0.1)
     if toy.raise_above_lr is not None and cfg.optimizer.lr > toy.raise_above_lr:
         raise ValueError(f"optimizer.lr={cfg.optimizer.lr} is too large for this toy")
     if toy.nan_above_l2 is not None and cfg.regularization.l2 > toy.nan_above_l2:
