@@ -120,15 +120,21 @@ class PopulationLauncherImpl:
         finally:
             if saved is not None:
                 HydraConfig.instance().cfg = saved
-        from expt.config import validate
-        from expt.population import group_key
+        from expt.config import apply_preset_choices, validate
+        from expt.population import can_join, group_key
 
         try:
+            apply_preset_choices(job.task_cfg, list(config.hydra.overrides.task),
+                                 str(OmegaConf.select(config, "hydra.job.config_name") or "config"),
+                                 config.hydra.runtime.choices)  # as the task function does for a lone run
             validate(job.task_cfg)
             job.key = group_key(job.task_cfg)
         except Exception as exc:  # the lone run reports what is wrong with the config
             log.debug("job %d trains alone: %s", job.num, exc)
             job.key = None
+            return
+        if job.key is None:
+            log.info("job %d trains alone: %s", job.num, can_join(job.task_cfg))
 
     def _member_context(self, job: _Job):
         """The job's Hydra config and environment, around a member's own work inside the population."""
