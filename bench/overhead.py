@@ -56,7 +56,7 @@ CASES = {  # name -> (overrides, epochs a run, runs): the 2 s epochs of the deep
     # the Fashion-MNIST preset's model, batch, flips and 2-pixel shifts, on a 10,000-image slice
     "fashion_mnist preset / 10k slice": (
         ["experiment=fashion_mnist_convnet", "data.subset=10000", "trainer.ema=0", "regularization=[batchnorm]",
-         "optimizer.lr=1e-3"], 5, 3,  # a constant 1e-3: the preset's peak rate of 3e-3 is only safe after its warm-up
+         "optimizer.lr=1e-3"], 5, 3,  # constant 1e-3: the preset's peak 3e-3 is safe only after its warm-up
     ),
 }
 NEEDS_FASHION_MNIST = {"fashion_mnist preset / 10k slice"}

@@ -50,7 +50,8 @@ def run(overrides: list[str], seed: int, run_dir: Path, extra: list[str], deadli
     command = [sys.executable, "-m", "expt", *overrides, f"trainer.seed={seed}", *extra,
                f"hydra.run.dir={run_dir}", "hydra.job.chdir=false"]
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=max(1.0, stop - time.time()))
+        left = None if stop == float("inf") else max(1.0, stop - time.time())
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=left)
     except subprocess.TimeoutExpired:
         print(f"  stopped (past --stop-after): {run_dir}", flush=True)
         return {}

@@ -150,3 +150,35 @@ def test_augment_times_each_augmentation_against_the_step(tmp_path):
         assert share.endswith("%") and float(share[:-1]) >= 0
     epoch = text.split("| epoch with translate + hflip", 1)[1].splitlines()[2]
     assert epoch.startswith("| convnet, 1024 images") and positive(epoch.strip("|").split("|")[-1])  # a ratio
+
+
+def test_presets_trains_each_candidate_over_seeds_and_writes_its_table(tmp_path):
+    """bench/presets.py at its smallest: one candidate, one seed, 1 epoch on 2,000 real Fashion-MNIST images."""
+    from expt.standard_datasets import find
+
+    if find("fashion_mnist") is None:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    text = run_bench("presets.py", "--quick", "--only", "three-layer", "--seeds", "0", "--out", str(tmp_path / "runs"),
+                     results=tmp_path / "R.md")
+    [row] = table(text, "presets-cpu-quick")
+    name, seeds, test, val, seconds, epochs = row
+    assert "three-layer" in name and seeds == "1" and epochs == "1"
+    median, spread = test.split("%", 1)
+    assert 10 < float(median) <= 100 and spread.strip().startswith("(")  # above chance after one epoch
+    assert 0 <= float(val.rstrip("%")) <= 100 and measured(seconds) >= 0
+    assert (tmp_path / "runs" / "00" / "0" / "metrics.json").is_file()
+
+
+def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: bench/gpu.sh would take its figures")
+    proc = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--results", str(tmp_path / "R.md")], capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}, timeout=300)
+    assert proc.returncode == 1 and "no CUDA device" in proc.stderr and not (tmp_path / "R.md").exists()
+    bad = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--fast"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown option --fast" in bad.stderr
