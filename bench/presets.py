@@ -46,7 +46,7 @@ CANDIDATES = {  # the two presets first: with --deadline, they are the runs that
 def run(overrides: list[str], seed: int, run_dir: Path, extra: list[str], deadline: float, stop: float) -> dict:
     if time.time() > deadline:
         print(f"  not started (past --deadline): {run_dir}", flush=True)
-        return {}
+        return {"_status": "not started"}
     command = [sys.executable, "-m", "expt", *overrides, f"trainer.seed={seed}", *extra,
                f"hydra.run.dir={run_dir}", "hydra.job.chdir=false"]
     try:
@@ -54,12 +54,12 @@ def run(overrides: list[str], seed: int, run_dir: Path, extra: list[str], deadli
         proc = subprocess.run(command, capture_output=True, text=True, timeout=left)
     except subprocess.TimeoutExpired:
         print(f"  stopped (past --stop-after): {run_dir}", flush=True)
-        return {}
+        return {"_status": "stopped before its end"}
     metrics_file = run_dir / "metrics.json"
     if proc.returncode != 0 or not metrics_file.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         print(f"  FAILED {run_dir}: {' | '.join(tail)}", flush=True)
-        return {}
+        return {"_status": "failed"}
     m = json.loads(metrics_file.read_text())
     print(f"  {run_dir.parent.name} seed {seed}: test {100 * (m['test_acc'] or 0):.2f}%  "
           f"val {100 * (m['best_val_acc'] or 0):.2f}%  {m['seconds']:.0f} s", flush=True)
@@ -88,14 +88,17 @@ def main() -> None:
                                              args.out / f"{names.index(job[0]):02d}" / str(job[1]), extra,
                                              start + args.deadline, start + args.stop_after), jobs))
     results: dict[str, list[dict]] = {n: [] for n in names}
+    unfinished: dict[str, list[str]] = {n: [] for n in names}
     for (name, _), metrics in zip(jobs, done):
-        if metrics:
+        if "_status" in metrics:
+            unfinished[name].append(metrics["_status"])
+        else:
             results[name].append(metrics)
     table = ["| candidate | seeds | test accuracy, median (min - max) | val accuracy, median | seconds a run, median "
              "| epochs |", "|---|---|---|---|---|---|"]
     for name, runs in results.items():
         if not runs:
-            table.append(f"| {name} | 0 | failed | | | |")
+            table.append(f"| {name} | 0 | {', '.join(sorted(set(unfinished[name])))} | | | |")
             continue
         test = [100 * r["test_acc"] for r in runs]
         val = [100 * r["best_val_acc"] for r in runs]

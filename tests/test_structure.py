@@ -81,3 +81,36 @@ def test_no_module_of_the_package_imports_one_that_imports_it_back():
     for targets in edges.values():
         targets.discard("expt")
     assert cycle(edges) is None, " -> ".join(cycle(edges) or [])
+
+
+# The layers the README's design section states, lowest first: a module may import its own layer's
+# modules and lower layers', never a higher layer's.
+LAYERS = [
+    ["expt.errors", "expt.schedule"],
+    ["expt.config"],
+    ["expt.capture", "expt.optim", "expt.data", "expt.models", "expt.init", "expt.preprocess", "expt.augment",
+     "expt.regularization", "expt.averaging", "expt.loss"],
+    ["expt.build"],
+    ["expt.evaluate"],
+    ["expt.trainer.record", "expt.trainer.engine", "expt.trainer.vmap"],
+    ["expt.trainer.loop", "expt.trainer"],
+    ["expt.population", "expt.run"],
+    ["expt.sanity"],
+    ["expt.__main__"],
+]
+
+
+def test_imports_follow_the_layers_the_readme_states():
+    edges = graph()
+    layer = {module: i for i, modules in enumerate(LAYERS) for module in modules}
+    assert set(layer) <= set(edges), set(layer) - set(edges)  # every named module exists
+    upward = [f"{m} (layer {layer[m]}) imports {t} (layer {layer[t]})" for m, targets in edges.items() if m in layer
+              for t in targets if t in layer and layer[t] > layer[m]]
+    assert not upward, upward
+    # the README states this order, lowest last: errors <- config <- ... <- capture <- build <- evaluate <- trainer ...
+    readme = (ROOT / "README.md").read_text()
+    stated = readme.split("Imports run one way", 1)[1].split("\n\n", 1)[0]
+    names = ["`errors`", "`config`", "`capture`", "`build`", "`evaluate`", "`trainer`", "`run`", "`sanity`",
+             "`__main__`"]
+    positions = [stated.find(n) for n in names]
+    assert -1 not in positions and positions == sorted(positions), dict(zip(names, positions))

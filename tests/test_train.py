@@ -44,7 +44,7 @@ def test_default_run_reaches_97_percent_and_writes_its_run_dir(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     last = torch.load(run_dir / "checkpoints" / checkpoint.LAST, weights_only=True)
     assert {"model", "optimizer", "rng", "history"} <= last.keys() and last["epoch"] == 10
-    assert "scheduler" not in last  # the learning rate is a function of the step (expt.optim.LearningRate)
+    assert "scheduler" not in last  # the learning rate is a function of the step (expt.schedule.LearningRate)
     best = torch.load(run_dir / "checkpoints" / checkpoint.BEST, weights_only=True)
     assert {"model", "preprocess", "config"} <= best.keys() and best["epoch"] == metrics["best_epoch"]
 

@@ -22,7 +22,8 @@ from expt.errors import ConfigError
 from expt.config import instantiate, learning_rate, validate
 from expt.data import Splits, load as load_data
 from expt.devices import choose_device, hydra_job, physical_gpu
-from expt.optim import LearningRate, param_groups
+from expt.optim import param_groups
+from expt.schedule import LearningRate
 from expt.preprocess import Preprocessor
 from expt.regularization import Regularizer
 

@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 from expt.errors import ConfigError
+from expt.schedule import LearningRate
 
 log = logging.getLogger("expt")
 
@@ -412,9 +413,7 @@ DRY_RUN_STEPS = 100
 
 
 def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> Any:
-    """The run's :class:`expt.optim.LearningRate`: its schedule option, optimizer.lr and trainer.epochs."""
-    from expt.optim import LearningRate
-
+    """The run's :class:`expt.schedule.LearningRate`: its schedule option, optimizer.lr and trainer.epochs."""
     node = to_plain(cfg.schedule)
     per_step = bool(node.pop(PER_STEP, False))
     factory = instantiate(OmegaConf.create(node), "schedule")
@@ -436,7 +435,7 @@ def _dry_run(cfg: DictConfig) -> None:
     itself rejects (a negative momentum, a StepLR step_size of 0, ...) stops the run before training,
     naming its settings, and so does a schedule that would train an epoch at a rate <= 0 or not finite.
 
-    The rates come from the run's :class:`expt.optim.LearningRate` (ReduceLROnPlateau sees a validation
+    The rates come from the run's :class:`expt.schedule.LearningRate` (ReduceLROnPlateau sees a validation
     loss that never improves, so that it cuts the rate as early as it can). The rate of epoch e is
     the one after e - 1 steps; the rate after the last step is never used, so a schedule may anneal
     to exactly 0 at the end of the run (cosine to eta_min=0). A per-step schedule is checked at the first

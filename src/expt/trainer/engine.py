@@ -4,7 +4,7 @@ The epoch loop (:mod:`expt.trainer.loop`) hands an engine each step's batch and 
 gets the step's loss back as a device tensor, read only at logging steps. :class:`SingleEngine`
 trains one model with its torch optimizer; :class:`expt.trainer.vmap.VmapEngine` trains a
 population in one vmapped step. Both take the learning rate per step, so the loop computes it
-once (:class:`expt.optim.LearningRate`).
+once (:class:`expt.schedule.LearningRate`).
 
 Where the run's step can be captured (:mod:`expt.capture`), each batch shape first runs
 :data:`WARMUP_STEPS` real steps eagerly on a side stream (as CUDA graphs need: lazily created
@@ -26,7 +26,7 @@ import torch
 from expt import averaging
 from expt.build import Experiment
 from expt.loss import classification_loss
-from expt.optim import set_rate
+from expt.schedule import set_rate
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The one epoch loop: a step engine behind it, one run record per model it trains.
 
 Read top to bottom, an epoch is: each run draws its batch order -> for every step, each run's
-learning rate for that step (:class:`expt.optim.LearningRate`), its batch (index slices of the
+learning rate for that step (:class:`expt.schedule.LearningRate`), its batch (index slices of the
 permutation, augmented from the run's own stream), one engine step -> every ``trainer.log_every``
 steps the losses are read back (the step loop's only host-device syncs), written to each run's
 dashboard and checked for divergence -> at the end of the epoch each run measures, records (best

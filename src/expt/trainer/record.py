@@ -183,7 +183,7 @@ class RunRecord:
 
         The checkpoint's config must match this run's in every key that made the saved state
         (:func:`expt.checkpoint.check_resumable`). The learning rate is a function of the step
-        (:class:`expt.optim.LearningRate`) from this run's config, so a run resumed with more epochs
+        (:class:`expt.schedule.LearningRate`) from this run's config, so a run resumed with more epochs
         follows the schedule of the longer run, as an uninterrupted run would; ReduceLROnPlateau is
         handed the logged validation losses again.
         """

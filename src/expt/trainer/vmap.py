@@ -7,7 +7,7 @@ only the step is fused:
   come from one ``vmap(functional_call)``; the gradient of their sum is each member's own gradient;
 - Adam, AdamW and SGD (momentum, Nesterov) are written over the stacked tensors with one learning
   rate, beta, eps, momentum and weight decay per member; the loop hands each member's rate every
-  step, from the member's own :class:`expt.optim.LearningRate`;
+  step, from the member's own :class:`expt.schedule.LearningRate`;
 - batch norm keeps running statistics per member (the stacked buffers, updated in place under vmap);
 - dropout masks are drawn outside vmap, for each member from its own copy of torch's global random
   stream, with the same call a lone run makes (``F.dropout``), so a member draws the masks the lone
