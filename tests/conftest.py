@@ -106,9 +106,8 @@ def pause_env(overrides: list[str], epoch: int, marker: Path) -> dict[str, str]:
     from tests_helpers import PAUSE_ENV
 
     from expt.build import build
-    from expt.trainer import Trainer
 
-    steps = Trainer(build(expt.compose(list(overrides))), marker.parent).steps_per_epoch()
+    steps = build(expt.compose(list(overrides))).steps_per_epoch
     return {PAUSE_ENV: f"{(epoch - 1) * steps + 1}:{marker}"}
 
 

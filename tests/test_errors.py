@@ -43,9 +43,9 @@ GROUP_OPTIONS = {
     "init": ["gaussian", "kaiming", "pytorch", "xavier"],
     "regularization": ["batchnorm", "dropout", "elastic_net", "l1", "l2", "max_norm", "none"],
     "optimizer": ["adam", "adamw", "adagrad", "momentum", "nesterov", "rmsprop", "sgd"],
-    "schedule": ["constant", "cosine", "exponential", "inverse_time", "plateau", "step", "warmup_cosine"],
+    "schedule": ["constant", "cosine", "exponential", "inverse_time", "onecycle", "plateau", "step", "warmup_cosine"],
     "model": ["convnet", "deep_convnet", "mlp", "resnet"],
-    "experiment": ["cifar10_resnet", "digits", "fashion_mnist_convnet", "mnist_convnet"],
+    "experiment": ["cifar10_resnet", "digits", "fashion_mnist_convnet", "fashion_mnist_resnet", "mnist_convnet"],
 }
 
 # (overrides, strings the message must contain: the key, the value, a word of what is allowed);
@@ -419,8 +419,8 @@ def test_a_schedule_that_reaches_a_rate_of_zero_or_less_is_refused(case):
         assert text in message, f"{text!r} missing from: {message}"
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential", "inverse_time", "plateau", "step",
-                                      "warmup_cosine"])
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential", "inverse_time", "onecycle", "plateau",
+                                      "step", "warmup_cosine"])
 def test_every_shipped_schedule_passes_at_any_length(schedule):
     """Cosine anneals to eta_min=0 exactly after the last epoch: that rate is never used, so it is allowed."""
     for epochs in (0, 1, 2, 3, 10, 40):

@@ -409,7 +409,7 @@ def _settings(node: DictConfig, group: str) -> str:
 
 MAX_DRY_RUN_EPOCHS = 10_000  # the schedule's rates are checked for at most this many epochs
 PER_STEP = "per_step"  # a schedule option's key saying it steps every batch; not passed to its class
-DRY_RUN_STEPS = 100
+DRY_RUN_STEPS = 10
 
 
 def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> Any:
@@ -482,6 +482,8 @@ def _dry_run(cfg: DictConfig) -> None:
                 )
             previous = f"{lr:.4g} at epoch {epoch}, "
             schedule.observe(1.0)
+        schedule.epoch_rate(checked + 1)  # the step after the last epoch: its rate is never used, but the
+        # schedule's class computes it, and a setting it rejects (StepLR's step_size=0) shows there
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
