@@ -93,38 +93,6 @@ def test_startup_times_each_phase(tmp_path):
     assert "median" in text.split("<!-- startup -->", 1)[1].split("|", 1)[0]
 
 
-def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
-    text = run_bench("sweeps.py", "--trials=3", "--seeds=1", "--tiny", results=tmp_path / "R.md")
-    launchers = table(text, "sweep-throughput")
-    assert [r[0] for r in launchers] == ["basic", "joblib, 2 workers"]
-    for _, seconds, per_minute in launchers:  # measured, never judged: a loaded machine is slower
-        measured(seconds), positive(per_minute)
-    methods = {r[0]: r for r in table(text, "search-quality")}
-    assert set(methods) == {"staged preset", "staged preset, no early stopping",
-                            "staged preset, exact ties only (tie_samples=0)",
-                            "previous preset (lr, l2; 20x1 + 10x3 + 4x10)", "random search (2 x 1 epochs)",
-                            "Optuna TPE (2 x 1 epochs)", "no search: the default config (trainer.seed)"}
-    for name, row in methods.items():
-        if "not run" in row[1]:  # Optuna without hydra-optuna-sweeper
-            assert name.startswith("Optuna")
-            continue
-        _, acc, loss, test, epochs, trials, seconds, seeds = row
-        assert 0.05 < percent(acc) <= 100 and 0.05 < percent(test) <= 100 and seeds == "1"
-        assert 0 < median(loss) < 10 and median(epochs) > 0 and median(trials) >= 1
-        measured(median_of(seconds))
-    assert median(methods["no search: the default config (trainer.seed)"][5]) == 1
-
-
-def test_sweeps_measures_the_seconds_a_trial_costs_beyond_its_epoch(tmp_path):
-    text = run_bench("sweeps.py", "--overhead", "--repeats=1", results=tmp_path / "R.md")
-    rows = table(text, "trial-overhead")
-    assert [r[0] for r in rows] == ["this version, a last-round trial (every diagnostic)",
-                                    "this version, an earlier round's trial (no heavy diagnostics)"]
-    for _, per_trial, epoch, overhead, per_minute in rows:  # measured, never judged
-        measured(per_trial), measured(epoch), positive(per_minute)
-        assert math.isfinite(float(overhead))  # a loaded machine may even make it negative: never judged
-
-
 def median_of(cell: str) -> str:
     """The median of a 'median (min-max)' cell, as printed."""
     return cell.split(" (")[0].rstrip("%")

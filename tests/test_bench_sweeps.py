@@ -1,0 +1,47 @@
+"""bench/sweeps.py runs end to end and writes well-formed tables (its numbers are never judged here).
+
+Apart from tests/test_bench.py because these two are the suite's longest: in a file of their own, the
+suite's two workers (pytest-xdist, one file each at a time) run them beside the other benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from test_bench import measured, median, median_of, percent, positive, run_bench, table
+
+pytestmark = pytest.mark.slow
+
+
+def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
+    text = run_bench("sweeps.py", "--trials=3", "--seeds=1", "--tiny", results=tmp_path / "R.md")
+    launchers = table(text, "sweep-throughput")
+    assert [r[0] for r in launchers] == ["basic", "joblib, 2 workers"]
+    for _, seconds, per_minute in launchers:  # measured, never judged: a loaded machine is slower
+        measured(seconds), positive(per_minute)
+    methods = {r[0]: r for r in table(text, "search-quality")}
+    assert set(methods) == {"staged preset", "staged preset, no early stopping",
+                            "staged preset, exact ties only (tie_samples=0)",
+                            "previous preset (lr, l2; 20x1 + 10x3 + 4x10)", "random search (2 x 1 epochs)",
+                            "Optuna TPE (2 x 1 epochs)", "no search: the default config (trainer.seed)"}
+    for name, row in methods.items():
+        if "not run" in row[1]:  # Optuna without hydra-optuna-sweeper
+            assert name.startswith("Optuna")
+            continue
+        _, acc, loss, test, epochs, trials, seconds, seeds = row
+        assert 0.05 < percent(acc) <= 100 and 0.05 < percent(test) <= 100 and seeds == "1"
+        assert 0 < median(loss) < 10 and median(epochs) > 0 and median(trials) >= 1
+        measured(median_of(seconds))
+    assert median(methods["no search: the default config (trainer.seed)"][5]) == 1
+
+
+def test_sweeps_measures_the_seconds_a_trial_costs_beyond_its_epoch(tmp_path):
+    text = run_bench("sweeps.py", "--overhead", "--repeats=1", results=tmp_path / "R.md")
+    rows = table(text, "trial-overhead")
+    assert [r[0] for r in rows] == ["this version, a last-round trial (every diagnostic)",
+                                    "this version, an earlier round's trial (no heavy diagnostics)"]
+    for _, per_trial, epoch, overhead, per_minute in rows:  # measured, never judged
+        measured(per_trial), measured(epoch), positive(per_minute)
+        assert math.isfinite(float(overhead))  # a loaded machine may even make it negative: never judged
