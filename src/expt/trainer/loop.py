@@ -85,6 +85,7 @@ class Trainer:
         rates = {id(r): r.exp.schedule.epoch_rate(epoch) for r in self.active}
         self.train_steps()
         self.engine.sync()
+        pruned = []
         for r in list(self.active):
             with r.scope():
                 row = {"epoch": epoch, "train_loss": r.loss_sum / self.steps, **r.measure(), "lr": rates[id(r)]}
@@ -92,7 +93,9 @@ class Trainer:
                 row["seconds"] = time.perf_counter() - t0 - (self.engine.warmup_seconds - warm0)
                 r.record(row, self.engine)
                 if r.pruned():
-                    self.stop(r, PRUNED)
+                    pruned.append(r)
+        for r in pruned:  # stop enters the run's scope itself
+            self.stop(r, PRUNED)
         return bool(self.active)
 
     def end(self) -> list[dict[str, Any]]:
