@@ -76,10 +76,6 @@ class SingleEngine:
             return contextlib.nullcontext()
         return torch.autocast(self.exp.device.type, dtype=self.amp_dtype, cache_enabled=not self.capture)
 
-    @property
-    def members(self) -> int:
-        return 1
-
     def train(self) -> None:
         self.exp.model.train()
 

@@ -36,7 +36,6 @@ from expt.loss import classification_loss
 from expt.regularization import penalized_weights
 
 OPTIMIZERS = {"torch.optim.Adam": "adam", "torch.optim.AdamW": "adamw", "torch.optim.SGD": "sgd"}
-HYPER = ("lr", "wd", "beta1", "beta2", "eps", "momentum", "l1", "l2", "p")
 
 
 class _MaskedDropout(nn.Module):
@@ -161,10 +160,6 @@ class VmapEngine:
             self.ema = {n: v.detach().clone() for n, v in {**self.params, **self.buffers}.items()}
         self.warmup_seconds = 0.0
         self.reports_warmup = False
-
-    @property
-    def members(self) -> int:
-        return len(self.records)
 
     def train(self) -> None:
         """The stacked forward always runs in training mode (the members' own models are evaluated apart)."""
