@@ -252,22 +252,83 @@ def test_mlp_filters_are_its_units_reshaped_to_the_image(tmp_path):
     assert (image.width, image.height) == (8 * 18 + 2, 8 * 18 + 2)
 
 
-def test_each_epoch_is_on_disk_before_the_next_one_trains(tmp_path, monkeypatch):
-    """The writer queues many events (an epoch of 40 steps here) but every epoch ends with them all in the file."""
-    from expt.dashboard import Dashboard
+def test_every_epoch_is_on_disk_when_its_checkpoint_is_written(tmp_path, monkeypatch):
+    """The writer queues many events (an epoch of 40 steps here) and writes them on its own thread, but a
+    checkpoint is written only once every event before it is in the file."""
+    from expt import checkpoint as checkpoints
 
     seen: list[tuple[int, int, int]] = []
-    real_epoch = Dashboard.epoch
+    real_save = checkpoints.save
 
-    def epoch_then_read(self, epoch, row):
-        real_epoch(self, epoch, row)
-        acc = read_events(tmp_path)
-        seen.append((epoch, len(acc.Scalars("loss/train")), len(acc.Scalars("loss/val"))))
+    def read_then_save(state, path):
+        if path.name == checkpoints.LAST:
+            acc = read_events(tmp_path)
+            seen.append((state["epoch"], len(acc.Scalars("loss/train")), len(acc.Scalars("loss/val"))))
+        real_save(state, path)
 
-    monkeypatch.setattr(Dashboard, "epoch", epoch_then_read)
+    monkeypatch.setattr(checkpoints, "save", read_then_save)
     expt.train(expt.compose(["trainer.epochs=2", "data.subset=400", "trainer.batch_size=10", "trainer.log_every=7",
-                             *DIAGNOSTICS_OFF]), run_dir=tmp_path)
+                             "trainer.checkpoint_interval=0", *DIAGNOSTICS_OFF]), run_dir=tmp_path)
     assert seen == [(1, 40, 1), (2, 80, 2)]
+
+
+@pytest.mark.slow
+def test_a_run_killed_after_a_checkpoint_has_every_diagnostic_before_it(tmp_path):
+    """SIGKILL right after epoch 2's last.pt: histograms, filters and the graph of epochs 0-2 are in the file."""
+    from expt.faults import ENV
+
+    run_dir = tmp_path / "killed"
+    proc = run_cli(*SMALL_RUN, "trainer.epochs=4", "trainer.checkpoint_interval=0", f"hydra.run.dir={run_dir}",
+                   cwd=tmp_path, env={ENV: "last.pt:replaced@2"})
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    acc = read_events(run_dir)
+    assert [e.step for e in acc.Histograms("gradients/0.Conv2d")][:3] == [0, 1, 2]
+    assert [e.step for e in acc.Tensors("filters/0.Conv2d")][:3] == [0, 1, 2]
+    assert [e.step for e in acc.Scalars("accuracy/val")][:2] == [1, 2]
+    assert acc.Tags()["graph"]
+
+
+def test_histogram_table_bins_many_tensors_at_once_as_histc_bins_each():
+    from expt.dashboard import histogram_fields, histogram_table
+
+    g = torch.Generator().manual_seed(0)
+    big = torch.randn(300_000, generator=g)
+    holes = torch.randn(500, generator=g) * 4
+    holes[::7] = math.nan
+    holes[1::11] = math.inf
+    tensors = [torch.randn(3, 40, generator=g), holes, torch.full((9,), 2.5), torch.full((4,), math.nan), big]
+    rows = histogram_table(tensors, bins=16, max_values=1 << 16).tolist()
+    assert len(rows) == 5
+    for values, row in zip(tensors[:2], rows[:2]):
+        finite = values.flatten()[torch.isfinite(values.flatten())]
+        fields = histogram_fields(row)
+        lo, hi = float(finite.min()), float(finite.max())
+        assert (fields["min"], fields["max"], fields["num"]) == (lo, hi, finite.numel())
+        assert fields["sum"] == pytest.approx(float(finite.double().sum()))
+        assert fields["sum_squares"] == pytest.approx(float(finite.double().square().sum()))
+        assert fields["bucket_counts"] == [0.0, *torch.histc(finite, bins=16, min=lo, max=hi).tolist()]
+        assert fields["bucket_limits"] == pytest.approx(torch.linspace(lo, hi, 17, dtype=torch.float64).tolist())
+    constant = histogram_fields(rows[2])  # one bucket
+    assert (constant["bucket_limits"], constant["bucket_counts"], constant["sum"]) == ([2.5, 2.5], [0.0, 9.0], 22.5)
+    assert histogram_fields(rows[3]) is None  # nothing finite
+    assert histogram_fields(rows[4])["num"] == 1 << 16  # a fixed sample of the large tensor
+
+
+def test_the_dashboard_thread_runs_in_order_takes_values_as_submitted_and_survives_a_failure(caplog):
+    from expt.dashboard.background import Background
+
+    seen: list[object] = []
+    weights = torch.zeros(3)
+    background = Background()
+    background.submit("first", lambda w: seen.append(w.tolist()), [weights])
+    weights += 1  # training changes the weights in place after the submission
+    for _ in range(2):
+        background.submit("a broken diagnostic", lambda: 1 / 0)
+    background.submit("last", lambda: seen.append("last"))
+    background.drain()
+    assert seen == [[0.0, 0.0, 0.0], "last"]
+    warnings = [r.getMessage() for r in caplog.records if "a broken diagnostic" in r.getMessage()]
+    assert len(warnings) == 1 and "ZeroDivisionError" in warnings[0]
 
 
 def test_event_records_pass_tensorboards_own_checksum(tmp_path):
@@ -759,3 +820,25 @@ def test_every_trial_declares_the_sweeps_columns():
     assert {i.display_name for i in infos if i.name.startswith("_4_")} == {"log10(optimizer.lr)", "log10(regularization.l2)"}
     values = HParamsPluginData.FromString(start.value[0].metadata.plugin_data.content).session_start_info.hparams
     assert set(values) == {"optimizer.lr", "_4_log10(optimizer.lr)"}  # only what this trial set
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_histograms_and_their_copy_to_the_host_never_wait_for_the_device():
+    from expt.dashboard import histogram_table
+    from expt.dashboard.background import Background
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    tensors = [torch.randn(1000, device="cuda", generator=g), torch.randn(200_000, device="cuda", generator=g)]
+    histogram_table(tensors)  # the sample positions and segment ids, made once a shape
+    seen: list[torch.Tensor] = []
+    background = Background()
+    torch.cuda.set_sync_debug_mode("error")  # any read-back would raise here
+    try:
+        table = histogram_table(tensors)
+        background.submit("the table", seen.append, [table])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    background.drain()
+    assert torch.equal(seen[0], table.cpu())
+    assert seen[0][:, 2].tolist() == [1000, 1 << 16]

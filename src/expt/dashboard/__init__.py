@@ -3,6 +3,9 @@
 writer
     :class:`Dashboard`, the TensorBoard writer of one run (what it writes, and when), and the
     C checksums of its event records.
+background
+    The dashboard's thread: the host-side work of the diagnostics (records, images, the graph, the
+    file's flush), handed over once the device's numbers have reached the host.
 diagnostics
     The layer diagnostics it writes: weight tensors, activations and gradients on a probe batch,
     histograms, the first layer's filters as an image, the model summary.
@@ -16,7 +19,7 @@ sweep_plot
     best-so-far history.
 
 Every name is importable from ``expt.dashboard`` itself. Imports among the modules run one way:
-sweep_plot -> writer -> diagnostics, hparams -> diagnosis.
+sweep_plot -> writer -> background, diagnostics, hparams -> diagnosis.
 """
 
 from __future__ import annotations
@@ -29,7 +32,9 @@ from expt.dashboard.diagnostics import (
     REPEATS_INPUT,
     filter_grid,
     first_layer,
+    histogram_fields,
     histogram_stats,
+    histogram_table,
     layer_label,
     model_summary,
     probe_layers,
@@ -63,7 +68,8 @@ from expt.dashboard.writer import (
 
 __all__ = [
     "Dashboard", "dashboard_settings", "use_c_checksums", "SCALARS", "EVENT_QUEUE", "FLUSH_SECONDS",
-    "layer_label", "weight_tensors", "first_layer", "probe_layers", "histogram_stats", "filter_grid",
+    "layer_label", "weight_tensors", "first_layer", "probe_layers", "histogram_stats", "histogram_table",
+    "histogram_fields", "filter_grid",
     "model_summary", "REPEATS_INPUT", "MAX_FILTER_TILES", "MIN_TILE_PIXELS", "HISTOGRAM_BINS", "HISTOGRAM_SAMPLE",
     "run_hparams", "inferred_choices", "hparams_summaries", "HPARAM_METRICS", "TABLE_METRICS",
     "SweepContext", "sweep_context", "run_label", "heavy_diagnostics",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 from torch import nn
@@ -115,38 +115,73 @@ def probe_layers(
     return activations, gradients
 
 
+def histogram_table(
+    tensors: Sequence[torch.Tensor], bins: int = HISTOGRAM_BINS, max_values: int = HISTOGRAM_SAMPLE
+) -> torch.Tensor:
+    """The numbers of one TensorBoard histogram per tensor, computed where the tensors are, nothing read back.
+
+    One row per tensor, float64: ``[min, max, count, sum, sum of squares, bins counts...]`` of its
+    finite values, in ``bins`` equal buckets from min to max (a value equal to max in the last).
+    A tensor of more than ``max_values`` entries is described by a random sample of that many,
+    the same entries every time (all fields, the count included, are the sample's). All tensors
+    are reduced together (segment reductions over their concatenation): a few kernels, whatever
+    their number, and no host sync. :func:`histogram_fields` turns a row into TensorBoard's fields.
+    """
+    device = tensors[0].device
+    flats = [t.detach().flatten() for t in tensors]
+    flats = [f[_sample_positions(f.numel(), max_values, device)] if f.numel() > max_values else f for f in flats]
+    sizes = tuple(f.numel() for f in flats)
+    n = len(flats)
+    values = torch.cat([f.float() for f in flats])
+    seg = _segments(sizes, device)
+    finite = torch.isfinite(values)
+    lo = torch.full((n,), math.inf, device=device).scatter_reduce(
+        0, seg, values.where(finite, math.inf), "amin")
+    hi = torch.full((n,), -math.inf, device=device).scatter_reduce(
+        0, seg, values.where(finite, -math.inf), "amax")
+    kept = values.where(finite, 0.0).double()
+    weight = finite.double()
+    totals = torch.zeros(3, n, dtype=torch.float64, device=device)
+    totals[0].index_add_(0, seg, weight)
+    totals[1].index_add_(0, seg, kept)
+    totals[2].index_add_(0, seg, kept.square())
+    width = (hi - lo)[seg]
+    bucket = ((values - lo[seg]) / width * bins).floor().clamp(0, bins - 1)
+    bucket = bucket.where(finite & (width > 0), 0.0).long()
+    counts = torch.zeros(n * bins, dtype=torch.float64, device=device).index_add_(0, seg * bins + bucket, weight)
+    return torch.cat([lo.double()[:, None], hi.double()[:, None], totals.T, counts.view(n, bins)], dim=1)
+
+
+def histogram_fields(row: Sequence[float]) -> Optional[dict[str, Any]]:
+    """The fields of a TensorBoard histogram from a row of :func:`histogram_table`; None when no value is finite.
+
+    Laid out as TensorBoard's own histograms are: ``bucket_limits`` are the right edges, after
+    a first, empty bucket whose limit is the minimum. A tensor whose finite values are all equal
+    has one bucket.
+    """
+    lo, hi, num, total, squares, *counts = (float(v) for v in row)
+    if num == 0:
+        return None
+    if hi > lo:
+        edges = torch.linspace(lo, hi, len(counts) + 1, dtype=torch.float64).tolist()
+    else:
+        edges, counts = [lo, hi], [num]
+    return {"min": lo, "max": hi, "num": int(num), "sum": total, "sum_squares": squares,
+            "bucket_limits": edges, "bucket_counts": [0.0, *counts]}
+
+
 def histogram_stats(
     values: torch.Tensor, bins: int = HISTOGRAM_BINS, max_values: int = HISTOGRAM_SAMPLE
 ) -> Optional[dict[str, Any]]:
-    """The fields of a TensorBoard histogram of ``values``: ``bins`` equal buckets from min to max.
+    """The fields of a TensorBoard histogram of ``values`` (:func:`histogram_table` of one tensor, read back)."""
+    return histogram_fields(histogram_table([values], bins, max_values)[0].tolist())
 
-    Laid out as TensorBoard's own histograms are: ``bucket_limits`` are the right edges, after
-    a first, empty bucket whose limit is the minimum. A tensor of more than ``max_values``
-    entries is described by a random sample of that many, the same entries every time (all
-    fields, ``num`` included, are the sample's). None when no value is finite.
-    """
-    flat = values.detach().flatten().float()
-    if flat.numel() > max_values:
-        flat = flat[_sample_positions(flat.numel(), max_values, flat.device)]
-    finite = torch.isfinite(flat)
-    if not bool(finite.all()):
-        flat = flat[finite]
-    if flat.numel() == 0:
-        return None
-    lo, hi = torch.aminmax(flat)
-    if hi > lo:
-        counts = torch.histc(flat, bins=bins, min=float(lo), max=float(hi))
-        edges = torch.linspace(float(lo), float(hi), bins + 1, dtype=torch.float64)
-    else:
-        counts = torch.full((1,), float(flat.numel()))
-        edges = torch.tensor([float(lo), float(hi)], dtype=torch.float64)
-    summary = torch.stack([
-        lo.double(), hi.double(), flat.sum(dtype=torch.float64), flat.square().sum(dtype=torch.float64),
-    ]).tolist()
-    return {
-        "min": summary[0], "max": summary[1], "num": int(flat.numel()), "sum": summary[2], "sum_squares": summary[3],
-        "bucket_limits": edges.tolist(), "bucket_counts": [0.0, *counts.tolist()],
-    }
+
+@functools.lru_cache(maxsize=32)
+def _segments(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """For each entry of the concatenated tensors, the index of the tensor it came from."""
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device),
+                                   torch.tensor(sizes, device=device), output_size=sum(sizes))
 
 
 @functools.lru_cache(maxsize=32)

@@ -40,6 +40,7 @@ The diagnostics themselves are in :mod:`expt.dashboard.diagnostics`, the hyperpa
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import time
 import warnings
@@ -59,8 +60,10 @@ except ImportError:  # TensorBoard then checksums its records in Python, as it d
 
 
 from expt.config import DashboardConfig, is_finite_number
+from expt.dashboard.background import Background
 from expt.dashboard.diagnostics import (
-    _code_block, _untouched, filter_grid, first_layer, histogram_stats, model_summary, probe_layers, weight_tensors,
+    _code_block, filter_grid, first_layer, histogram_fields, histogram_table, model_summary, probe_layers,
+    weight_tensors,
 )
 from expt.dashboard.diagnosis import diagnose
 from expt.dashboard.hparams import (
@@ -107,7 +110,12 @@ class Dashboard:
     ``cfg`` is the composed config: its ``dashboard`` keys say which diagnostics to write, and
     it is recorded as text and as hyperparameters. The trainer calls :meth:`start` once the
     model is ready, then :meth:`train_losses`, :meth:`weights_before_update` /
-    :meth:`update_ratios` and :meth:`epoch` as it goes, and :meth:`hparams` at the end.
+    :meth:`update_ratios` and :meth:`epoch` as it goes, :meth:`drain` before a checkpoint, and
+    :meth:`hparams` at the end.
+
+    The diagnostics are computed on the model's device without reading anything back; building
+    their records, encoding the filter image, tracing the graph and flushing the file happen on the
+    dashboard's thread (:mod:`expt.dashboard.background`), so the training loop does not wait for them.
     ``context`` says where the run stands in a sweep (:func:`sweep_context`; by default Hydra's job config
     alone: the dashboard reads no environment variable). ``seconds`` adds up the time spent on each diagnostic.
     """
@@ -125,6 +133,7 @@ class Dashboard:
         (self.run_dir / LABEL_FILE).write_text(self.label + "\n", encoding="utf-8")
         use_c_checksums()
         self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
+        self.background = Background()
         self.seconds: dict[str, float] = defaultdict(float)
         self.model: Optional[nn.Module] = None
         self._exp: Any = None
@@ -159,17 +168,26 @@ class Dashboard:
             with self._timed("graph"):
                 self._write_graph()
         self.diagnostics(epoch)
-        self.writer.flush()
+        self.background.submit("the event file's flush", self.writer.flush)
 
     def _write_graph(self) -> None:
+        """The model's graph, traced on the dashboard's thread from a copy of the model on the CPU (the copy
+        is taken here, before training changes the model; tracing never touches the device training uses)."""
         x, _ = self._probe()
-        try:
-            with _untouched(self.model), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.writer.add_graph(self.model, x[:1])
-        except Exception as exc:  # a model that cannot be traced still trains; say why the graph is missing
-            log.warning("No model graph in TensorBoard: tracing %s failed (%s: %s)",
-                        type(self.model).__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        model = copy.deepcopy(self.model).to("cpu").eval()
+        example = x[:1].to("cpu")
+        name = type(self.model).__name__
+
+        def trace() -> None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self.writer.add_graph(model, example)
+            except Exception as exc:  # a model that cannot be traced still trains; say why the graph is missing
+                log.warning("No model graph in TensorBoard: tracing %s failed (%s: %s)", name, type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "")
+
+        self.background.submit("the model graph", trace)
 
     def _probe(self) -> tuple[torch.Tensor, torch.Tensor]:
         data = self._exp.data
@@ -177,8 +195,11 @@ class Dashboard:
 
     # ------------------------------------------------------------------ per step
     def train_losses(self, first_step: int, losses: Iterable[float]) -> None:
+        """The step losses the loop has read back; that read finished the device's earlier copies, so the
+        diagnostics waiting for them go to the dashboard's thread."""
         for offset, value in enumerate(losses):
             self.writer.add_scalar("loss/train", value, first_step + offset)
+        self.background.poll()
 
     def weights_before_update(self) -> Optional[list[torch.Tensor]]:
         """Copies of the weight tensors, taken before a logging step's update; None when update ratios are off."""
@@ -193,10 +214,15 @@ class Dashboard:
             ratios = torch.stack([
                 (w.detach() - b).norm().double() / b.norm().double().clamp_min(1e-30)
                 for w, b in zip(self._weights.values(), before)
-            ]).clamp_min(1e-30).log10().tolist()
-            for label, ratio in zip(self._weights, ratios):
-                self.writer.add_scalar(f"{UPDATE_RATIO}/{label}", ratio, step)
-            self.writer.add_scalar(UPDATE_REFERENCE, -3.0, step)
+            ]).clamp_min(1e-30).log10()
+            labels = list(self._weights)
+
+            def write(values: torch.Tensor) -> None:
+                for label, ratio in zip(labels, values.tolist()):
+                    self.writer.add_scalar(f"{UPDATE_RATIO}/{label}", ratio, step)
+                self.writer.add_scalar(UPDATE_REFERENCE, -3.0, step)
+
+            self.background.submit("the update ratios", write, [ratios])
 
     # ------------------------------------------------------------------ per epoch
     def epoch(self, epoch: int, row: dict[str, float]) -> None:
@@ -205,6 +231,12 @@ class Dashboard:
             if key in row:
                 self.writer.add_scalar(tag, row[key], epoch)
         self.diagnostics(epoch)
+        self.background.submit("the event file's flush", self.writer.flush)
+
+    def drain(self) -> None:
+        """Wait until every event handed to the dashboard is in its file (before a checkpoint: a run resumed
+        from it has lost no event of the epochs it does not train again)."""
+        self.background.drain()
         self.writer.flush()
 
     def diagnostics(self, epoch: int) -> None:
@@ -221,14 +253,21 @@ class Dashboard:
 
     def _write_filters(self, epoch: int) -> None:
         first = first_layer(self.model)
-        grid = filter_grid(first[1], self._exp.data.input_shape) if first is not None else None
+        if first is None:
+            return
+        label, weight = first
+        self.background.submit("the filter image", lambda w: self._filter_image(label, w, epoch), [weight])
+
+    def _filter_image(self, label: str, weight: torch.Tensor, epoch: int) -> None:
+        """The first layer's weights as one image, encoded and written (on the dashboard's thread)."""
+        grid = filter_grid(weight, self._exp.data.input_shape)
         if grid is None:
             return
         try:
             from torch.utils.tensorboard.summary import image
 
-            summary = image(f"filters/{first[0]}", grid, dataformats="CHW")
-            note = filter_note(first[1])
+            summary = image(f"filters/{label}", grid, dataformats="CHW")
+            note = filter_note(weight)
             if note:  # the image card's description; written in the form TensorBoard converts images to
                 from tensorboard.data_compat import migrate_value
 
@@ -242,21 +281,26 @@ class Dashboard:
             self.settings.filters = False
 
     def _write_histograms(self, epoch: int) -> None:
-        activations, gradients = probe_layers(self.model, *self._probe(), self._exp.regularizer.penalty)
-        for kind, tensors in (("activations", activations), ("gradients", gradients)):
-            for label, values in tensors.items():
-                self._write_histogram(f"{kind}/{label}", values, epoch)
+        """Every layer's activations and gradients on the probe batch, binned together where they are.
 
-    def _write_histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
-        """One histogram, binned by torch where the values are (only the counts leave the device).
-
-        ``SummaryWriter.add_histogram`` bins with NumPy, whose BLAS thread pool then competes
-        with PyTorch's threads for the cores and slows every later training step; binning
-        here avoids that. Non-finite values (a diverging run) are left out.
+        Only the table of counts leaves the device, in one copy that the loop does not wait for.
+        (``SummaryWriter.add_histogram`` bins with NumPy on the host, a read-back per tensor, and
+        NumPy's BLAS thread pool then competes with PyTorch's threads for the cores.) Non-finite
+        values (a diverging run) are left out.
         """
-        stats = histogram_stats(values)
-        if stats is not None:
-            self.writer.add_histogram_raw(tag, **stats, global_step=step)
+        activations, gradients = probe_layers(self.model, *self._probe(), self._exp.regularizer.penalty)
+        tags = [f"activations/{label}" for label in activations] + [f"gradients/{label}" for label in gradients]
+        if not tags:
+            return
+        table = histogram_table([*activations.values(), *gradients.values()])
+
+        def write(rows: torch.Tensor) -> None:
+            for tag, row in zip(tags, rows.tolist()):
+                fields = histogram_fields(row)
+                if fields is not None:
+                    self.writer.add_histogram_raw(tag, **fields, global_step=epoch)
+
+        self.background.submit("the histograms", write, [table])
 
     # ------------------------------------------------------------------ the header
     def write_header(self, metrics: dict[str, Any], step: int) -> None:
@@ -314,14 +358,17 @@ class Dashboard:
             if is_finite_number(value):
                 self.writer.add_scalar(tag, value, step)
         declared = declared_columns(self.context) if self.context.multirun else None
+        self.drain()
         for summary in hparams_summaries(params, TABLE_METRICS, status, varied, declared):
             self.writer.file_writer.add_summary(summary)
         self.write_header(metrics, step)
         self.writer.flush()
 
     def close(self) -> None:
+        """Write what is left, then close the event file."""
         if self.seconds:
             log.debug("Dashboard diagnostics: %s", ", ".join(f"{k} {v:.3f}s" for k, v in self.seconds.items()))
+        self.background.drain()
         self.writer.close()
 
 

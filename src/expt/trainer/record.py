@@ -161,7 +161,11 @@ class RunRecord:
                 path.unlink(missing_ok=True)
 
     def save(self, engine) -> None:
-        """Write last.pt (the training state after this epoch, the commit point), then best.pt if the best changed."""
+        """Write last.pt (the training state after this epoch, the commit point), then best.pt if the best changed.
+
+        The dashboard's events come first: a run resumed from last.pt trains the epochs after it again,
+        so every event of the epochs before it must be in the file."""
+        self.dashboard.drain()
         checkpoint.save(self.state(*engine.optimizer_state(self)), self.ckpt_dir / checkpoint.LAST)
         self.saved_epoch, self.saved_at = self.epoch, time.perf_counter()
         self.save_best()
