@@ -117,7 +117,7 @@ def test_captured_weights_equal_uncaptured_weights_after_n_steps():
     for step in range(20):
         for engine in engines:
             engine.step(x, y, [1e-3 * (1 + step % 4)])
-    assert len(engines[1].graphs) == 1  # captured after its warm-up steps, replayed since
+    assert len(engines[1].captured.graphs) == 1  # captured after its warm-up steps, replayed since
     for a, b in zip(plain.model.state_dict().values(), graphed.model.state_dict().values()):
         torch.testing.assert_close(b.float(), a.float(), rtol=1e-4, atol=1e-5)
 

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -263,3 +264,39 @@ def test_the_benchmark_writes_a_row_per_population_size(tmp_path: Path) -> None:
     for _, _, basic, population, speedup, memory, added in rows:
         assert float(basic) > 0 and float(population) > 0 and float(memory) > 0 and speedup.endswith("x")
     assert rows[0][-1] == "-" and math.isfinite(float(rows[1][-1]))
+
+
+def test_the_fused_step_is_captured_where_each_member_would_be_and_no_dropout_mask_is_drawn(tmp_path: Path) -> None:
+    """The decision (a CPU member is never captured; its CUDA twin is, unless dropout masks are drawn per member)."""
+    from expt.build import build
+    from expt.trainer.record import RunRecord
+    from expt.trainer.vmap import VmapEngine, capture_rng
+
+    def engine(extra: list[str], capturable: bool) -> VmapEngine:
+        records = []
+        for i, member in enumerate(MEMBERS[:2]):
+            exp = build(expt.compose([*CONVNET, *extra, *member]))
+            exp.capture = capturable  # as build decides it for the same config on CUDA
+            records.append(RunRecord(exp, tmp_path / f"{len(extra)}{capturable}{i}", dashboard=None))
+        return VmapEngine(records, [capture_rng(torch.device("cpu")) for _ in records])
+
+    assert engine(["regularization=[l2,batchnorm]"], capturable=False).captured is None
+    assert engine(["regularization=[l2,batchnorm]"], capturable=True).captured is not None
+    assert engine(["regularization=[l2,dropout]"], capturable=True).captured is None
+    assert "dropout masks" in engine(["regularization=[l2,dropout]"], capturable=True)._capture_blocker()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_a_captured_population_trains_as_an_uncaptured_one(tmp_path: Path) -> None:
+    common = [*CONVNET, "trainer.device=cuda", "data.subset=300", "trainer.epochs=3", "regularization=[l2,batchnorm]",
+              "schedule=onecycle", "trainer.ema=0.9"]  # 300 samples: a smaller last batch, captured too
+    runs = {}
+    for mode in ("auto", "false"):
+        cfgs = [expt.compose([*common, *m, f"trainer.cuda_graph={mode}"]) for m in MEMBERS[:3]]
+        runs[mode] = train_population(cfgs, [tmp_path / f"{mode}{i}" for i in range(len(cfgs))])
+    for captured, eager in zip(runs["auto"], runs["false"]):
+        assert captured["compile_warmup_seconds"] > 0 and eager["compile_warmup_seconds"] is None
+        for a, b in zip(eager["history"], captured["history"]):
+            for key in ("train_loss", "val_loss", "ema_val_loss"):
+                assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key

@@ -42,7 +42,8 @@ PER_MEMBER_KEYS = (
 )
 # Keys each member's own record applies, so they may differ too: the schedule (each member's own
 # learning rate, handed to the engine every step), the divergence threshold, what is measured and
-# written, and the sanity check. A population's step is never captured as a CUDA graph.
+# written, and the sanity check. The fused step is captured as a CUDA graph when every member's own step
+# would be (trainer.cuda_graph among them) and no dropout mask is drawn (expt.trainer.vmap).
 MEMBER_OWN_KEYS = (
     "schedule", "trainer.divergence_factor", "trainer.train_eval_samples", "trainer.snapshots",
     "trainer.checkpoint_interval", "trainer.progress_after", "trainer.cuda_graph", "dashboard", "sanity", "hydra",

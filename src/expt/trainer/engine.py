@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -42,6 +42,72 @@ class _Graph:
         self.loss: Optional[torch.Tensor] = None
 
 
+class CapturedStep:
+    """A step function ``step(x, y) -> loss`` replayed as a CUDA graph, one per batch shape.
+
+    Each shape first runs :data:`WARMUP_STEPS` eager steps on a side stream, is then captured once
+    (``prepare`` runs just before, e.g. to free gradients so that the graph owns them), and every later
+    step of that shape copies its batch into the graph's input buffers and replays it. The step must
+    read every value that changes between steps from device tensors it updates in place (the learning
+    rate, the step count). A capture that fails leaves ``enabled`` False and the step eager, with a
+    warning that says why. ``seconds`` adds up the warm-up and capture time, kept out of epoch times.
+    """
+
+    def __init__(self, device: torch.device, step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 prepare: Callable[[], None] = lambda: None):
+        self.device, self.step, self.prepare = device, step, prepare
+        self.graphs: dict[tuple, _Graph] = {}
+        self.eager_steps: dict[tuple, int] = {}
+        self.enabled = True
+        self.seconds = 0.0
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        key = (tuple(x.shape), tuple(y.shape))
+        graph = self.graphs.get(key)
+        if graph is not None:
+            graph.x.copy_(x)
+            graph.y.copy_(y)
+            graph.graph.replay()
+            return graph.loss.clone()  # the next replay overwrites the graph's output
+        start = synced_clock(self.device)
+        try:
+            if self.eager_steps.get(key, 0) < WARMUP_STEPS:
+                self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    loss = self.step(x, y)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                return loss
+            graph = _Graph(x, y)
+            self.prepare()
+            try:
+                with torch.cuda.graph(graph.graph):
+                    graph.loss = self.step(graph.x, graph.y)
+            except Exception as exc:  # noqa: BLE001 - any failure to capture leaves the eager step, which is exact
+                self.enabled = False
+                log.warning("Capturing the training step as a CUDA graph failed (%s: %s); training uncaptured.",
+                            type(exc).__name__, str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "")
+                return self.step(x, y)
+            self.graphs[key] = graph
+            graph.graph.replay()  # capturing ran nothing: this step is the first replay
+            return graph.loss.clone()
+        finally:
+            self.seconds += synced_clock(self.device) - start
+
+    def forget(self) -> None:
+        """Drop the captured graphs (the tensors they read were replaced): each shape warms up and captures again."""
+        self.graphs.clear()
+        self.eager_steps.clear()
+
+
+def synced_clock(device: torch.device) -> float:
+    """``time.perf_counter()`` once the device has finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 class SingleEngine:
     """One model, its torch optimizer and the trainer keys that shape its step (amp, channels-last, compile)."""
 
@@ -61,14 +127,21 @@ class SingleEngine:
         self.step_model = torch.compile(exp.model) if t.compile else exp.model
         self.optimizer = exp.optimizer
         self.capture = exp.capture
-        self.graphs: dict[tuple, _Graph] = {}  # one captured step per batch shape (the last batch may be smaller)
+        # one captured step per batch shape (the last batch may be smaller); its gradients allocated by the graph
+        self.captured = (CapturedStep(exp.device, self._eager, lambda: self.optimizer.zero_grad(set_to_none=True))
+                         if self.capture else None)
         self.eager_steps: dict[tuple, int] = {}
         self.compiling = bool(t.compile)  # torch.compile's warm-up steps are timed apart
-        self.warmup_seconds = 0.0  # compiling or capturing, excluded from epoch times
+        self.compile_seconds = 0.0
         self.reports_warmup = self.compiling or self.capture  # metrics.json's compile_warmup_seconds
         self._lr: Optional[float] = None
         if exp.device.type == "cuda" and not self.capture:
             log.info("Training step not captured as a CUDA graph: %s.", exp.capture_reason)
+
+    @property
+    def warmup_seconds(self) -> float:
+        """Seconds spent compiling or capturing, excluded from epoch times."""
+        return self.compile_seconds + (self.captured.seconds if self.captured is not None else 0.0)
 
     def autocast(self):
         """The step's autocast context (trainer.amp); without the weight cache, which a captured step cannot keep."""
@@ -87,8 +160,8 @@ class SingleEngine:
             set_rate(self.optimizer, lr)
             self._lr = lr
         key = (tuple(x.shape), tuple(y.shape))
-        if self.capture:
-            loss = self._captured(key, x, y)
+        if self.captured is not None and self.captured.enabled:
+            loss = self.captured(x, y)
         elif self.compiling and self.eager_steps.get(key, 0) < 2:  # torch.compile compiles a new shape
             loss = self._timed(key, x, y)
         else:
@@ -115,49 +188,11 @@ class SingleEngine:
         return loss.detach()
 
     def _timed(self, key: tuple, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        start = self._synced_clock()
+        start = synced_clock(self.exp.device)
         loss = self._eager(x, y)
         self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
-        self.warmup_seconds += self._synced_clock() - start
+        self.compile_seconds += synced_clock(self.exp.device) - start
         return loss
-
-    def _captured(self, key: tuple, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        graph = self.graphs.get(key)
-        if graph is not None:
-            graph.x.copy_(x)
-            graph.y.copy_(y)
-            graph.graph.replay()
-            return graph.loss.clone()  # the next replay overwrites the graph's output
-        start = self._synced_clock()
-        try:
-            if self.eager_steps.get(key, 0) < WARMUP_STEPS:
-                self.eager_steps[key] = self.eager_steps.get(key, 0) + 1
-                side = torch.cuda.Stream(self.exp.device)
-                side.wait_stream(torch.cuda.current_stream(self.exp.device))
-                with torch.cuda.stream(side):
-                    loss = self._eager(x, y)
-                torch.cuda.current_stream(self.exp.device).wait_stream(side)
-                return loss
-            graph = _Graph(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            try:
-                with torch.cuda.graph(graph.graph):
-                    graph.loss = self._eager(graph.x, graph.y)
-            except Exception as exc:  # noqa: BLE001 - any failure to capture leaves the eager step, which is exact
-                self.capture = False
-                log.warning("Capturing the training step as a CUDA graph failed (%s: %s); training uncaptured.",
-                            type(exc).__name__, str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "")
-                return self._eager(x, y)
-            self.graphs[key] = graph
-            graph.graph.replay()  # capturing ran nothing: this step is the first replay
-            return graph.loss.clone()
-        finally:
-            self.warmup_seconds += self._synced_clock() - start
-
-    def _synced_clock(self) -> float:
-        if self.exp.device.type == "cuda":
-            torch.cuda.synchronize(self.exp.device)
-        return time.perf_counter()
 
     # ------------------------------------------------------------------ the run's record asks
     def expose(self, positions: list[int]) -> None:

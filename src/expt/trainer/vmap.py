@@ -13,7 +13,10 @@ only the step is fused:
   stream, with the same call a lone run makes (``F.dropout``), so a member draws the masks the lone
   run would draw;
 - ``trainer.ema`` keeps a stacked average updated as :mod:`expt.averaging` updates a lone run's;
-  ``trainer.amp=bf16`` runs the vmapped forward under autocast.
+  ``trainer.amp=bf16`` runs the vmapped forward under autocast;
+- on CUDA the fused step (forward, backward, update, max-norm) is captured as a CUDA graph and replayed
+  (:class:`expt.trainer.engine.CapturedStep`) wherever the members' own steps would be captured and no
+  dropout mask is drawn: the rates and the step count are device tensors updated in place.
 
 At the end of each epoch (:meth:`VmapEngine.sync`) every member's slice goes back into its own model,
 optimizer state and averaged model, where its record measures, checkpoints and writes it as a lone
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 from typing import Any, Optional, Sequence
 
 import torch
@@ -34,6 +38,9 @@ from torch.func import functional_call, stack_module_state, vmap
 from expt.averaging import WarmedUpEMA, blend
 from expt.loss import classification_loss
 from expt.regularization import penalized_weights
+from expt.trainer.engine import CapturedStep
+
+log = logging.getLogger(__name__)
 
 OPTIMIZERS = {"torch.optim.Adam": "adam", "torch.optim.AdamW": "adamw", "torch.optim.SGD": "sgd"}
 
@@ -149,7 +156,8 @@ class VmapEngine:
                           "exp_avg_sq": {n: torch.zeros_like(p) for n, p in self.params.items()}}
         elif self.kind == "sgd":
             self.state = {"momentum_buffer": {n: torch.zeros_like(p) for n, p in self.params.items()}}
-        self.step_count = 0
+        self.step_count = 0  # on the host, for the members' optimizer state
+        self.step_tensor = torch.zeros((), dtype=torch.float64, device=self.device)  # the same, for the update
         self.dropout_shapes: dict[int, list[tuple[int, ...]]] = {}
         t = first.cfg.trainer
         self.smoothing = float(t.label_smoothing)
@@ -158,8 +166,27 @@ class VmapEngine:
         self.ema_schedule = WarmedUpEMA(float(t.ema))
         if t.ema > 0:  # the averaged parameters and buffers, as a lone run's AveragedModel(use_buffers=True)
             self.ema = {n: v.detach().clone() for n, v in {**self.params, **self.buffers}.items()}
-        self.warmup_seconds = 0.0
-        self.reports_warmup = False
+        self.captured: Optional[CapturedStep] = None
+        reason = self._capture_blocker()
+        if reason is None:
+            self.captured = CapturedStep(self.device, self._fused)
+        elif self.device.type == "cuda":
+            log.info("The population's step is not captured as a CUDA graph: %s.", reason)
+        self.reports_warmup = self.captured is not None
+
+    def _capture_blocker(self) -> Optional[str]:
+        """Why the fused step cannot be captured as a CUDA graph, or None when it can."""
+        reasons = [r.exp.capture_reason for r in self.records if not r.exp.capture]
+        if reasons:
+            return reasons[0]
+        if any(isinstance(m, _MaskedDropout) for m in self.base.modules()):
+            return "each member draws its dropout masks from its own random stream, outside the step"
+        return None
+
+    @property
+    def warmup_seconds(self) -> float:
+        """Seconds spent capturing, excluded from epoch times."""
+        return self.captured.seconds if self.captured is not None else 0.0
 
     def train(self) -> None:
         """The stacked forward always runs in training mode (the members' own models are evaluated apart)."""
@@ -193,25 +220,33 @@ class VmapEngine:
     def step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[float]) -> torch.Tensor:
         """One step of every member on its batch (x[m], y[m]) at rate lrs[m]; the losses, shape (members,)."""
         if lrs != self.lrs:
-            self.hyper["lr"] = _per_member(lrs, self.device)
+            self.hyper["lr"].copy_(_per_member(lrs, self.device))  # in place: a captured step reads this tensor
             self.lrs = list(lrs)
+        self.step_count += 1
+        if self.captured is not None and self.captured.enabled:
+            losses = self.captured(x, y)
+        else:
+            losses = self._fused(x, y)
+        if self.ema is not None:
+            self._average()
+        return losses
+
+    def _fused(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Forward, backward and update of every member: the step a CUDA graph captures."""
         masks = self._masks(x.shape[1], x)
         h = self.hyper
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else contextlib.nullcontext())
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=self.captured is None)
+                    if self.amp_dtype is not None else contextlib.nullcontext())
         with autocast:
             losses = vmap(self._loss_fn, randomness="error")(self.params, self.buffers, masks, x, y, h["l1"], h["l2"])
         grads = torch.autograd.grad(losses.sum(), [self.params[k] for k in self.names])
         self._update(dict(zip(self.names, grads)))
-        if self.ema is not None:
-            self._average()
         return losses.detach()
 
     def _update(self, grads: dict[str, torch.Tensor]) -> None:
         """One optimizer step of every member: torch.optim's single-tensor formulas, hyperparameters per member."""
         h = self.hyper
-        self.step_count += 1
-        step = self.step_count
+        step = self.step_tensor.add_(1)
         weight = set(self.weight_names)
         cache: dict[torch.dtype, dict[str, torch.Tensor]] = {}
 
@@ -234,10 +269,7 @@ class VmapEngine:
                     if decayed:
                         g = g + c["wd"] * p
                     buf = self.state["momentum_buffer"][name]
-                    if step == 1:
-                        buf.copy_(g)
-                    else:
-                        buf.mul_(c["momentum"]).add_(g)
+                    buf.mul_(c["momentum"]).add_(g)  # the first step's buffer is g itself: it starts at zero
                     g = g + c["momentum"] * buf if self.nesterov else buf
                     p.sub_(c["lr"] * g)
                     continue
@@ -318,6 +350,8 @@ class VmapEngine:
         if self.ema is not None:
             self.ema = {n: v[idx] for n, v in self.ema.items()}
         self.hyper = {k: v[torch.tensor(keep, device=v.device)] for k, v in self.hyper.items()}
+        if self.captured is not None:
+            self.captured.forget()  # the graphs read the tensors just replaced
         self.lrs = [self.lrs[pos] for pos in keep]
         self.records = [self.records[pos] for pos in keep]
         self.rngs = [self.rngs[pos] for pos in keep]
