@@ -474,7 +474,7 @@ def test_deep_convnet_filters_get_their_own_message(filters):
 
 
 def test_the_run_directory_is_checked_before_hydra_creates_it(tmp_path):
-    from expt.config import output_dir_problem
+    from expt.output_dir import output_dir_problem
 
     (tmp_path / "a_file").write_text("x")
     assert output_dir_problem(str(tmp_path / "a_file")) == "is an existing file, not a directory"

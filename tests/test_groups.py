@@ -22,7 +22,7 @@ from torch import nn
 
 import expt
 from expt.errors import ConfigError
-from expt.config import instantiate
+from expt.instantiate import instantiate
 from expt.data import load as load_data
 from expt.init import Kaiming, PyTorchDefault, Xavier, activation_gain, fan_in, fan_out
 from expt.models import MLP

@@ -87,7 +87,9 @@ def test_no_module_of_the_package_imports_one_that_imports_it_back():
 # modules and lower layers', never a higher layer's.
 LAYERS = [
     ["expt.errors", "expt.schedule"],
-    ["expt.config"],
+    ["expt.instantiate"],
+    ["expt.dry_run"],
+    ["expt.config", "expt.presets", "expt.output_dir"],
     ["expt.capture", "expt.optim", "expt.data", "expt.models", "expt.init", "expt.preprocess", "expt.augment",
      "expt.regularization", "expt.averaging", "expt.loss"],
     ["expt.build"],

@@ -25,7 +25,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
     from hydra import compose as hydra_compose, initialize_config_module
     from hydra.core.global_hydra import GlobalHydra
 
-    from expt.config import apply_preset_choices  # also stores the typed schema the defaults list names first
+    from expt.presets import apply_preset_choices  # also stores the typed schema the defaults list names first
 
     def composed() -> "DictConfig":
         from omegaconf import open_dict

@@ -9,7 +9,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from expt.config import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
+from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
 from expt.errors import ConfigError
 
 log = logging.getLogger("expt")

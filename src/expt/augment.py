@@ -25,8 +25,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from expt.config import instantiate
 from expt.errors import ConfigError
+from expt.instantiate import instantiate
 
 log = logging.getLogger("expt")
 

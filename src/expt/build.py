@@ -19,9 +19,11 @@ from torch import nn
 from expt import augment
 from expt.capture import capturable_options, capture_mode
 from expt.errors import ConfigError
-from expt.config import instantiate, learning_rate, validate
+from expt.config import validate
+from expt.dry_run import learning_rate
 from expt.data import Splits, load as load_data
 from expt.devices import choose_device, hydra_job, physical_gpu
+from expt.instantiate import instantiate
 from expt.optim import param_groups
 from expt.schedule import LearningRate
 from expt.preprocess import Preprocessor

@@ -15,8 +15,8 @@ from typing import Any, Optional
 
 import torch
 
-from expt.config import locate
 from expt.errors import ConfigError
+from expt.instantiate import locate
 
 MODES = ("auto", "true", "false")
 

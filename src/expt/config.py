@@ -1,29 +1,27 @@
-"""Typed schemas for the composed config, and the checks Hydra cannot express.
+"""The typed schema of the composed config, and the checks Hydra cannot express.
 
 The schema is stored in Hydra's ConfigStore as ``schema`` and named first in
 ``conf/config.yaml``'s defaults list, so every option file merges into a typed node:
 a misspelt trainer or regularization key, or a value of the wrong type, is rejected
 by OmegaConf at composition time with the key's full name. The groups whose options
 name a class (``_target_``) stay open so users can pass their class's own arguments;
-:func:`validate` checks the ranges and imports before any training starts.
+:func:`validate` checks the keys, ranges and imports before any training starts, one
+section of the config at a time, and ends with the dry run (:mod:`expt.dry_run`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.experimental.callback import Callback
-from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
+from expt.dry_run import dry_run
 from expt.errors import ConfigError
-from expt.schedule import LearningRate
-
-log = logging.getLogger("expt")
+from expt.instantiate import locate, to_plain
 
 
 @dataclass
@@ -152,31 +150,17 @@ def is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_sanity(s: DictConfig) -> None:
     """The sanity settings the schema's types cannot check (the loss-at-init guard reads them before every run)."""
     for key in ("loss_tolerance", "reg_strength"):
         _check(is_finite_number(s[key]) and s[key] > 0, f"sanity.{key}", s[key], "a number > 0")
     for key in ("gradcheck_samples", "gradcheck_entries", "overfit_samples", "overfit_epochs", "overfit_batch_size"):
         _check(s[key] >= 1, f"sanity.{key}", s[key], "an integer >= 1")
-
-
-def is_finite_number(value: Any) -> bool:
-    """A real number (not a bool) that is neither NaN nor infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def locate(target: str, key: str) -> Any:
-    """Import the object a ``_target_`` names, or raise a ConfigError naming ``key``."""
-    from hydra.utils import get_object
-
-    try:
-        return get_object(target)
-    except Exception as exc:  # ImportError, AttributeError, ValueError from Hydra's locator
-        raise ConfigError(
-            f"{key}={target!r} does not import ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "a _target_ must be the dotted path of an importable class or function, "
-            "such as torch.nn.ReLU or mypackage.layers.Mish."
-        ) from None
 
 
 def _unknown_key(key: str, node: DictConfig, name: str, allowed: list[str], where: str) -> None:
@@ -215,11 +199,28 @@ def check_keys(cfg: DictConfig) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the composed config before anything is built; raise ConfigError on the first problem."""
+    """Check the composed config before anything is built; raise ConfigError on the first problem.
+
+    The typed sections first (their keys, then their ranges), then the groups whose options name a class
+    (each one's target imports, the learning rate, no value left ``???``, the data's split settings), and
+    last the dry run of the activation, optimizer and schedule (:func:`expt.dry_run.dry_run`).
+    """
     check_keys(cfg)
     _check(cfg.mode in MODES, "mode", cfg.mode, f"one of {', '.join(MODES)}")
+    _check_trainer(cfg.trainer)
+    _check_precision(cfg.trainer)
+    _check_regularization(cfg.regularization)
+    _check_sanity(cfg.sanity)
+    _check_dashboard(cfg.dashboard)
+    _check_targets_import(cfg)
+    _check_learning_rate(cfg.optimizer)
+    _check_nothing_missing(cfg)
+    _check_data(cfg.data)
+    dry_run(cfg)
 
-    t = cfg.trainer
+
+def _check_trainer(t: DictConfig) -> None:
+    """The trainer's counts, factors and seconds."""
     _check(t.epochs >= 0, "trainer.epochs", t.epochs, "an integer >= 0 (0 evaluates the initialised model)")
     _check(0 <= t.seed < 2**63, "trainer.seed", t.seed, "an integer from 0 to 2**63 - 1")
     _check(t.batch_size >= 1, "trainer.batch_size", t.batch_size, "an integer >= 1")
@@ -239,6 +240,10 @@ def validate(cfg: DictConfig) -> None:
         0 <= t.checkpoint_interval < math.inf, "trainer.checkpoint_interval", t.checkpoint_interval,
         "a number of seconds >= 0 (0 writes a checkpoint after every epoch)",
     )
+
+
+def _check_precision(t: DictConfig) -> None:
+    """Mixed precision (trainer.amp), which only a float32 run can take, and the device."""
     _check(str(t.amp).lower() in AMP_MODES + ("false",), "trainer.amp", t.amp, f"one of {', '.join(AMP_MODES)}")
     if str(t.amp).lower() in ("bf16", "fp16") and t.dtype != "float32":
         raise ConfigError(
@@ -252,7 +257,9 @@ def validate(cfg: DictConfig) -> None:
         "trainer.device", dev, "auto, cpu, cuda or cuda:N",
     )
 
-    r = cfg.regularization
+
+def _check_regularization(r: DictConfig) -> None:
+    """The penalties' strengths, the dropout probability and the max-norm bound."""
     for name in ("l1", "l2"):
         value = r[name]
         _check(is_finite_number(value) and value >= 0, f"regularization.{name}", value, "a strength >= 0")
@@ -263,25 +270,38 @@ def validate(cfg: DictConfig) -> None:
     if r.max_norm is not None:
         _check(is_finite_number(r.max_norm) and r.max_norm > 0, "regularization.max_norm", r.max_norm, "a norm > 0 or null")
 
-    check_sanity(cfg.sanity)
-    g = cfg.sanity.before_train
-    _check(str(g).lower() in SANITY_GUARDS, "sanity.before_train", g, f"one of {', '.join(SANITY_GUARDS)}")
-    sd = cfg.dashboard.sweep_diagnostics
-    _check(sd in SWEEP_DIAGNOSTICS, "dashboard.sweep_diagnostics", sd,
+
+def _check_sanity(s: DictConfig) -> None:
+    """The sanity checks' settings, and the guard before training."""
+    check_sanity(s)
+    _check(str(s.before_train).lower() in SANITY_GUARDS, "sanity.before_train", s.before_train,
+           f"one of {', '.join(SANITY_GUARDS)}")
+
+
+def _check_dashboard(d: DictConfig) -> None:
+    _check(d.sweep_diagnostics in SWEEP_DIAGNOSTICS, "dashboard.sweep_diagnostics", d.sweep_diagnostics,
            f"one of {', '.join(SWEEP_DIAGNOSTICS)} (the sweep rounds whose trials write histograms, filters, graph and config)")
 
+
+def _check_targets_import(cfg: DictConfig) -> None:
+    """Every target group is a mapping, and the class or function its ``_target_`` names imports."""
     for group in TARGET_GROUPS:
         node = cfg[group]
         _check(isinstance(node, DictConfig), group, node, "a mapping chosen from the group's options")
         if "_target_" in node:
             locate(node._target_, f"{group}._target_")
 
-    lr = cfg.optimizer.get("lr")
+
+def _check_learning_rate(optimizer: DictConfig) -> None:
+    lr = optimizer.get("lr")
     _check(
         is_finite_number(lr) and lr > 0, "optimizer.lr", lr,
         "a learning rate > 0 (for a model that must not learn use a tiny rate such as 1e-9)",
     )
 
+
+def _check_nothing_missing(cfg: DictConfig) -> None:
+    """No key of a target group is left ``???`` (an option without a default for it, such as npz's data.path)."""
     for group in TARGET_GROUPS:
         missing = [k for k in cfg[group] if OmegaConf.is_missing(cfg[group], k)]
         if missing:
@@ -291,7 +311,9 @@ def validate(cfg: DictConfig) -> None:
                 + (" (the path of your .npz file)." if (group, missing[0]) == ("data", "path") else ".")
             )
 
-    d = cfg.data
+
+def _check_data(d: DictConfig) -> None:
+    """The keys expt reads from the data option itself: the split sizes and seed, the subset, download, classes."""
     for name in ("val_size", "test_size"):
         if name in d:
             value = d[name]
@@ -314,305 +336,3 @@ def validate(cfg: DictConfig) -> None:
         _check(is_integer(classes) and 2 <= classes <= MAX_CLASSES,
                "data.num_classes", classes,
                f"an integer from 2 to {MAX_CLASSES:,} (the classifier's outputs), or null to take the largest label + 1")
-
-    _dry_run(cfg)
-
-
-PRESET_GROUP = "experiment"
-
-
-def _chosen_options(config_name: str, overrides: Sequence[str]) -> dict[str, list[str]]:
-    """``{group: [options]}`` that Hydra's defaults list picks for ``overrides`` (list groups keep their order)."""
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.types import RunMode
-
-    loader = GlobalHydra.instance().config_loader()
-    chosen: dict[str, list[str]] = {}
-    for entry in loader.compute_defaults_list(config_name, list(overrides), RunMode.RUN).defaults:
-        path = entry.config_path or ""
-        if entry.is_self or "/" not in path or path.startswith("hydra/"):
-            continue
-        group, option = path.rsplit("/", 1)
-        chosen.setdefault(group, []).append(option)
-    return chosen
-
-
-def apply_preset_choices(cfg: DictConfig, overrides: Sequence[str], config_name: str = "config",
-                         choices: Optional[Any] = None) -> list[str]:
-    """Drop a preset's settings of the groups where ``overrides`` choose another option; returns those groups.
-
-    A preset (``experiment=...``) chooses options for some groups and sets some of their keys in its
-    own body, which Hydra merges after the options. When an override then chooses another option of
-    such a group (``experiment=fashion_mnist_convnet augmentation=none``, or ``model=mlp`` after a
-    preset that sets ``model.hidden_dim``), Hydra keeps the preset's keys, which belong to the option
-    that was replaced. Here each such group's node becomes the one the same overrides compose without
-    the preset: the chosen options with their own defaults, and every key the overrides set. For a
-    group whose options each have their own entry (augmentation), an option that both the preset and
-    the overrides choose keeps the preset's settings (``augmentation=[translate]`` after a preset's
-    ``[translate, hflip]`` keeps its ``pad``). Groups the overrides leave alone keep the preset's
-    settings; so do groups where they choose the preset's own option.
-
-    ``cfg`` (composed from ``overrides``) changes in place. Hydra must be initialized (inside a Hydra
-    job, or :func:`expt.compose`). Anything that does not compose is left to :func:`validate` to report.
-    ``choices`` (Hydra's ``hydra.runtime.choices``), when given, lets a run without a preset return at once.
-    """
-    from hydra import compose as hydra_compose
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    if choices is not None and choices.get(PRESET_GROUP) is None:
-        return []
-    try:
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-        own = [o.input_line for o in parsed if o.key_or_group == PRESET_GROUP]
-        others = [o.input_line for o in parsed if o.key_or_group != PRESET_GROUP]
-        if not any("." not in o.key_or_group and not o.key_or_group.startswith("hydra")
-                   for o in parsed if o.key_or_group != PRESET_GROUP):
-            return []  # only keys are set (model.depth=32): no group's option changes
-        final = _chosen_options(config_name, overrides)
-        if not final.get(PRESET_GROUP):
-            return []
-        preset = _chosen_options(config_name, own)
-        changed = [g for g, options in final.items()
-                   if g != PRESET_GROUP and "/" not in g and g in cfg and preset.get(g) != options]
-        if not changed:
-            return []
-        base = hydra_compose(config_name=config_name, overrides=others + ([] if own else [f"~{PRESET_GROUP}"]))
-    except Exception:  # an override that does not compose on its own: validate() names it
-        return []
-    from omegaconf import open_dict
-
-    name = final[PRESET_GROUP][0]
-    replaced: list[str] = []
-    with open_dict(cfg):
-        for group in changed:
-            kept = set(preset.get(group, [])) & set(final[group])
-            node = base[group]
-            per_option = isinstance(node, DictConfig) and any(isinstance(node.get(o), DictConfig) for o in kept)
-            if per_option:
-                entries = {k: (cfg[group][k] if k in kept and k in cfg[group] else node[k]) for k in node}
-                node = OmegaConf.create({k: OmegaConf.to_container(v, resolve=False) if isinstance(v, DictConfig)
-                                         else v for k, v in entries.items()})
-            if OmegaConf.to_container(node, resolve=False) == OmegaConf.to_container(cfg[group], resolve=False):
-                continue  # the preset sets nothing of this group's options
-            cfg[group] = node
-            replaced.append(group)
-            log.info("%s=[%s] replaces the choice [%s] of %s=%s, and the preset's settings of %s.",
-                     group, ",".join(final[group]), ",".join(preset.get(group, [])), PRESET_GROUP, name,
-                     "the options it no longer chooses" if per_option else "this group")
-    return replaced
-
-
-def _settings(node: DictConfig, group: str) -> str:
-    settings = [f"{group}.{k}={v}" for k, v in to_plain(node).items() if not k.startswith("_")]
-    return ", ".join(settings) or "no settings"
-
-
-MAX_DRY_RUN_EPOCHS = 10_000  # the schedule's rates are checked for at most this many epochs
-PER_STEP = "per_step"  # a schedule option's key saying it steps every batch; not passed to its class
-DRY_RUN_STEPS = 10
-
-
-def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> Any:
-    """The run's :class:`expt.schedule.LearningRate`: its schedule option, optimizer.lr and trainer.epochs."""
-    node = to_plain(cfg.schedule)
-    per_step = bool(node.pop(PER_STEP, False))
-    factory = instantiate(OmegaConf.create(node), "schedule")
-    try:
-        return LearningRate(factory, cfg.optimizer.lr, steps_per_epoch, cfg.trainer.epochs, per_step)
-    except ConfigError:
-        raise
-    except Exception as exc:  # the class rejects its settings for this run's length
-        reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
-        span = (f"{cfg.trainer.epochs} epochs of {steps_per_epoch} steps" if per_step
-                else f"{cfg.trainer.epochs} epochs")
-        raise ConfigError(f"schedule={node.get('_target_')} cannot run with {_settings(cfg.schedule, 'schedule')} "
-                          f"over {span}: {type(exc).__name__}: {reason}.") from None
-
-
-def _dry_run(cfg: DictConfig) -> None:
-    """Apply the activation to a few numbers, build the optimizer and schedule on one dummy parameter
-    and step them through the run's epochs (at most ``MAX_DRY_RUN_EPOCHS``), so that a value the class
-    itself rejects (a negative momentum, a StepLR step_size of 0, ...) stops the run before training,
-    naming its settings, and so does a schedule that would train an epoch at a rate <= 0 or not finite.
-
-    The rates come from the run's :class:`expt.schedule.LearningRate` (ReduceLROnPlateau sees a validation
-    loss that never improves, so that it cuts the rate as early as it can). The rate of epoch e is
-    the one after e - 1 steps; the rate after the last step is never used, so a schedule may anneal
-    to exactly 0 at the end of the run (cosine to eta_min=0). A per-step schedule is checked at the first
-    step of each epoch, with :data:`DRY_RUN_STEPS` steps an epoch.
-    """
-    import warnings
-
-    import torch
-
-    def attempt(group: str, fn: Any) -> Any:
-        try:
-            return fn()
-        except ConfigError:
-            raise
-        except Exception as exc:
-            target = cfg[group].get("_target_")
-            reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
-            raise ConfigError(
-                f"{group}={target} cannot run with {_settings(cfg[group], group)}: {type(exc).__name__}: {reason}."
-            ) from None
-
-    activation = instantiate(cfg.activation, "activation", partial=True)
-    attempt("activation", lambda: activation()(torch.linspace(-3.0, 3.0, 7)))
-
-    param = torch.zeros(2, requires_grad=True)
-    make_optimizer = instantiate(cfg.optimizer, "optimizer")
-    optimizer = attempt("optimizer", lambda: make_optimizer([{"params": [param]}]))
-    # the data are not loaded yet: a per-step schedule is checked as if an epoch took DRY_RUN_STEPS steps
-    schedule = attempt("schedule", lambda: learning_rate(cfg, DRY_RUN_STEPS))
-    epochs = int(cfg.trainer.epochs)
-    checked = min(epochs, MAX_DRY_RUN_EPOCHS)
-
-    def steps() -> None:
-        previous = ""
-        for epoch in range(1, checked + 1):
-            lr = schedule.epoch_rate(epoch)
-            if not (math.isfinite(lr) and lr > 0):
-                raise ConfigError(
-                    f"schedule={cfg.schedule.get('_target_')} with {_settings(cfg.schedule, 'schedule')} gives "
-                    f"a learning rate of {lr:.4g} at epoch {epoch} of trainer.epochs={epochs} "
-                    f"({previous}optimizer.lr={cfg.optimizer.get('lr')}): every epoch must train at a finite rate > 0; "
-                    "change the schedule's settings (a decay factor or gamma in (0, 1), an eta_min >= 0, "
-                    "a period that covers the run)."
-                )
-            previous = f"{lr:.4g} at epoch {epoch}, "
-            schedule.observe(1.0)
-        schedule.epoch_rate(checked + 1)  # the step after the last epoch: its rate is never used, but the
-        # schedule's class computes it, and a setting it rejects (StepLR's step_size=0) shows there
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        attempt("schedule", steps)
-
-
-def output_dir_problem(path: str, create: bool = False) -> Optional[str]:
-    """Why Hydra could not create or write the run directory ``path``, or None when it can.
-
-    ``create=True`` also makes the directory (as Hydra is about to), which catches what the checks
-    cannot see, such as a read-only file system.
-    """
-    import os
-    from pathlib import Path
-
-    target = Path(os.path.abspath(path))
-    existing = target
-    try:
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            if existing == target:
-                return "is an existing file, not a directory"
-            return f"cannot be created: {existing} is a file, not a directory"
-    except OSError as exc:
-        return f"cannot be checked ({exc.strerror or exc})"
-    if not os.access(existing, os.W_OK | os.X_OK):
-        return "is not writable" if existing == target else f"cannot be created: {existing} is not writable"
-    if create:
-        try:
-            target.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            return f"cannot be created ({exc.strerror or exc})"
-    return None
-
-
-class OutputDirCheck(Callback):
-    """Stop before Hydra creates the run (or sweep) directory when it cannot: one paragraph, exit 1.
-
-    Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Hydra would otherwise fail in
-    its own ``mkdir`` with a traceback. With ``HYDRA_FULL_ERROR=1`` it leaves Hydra's error alone.
-    """
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.run.dir", "outputs/<date>/<time>", create=True)
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.sweep.dir", "multirun/<date>/<time>", create=False)
-
-    @staticmethod
-    def _check(config: DictConfig, key: str, default: str, create: bool) -> None:
-        import os
-        import sys
-
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return
-        path = OmegaConf.select(config, key)
-        problem = output_dir_problem(str(path), create) if path is not None else None
-        if problem is not None:
-            print(
-                f"Error in the config: {key}={str(path)!r} {problem}; point {key} at a directory that can be "
-                f"created and written to, or leave it out (the default is {default}).\n"
-                "Set HYDRA_FULL_ERROR=1 for a complete stack trace.",
-                file=sys.stderr,
-            )
-            raise SystemExit(1)
-
-
-def to_plain(node: Any) -> Any:
-    """A resolved plain-Python copy of a config node (dicts, lists, scalars)."""
-    if isinstance(node, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(node, resolve=True)
-    return node
-
-
-def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[str] = ()) -> None:
-    """Raise a ConfigError when ``params`` has a key that ``fn`` does not take, listing the keys it does
-    (and ``also``: the group's keys that expt reads itself, such as data's split settings)."""
-    import inspect
-
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # builtins without a signature: let the call report
-        return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
-        return
-    unknown = [k for k in params if k not in sig.parameters and k not in also]
-    if unknown:
-        allowed = [n for n, p in sig.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-        allowed += [k for k in also if k not in allowed]
-        raise ConfigError(
-            f"{group}.{unknown[0]} is not a setting of {where}; its settings are: {', '.join(allowed) or 'none'}."
-        )
-
-
-def call(fn: Any, params: dict, group: str, where: str, **runtime: Any) -> Any:
-    """Call ``fn(**params, **runtime)`` after checking that every config key is one of its parameters."""
-    params = to_plain(params) if isinstance(params, DictConfig) else dict(params)
-    check_params(fn, params, group, where)
-    try:
-        return fn(**params, **runtime)
-    except TypeError as exc:
-        raise ConfigError(f"{where} cannot be built from {group}={params}: {exc}.") from None
-    except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeError (OutOfMemoryError on CUDA)
-        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower() and "out of memory" not in str(exc):
-            raise
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:200]
-        raise ConfigError(
-            f"{where} with {_settings(OmegaConf.create(params), group)} does not fit in memory ({reason}): "
-            f"make it smaller (fewer or narrower layers, or fewer classes)."
-        ) from None
-
-
-def instantiate(node: DictConfig, group: str, partial: bool = False, **runtime: Any) -> Any:
-    """Build the object a ``_target_`` node names, with the node's keys and the ``runtime`` arguments.
-
-    ``_partial_: true`` (or ``partial=True``) returns a ``functools.partial`` that takes the
-    remaining arguments later (the optimizer gets the parameters, the schedule the optimizer).
-    """
-    import functools
-
-    params = to_plain(node)
-    target = params.pop("_target_", None)
-    if target is None:
-        raise ConfigError(f"{group} has no _target_: every {group} option names the class or function it builds.")
-    partial = bool(params.pop("_partial_", False)) or partial
-    fn = locate(target, f"{group}._target_")
-    where = f"{group}={target}"
-    if partial:
-        check_params(fn, {**params, **runtime}, group, where)
-        return functools.partial(fn, **params, **runtime)
-    return call(fn, params, group, where, **runtime)

@@ -22,7 +22,8 @@ import torch
 from omegaconf import DictConfig
 
 from expt.errors import ConfigError
-from expt.config import MAX_CLASSES, call, check_params, locate, to_plain, user_path
+from expt.config import MAX_CLASSES, user_path
+from expt.instantiate import call, check_params, locate, to_plain
 
 log = logging.getLogger("expt")
 

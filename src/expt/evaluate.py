@@ -26,10 +26,10 @@ from torch import nn
 
 from expt import checkpoint
 from expt.build import build_model
-from expt.config import instantiate
 from expt.data import _images as check_images, load as load_data
 from expt.devices import choose_device
 from expt.errors import ConfigError
+from expt.instantiate import instantiate
 from expt.loss import classification_loss
 from expt.preprocess import Preprocessor
 from expt.status import COMPLETED, METRICS_FILE, read_metrics

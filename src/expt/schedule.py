@@ -21,7 +21,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 class LearningRate:
     """A run's learning rate at every step, from its ``schedule`` option (``factory``, the schedule's class
-    with its settings: :func:`expt.config.learning_rate` makes it from a config) and ``optimizer.lr``.
+    with its settings: :func:`expt.dry_run.learning_rate` makes it from a config) and ``optimizer.lr``.
 
     The schedule's own class (a ``torch.optim.lr_scheduler`` or a user's) runs on a stand-in
     optimizer holding one scalar, so the rates are PyTorch's numbers, bit for bit, and no real

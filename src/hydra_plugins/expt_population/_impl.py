@@ -120,7 +120,8 @@ class PopulationLauncherImpl:
         finally:
             if saved is not None:
                 HydraConfig.instance().cfg = saved
-        from expt.config import apply_preset_choices, validate
+        from expt.config import validate
+        from expt.presets import apply_preset_choices
         from expt.population import can_join, group_key
 
         try:

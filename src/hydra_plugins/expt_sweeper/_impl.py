@@ -36,7 +36,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from expt.config import to_plain
+from expt.instantiate import to_plain
 from expt.pruning import PROGRESS_FILE, MedianRule
 from expt.search import (
     PINPOINT_ROUND,

@@ -1,0 +1,105 @@
+"""The run's learning rate from its config, and the dry run that checks it before any data is loaded.
+
+:func:`learning_rate` is the one place a ``schedule`` option (with ``optimizer.lr`` and
+``trainer.epochs``) becomes the run's :class:`expt.schedule.LearningRate`: the builder uses it for
+the run, :func:`dry_run` for its check. :func:`dry_run` (the last of :func:`expt.config.validate`'s
+checks) applies the activation to a few numbers and steps the optimizer and schedule on a dummy
+parameter, so that a value the class itself rejects stops the run before training, naming its settings.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from expt.errors import ConfigError
+from expt.instantiate import instantiate, settings_text, to_plain
+from expt.schedule import LearningRate
+
+MAX_DRY_RUN_EPOCHS = 10_000  # the schedule's rates are checked for at most this many epochs
+PER_STEP = "per_step"  # a schedule option's key saying it steps every batch; not passed to its class
+DRY_RUN_STEPS = 10
+
+
+def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> Any:
+    """The run's :class:`expt.schedule.LearningRate`: its schedule option, optimizer.lr and trainer.epochs."""
+    node = to_plain(cfg.schedule)
+    per_step = bool(node.pop(PER_STEP, False))
+    factory = instantiate(OmegaConf.create(node), "schedule")
+    try:
+        return LearningRate(factory, cfg.optimizer.lr, steps_per_epoch, cfg.trainer.epochs, per_step)
+    except ConfigError:
+        raise
+    except Exception as exc:  # the class rejects its settings for this run's length
+        reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
+        span = (f"{cfg.trainer.epochs} epochs of {steps_per_epoch} steps" if per_step
+                else f"{cfg.trainer.epochs} epochs")
+        raise ConfigError(f"schedule={node.get('_target_')} cannot run with {settings_text(cfg.schedule, 'schedule')} "
+                          f"over {span}: {type(exc).__name__}: {reason}.") from None
+
+
+def dry_run(cfg: DictConfig) -> None:
+    """Apply the activation to a few numbers, build the optimizer and schedule on one dummy parameter
+    and step them through the run's epochs (at most ``MAX_DRY_RUN_EPOCHS``), so that a value the class
+    itself rejects (a negative momentum, a StepLR step_size of 0, ...) stops the run before training,
+    naming its settings, and so does a schedule that would train an epoch at a rate <= 0 or not finite.
+
+    The rates come from the run's :class:`expt.schedule.LearningRate` (ReduceLROnPlateau sees a validation
+    loss that never improves, so that it cuts the rate as early as it can). The rate of epoch e is
+    the one after e - 1 steps; the rate after the last step is never used, so a schedule may anneal
+    to exactly 0 at the end of the run (cosine to eta_min=0). A per-step schedule is checked at the first
+    step of each epoch, with :data:`DRY_RUN_STEPS` steps an epoch.
+    """
+    import warnings
+
+    import torch
+
+    activation = instantiate(cfg.activation, "activation", partial=True)
+    _attempt(cfg, "activation", lambda: activation()(torch.linspace(-3.0, 3.0, 7)))
+
+    param = torch.zeros(2, requires_grad=True)
+    make_optimizer = instantiate(cfg.optimizer, "optimizer")
+    _attempt(cfg, "optimizer", lambda: make_optimizer([{"params": [param]}]))
+    # the data are not loaded yet: a per-step schedule is checked as if an epoch took DRY_RUN_STEPS steps
+    schedule = _attempt(cfg, "schedule", lambda: learning_rate(cfg, DRY_RUN_STEPS))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _attempt(cfg, "schedule", lambda: _check_every_epoch(cfg, schedule))
+
+
+def _attempt(cfg: DictConfig, group: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, its error (other than a ConfigError) becoming a ConfigError that names ``group``'s settings."""
+    try:
+        return fn()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        target = cfg[group].get("_target_")
+        reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
+        raise ConfigError(
+            f"{group}={target} cannot run with {settings_text(cfg[group], group)}: {type(exc).__name__}: {reason}."
+        ) from None
+
+
+def _check_every_epoch(cfg: DictConfig, schedule: LearningRate) -> None:
+    """Raise a ConfigError at the first of the run's epochs (at most ``MAX_DRY_RUN_EPOCHS``) whose rate is
+    not finite and > 0."""
+    epochs = int(cfg.trainer.epochs)
+    checked = min(epochs, MAX_DRY_RUN_EPOCHS)
+    previous = ""
+    for epoch in range(1, checked + 1):
+        lr = schedule.epoch_rate(epoch)
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(
+                f"schedule={cfg.schedule.get('_target_')} with {settings_text(cfg.schedule, 'schedule')} gives "
+                f"a learning rate of {lr:.4g} at epoch {epoch} of trainer.epochs={epochs} "
+                f"({previous}optimizer.lr={cfg.optimizer.get('lr')}): every epoch must train at a finite rate > 0; "
+                "change the schedule's settings (a decay factor or gamma in (0, 1), an eta_min >= 0, "
+                "a period that covers the run)."
+            )
+        previous = f"{lr:.4g} at epoch {epoch}, "
+        schedule.observe(1.0)
+    schedule.epoch_rate(checked + 1)  # the step after the last epoch: its rate is never used, but the
+    # schedule's class computes it, and a setting it rejects (StepLR's step_size=0) shows there

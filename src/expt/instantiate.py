@@ -1,0 +1,102 @@
+"""Build the object a config option's ``_target_`` names, with errors that name the key.
+
+Options are built here rather than by ``hydra.utils.instantiate``: every key of an option is
+checked against its target's signature first (:func:`check_params`), so a typo is a
+:class:`~expt.errors.ConfigError` listing the valid keys instead of a ``TypeError`` deep in a
+constructor; a target that does not import names its key (:func:`locate`); a build that runs out
+of memory says what to make smaller (:func:`call`). Options are flat (no nested ``_target_``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from expt.errors import ConfigError
+
+
+def to_plain(node: Any) -> Any:
+    """A resolved plain-Python copy of a config node (dicts, lists, scalars)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
+
+
+def settings_text(node: DictConfig, group: str) -> str:
+    """``group.key=value, ...`` for the node's settings (its ``_target_`` and other ``_`` keys left out)."""
+    settings = [f"{group}.{k}={v}" for k, v in to_plain(node).items() if not k.startswith("_")]
+    return ", ".join(settings) or "no settings"
+
+
+def locate(target: str, key: str) -> Any:
+    """Import the object a ``_target_`` names, or raise a ConfigError naming ``key``."""
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except Exception as exc:  # ImportError, AttributeError, ValueError from Hydra's locator
+        raise ConfigError(
+            f"{key}={target!r} does not import ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "a _target_ must be the dotted path of an importable class or function, "
+            "such as torch.nn.ReLU or mypackage.layers.Mish."
+        ) from None
+
+
+def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[str] = ()) -> None:
+    """Raise a ConfigError when ``params`` has a key that ``fn`` does not take, listing the keys it does
+    (and ``also``: the group's keys that expt reads itself, such as data's split settings)."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature: let the call report
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    unknown = [k for k in params if k not in sig.parameters and k not in also]
+    if unknown:
+        allowed = [n for n, p in sig.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        allowed += [k for k in also if k not in allowed]
+        raise ConfigError(
+            f"{group}.{unknown[0]} is not a setting of {where}; its settings are: {', '.join(allowed) or 'none'}."
+        )
+
+
+def call(fn: Any, params: dict, group: str, where: str, **runtime: Any) -> Any:
+    """Call ``fn(**params, **runtime)`` after checking that every config key is one of its parameters."""
+    params = to_plain(params) if isinstance(params, DictConfig) else dict(params)
+    check_params(fn, params, group, where)
+    try:
+        return fn(**params, **runtime)
+    except TypeError as exc:
+        raise ConfigError(f"{where} cannot be built from {group}={params}: {exc}.") from None
+    except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeError (OutOfMemoryError on CUDA)
+        if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower() and "out of memory" not in str(exc):
+            raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()[:200]
+        raise ConfigError(
+            f"{where} with {settings_text(OmegaConf.create(params), group)} does not fit in memory ({reason}): "
+            f"make it smaller (fewer or narrower layers, or fewer classes)."
+        ) from None
+
+
+def instantiate(node: DictConfig, group: str, partial: bool = False, **runtime: Any) -> Any:
+    """Build the object a ``_target_`` node names, with the node's keys and the ``runtime`` arguments.
+
+    ``_partial_: true`` (or ``partial=True``) returns a ``functools.partial`` that takes the
+    remaining arguments later (the optimizer gets the parameters, the schedule the optimizer).
+    """
+    import functools
+
+    params = to_plain(node)
+    target = params.pop("_target_", None)
+    if target is None:
+        raise ConfigError(f"{group} has no _target_: every {group} option names the class or function it builds.")
+    partial = bool(params.pop("_partial_", False)) or partial
+    fn = locate(target, f"{group}._target_")
+    where = f"{group}={target}"
+    if partial:
+        check_params(fn, {**params, **runtime}, group, where)
+        return functools.partial(fn, **params, **runtime)
+    return call(fn, params, group, where, **runtime)
