@@ -4,7 +4,7 @@ For each model and population size N, N trials that differ in learning rate and 
 two ways, each in a fresh process: one after another with ``expt.train`` (what the basic launcher
 runs for each job, without its per-job Hydra overhead, so the basic side is if anything flattered),
 and together with ``expt.population.train_population`` (what ``hydra/launcher=population`` runs
-for a group). Both include their processes' one-time costs after the imports (data loading, the
+for a group; a group of one it trains alone, as the basic launcher would, and so does this benchmark). Both include their processes' one-time costs after the imports (data loading, the
 first calls), and both write every run directory (events, checkpoints, metrics.json); the
 TensorBoard diagnostics (histograms, filters, graph) are off on both sides, since they cost the
 same per trial either way. The basic side's rate does not depend on N (its trials run one at a
@@ -71,7 +71,7 @@ def worker(mode: str, case: str, n: int, epochs: int, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / str(i) for i in range(n)]
         start = time.perf_counter()
-        if mode == "basic":
+        if mode == "basic" or n == 1:  # the launcher trains a group of one alone
             metrics = [expt.train(cfg, run_dir=d) for cfg, d in zip(cfgs, dirs)]
         else:
             metrics = train_population(cfgs, dirs)
