@@ -98,24 +98,40 @@ def throughput(tmp: Path, trials: int = 16) -> str:
     return "\n".join([f"| launcher | seconds for {trials} trials | trials per minute |", "|---|---|---|", *rows])
 
 
+POPULATION = "hydra/launcher=population"
+
+
 def overhead(tmp: Path, env: dict | None, extra: list[str], few: int = 2, many: int = 10) -> dict[str, float]:
-    """Seconds a trial costs beyond its own epoch, with the basic launcher.
+    """Seconds a trial costs beyond its own epoch.
 
     Two 1-epoch rounds of the default run, ``few`` and ``many`` trials: the difference of their
-    wall times per extra trial, less the mean epoch time the trials measured, is what a trial
-    costs besides training (composition, job directory, building, the guard, the event file,
-    checkpoints, test evaluation, metrics.json). Process start-up cancels out.
+    wall times per extra trial, less what an extra trial adds to training, is what a trial costs
+    besides training (composition, job directory, building, the guard, the event file, checkpoints,
+    test evaluation, metrics.json). Process start-up cancels out. With the basic launcher an extra
+    trial adds its own epoch (the mean the trials measured); under ``hydra/launcher=population`` the
+    round's trials train as one population (the search varies only the learning rate and L2, values
+    a member may have of its own), and an extra trial adds to the population's epoch the difference
+    of the two rounds' epochs per extra member.
     """
+    together = POPULATION in extra
+    space = ("hydra.sweeper.stages=[{{name:lr_l2,params:[optimizer.lr,regularization.l2],rounds:"
+             "[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]}}]" if together else
+             "hydra.sweeper.rounds=[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]")
+
     def round_of(n: int) -> list[str]:
-        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false", *extra,
-                f"hydra.sweeper.rounds=[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]"]
+        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false", *extra, space.format(n=n)]
+
+    def epochs(n: int) -> list[float]:
+        return [row["seconds"] for m in (tmp / f"overhead-{stamp}-{n}").glob("*/metrics.json")
+                for row in json.loads(m.read_text())["history"]]
 
     stamp = time.monotonic_ns()
     walls = {n: sweep(round_of(n), tmp / f"overhead-{stamp}-{n}", env) for n in (few, many)}
-    epochs = [row["seconds"] for m in (tmp / f"overhead-{stamp}-{many}").glob("*/metrics.json")
-              for row in json.loads(m.read_text())["history"]]
     per_trial = (walls[many] - walls[few]) / (many - few)
-    epoch = statistics.mean(epochs)
+    if together:  # every member reports the population's epoch
+        epoch = (statistics.mean(epochs(many)) - statistics.mean(epochs(few))) / (many - few)
+    else:
+        epoch = statistics.mean(epochs(many))
     return {"per_trial": per_trial, "epoch": epoch, "overhead": per_trial - epoch}
 
 
@@ -128,6 +144,8 @@ def overhead_table(tmp: Path, before: Path | None, repeats: int) -> str:
     variants: list[tuple[str, dict | None, list[str]]] = [
         ("this version, a last-round trial (every diagnostic)", None, []),
         ("this version, an earlier round's trial (no heavy diagnostics)", None, ["dashboard.sweep_diagnostics=none"]),
+        ("this version, an earlier round's trial, hydra/launcher=population", None,
+         ["dashboard.sweep_diagnostics=none", POPULATION]),
     ]
     if before is not None:
         variants.insert(0, (f"before ({before}; every trial writes every diagnostic)", {"PYTHONPATH": str(before)}, []))

@@ -65,6 +65,8 @@ class _Job:
         self.task_cfg: Optional[DictConfig] = None
         self.output_dir: Optional[Path] = None
         self.key: Optional[str] = None
+        self.hydra_view: Optional[DictConfig] = None  # HydraConfig's view of config, made once (a masked copy)
+        self.env: Optional[Dict[str, str]] = None  # hydra.job.env_set, resolved once
 
 
 @dataclass
@@ -143,10 +145,13 @@ class PopulationLauncherImpl:
         @contextlib.contextmanager
         def context():
             saved, saved_member = HydraConfig.instance().cfg, self._current
-            HydraConfig.instance().set_config(job.config)
+            if job.hydra_view is None:  # entered several times a member: the copy and the environment once
+                HydraConfig.instance().set_config(job.config)
+                job.hydra_view, job.env = HydraConfig.instance().cfg, self._env(job)
+            HydraConfig.instance().cfg = job.hydra_view
             self._current = job.num
             try:
-                with env_override(self._env(job)):
+                with env_override(job.env):
                     yield
             finally:
                 self._current = saved_member
