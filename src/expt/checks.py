@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from expt.errors import ConfigError
-from expt.evaluate import data_loss, logits
+from expt.predict import data_loss, logits
 from expt.loss import classification_loss
 
 if TYPE_CHECKING:
