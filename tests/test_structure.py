@@ -88,8 +88,8 @@ def test_no_module_of_the_package_imports_one_that_imports_it_back():
 LAYERS = [
     ["expt.errors", "expt.schedule"],
     ["expt.config"],
-    ["expt.capture", "expt.optim", "expt.data", "expt.models", "expt.init", "expt.preprocess", "expt.augment",
-     "expt.regularization", "expt.averaging", "expt.loss"],
+    ["expt.capture", "expt.optim", "expt.data", "expt.standard_datasets", "expt.dataset_formats", "expt.models",
+     "expt.init", "expt.preprocess", "expt.augment", "expt.regularization", "expt.averaging", "expt.loss"],
     ["expt.build"],
     ["expt.predict"],
     ["expt.trainer.record", "expt.trainer.engine", "expt.trainer.vmap"],
