@@ -44,7 +44,7 @@ import expt  # noqa: E402
 from expt import augment  # noqa: E402
 from expt.dashboard import Dashboard  # noqa: E402
 from expt.build import build, build_model  # noqa: E402
-from expt.evaluate import evaluate  # noqa: E402
+from expt.predict import loss_and_accuracy  # noqa: E402
 from expt.trainer import Trainer  # noqa: E402
 
 CASES = {  # name -> (overrides, epochs a run, runs): the 2 s epochs of the deep ConvNet need fewer
@@ -96,7 +96,7 @@ class BareLoop:
 
     def begin(self) -> None:
         self.x_sub, self.y_sub = self.data.x_train[self.sub], self.data.y_train[self.sub]
-        evaluate(self.model, self.x_sub, self.y_sub)  # loss at init
+        loss_and_accuracy(self.model, self.x_sub, self.y_sub)  # loss at init
 
     def epoch(self) -> None:
         x, y, bs, model, opt = self.data.x_train, self.data.y_train, self.bs, self.model, self.opt
@@ -113,11 +113,11 @@ class BareLoop:
             opt.step()
         # in expt's order: how an epoch ends changes the speed of the next one, here the other side's
         # (evaluating the subsample last made the epochs after it 2-3% slower on the digits ConvNet)
-        evaluate(model, self.x_sub, self.y_sub)
-        self.val_loss, _ = evaluate(model, self.data.x_val, self.data.y_val)
+        loss_and_accuracy(model, self.x_sub, self.y_sub)
+        self.val_loss, _ = loss_and_accuracy(model, self.data.x_val, self.data.y_val)
 
     def end(self) -> None:
-        evaluate(self.model, self.data.x_test, self.data.y_test)
+        loss_and_accuracy(self.model, self.data.x_test, self.data.y_test)
 
 
 class ExptRun:

@@ -11,7 +11,7 @@ from torch import nn
 import expt
 from expt import averaging, checkpoint
 from expt.build import build
-from expt.evaluate import evaluate
+from expt.predict import loss_and_accuracy
 
 
 def test_the_average_follows_the_warmed_up_decay_formula():
@@ -70,8 +70,8 @@ def test_the_best_model_is_chosen_among_trained_and_averaged_weights(tmp_path):
     assert best["averaged"] == metrics["best_averaged"] == (row["ema_val_acc"] > row["val_acc"])
     exp = build(cfg)
     exp.model.load_state_dict(best["model"])
-    assert evaluate(exp.model, exp.data.x_val, exp.data.y_val)[1] == metrics["best_val_acc"]
-    assert evaluate(exp.model, exp.data.x_test, exp.data.y_test) == pytest.approx(
+    assert loss_and_accuracy(exp.model, exp.data.x_val, exp.data.y_val)[1] == metrics["best_val_acc"]
+    assert loss_and_accuracy(exp.model, exp.data.x_test, exp.data.y_test) == pytest.approx(
         (metrics["test_loss"], metrics["test_acc"]), rel=1e-6)
 
 

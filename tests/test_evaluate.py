@@ -12,7 +12,7 @@ import torch
 from conftest import QUIET, run_cli
 
 import expt
-from expt import evaluate
+from expt import evaluate, predict
 from expt.data import load as load_data
 from expt.errors import ConfigError
 
@@ -61,9 +61,9 @@ def test_load_errors_name_the_path(tmp_path, seeds):
 
 def test_shift_views_move_the_image_by_one_pixel():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    down = evaluate._shift(x, 1, 0)
+    down = predict._shift(x, 1, 0)
     assert torch.equal(down[0, 0, 1:], x[0, 0, :3]) and torch.equal(down[0, 0, 0], x[0, 0, 0])
-    assert len(evaluate.TTA_VIEWS["shift"]) == 5 and len(evaluate.TTA_VIEWS["shift+flip"]) == 10
+    assert len(predict.TTA_VIEWS["shift"]) == 5 and len(predict.TTA_VIEWS["shift+flip"]) == 10
 
 
 def test_an_ensemble_is_chosen_on_validation_and_tested_once(seeds):

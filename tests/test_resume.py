@@ -328,14 +328,14 @@ def test_checkpoints_wait_for_the_interval_but_the_last_epoch_is_always_written(
 def test_best_pt_holds_the_model_that_scored_the_test_accuracy(compose, four_epochs):
     """Loading best.pt into a freshly built model gives back the run's test loss and accuracy."""
     from expt.build import build
-    from expt.evaluate import evaluate
+    from expt.predict import loss_and_accuracy
 
     run_dir, metrics = four_epochs
     best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
     assert best["best_epoch"] == metrics["best_epoch"] and best["best_val_acc"] == metrics["best_val_acc"]
     exp = build(compose("trainer.epochs=4", *SHARED))
     exp.model.load_state_dict(best["model"])
-    assert evaluate(exp.model, exp.data.x_test, exp.data.y_test) == pytest.approx(
+    assert loss_and_accuracy(exp.model, exp.data.x_test, exp.data.y_test) == pytest.approx(
         (metrics["test_loss"], metrics["test_acc"]), rel=1e-6)
 
 

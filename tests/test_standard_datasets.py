@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from expt import standard_datasets as sd
+from expt.dataset_formats import parse_idx
 from expt.standard_datasets import (
     DatasetCorrupt,
     DatasetNotFound,
@@ -250,15 +251,15 @@ def test_idx_swapped_files(tmp_path: Path) -> None:
 
 def test_parse_idx_general_and_strict() -> None:
     cube = np.arange(2 * 3 * 4 * 5, dtype=np.uint8).reshape(2, 3, 4, 5)
-    np.testing.assert_array_equal(sd._parse_idx(idx_bytes(cube), "cube"), cube)
+    np.testing.assert_array_equal(parse_idx(idx_bytes(cube), "cube"), cube)
     with pytest.raises(DatasetCorrupt, match=r"0x0d"):
-        sd._parse_idx(idx_bytes(cube, type_code=0x0D), "floats")
+        parse_idx(idx_bytes(cube, type_code=0x0D), "floats")
     with pytest.raises(DatasetCorrupt, match="longer"):
-        sd._parse_idx(idx_bytes(cube) + b"\x00", "padded")
+        parse_idx(idx_bytes(cube) + b"\x00", "padded")
     with pytest.raises(DatasetCorrupt, match="header"):
-        sd._parse_idx(idx_bytes(cube)[:10], "short header")
+        parse_idx(idx_bytes(cube)[:10], "short header")
     with pytest.raises(DatasetCorrupt, match="only 2 bytes"):
-        sd._parse_idx(b"\x00\x00", "stub")
+        parse_idx(b"\x00\x00", "stub")
     assert issubclass(DatasetCorrupt, DatasetNotFound)
 
 

@@ -90,13 +90,13 @@ LAYERS = [
     ["expt.instantiate"],
     ["expt.dry_run"],
     ["expt.config", "expt.presets", "expt.output_dir"],
-    ["expt.capture", "expt.optim", "expt.data", "expt.models", "expt.init", "expt.preprocess", "expt.augment",
-     "expt.regularization", "expt.averaging", "expt.loss"],
+    ["expt.capture", "expt.optim", "expt.data", "expt.standard_datasets", "expt.dataset_formats", "expt.models",
+     "expt.init", "expt.preprocess", "expt.augment", "expt.regularization", "expt.averaging", "expt.loss"],
     ["expt.build"],
-    ["expt.evaluate"],
+    ["expt.predict"],
     ["expt.trainer.record", "expt.trainer.engine", "expt.trainer.vmap"],
     ["expt.trainer.loop", "expt.trainer"],
-    ["expt.population", "expt.run"],
+    ["expt.population", "expt.run", "expt.evaluate"],
     ["expt.sanity"],
     ["expt.__main__"],
 ]
@@ -109,10 +109,10 @@ def test_imports_follow_the_layers_the_readme_states():
     upward = [f"{m} (layer {layer[m]}) imports {t} (layer {layer[t]})" for m, targets in edges.items() if m in layer
               for t in targets if t in layer and layer[t] > layer[m]]
     assert not upward, upward
-    # the README states this order, lowest last: errors <- config <- ... <- capture <- build <- evaluate <- trainer ...
+    # the README states this order, lowest last: errors <- config <- ... <- capture <- build <- predict <- trainer ...
     readme = (ROOT / "README.md").read_text()
     stated = readme.split("Imports run one way", 1)[1].split("\n\n", 1)[0]
-    names = ["`errors`", "`config`", "`capture`", "`build`", "`evaluate`", "`trainer`", "`run`", "`sanity`",
-             "`__main__`"]
+    names = ["`errors`", "`config`", "`capture`", "`build`", "`predict`", "`trainer`", "`run`", "`evaluate`",
+             "`sanity`", "`__main__`"]
     positions = [stated.find(n) for n in names]
     assert -1 not in positions and positions == sorted(positions), dict(zip(names, positions))

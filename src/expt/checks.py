@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from expt.errors import ConfigError
-from expt.evaluate import data_loss, logits
+from expt.predict import data_loss, logits
 from expt.loss import classification_loss
 
 if TYPE_CHECKING:
@@ -351,60 +351,92 @@ def _gradient_check(
 
     recorder = _KinkRecorder(net)
     net.zero_grad(set_to_none=True)
-    loss = f()
-    loss.backward()
-    centre = recorder.take()
-    f0 = loss.item()
-    eps = torch.finfo(torch.float64).eps
+    centre = f()
+    centre.backward()
+    loss = _Loss(f, recorder, recorder.take(), centre.item())
     picker = torch.Generator().manual_seed(seed)
-    tensors: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
     with torch.no_grad():
-        for name, param in net.named_parameters():
-            analytic = (param.grad if param.grad is not None else torch.zeros_like(param)).reshape(-1)
-            flat = param.view(-1)
-            wanted = min(entries, flat.numel())
-            order = torch.randperm(flat.numel(), generator=picker)[: wanted * TRIES_PER_ENTRY].tolist()
-            errors: list[float] = []
-            checked: list[dict[str, float]] = []
-            kinks = tiny = 0
-            for index in order:
-                if len(errors) == wanted:
-                    break
-                original = flat[index].item()
-                flat[index] = original + step
-                up = float(f())
-                up_pattern = recorder.take()
-                up_step = flat[index].item() - original
-                flat[index] = original - step
-                down = float(f())
-                down_pattern = recorder.take()
-                down_step = original - flat[index].item()
-                flat[index] = original
-                if not (_same(centre, up_pattern) and _same(centre, down_pattern)):
-                    kinks += 1
-                    continue
-                numeric = (up - down) / (up_step + down_step)
-                a = analytic[index].item()
-                rounding = eps * max(abs(up), abs(down), abs(f0)) / step
-                if max(abs(a), abs(numeric)) < RESOLUTION_FACTOR * rounding and math.isfinite(numeric):
-                    tiny += 1
-                    continue
-                error = relative_error(a, numeric) if math.isfinite(numeric) and math.isfinite(a) else math.inf
-                errors.append(error)
-                checked.append({"index": index, "analytic": a, "numeric": numeric, "rel_error": error})
-            worst = max(errors) if errors else None
-            tensors[name] = {
-                "shape": list(param.shape),
-                "max_rel_error": worst,
-                "median_rel_error": statistics.median(errors) if errors else None,
-                "grade": _grade(worst) if worst is not None else "unchecked",
-                "checked": len(errors),
-                "skipped_kink": kinks,
-                "skipped_tiny": tiny,
-                "entries": checked,
-            }
+        tensors = {name: _check_tensor(loss, param, entries, step, picker) for name, param in net.named_parameters()}
     recorder.remove()
+    measured = {"samples": len(x64), "step": step, "loss": loss.value, "has_kinks": recorder.has_kinks,
+                "seconds": time.perf_counter() - started}
+    return _gradient_verdict(tensors, measured)
+
+
+@dataclass
+class _Loss:
+    """The checked loss ``f`` of the float64 copy, with its value and its kink pattern at the trained weights."""
+
+    f: Callable[[], torch.Tensor]
+    recorder: _KinkRecorder
+    centre: list[torch.Tensor]  # the kink pattern at the trained weights
+    value: float
+
+    def centred_difference(self, flat: torch.Tensor, index: int, step: float) -> Optional[tuple[float, float]]:
+        """(f(w + h) - f(w - h)) / 2h at the entry ``flat[index]``, with 2h the step float64 actually took, and the
+        larger |f| of the two; None when either step moves an input across a kink. The entry is restored."""
+        original = flat[index].item()
+        flat[index] = original + step
+        up = float(self.f())
+        up_pattern = self.recorder.take()
+        up_step = flat[index].item() - original
+        flat[index] = original - step
+        down = float(self.f())
+        down_pattern = self.recorder.take()
+        down_step = original - flat[index].item()
+        flat[index] = original
+        if not (_same(self.centre, up_pattern) and _same(self.centre, down_pattern)):
+            return None
+        return (up - down) / (up_step + down_step), max(abs(up), abs(down))
+
+
+def _check_tensor(
+    loss: _Loss, param: torch.Tensor, entries: int, step: float, picker: torch.Generator,
+) -> dict[str, Any]:
+    """``entries`` random entries of ``param`` (fewer where it has fewer), each back-propagated gradient against
+    its centred difference; entries whose step crosses a kink, or whose gradient is too small to measure, are
+    redrawn up to ``TRIES_PER_ENTRY`` times the number asked for. The tensor's row of the report."""
+    eps = torch.finfo(torch.float64).eps
+    analytic = (param.grad if param.grad is not None else torch.zeros_like(param)).reshape(-1)
+    flat = param.view(-1)
+    wanted = min(entries, flat.numel())
+    order = torch.randperm(flat.numel(), generator=picker)[: wanted * TRIES_PER_ENTRY].tolist()
+    errors: list[float] = []
+    checked: list[dict[str, float]] = []
+    kinks = tiny = 0
+    for index in order:
+        if len(errors) == wanted:
+            break
+        difference = loss.centred_difference(flat, index, step)
+        if difference is None:
+            kinks += 1
+            continue
+        numeric, size = difference
+        a = analytic[index].item()
+        rounding = eps * max(size, abs(loss.value)) / step
+        if max(abs(a), abs(numeric)) < RESOLUTION_FACTOR * rounding and math.isfinite(numeric):
+            tiny += 1
+            continue
+        error = relative_error(a, numeric) if math.isfinite(numeric) and math.isfinite(a) else math.inf
+        errors.append(error)
+        checked.append({"index": index, "analytic": a, "numeric": numeric, "rel_error": error})
+    worst = max(errors) if errors else None
+    return {
+        "shape": list(param.shape),
+        "max_rel_error": worst,
+        "median_rel_error": statistics.median(errors) if errors else None,
+        "grade": _grade(worst) if worst is not None else "unchecked",
+        "checked": len(errors),
+        "skipped_kink": kinks,
+        "skipped_tiny": tiny,
+        "entries": checked,
+    }
+
+
+def _gradient_verdict(tensors: dict[str, dict[str, Any]], measured: dict[str, Any]) -> Check:
+    """Check 3's result from every tensor's row: it passes when a tensor could be measured and none is above
+    ``ACCEPTABLE_REL_ERROR``; ``measured`` (samples, step, loss, kinks, seconds) goes into its details."""
     measured_errors = [t["max_rel_error"] for t in tensors.values() if t["max_rel_error"] is not None]
     worst = max(measured_errors) if measured_errors else 0.0
     failing = [n for n, t in tensors.items()
@@ -434,8 +466,7 @@ def _gradient_check(
                   f"wrong > {WRONG_REL_ERROR:.0e})"),
         summary=summary,
         hint=hint,
-        details={"tensors": tensors, "samples": len(x64), "step": step, "loss": f0, "has_kinks": recorder.has_kinks,
-                 "failing": failing, "unchecked": unchecked, "seconds": time.perf_counter() - started},
+        details={"tensors": tensors, **measured, "failing": failing, "unchecked": unchecked},
     )
 
 

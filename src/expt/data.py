@@ -236,6 +236,24 @@ def check_raw(raw: Any, where: str, num_classes: Optional[int] = None) -> dict[s
     the largest label + 1. An inferred C larger than the number of labelled samples (or than
     ``expt.config.MAX_CLASSES``) is refused: such labels are ids, not class indices.
     """
+    out: dict[str, Any] = _checked_splits(raw, where)
+    # who says how many classes there are: data.num_classes, the loader, or nobody (the largest label + 1)
+    given = num_classes if num_classes is not None else raw.get("num_classes")
+    key = None if given is None else "data.num_classes" if num_classes is not None else "num_classes"
+    out["num_classes"] = _inferred_classes(out, where) if key is None else _given_classes(given, key, out, where)
+    classes = np.unique(out["y_train"])
+    if len(classes) < 2:
+        raise ConfigError(
+            f"{where}: every y_train label is {int(classes[0])}, a single class; a classifier needs labels of "
+            "at least 2 classes (integers from 0 to C-1)."
+        )
+    out["num_classes_from"] = key
+    return out
+
+
+def _checked_splits(raw: Any, where: str) -> dict[str, np.ndarray]:
+    """The splits a loader returned (x_train, y_train and any other split given), each image and label array
+    checked, with one label an image and the same image shape in every split."""
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{where} returned a {type(raw).__name__}: a data loader returns a dict with x_train and y_train "
@@ -247,7 +265,7 @@ def check_raw(raw: Any, where: str, num_classes: Optional[int] = None) -> dict[s
             f"{where} lacks {' and '.join(missing)}; it holds {', '.join(map(str, raw)) or 'nothing'} "
             "(expected x_train, y_train and optionally x_val, y_val, x_test, y_test)."
         )
-    out: dict[str, Any] = {}
+    out: dict[str, np.ndarray] = {}
     for split_name in SPLITS:
         xk, yk = f"x_{split_name}", f"y_{split_name}"
         if (xk in raw) != (yk in raw):
@@ -268,48 +286,45 @@ def check_raw(raw: Any, where: str, num_classes: Optional[int] = None) -> dict[s
                 "every split must hold images of the same shape."
             )
         out[xk], out[yk] = x, y
-
-    labels = [out[f"y_{s}"] for s in SPLITS if f"y_{s}" in out]
-    largest = max(int(y.max()) for y in labels)
-    key = "data.num_classes"
-    if num_classes is None:
-        key, num_classes = "num_classes", raw.get("num_classes")
-    if num_classes is None:
-        num_classes = largest + 1
-        samples = sum(len(y) for y in labels)
-        if num_classes > min(samples, MAX_CLASSES):
-            distinct = len(np.unique(np.concatenate(labels)))
-            raise ConfigError(
-                f"{where}: the largest label is {largest}, so the classes would be taken as {num_classes:,} "
-                f"(largest + 1), more than the {samples} labelled samples, for {distinct} distinct labels; "
-                f"set data.num_classes to the number of classes meant (from 2 to {MAX_CLASSES:,}; labels from 0 "
-                f"to num_classes-1), or map the labels to 0..{distinct - 1} with np.unique(y, return_inverse=True)[1]."
-            )
-    else:
-        value = num_classes.item() if isinstance(num_classes, np.ndarray) and num_classes.size == 1 else num_classes
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 2:
-            raise ConfigError(f"{where} gives num_classes={num_classes!r}; it must be an integer >= 2.")
-        num_classes = int(value)
-        for s in SPLITS:
-            y = out.get(f"y_{s}")
-            if y is not None and int(y.max()) >= num_classes:
-                over = np.unique(y[y >= num_classes])
-                raise ConfigError(
-                    f"{where}: y_{s} holds {_examples(over)} ({int((y >= num_classes).sum())} of {len(y)} labels) "
-                    f"but {key}={num_classes}; labels must be integers from 0 to {num_classes - 1}"
-                    + (" (raise data.num_classes, or leave it null to take the largest label + 1)." if key.startswith("data")
-                       else ".")
-                )
-    classes = np.unique(out["y_train"])
-    if len(classes) < 2:
-        raise ConfigError(
-            f"{where}: every y_train label is {int(classes[0])}, a single class; a classifier needs labels of "
-            "at least 2 classes (integers from 0 to C-1)."
-        )
-    out["num_classes"] = int(num_classes)
-    # who said how many classes there are: data.num_classes, the loader, or nobody (the largest label + 1)
-    out["num_classes_from"] = key if key.startswith("data") or raw.get("num_classes") is not None else None
     return out
+
+
+def _inferred_classes(splits: dict[str, np.ndarray], where: str) -> int:
+    """The number of classes when nobody gives it: the largest label + 1, refused where the labels look like ids
+    (more classes than labelled samples, or than ``MAX_CLASSES``)."""
+    labels = [splits[f"y_{s}"] for s in SPLITS if f"y_{s}" in splits]
+    largest = max(int(y.max()) for y in labels)
+    num_classes = largest + 1
+    samples = sum(len(y) for y in labels)
+    if num_classes > min(samples, MAX_CLASSES):
+        distinct = len(np.unique(np.concatenate(labels)))
+        raise ConfigError(
+            f"{where}: the largest label is {largest}, so the classes would be taken as {num_classes:,} "
+            f"(largest + 1), more than the {samples} labelled samples, for {distinct} distinct labels; "
+            f"set data.num_classes to the number of classes meant (from 2 to {MAX_CLASSES:,}; labels from 0 "
+            f"to num_classes-1), or map the labels to 0..{distinct - 1} with np.unique(y, return_inverse=True)[1]."
+        )
+    return num_classes
+
+
+def _given_classes(num_classes: Any, key: str, splits: dict[str, np.ndarray], where: str) -> int:
+    """The number of classes ``key`` gives (data.num_classes, or the loader's num_classes): an integer >= 2 that
+    every split's labels are below."""
+    value = num_classes.item() if isinstance(num_classes, np.ndarray) and num_classes.size == 1 else num_classes
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 2:
+        raise ConfigError(f"{where} gives num_classes={num_classes!r}; it must be an integer >= 2.")
+    num_classes = int(value)
+    for s in SPLITS:
+        y = splits.get(f"y_{s}")
+        if y is not None and int(y.max()) >= num_classes:
+            over = np.unique(y[y >= num_classes])
+            raise ConfigError(
+                f"{where}: y_{s} holds {_examples(over)} ({int((y >= num_classes).sum())} of {len(y)} labels) "
+                f"but {key}={num_classes}; labels must be integers from 0 to {num_classes - 1}"
+                + (" (raise data.num_classes, or leave it null to take the largest label + 1)." if key.startswith("data")
+                   else ".")
+            )
+    return num_classes
 
 
 def _ranges(values: Sequence[int], limit: int = 4) -> str:

@@ -1,11 +1,10 @@
-"""Evaluating models: during training, and after it (``expt.load``, ensembles, test-time augmentation).
+"""Using finished runs: ``expt.load`` (a run's model as a :class:`Predictor`) and ensembles of runs.
 
-:func:`logits` runs a model over a tensor of inputs in batches, in eval mode; :func:`evaluate`
-turns them into the mean cross-entropy and the accuracy the trainer logs every epoch; the
-sanity checks and the dashboard use the same two. After training, :func:`load` rebuilds a run's
-best model from the config its checkpoint holds as a :class:`Predictor`, and
-``python -m expt.evaluate DIR`` (:func:`evaluate_ensembles`) averages the predictions of a sweep's
-or a multirun's runs, with the choices made on the validation split and the test split used once.
+:func:`load` rebuilds a run's best model from the config its checkpoint holds as a
+:class:`Predictor`: raw images in, class probabilities out, under the test-time views of
+:mod:`expt.predict`. ``python -m expt.evaluate DIR`` (:func:`evaluate_ensembles`) averages the
+predictions of a sweep's or a multirun's runs (or of one run's epoch snapshots), with the choices
+made on the validation split and the test split used once.
 """
 
 from __future__ import annotations
@@ -16,11 +15,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -30,42 +28,9 @@ from expt.data import _images as check_images, load as load_data
 from expt.devices import choose_device
 from expt.errors import ConfigError
 from expt.instantiate import instantiate
-from expt.loss import classification_loss
+from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
 from expt.preprocess import Preprocessor
 from expt.status import COMPLETED, METRICS_FILE, read_metrics
-
-EVAL_BATCH = 2048
-
-
-@torch.no_grad()
-def logits(model: nn.Module, x: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
-    """The model's outputs on ``x`` in eval mode, in batches, leaving the model's mode as it was.
-
-    Eval mode is what the trainer measures its logged initial loss in (no dropout; batch norm
-    with its running statistics), and it changes no buffer and draws no random number, so
-    measuring before a run does not change the run.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else x.new_zeros(0, 0)
-    finally:
-        model.train(was_training)
-
-
-def data_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Mean cross-entropy of ``model`` on (x, y) in eval mode, computed in float64: the data term alone, no penalty."""
-    return classification_loss(logits(model, x).double(), y).item()
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (a fraction) in eval mode, in batches."""
-    if not len(x):
-        return 0.0, 0.0
-    out = logits(model, x)
-    loss = classification_loss(out, y, reduction="sum").double()
-    correct = (out.argmax(dim=1) == y).sum()
-    return loss.item() / len(x), correct.item() / len(x)
 
 
 # ============================================================================= using a trained model
@@ -175,39 +140,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     pixel_range = (float(found[0]), float(found[1])) if found is not None and len(found) == 2 else None
     return Predictor(model, preprocessor, device, dtype, input_shape, num_classes, cfg, state.get("best_epoch"),
                      bool(state.get("averaged", False)), source, pixel_range)
-
-
-# ============================================================================= test-time augmentation
-def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """The images moved by (dy, dx) pixels, the uncovered border repeated from the edge."""
-    h, w = x.shape[2:]
-    p = max(abs(dy), abs(dx))
-    padded = F.pad(x, (p, p, p, p), mode="replicate")
-    return padded[:, :, p - dy:p - dy + h, p - dx:p - dx + w]
-
-
-TTA_VIEWS: dict[str, list[Callable[[torch.Tensor], torch.Tensor]]] = {
-    "none": [lambda x: x],
-    # the image and its four one-pixel shifts: for digits and MNIST, whose class survives a small move
-    "shift": [lambda x: x] + [lambda x, d=d: _shift(x, *d) for d in ((1, 0), (-1, 0), (0, 1), (0, -1))],
-    # the image and its mirror: for photographs (CIFAR-10), never for digits or text
-    "flip": [lambda x: x, lambda x: x.flip(3)],
-}
-TTA_VIEWS["shift+flip"] = TTA_VIEWS["shift"] + [lambda x, v=v: v(x.flip(3)) for v in TTA_VIEWS["shift"]]
-
-
-def probabilities(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
-    """Softmax of the model's logits on preprocessed ``x``, averaged over the views of ``tta``."""
-    if tta not in TTA_VIEWS:
-        raise ConfigError(f"tta={tta!r} is not allowed: one of {', '.join(TTA_VIEWS)}.")
-    views = TTA_VIEWS[tta]
-    return sum(torch.softmax(logits(model, view(x)).double(), dim=1) for view in views) / len(views)
-
-
-def nll_and_accuracy(probs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Mean negative log-likelihood and accuracy of averaged probabilities (an ensemble's loss and accuracy)."""
-    picked = probs.gather(1, y[:, None]).clamp_min(1e-300)
-    return float(-picked.log().mean()), float((probs.argmax(1) == y).double().mean())
 
 
 # ============================================================================= ensembles: python -m expt.evaluate

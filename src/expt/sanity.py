@@ -39,7 +39,7 @@ from expt.checks import (
     sample,
 )
 from expt.data import load as load_data
-from expt.evaluate import data_loss, logits
+from expt.predict import data_loss, logits
 from expt.regularization import Regularizer
 from expt.run import default_run_dir, train
 

@@ -1,37 +1,42 @@
-"""MNIST, Fashion-MNIST and CIFAR-10 read from their standard distribution files.
+"""MNIST, Fashion-MNIST and CIFAR-10 from their standard distribution files: where they are found, and downloads.
 
-Each loader reads the files exactly as their authors distribute them and returns uint8 images
-in (N, C, H, W) order with int64 labels. With ``root`` given it reads that directory only; with
-``root=None`` it searches, in order, ``$EXPT_DATA/<name>`` (when the variable is set), the
-directories a system package installs the files into (Debian's ``dataset-fashion-mnist``:
-``/usr/share/datasets/fashion-mnist``), and the download directory ``data/<name>`` under the
-working directory. When no place holds them and ``download`` is true, the missing files are
-downloaded (MD5-verified, written atomically) into ``root``, or else ``$EXPT_DATA/<name>`` or
-``data/<name>``.
+Each loader reads the files exactly as their authors distribute them (the formats are
+:mod:`expt.dataset_formats`) and returns uint8 images in (N, C, H, W) order with int64 labels.
+With ``root`` given it reads that directory only; with ``root=None`` it searches, in order,
+``$EXPT_DATA/<name>`` (when the variable is set), the directories a system package installs the
+files into (Debian's ``dataset-fashion-mnist``: ``/usr/share/datasets/fashion-mnist``), and the
+download directory ``data/<name>`` under the working directory. When no place holds them and
+``download`` is true, the missing files are downloaded (MD5-verified, written atomically) into
+``root``, or else ``$EXPT_DATA/<name>`` or ``data/<name>``.
 """
 
 from __future__ import annotations
 
-import codecs
-import gzip
 import hashlib
 import http.client
 import logging
-import math
 import os
-import pickle
-import shutil
-import struct
-import tarfile
 import tempfile
 import urllib.request
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path, PureWindowsPath
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+from expt.dataset_formats import (
+    CHUNK,
+    CIFAR_ARCHIVE,
+    CIFAR_DIR,
+    CIFAR_TEST,
+    CIFAR_TRAIN,
+    NUM_CLASSES,
+    DatasetCorrupt,
+    DatasetNotFound,
+    cifar10_gaps,
+    idx_path,
+    read_cifar10,
+    read_mnist_format,
+)
 
 __all__ = [
     "DatasetNotFound", "DatasetCorrupt", "load_mnist", "load_fashion_mnist", "load_cifar10", "find", "search_dirs",
@@ -40,16 +45,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TIMEOUT_S = 30.0
-_CHUNK = 1 << 20
-_NUM_CLASSES = 10
-
-
-class DatasetNotFound(Exception):
-    """The dataset's files are not in the data directory and could not be downloaded."""
-
-
-class DatasetCorrupt(DatasetNotFound):
-    """A dataset file is present but unreadable, truncated or not in the expected format."""
 
 
 class _DownloadError(Exception):
@@ -107,14 +102,10 @@ _FASHION_MNIST = _Remote(
 
 _CIFAR10 = _Remote(
     name="CIFAR-10",
-    md5s={"cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"},
+    md5s={CIFAR_ARCHIVE: "c58f30108f718f92721af3b95e74349a"},
     base_urls=("https://www.cs.toronto.edu/~kriz/",),
     key="cifar10",
 )
-_CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
-_CIFAR_DIR = "cifar-10-batches-py"
-_CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
-_CIFAR_TEST = "test_batch"
 
 
 # --------------------------------------------------------------------------- errors
@@ -234,7 +225,7 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
         digest = hashlib.md5(usedforsecurity=False)
         request = urllib.request.Request(url, headers={"User-Agent": "expt"})
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
-            while chunk := response.read(_CHUNK):
+            while chunk := response.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != md5:
@@ -247,92 +238,19 @@ def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
             os.unlink(tmp)
 
 
-# --------------------------------------------------------------------------- IDX
-
-
-def _parse_idx(data: bytes, source: str) -> np.ndarray:
-    """Decode an IDX byte string (uint8 payload only); ``source`` names it in errors."""
-    if len(data) < 4:
-        raise DatasetCorrupt(f"{source} is not an IDX file: it has only {len(data)} bytes.")
-    zero, type_code, ndim = struct.unpack_from(">HBB", data)
-    if zero != 0:
-        raise DatasetCorrupt(
-            f"{source} is not an IDX file: its magic number starts with {data[:2].hex()} "
-            "instead of two zero bytes."
-        )
-    if type_code != 0x08:
-        raise DatasetCorrupt(
-            f"{source} holds IDX data of type 0x{type_code:02x}; only unsigned bytes (0x08) "
-            "are supported."
-        )
-    header = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header:
-        raise DatasetCorrupt(f"{source} has a truncated or invalid IDX header ({ndim} dimensions).")
-    shape = struct.unpack_from(f">{ndim}i", data, 4)
-    if any(size < 0 for size in shape):
-        raise DatasetCorrupt(f"{source} declares a negative IDX size {shape}.")
-    payload = len(data) - header
-    expected = math.prod(shape)
-    if payload != expected:
-        state = "truncated" if payload < expected else "longer than its header says"
-        raise DatasetCorrupt(
-            f"{source} is {state}: its header declares shape {shape} ({expected} bytes of "
-            f"data) but it holds {payload}. Delete it and download it again."
-        )
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
-
-
-def _idx_path(root: Path, gz_name: str) -> Path | None:
-    """The uncompressed or gzipped copy of an IDX file in ``root``, if either exists."""
-    for candidate in (root / gz_name.removesuffix(".gz"), root / gz_name):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file, gunzipping it when its name ends in ``.gz``."""
-    try:
-        raw = path.read_bytes()
-        data = gzip.decompress(raw) if path.suffix == ".gz" else raw
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DatasetCorrupt(f"{path} could not be read ({exc}). Delete it and download it again.") from exc
-    return _parse_idx(data, str(path))
+# --------------------------------------------------------------------------- MNIST and Fashion-MNIST (IDX)
 
 
 def _idx_gaps(remote: _Remote, directory: Path) -> list[str] | None:
-    missing = [name for name in remote.md5s if _idx_path(directory, name) is None]
+    missing = [name for name in remote.md5s if idx_path(directory, name) is None]
     return None if len(missing) == len(remote.md5s) else missing
 
 
 def _load_idx_dataset(remote: _Remote, root: str | os.PathLike[str] | None, download: bool) -> dict[str, Any]:
-    """Load the four IDX files of an MNIST-format dataset."""
+    """The four IDX files of an MNIST-format dataset, found (or downloaded) and read."""
     expected = ", ".join(remote.md5s) + " (each gzipped as named, or uncompressed without .gz)"
-    root_path = _locate(remote, root, download, expected, lambda directory: _idx_gaps(remote, directory))
-
-    arrays = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        images_path = _idx_path(root_path, f"{prefix}-images-idx3-ubyte.gz")
-        labels_path = _idx_path(root_path, f"{prefix}-labels-idx1-ubyte.gz")
-        assert images_path is not None and labels_path is not None
-        images, labels = _read_idx(images_path), _read_idx(labels_path)
-        if images.ndim != 3 or images.shape[1:] != (28, 28):
-            raise DatasetCorrupt(f"{images_path} holds an array of shape {images.shape}, not (N, 28, 28).")
-        if labels.shape != images.shape[:1]:
-            raise DatasetCorrupt(
-                f"{labels_path} holds labels of shape {labels.shape} for the "
-                f"{images.shape[0]} images of {images_path}."
-            )
-        _check_labels(labels, labels_path)
-        arrays[f"x_{split}"] = images[:, None, :, :]
-        arrays[f"y_{split}"] = labels.astype(np.int64)
-    return {**arrays, "num_classes": _NUM_CLASSES}
-
-
-def _check_labels(labels: np.ndarray, source: Path) -> None:
-    """Reject labels outside 0..9."""
-    if labels.size and (labels.min() < 0 or labels.max() >= _NUM_CLASSES):
-        raise DatasetCorrupt(f"{source} has labels outside 0..{_NUM_CLASSES - 1}.")
+    directory = _locate(remote, root, download, expected, lambda directory: _idx_gaps(remote, directory))
+    return {**read_mnist_format(directory), "num_classes": NUM_CLASSES}
 
 
 def load_mnist(root: str | os.PathLike[str] | None = None, download: bool = True) -> dict[str, Any]:
@@ -348,104 +266,6 @@ def load_fashion_mnist(root: str | os.PathLike[str] | None = None, download: boo
 # --------------------------------------------------------------------------- CIFAR-10
 
 
-_PICKLE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
-    ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.empty(0))[0],
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): codecs.encode,
-}
-
-
-class _BatchUnpickler(pickle.Unpickler):
-    """Unpickler that builds numpy arrays and builtins only, never arbitrary objects."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _PICKLE_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}") from None
-
-
-def _unpickle(stream: BinaryIO) -> Any:
-    return _BatchUnpickler(stream, encoding="bytes").load()
-
-
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 batch file as (images (n, 3, 32, 32) uint8, labels (n,) int64)."""
-    try:
-        with path.open("rb") as f:
-            batch = _unpickle(f)
-    except Exception as exc:
-        raise DatasetCorrupt(f"{path} is not a readable CIFAR-10 batch ({exc}).") from exc
-    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise DatasetCorrupt(f"{path} is not a CIFAR-10 batch: it lacks the b'data' and b'labels' entries.")
-    data = batch[b"data"]
-    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DatasetCorrupt(f"{path}: b'data' is not a uint8 array of shape (n, 3072).")
-    try:
-        labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (TypeError, ValueError) as exc:
-        raise DatasetCorrupt(f"{path}: b'labels' is not a list of integers.") from exc
-    if labels.shape != (data.shape[0],):
-        raise DatasetCorrupt(f"{path} has {labels.shape} labels for {data.shape[0]} images.")
-    _check_labels(labels, path)
-    return data.reshape(-1, 3, 32, 32), labels
-
-
-def _member_target(dest: Path, name: str, archive: Path) -> Path:
-    """Where a tar member goes under ``dest``; refuses absolute paths and ``..``."""
-    pure = PureWindowsPath(name)
-    if pure.drive or pure.root or ".." in pure.parts:
-        raise DatasetCorrupt(f"{archive} contains the unsafe path {name!r}; refusing to extract it.")
-    target = dest.joinpath(*pure.parts)
-    if not target.resolve().is_relative_to(dest.resolve()):
-        raise DatasetCorrupt(
-            f"{archive} contains {name!r}, which leads outside {dest}; refusing to extract it."
-        )
-    return target
-
-
-def _extract_tar_gz(archive: Path, dest: Path) -> None:
-    """Extract the regular files and directories of ``archive`` into ``dest``, each file atomically."""
-    log.info("Extracting %s into %s", archive, dest)
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                target = _member_target(dest, member.name, archive)
-                if member.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                if not member.isfile():
-                    raise DatasetCorrupt(
-                        f"{archive} contains {member.name!r}, which is not a regular file or "
-                        "directory; refusing to extract it."
-                    )
-                target.parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                assert source is not None
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-                try:
-                    with os.fdopen(fd, "wb") as out:
-                        shutil.copyfileobj(source, out, _CHUNK)
-                    os.replace(tmp, target)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DatasetCorrupt(
-            f"{archive} could not be extracted ({exc}). Delete it and download it again."
-        ) from exc
-
-
-def _cifar_gaps(directory: Path) -> list[str] | None:
-    batch_dir = directory / _CIFAR_DIR
-    missing = [name for name in (*_CIFAR_TRAIN, _CIFAR_TEST) if not (batch_dir / name).is_file()]
-    if not missing or (directory / _CIFAR_ARCHIVE).is_file():
-        return []
-    return [f"{_CIFAR_DIR}/{name}" for name in missing] + [_CIFAR_ARCHIVE] if batch_dir.is_dir() else None
-
-
 def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = True) -> dict[str, Any]:
     """CIFAR-10: x (N, 3, 32, 32) uint8 and y (N,) int64 for 50000 train / 10000 test.
 
@@ -453,32 +273,9 @@ def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = Tr
     None); when it is incomplete, extracts ``cifar-10-python.tar.gz`` there, downloading that
     first if needed and allowed.
     """
-    names = (*_CIFAR_TRAIN, _CIFAR_TEST)
-    expected = f"{_CIFAR_DIR}/ holding {', '.join(names)}, or the archive {_CIFAR_ARCHIVE}"
-    root_path = _locate(_CIFAR10, root, download, expected, _cifar_gaps)
-    batch_dir = root_path / _CIFAR_DIR
-
-    def missing() -> list[str]:
-        return [name for name in names if not (batch_dir / name).is_file()]
-
-    if missing():
-        archive = root_path / _CIFAR_ARCHIVE
-        _extract_tar_gz(archive, root_path)
-        if missing():
-            raise DatasetCorrupt(
-                f"{archive} does not contain {_CIFAR_DIR}/{', '.join(missing())}; it is not the "
-                "CIFAR-10 python archive. Delete it and download it again."
-            )
-
-    train = [_read_cifar_batch(batch_dir / name) for name in _CIFAR_TRAIN]
-    x_test, y_test = _read_cifar_batch(batch_dir / _CIFAR_TEST)
-    return {
-        "x_train": np.concatenate([x for x, _ in train]),
-        "y_train": np.concatenate([y for _, y in train]),
-        "x_test": x_test,
-        "y_test": y_test,
-        "num_classes": _NUM_CLASSES,
-    }
+    expected = f"{CIFAR_DIR}/ holding {', '.join((*CIFAR_TRAIN, CIFAR_TEST))}, or the archive {CIFAR_ARCHIVE}"
+    directory = _locate(_CIFAR10, root, download, expected, cifar10_gaps)
+    return {**read_cifar10(directory), "num_classes": NUM_CLASSES}
 
 
 # --------------------------------------------------------------------------- search, for callers
@@ -491,7 +288,7 @@ def _remote(name: str) -> _Remote:
 
 
 def _gaps(name: str, directory: Path) -> list[str] | None:
-    return _cifar_gaps(directory) if name == "cifar10" else _idx_gaps(_remote(name), directory)
+    return cifar10_gaps(directory) if name == "cifar10" else _idx_gaps(_remote(name), directory)
 
 
 def search_dirs(name: str, root: str | os.PathLike[str] | None = None) -> list[Path]:

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 from expt import averaging, checkpoint
 from expt.build import Experiment
 from expt.errors import ConfigError
-from expt.evaluate import evaluate
+from expt.predict import loss_and_accuracy
 from expt.pruning import ProgressReport
 from expt.status import COMPLETED, PRUNED
 
@@ -69,7 +69,7 @@ class RunRecord:
     # ------------------------------------------------------------------ measurements
     def training_loss(self) -> tuple[float, float]:
         """(data loss, data loss + penalty) of the model on the fixed training subsample."""
-        data_loss, _ = evaluate(self.exp.model, *self.train_eval)
+        data_loss, _ = loss_and_accuracy(self.exp.model, *self.train_eval)
         with torch.no_grad():
             penalty = float(self.exp.regularizer.penalty())
         return data_loss, data_loss + penalty
@@ -78,14 +78,14 @@ class RunRecord:
         """The epoch's evaluations. Training and validation are measured the same way (eval mode, data loss
         only), so the dashboard can draw them on one chart; the penalty is its own number."""
         d, model = self.exp.data, self.exp.model
-        train_data_loss, train_acc = evaluate(model, *self.train_eval)
-        val_loss, val_acc = evaluate(model, d.x_val, d.y_val)
+        train_data_loss, train_acc = loss_and_accuracy(model, *self.train_eval)
+        val_loss, val_acc = loss_and_accuracy(model, d.x_val, d.y_val)
         row = {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc, "train_data_loss": train_data_loss}
         if self.exp.regularizer.active:
             with torch.no_grad():
                 row["penalty"] = float(self.exp.regularizer.penalty())
         if self.ema is not None:
-            row["ema_val_loss"], row["ema_val_acc"] = evaluate(self.ema.module, d.x_val, d.y_val)
+            row["ema_val_loss"], row["ema_val_acc"] = loss_and_accuracy(self.ema.module, d.x_val, d.y_val)
         return row
 
     def permutation(self) -> torch.Tensor:
@@ -291,7 +291,7 @@ class RunRecord:
         test_loss = test_acc = None
         if self.best["state"] is not None:
             e.model.load_state_dict(self.best["state"])
-            test_loss, test_acc = evaluate(e.model, e.data.x_test, e.data.y_test)
+            test_loss, test_acc = loss_and_accuracy(e.model, e.data.x_test, e.data.y_test)
         last = self.history[-1] if self.history else {}
         metrics = {
             "status": status,

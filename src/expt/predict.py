@@ -1,0 +1,87 @@
+"""A model's predictions on a tensor of inputs: batched logits, the loss and accuracy, test-time views.
+
+:func:`logits` runs a model over a tensor of (preprocessed) inputs in batches, in eval mode;
+:func:`loss_and_accuracy` turns them into the mean cross-entropy and the accuracy the trainer logs
+every epoch, and :func:`data_loss` into the loss alone, as the sanity checks measure it.
+:func:`probabilities` averages the softmax over the test-time views :data:`TTA_VIEWS` names, and
+:func:`nll_and_accuracy` scores such (averaged) probabilities. The trainer, the sanity checks and
+the tools that use finished runs (:mod:`expt.evaluate`) share these; this module knows nothing of
+runs, checkpoints or configs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from expt.errors import ConfigError
+from expt.loss import classification_loss
+
+EVAL_BATCH = 2048
+
+
+@torch.no_grad()
+def logits(model: nn.Module, x: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
+    """The model's outputs on ``x`` in eval mode, in batches, leaving the model's mode as it was.
+
+    Eval mode is what the trainer measures its logged initial loss in (no dropout; batch norm
+    with its running statistics), and it changes no buffer and draws no random number, so
+    measuring before a run does not change the run.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return torch.cat([model(x[i:i + batch]) for i in range(0, len(x), batch)]) if len(x) else x.new_zeros(0, 0)
+    finally:
+        model.train(was_training)
+
+
+def data_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean cross-entropy of ``model`` on (x, y) in eval mode, computed in float64: the data term alone, no penalty."""
+    return classification_loss(logits(model, x).double(), y).item()
+
+
+def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (a fraction) in eval mode, in batches."""
+    if not len(x):
+        return 0.0, 0.0
+    out = logits(model, x)
+    loss = classification_loss(out, y, reduction="sum").double()
+    correct = (out.argmax(dim=1) == y).sum()
+    return loss.item() / len(x), correct.item() / len(x)
+
+
+# ----------------------------------------------------------------------------- test-time views
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The images moved by (dy, dx) pixels, the uncovered border repeated from the edge."""
+    h, w = x.shape[2:]
+    p = max(abs(dy), abs(dx))
+    padded = F.pad(x, (p, p, p, p), mode="replicate")
+    return padded[:, :, p - dy:p - dy + h, p - dx:p - dx + w]
+
+
+TTA_VIEWS: dict[str, list[Callable[[torch.Tensor], torch.Tensor]]] = {
+    "none": [lambda x: x],
+    # the image and its four one-pixel shifts: for digits and MNIST, whose class survives a small move
+    "shift": [lambda x: x] + [lambda x, d=d: _shift(x, *d) for d in ((1, 0), (-1, 0), (0, 1), (0, -1))],
+    # the image and its mirror: for photographs (CIFAR-10), never for digits or text
+    "flip": [lambda x: x, lambda x: x.flip(3)],
+}
+TTA_VIEWS["shift+flip"] = TTA_VIEWS["shift"] + [lambda x, v=v: v(x.flip(3)) for v in TTA_VIEWS["shift"]]
+
+
+def probabilities(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Softmax of the model's logits on preprocessed ``x``, averaged over the views of ``tta``."""
+    if tta not in TTA_VIEWS:
+        raise ConfigError(f"tta={tta!r} is not allowed: one of {', '.join(TTA_VIEWS)}.")
+    views = TTA_VIEWS[tta]
+    return sum(torch.softmax(logits(model, view(x)).double(), dim=1) for view in views) / len(views)
+
+
+def nll_and_accuracy(probs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Mean negative log-likelihood and accuracy of averaged probabilities (an ensemble's loss and accuracy)."""
+    picked = probs.gather(1, y[:, None]).clamp_min(1e-300)
+    return float(-picked.log().mean()), float((probs.argmax(1) == y).double().mean())
