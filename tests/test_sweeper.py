@@ -294,7 +294,7 @@ def test_plugin_is_discovered_from_a_wheel_install(tmp_path: Path) -> None:
 def test_int_interval_is_an_integer_parameter_in_either_spelling() -> None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from hydra_plugins.expt_sweeper._impl import param_from_override
+    from hydra_plugins.expt_sweeper.space import param_from_override
 
     parser = OverridesParser.create()
     for line in ("model.num_filters=tag(log, int(interval(16, 128)))", "model.num_filters=tag(log, int, interval(16, 128))"):
@@ -311,6 +311,7 @@ def test_the_sweep_pictures_star_the_trial_the_search_chose(tmp_path: Path, monk
 
     from expt.search import COMPLETED, POSITIVE, CoarseToFineSearch, NumericParam, TrialRecord
     from hydra_plugins.expt_sweeper._impl import CoarseToFineSweeperImpl
+    from hydra_plugins.expt_sweeper.report import plot
 
     sweeper = CoarseToFineSweeperImpl(params={}, rounds=[{"trials": 2, "top_k": 1}], tie_break="best_val_loss",
                                       tie_samples=1)
@@ -326,7 +327,7 @@ def test_the_sweep_pictures_star_the_trial_the_search_chose(tmp_path: Path, monk
     drawn: list = []
     save = Figure.savefig
     monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (drawn.append(fig), save(fig, *a, **k))[1])
-    sweeper._plot(search)
+    plot(search, sweeper.sweep_dir, sweeper.config)
     (scatter, history) = drawn
     for fig, x in ((scatter, second.values["optimizer.lr"]), (history, second.job)):
         (ax,) = fig.axes
@@ -341,7 +342,7 @@ def test_a_trials_record_is_made_from_what_its_task_returned(tmp_path: Path) -> 
     import pickle
 
     from expt.status import RunResult
-    from hydra_plugins.expt_sweeper._impl import trial_record
+    from hydra_plugins.expt_sweeper.recording import trial_record
 
     trial = {"round": 0, "job": 3, "overrides": ["optimizer.lr=0.1"], "values": {"optimizer.lr": 0.1},
              "metric": "history.-1.train_acc", "tie_break": "best_val_loss"}

@@ -1,5 +1,10 @@
 """The pictures of a finished sweep (:func:`plot_sweep`): the metric against each searched parameter, and
-the optimization history (the best so far against the trial number)."""
+the optimization history (the best so far against the trial number).
+
+Each picture is drawn by a function of its own; what they share is a class each: the rounds (a colour and a
+legend entry each), the chosen trial and its ties (the star and the rings), and the pictures' trials and
+destination (a PNG beside the sweep, an image in its TensorBoard run).
+"""
 
 from __future__ import annotations
 
@@ -34,7 +39,6 @@ STATUS_STYLE = {
 }
 COMPLETED = "completed"
 
-
 def plot_sweep(
     records: list[dict],
     log_params: dict[str, bool],
@@ -68,37 +72,65 @@ def plot_sweep(
     images (tags ``sweep/<param>``, ``sweep/history``) to ``<sweep_dir>/sweep_summary``, a run of its own
     in TensorBoard. Returns the PNG paths, the history last.
     """
-    import matplotlib
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', not {direction!r}")
     sweep_dir = Path(sweep_dir)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     moves = list(edge_moves or [])
-    epochs = {int(k): v for k, v in (round_epochs or {}).items()}
-    rounds = sorted({int(r.get("round", 0)) for r in records} | {int(m.get("round", 0)) for m in moves})
-    palette = matplotlib.colormaps["viridis" if len(rounds) > 10 else "tab10"]
+    rounds = _Rounds(records, moves, round_epochs or {})
+    chosen = _Chosen(best_trials(records, direction, tie_samples), tie_samples)
     metric_name = METRIC_NAMES.get(metric, metric)
     y_label = f"{metric_name} ({metric})" if metric in METRIC_NAMES else metric
+    paths: list[Path] = []
+    use_c_checksums()
+    writer = SummaryWriter(log_dir=str(sweep_dir / "sweep_summary"))
+    try:
+        pictures = _Pictures(records, rounds, chosen, y_label, sweep_dir, writer)
+        for param, is_log in log_params.items():
+            paths.append(_parameter_picture(pictures, param, is_log, moves, metric_name))
+        paths.append(_history_picture(pictures, direction, tie_samples))
+    finally:
+        writer.close()
+    return paths
 
-    def colour(round_: int) -> Any:
-        i = rounds.index(round_) if round_ in rounds else 0
-        return palette(i / max(1, len(rounds) - 1)) if len(rounds) > 10 else palette(i % 10)
 
-    def round_label(round_: int, n: int) -> str:
+class _Rounds:
+    """The rounds of a sweep as the pictures draw them: each round's colour and its entry in the legend."""
+
+    def __init__(self, records: list[dict], moves: list[dict], round_epochs: dict[int, int]) -> None:
+        import matplotlib
+
+        self.records = records
+        self.epochs = {int(k): v for k, v in round_epochs.items()}
+        self.numbers = sorted({int(r.get("round", 0)) for r in records} | {int(m.get("round", 0)) for m in moves})
+        self.palette = matplotlib.colormaps["viridis" if len(self.numbers) > 10 else "tab10"]
+
+    def colour(self, round_: int) -> Any:
+        i = self.numbers.index(round_) if round_ in self.numbers else 0
+        return self.palette(i / max(1, len(self.numbers) - 1)) if len(self.numbers) > 10 else self.palette(i % 10)
+
+    def label(self, round_: int, n: int) -> str:
+        """``round 2: 8 trials of 4 epochs``: the epochs from ``round_epochs``, else from the round's records."""
         name = "pinpoint (round 0)" if round_ == 0 else f"round {round_}"
-        ep = epochs.get(round_)
+        ep = self.epochs.get(round_)
         if ep is None:
-            ep = next((r.get("epochs") for r in records if int(r.get("round", 0)) == round_ and r.get("epochs")), None)
+            ep = next((r.get("epochs") for r in self.records if int(r.get("round", 0)) == round_ and r.get("epochs")),
+                      None)
         return f"{name}: {n} trials" + (f" of {ep} epoch{'s' if ep != 1 else ''}" if ep is not None else "")
 
-    tied = best_trials(records, direction, tie_samples)
-    best = tied[0] if tied else None
 
-    def best_label() -> str:
+class _Chosen:
+    """The trial the search chooses, starred, and the trials tied with it, ringed (:func:`best_trials`)."""
+
+    def __init__(self, tied: list[dict], tie_samples: int) -> None:
+        self.tied = tied
+        self.best = tied[0] if tied else None
+        self.tie_samples = tie_samples
+
+    def label(self) -> str:
+        """The star's legend entry: the best score, and how a tie was broken."""
+        best, tied, tie_samples = self.best, self.tied, self.tie_samples
+        assert best is not None
         text = f"best: {_fmt_value(best['objective'])}"
         if len(tied) > 1:
             within = f"; within {tie_samples} val sample{'s' if tie_samples != 1 else ''}" if tie_samples else ""
@@ -107,14 +139,45 @@ def plot_sweep(
                 "; the higher score, then the earlier trial"
         return text
 
-    def new_figure() -> tuple[Any, Any, Any]:
+    def draw(self, ax: Any, x_of: Any, subset: list[dict]) -> None:
+        """The star on the chosen trial and a ring on each trial tied with it, those of ``subset``."""
+        best = self.best
+        if best is None:
+            return
+        stars = [r for r in self.tied if r in subset]
+        if best in subset:
+            ax.scatter([x_of(best)], [best["objective"]], marker="*", s=240, facecolor="none",
+                       edgecolor="crimson", lw=1.5, zorder=4, label=self.label())
+        others = [r for r in stars if r is not best]
+        if others:
+            ax.scatter([x_of(r) for r in others], [r["objective"] for r in others], marker="o", s=170,
+                       facecolor="none", edgecolor="crimson", lw=1.0, ls="--", zorder=4)
+
+
+class _Pictures:
+    """What every picture of a sweep shares: the trials, their rounds, the chosen trial, the metric's axis label;
+    and where each picture goes: a PNG in the sweep's folder and an image in its TensorBoard run."""
+
+    def __init__(self, records: list[dict], rounds: _Rounds, chosen: _Chosen, y_label: str, sweep_dir: Path,
+                 writer: SummaryWriter) -> None:
+        self.records, self.rounds, self.chosen, self.y_label = records, rounds, chosen, y_label
+        self.sweep_dir, self.writer = sweep_dir, writer
+
+    def figure(self) -> tuple[Any, Any, Any]:
+        """A new figure at TensorBoard's card width, its canvas and its one axes."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
         fig = Figure(figsize=(WIDTH, AXES_HEIGHT), dpi=TB_DPI)
         canvas = FigureCanvasAgg(fig)
         ax = fig.add_subplot()
         ax.tick_params(labelsize=FONT)
         return fig, canvas, ax
 
-    def finish(fig: Any, canvas: Any, ax: Any, name: str, tag: str) -> Path:
+    def save(self, fig: Any, canvas: Any, ax: Any, name: str, tag: str) -> Path:
+        """The legend below the axes (the figure grows with it), then ``name`` as a PNG and ``tag`` as an image."""
+        import numpy as np
+
         ax.grid(True, alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
         legend = LEGEND_LINE * len(handles) + (0.1 if handles else 0.0)
@@ -123,101 +186,108 @@ def plot_sweep(
             fig.legend(handles, labels, fontsize=FONT - 1, loc="lower left", bbox_to_anchor=(0.01, 0.0),
                        ncol=1, frameon=False, handletextpad=0.3, borderaxespad=0.2)
         fig.tight_layout(rect=(0, legend / (AXES_HEIGHT + legend), 1, 1))
-        path = sweep_dir / name
+        path = self.sweep_dir / name
         fig.savefig(path, dpi=PNG_DPI)
         canvas.draw()
         rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
-        writer.add_image(tag, rgb, 0, dataformats="HWC")
+        self.writer.add_image(tag, rgb, 0, dataformats="HWC")
         return path
 
-    def draw_trials(ax: Any, x_of: Any, subset: list[dict]) -> None:
-        """The trials of ``subset`` by round and status; ``x_of(record)`` is the x value."""
-        strip_statuses = set()
-        for round_ in rounds:
+    def draw_trials(self, ax: Any, x_of: Any, subset: list[dict]) -> None:
+        """The trials of ``subset`` by round and status, and the chosen one; ``x_of(record)`` is the x value."""
+        marked: set[str] = set()
+        for round_ in self.rounds.numbers:
             trials = [r for r in subset if int(r.get("round", 0)) == round_]
-            done = [r for r in trials if _status(r) == COMPLETED and is_finite_number(r.get("objective"))]
-            if done or trials:
-                ax.scatter([x_of(r) for r in done], [r["objective"] for r in done], color=colour(round_), s=30,
-                           alpha=0.9, label=round_label(round_, len(trials)), zorder=3)
-            for status, (marker, face, _, where) in STATUS_STYLE.items():
-                some = [r for r in trials if _status(r) == status]
-                if where == "plot":
-                    some = [r for r in some if is_finite_number(r.get("objective"))]
-                if not some:
-                    continue
-                if where == "plot":
-                    ax.scatter([x_of(r) for r in some], [r["objective"] for r in some], marker=marker,
-                               facecolor="none", edgecolor=colour(round_), s=36, lw=1.2, zorder=3)
-                else:
-                    _strip(ax, [x_of(r) for r in some], marker=marker, color=face, s=34, zorder=3)
-                strip_statuses.add(status)
-            other = [r for r in trials if _status(r) not in STATUS_STYLE and r not in done]
-            if other:  # a completed trial without a score, or a status this picture does not know
-                _strip(ax, [x_of(r) for r in other], marker="d", color="grey", s=30, zorder=3)
-                strip_statuses.add("other")
-        for status in STATUS_STYLE:
-            if status in strip_statuses:
-                marker, face, label, where = STATUS_STYLE[status]
-                if where == "plot":
-                    ax.scatter([], [], marker=marker, facecolor="none", edgecolor="grey", label=label)
-                else:
-                    ax.scatter([], [], marker=marker, color=face, label=label)
-        if "other" in strip_statuses:
-            ax.scatter([], [], marker="d", color="grey", label="no score")
+            marked |= _draw_round(ax, x_of, trials, round_, self.rounds)
+        _status_legend(ax, marked)
         if not any(is_finite_number(r.get("objective")) for r in subset):
             ax.text(0.5, 0.5, "no trial gave a score", transform=ax.transAxes, ha="center", va="center",
                     fontsize=FONT + 1, color="dimgrey")
             ax.set_yticks([])  # no score, no scale
-        if best is not None:
-            stars = [r for r in tied if r in subset]
-            if best in subset:
-                ax.scatter([x_of(best)], [best["objective"]], marker="*", s=240, facecolor="none",
-                           edgecolor="crimson", lw=1.5, zorder=4, label=best_label())
-            others = [r for r in stars if r is not best]
-            if others:
-                ax.scatter([x_of(r) for r in others], [r["objective"] for r in others], marker="o", s=170,
-                           facecolor="none", edgecolor="crimson", lw=1.0, ls="--", zorder=4)
-
-    paths: list[Path] = []
-    use_c_checksums()
-    writer = SummaryWriter(log_dir=str(sweep_dir / "sweep_summary"))
-    try:
-        for param, is_log in log_params.items():
-            fig, canvas, ax = new_figure()
-            for move in (m for m in moves if m.get("param") == param):
-                c = colour(int(move.get("round", 0)))
-                new_lo, new_hi = move["new"]
-                ax.axvspan(new_lo, new_hi, color=c, alpha=0.10, lw=0)
-                for old_edge, new_edge in zip(move["old"], move["new"]):
-                    if old_edge != new_edge:
-                        ax.axvline(old_edge, color=c, ls="--", lw=1)
-                        ax.annotate("", xy=(new_edge, 0.97), xytext=(old_edge, 0.97),
-                                    xycoords=("data", "axes fraction"),
-                                    arrowprops={"arrowstyle": "->", "color": c, "lw": 1.2})
-                ax.plot([], [], color=c, ls="--", lw=1,
-                        label=f"round {move.get('round')}: range {_fmt(move['old'])} -> {_fmt(move['new'])}")
-            subset = [r for r in records if param in r.get("values", {})]
-            draw_trials(ax, lambda r, p=param: _num(r["values"][p]), subset)
-            if is_log and _all_positive(records, moves, param):
-                ax.set_xscale("log")
-            ax.set_xlabel(param + (" (log scale)" if ax.get_xscale() == "log" else ""), fontsize=FONT)
-            ax.set_ylabel(y_label, fontsize=FONT)
-            ax.set_title(f"{metric_name} vs {param}", fontsize=FONT + 1)
-            paths.append(finish(fig, canvas, ax, f"sweep_{_safe(param)}.png", f"sweep/{param}"))
-        paths.append(_history(records, direction, tie_samples, new_figure, finish, draw_trials, y_label))
-    finally:
-        writer.close()
-    return paths
+        self.chosen.draw(ax, x_of, subset)
 
 
-def _history(records, direction, tie_samples, new_figure, finish, draw_trials, y_label) -> Path:
+def _draw_round(ax: Any, x_of: Any, trials: list[dict], round_: int, rounds: _Rounds) -> set[str]:
+    """One round's trials: scored ones as dots in its colour, the others as :data:`STATUS_STYLE` marks them (and
+    a grey diamond in the strip for a status it does not know); returns the statuses it marked."""
+    marked = set()
+    colour = rounds.colour(round_)
+    done = [r for r in trials if _status(r) == COMPLETED and is_finite_number(r.get("objective"))]
+    if done or trials:
+        ax.scatter([x_of(r) for r in done], [r["objective"] for r in done], color=colour, s=30,
+                   alpha=0.9, label=rounds.label(round_, len(trials)), zorder=3)
+    for status, (marker, face, _, where) in STATUS_STYLE.items():
+        some = [r for r in trials if _status(r) == status]
+        if where == "plot":
+            some = [r for r in some if is_finite_number(r.get("objective"))]
+        if not some:
+            continue
+        if where == "plot":
+            ax.scatter([x_of(r) for r in some], [r["objective"] for r in some], marker=marker,
+                       facecolor="none", edgecolor=colour, s=36, lw=1.2, zorder=3)
+        else:
+            _strip(ax, [x_of(r) for r in some], marker=marker, color=face, s=34, zorder=3)
+        marked.add(status)
+    other = [r for r in trials if _status(r) not in STATUS_STYLE and r not in done]
+    if other:  # a completed trial without a score, or a status this picture does not know
+        _strip(ax, [x_of(r) for r in other], marker="d", color="grey", s=30, zorder=3)
+        marked.add("other")
+    return marked
+
+
+def _status_legend(ax: Any, marked: set[str]) -> None:
+    """A legend entry for each status marked on the axes, in :data:`STATUS_STYLE`'s order, the unknown last."""
+    for status in STATUS_STYLE:
+        if status in marked:
+            marker, face, label, where = STATUS_STYLE[status]
+            if where == "plot":
+                ax.scatter([], [], marker=marker, facecolor="none", edgecolor="grey", label=label)
+            else:
+                ax.scatter([], [], marker=marker, color=face, label=label)
+    if "other" in marked:
+        ax.scatter([], [], marker="d", color="grey", label="no score")
+
+
+def _parameter_picture(pictures: _Pictures, param: str, is_log: bool, moves: list[dict], metric_name: str) -> Path:
+    """The metric against the sampled values of ``param``, its range's edge moves behind the trials."""
+    fig, canvas, ax = pictures.figure()
+    for move in (m for m in moves if m.get("param") == param):
+        _draw_edge_move(ax, move, pictures.rounds.colour(int(move.get("round", 0))))
+    subset = [r for r in pictures.records if param in r.get("values", {})]
+    pictures.draw_trials(ax, lambda r: _num(r["values"][param]), subset)
+    if is_log and _all_positive(pictures.records, moves, param):
+        ax.set_xscale("log")
+    ax.set_xlabel(param + (" (log scale)" if ax.get_xscale() == "log" else ""), fontsize=FONT)
+    ax.set_ylabel(pictures.y_label, fontsize=FONT)
+    ax.set_title(f"{metric_name} vs {param}", fontsize=FONT + 1)
+    return pictures.save(fig, canvas, ax, f"sweep_{_safe(param)}.png", f"sweep/{param}")
+
+
+def _draw_edge_move(ax: Any, move: dict, colour: Any) -> None:
+    """The new range shaded in the round's colour, each old edge that moved dashed with an arrow to the new one."""
+    new_lo, new_hi = move["new"]
+    ax.axvspan(new_lo, new_hi, color=colour, alpha=0.10, lw=0)
+    for old_edge, new_edge in zip(move["old"], move["new"]):
+        if old_edge != new_edge:
+            ax.axvline(old_edge, color=colour, ls="--", lw=1)
+            ax.annotate("", xy=(new_edge, 0.97), xytext=(old_edge, 0.97),
+                        xycoords=("data", "axes fraction"),
+                        arrowprops={"arrowstyle": "->", "color": colour, "lw": 1.2})
+    ax.plot([], [], color=colour, ls="--", lw=1,
+            label=f"round {move.get('round')}: range {_fmt(move['old'])} -> {_fmt(move['new'])}")
+
+
+def _history_picture(pictures: _Pictures, direction: str, tie_samples: int) -> Path:
     """The optimization history: every trial's score against its trial number, and the best so far (the objective
     of the trial the search would choose from the trials up to there)."""
+    from matplotlib.ticker import MaxNLocator
+
+    records = pictures.records
     order = sorted(range(len(records)), key=lambda i: (records[i].get("job", i), i))
     number = {id(records[i]): n for n, i in enumerate(order)}
     x_of = (lambda r: r["job"]) if all(isinstance(r.get("job"), int) for r in records) else (lambda r: number[id(r)])
-    fig, canvas, ax = new_figure()
-    draw_trials(ax, x_of, list(records))
+    fig, canvas, ax = pictures.figure()
+    pictures.draw_trials(ax, x_of, list(records))
     xs, ys = [], []
     for n, i in enumerate(order):
         chosen = best_trial([records[j] for j in order[: n + 1]], direction, tie_samples)
@@ -232,12 +302,11 @@ def _history(records, direction, tie_samples, new_figure, finish, draw_trials, y
     for round_, x in sorted(starts.items())[1:]:
         ax.axvline(x - 0.5, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("trial (job number)", fontsize=FONT)
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # job numbers are whole
-    ax.set_ylabel(y_label, fontsize=FONT)
+    ax.set_ylabel(pictures.y_label, fontsize=FONT)
     ax.set_title("Optimization history: best so far by trial", fontsize=FONT + 1)
-    return finish(fig, canvas, ax, "sweep_history.png", "sweep/history")
+    return pictures.save(fig, canvas, ax, "sweep_history.png", "sweep/history")
+
 
 
 def _strip(ax: Any, xs: list, **style: Any) -> None:

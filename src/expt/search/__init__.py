@@ -9,30 +9,31 @@ settings
 records
     :class:`TrialSpec`, :class:`TrialRecord` and ``search.jsonl``, which records are appended
     to as trials finish and read back from to resume.
+ranking
+    The ranking rule: a trial's :func:`score`, ties within :func:`tie_tolerance` broken by the
+    validation loss, :func:`ranked` and :func:`chosen_and_tied`.
+narrowing
+    How a round's best trials shape the next round's range of a parameter: narrowing to their
+    span, or an :class:`EdgeMove` past the edge the best value sits on, within hard limits.
+report
+    The leaders, the distance between the top two trials and the text table of the best trials.
 algorithm
-    :class:`CoarseToFineSearch`: stages and their rounds, narrowing, edge moves, the pinpoint
-    stage, the ranking of trials (ties broken by the validation loss) and the summary.
+    :class:`CoarseToFineSearch`: stages and their rounds, the pinpoint stage, the held values of
+    finished stages and the summary; :func:`consecutive_runs`, the batches a round launches in.
 
 The search knows nothing about Hydra: trials are described by override strings and their
 results come back as :class:`TrialRecord` objects, so every step can be unit-tested with a
 synthetic objective. The Hydra sweeper in ``hydra_plugins.expt_sweeper`` is a thin adapter.
 
 Every name is importable from ``expt.search`` itself. Imports among the modules run one way:
-algorithm -> records, settings -> space.
+algorithm -> narrowing, report -> ranking, settings -> records -> space.
 """
 
 from __future__ import annotations
 
-from expt.search.algorithm import (
-    PINPOINT_ROUND,
-    CoarseToFineSearch,
-    EdgeMove,
-    chosen_and_tied,
-    consecutive_runs,
-    ranked,
-    score,
-    tie_tolerance,
-)
+from expt.search.algorithm import PINPOINT_ROUND, CoarseToFineSearch, consecutive_runs
+from expt.search.narrowing import EdgeMove
+from expt.search.ranking import chosen_and_tied, ranked, score, tie_tolerance
 from expt.search.records import (
     TrialRecord,
     TrialSpec,

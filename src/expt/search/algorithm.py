@@ -4,24 +4,14 @@ A search is a sequence of **stages** (by default: the learning rate, its decay a
 regularization strength first; then the model's width and dropout), each searching its own
 parameters with the best values of earlier stages held fixed. A stage runs in rounds. Each round samples trials at random from the current space
 (log-uniformly for log-scaled parameters), the trials run, and the space for the next round
-is derived from the round's best trials:
-
-* **narrowing** - a numeric range shrinks to the span of the round's ``top_k`` trials plus a
-  margin (in log space for log parameters); a choice keeps only the options seen among them;
-* **edge moves** - when the round's best value sits in the outer part of its range and the
-  trials there are clearly better than those inside (by more than a tie), the range is wrong
-  rather than too wide, so it keeps its width and moves past that edge; the round before a
-  stage's last one never moves a range, so the last round refines;
-* **hard limits** - no range ever leaves the limits of its parameter (a probability stays in
-  [0, 1), a log-scaled value stays positive, ...).
+is derived from the round's best trials (:mod:`expt.search.narrowing`: narrowing, edge moves,
+hard limits); after a stage's last round its best values are held for the stages after it.
 
 A **pinpoint** stage runs before round one (unless switched off): it overfits a small subset at
 a few log-spaced learning rates and starts round one from the rates that learned.
 
-Trials are **ranked** by their score; scores within ``tie_samples`` validation samples of each
-other count as tied and are ordered by ``tie_break`` (the validation loss), because a few
-hundred validation samples move accuracy in visible steps. Pruned trials rank below every
-completed one, failed and diverged ones last.
+Trials are ranked by :mod:`expt.search.ranking` (ties within ``tie_samples`` validation samples
+broken by ``tie_break``); :mod:`expt.search.report` words the leaders and the table.
 """
 
 from __future__ import annotations
@@ -32,10 +22,12 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
+from expt.search.narrowing import EdgeMove, next_param
+from expt.search.ranking import chosen_and_tied, ranked, score
 from expt.search.records import TrialRecord, TrialSpec
+from expt.search.report import leader_rows, separation_sentence, trial_table
 from expt.search.settings import Settings
 from expt.search.space import (
-    ChoiceParam,
     NumericParam,
     Param,
     SearchConfigError,
@@ -48,106 +40,10 @@ from expt.search.space import (
     override_key,
     sample_space,
 )
-from expt.status import COMPLETED, PRUNED
 
 log = logging.getLogger("expt.search")  # the search speaks under one name, as it did as one module
 
 PINPOINT_ROUND = 0
-
-
-@dataclass(frozen=True)
-class EdgeMove:
-    """A range moved past an edge because the round's best value sat on it."""
-
-    after_round: int
-    param: str
-    side: str
-    best: float
-    old: tuple[float, float]
-    new: tuple[float, float]
-    log: bool = False
-
-    def message(self) -> str:
-        def f(x: float) -> str:
-            return _fmt(x, self.log)
-
-        direction = "up" if self.side == "upper" else "down"
-        return (f"best {self.param}={f(self.best)} is at the {self.side} edge of "
-                f"[{f(self.old[0])}, {f(self.old[1])}]: moving the range {direction} "
-                f"to [{f(self.new[0])}, {f(self.new[1])}]")
-
-
-def score(record: TrialRecord, direction: str, use_metric: bool = False) -> Optional[float]:
-    """Higher is better; None for a trial that did not complete (or returned no number)."""
-    value = record.metric if use_metric else record.objective
-    if record.status != COMPLETED or value is None or not math.isfinite(value):
-        return None
-    return value if direction == "maximize" else -value
-
-
-def _partial(record: TrialRecord, direction: str) -> Optional[float]:
-    """A pruned trial's last score, oriented like :func:`score`."""
-    if record.status != PRUNED or record.objective is None or not math.isfinite(record.objective):
-        return None
-    return record.objective if direction == "maximize" else -record.objective
-
-
-def tie_tolerance(record: TrialRecord, tie_samples: int) -> float:
-    """How far below ``record``'s score another one still ties with it: ``tie_samples`` samples of its validation split."""
-    if tie_samples <= 0 or not record.val_samples:
-        return 0.0
-    return tie_samples / record.val_samples
-
-
-def beats(a: float, b: float, tolerance: float) -> bool:
-    """Whether score ``a`` is better than ``b`` by more than ``tolerance`` (and more than rounding)."""
-    return a - b > tolerance + 1e-9 * max(abs(a), abs(b))
-
-
-def ranked(records: Iterable[TrialRecord], direction: str, use_metric: bool = False,
-           tie_samples: int = 0) -> list[TrialRecord]:
-    """Best first: completed trials, then pruned ones, then the rest in job order.
-
-    Within a tier the leader is, among the trials tied with the best remaining score (within
-    :func:`tie_tolerance`), the one with the lowest ``tie_value`` (then the higher score, then
-    the earlier job); the ranking repeats that on what remains.
-    """
-    records = list(records)
-    completed = [(r, score(r, direction, use_metric)) for r in records]
-    tiers = [[(r, s) for r, s in completed if s is not None],
-             [(r, p) for r, p in ((r, _partial(r, direction)) for r in records) if p is not None]]
-    placed = {id(r) for tier in tiers for r, _ in tier}
-    out: list[TrialRecord] = []
-    for tier in tiers:
-        remaining = sorted(tier, key=lambda item: (-item[1], item[0].job))
-        while remaining:
-            leader = _tied_with_top(remaining, tie_samples)[0]
-            out.append(leader[0])
-            remaining.remove(leader)
-    out += sorted((r for r in records if id(r) not in placed), key=lambda r: r.job)
-    return out
-
-
-def chosen_and_tied(records: Iterable[TrialRecord], direction: str, tie_samples: int = 0) -> list[TrialRecord]:
-    """The trial the search chooses (the first of :func:`ranked`), then the other completed trials tied with the best
-    score, in the order the tie rule puts them; empty when no trial completed with a score.
-
-    The sweep's summary and its pictures (the star and the ringed ties) both come from this one rule.
-    """
-    scored = [(r, s) for r, s in ((r, score(r, direction)) for r in records) if s is not None]
-    if not scored:
-        return []
-    return [r for r, _ in _tied_with_top(sorted(scored, key=lambda item: (-item[1], item[0].job)), tie_samples)]
-
-
-def _tied_with_top(remaining: list[tuple[TrialRecord, float]], tie_samples: int) -> list[tuple[TrialRecord, float]]:
-    """Of ``remaining`` (scored, best first), those tied with the top score, the leader first: the lowest
-    ``tie_value``, then the higher score, then the earlier job."""
-    top_record, top = remaining[0]
-    tolerance = tie_tolerance(top_record, tie_samples)
-    tied = [item for item in remaining if not beats(top, item[1], tolerance)]
-    return sorted(tied, key=lambda item: (
-        math.inf if item[0].tie_value is None else item[0].tie_value, -item[1], item[0].job))
 
 
 @dataclass
@@ -372,105 +268,12 @@ class CoarseToFineSearch:
                         "keeps the same ranges", n)
             return
         for name in self.stage_params[self.settings.stage_of(n)]:
-            param = self.space[name]
-            if isinstance(param, ChoiceParam):
-                seen = {str(r.values[name]) for r in top if name in r.values}
-                kept = tuple(c for c in param.choices if c in seen) or param.choices
-                self.space[name] = replace(param, choices=kept)
-                continue
-            values = [float(r.values[name]) for r in top if name in r.values]
-            if values:
-                self.space[name] = self._next_range(n, param, values, top[0], records, moves)
-
-    def _edge_is_better(self, param: NumericParam, side: str, best: TrialRecord,
-                        records: Sequence[TrialRecord]) -> bool:
-        """Whether the best trial beats every trial away from that edge by more than a tie.
-
-        Without that, the parameter has no measurable effect there and moving the range would
-        spend the next round on a guess.
-        """
-        lo, hi = param.to_t(param.low), param.to_t(param.high)
-        width = hi - lo
-
-        def at_edge(value: float) -> bool:
-            position = (param.to_t(value) - lo) / width
-            return position >= 1 - self.settings.edge if side == "upper" else position <= self.settings.edge
-
-        inside = [s for r in records if param.name in r.values and not at_edge(float(r.values[param.name]))
-                  for s in [score(r, self.settings.direction)] if s is not None]
-        best_score = score(best, self.settings.direction)
-        if not inside or best_score is None:
-            return True
-        return beats(best_score, max(inside), tie_tolerance(best, self.settings.tie_samples))
-
-    def _next_range(self, n: int, param: NumericParam, top: Sequence[float], best_record: TrialRecord,
-                    records: Sequence[TrialRecord], moves: bool) -> NumericParam:
-        """Narrow to the top trials' span plus a margin, or move the range past an edge.
-
-        The margin may reach past the current bounds (never past the limits), so top trials
-        crowding an edge let the range drift that way even before an edge move; not when the
-        next round is the stage's last.
-        """
-        lo, hi = param.to_t(param.low), param.to_t(param.high)
-        width = hi - lo
-        if width <= 0:
-            return param
-        best = float(best_record.values[param.name])
-        position = (param.to_t(best) - lo) / width
-        side = ("upper" if position >= 1 - self.settings.edge else
-                "lower" if position <= self.settings.edge else None)
-        moves_done = self.moves_per_param.get(param.name, 0)
-        where = f"best {param.name}={_fmt(best, param.log)} is at the {side} edge of {param}"
-        if side is not None and not moves:
-            log.info("%s, but the next round is its stage's last, which refines: narrowing", where)
-        elif side is not None and not self._edge_is_better(param, side, best_record, records):
-            log.info("%s, but trials away from that edge score within a tie of it (no measurable "
-                     "effect): narrowing", where)
-        elif side is not None and moves_done < self.settings.max_edge_moves:
-            moved = self._move(param, best, side)
-            if moved is not None:
-                move = EdgeMove(n, param.name, side, best, (param.low, param.high),
-                                (moved.low, moved.high), param.log)
+            moves_done = self.moves_per_param.get(name, 0)
+            self.space[name], move = next_param(n, self.space[name], top, records, self.settings,
+                                                self.widest.get(name, 0.0), moves_done, moves)
+            if move is not None:
                 self.moves.append(move)
-                self.moves_per_param[param.name] = moves_done + 1
-                log.info("%s", move.message())
-                return moved
-            log.info("%s, which is its limit %s: narrowing", where, param.limits)
-        elif side is not None:
-            log.info("%s, but it has already moved %d times (max_edge_moves): narrowing", where, moves_done)
-        t_values = [param.to_t(v) for v in top]
-        margin = self.settings.margin * width
-        new_lo, new_hi = min(t_values) - margin, max(t_values) + margin
-        excess = (new_hi - new_lo) - width
-        if excess > 0:
-            new_lo, new_hi = new_lo + excess / 2, new_hi - excess / 2
-        if not moves:  # the stage's last round refines inside the range it has
-            new_lo, new_hi = max(new_lo, lo), min(new_hi, hi)
-        return param.with_range(param.from_t(new_lo), param.from_t(new_hi))
-
-    def _move(self, param: NumericParam, best: float, side: str) -> Optional[NumericParam]:
-        """Move the range so that three quarters of it lie past the edge.
-
-        A best value on the edge means the narrowing so far assumed an optimum inside, so the
-        moved range takes back the parameter's widest width (its initial one): a far optimum
-        is reached in few moves, and on a flat dimension a spurious move costs nothing.
-        Returns None when the limits leave no room past that edge.
-        """
-        lo, hi = param.to_t(param.low), param.to_t(param.high)
-        width = max(hi - lo, self.widest.get(param.name, 0.0))
-        b = param.to_t(best)
-        new_lo, new_hi = (b - width / 4, b + 3 * width / 4) if side == "upper" else (
-            b - 3 * width / 4, b + width / 4)
-        limit_lo, limit_hi = param.to_t(param.limits.low), param.to_t(param.limits.high)
-        if new_hi > limit_hi:
-            new_lo, new_hi = limit_hi - width, limit_hi
-        if new_lo < limit_lo:
-            new_lo, new_hi = limit_lo, limit_lo + width
-        moved = param.with_range(param.from_t(new_lo), param.from_t(new_hi))
-        if (side == "upper" and moved.high <= param.high) or (
-                side == "lower" and moved.low >= param.low):
-            return None
-        return moved
+                self.moves_per_param[name] = moves_done + 1
 
     # ---- reporting -------------------------------------------------------------------------
 
@@ -484,28 +287,11 @@ class CoarseToFineSearch:
 
     def leaders(self, n: int = 3) -> list[dict[str, Any]]:
         """The top ``n`` trials and how many validation samples each is behind the best."""
-        top = [r for r in self._ranked(self.all_records())[:n] if score(r, self.settings.direction) is not None]
-        out = []
-        for r in top:
-            row: dict[str, Any] = {"job": r.job, "round": r.round, "objective": r.objective,
-                                   "tie_value": r.tie_value, "test_acc": r.test_acc}
-            if top[0].val_samples and r.objective is not None and top[0].objective is not None:
-                row["samples_behind"] = round(abs(top[0].objective - r.objective) * top[0].val_samples)
-            out.append(row)
-        return out
+        return leader_rows(self._ranked(self.all_records())[:n], self.settings.direction)
 
     def separation(self) -> Optional[str]:
         """A sentence on how many validation samples separate the top two trials."""
-        top = self.leaders(2)
-        if len(top) < 2 or "samples_behind" not in top[1]:
-            return None
-        samples, total = top[1]["samples_behind"], self.best().val_samples  # type: ignore[union-attr]
-        name = self.settings.tie_break or "the tie-breaker"
-        if samples <= self.settings.tie_samples:
-            return (f"the top two trials are {samples} of {total} validation samples apart, a tie: "
-                    f"{name} decided ({_fmt(top[0]['tie_value'] or math.nan)} against "
-                    f"{_fmt(top[1]['tie_value'] or math.nan)})")
-        return f"the top two trials are {samples} of {total} validation samples apart"
+        return separation_sentence(self.leaders(2), self.best(), self.settings)
 
     def summary(self) -> dict[str, Any]:
         """What ``search_summary.yaml`` holds."""
@@ -542,27 +328,7 @@ class CoarseToFineSearch:
 
     def table(self, n: int = 10) -> str:
         """The top ``n`` trials of the rounds as a text table."""
-        rows = self._ranked(self.all_records())[:n]
-        names = list(self.space)
-        tie = self.settings.tie_break or "tie"
-        header = ["rank", "round", "job", "objective", tie, "test_acc", "status"] + names
-        lines = [[str(i), str(r.round), str(r.job),
-                  "-" if r.objective is None else f"{r.objective:.4g}",
-                  "-" if r.tie_value is None else f"{r.tie_value:.4g}",
-                  "-" if r.test_acc is None else f"{r.test_acc:.4g}", r.status]
-                 + [_cell(r.values.get(name), self.space[name]) for name in names]
-                 for i, r in enumerate(rows, start=1)]
-        widths = [max(len(row[c]) for row in [header] + lines) for c in range(len(header))]
-        return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(row, widths))
-                         for row in [header] + lines)
-
-
-def _cell(value: Any, param: Param) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return _fmt(value, isinstance(param, NumericParam) and param.log)
-    return str(value)
+        return trial_table(self._ranked(self.all_records())[:n], self.space, self.settings.tie_break)
 
 
 def consecutive_runs(specs: Sequence[TrialSpec], max_size: Optional[int]) -> Iterator[list[TrialSpec]]:
