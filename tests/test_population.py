@@ -300,3 +300,19 @@ def test_on_cuda_a_captured_population_trains_as_an_uncaptured_one(tmp_path: Pat
         for a, b in zip(eager["history"], captured["history"]):
             for key in ("train_loss", "val_loss", "ema_val_loss"):
                 assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-4), key
+
+
+def test_a_round_override_that_does_not_compose_stops_the_sweep_before_any_trial_as_under_the_basic_launcher(
+        tmp_path: Path) -> None:
+    """The sweeper leaves the batch's check to the population launcher, which composes every job before training."""
+    stage = "hydra.sweeper.stages=[{name:a,params:[optimizer.lr],rounds:[{trials:2,top_k:1,overrides:" \
+            "['trainer.batch_size=abc']}]}]"
+    errors = {}
+    for launcher in ("basic", "population"):
+        done = run_cli("-m", "hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false", stage,
+                       f"hydra/launcher={launcher}", "data.subset=100", f"hydra.sweep.dir={tmp_path / launcher}",
+                       cwd=tmp_path)
+        assert done.returncode == 1 and not (tmp_path / launcher / "0").exists()
+        errors[launcher] = [line for line in done.stderr.splitlines() if not line.startswith("[")]
+    assert errors["population"] == errors["basic"]
+    assert "Error merging override trainer.batch_size=abc" in errors["population"]

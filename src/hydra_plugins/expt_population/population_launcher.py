@@ -32,6 +32,10 @@ ConfigStore.instance().store(
 class PopulationLauncher(Launcher):
     """Groups a batch's compatible trials into populations (expt.population); the rest run one at a time."""
 
+    # Every job of a batch is composed before any trains, so a bad override stops the batch first: a sweeper
+    # need not compose the batch once more to check it (the coarse-to-fine sweeper reads this).
+    composes_batch_first = True
+
     def __init__(self, max_population: Any = 64, memory_fraction: Any = 0.8) -> None:
         super().__init__()
         from ._impl import PopulationLauncherImpl

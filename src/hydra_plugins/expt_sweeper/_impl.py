@@ -141,7 +141,8 @@ class CoarseToFineSweeperImpl(Sweeper):
     def _launch(self, search: CoarseToFineSearch, batch: List[TrialSpec]) -> Sequence[JobReturn]:
         assert self.recorder is not None
         overrides = [[*spec.overrides, *self._environment(search, spec)] for spec in batch]
-        self.validate_batch_is_legal(overrides)
+        if not getattr(self.launcher, "composes_batch_first", False):  # else the launcher's composition checks them
+            self.validate_batch_is_legal(overrides)
         self.recorder.trials = {spec.job: self._trial(spec) for spec in batch}
         return self.launcher.launch(overrides, initial_job_idx=batch[0].job)
 
