@@ -316,3 +316,31 @@ def test_a_round_override_that_does_not_compose_stops_the_sweep_before_any_trial
         errors[launcher] = [line for line in done.stderr.splitlines() if not line.startswith("[")]
     assert errors["population"] == errors["basic"]
     assert "Error merging override trainer.batch_size=abc" in errors["population"]
+
+
+def test_members_measured_together_give_each_members_own_measurements(tmp_path: Path) -> None:
+    """The vmapped evaluation of every member (eval mode, batch norm's running statistics, the averaged weights)
+    against each member's own model measured alone."""
+    from expt.build import build
+    from expt.trainer.record import RunRecord
+    from expt.trainer.vmap import VmapEngine, capture_rng
+
+    records = []
+    for i, member in enumerate(MEMBERS[:3]):
+        exp = build(expt.compose([*CONVNET, "regularization=[l2,batchnorm]", "trainer.ema=0.9", *member]))
+        records.append(RunRecord(exp, tmp_path / str(i), dashboard=None))
+    engine = VmapEngine(records, [capture_rng(torch.device("cpu")) for _ in records])
+    x, y = records[0].exp.data.x_train, records[0].exp.data.y_train
+    for step in range(4):
+        rows = torch.stack([torch.randperm(len(x), generator=torch.Generator().manual_seed(10 * step + m))[:32]
+                            for m in range(len(records))])
+        engine.step(x[rows], y[rows], [r.exp.schedule.rate(step) for r in records])
+    engine.sync()
+    together = engine.measure(records)
+    alone = [r.measure() for r in records]
+    assert [list(t) for t in together] == [list(a) for a in alone]  # the same keys, in the same order
+    for t, a in zip(together, alone):
+        assert t["val_acc"] == a["val_acc"] and t["train_acc"] == a["train_acc"] and t["ema_val_acc"] == a["ema_val_acc"]
+        for key in ("val_loss", "train_data_loss", "ema_val_loss", "penalty"):
+            assert t[key] == pytest.approx(a[key], rel=1e-6), key
+    assert len({t["val_loss"] for t in together}) == len(records)  # three different members

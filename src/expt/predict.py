@@ -51,7 +51,21 @@ def loss_and_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tup
     out = logits(model, x)
     loss = classification_loss(out, y, reduction="sum").double()
     correct = (out.argmax(dim=1) == y).sum()
-    return loss.item() / len(x), correct.item() / len(x)
+    total, right = torch.stack([loss, correct.double()]).tolist()  # one read-back
+    return total / len(x), right / len(x)
+
+
+def stacked_loss_and_accuracy(out: torch.Tensor, y: torch.Tensor) -> list[tuple[float, float]]:
+    """:func:`loss_and_accuracy` of M models at once, from their logits ``out`` (M, n, C) on labels ``y``, (n,)
+    shared or (M, n) each their own; one read-back for all."""
+    m, n = out.shape[:2]
+    if not n:
+        return [(0.0, 0.0)] * m
+    labels = y.expand(m, n) if y.dim() == 1 else y
+    losses = classification_loss(out.flatten(0, 1), labels.flatten(), reduction="none").view(m, n).sum(1)
+    correct = (out.argmax(dim=2) == labels).sum(1)
+    rows = torch.stack([losses.double(), correct.double()], dim=1).tolist()
+    return [(total / n, right / n) for total, right in rows]
 
 
 # ----------------------------------------------------------------------------- test-time views

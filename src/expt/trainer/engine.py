@@ -201,6 +201,10 @@ class SingleEngine:
     def sync(self) -> None:
         """End of an epoch: the model and optimizer already hold the trained state."""
 
+    def measure(self, records) -> list[dict[str, float]]:
+        """The epoch's measurements of the one run (:meth:`RunRecord.measure`)."""
+        return [r.measure() for r in records]
+
     def drop(self, positions: list[int]) -> None:
         """The one run stopped: nothing is stacked to take it out of."""
 

@@ -85,10 +85,11 @@ class Trainer:
         rates = {id(r): r.exp.schedule.epoch_rate(epoch) for r in self.active}
         self.train_steps()
         self.engine.sync()
+        measured = self.engine.measure(self.active)  # a population measures its members together
         pruned = []
-        for r in list(self.active):
+        for r, measurements in zip(list(self.active), measured):
             with r.scope():
-                row = {"epoch": epoch, "train_loss": r.loss_sum / self.steps, **r.measure(), "lr": rates[id(r)]}
+                row = {"epoch": epoch, "train_loss": r.loss_sum / self.steps, **measurements, "lr": rates[id(r)]}
                 r.exp.schedule.observe(row["val_loss"])
                 row["seconds"] = time.perf_counter() - t0 - (self.engine.warmup_seconds - warm0)
                 r.record(row, self.engine)

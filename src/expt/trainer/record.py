@@ -31,6 +31,18 @@ from expt.status import COMPLETED, PRUNED
 log = logging.getLogger(__name__)
 
 
+def measured_row(train: tuple[float, float], val: tuple[float, float], penalty: Optional[float],
+                 ema_val: Optional[tuple[float, float]]) -> dict[str, float]:
+    """An epoch's measurements as its row has them, from (loss, accuracy) pairs on the training subsample,
+    the validation split and (the averaged weights) the validation split again; ``penalty`` when one is active."""
+    row = {"train_acc": train[1], "val_loss": val[0], "val_acc": val[1], "train_data_loss": train[0]}
+    if penalty is not None:
+        row["penalty"] = penalty
+    if ema_val is not None:
+        row["ema_val_loss"], row["ema_val_acc"] = ema_val
+    return row
+
+
 class RunRecord:
     """Everything one run keeps around its steps; the loop calls :meth:`begin`, :meth:`record` and :meth:`end`."""
 
@@ -78,15 +90,12 @@ class RunRecord:
         """The epoch's evaluations. Training and validation are measured the same way (eval mode, data loss
         only), so the dashboard can draw them on one chart; the penalty is its own number."""
         d, model = self.exp.data, self.exp.model
-        train_data_loss, train_acc = loss_and_accuracy(model, *self.train_eval)
-        val_loss, val_acc = loss_and_accuracy(model, d.x_val, d.y_val)
-        row = {"train_acc": train_acc, "val_loss": val_loss, "val_acc": val_acc, "train_data_loss": train_data_loss}
+        penalty = None
         if self.exp.regularizer.active:
             with torch.no_grad():
-                row["penalty"] = float(self.exp.regularizer.penalty())
-        if self.ema is not None:
-            row["ema_val_loss"], row["ema_val_acc"] = loss_and_accuracy(self.ema.module, d.x_val, d.y_val)
-        return row
+                penalty = float(self.exp.regularizer.penalty())
+        return measured_row(loss_and_accuracy(model, *self.train_eval), loss_and_accuracy(model, d.x_val, d.y_val),
+                            penalty, loss_and_accuracy(self.ema.module, d.x_val, d.y_val) if self.ema is not None else None)
 
     def permutation(self) -> torch.Tensor:
         """This epoch's batch order, from the run's own stream."""

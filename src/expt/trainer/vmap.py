@@ -37,8 +37,10 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from expt.averaging import WarmedUpEMA, blend
 from expt.loss import classification_loss
+from expt.predict import EVAL_BATCH, stacked_loss_and_accuracy
 from expt.regularization import penalized_weights
 from expt.trainer.engine import CapturedStep
+from expt.trainer.record import measured_row
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +131,7 @@ class VmapEngine:
                     setattr(module, child_name, _MaskedDropout(self.feed))
         self.base = base.to("meta")
         self.base.train()
+        self.base_eval = copy.deepcopy(self.base).eval()  # the members measured: no dropout, running statistics
         weight_ids = {id(w) for w in penalized_weights(models[0])}
         self.weight_names = [n for n, p in models[0].named_parameters() if id(p) in weight_ids]
         self.names = [n for n, _ in models[0].named_parameters()]
@@ -294,6 +297,38 @@ class VmapEngine:
         """The averaged weights after a step: expt.averaging's formula over the stacked tensors."""
         current = {**self.params, **self.buffers}
         blend([self.ema[n] for n in current], list(current.values()), self.ema_schedule)
+
+    # ------------------------------------------------------------------ measuring
+    def measure(self, records: Sequence[Any]) -> list[dict[str, float]]:
+        """Every member's epoch measurements (the row :meth:`RunRecord.measure` gives a lone run), all members
+        in one vmapped forward pass a split, in eval mode, and one read-back a split."""
+        if len({len(r.train_eval[1]) for r in records}) != 1:  # the members' training subsamples differ in size
+            return [r.measure() for r in records]
+        data = records[0].exp.data
+        with torch.no_grad():
+            params = {n: p.detach() for n, p in self.params.items()}
+            train = stacked_loss_and_accuracy(
+                self._logits(params, self.buffers, torch.stack([r.train_eval[0] for r in records]), each=True),
+                torch.stack([r.train_eval[1] for r in records]))
+            val = stacked_loss_and_accuracy(self._logits(params, self.buffers, data.x_val), data.y_val)
+            ema = [None] * len(records)
+            if self.ema is not None:
+                ema_params = {n: self.ema[n] for n in self.params}
+                ema_buffers = {n: self.ema[n] for n in self.buffers}
+                ema = stacked_loss_and_accuracy(self._logits(ema_params, ema_buffers, data.x_val), data.y_val)
+            penalized = [r.exp.regularizer.active for r in records]
+            penalties = (torch.stack([r.exp.regularizer.penalty() for r in records]).tolist() if all(penalized)
+                         else [float(r.exp.regularizer.penalty()) if on else None for r, on in zip(records, penalized)])
+        return [measured_row(t, v, p, e) for t, v, p, e in zip(train, val, penalties, ema)]
+
+    def _logits(self, params: dict, buffers: dict, x: torch.Tensor, each: bool = False) -> torch.Tensor:
+        """(members, n, classes): every member's outputs in eval mode on ``x``, shared (n, ...) or, with ``each``,
+        each member's own (members, n, ...); in chunks of about :data:`EVAL_BATCH` samples of all members."""
+        n = x.shape[1] if each else x.shape[0]
+        chunk = max(1, min(EVAL_BATCH, 8 * EVAL_BATCH // len(self.records)))
+        call = vmap(lambda p, b, xs: functional_call(self.base_eval, (p, b), (xs,)), in_dims=(0, 0, 0 if each else None))
+        parts = [call(params, buffers, x[:, i:i + chunk] if each else x[i:i + chunk]) for i in range(0, n, chunk)]
+        return torch.cat(parts, dim=1) if parts else x.new_zeros(len(self.records), 0, 0)
 
     # ------------------------------------------------------------------ the members' own state
     def expose(self, positions: list[int]) -> None:
