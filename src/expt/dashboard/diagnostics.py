@@ -133,23 +133,22 @@ def histogram_table(
     sizes = tuple(f.numel() for f in flats)
     n = len(flats)
     values = torch.cat([f.float() for f in flats])
-    seg = _segments(sizes, device)
+    seg, lengths = _segments(sizes, device)
     finite = torch.isfinite(values)
-    lo = torch.full((n,), math.inf, device=device).scatter_reduce(
-        0, seg, values.where(finite, math.inf), "amin")
-    hi = torch.full((n,), -math.inf, device=device).scatter_reduce(
-        0, seg, values.where(finite, -math.inf), "amax")
+
+    def per_tensor(x: torch.Tensor, reduce: str, initial: float = 0.0) -> torch.Tensor:  # unsafe: no check, no sync
+        return torch.segment_reduce(x, reduce, lengths=lengths, unsafe=True, initial=initial)
+
+    lo = per_tensor(values.where(finite, math.inf), "min", math.inf)
+    hi = per_tensor(values.where(finite, -math.inf), "max", -math.inf)
     kept = values.where(finite, 0.0).double()
-    weight = finite.double()
-    totals = torch.zeros(3, n, dtype=torch.float64, device=device)
-    totals[0].index_add_(0, seg, weight)
-    totals[1].index_add_(0, seg, kept)
-    totals[2].index_add_(0, seg, kept.square())
+    totals = torch.stack([per_tensor(finite.double(), "sum"), per_tensor(kept, "sum"), per_tensor(kept * kept, "sum")],
+                         dim=1)
     width = (hi - lo)[seg]
     bucket = ((values - lo[seg]) / width * bins).floor().clamp(0, bins - 1)
     bucket = bucket.where(finite & (width > 0), 0.0).long()
-    counts = torch.zeros(n * bins, dtype=torch.float64, device=device).index_add_(0, seg * bins + bucket, weight)
-    return torch.cat([lo.double()[:, None], hi.double()[:, None], totals.T, counts.view(n, bins)], dim=1)
+    counts = torch.zeros(n * bins, device=device).index_add_(0, seg * bins + bucket, finite.float())  # exact: < 2**24
+    return torch.cat([lo.double()[:, None], hi.double()[:, None], totals, counts.double().view(n, bins)], dim=1)
 
 
 def histogram_fields(row: Sequence[float]) -> Optional[dict[str, Any]]:
@@ -178,10 +177,10 @@ def histogram_stats(
 
 
 @functools.lru_cache(maxsize=32)
-def _segments(sizes: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """For each entry of the concatenated tensors, the index of the tensor it came from."""
-    return torch.repeat_interleave(torch.arange(len(sizes), device=device),
-                                   torch.tensor(sizes, device=device), output_size=sum(sizes))
+def _segments(sizes: tuple[int, ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each entry of the concatenated tensors the index of the tensor it came from, and the tensors' sizes."""
+    lengths = torch.tensor(sizes, device=device)
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), lengths, output_size=sum(sizes)), lengths
 
 
 @functools.lru_cache(maxsize=32)
