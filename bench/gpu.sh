@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Every GPU figure in one command: the CUDA tests, the GPU benchmarks and, with --presets, the
 # Fashion-MNIST presets over 3 seeds. Each part has its own time limit, so one that runs long cannot
-# take the others' time; the whole fits in about 9 minutes on one H200-class GPU.
+# take the others' time; the whole fits in about 9 minutes on one H200-class GPU. --search alone runs
+# the recipe's staged search on the ConvNet preset, then trains its choice and the preset over 3 seeds
+# (bench/presets.py --search), in about 8 minutes.
 #
 #   bash bench/gpu.sh [--presets] [--results FILE] [--out DIR]
+#   bash bench/gpu.sh --search [--results FILE] [--out DIR]
 #
 # It runs the expt that python imports (an installed wheel is fine: nothing assumes an editable install)
 # and installs nothing. The benchmarks write their sections of bench/RESULTS.md (or FILE); the preset runs
@@ -12,13 +15,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 results=bench/RESULTS.md
 presets=0
+search=0
 out=outputs/presets
 while [ $# -gt 0 ]; do
   case "$1" in
     --presets) presets=1 ;;
+    --search) search=1 ;;
     --results) results=$2; shift ;;
     --out) out=$2; shift ;;
-    *) echo "bench/gpu.sh: unknown option $1 (allowed: --presets, --results FILE, --out DIR)" >&2; exit 2 ;;
+    *) echo "bench/gpu.sh: unknown option $1 (allowed: --presets, --search, --results FILE, --out DIR)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -35,6 +40,12 @@ part() {  # part SECONDS command...: run one part under its own limit, say how i
   [ $rc -eq 0 ] || failed=1
 }
 $py -c 'import torch, expt; assert torch.cuda.is_available(), "no CUDA device"; print("expt from", expt.__file__, "on", torch.cuda.get_device_name())' || exit 1
+if [ $search = 1 ]; then
+  part 480 $py bench/presets.py --search --only "convnet: + weight average" --only chosen --parallel 6 \
+    --deadline 300 --stop-after 460 \
+    --out "$out" --results "$results"
+  exit $failed
+fi
 part 100 $py -m pytest -q -p no:cacheprovider -m cuda tests
 part 75 $py bench/throughput.py --device cuda --models convnet --batches 64 512 \
   --modes eager "eager, not captured" "amp bf16" --results "$results"

@@ -10,6 +10,14 @@ runs that share the device take longer than a run alone would).
     python bench/presets.py                         # every candidate, seeds 0-2
     python bench/presets.py --only resnet           # the candidates whose name contains "resnet"
     python bench/presets.py --quick                 # 1 epoch on 2,000 images: checks the script, not the presets
+
+``--search`` first runs the recipe's search on the ConvNet preset: the coarse-to-fine sweeper's staged preset
+(pinpoint the learning rate, then the rate and L2 coarse to fine over 2, 5 and 10 epochs, then what the
+config has of width and dropout), through ``--search-launcher`` (the population launcher by default), on
+``--search-subset`` training images if given. The configuration it chooses is then trained like the
+presets, on the full data for the preset's epochs over the same seeds ("convnet: chosen by the search").
+
+    python bench/presets.py --search --only convnet     # the search, its choice and the preset, 3 seeds each
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import yaml  # noqa: E402
 from common import machine, results_option, write_results  # noqa: E402
 
 CONVNET = ["experiment=fashion_mnist_convnet"]
@@ -66,6 +75,38 @@ def run(overrides: list[str], seed: int, run_dir: Path, extra: list[str], deadli
     return m
 
 
+CHOSEN = "convnet: chosen by the staged search"
+# the smallest search, for --quick: two pinpoint rates, then one round of two 1-epoch trials over the rate
+QUICK_SEARCH = ["hydra.sweeper.pinpoint.num=2", "hydra.sweeper.stages=[{name:lr,params:[optimizer.lr],rounds:"
+                "[{trials:2,top_k:1,overrides:['trainer.epochs=1']}]}]"]
+
+
+def search(out: Path, launcher: str, extra: list[str], stop: float) -> tuple[list[str], str]:
+    """The staged search on the ConvNet preset: the overrides of the configuration it chose (none when it
+    chose none) and the table's row of what the search spent."""
+    sweep_dir = out / "search"
+    command = [sys.executable, "-m", "expt", "-m", *CONVNET, "hydra/sweeper=coarse_to_fine",
+               f"hydra/launcher={launcher}", *extra, f"hydra.sweep.dir={sweep_dir}", "hydra.job.chdir=false"]
+    start = time.time()
+    try:
+        left = None if stop == float("inf") else max(1.0, stop - time.time())
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=left)
+    except subprocess.TimeoutExpired:
+        print("  the search was stopped (past --stop-after)", flush=True)
+        return [], ""
+    summary_file = sweep_dir / "search_summary.yaml"
+    if proc.returncode != 0 or not summary_file.is_file():
+        print(f"  the search FAILED: {' | '.join(proc.stderr.strip().splitlines()[-3:])}", flush=True)
+        return [], ""
+    best = (yaml.safe_load(summary_file.read_text()) or {}).get("best") or {}
+    chosen = [f"{key}={value}" for key, value in (best.get("values") or {}).items()]
+    seconds = time.time() - start
+    trials = len(list(sweep_dir.glob("*/metrics.json")))
+    print(f"  search: {trials} trials in {seconds:.0f} s; chosen job {best.get('job')}: {' '.join(chosen)}", flush=True)
+    row = f"| the search itself | {trials} trials | | | {seconds:.0f} in all | |"
+    return chosen, row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -77,14 +118,27 @@ def main() -> None:
                         help="seconds after which no further run starts (the table keeps what finished)")
     parser.add_argument("--stop-after", type=float, default=float("inf"),
                         help="seconds after which runs still going are stopped (the table keeps what finished)")
+    parser.add_argument("--search", action="store_true",
+                        help="first run the staged search on the ConvNet preset and train its choice too")
+    parser.add_argument("--search-launcher", default="population", help="the search's Hydra launcher")
+    parser.add_argument("--search-subset", type=int, help="training images the search sees (default: all)")
     results_option(parser)
     args = parser.parse_args()
     extra = ["data.subset=2000", "trainer.epochs=1"] if args.quick else []
-    names = [n for n in CANDIDATES if not args.only or any(o in n for o in args.only)]
-    jobs = [(n, s) for n in names for s in args.seeds]
     start = time.time()
+    candidates, search_row = dict(CANDIDATES), ""
+    if args.search:
+        if args.quick:
+            search_extra = ["data.subset=2000", *QUICK_SEARCH]
+        else:
+            search_extra = [f"data.subset={args.search_subset}"] if args.search_subset else []
+        chosen, search_row = search(args.out, args.search_launcher, search_extra, start + args.stop_after)
+        if chosen:
+            candidates[CHOSEN] = [*CONVNET, *chosen]
+    names = [n for n in candidates if not args.only or any(o in n for o in args.only)]
+    jobs = [(n, s) for n in names for s in args.seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
-        done = list(pool.map(lambda job: run(CANDIDATES[job[0]], job[1],
+        done = list(pool.map(lambda job: run(candidates[job[0]], job[1],
                                              args.out / f"{names.index(job[0]):02d}" / str(job[1]), extra,
                                              start + args.deadline, start + args.stop_after), jobs))
     results: dict[str, list[dict]] = {n: [] for n in names}
@@ -105,6 +159,12 @@ def main() -> None:
         table.append(f"| {name} | {len(runs)} | {statistics.median(test):.2f}% ({min(test):.2f} - {max(test):.2f}) "
                      f"| {statistics.median(val):.2f}% | {statistics.median(r['seconds'] for r in runs):.0f} "
                      f"| {runs[0]['epochs_completed']} |")
+    if search_row:
+        table.append(search_row)
+    if CHOSEN in candidates:
+        table.append("")
+        table.append(f"The search chose: `{' '.join(candidates[CHOSEN][len(CONVNET):])}`"
+                     + (f" (searched on {args.search_subset} training images)" if args.search_subset else "") + ".")
     print("\n".join(table))
     print(f"{len(jobs)} runs in {time.time() - start:.0f} s")
     import torch

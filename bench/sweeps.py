@@ -244,7 +244,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.overhead:
-            write_results("trial-overhead", "Seconds a sweep trial costs beyond its epoch (basic launcher)",
+            write_results("trial-overhead", "Seconds a sweep trial costs beyond its epoch (basic and population launchers)",
                           overhead_table(Path(tmp), args.before, args.repeats), machine(), args.results)
             return
         if not args.skip_throughput:

@@ -150,3 +150,21 @@ def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
     assert proc.returncode == 1 and "no CUDA device" in proc.stderr and not (tmp_path / "R.md").exists()
     bad = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--fast"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown option --fast" in bad.stderr
+
+
+@pytest.mark.slow
+def test_presets_search_chooses_a_configuration_trains_it_and_ensembles_the_search(tmp_path):
+    """--search at its smallest: two pinpoint rates and two 1-epoch trials on 2,000 real Fashion-MNIST images,
+    through the population launcher; the choice trained on one seed."""
+    from expt.standard_datasets import find
+
+    if find("fashion_mnist") is None:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    text = run_bench("presets.py", "--quick", "--search", "--only", "chosen", "--seeds", "0",
+                     "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
+    rows = table(text, "presets-cpu-quick")
+    assert [r[0] for r in rows] == ["convnet: chosen by the staged search", "the search itself"]
+    (_, seeds, test, _, _, epochs), (_, spent, _, _, seconds, _) = rows
+    assert seeds == "1" and epochs == "1" and 10 < float(test.split("%")[0]) <= 100
+    assert spent == "4 trials" and seconds.endswith("in all")
+    assert "The search chose: `optimizer.lr=" in text
