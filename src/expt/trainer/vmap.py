@@ -159,8 +159,7 @@ class VmapEngine:
                           "exp_avg_sq": {n: torch.zeros_like(p) for n, p in self.params.items()}}
         elif self.kind == "sgd":
             self.state = {"momentum_buffer": {n: torch.zeros_like(p) for n, p in self.params.items()}}
-        self.step_count = 0  # on the host, for the members' optimizer state
-        self.step_tensor = torch.zeros((), dtype=torch.float64, device=self.device)  # the same, for the update
+        self.step_tensor = torch.zeros((), dtype=torch.float64, device=self.device)  # steps taken, read by the update
         self.dropout_shapes: dict[int, list[tuple[int, ...]]] = {}
         t = first.cfg.trainer
         self.smoothing = float(t.label_smoothing)
@@ -225,7 +224,6 @@ class VmapEngine:
         if lrs != self.lrs:
             self.hyper["lr"].copy_(_per_member(lrs, self.device))  # in place: a captured step reads this tensor
             self.lrs = list(lrs)
-        self.step_count += 1
         if self.captured is not None and self.captured.enabled:
             losses = self.captured(x, y)
         else:
@@ -341,6 +339,7 @@ class VmapEngine:
 
     def sync(self) -> None:
         """Each member's slice of the stacked tensors into its own model, optimizer state and averaged model."""
+        steps = float(self.step_tensor)  # one read-back an epoch: the members' optimizer state holds it
         with torch.no_grad():
             for pos, r in enumerate(self.records):
                 model = r.exp.model
@@ -358,7 +357,7 @@ class VmapEngine:
                         if float(self.hyper["momentum"][pos]) != 0:
                             opt.state[param] = {"momentum_buffer": self.state["momentum_buffer"][n][pos].clone()}
                     else:
-                        opt.state[param] = {"step": torch.tensor(float(self.step_count)),
+                        opt.state[param] = {"step": torch.tensor(steps),
                                             "exp_avg": self.state["exp_avg"][n][pos].clone(),
                                             "exp_avg_sq": self.state["exp_avg_sq"][n][pos].clone()}
                 if self.ema is not None and r.ema is not None:

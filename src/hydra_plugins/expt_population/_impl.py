@@ -66,7 +66,7 @@ class _Job:
         self.output_dir: Optional[Path] = None
         self.key: Optional[str] = None
         self.hydra_view: Optional[DictConfig] = None  # HydraConfig's view of config, made once (a masked copy)
-        self.env: Optional[Dict[str, str]] = None  # hydra.job.env_set, resolved once
+        self.env: Dict[str, str] = {}  # hydra.job.env_set, resolved once its output directory is set
 
 
 @dataclass
@@ -115,6 +115,9 @@ class PopulationLauncherImpl:
             with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
                 config.hydra.runtime.output_dir = os.path.abspath(output_dir)
             job.output_dir = Path(config.hydra.runtime.output_dir)
+            # what a sweep tells the trial (read into a SweepTrial here, at the edge)
+            env = OmegaConf.to_container(config.hydra.job.env_set, resolve=True) or {}
+            job.env = {str(k): str(v) for k, v in env.items()}
             task_cfg = copy.deepcopy(config)
             with read_write(task_cfg), open_dict(task_cfg):
                 del task_cfg["hydra"]
@@ -145,9 +148,9 @@ class PopulationLauncherImpl:
         @contextlib.contextmanager
         def context():
             saved, saved_member = HydraConfig.instance().cfg, self._current
-            if job.hydra_view is None:  # entered several times a member: the copy and the environment once
+            if job.hydra_view is None:  # entered several times a member: the copy once
                 HydraConfig.instance().set_config(job.config)
-                job.hydra_view, job.env = HydraConfig.instance().cfg, self._env(job)
+                job.hydra_view = HydraConfig.instance().cfg
             HydraConfig.instance().cfg = job.hydra_view
             self._current = job.num
             try:
@@ -159,12 +162,6 @@ class PopulationLauncherImpl:
                     HydraConfig.instance().cfg = saved
 
         return context
-
-    @staticmethod
-    def _env(job: _Job) -> Dict[str, str]:
-        """The job's ``hydra.job.env_set``: what a sweep tells the trial (read into a ``SweepTrial`` here, at the edge)."""
-        env = OmegaConf.to_container(job.config.hydra.job.env_set, resolve=True) or {}
-        return {str(k): str(v) for k, v in env.items()}
 
     # ------------------------------------------------------------------ grouping
     def _cap(self, job: _Job) -> int:
@@ -230,7 +227,7 @@ class PopulationLauncherImpl:
             try:
                 population = Population([job.task_cfg for job in group], [job.output_dir for job in group],
                                         [self._member_context(job) for job in group],
-                                        [SweepTrial.read(self._env(job)) for job in group])
+                                        [SweepTrial.read(job.env) for job in group])
             except Exception as exc:
                 log.warning("the population of jobs %s could not start (%s: %s): they run one at a time",
                             ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
