@@ -49,14 +49,21 @@ TRAIN_SAMPLES = 1149  # the digits' training split
 QUIET = ["sanity.before_train=false", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 
 
-def sweep(args: list[str], sweep_dir: Path, env: dict | None = None) -> float:
-    """Run one `python -m expt -m ...` sweep into sweep_dir; return its wall seconds."""
+def sweep(args: list[str], sweep_dir: Path, env: dict | None = None, log: list[str] | None = None) -> float:
+    """Run one `python -m expt -m ...` sweep into sweep_dir; return its wall seconds.
+
+    With ``log`` (a list), the sweep keeps Hydra's own log (the launcher's lines), appended there.
+    """
+    quiet = QUIET if log is None else [q for q in QUIET if not q.startswith("hydra/hydra_logging")]
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "expt", "-m", *args, *QUIET, f"hydra.sweep.dir={sweep_dir}"],
+    proc = subprocess.run([sys.executable, "-m", "expt", "-m", *args, *quiet, f"hydra.sweep.dir={sweep_dir}"],
                           env={**os.environ, **(env or {})}, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"sweep failed: {' '.join(args)}\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - start
+    if log is not None:
+        log.append(proc.stdout + proc.stderr)
+    return seconds
 
 
 def chosen(sweep_dir: Path) -> dict[str, float]:
@@ -99,6 +106,10 @@ def throughput(tmp: Path, trials: int = 16) -> str:
 
 
 POPULATION = "hydra/launcher=population"
+# The preset's space less its shape and dropout parameters: trials that differ only in the learning rate and
+# L2, values a population's member may have of its own (a parameter no stage names is searched in the first)
+LR_L2 = ["hydra.sweeper.params={schedule.gamma:null,model.num_filters:null,model.hidden_dim:null,"
+         "regularization.dropout:null}"]
 
 
 def overhead(tmp: Path, env: dict | None, extra: list[str], few: int = 2, many: int = 10) -> dict[str, float]:
@@ -107,28 +118,30 @@ def overhead(tmp: Path, env: dict | None, extra: list[str], few: int = 2, many: 
     Two 1-epoch rounds of the default run, ``few`` and ``many`` trials: the difference of their
     wall times per extra trial, less what an extra trial adds to training, is what a trial costs
     besides training (composition, job directory, building, the guard, the event file, checkpoints,
-    test evaluation, metrics.json). Process start-up cancels out. With the basic launcher an extra
-    trial adds its own epoch (the mean the trials measured); under ``hydra/launcher=population`` the
-    round's trials train as one population (the search varies only the learning rate and L2, values
-    a member may have of its own), and an extra trial adds to the population's epoch the difference
-    of the two rounds' epochs per extra member.
+    test evaluation, metrics.json). Process start-up cancels out. The search varies only the learning
+    rate and L2 (``LR_L2``). With the basic launcher an extra trial adds its own epoch (the mean the
+    trials measured); under ``hydra/launcher=population`` the round's trials train as one population,
+    and an extra trial adds to the population's epoch the difference of the two rounds' epochs per
+    extra member.
     """
     together = POPULATION in extra
-    space = ("hydra.sweeper.stages=[{{name:lr_l2,params:[optimizer.lr,regularization.l2],rounds:"
-             "[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]}}]" if together else
-             "hydra.sweeper.rounds=[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]")
 
     def round_of(n: int) -> list[str]:
-        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false", *extra, space.format(n=n)]
+        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false", *extra, *LR_L2,
+                f"hydra.sweeper.rounds=[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]"]
 
     def epochs(n: int) -> list[float]:
         return [row["seconds"] for m in (tmp / f"overhead-{stamp}-{n}").glob("*/metrics.json")
                 for row in json.loads(m.read_text())["history"]]
 
-    stamp = time.monotonic_ns()
-    walls = {n: sweep(round_of(n), tmp / f"overhead-{stamp}-{n}", env) for n in (few, many)}
+    stamp, logs = time.monotonic_ns(), []
+    walls = {n: sweep(round_of(n), tmp / f"overhead-{stamp}-{n}", env, logs if together else None)
+             for n in (few, many)}
     per_trial = (walls[many] - walls[few]) / (many - few)
     if together:  # every member reports the population's epoch
+        for n, log in zip((few, many), logs):  # the launcher says how it grouped the round
+            if f"population of {n}: jobs" not in log:
+                raise SystemExit(f"the {n} trials did not train as one population; the launcher said:\n{log[-3000:]}")
         epoch = (statistics.mean(epochs(many)) - statistics.mean(epochs(few))) / (many - few)
     else:
         epoch = statistics.mean(epochs(many))
