@@ -154,8 +154,8 @@ def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
 
 @pytest.mark.slow
 def test_presets_search_chooses_a_configuration_trains_it_and_ensembles_the_search(tmp_path):
-    """--search at its smallest: two pinpoint rates and two 1-epoch trials on 2,000 real Fashion-MNIST images,
-    through the population launcher; the choice trained on one seed."""
+    """--search at its smallest: two pinpoint rates and two 1-epoch trials of a narrow ConvNet on 2,000 real
+    Fashion-MNIST images, through the population launcher; the choice trained on one seed."""
     from expt.standard_datasets import find
 
     if find("fashion_mnist") is None:
