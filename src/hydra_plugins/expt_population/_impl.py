@@ -1,6 +1,7 @@
 """Adapter between Hydra's Launcher API and :mod:`expt.population`.
 
-``launch`` composes each job's config as Hydra's basic launcher does, groups the jobs whose
+``launch`` composes each job's config as Hydra's basic launcher does (reading the config files once for
+the jobs that differ only in values they set: :mod:`._compose`), groups the jobs whose
 configs differ only in per-member values (:func:`expt.population.group_key`), trains each group
 of two or more as one population, and returns one ``JobReturn`` a job, in order.
 
@@ -31,6 +32,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from expt.errors import ConfigError
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
+
+from ._compose import Composer
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +94,16 @@ class PopulationLauncherImpl:
         self.hydra_context: Optional[HydraContext] = None
         self.groups: Optional[List[List[int]]] = None
         self._current: Optional[int] = None  # the job whose member's own work is running, inside a population
+        self.composer: Optional[Composer] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        self.composer = Composer(hydra_context.config_loader, config)
 
     # ------------------------------------------------------------------ composing the jobs
     def _compose(self, overrides: Sequence[str], num: int) -> _Job:
-        assert self.hydra_context is not None and self.config is not None
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        assert self.composer is not None
+        sweep_config = self.composer(overrides)
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = str(num)
             sweep_config.hydra.job.num = num

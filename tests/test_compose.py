@@ -1,0 +1,89 @@
+"""The population launcher's composition: a job's config read from the files once a shape of overrides
+(hydra_plugins.expt_population._compose) is the config Hydra composes for it, key for key."""
+
+import pytest
+from hydra import initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+import expt.config  # noqa: F401  (registers the schema with Hydra's ConfigStore)
+from hydra_plugins.expt_population._compose import Composer
+
+PRIMARY = ["hydra/sweeper=coarse_to_fine", "hydra/launcher=population", "hydra.sweep.dir=/tmp/expt-compose-test",
+           "hydra.job.config.override_dirname.exclude_keys=[trainer.seed]", "trainer.epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def hydra_loader():
+    with initialize_config_module(config_module="expt.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        yield loader, loader.load_configuration("config", PRIMARY, RunMode.MULTIRUN)
+
+
+def trial(lr, l2="1e-4", epochs=2, label=None, seed=0, more=()):
+    """The overrides a coarse-to-fine round hands a job: values, and what the sweep tells the trial."""
+    return [f"trainer.epochs={epochs}", f"optimizer.lr={lr}", f"regularization.l2={l2}", f"trainer.seed={seed}", *more,
+            "+hydra.job.env_set.EXPT_SWEEP_JOB=1",
+            f"+hydra.job.env_set.EXPT_SWEEP_LABEL='{label or f'r1 lr={lr} l2={l2}'}'"]
+
+
+def composed(loader, master, overrides):
+    return OmegaConf.to_yaml(loader.load_sweep_config(master, overrides))
+
+
+JOBS = [
+    trial(0.1),
+    trial(0.001, l2="3.5e-6", epochs=5, label="r2-j013 lr=1e-3, l2: 3.5e-6", seed=7),  # values of every type
+    trial(1e-5, more=["sanity.before_train=false", "data.subset=null"]),  # another shape: composed, then a base
+    trial(0.02, l2="0.5", more=["sanity.before_train=true", "data.subset=100"]),
+    trial(0.3, more=["optimizer=sgd"]),  # a group choice: another shape
+    trial(0.03, more=["optimizer=sgd"]),
+    trial(0.3, more=["optimizer={lr:0.2}"]),  # a dict merges: matched exactly, never derived
+    trial(0.3, more=["activation=gelu"]),
+    trial(0.4, more=["activation=gelu"]),
+]
+
+
+def test_every_job_is_the_config_hydra_composes(hydra_loader):
+    loader, master = hydra_loader
+    composer = Composer(loader, master)
+    for overrides in JOBS:
+        mine = composer(overrides)
+        assert OmegaConf.to_yaml(mine) == composed(loader, master, overrides), overrides
+        assert OmegaConf.is_struct(mine) and not OmegaConf.is_readonly(mine.hydra)
+    # read from the files: the first of each shape and the dict merges; set from a base: the rest
+    assert composer.derived == 4
+    assert list(mine.hydra.overrides.task)[-1] == "activation=gelu"
+    assert mine.hydra.job.override_dirname == "activation=gelu,optimizer.lr=0.4,regularization.l2=1e-4,trainer.epochs=2"
+    assert mine.hydra.job.env_set.EXPT_SWEEP_LABEL == "r1 lr=0.4 l2=1e-4"
+    assert mine.optimizer.lr == 0.4 and mine.trainer.epochs == 2 and mine.hydra.runtime.choices.activation == "gelu"
+
+
+def test_a_base_is_not_changed_by_the_jobs_set_from_it(hydra_loader):
+    loader, master = hydra_loader
+    composer = Composer(loader, master)
+    first = composer(trial(0.1))
+    composer(trial(0.2))
+    assert first.optimizer.lr == 0.1 and composer(trial(0.1)).optimizer.lr == 0.1
+
+
+def test_one_key_set_twice_is_composed_in_full(hydra_loader):
+    loader, master = hydra_loader
+    composer = Composer(loader, master)
+    for lr in (0.1, 0.2):
+        overrides = trial(lr, more=[f"optimizer.lr={lr / 2}"])  # the later value wins, as Hydra applies them
+        assert OmegaConf.to_yaml(composer(overrides)) == composed(loader, master, overrides)
+    assert composer.derived == 0
+
+
+def test_a_value_hydra_refuses_gets_hydras_error(hydra_loader):
+    loader, master = hydra_loader
+    composer = Composer(loader, master)
+    composer(trial(0.1))
+    bad = trial(0.1, epochs="many")
+    with pytest.raises(Exception) as hydra_error:
+        loader.load_sweep_config(master, bad)
+    with pytest.raises(type(hydra_error.value)) as mine:
+        composer(bad)
+    assert str(mine.value) == str(hydra_error.value) and composer.derived == 0
