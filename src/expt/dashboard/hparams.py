@@ -15,6 +15,7 @@ a log scale has a log10 column, so the parallel-coordinates and scatter views sp
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -125,19 +126,31 @@ def _sweep_command_line(hydra_cfg: Any) -> tuple[set[str], set[str]]:
 
     Empty sets when the file cannot be read.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     sweep_dir = Path(hydra_cfg.sweep.dir)
     if not sweep_dir.is_absolute():
         sweep_dir = Path(hydra_cfg.runtime.cwd) / sweep_dir
+    path = sweep_dir / "multirun.yaml"
     try:
-        task = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        stat = path.stat()
+    except OSError:
+        return set(), set()
+    fixed, logged = _read_multirun(str(path), stat.st_mtime_ns, stat.st_size)
+    return set(fixed), set(logged)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_multirun(path: str, _mtime_ns: int, _size: int) -> tuple[frozenset[str], frozenset[str]]:
+    """:func:`_sweep_command_line` of one version of a multirun.yaml: read once for every trial of a process."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        task = OmegaConf.load(path).hydra.overrides.task
         overrides = OverridesParser.create().parse_overrides(list(task))
     except Exception:
-        return set(), set()
+        return frozenset(), frozenset()
     fixed = {o.key_or_group for o in overrides if not o.is_sweep_override()}
     logged = {o.key_or_group for o in overrides if o.is_sweep_override() and "log" in (getattr(o.value(), "tags", None) or ())}
-    return fixed, logged
+    return frozenset(fixed), frozenset(logged)
 
 
 def short_value(value: Any) -> str:
