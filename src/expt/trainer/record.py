@@ -238,14 +238,15 @@ class RunRecord:
         log.info("Resumed from %s after epoch %d", path, self.epoch)
 
     # ------------------------------------------------------------------ the run's course
-    def begin(self, engine) -> None:
-        """Resume, or measure the loss at init; start the dashboard."""
+    def begin(self, engine, initial_loss: Optional[float] = None) -> None:
+        """Resume, or record the loss at init (``initial_loss``, the engine's measure of :meth:`training_loss`;
+        measured here when None); start the dashboard."""
         e, t = self.exp, self.settings
         self.started = self.saved_at = time.perf_counter()
         if t.resume:
             self.resume(checkpoint.resolve(t.resume), engine)
         else:
-            _, self.initial_loss = self.training_loss()
+            self.initial_loss = self.training_loss()[1] if initial_loss is None else initial_loss
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
         self.dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
         self.threshold = t.divergence_factor * self.initial_loss

@@ -4,7 +4,8 @@ Each member is a run record (:class:`expt.trainer.record.RunRecord`) built exact
 only the step is fused:
 
 - parameters and buffers are stacked (``torch.func.stack_module_state``) and the members' losses
-  come from one ``vmap(functional_call)``; the gradient of their sum is each member's own gradient;
+  come from one ``vmap(functional_call)`` on CUDA, from each member's ``functional_call`` on views of
+  the stacked tensors on the CPU (:func:`over_members`); the gradient of their sum is each member's own;
 - Adam, AdamW and SGD (momentum, Nesterov) are written over the stacked tensors with one learning
   rate, beta, eps, momentum and weight decay per member; the loop hands each member's rate every
   step, from the member's own :class:`expt.schedule.LearningRate`;
@@ -75,6 +76,35 @@ def _dropout_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
         for h in hooks:
             h.remove()
     return shapes
+
+
+def _member(arg: Any, i: int) -> Any:
+    """Member ``i``'s slice of a stacked argument: a tensor, or a dict or list of them (views: writes go through)."""
+    if isinstance(arg, dict):
+        return {k: v[i] for k, v in arg.items()}
+    if isinstance(arg, (list, tuple)):
+        return [v[i] for v in arg]
+    return arg[i]
+
+
+def over_members(fn, in_dims: tuple[Optional[int], ...], device: torch.device):
+    """``fn`` mapped over the members: the stacked arguments (``in_dims`` 0) sliced, the others (None) shared.
+
+    On CUDA it is ``vmap``: one kernel launch an operation for all members, which is the point of a
+    population there. On the CPU it is a loop of the members' own calls on views of the stacked tensors,
+    stacked back: the CPU's kernels run a vmapped convolution (a grouped one over members) about 2.7 times
+    slower than the same members' convolutions one after another, and there are no launches to save. Both
+    give each member's own result; autograd and in-place buffer updates reach the stacked tensors either way.
+    """
+    if device.type == "cuda":
+        return vmap(fn, in_dims=in_dims, randomness="error")
+
+    def each(*args):
+        first = next(a for a, d in zip(args, in_dims) if d is not None)  # the stacked parameters: never empty
+        members = len(next(iter(first.values())) if isinstance(first, dict) else first)
+        return torch.stack([fn(*(a if d is None else _member(a, i) for a, d in zip(args, in_dims)))
+                            for i in range(members)])
+    return each
 
 
 def _per_member(values: Sequence[float], device: torch.device) -> torch.Tensor:
@@ -239,7 +269,8 @@ class VmapEngine:
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype, cache_enabled=self.captured is None)
                     if self.amp_dtype is not None else contextlib.nullcontext())
         with autocast:
-            losses = vmap(self._loss_fn, randomness="error")(self.params, self.buffers, masks, x, y, h["l1"], h["l2"])
+            losses = over_members(self._loss_fn, (0,) * 7, self.device)(
+                self.params, self.buffers, masks, x, y, h["l1"], h["l2"])
         grads = torch.autograd.grad(losses.sum(), [self.params[k] for k in self.names])
         self._update(dict(zip(self.names, grads)))
         return losses.detach()
@@ -305,26 +336,47 @@ class VmapEngine:
         data = records[0].exp.data
         with torch.no_grad():
             params = {n: p.detach() for n, p in self.params.items()}
-            train = stacked_loss_and_accuracy(
-                self._logits(params, self.buffers, torch.stack([r.train_eval[0] for r in records]), each=True),
-                torch.stack([r.train_eval[1] for r in records]))
+            train = self._on_training_subsample(records)
             val = stacked_loss_and_accuracy(self._logits(params, self.buffers, data.x_val), data.y_val)
             ema = [None] * len(records)
             if self.ema is not None:
                 ema_params = {n: self.ema[n] for n in self.params}
                 ema_buffers = {n: self.ema[n] for n in self.buffers}
                 ema = stacked_loss_and_accuracy(self._logits(ema_params, ema_buffers, data.x_val), data.y_val)
-            penalized = [r.exp.regularizer.active for r in records]
-            penalties = (torch.stack([r.exp.regularizer.penalty() for r in records]).tolist() if all(penalized)
-                         else [float(r.exp.regularizer.penalty()) if on else None for r, on in zip(records, penalized)])
+            penalties = self._penalties(records)
         return [measured_row(t, v, p, e) for t, v, p, e in zip(train, val, penalties, ema)]
+
+    def training_losses(self, records: Sequence[Any]) -> list[float]:
+        """Every member's :meth:`RunRecord.training_loss` (data loss + penalty), in one vmapped forward pass."""
+        if len({len(r.train_eval[1]) for r in records}) != 1:
+            return [r.training_loss()[1] for r in records]
+        with torch.no_grad():
+            train = self._on_training_subsample(records)
+            penalties = self._penalties(records)
+        return [loss + (penalty or 0.0) for (loss, _), penalty in zip(train, penalties)]
+
+    def _on_training_subsample(self, records: Sequence[Any]) -> list[tuple[float, float]]:
+        """(data loss, accuracy) of each member on its own fixed training subsample, with one read-back."""
+        params = {n: p.detach() for n, p in self.params.items()}
+        return stacked_loss_and_accuracy(
+            self._logits(params, self.buffers, torch.stack([r.train_eval[0] for r in records]), each=True),
+            torch.stack([r.train_eval[1] for r in records]))
+
+    @staticmethod
+    def _penalties(records: Sequence[Any]) -> list[Optional[float]]:
+        """Each member's regularization penalty (None where it has none), with one read-back when all have one."""
+        penalized = [r.exp.regularizer.active for r in records]
+        if all(penalized):
+            return torch.stack([r.exp.regularizer.penalty() for r in records]).tolist()
+        return [float(r.exp.regularizer.penalty()) if on else None for r, on in zip(records, penalized)]
 
     def _logits(self, params: dict, buffers: dict, x: torch.Tensor, each: bool = False) -> torch.Tensor:
         """(members, n, classes): every member's outputs in eval mode on ``x``, shared (n, ...) or, with ``each``,
         each member's own (members, n, ...); in chunks of about :data:`EVAL_BATCH` samples of all members."""
         n = x.shape[1] if each else x.shape[0]
         chunk = max(1, min(EVAL_BATCH, 8 * EVAL_BATCH // len(self.records)))
-        call = vmap(lambda p, b, xs: functional_call(self.base_eval, (p, b), (xs,)), in_dims=(0, 0, 0 if each else None))
+        call = over_members(lambda p, b, xs: functional_call(self.base_eval, (p, b), (xs,)),
+                            (0, 0, 0 if each else None), self.device)
         parts = [call(params, buffers, x[:, i:i + chunk] if each else x[i:i + chunk]) for i in range(0, n, chunk)]
         return torch.cat(parts, dim=1) if parts else x.new_zeros(len(self.records), 0, 0)
 
