@@ -152,24 +152,29 @@ def overhead_table(tmp: Path, before: Path | None, repeats: int) -> str:
     """The overhead of this tree (and of ``before``, another source tree, when given), median of ``repeats``.
 
     A one-round sweep is its own last round, whose trials write every diagnostic; the trials of
-    the rounds before the last write what ``dashboard.sweep_diagnostics=none`` leaves.
+    the rounds before the last write what ``dashboard.sweep_diagnostics=none`` leaves. With ``before``
+    each variant is measured on both trees in turn, repeat by repeat, so both see the same machine.
     """
-    variants: list[tuple[str, dict | None, list[str]]] = [
-        ("this version, a last-round trial (every diagnostic)", None, []),
-        ("this version, an earlier round's trial (no heavy diagnostics)", None, ["dashboard.sweep_diagnostics=none"]),
-        ("this version, an earlier round's trial, hydra/launcher=population", None,
-         ["dashboard.sweep_diagnostics=none", POPULATION]),
+    variants: list[tuple[str, list[str]]] = [
+        ("a last-round trial (every diagnostic)", []),
+        ("an earlier round's trial (no heavy diagnostics)", ["dashboard.sweep_diagnostics=none"]),
+        ("an earlier round's trial, hydra/launcher=population", ["dashboard.sweep_diagnostics=none", POPULATION]),
     ]
+    trees: list[tuple[str, dict | None]] = [("this version", None)]
     if before is not None:
-        variants.insert(0, (f"before ({before}; every trial writes every diagnostic)", {"PYTHONPATH": str(before)}, []))
-    lines = ["| version | seconds per 1-epoch trial | of which the epoch | overhead per trial | trials per minute |",
-             "|---|---|---|---|---|"]
-    for name, env, extra in variants:
-        rows = [overhead(tmp, env, extra) for _ in range(repeats)]
-        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-        lines.append(f"| {name} | {med['per_trial']:.3f} | {med['epoch']:.3f} | {med['overhead']:.3f} "
-                     f"| {60 / med['per_trial']:.1f} |")
-        print(lines[-1], flush=True)
+        trees.insert(0, (f"before ({before})", {"PYTHONPATH": str(before)}))
+    lines = ["| version | trial | seconds per 1-epoch trial | of which the epoch | overhead per trial "
+             "| trials per minute |", "|---|---|---|---|---|---|"]
+    for name, extra in variants:
+        rows: dict[str, list[dict[str, float]]] = {tree: [] for tree, _ in trees}
+        for _ in range(repeats):
+            for tree, env in trees:
+                rows[tree].append(overhead(tmp, env, extra))
+        for tree, _ in trees:
+            med = {k: statistics.median(r[k] for r in rows[tree]) for k in rows[tree][0]}
+            lines.append(f"| {tree} | {name} | {med['per_trial']:.3f} | {med['epoch']:.3f} | {med['overhead']:.3f} "
+                         f"| {60 / med['per_trial']:.1f} |")
+            print(lines[-1], flush=True)
     return "\n".join(lines)
 
 

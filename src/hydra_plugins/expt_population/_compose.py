@@ -43,6 +43,7 @@ class Composer:
         self.loader, self.master = config_loader, master
         self.parser = OverridesParser.create()
         self.primary: List[str] = [str(o) for o in OmegaConf.to_container(master.hydra.overrides.hydra)]
+        self.primary_parsed = self.parser.parse_overrides(self.primary)  # the same for every job: parsed once
         self.composed: Dict[_Shape, Tuple[List[Override], DictConfig]] = {}
         self.groups: Dict[str, bool] = {}
         self.derived = 0  # jobs composed from an earlier job's config (for the log and the tests)
@@ -50,7 +51,7 @@ class Composer:
     def __call__(self, overrides: Sequence[str]) -> DictConfig:
         if ConfigLoaderImpl is None:
             return self.loader.load_sweep_config(self.master, list(overrides))
-        parsed = self.parser.parse_overrides(self.primary + list(overrides))
+        parsed = self.primary_parsed + self.parser.parse_overrides(list(overrides))
         shape = self._shape(parsed)
         if shape is not None and shape in self.composed:
             config = self._derive(*self.composed[shape], parsed)

@@ -68,7 +68,7 @@ class _Job:
         self.task_cfg: Optional[DictConfig] = None
         self.output_dir: Optional[Path] = None
         self.key: Optional[str] = None
-        self.hydra_view: Optional[DictConfig] = None  # HydraConfig's view of config, made once (a masked copy)
+        self.hydra_view: Optional[DictConfig] = None  # HydraConfig's view of config (a masked copy), by _prepare
         self.env: Dict[str, str] = {}  # hydra.job.env_set, resolved once its output directory is set
 
 
@@ -115,11 +115,13 @@ class PopulationLauncherImpl:
         saved = HydraConfig.instance().cfg
         try:
             HydraConfig.instance().set_config(config)
-            output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
-                              str(OmegaConf.select(config, "hydra.sweep.subdir")))
-            with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-                config.hydra.runtime.output_dir = os.path.abspath(output_dir)
-            job.output_dir = Path(config.hydra.runtime.output_dir)
+            output_dir = os.path.abspath(Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
+                                              str(OmegaConf.select(config, "hydra.sweep.subdir"))))
+            job.hydra_view = HydraConfig.instance().cfg  # the member's view (a masked copy): made once, here
+            for hydra in (config.hydra, job.hydra_view.hydra):
+                with read_write(hydra.runtime), open_dict(hydra.runtime):
+                    hydra.runtime.output_dir = output_dir
+            job.output_dir = Path(output_dir)
             # what a sweep tells the trial (read into a SweepTrial here, at the edge)
             env = OmegaConf.to_container(config.hydra.job.env_set, resolve=True) or {}
             job.env = {str(k): str(v) for k, v in env.items()}
@@ -152,10 +154,8 @@ class PopulationLauncherImpl:
 
         @contextlib.contextmanager
         def context():
+            assert job.hydra_view is not None  # made by _prepare
             saved, saved_member = HydraConfig.instance().cfg, self._current
-            if job.hydra_view is None:  # entered several times a member: the copy once
-                HydraConfig.instance().set_config(job.config)
-                job.hydra_view = HydraConfig.instance().cfg
             HydraConfig.instance().cfg = job.hydra_view
             self._current = job.num
             try:
