@@ -107,6 +107,11 @@ def over_members(fn, in_dims: tuple[Optional[int], ...], device: torch.device):
     return each
 
 
+def _stackable(records: Sequence[Any]) -> bool:
+    """Whether the members' training subsamples have one size, so they stack into one (members, n, ...) tensor."""
+    return len({len(r.train_eval[1]) for r in records}) == 1
+
+
 def _per_member(values: Sequence[float], device: torch.device) -> torch.Tensor:
     """Float64, as the Python floats a lone optimizer computes with; cast to the parameters' dtype at use."""
     return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
@@ -330,8 +335,8 @@ class VmapEngine:
     # ------------------------------------------------------------------ measuring
     def measure(self, records: Sequence[Any]) -> list[dict[str, float]]:
         """Every member's epoch measurements (the row :meth:`RunRecord.measure` gives a lone run), all members
-        in one vmapped forward pass a split, in eval mode, and one read-back a split."""
-        if len({len(r.train_eval[1]) for r in records}) != 1:  # the members' training subsamples differ in size
+        in one pass over the stacked weights a split, in eval mode, and one read-back a split."""
+        if not _stackable(records):
             return [r.measure() for r in records]
         data = records[0].exp.data
         with torch.no_grad():
@@ -347,8 +352,9 @@ class VmapEngine:
         return [measured_row(t, v, p, e) for t, v, p, e in zip(train, val, penalties, ema)]
 
     def training_losses(self, records: Sequence[Any]) -> list[float]:
-        """Every member's :meth:`RunRecord.training_loss` (data loss + penalty), in one vmapped forward pass."""
-        if len({len(r.train_eval[1]) for r in records}) != 1:
+        """Every member's :meth:`RunRecord.training_loss` (data loss + penalty), in one pass over the stacked
+        weights."""
+        if not _stackable(records):
             return [r.training_loss()[1] for r in records]
         with torch.no_grad():
             train = self._on_training_subsample(records)

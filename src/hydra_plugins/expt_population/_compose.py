@@ -42,16 +42,17 @@ class Composer:
     def __init__(self, config_loader, master: DictConfig):
         self.loader, self.master = config_loader, master
         self.parser = OverridesParser.create()
-        self.primary: List[str] = [str(o) for o in OmegaConf.to_container(master.hydra.overrides.hydra)]
-        self.primary_parsed = self.parser.parse_overrides(self.primary)  # the same for every job: parsed once
+        # the primary config's overrides, the same for every job: parsed once
+        primary = OmegaConf.to_container(master.hydra.overrides.hydra)
+        self.primary: List[Override] = self.parser.parse_overrides([str(o) for o in primary])
         self.composed: Dict[_Shape, Tuple[List[Override], DictConfig]] = {}
         self.groups: Dict[str, bool] = {}
-        self.derived = 0  # jobs composed from an earlier job's config (for the log and the tests)
+        self.derived = 0  # jobs composed from an earlier job's config (the tests read it)
 
     def __call__(self, overrides: Sequence[str]) -> DictConfig:
         if ConfigLoaderImpl is None:
             return self.loader.load_sweep_config(self.master, list(overrides))
-        parsed = self.primary_parsed + self.parser.parse_overrides(list(overrides))
+        parsed = self.primary + self.parser.parse_overrides(list(overrides))
         shape = self._shape(parsed)
         if shape is not None and shape in self.composed:
             config = self._derive(*self.composed[shape], parsed)
