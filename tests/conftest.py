@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -91,8 +92,43 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str | None] | None = None, tim
 
 def start_cli(*args: str, cwd: Path, env: dict[str, str | None] | None = None, program: str | Path | None = "expt",
               **popen: object) -> subprocess.Popen:
-    """:func:`run_cli` without waiting: the started process (``popen`` as for :class:`subprocess.Popen`)."""
-    return subprocess.Popen(command(*args, program=program), cwd=cwd, env=cli_env(env), **popen)
+    """:func:`run_cli` without waiting: the started process (``popen`` as for :class:`subprocess.Popen`).
+
+    It takes SIGINT as a Ctrl-C, even where the suite itself ignores SIGINT (a shell without job control
+    starts background commands so, and an ignored signal stays ignored in every process started below).
+    Its Python dumps every thread's stack on SIGABRT (``PYTHONFAULTHANDLER``), which :func:`finish` uses
+    to say where a process that does not end is held.
+    """
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:  # a handled signal is reset to its default in a new program; an ignored one is inherited
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(command(*args, program=program), cwd=cwd,
+                                env=cli_env({"PYTHONFAULTHANDLER": "1", **(env or {})}), **popen)
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> str:
+    """``proc``'s output (started with ``stdout=PIPE``, ``stderr=STDOUT``, ``text=True``) once it has ended.
+
+    A process still running after ``timeout`` seconds fails the test with what it printed, its signal
+    dispositions and its threads' stacks (it is aborted to get them), rather than with a bare timeout.
+    """
+    try:
+        return proc.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status")
+        masks = [line for line in status.read_text().splitlines() if line.startswith(("SigBlk", "SigIgn"))] \
+            if status.exists() else []
+        proc.send_signal(signal.SIGABRT)
+        try:
+            output = proc.communicate(timeout=30)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output = proc.communicate()[0]
+        pytest.fail(f"the process was still running after {timeout:g} s; {' '.join(masks)}\n{output[-8000:]}")
 
 
 # Holds a run still at one training step until a test signals it there (tests_helpers.PauseAt): a run with

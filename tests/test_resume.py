@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import PAUSE, QUIET, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
+from conftest import PAUSE, QUIET, finish, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
 
 from expt import checkpoint, status
 
@@ -377,7 +377,7 @@ def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, compo
     run_dir = tmp_path / "stopped"
     proc = start_paused(run_dir, epoch=2, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
+    output = finish(proc, timeout=120)
     assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
     assert re.search(r"Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with", output), output
 
