@@ -11,6 +11,7 @@ The many variants of a bad data file or schedule go through the Python API the s
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 import logging
 import os
@@ -27,7 +28,8 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 import expt
-from expt.config import ConfigError, validate
+from expt.config import (ConfigError, DashboardConfig, RegularizationConfig, SanityConfig, TrainerConfig, unknown_override,
+                         validate)
 
 QUICK = ("trainer.epochs=1", "++data.subset=100")
 MAX_LINES = 6  # one paragraph, not counting blank lines and the HYDRA_FULL_ERROR hint
@@ -137,8 +139,14 @@ SUBPROCESS_CASES = {
     "resume_missing": "the trainer, before its first step",
     "run_dir_is_a_file": "the callback that checks hydra.run.dir",
     "run_dir_under_a_file": "the same, for a path below a file",
+    "misspelt_plain_key": "the CLI, before Hydra composes (which would suggest adding the key with '+')",
+    "misspelt_key_in_a_sweep": "the same, for a multirun",
 }
 CLI_ONLY = {  # (overrides, expected): errors that only the CLI can raise
+    "misspelt_plain_key": (["trainer.epoch=3"], ["Error in the config: trainer.epoch=3 is not a key of trainer",
+                                                  "(did you mean trainer.epochs?)", "batch_size"]),
+    "misspelt_key_in_a_sweep": (["hydra.mode=MULTIRUN", "dashboard.histogram=false,true"],
+                                ["dashboard.histogram=false,true", "(did you mean dashboard.histograms?)", "filters"]),
     "run_dir_is_a_file": (["hydra.run.dir={root}/a_file"], ["hydra.run.dir=", "a_file", "existing file", "directory"]),
     "run_dir_under_a_file": (["hydra.run.dir={root}/a_file/sub"], ["hydra.run.dir=", "a_file/sub", "is a file"]),
 }
@@ -236,6 +244,7 @@ def test_the_cli_prints_one_paragraph_and_exits_1_before_training(case, cli_outc
     assert proc.returncode == 1, f"exit {proc.returncode}\n{stderr[-2000:]}"
     assert "Traceback" not in stderr + proc.stdout
     check_message(case, stderr, expected)
+    assert "+trainer" not in stderr and "+dashboard" not in stderr  # never advice to add a misspelt key
     if case not in CLI_ONLY:
         assert "Error in the config: " in stderr or "Could not find" in stderr
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
@@ -444,6 +453,20 @@ def test_a_key_nothing_reads_is_refused_whatever_its_prefix(override):
     message = one_paragraph(exc)
     for text in ADDED_KEYS[override]:
         assert text in message, f"{text!r} missing from: {message}"
+
+
+def test_no_override_of_a_real_key_or_a_group_is_taken_for_a_misspelt_key():
+    """What the CLI checks before Hydra composes: every field of every typed section, deeper keys, additions
+    (left to the composed config's own check), groups, packages and Hydra's keys pass."""
+    sections = {"trainer": TrainerConfig, "regularization": RegularizationConfig, "sanity": SanityConfig,
+                "dashboard": DashboardConfig}
+    real = [f"{name}.{f.name}=1" for name, schema in sections.items() for f in dataclasses.fields(schema)]
+    others = ["+trainer.epoch=3", "++trainer.epoch=3", "~trainer.ema", "trainer.snapshots.every=2", "model.hidden=3",
+              "experiment=fashion_mnist_convnet", "regularization=[l2,dropout]", "hydra/launcher=population",
+              "hydra.sweeper.params.trainer.epochs=1,2", "trainer@foo=1", "trainer.epochs=range(1,3)"]
+    assert unknown_override(real + others) is None
+    assert unknown_override(["trainer.epochs=2", "model=mlp", "sanity.overfit_epoch=3"]).startswith(
+        "sanity.overfit_epoch=3 is not a key of sanity (SanityConfig) (did you mean sanity.overfit_epochs?)")
 
 
 def test_the_hydra_key_of_a_full_composed_config_is_allowed():

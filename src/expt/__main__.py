@@ -58,20 +58,34 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(1)
 
 
-def old_sweeper_keys(arguments: list[str]) -> None:
-    """Stop with a paragraph on a sweeper key spelt as before the search had stages (Hydra would assert)."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1" or not any(a.startswith("hydra.sweeper.rounds.") for a in arguments):
+def stop_on_misspelt_keys(arguments: list[str]) -> None:
+    """Stop with one paragraph on an override Hydra would reject with a less useful message: a plain key a
+    typed section lacks (``trainer.epoch=3``: its keys and the nearest one), or a sweeper key spelt as
+    before the search had stages (Hydra would assert)."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
-    from hydra_plugins.expt_sweeper.config import old_round_key
+    try:
+        from hydra._internal.utils import get_args_parser  # Hydra's own command line, so flags are read as it does
 
-    problem = old_round_key(arguments)
+        args, _ = get_args_parser().parse_known_args(arguments)
+    except BaseException:  # moved in a later Hydra, or argparse exits on what it cannot parse: Hydra reports it
+        return
+    if args.help or args.hydra_help or args.shell_completion:
+        return
+    from expt.config import unknown_override
+
+    problem = unknown_override(args.overrides)
+    if problem is None and any(a.startswith("hydra.sweeper.rounds.") for a in args.overrides):
+        from hydra_plugins.expt_sweeper.config import old_round_key
+
+        problem = old_round_key(args.overrides)
     if problem is not None:
         print(f"Error in the config: {problem}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)
 
 
 if __name__ == "__main__":
-    old_sweeper_keys(sys.argv[1:])
+    stop_on_misspelt_keys(sys.argv[1:])
     try:
         main()
     except KeyboardInterrupt:  # the trainer has said what it kept and how to resume

@@ -164,16 +164,56 @@ def check_sanity(s: DictConfig) -> None:
 
 
 def _unknown_key(key: str, node: DictConfig, name: str, allowed: list[str], where: str) -> None:
-    import difflib
-
     try:
         value = to_plain(node[name])
     except Exception:  # an interpolation that does not resolve: show it as written
         value = OmegaConf.to_container(node, resolve=False).get(name)
-    near = difflib.get_close_matches(name, allowed, n=1)
+    raise ConfigError(_not_a_key(f"{key}={value!r}", key, allowed, where))
+
+
+def _not_a_key(setting: str, key: str, allowed: list[str], where: str) -> str:
+    """What to say of ``setting`` (``key=value`` as shown), whose last part of ``key`` is not in ``allowed``."""
+    import difflib
+
+    near = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
     hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
-    raise ConfigError(f"{key}={value!r} is not a key of {where}{hint}; its keys are: {', '.join(allowed)}.")
+    return f"{setting} is not a key of {where}{hint}; its keys are: {', '.join(allowed)}."
+
+
+def _typed_sections() -> dict[str, type]:
+    """The sections of :class:`ExptConfig` whose keys a dataclass fixes: name -> dataclass."""
+    return {f.name: f.default_factory for f in dataclasses.fields(ExptConfig)
+            if dataclasses.is_dataclass(f.default_factory)}
+
+
+def unknown_override(arguments: list[str]) -> Optional[str]:
+    """What is wrong with the first plain override (``trainer.epoch=3``, no ``+``) of a key that a typed
+    section (trainer, regularization, sanity, dashboard) does not have; None where there is none.
+
+    Hydra would stop at it while composing, with a message that suggests ``+trainer.epoch=3``, which
+    :func:`check_keys` then rejects: this says in one step which keys there are and the nearest one.
+    Arguments Hydra cannot parse are left to Hydra.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    try:
+        overrides = OverridesParser.create().parse_overrides(list(arguments))
+    except Exception:  # Hydra says what is wrong with it
+        return None
+    sections = _typed_sections()
+    for override in overrides:
+        parts = override.key_or_group.split(".")
+        if override.type != OverrideType.CHANGE or override.package is not None or len(parts) < 2:
+            continue
+        schema = sections.get(parts[0])
+        allowed = [f.name for f in dataclasses.fields(schema)] if schema is not None else []
+        if schema is not None and parts[1] not in allowed:
+            key = ".".join(parts[:2])
+            value = override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
+            return _not_a_key(f"{override.key_or_group}={value}", key, allowed, f"{parts[0]} ({schema.__name__})")
+    return None
 
 
 def check_keys(cfg: DictConfig) -> None:
@@ -188,14 +228,13 @@ def check_keys(cfg: DictConfig) -> None:
     for name in cfg:
         if name not in top and name != "hydra":
             _unknown_key(str(name), cfg, name, top, "the config (a top-level key)")
-    for f in dataclasses.fields(ExptConfig):
-        schema = f.default_factory
-        if not dataclasses.is_dataclass(schema) or not isinstance(cfg.get(f.name), DictConfig):
+    for section, schema in _typed_sections().items():
+        if not isinstance(cfg.get(section), DictConfig):
             continue
         allowed = [g.name for g in dataclasses.fields(schema)]
-        for name in cfg[f.name]:
+        for name in cfg[section]:
             if name not in allowed:
-                _unknown_key(f"{f.name}.{name}", cfg[f.name], name, allowed, f"{f.name} ({schema.__name__})")
+                _unknown_key(f"{section}.{name}", cfg[section], name, allowed, f"{section} ({schema.__name__})")
 
 
 def validate(cfg: DictConfig) -> None:
