@@ -148,8 +148,9 @@ def overhead(tmp: Path, env: dict | None, extra: list[str], few: int = 2, many: 
     return {"per_trial": per_trial, "epoch": epoch, "overhead": per_trial - epoch}
 
 
-def overhead_table(tmp: Path, before: Path | None, repeats: int) -> str:
-    """The overhead of this tree (and of ``before``, another source tree, when given), median of ``repeats``.
+def overhead_table(tmp: Path, before: Path | None, repeats: int, few: int = 2, many: int = 10) -> str:
+    """The overhead of this tree (and of ``before``, another source tree, when given), median of ``repeats``,
+    from rounds of ``few`` and ``many`` trials (:func:`overhead`).
 
     A one-round sweep is its own last round, whose trials write every diagnostic; the trials of
     the rounds before the last write what ``dashboard.sweep_diagnostics=none`` leaves. With ``before``
@@ -169,7 +170,7 @@ def overhead_table(tmp: Path, before: Path | None, repeats: int) -> str:
         rows: dict[str, list[dict[str, float]]] = {tree: [] for tree, _ in trees}
         for _ in range(repeats):
             for tree, env in trees:
-                rows[tree].append(overhead(tmp, env, extra))
+                rows[tree].append(overhead(tmp, env, extra, few, many))
         for tree, _ in trees:
             med = {k: statistics.median(r[k] for r in rows[tree]) for k in rows[tree][0]}
             lines.append(f"| {tree} | {name} | {med['per_trial']:.3f} | {med['epoch']:.3f} | {med['overhead']:.3f} "
@@ -257,13 +258,16 @@ def main() -> None:
     parser.add_argument("--overhead", action="store_true", help="only measure the seconds a trial costs beyond its epoch")
     parser.add_argument("--before", type=Path, help="with --overhead: another source tree (its src/) to compare with")
     parser.add_argument("--repeats", type=int, default=3, help="with --overhead: repeats, median taken")
+    parser.add_argument("--rounds", type=int, nargs=2, default=(2, 10), metavar=("FEW", "MANY"),
+                        help="with --overhead: the trials of the two rounds whose difference is measured "
+                             "(default: %(default)s; more trials, less noise)")
     parser.add_argument("--trials", type=int, default=16, help="trials in the throughput round (default: %(default)s)")
     results_option(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         if args.overhead:
             write_results("trial-overhead", "Seconds a sweep trial costs beyond its epoch (basic and population launchers)",
-                          overhead_table(Path(tmp), args.before, args.repeats), machine(), args.results)
+                          overhead_table(Path(tmp), args.before, args.repeats, *args.rounds), machine(), args.results)
             return
         if not args.skip_throughput:
             write_results("sweep-throughput", f"Sweep throughput: a 1-epoch round of {args.trials} trials of the default run",

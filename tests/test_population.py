@@ -267,6 +267,56 @@ def test_the_launcher_trains_compatible_trials_together_and_writes_every_run_dir
 
 
 @pytest.mark.slow
+def test_a_members_job_is_kept_as_hydras_basic_launcher_keeps_a_job(tmp_path: Path) -> None:
+    """The launcher does a trained member's job bookkeeping itself (not through Hydra's run_job): the same
+    .hydra/ files, job log, working directory (hydra.job.chdir=true), env_set, callbacks and JobReturn fields
+    as the basic launcher gives the same jobs."""
+    from tests_helpers import JOB_EVENTS_ENV
+
+    common = ["--multirun", f"hydra.sweep.dir={tmp_path / '{launcher}'}", *CONVNET, "trainer.epochs=1",
+              "optimizer.lr=1e-3,1e-2", "hydra.job.chdir=true", "+hydra.job.env_set.EXPT_TEST_MARK=job${hydra:job.num}",
+              "+hydra.callbacks.events._target_=tests_helpers.JobEvents"]
+    runs = {}
+    for launcher in ("basic", "population"):
+        events = tmp_path / f"{launcher}.jsonl"
+        done = run_cli(*(a.replace("{launcher}", launcher) for a in common), f"hydra/launcher={launcher}",
+                       cwd=tmp_path, env={"OMP_NUM_THREADS": "1", JOB_EVENTS_ENV: str(events)}, check=True)
+        together = "population of 2: jobs 0, 1" in done.stdout + done.stderr
+        assert together == (launcher == "population")
+        sweep = tmp_path / launcher
+        lines = [json.loads(line.replace(str(sweep), "<sweep>")) for line in events.read_text().splitlines()]
+        runs[launcher] = (sweep, lines)
+    (basic, basic_events), (population, population_events) = runs["basic"], runs["population"]
+    for event in basic_events + population_events:
+        assert event["status" if event["event"] == "end" else "task"] in ("COMPLETED", True)
+        if event["event"] == "end":
+            assert event["value"] == "RunResult" and event["metrics_status"] == "completed"
+            assert 0 <= event.pop("objective") <= 1  # members' numbers equal lone runs' within float tolerance
+    assert population_events == basic_events
+    assert [(e["event"], e["num"], e["mark"], e["cwd"]) for e in basic_events] == [
+        ("start", 0, "job0", "<sweep>/0"), ("end", 0, None, "<sweep>/0"),  # env_set holds until the job's end
+        ("start", 1, "job1", "<sweep>/1"), ("end", 1, None, "<sweep>/1")]
+
+    def hydra_yaml(sweep: Path, job: int) -> dict:
+        """hydra.yaml less what names the launcher or the sweep's directory."""
+        cfg = yaml.safe_load((sweep / str(job) / ".hydra" / "hydra.yaml").read_text().replace(str(sweep), "<sweep>"))
+        for key in ("launcher", "sweep"):
+            cfg["hydra"].pop(key)
+        cfg["hydra"]["runtime"]["choices"].pop("hydra/launcher")
+        cfg["hydra"]["overrides"]["hydra"] = [o for o in cfg["hydra"]["overrides"]["hydra"]
+                                              if not o.startswith(("hydra/launcher=", "hydra.sweep.dir="))]
+        return cfg
+
+    for job in (0, 1):
+        for name in ("config.yaml", "overrides.yaml"):
+            assert (population / str(job) / ".hydra" / name).read_text() == \
+                (basic / str(job) / ".hydra" / name).read_text(), (job, name)
+        assert hydra_yaml(population, job) == hydra_yaml(basic, job)
+        assert "epoch 1/1" in (population / str(job) / "__main__.log").read_text()
+    assert not list(tmp_path.glob("events.out.tfevents.*"))  # every run wrote in its own directory
+
+
+@pytest.mark.slow
 def test_a_coarse_to_fine_sweep_through_the_population_launcher_records_every_trial(tmp_path: Path) -> None:
     # the preset's other parameters (rate, schedule, L2, dropout) vary per member; a width would not
     done = multirun(tmp_path, "hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",

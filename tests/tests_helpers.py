@@ -36,3 +36,39 @@ class PauseAt:
             for _ in range(6000):  # a signal (SIGINT, SIGKILL, a requeue's SIGUSR2) ends this
                 time.sleep(0.1)
         return x
+
+
+JOB_EVENTS_ENV = "EXPT_TEST_JOB_EVENTS"
+
+
+class JobEvents:
+    """A Hydra callback of one's own (``hydra.callbacks.<name>._target_``): appends, as one JSON line each,
+    what a job's ``on_job_start`` and ``on_job_end`` see (working directory, environment, Hydra's view of the
+    job, the JobReturn's fields) to the file ``$EXPT_TEST_JOB_EVENTS`` names."""
+
+    def _write(self, **event: object) -> None:
+        import json
+
+        with open(os.environ[JOB_EVENTS_ENV], "a") as f:
+            f.write(json.dumps(event, sort_keys=True, default=str) + "\n")
+
+    def on_job_start(self, config, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        view = HydraConfig.get()
+        self._write(event="start", num=int(config.hydra.job.num), cwd=os.getcwd(),
+                    mark=os.environ.get("EXPT_TEST_MARK"), output_dir=view.runtime.output_dir, job_num=view.job.num,
+                    task=callable(kwargs.get("task_function")))
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        value = job_return.return_value
+        self._write(event="end", num=int(config.hydra.job.num), cwd=os.getcwd(), mark=os.environ.get("EXPT_TEST_MARK"),
+                    status=job_return.status.name, value=type(value).__name__, objective=float(value),
+                    metrics_status=getattr(value, "metrics", {}).get("status"), working_dir=job_return.working_dir,
+                    task_name=job_return.task_name, overrides=list(job_return.overrides),
+                    lr=job_return.cfg.optimizer.lr, has_hydra="hydra" in job_return.cfg,
+                    hydra_num=job_return.hydra_cfg.hydra.job.num,
+                    hydra_dir=job_return.hydra_cfg.hydra.runtime.output_dir,
+                    output_dir=HydraConfig.get().runtime.output_dir)

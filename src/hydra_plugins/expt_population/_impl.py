@@ -5,14 +5,15 @@ the jobs that differ only in values they set: :mod:`._compose`), groups the jobs
 configs differ only in per-member values (:func:`expt.population.group_key`), trains each group
 of two or more as one population, and returns one ``JobReturn`` a job, in order.
 
-A trained member's ``JobReturn`` is built from the population's metrics for it: Hydra's ``run_job``
-still does the job's own bookkeeping (``.hydra/`` files, job logging, ``env_set``, callbacks, the
-``JobReturn``'s config and status), but with a task function that returns the member's
-:class:`expt.status.RunResult` (what ``python -m expt`` returns after a lone run) or raises the
-error that stopped the population, instead of the launcher's task function, which is not called
-for a member. A sweeper therefore reads a member's result from its ``JobReturn`` as it reads a
-lone run's. Jobs that cannot join a group, and every job of a group whose population failed to
-start, run one at a time through the launcher's task function, like the basic launcher.
+A trained member's ``JobReturn`` is built from the population's metrics for it, with the job's own
+bookkeeping as Hydra's ``run_job`` does it (``.hydra/`` files, working directory, job logging,
+``env_set``, callbacks, the ``JobReturn``'s fields and status: :meth:`PopulationLauncherImpl._member_return`)
+but from the copies of the config that :meth:`PopulationLauncherImpl._prepare` made already, rather than
+making them again; its "task" returns the member's :class:`expt.status.RunResult` (what ``python -m expt``
+returns after a lone run) or raises the error that stopped the population; the launcher's task function
+is not called for a member. A sweeper therefore reads a member's result from its ``JobReturn`` as it
+reads a lone run's. Jobs that cannot join a group, and every job of a group whose population failed to
+start, run one at a time through ``run_job`` and the launcher's task function, like the basic launcher.
 """
 
 import contextlib
@@ -24,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from hydra import version
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, configure_log, env_override, filter_overrides, run_job, setup_globals
+from hydra.core.utils import (JobReturn, JobRuntime, JobStatus, configure_log, env_override, filter_overrides, run_job,
+                              setup_globals)
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -70,11 +73,12 @@ class _Job:
         self.key: Optional[str] = None
         self.hydra_view: Optional[DictConfig] = None  # HydraConfig's view of config (a masked copy), by _prepare
         self.env: Dict[str, str] = {}  # hydra.job.env_set, resolved once its output directory is set
+        self.task_yaml: Optional[str] = None  # .hydra/config.yaml: the task config as the task function gets it
 
 
 @dataclass
 class _Trained:
-    """The task function ``run_job`` gets for a population's member: it hands back what the population gave it."""
+    """A population member's task, as its job's bookkeeping calls it: it hands back what the population gave it."""
 
     result: Any  # the member's metrics dict, or the exception that stopped the population
 
@@ -129,6 +133,7 @@ class PopulationLauncherImpl:
             with read_write(task_cfg), open_dict(task_cfg):
                 del task_cfg["hydra"]
             job.task_cfg = task_cfg
+            job.task_yaml = OmegaConf.to_yaml(task_cfg)  # before the presets' choices are applied, as run_job saves it
         finally:
             if saved is not None:
                 HydraConfig.instance().cfg = saved
@@ -219,6 +224,49 @@ class PopulationLauncherImpl:
         return run_job(hydra_context=self.hydra_context, task_function=task_function, config=job.config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
+    def _member_return(self, job: _Job, result: Any) -> JobReturn:
+        """A trained member's ``JobReturn``, with the bookkeeping Hydra's ``run_job`` does for a job (the same
+        files, working directory, logging, environment, callbacks and fields; ``tests/test_population.py``
+        compares them with the basic launcher's), from the copies of the config :meth:`_prepare` made."""
+        assert self.hydra_context is not None and job.hydra_view is not None and job.output_dir is not None
+        assert job.task_cfg is not None and job.task_yaml is not None
+        config, callbacks, task = job.config, self.hydra_context.callbacks, _Trained(result)
+        old_cwd, orig_hydra_cfg = os.getcwd(), HydraConfig.instance().cfg
+        HydraConfig.instance().cfg = job.hydra_view
+        chdir = job.hydra_view.hydra.job.chdir
+        if chdir is None:
+            chdir = not version.base_at_least("1.2")
+        try:
+            ret = JobReturn()
+            ret.cfg, ret.hydra_cfg = job.task_cfg, job.hydra_view
+            ret.overrides = OmegaConf.to_container(config.hydra.overrides.task)
+            job.output_dir.mkdir(parents=True, exist_ok=True)
+            if chdir:
+                os.chdir(job.output_dir)
+            ret.working_dir = str(job.output_dir) if chdir else os.getcwd()
+            configure_log(config.hydra.job_logging, config.hydra.verbose)
+            if config.hydra.output_subdir is not None:
+                out = job.output_dir / str(config.hydra.output_subdir)
+                out.mkdir(parents=True, exist_ok=True)
+                for name, text in (("config.yaml", job.task_yaml), ("hydra.yaml", OmegaConf.to_yaml(job.hydra_view)),
+                                   ("overrides.yaml", OmegaConf.to_yaml(config.hydra.overrides.task))):
+                    (out / name).write_text(text, encoding="utf-8")
+            with env_override(job.env):
+                callbacks.on_job_start(config=config, task_function=task)
+                try:
+                    ret.return_value, ret.status = task(job.task_cfg), JobStatus.COMPLETED
+                except Exception as exc:
+                    ret.return_value, ret.status = exc, JobStatus.FAILED
+            ret.task_name = JobRuntime.instance().get("name")
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            callbacks.on_job_end(config=config, job_return=ret)
+            return ret
+        finally:
+            HydraConfig.instance().cfg = orig_hydra_cfg
+            if chdir:
+                os.chdir(old_cwd)
+
     def _train_group(self, group: List[_Job]) -> Optional[Dict[int, Any]]:
         """Train the group as one population: each job's metrics (or the error that stopped it) by job number, or
         None if it could not start."""
@@ -291,7 +339,7 @@ class PopulationLauncherImpl:
         for group in groups:
             results = self._train_group(group) if len(group) > 1 else None
             for job in group:
-                task = self.task_function if results is None else _Trained(results[job.num])
-                returns[job.num] = self._run(job, task)
+                returns[job.num] = (self._run(job, self.task_function) if results is None
+                                    else self._member_return(job, results[job.num]))
                 _configure_log(self.config, self.hydra_context)
         return [returns[job.num] for job in jobs]
