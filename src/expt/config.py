@@ -205,11 +205,11 @@ def unknown_override(arguments: list[str]) -> Optional[str]:
     sections = _typed_sections()
     for override in overrides:
         parts = override.key_or_group.split(".")
-        if override.type != OverrideType.CHANGE or override.package is not None or len(parts) < 2:
-            continue
         schema = sections.get(parts[0])
-        allowed = [f.name for f in dataclasses.fields(schema)] if schema is not None else []
-        if schema is not None and parts[1] not in allowed:
+        if override.type != OverrideType.CHANGE or override.package is not None or len(parts) < 2 or schema is None:
+            continue
+        allowed = [f.name for f in dataclasses.fields(schema)]
+        if parts[1] not in allowed:
             key = ".".join(parts[:2])
             value = override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
             return _not_a_key(f"{override.key_or_group}={value}", key, allowed, f"{parts[0]} ({schema.__name__})")
