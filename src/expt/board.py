@@ -90,13 +90,6 @@ def find_logdir(directory: Optional[Path] = None, cwd: Optional[Path] = None) ->
     return found
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def port_problem(port: int, host: str = "127.0.0.1") -> Optional[str]:
     """Why TensorBoard could not serve on ``host:port``, or None when it can (a bind test, released at once)."""
     if not 1 <= port <= 65535:
@@ -180,12 +173,16 @@ class NamedView:
 
 
 def launch(logdir: Path, port: Optional[int] = None, host: str = "127.0.0.1", extra: Sequence[str] = ()) -> tuple[object, str]:
-    """Start TensorBoard's own server on ``logdir`` in this process (a background thread); return it and its URL."""
+    """Start TensorBoard's own server on ``logdir`` in this process (a background thread); return it and its URL.
+
+    Without ``port`` the server binds port 0, so the OS hands it a free port at the bind itself: a port chosen
+    first and bound later can be taken in between by another process.
+    """
     from tensorboard import program
 
     board = program.TensorBoard()
     board.configure(argv=[
-        "tensorboard", "--logdir", str(logdir), "--host", host, "--port", str(port or free_port(host)), *extra,
+        "tensorboard", "--logdir", str(logdir), "--host", host, "--port", str(port or 0), *extra,
     ])
     return board, board.launch()
 
