@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -557,20 +557,32 @@ def wait_for(check, timeout: float, what: str):
 
 
 class BoardServer:
-    """``python -m expt.board <dir> --port <free port>`` in a subprocess; always stopped on exit."""
+    """``python -m expt.board <dir>`` in a subprocess, on the free port it picks; always stopped on exit.
+
+    The address is read from what expt.board prints, as a user reads it: a port chosen here and passed with
+    ``--port`` could be taken by another process before TensorBoard binds it. Its temporary files (the
+    named links) go to ``tmp``, a directory of its own beside ``log_file``: no other board in a parallel
+    test writes there.
+    """
 
     def __init__(self, logdir: Path, log_file: Path, *args: str):
-        self.port = board.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = ""
         self.log_file = log_file
         self.log = open(log_file, "w")
-        self.proc = start_cli(str(logdir), "--port", str(self.port), *args, program="expt.board",
-                              cwd=log_file.parent, stdout=self.log, stderr=subprocess.STDOUT)
+        self.tmp = log_file.parent / "board-tmp"
+        self.tmp.mkdir()
+        self.proc = start_cli(str(logdir), *args, program="expt.board", cwd=log_file.parent,
+                              env={"TMPDIR": str(self.tmp)}, stdout=self.log, stderr=subprocess.STDOUT)
 
     def __enter__(self) -> "BoardServer":
         def ready():
             if self.proc.poll() is not None:
                 pytest.fail(f"expt.board exited with {self.proc.returncode}: {self.log_file.read_text()[-2000:]}")
+            if not self.url:
+                found = re.search(r"http://[^\s/]+", self.log_file.read_text())
+                if found is None:
+                    return None
+                self.url = found.group(0)
             return get_json(f"{self.url}/data/runs")
 
         wait_for(ready, PATIENCE, "TensorBoard to answer /data/runs")
@@ -625,8 +637,9 @@ def test_tensorboard_serves_the_sweep(sweep_dir, tmp_path):
         assert [g["name"] for g in groups] == list(SWEEP_LABELS)
         assert all(g["sessions"][0]["status"] == "STATUS_SUCCESS" for g in groups)
         assert all(any(m["name"]["tag"] == "hparams/best_val_acc" for m in g["metricValues"]) for g in groups)
+        assert list(server.tmp.glob("expt-board-*/" + SWEEP_LABELS[0]))  # the named links it serves
     assert server.proc.returncode is not None
-    assert not list(Path(tempfile.gettempdir()).glob("expt-board-*/" + SWEEP_LABELS[0]))  # its links are gone
+    assert list(server.tmp.iterdir()) == []  # its links are gone
 
 
 def test_board_names_runs_by_their_labels(tmp_path):
