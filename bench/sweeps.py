@@ -112,7 +112,7 @@ LR_L2 = ["hydra.sweeper.params={schedule.gamma:null,model.num_filters:null,model
          "regularization.dropout:null}"]
 
 
-def overhead(tmp: Path, env: dict | None, extra: list[str], few: int = 2, many: int = 10) -> dict[str, float]:
+def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int) -> dict[str, float]:
     """Seconds a trial costs beyond its own epoch.
 
     Two 1-epoch rounds of the default run, ``few`` and ``many`` trials: the difference of their
@@ -148,7 +148,7 @@ def overhead(tmp: Path, env: dict | None, extra: list[str], few: int = 2, many: 
     return {"per_trial": per_trial, "epoch": epoch, "overhead": per_trial - epoch}
 
 
-def overhead_table(tmp: Path, before: Path | None, repeats: int, few: int = 2, many: int = 10) -> str:
+def overhead_table(tmp: Path, before: Path | None, repeats: int, few: int, many: int) -> str:
     """The overhead of this tree (and of ``before``, another source tree, when given), median of ``repeats``,
     from rounds of ``few`` and ``many`` trials (:func:`overhead`).
 
@@ -264,6 +264,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=16, help="trials in the throughput round (default: %(default)s)")
     results_option(parser)
     args = parser.parse_args()
+    if not 2 <= args.rounds[0] < args.rounds[1]:  # a round of one trial would train alone under the population launcher
+        parser.error(f"--rounds {args.rounds[0]} {args.rounds[1]}: FEW must be at least 2 and less than MANY")
     with tempfile.TemporaryDirectory() as tmp:
         if args.overhead:
             write_results("trial-overhead", "Seconds a sweep trial costs beyond its epoch (basic and population launchers)",

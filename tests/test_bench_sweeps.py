@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from conftest import run_cli
 
-from test_bench import measured, median, median_of, percent, positive, run_bench, table
+from test_bench import BENCH, measured, median, median_of, percent, positive, run_bench, table
 
 pytestmark = pytest.mark.slow
 
@@ -49,3 +50,12 @@ def test_sweeps_measures_the_seconds_a_trial_costs_beyond_its_epoch(tmp_path):
         assert all(math.isfinite(float(cell)) for cell in (per_trial, epoch, overhead, per_minute)), name
         if "population" not in name:
             measured(epoch)
+
+
+@pytest.mark.parametrize("few, many", [("10", "2"), ("4", "4"), ("1", "10")])
+def test_sweeps_refuses_rounds_whose_difference_measures_nothing(tmp_path, few, many):
+    done = run_cli("--overhead", "--rounds", few, many, f"--results={tmp_path / 'R.md'}",
+                   program=BENCH / "sweeps.py", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert f"--rounds {few} {many}: FEW must be at least 2 and less than MANY" in done.stderr
+    assert not (tmp_path / "R.md").exists()
