@@ -1,14 +1,21 @@
 """The population launcher's composition: a job's config read from the files once a shape of overrides
-(hydra_plugins.expt_population._compose) is the config Hydra composes for it, key for key."""
+(hydra_plugins.expt_population._compose) is the config Hydra composes for it, key for key; its task config
+and the text of both are what Hydra's ``run_job`` makes and writes."""
+
+import copy
+from pathlib import Path
 
 import pytest
+import yaml
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict, read_write
 
-import expt.config  # noqa: F401  (registers the schema with Hydra's ConfigStore)
+import expt.config  # registers the schema with Hydra's ConfigStore
+from expt.config import to_yaml
 from hydra_plugins.expt_population._compose import Composer
+from hydra_plugins.expt_population._impl import _without_hydra
 
 PRIMARY = ["hydra/sweeper=coarse_to_fine", "hydra/launcher=population", "hydra.sweep.dir=/tmp/expt-compose-test",
            "hydra.job.config.override_dirname.exclude_keys=[trainer.seed]", "trainer.epochs=3"]
@@ -87,3 +94,44 @@ def test_a_value_hydra_refuses_gets_hydras_error(hydra_loader):
     with pytest.raises(type(hydra_error.value)) as mine:
         composer(bad)
     assert str(mine.value) == str(hydra_error.value) and composer.derived == 0
+
+
+# ----------------------------------------------------------------------------- the config as text, and the task's copy
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("overrides", [[]] + [[f"experiment={p}"] for p in PRESETS]
+                         + [["hydra/launcher=joblib", "optimizer=sgd", "augmentation=[translate,hflip]"]])
+def test_the_config_is_written_as_omegaconf_writes_it(hydra_loader, overrides):
+    """expt.config.to_yaml (libyaml's emitter) gives OmegaConf.to_yaml's text for every preset's config, resolved or
+    not, and for its Hydra config, whose sweeper holds an enum."""
+    loader, master = hydra_loader
+    config = loader.load_sweep_config(master, overrides)
+    task = _without_hydra(config)
+    for node, resolve in ((task, False), (task, True), (config.hydra, False), (config, False)):
+        assert to_yaml(node, resolve=resolve) == OmegaConf.to_yaml(node, resolve=resolve)
+
+
+def test_strings_yaml_would_read_as_something_else_keep_their_quotes():
+    tricky = {"bool": "true", "yes": "yes", "float": "1e-3", "int": "0x10", "null": "null", "tilde": "~", "empty": "",
+              "unicode": "héllo ✓", "lines": "two\nlines", "colon": "a: b", "dash": "- item", "hash": "#note",
+              "space": " leading", "tab": "a\tb", "long": "word " * 60, "nothing": None, "small": 1.5e-7,
+              "inf": float("inf"), "list": [], "dict": {}, "nested": {"lr": [1e-3, "2e-3", True, "True"]}}
+    node = OmegaConf.create(tricky)
+    text = to_yaml(node)
+    assert text == OmegaConf.to_yaml(node) and OmegaConf.create(text) == node
+    assert expt.config._DUMPER is not None or not yaml.__with_libyaml__  # the fast emitter where PyYAML has it
+
+
+def test_the_task_config_is_the_copy_run_job_makes_less_hydra(hydra_loader):
+    loader, master = hydra_loader
+    config = loader.load_sweep_config(master, trial(0.1))
+    expected = copy.deepcopy(config)
+    with read_write(expected), open_dict(expected):
+        del expected["hydra"]
+    task = _without_hydra(config)
+    assert OmegaConf.to_yaml(task) == OmegaConf.to_yaml(expected) and "hydra" not in task and "hydra" in config
+    assert task._metadata == expected._metadata and OmegaConf.is_struct(task) == OmegaConf.is_struct(expected)
+    assert all(task._get_node(key)._get_parent() is task for key in task)
+    task.optimizer.lr = 0.5  # a copy: the job's config keeps its value
+    assert config.optimizer.lr == 0.1 and config.hydra.job.env_set.EXPT_SWEEP_JOB == "1"

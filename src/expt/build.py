@@ -13,13 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from expt import augment
 from expt.capture import capturable_options, capture_mode
 from expt.errors import ConfigError
-from expt.config import validate
+from expt.config import to_yaml, validate
 from expt.dry_run import learning_rate
 from expt.data import Splits, load as load_data
 from expt.devices import choose_device, hydra_job, physical_gpu
@@ -123,6 +123,6 @@ def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
     optimizer = make_optimizer(cfg, model, **options)
     augmentations = augment.build(cfg.get("augmentation"))
     augment.check(cfg, augmentations, data.input_shape)
-    config_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    config_yaml = to_yaml(cfg, resolve=True)
     return Experiment(cfg, device, data, preprocessor, model, optimizer, schedule, regularizer, augmentations,
                       config_yaml, steps, capture, reason)

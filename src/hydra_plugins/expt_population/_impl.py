@@ -32,6 +32,7 @@ from hydra.core.utils import (JobReturn, JobRuntime, JobStatus, configure_log, e
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from expt.config import to_yaml
 from expt.errors import ConfigError
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
@@ -61,6 +62,17 @@ def _configure_log(config: DictConfig, context: HydraContext) -> None:
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     else:
         configure_log(config.hydra.hydra_logging, config.hydra.verbose, execution_whitelist=whitelist)
+
+
+def _without_hydra(config: DictConfig) -> DictConfig:
+    """The task config ``run_job`` makes (a deep copy of ``config`` less its ``hydra`` node), without copying that node
+    first: the copy finds it already copied, to a placeholder deleted at once. Hydra's node is most of a job's
+    config, so this takes about a quarter of the time of copying it all."""
+    placeholder = DictConfig({})
+    task_cfg = copy.deepcopy(config, memo={id(config._get_node("hydra")): placeholder})
+    with read_write(task_cfg), open_dict(task_cfg):
+        del task_cfg["hydra"]
+    return task_cfg
 
 
 class _Job:
@@ -129,11 +141,8 @@ class PopulationLauncherImpl:
             # what a sweep tells the trial (read into a SweepTrial here, at the edge)
             env = OmegaConf.to_container(config.hydra.job.env_set, resolve=True) or {}
             job.env = {str(k): str(v) for k, v in env.items()}
-            task_cfg = copy.deepcopy(config)
-            with read_write(task_cfg), open_dict(task_cfg):
-                del task_cfg["hydra"]
-            job.task_cfg = task_cfg
-            job.task_yaml = OmegaConf.to_yaml(task_cfg)  # before the presets' choices are applied, as run_job saves it
+            job.task_cfg = _without_hydra(config)
+            job.task_yaml = to_yaml(job.task_cfg)  # before the presets' choices are applied, as run_job saves it
         finally:
             if saved is not None:
                 HydraConfig.instance().cfg = saved
@@ -248,8 +257,8 @@ class PopulationLauncherImpl:
             if config.hydra.output_subdir is not None:
                 out = job.output_dir / str(config.hydra.output_subdir)
                 out.mkdir(parents=True, exist_ok=True)
-                for name, text in (("config.yaml", job.task_yaml), ("hydra.yaml", OmegaConf.to_yaml(job.hydra_view)),
-                                   ("overrides.yaml", OmegaConf.to_yaml(config.hydra.overrides.task))):
+                for name, text in (("config.yaml", job.task_yaml), ("hydra.yaml", to_yaml(job.hydra_view)),
+                                   ("overrides.yaml", to_yaml(config.hydra.overrides.task))):
                     (out / name).write_text(text, encoding="utf-8")
             with env_override(job.env):
                 callbacks.on_job_start(config=config, task_function=task)
