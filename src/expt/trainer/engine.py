@@ -207,7 +207,7 @@ class SingleEngine:
 
     def training_losses(self, records) -> list[float]:
         """The loss at init of the one run: data loss + penalty on its training subsample."""
-        return [r.training_loss()[1] for r in records]
+        return [r.training_loss() for r in records]
 
     def drop(self, positions: list[int]) -> None:
         """The one run stopped: nothing is stacked to take it out of."""

@@ -31,6 +31,12 @@ from expt.status import COMPLETED, PRUNED
 log = logging.getLogger(__name__)
 
 
+def training_loss(data_loss: float, penalty: Optional[float]) -> float:
+    """The loss a run minimises and records as its training loss (at init, and the threshold of divergence): the
+    data loss, plus the regularization penalty where the run has one."""
+    return data_loss + (penalty or 0.0)
+
+
 def measured_row(train: tuple[float, float], val: tuple[float, float], penalty: Optional[float],
                  ema_val: Optional[tuple[float, float]]) -> dict[str, float]:
     """An epoch's measurements as its row has them, from (loss, accuracy) pairs on the training subsample,
@@ -79,23 +85,24 @@ class RunRecord:
         self.scope = contextlib.nullcontext
 
     # ------------------------------------------------------------------ measurements
-    def training_loss(self) -> tuple[float, float]:
-        """(data loss, data loss + penalty) of the model on the fixed training subsample."""
+    def training_loss(self) -> float:
+        """The model's training loss (:func:`training_loss`) on the fixed training subsample."""
         data_loss, _ = loss_and_accuracy(self.exp.model, *self.train_eval)
+        return training_loss(data_loss, self.penalty())
+
+    def penalty(self) -> Optional[float]:
+        """The regularization penalty of the model's weights now; None when the run has none."""
+        if not self.exp.regularizer.active:
+            return None
         with torch.no_grad():
-            penalty = float(self.exp.regularizer.penalty())
-        return data_loss, data_loss + penalty
+            return float(self.exp.regularizer.penalty())
 
     def measure(self) -> dict[str, float]:
         """The epoch's evaluations. Training and validation are measured the same way (eval mode, data loss
         only), so the dashboard can draw them on one chart; the penalty is its own number."""
         d, model = self.exp.data, self.exp.model
-        penalty = None
-        if self.exp.regularizer.active:
-            with torch.no_grad():
-                penalty = float(self.exp.regularizer.penalty())
         return measured_row(loss_and_accuracy(model, *self.train_eval), loss_and_accuracy(model, d.x_val, d.y_val),
-                            penalty, loss_and_accuracy(self.ema.module, d.x_val, d.y_val) if self.ema is not None else None)
+                            self.penalty(), loss_and_accuracy(self.ema.module, d.x_val, d.y_val) if self.ema is not None else None)
 
     def permutation(self) -> torch.Tensor:
         """This epoch's batch order, from the run's own stream."""
@@ -246,7 +253,7 @@ class RunRecord:
         if t.resume:
             self.resume(checkpoint.resolve(t.resume), engine)
         else:
-            self.initial_loss = self.training_loss()[1] if initial_loss is None else initial_loss
+            self.initial_loss = self.training_loss() if initial_loss is None else initial_loss
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
         self.dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
         self.threshold = t.divergence_factor * self.initial_loss

@@ -41,7 +41,7 @@ from expt.loss import classification_loss
 from expt.predict import EVAL_BATCH, stacked_loss_and_accuracy
 from expt.regularization import penalized_weights
 from expt.trainer.engine import CapturedStep
-from expt.trainer.record import measured_row
+from expt.trainer.record import measured_row, training_loss
 
 log = logging.getLogger(__name__)
 
@@ -355,11 +355,11 @@ class VmapEngine:
         """Every member's :meth:`RunRecord.training_loss` (data loss + penalty), in one pass over the stacked
         weights."""
         if not _stackable(records):
-            return [r.training_loss()[1] for r in records]
+            return [r.training_loss() for r in records]
         with torch.no_grad():
             train = self._on_training_subsample(records)
             penalties = self._penalties(records)
-        return [loss + (penalty or 0.0) for (loss, _), penalty in zip(train, penalties)]
+        return [training_loss(loss, penalty) for (loss, _), penalty in zip(train, penalties)]
 
     def _on_training_subsample(self, records: Sequence[Any]) -> list[tuple[float, float]]:
         """(data loss, accuracy) of each member on its own fixed training subsample, with one read-back."""
@@ -371,10 +371,9 @@ class VmapEngine:
     @staticmethod
     def _penalties(records: Sequence[Any]) -> list[Optional[float]]:
         """Each member's regularization penalty (None where it has none), with one read-back when all have one."""
-        penalized = [r.exp.regularizer.active for r in records]
-        if all(penalized):
+        if all(r.exp.regularizer.active for r in records):
             return torch.stack([r.exp.regularizer.penalty() for r in records]).tolist()
-        return [float(r.exp.regularizer.penalty()) if on else None for r, on in zip(records, penalized)]
+        return [r.penalty() for r in records]
 
     def _logits(self, params: dict, buffers: dict, x: torch.Tensor, each: bool = False) -> torch.Tensor:
         """(members, n, classes): every member's outputs in eval mode on ``x``, shared (n, ...) or, with ``each``,
