@@ -253,7 +253,7 @@ def test_the_launcher_trains_compatible_trials_together_and_writes_every_run_dir
     for job in range(6):
         run = out / str(job)
         for name in (".hydra/config.yaml", ".hydra/overrides.yaml", ".hydra/hydra.yaml", "metrics.json",
-                     "checkpoints/best.pt", "checkpoints/last.pt", "__main__.log"):
+                     "checkpoints/best.pt", "checkpoints/last.pt", "expt.log"):
             assert (run / name).is_file(), (job, name)
         assert list(run.glob("events.out.tfevents.*"))
         cfg = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
@@ -312,7 +312,7 @@ def test_a_members_job_is_kept_as_hydras_basic_launcher_keeps_a_job(tmp_path: Pa
             assert (population / str(job) / ".hydra" / name).read_text() == \
                 (basic / str(job) / ".hydra" / name).read_text(), (job, name)
         assert hydra_yaml(population, job) == hydra_yaml(basic, job)
-        assert "epoch 1/1" in (population / str(job) / "__main__.log").read_text()
+        assert "epoch 1/1" in (population / str(job) / "expt.log").read_text()
     assert not list(tmp_path.glob("events.out.tfevents.*"))  # every run wrote in its own directory
 
 

@@ -148,7 +148,7 @@ def test_a_parallel_sweep_on_this_machines_gpus(tmp_path: Path) -> None:
     count = torch.cuda.device_count()
     for job in (0, 1):
         assert read_metrics(out / str(job))["status"] == "completed"
-        log = (out / str(job) / "__main__.log").read_text()
+        log = (out / str(job) / "expt.log").read_text()
         expected = f"cuda:{job % count}" if count > 1 else "cuda"
         assert f"MLP on {expected}:" in log
 
@@ -324,7 +324,7 @@ def test_a_preempted_expt_job_is_requeued_and_resumes_from_its_last_checkpoint(t
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, output
-    log = (out / "0" / "__main__.log").read_text()
+    log = (out / "0" / "expt.log").read_text()
     assert f"resuming from {last}" in log
     reached = int(re.search(r"Resumed from .* after epoch (\d+)", log).group(1))
     assert reached == 2
@@ -355,6 +355,7 @@ def test_the_slurm_gpu_preset_composes(tmp_path: Path) -> None:
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit/%j"
     assert hydra_cfg["sweep"]["dir"].startswith("${oc.env:EXPT_SWEEP_ROOT,multirun}/")
     assert hydra_cfg["job"]["env_set"]["EXPT_RESUME_OWN_CHECKPOINT"] == "1"
+    assert launcher["name"] == "${hydra.job.name}" and hydra_cfg["job"]["name"] == "expt"  # the name squeue shows
 
 
 # ---------------------------------------------------------------------------------------------
