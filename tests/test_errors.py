@@ -283,6 +283,35 @@ def test_full_error_shows_the_traceback(tmp_path):
     assert "ConfigError" in proc.stderr and "optimizer.lr=0 is not allowed" in proc.stderr
 
 
+HELP_CASES = {  # (arguments, exit code, what the output holds)
+    "help": (["--help"], 0, ["expt: train an image classifier", "Usage: python -m expt", "== Configuration groups ==",
+                             "model: convnet, deep_convnet, mlp, resnet", "python -m expt --cfg job", "--hydra-help"]),
+    "help_with_a_misspelt_key": (["trainer.epoch=3", "--help"], 1,
+                                 ["Error in the config: trainer.epoch=3 is not a key of trainer",
+                                  "(did you mean trainer.epochs?)"]),
+    "help_with_an_unknown_option": (["model=nope", "--help"], 1,
+                                    ["Could not find 'model/nope'", "Available options in 'model'", "convnet"]),
+    "help_with_a_bad_value": (["trainer.epochs=abc", "--help"], 1,
+                              ["trainer.epochs=abc", "'abc'", "could not be converted to Integer"]),
+}
+
+
+@pytest.mark.parametrize("case", HELP_CASES)
+def test_help_shows_the_groups_and_reports_a_bad_override_as_a_run_does(case, tmp_path):
+    """``--help`` composes the config as a run does; an override it cannot compose gets the message a run
+    gets (Hydra's help alone would print a traceback)."""
+    arguments, code, expected = HELP_CASES[case]
+    proc = run_cli(arguments, cwd=tmp_path)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == code, output[-2000:]
+    assert "Traceback" not in output
+    for text in expected:
+        assert text in output, f"{text!r} missing from:\n{output[-3000:]}"
+    if code:
+        assert "+trainer" not in output  # no advice to add a misspelt key
+        assert not (tmp_path / "outputs").exists()
+
+
 # ----------------------------------------------------------------------------- through the Python API
 def one_paragraph(exc: pytest.ExceptionInfo) -> str:
     message = str(exc.value)

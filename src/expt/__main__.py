@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
+from typing import Optional
 
 import hydra
 from omegaconf import DictConfig
@@ -58,19 +60,21 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(1)
 
 
-def stop_on_misspelt_keys(arguments: list[str]) -> None:
+def command_line(arguments: list[str]) -> Optional[argparse.Namespace]:
+    """The arguments as Hydra's own parser reads them (its flags, the overrides); None where it cannot say."""
+    try:
+        from hydra._internal.utils import get_args_parser
+
+        return get_args_parser().parse_known_args(arguments)[0]
+    except BaseException:  # moved in a later Hydra, or argparse exits on what it cannot parse: Hydra reports it
+        return None
+
+
+def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
     """Stop with one paragraph on an override Hydra would reject with a less useful message: a plain key a
     typed section lacks (``trainer.epoch=3``: its keys and the nearest one), or a sweeper key spelt as
     before the search had stages (Hydra would assert)."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return
-    try:
-        from hydra._internal.utils import get_args_parser  # Hydra's own command line, so flags are read as it does
-
-        args, _ = get_args_parser().parse_known_args(arguments)
-    except BaseException:  # moved in a later Hydra, or argparse exits on what it cannot parse: Hydra reports it
-        return
-    if args.help or args.hydra_help or args.shell_completion:
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" or args is None or args.shell_completion:
         return
     from expt.config import unknown_override
 
@@ -84,10 +88,25 @@ def stop_on_misspelt_keys(arguments: list[str]) -> None:
         raise SystemExit(1)
 
 
-if __name__ == "__main__":
-    stop_on_misspelt_keys(sys.argv[1:])
-    try:
+def main_reporting_help_errors(args: Optional[argparse.Namespace]) -> None:
+    """``main()``; with ``--help`` or ``--hydra-help``, an override Hydra cannot compose is reported as a run
+    reports it (its message, no traceback; exit 1), which Hydra does for a run but not for its help."""
+    if args is None or not (args.help or args.hydra_help):
         main()
+        return
+    try:
+        from hydra._internal.utils import run_and_report
+    except ImportError:  # pragma: no cover - moved in a later Hydra: its help reports as it does
+        main()
+        return
+    run_and_report(main)
+
+
+if __name__ == "__main__":
+    arguments = command_line(sys.argv[1:])
+    stop_on_misspelt_keys(arguments)
+    try:
+        main_reporting_help_errors(arguments)
     except KeyboardInterrupt:  # the trainer has said what it kept and how to resume
         print("Interrupted.", file=sys.stderr)
         raise SystemExit(130) from None
