@@ -1,6 +1,6 @@
 """The population launcher's composition: a job's config read from the files once a shape of overrides
-(hydra_plugins.expt_population._compose) is the config Hydra composes for it, key for key; its task config
-and the text of both are what Hydra's ``run_job`` makes and writes."""
+(hydra_plugins.expt_population._compose) is the config Hydra composes for it, key for key; its task config,
+HydraConfig's view of it and the text of both are what Hydra's ``run_job`` makes and writes."""
 
 import copy
 from pathlib import Path
@@ -9,13 +9,14 @@ import pytest
 import yaml
 from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf, open_dict, read_write
 
 import expt.config  # registers the schema with Hydra's ConfigStore
 from expt.config import to_yaml
 from hydra_plugins.expt_population._compose import Composer
-from hydra_plugins.expt_population._impl import _without_hydra
+from hydra_plugins.expt_population._impl import _hydra_view, _without_hydra
 
 PRIMARY = ["hydra/sweeper=coarse_to_fine", "hydra/launcher=population", "hydra.sweep.dir=/tmp/expt-compose-test",
            "hydra.job.config.override_dirname.exclude_keys=[trainer.seed]", "trainer.epochs=3"]
@@ -135,3 +136,28 @@ def test_the_task_config_is_the_copy_run_job_makes_less_hydra(hydra_loader):
     assert all(task._get_node(key)._get_parent() is task for key in task)
     task.optimizer.lr = 0.5  # a copy: the job's config keeps its value
     assert config.optimizer.lr == 0.1 and config.hydra.job.env_set.EXPT_SWEEP_JOB == "1"
+
+
+def test_the_hydra_view_is_the_one_hydra_makes_holding_the_jobs_own_node(hydra_loader):
+    loader, master = hydra_loader
+    config = loader.load_sweep_config(master, trial(0.1))
+    with open_dict(config):
+        config.hydra.job.num, config.hydra.job.id = 4, "4"
+        config.hydra.runtime.output_dir = "/tmp/expt-compose-test/4"
+    saved = HydraConfig.instance().cfg
+    try:
+        HydraConfig.instance().set_config(copy.deepcopy(config))
+        hydras = HydraConfig.instance().cfg
+    finally:
+        HydraConfig.instance().cfg = saved
+    ours = _hydra_view(config)
+    for resolve in (False, True):  # interpolations resolve through the job's config, as in Hydra's
+        assert OmegaConf.to_yaml(ours, resolve=resolve) == OmegaConf.to_yaml(hydras, resolve=resolve)
+    assert list(ours) == list(hydras) == ["hydra"] and OmegaConf.get_type(ours, "hydra") is OmegaConf.get_type(
+        hydras, "hydra")
+    assert OmegaConf.is_readonly(ours.hydra) and OmegaConf.is_readonly(config.hydra)  # as set_config leaves both
+    assert ours._get_node("hydra") is config._get_node("hydra") and ours.hydra._get_parent() is config
+    assert ours.hydra.job_logging.handlers.file.filename == "/tmp/expt-compose-test/4/expt.log"
+    with read_write(config.hydra.runtime):
+        config.hydra.runtime.output_dir = "/elsewhere"  # one node: the view sees what the launcher sets
+    assert ours.hydra.runtime.output_dir == "/elsewhere"
