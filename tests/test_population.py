@@ -222,6 +222,28 @@ def test_a_population_refuses_configs_that_differ_in_more_than_member_values(com
                          [tmp_path / "a", tmp_path / "b"])
 
 
+def test_a_member_shares_the_first_members_prepared_splits_and_preprocessor(compose) -> None:
+    """A population's members are built on the first member's splits: the same tensors and statistics a member
+    would prepare itself, not a copy of the dataset each, and the same model."""
+    from expt.build import build
+
+    first = build(compose(*CONVNET))
+    cfg = compose(*CONVNET, "optimizer.lr=0.01", "trainer.seed=3", "regularization.l2=1e-3")
+    shared, own = build(cfg, same_data_as=first), build(cfg)
+    assert shared.data is first.data and shared.preprocessor is first.preprocessor
+    for split in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert torch.equal(getattr(shared.data, split), getattr(own.data, split)), split
+    for a, b in ((shared.preprocessor, own.preprocessor), (shared.model, own.model)):
+        assert [k for k in a.state_dict()] == [k for k in b.state_dict()]
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(ValueError, match="preprocessing"):
+        build(compose(*CONVNET, "preprocessing=mean_image"), same_data_as=first)
+    with pytest.raises(ValueError, match="data"):
+        build(compose(*CONVNET, "data.subset=128"), same_data_as=first)
+    with pytest.raises(ValueError, match="trainer.dtype"):
+        build(compose(*CONVNET, "trainer.dtype=float64"), same_data_as=first)
+
+
 # ============================================================================= the launcher
 def multirun(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_cli("--multirun", "hydra/launcher=population", f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from expt import augment
@@ -91,18 +91,38 @@ def make_optimizer(cfg: DictConfig, model: nn.Module, **options: Any) -> torch.o
     return instantiate(cfg.optimizer, "optimizer")(param_groups(model) if decay else model.parameters(), **options)
 
 
-def build(cfg: DictConfig, data: Optional[Splits] = None) -> Experiment:
-    """Every piece of a run, seeded by ``trainer.seed``; pass ``data`` to reuse loaded splits."""
-    validate(cfg)
-    device = resolve_device(cfg.trainer.device)
-    dtype = getattr(torch, cfg.trainer.dtype)
-    data = load_data(cfg.data) if data is None else data
-    data = data.to(device, dtype)
+# what decides a run's prepared splits: runs that agree on these can share them (build's ``same_data_as``)
+DATA_KEYS = ("data", "preprocessing", "trainer.dtype")
+
+
+def prepare_data(cfg: DictConfig, data: Splits, device: torch.device) -> tuple[Splits, Preprocessor]:
+    """The splits on ``device`` in the run's dtype, preprocessed with statistics fitted on the training split
+    only; and the fitted preprocessor."""
+    data = data.to(device, getattr(torch, cfg.trainer.dtype))
     preprocessor = instantiate(cfg.preprocessing, "preprocessing").to(device)
     preprocessor.fit(data.x_train)
-    data = data.map_x(preprocessor)
+    return data.map_x(preprocessor), preprocessor
+
+
+def build(cfg: DictConfig, data: Optional[Splits] = None, same_data_as: Optional[Experiment] = None) -> Experiment:
+    """Every piece of a run, seeded by ``trainer.seed``; pass ``data`` to reuse loaded splits, or ``same_data_as``
+    (an experiment built from the same :data:`DATA_KEYS` on the same device) to share its prepared splits and
+    fitted preprocessor instead of preparing them again: a population's members do (a full copy of the
+    dataset and its statistics a member otherwise; about 0.25 s for Fashion-MNIST on a CPU)."""
+    validate(cfg)
+    device = resolve_device(cfg.trainer.device)
+    if same_data_as is None:
+        data, preprocessor = prepare_data(cfg, load_data(cfg.data) if data is None else data, device)
+    else:
+        other = same_data_as.cfg
+        differ = [k for k in DATA_KEYS if OmegaConf.select(cfg, k) != OmegaConf.select(other, k)]
+        if differ or device != same_data_as.device:
+            raise ValueError(f"same_data_as was built with other {', '.join(differ) or 'trainer.device'}: "
+                             "its prepared splits are not this run's")
+        data, preprocessor = same_data_as.data, same_data_as.preprocessor
 
     torch.manual_seed(cfg.trainer.seed)
+    dtype = getattr(torch, cfg.trainer.dtype)
     model = build_model(cfg, data.input_shape, data.num_classes).to(device=device, dtype=dtype)
     if cfg.trainer.batch_size == 1 and has_batchnorm(model):
         raise ConfigError(

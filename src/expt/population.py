@@ -124,9 +124,8 @@ class Population:
             for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
                 run_dir = Path(run_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                exp = build(cfg, data=raw)
-                if self.records:  # the same data config and preprocessing: share the tensors
-                    exp.data = self.records[0].exp.data
+                # the same data, preprocessing and dtype (the group key holds them): the first member's splits
+                exp = build(cfg, data=raw, same_data_as=self.records[0].exp if self.records else None)
                 rng = capture_rng(exp.device)
                 guard(exp)
                 context = contexts[i] if contexts is not None else None
