@@ -250,6 +250,19 @@ def multirun(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.
                    cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, check=check)
 
 
+def test_the_launcher_loads_a_dataset_once_for_its_groups_and_rounds(compose) -> None:
+    from expt.data import load as load_data
+    from hydra_plugins.expt_population._impl import PopulationLauncherImpl
+
+    launcher = PopulationLauncherImpl(max_population=64, memory_fraction=0.8)
+    first = launcher._data(compose(*CONVNET, "optimizer.lr=0.1"))
+    assert launcher._data(compose(*CONVNET, "trainer.seed=3", "model.hidden_dim=16")) is first  # one data config
+    assert torch.equal(first.x_train, load_data(compose(*CONVNET).data).x_train)
+    other = launcher._data(compose(*CONVNET, "data.subset=128"))
+    assert other is not first and len(other.x_train) == 128
+    assert launcher._data(compose(*CONVNET)) is not first  # one dataset kept at a time: loaded again
+
+
 def test_a_bad_max_population_names_the_key(tmp_path: Path) -> None:
     done = multirun(tmp_path, "hydra.launcher.max_population=0", *CONVNET, "optimizer.lr=1e-3,1e-2", check=False)
     assert done.returncode != 0

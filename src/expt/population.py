@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from expt.build import build
 from expt.checks import guard
 from expt.dashboard import Dashboard, sweep_context
-from expt.data import load as load_data
+from expt.data import Splits, load as load_data
 from expt.errors import ConfigError
 from expt.sweep_env import SweepTrial
 from expt.trainer import RunRecord, Trainer, VmapEngine
@@ -100,10 +100,14 @@ def group_key(cfg: DictConfig) -> Optional[str]:
 
 # ============================================================================= the population
 class Population:
-    """N runs of compatible configs trained together; :meth:`fit` returns each run's metrics."""
+    """N runs of compatible configs trained together; :meth:`fit` returns each run's metrics.
+
+    ``data``: the splits ``cfgs[0].data`` describes, when the caller has loaded them already (a launcher that
+    trains several groups on one dataset loads it once); loaded here otherwise.
+    """
 
     def __init__(self, cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], contexts: Optional[Sequence[Any]] = None,
-                 sweeps: Optional[Sequence[SweepTrial]] = None):
+                 sweeps: Optional[Sequence[SweepTrial]] = None, data: Optional[Splits] = None):
         if not cfgs:
             raise ValueError("a population needs at least one config")
         if len(cfgs) != len(run_dirs):
@@ -116,7 +120,7 @@ class Population:
                 raise ConfigError(
                     f"member {i}'s config differs from member 0's in more than the per-member keys "
                     f"({', '.join(PER_MEMBER_KEYS)})")
-        raw = load_data(cfgs[0].data)
+        raw = load_data(cfgs[0].data) if data is None else data
         self.records: list[RunRecord] = []
         self.rngs: list[dict] = []
         saved_rng = torch.get_rng_state()
@@ -182,15 +186,15 @@ class Population:
             torch.set_rng_state(saved_rng)
 
 
-def member_bytes(cfg: DictConfig) -> int:
+def member_bytes(cfg: DictConfig, data: Optional[Splits] = None) -> int:
     """Planned device memory of one member, in bytes: its parameters with their gradients and optimizer
     state, and one training batch's activations kept for the backward pass (with their gradients).
 
-    The data splits are shared by the members and not counted.
+    The data splits (``cfg.data``'s, loaded unless given) are shared by the members and not counted.
     """
     from expt.build import build_model
 
-    data = load_data(cfg.data)
+    data = load_data(cfg.data) if data is None else data
     size = torch.finfo(getattr(torch, cfg.trainer.dtype)).bits // 8
     with torch.random.fork_rng(devices=[]):
         model = build_model(cfg, data.input_shape, data.num_classes)

@@ -125,6 +125,7 @@ class PopulationLauncherImpl:
         self.groups: Optional[List[List[int]]] = None
         self._current: Optional[int] = None  # the job whose member's own work is running, inside a population
         self.composer: Optional[Composer] = None
+        self._loaded: Optional[tuple[str, Any]] = None  # the data config last loaded, and its splits
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -194,6 +195,17 @@ class PopulationLauncherImpl:
 
         return context
 
+    def _data(self, task_cfg: DictConfig) -> Any:
+        """The splits ``task_cfg.data`` describes, loaded once for the groups and rounds that share that config
+        (loading Fashion-MNIST takes about a second of CPU); the last one is kept, so one dataset at a time."""
+        from expt.data import load as load_data
+
+        key = repr(OmegaConf.to_container(task_cfg.data, resolve=True))
+        if self._loaded is None or self._loaded[0] != key:
+            self._loaded = None  # the last splits go before the next are loaded
+            self._loaded = (key, load_data(task_cfg.data))
+        return self._loaded[1]
+
     # ------------------------------------------------------------------ grouping
     def _cap(self, job: _Job) -> int:
         """max_population, lowered to what fits in the GPU's free memory for this job's members."""
@@ -210,7 +222,7 @@ class PopulationLauncherImpl:
         from expt.population import member_bytes
 
         free, _ = torch.cuda.mem_get_info(device)
-        need = member_bytes(job.task_cfg)
+        need = member_bytes(job.task_cfg, self._data(job.task_cfg))
         fits = max(1, int(free * self.memory_fraction // max(need, 1)))
         if fits < cap:
             log.info("population of job %d capped at %d members: about %.1f MiB each, %.0f MiB free on %s",
@@ -301,7 +313,7 @@ class PopulationLauncherImpl:
             try:
                 population = Population([job.task_cfg for job in group], [job.output_dir for job in group],
                                         [self._member_context(job) for job in group],
-                                        [SweepTrial.read(job.env) for job in group])
+                                        [SweepTrial.read(job.env) for job in group], self._data(group[0].task_cfg))
             except Exception as exc:
                 log.warning("the population of jobs %s could not start (%s: %s): they run one at a time",
                             ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
