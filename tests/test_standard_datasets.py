@@ -249,6 +249,24 @@ def test_idx_swapped_files(tmp_path: Path) -> None:
         load_mnist(str(tmp_path), download=False)
 
 
+def test_an_idx_file_is_decoded_once_a_version_and_each_read_gets_its_own_copy(tmp_path: Path) -> None:
+    from expt.dataset_formats import _decoded_idx, _read_idx
+
+    path = write_file(tmp_path / "cube-idx3-ubyte", idx_bytes(np.arange(24).reshape(2, 3, 4)), gz=True)
+    _decoded_idx.cache_clear()
+    first = _read_idx(path)
+    second = _read_idx(path)
+    assert _decoded_idx.cache_info().hits == 1 and _decoded_idx.cache_info().misses == 1  # gunzipped once
+    np.testing.assert_array_equal(first, np.arange(24).reshape(2, 3, 4))
+    first[0, 0, 0] = 99  # a copy each: what a caller does to its array stays there
+    assert second[0, 0, 0] == 0 and _read_idx(path)[0, 0, 0] == 0 and first.flags.writeable
+    write_file(tmp_path / "cube-idx3-ubyte", idx_bytes(np.full((2, 3), 7)), gz=True)  # the file changes
+    np.testing.assert_array_equal(_read_idx(path), np.full((2, 3), 7))
+    path.write_bytes(b"not gzip")
+    with pytest.raises(DatasetCorrupt, match="could not be read"):
+        _read_idx(path)
+
+
 def test_parse_idx_general_and_strict() -> None:
     cube = np.arange(2 * 3 * 4 * 5, dtype=np.uint8).reshape(2, 3, 4, 5)
     np.testing.assert_array_equal(parse_idx(idx_bytes(cube), "cube"), cube)
