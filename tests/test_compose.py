@@ -117,10 +117,14 @@ def test_strings_yaml_would_read_as_something_else_keep_their_quotes():
     tricky = {"bool": "true", "yes": "yes", "float": "1e-3", "int": "0x10", "null": "null", "tilde": "~", "empty": "",
               "unicode": "héllo ✓", "lines": "two\nlines", "colon": "a: b", "dash": "- item", "hash": "#note",
               "space": " leading", "tab": "a\tb", "long": "word " * 60, "nothing": None, "small": 1.5e-7,
-              "inf": float("inf"), "list": [], "dict": {}, "nested": {"lr": [1e-3, "2e-3", True, "True"]}}
+              "inf": float("inf"), "list": [], "dict": {}, "nested": {"lr": [1e-3, "2e-3", True, "True"]},
+              "emoji": "run 😀", "astral": "\U00010000", "backslash": "C:\\runs", "😀": 1}
     node = OmegaConf.create(tricky)
     text = to_yaml(node)
     assert text == OmegaConf.to_yaml(node) and OmegaConf.create(text) == node
+    # libyaml escapes these where PyYAML's emitter does not (which reads NEL back as a space): PyYAML's text
+    nel = OmegaConf.create({"nel": "a\x85b", "emoji": "😀"})
+    assert to_yaml(nel) == OmegaConf.to_yaml(nel)
     assert expt.config._DUMPER is not None or not yaml.__with_libyaml__  # the fast emitter where PyYAML has it
 
 

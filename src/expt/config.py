@@ -403,4 +403,7 @@ def to_yaml(cfg: Any, *, resolve: bool = False) -> str:
     if _DUMPER is None:  # pragma: no cover - depends on the installed PyYAML and OmegaConf
         return OmegaConf.to_yaml(cfg, resolve=resolve)
     container = OmegaConf.to_container(cfg, resolve=resolve, enum_to_str=True)
-    return yaml.dump(container, Dumper=_DUMPER, default_flow_style=False, allow_unicode=True, sort_keys=False)
+    text = yaml.dump(container, Dumper=_DUMPER, default_flow_style=False, allow_unicode=True, sort_keys=False)
+    if "\\" in text:  # libyaml escapes what PyYAML's own emitter writes as it is (U+0085, characters past U+FFFF)
+        return OmegaConf.to_yaml(cfg, resolve=resolve)
+    return text
