@@ -99,12 +99,13 @@ def _read_idx(path: Path) -> np.ndarray:
         stat = path.stat()
     except OSError as exc:
         raise DatasetCorrupt(f"{path} could not be read ({exc}). Delete it and download it again.") from exc
-    return _decoded_idx(str(path), stat.st_size, stat.st_mtime_ns).copy()
+    return _decoded_idx(str(path.absolute()), stat.st_ino, stat.st_size, stat.st_mtime_ns).copy()
 
 
 @functools.lru_cache(maxsize=4)  # one MNIST-format dataset's four files
-def _decoded_idx(path: str, size: int, mtime_ns: int) -> np.ndarray:
-    """The array in the IDX file at ``path`` (as of ``size`` and ``mtime_ns``, the key of the cache), read-only."""
+def _decoded_idx(path: str, inode: int, size: int, mtime_ns: int) -> np.ndarray:
+    """The array in the IDX file at ``path`` (as of ``inode``, ``size`` and ``mtime_ns``: with the path, the key
+    of the cache), read-only."""
     try:
         raw = Path(path).read_bytes()
         data = gzip.decompress(raw) if path.endswith(".gz") else raw
