@@ -8,8 +8,9 @@ of two or more as one population, and returns one ``JobReturn`` a job, in order.
 A trained member's ``JobReturn`` is built from the population's metrics for it, with the job's own
 bookkeeping as Hydra's ``run_job`` does it (``.hydra/`` files, working directory, job logging,
 ``env_set``, callbacks, the ``JobReturn``'s fields and status: :meth:`PopulationLauncherImpl._member_return`)
-but from the copies of the config that :meth:`PopulationLauncherImpl._prepare` made already, rather than
-making them again; its "task" returns the member's :class:`expt.status.RunResult` (what ``python -m expt``
+but from what :meth:`PopulationLauncherImpl._prepare` made already (the task config, a copy; HydraConfig's
+view, which holds the job's own ``hydra`` node and is also the ``JobReturn``'s ``hydra_cfg``, where ``run_job``
+returns a copy), rather than making them again; its "task" returns the member's :class:`expt.status.RunResult` (what ``python -m expt``
 returns after a lone run) or raises the error that stopped the population; the launcher's task function
 is not called for a member. A sweeper therefore reads a member's result from its ``JobReturn`` as it
 reads a lone run's. Jobs that cannot join a group, and every job of a group whose population failed to
@@ -260,7 +261,7 @@ class PopulationLauncherImpl:
     def _member_return(self, job: _Job, result: Any) -> JobReturn:
         """A trained member's ``JobReturn``, with the bookkeeping Hydra's ``run_job`` does for a job (the same
         files, working directory, logging, environment, callbacks and fields; ``tests/test_population.py``
-        compares them with the basic launcher's), from the copies of the config :meth:`_prepare` made."""
+        compares them with the basic launcher's), from the task config and the Hydra view :meth:`_prepare` made."""
         assert self.hydra_context is not None and job.hydra_view is not None and job.output_dir is not None
         assert job.task_cfg is not None and job.task_yaml is not None
         config, callbacks, task = job.config, self.hydra_context.callbacks, _Trained(result)
