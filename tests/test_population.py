@@ -244,6 +244,17 @@ def test_a_member_shares_the_first_members_prepared_splits_and_preprocessor(comp
         build(compose(*CONVNET, "trainer.dtype=float64"), same_data_as=first)
 
 
+def test_a_member_validated_by_the_launcher_is_not_validated_again(compose) -> None:
+    """build(validated=True) takes the caller's word (the launcher validates each job to group it); without it,
+    build refuses a bad value itself."""
+    from expt.build import build
+
+    bad = compose(*CONVNET, "optimizer.lr=0")
+    with pytest.raises(expt.ConfigError, match="optimizer.lr=0"):
+        build(bad)
+    assert build(bad, validated=True).optimizer.param_groups[0]["lr"] == 0
+
+
 # ============================================================================= the launcher
 def multirun(tmp_path: Path, *overrides: str, check: bool = True) -> subprocess.CompletedProcess:
     return run_cli("--multirun", "hydra/launcher=population", f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides,

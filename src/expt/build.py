@@ -104,12 +104,16 @@ def prepare_data(cfg: DictConfig, data: Splits, device: torch.device) -> tuple[S
     return data.map_x(preprocessor), preprocessor
 
 
-def build(cfg: DictConfig, data: Optional[Splits] = None, same_data_as: Optional[Experiment] = None) -> Experiment:
+def build(cfg: DictConfig, data: Optional[Splits] = None, same_data_as: Optional[Experiment] = None,
+          validated: bool = False) -> Experiment:
     """Every piece of a run, seeded by ``trainer.seed``; pass ``data`` to reuse loaded splits, or ``same_data_as``
     (an experiment built from the same :data:`DATA_KEYS` on the same device) to share its prepared splits and
     fitted preprocessor instead of preparing them again: a population's members do (a full copy of the
-    dataset and its statistics a member otherwise; about 0.25 s for Fashion-MNIST on a CPU)."""
-    validate(cfg)
+    dataset and its statistics a member otherwise; about 0.25 s for Fashion-MNIST on a CPU). ``validated``:
+    the caller has checked ``cfg`` with :func:`expt.config.validate` and not changed it since (the population
+    launcher does, to group its jobs), so it is not checked again (4-8 ms)."""
+    if not validated:
+        validate(cfg)
     device = resolve_device(cfg.trainer.device)
     if same_data_as is None:
         data, preprocessor = prepare_data(cfg, load_data(cfg.data) if data is None else data, device)

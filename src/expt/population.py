@@ -103,11 +103,13 @@ class Population:
     """N runs of compatible configs trained together; :meth:`fit` returns each run's metrics.
 
     ``data``: the splits ``cfgs[0].data`` describes, when the caller has loaded them already (a launcher that
-    trains several groups on one dataset loads it once); loaded here otherwise.
+    trains several groups on one dataset loads it once); loaded here otherwise. ``validated``: every config has
+    passed :func:`expt.config.validate` since its last change (see :func:`expt.build.build`).
     """
 
     def __init__(self, cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], contexts: Optional[Sequence[Any]] = None,
-                 sweeps: Optional[Sequence[SweepTrial]] = None, data: Optional[Splits] = None):
+                 sweeps: Optional[Sequence[SweepTrial]] = None, data: Optional[Splits] = None,
+                 validated: bool = False):
         if not cfgs:
             raise ValueError("a population needs at least one config")
         if len(cfgs) != len(run_dirs):
@@ -129,7 +131,8 @@ class Population:
                 run_dir = Path(run_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 # the same data, preprocessing and dtype (the group key holds them): the first member's splits
-                exp = build(cfg, data=raw, same_data_as=self.records[0].exp if self.records else None)
+                exp = build(cfg, data=raw, same_data_as=self.records[0].exp if self.records else None,
+                            validated=validated)
                 rng = capture_rng(exp.device)
                 guard(exp)
                 context = contexts[i] if contexts is not None else None

@@ -314,7 +314,8 @@ class PopulationLauncherImpl:
             try:
                 population = Population([job.task_cfg for job in group], [job.output_dir for job in group],
                                         [self._member_context(job) for job in group],
-                                        [SweepTrial.read(job.env) for job in group], self._data(group[0].task_cfg))
+                                        [SweepTrial.read(job.env) for job in group], self._data(group[0].task_cfg),
+                                        validated=True)  # by _prepare: a job that fails trains alone
             except Exception as exc:
                 log.warning("the population of jobs %s could not start (%s: %s): they run one at a time",
                             ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
