@@ -10,9 +10,9 @@ bookkeeping as Hydra's ``run_job`` does it (``.hydra/`` files, working directory
 ``env_set``, callbacks, the ``JobReturn``'s fields and status: :meth:`PopulationLauncherImpl._member_return`)
 but from what :meth:`PopulationLauncherImpl._prepare` made already (the task config, a copy; HydraConfig's
 view, which holds the job's own ``hydra`` node and is also the ``JobReturn``'s ``hydra_cfg``, where ``run_job``
-returns a copy), rather than making them again; its "task" returns the member's :class:`expt.status.RunResult` (what ``python -m expt``
-returns after a lone run) or raises the error that stopped the population; the launcher's task function
-is not called for a member. A sweeper therefore reads a member's result from its ``JobReturn`` as it
+returns a copy), rather than making them again; its "task" returns the member's
+:class:`expt.status.RunResult` (what ``python -m expt`` returns after a lone run) or raises the error that
+stopped the population; the launcher's task function is not called for a member. A sweeper therefore reads a member's result from its ``JobReturn`` as it
 reads a lone run's. Jobs that cannot join a group, and every job of a group whose population failed to
 start, run one at a time through ``run_job`` and the launcher's task function, like the basic launcher.
 """
