@@ -363,6 +363,23 @@ def test_a_members_job_is_kept_as_hydras_basic_launcher_keeps_a_job(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_a_members_config_yaml_under_a_preset_is_the_text_the_basic_launcher_saves(tmp_path: Path) -> None:
+    """A preset whose group an override chooses again (``experiment=digits model=mlp``): the run trains the
+    re-chosen group without the preset's keys, but .hydra/config.yaml keeps the composed text, as run_job saves
+    it; a member's must be that text too, not the config after the preset's choices were applied."""
+    common = ["--multirun", "experiment=digits", "model=mlp", "model.hidden_sizes=[16]", "data.subset=128",
+              "trainer.epochs=1", "optimizer.lr=1e-3,1e-2"]
+    texts = {}
+    for launcher in ("basic", "population"):
+        done = run_cli(*common, f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}",
+                       cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, check=True)
+        assert ("population of 2: jobs 0, 1" in done.stdout + done.stderr) == (launcher == "population")
+        texts[launcher] = [(tmp_path / launcher / str(job) / ".hydra" / "config.yaml").read_text() for job in (0, 1)]
+    assert texts["population"] == texts["basic"]
+    assert "num_filters: 64" in texts["population"][0]  # the preset's key of the option it chose, as composed
+
+
+@pytest.mark.slow
 def test_a_coarse_to_fine_sweep_through_the_population_launcher_records_every_trial(tmp_path: Path) -> None:
     # the preset's other parameters (rate, schedule, L2, dropout) vary per member; a width would not
     done = multirun(tmp_path, "hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_writ
 
 from expt.config import to_yaml
 from expt.errors import ConfigError
+from expt.presets import PRESET_GROUP
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
 
@@ -156,7 +157,10 @@ class PopulationLauncherImpl:
             env = OmegaConf.to_container(config.hydra.job.env_set, resolve=True) or {}
             job.env = {str(k): str(v) for k, v in env.items()}
             job.task_cfg = _without_hydra(config)
-            job.task_yaml = to_yaml(job.task_cfg)  # before the presets' choices are applied, as run_job saves it
+            # .hydra/config.yaml's text is the config before a preset's choices are applied (as run_job saves it):
+            # written now where they may change the copy below, else only for a member (_train_group)
+            if config.hydra.runtime.choices.get(PRESET_GROUP) is not None:
+                job.task_yaml = to_yaml(job.task_cfg)
         finally:
             if saved is not None:
                 HydraConfig.instance().cfg = saved
@@ -307,6 +311,9 @@ class PopulationLauncherImpl:
         from expt.population import Population
 
         assert all(job.output_dir is not None and job.task_cfg is not None for job in group)
+        for job in group:  # a member's .hydra/config.yaml (a job that trains alone through run_job needs none)
+            if job.task_yaml is None:
+                job.task_yaml = to_yaml(job.task_cfg)
         log.info("population of %d: jobs %s", len(group), ", ".join(str(job.num) for job in group))
         before = {job.num: set(job.output_dir.rglob("*")) if job.output_dir.exists() else set() for job in group}
         handlers = self._log_files(group)
