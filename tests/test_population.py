@@ -12,6 +12,7 @@ import copy
 import json
 import math
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -380,22 +381,100 @@ def test_a_members_config_yaml_under_a_preset_is_the_text_the_basic_launcher_sav
 
 
 @pytest.mark.slow
-def test_a_coarse_to_fine_sweep_through_the_population_launcher_records_every_trial(tmp_path: Path) -> None:
+def test_a_coarse_to_fine_sweep_through_the_population_launcher_records_every_trial_as_its_job_ends(
+        tmp_path: Path) -> None:
+    from tests_helpers import JOB_EVENTS_ENV
+
     # the preset's other parameters (rate, schedule, L2, dropout) vary per member; a width would not
-    done = multirun(tmp_path, "hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
-                    "hydra.sweeper.params={model.hidden_dim:null}",
-                    "hydra.sweeper.rounds=[{trials:4,top_k:2,overrides:['trainer.epochs=1']}]", *CONVNET)
-    assert "population of 4: jobs 0, 1, 2, 3" in done.stdout + done.stderr
+    events = tmp_path / "events.jsonl"
+    done = run_cli("--multirun", "hydra/launcher=population", "hydra.launcher.max_population=2",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", "hydra/sweeper=coarse_to_fine",
+                   "hydra.sweeper.pinpoint.enabled=false", "hydra.sweeper.params={model.hidden_dim:null}",
+                   "hydra.sweeper.rounds=[{trials:4,top_k:2,overrides:['trainer.epochs=1']}]", *CONVNET,
+                   "+hydra.callbacks.events._target_=tests_helpers.JobEvents", cwd=tmp_path,
+                   env={"OMP_NUM_THREADS": "1", JOB_EVENTS_ENV: str(events)}, check=True)
+    assert re.findall(r"population of (\d+): jobs ([\d, ]+)", done.stdout + done.stderr) == [("2", "0, 1"),
+                                                                                              ("2", "2, 3")]
     out = tmp_path / "sweep"
     records = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
-    assert sorted(r["job"] for r in records) == [0, 1, 2, 3]
+    assert [r["job"] for r in records] == [0, 1, 2, 3]
+    # each member's record is in search.jsonl as its job ends, as a lone trial's is: a sweep stopped during the
+    # second population keeps the first's trials, and a rerun skips them
+    ends = [e for e in map(json.loads, events.read_text().splitlines()) if e["event"] == "end"]
+    assert [(e["num"], e["records"], e["value"]) for e in ends] == [(0, 1, "TrialRecord"), (1, 2, "TrialRecord"),
+                                                                    (2, 3, "TrialRecord"), (3, 4, "TrialRecord")]
     for r in records:
         metrics = json.loads((out / r["run_dir"] / "metrics.json").read_text())
         assert r["status"] == metrics["status"] and r["objective"] == metrics["objective"]
-        # the whole record comes from the member's JobReturn, as a lone run's comes from its task's return value
+        # the whole record comes from the member's run, as a lone run's comes from its task's return value
         assert (r["tie_value"], r["val_samples"], r["test_acc"], r["epochs"], r["seconds"]) == (
             metrics["best_val_loss"], metrics["val_samples"], metrics["test_acc"], metrics["epochs_completed"],
             round(metrics["seconds"], 3))
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_each_members_run_and_a_requeued_sweep_resumes_every_member(tmp_path: Path) -> None:
+    """SIGINT while a population trains epoch 2: every member's directory keeps what a lone run keeps
+    (.hydra/, metrics.json "interrupted", best.pt, last.pt after epoch 1, the line that says how to resume).
+    The same sweep started again with EXPT_RESUME_OWN_CHECKPOINT=1 (as a requeued cluster job is) resumes
+    every member from its own last.pt, alone, to the end the member would have reached."""
+    from conftest import PAUSE, finish, pause_env, read_metrics, start_cli, wait_for_pause
+
+    overrides = [*CONVNET, "trainer.epochs=3", "trainer.checkpoint_interval=0", PAUSE]
+    sweep, marker = tmp_path / "sweep", tmp_path / "paused"
+    args = ["--multirun", "hydra/launcher=population", f"hydra.sweep.dir={sweep}", *overrides,
+            "optimizer.lr=1e-3,1e-2"]
+    proc = start_cli(*args, cwd=tmp_path, env={"OMP_NUM_THREADS": "1", **pause_env(overrides, 2, marker)},
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for_pause(marker, proc)  # a member's first step of epoch 2, after epoch 1's checkpoints
+    except BaseException:
+        proc.kill()
+        raise
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    assert "population of 2: jobs 0, 1" in output
+    interrupted = {}
+    for job, lr in ((0, "0.001"), (1, "0.01")):
+        run = sweep / str(job)
+        assert f"optimizer.lr={lr}" in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+        interrupted[job] = metrics = read_metrics(run)
+        assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1, metrics
+        assert (run / "checkpoints" / "best.pt").is_file()
+        assert (f"member {job}: Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with "
+                f"trainer.resume={run}") in output
+
+    again = run_cli(*args, "+hydra.job.env_set.EXPT_RESUME_OWN_CHECKPOINT=1", cwd=tmp_path,
+                    env={"OMP_NUM_THREADS": "1", **pause_env(overrides, 2, marker)}, check=True)
+    said = again.stdout + again.stderr
+    assert "population of" not in said
+    for job, lr in ((0, "1e-3"), (1, "1e-2")):
+        assert f"job {job} trains alone: it resumes from the checkpoint an earlier attempt left in {sweep / str(job)}" \
+            in said
+        resumed = read_metrics(sweep / str(job))
+        assert resumed["status"] == "completed" and resumed["epochs_completed"] == 3
+        assert resumed["history"][0] == interrupted[job]["history"][0]
+        straight = expt.train(expt.compose([*CONVNET, "trainer.epochs=3", f"optimizer.lr={lr}"]),
+                              run_dir=tmp_path / f"straight{job}")
+        assert_same_run(resumed, straight, 1e-5)
+
+
+@pytest.mark.slow
+def test_a_members_hydra_interpolations_are_its_own_jobs(tmp_path: Path) -> None:
+    """``trainer.seed=${hydra:job.num}``: each member is built (its init) and trained with its own job's value,
+    as under the basic launcher."""
+    runs = {}
+    for launcher in ("basic", "population"):
+        done = run_cli("--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}",
+                       *CONVNET, "trainer.epochs=1", "trainer.seed=${hydra:job.num}", "optimizer.lr=1e-3,1e-3,1e-3",
+                       cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, check=True)
+        assert ("population of 3: jobs 0, 1, 2" in done.stdout + done.stderr) == (launcher == "population")
+        runs[launcher] = [json.loads((tmp_path / launcher / str(job) / "metrics.json").read_text()) for job in range(3)]
+    assert len({m["initial_loss"] for m in runs["basic"]}) == 3  # three seeds, three initial models
+    for together, alone in zip(runs["population"], runs["basic"]):
+        assert math.isclose(together["initial_loss"], alone["initial_loss"], rel_tol=1e-6)
+        assert_same_run(together, alone, 1e-5)
 
 
 @pytest.mark.slow

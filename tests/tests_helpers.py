@@ -44,7 +44,7 @@ JOB_EVENTS_ENV = "EXPT_TEST_JOB_EVENTS"
 class JobEvents:
     """A Hydra callback of one's own (``hydra.callbacks.<name>._target_``): appends, as one JSON line each,
     what a job's ``on_job_start`` and ``on_job_end`` see (working directory, environment, Hydra's view of the
-    job, the JobReturn's fields) to the file ``$EXPT_TEST_JOB_EVENTS`` names."""
+    job, the JobReturn's fields, the lines of the sweep's search.jsonl) to the file ``$EXPT_TEST_JOB_EVENTS`` names."""
 
     def _write(self, **event: object) -> None:
         import json
@@ -61,14 +61,19 @@ class JobEvents:
                     task=callable(kwargs.get("task_function")))
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
+        from pathlib import Path
+
         from hydra.core.hydra_config import HydraConfig
 
         value = job_return.return_value
+        records = Path(str(config.hydra.sweep.dir)) / "search.jsonl"  # a coarse-to-fine sweep's, as the job ends
         self._write(event="end", num=int(config.hydra.job.num), cwd=os.getcwd(), mark=os.environ.get("EXPT_TEST_MARK"),
-                    status=job_return.status.name, value=type(value).__name__, objective=float(value),
+                    status=job_return.status.name, value=type(value).__name__,
+                    objective=float(getattr(value, "objective", value)),  # a RunResult, or a sweep's TrialRecord
                     metrics_status=getattr(value, "metrics", {}).get("status"), working_dir=job_return.working_dir,
                     task_name=job_return.task_name, overrides=list(job_return.overrides),
                     lr=job_return.cfg.optimizer.lr, has_hydra="hydra" in job_return.cfg,
                     hydra_num=job_return.hydra_cfg.hydra.job.num,
                     hydra_dir=job_return.hydra_cfg.hydra.runtime.output_dir,
-                    output_dir=HydraConfig.get().runtime.output_dir)
+                    output_dir=HydraConfig.get().runtime.output_dir,
+                    records=len(records.read_text().splitlines()) if records.exists() else None)

@@ -61,6 +61,12 @@ class Experiment:
     capture: bool = False  # the training step is captured as a CUDA graph (expt.capture)
     capture_reason: Optional[str] = None  # why it is not, when it is not
 
+    def summary(self) -> str:
+        """The run in one line, as its log starts: the model, the device and the splits."""
+        d = self.data
+        return (f"{type(self.model).__name__} on {self.device}: {len(d.x_train)} train / {len(d.x_val)} val / "
+                f"{len(d.x_test)} test samples of shape {'x'.join(map(str, d.input_shape))}, {d.num_classes} classes")
+
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Model from the model, activation and regularization groups, then the init scheme applied."""

@@ -114,7 +114,14 @@ class Population:
             raise ValueError("a population needs at least one config")
         if len(cfgs) != len(run_dirs):
             raise ValueError(f"{len(cfgs)} configs but {len(run_dirs)} run directories")
-        keys = [group_key(c) for c in cfgs]
+
+        def job_scope(i: int):  # the launcher's context for member i's job (its Hydra config: ${hydra:...} values)
+            return contexts[i]() if contexts is not None else contextlib.nullcontext()
+
+        keys = []
+        for i, cfg in enumerate(cfgs):
+            with job_scope(i):
+                keys.append(group_key(cfg))
         for i, (cfg, key) in enumerate(zip(cfgs, keys)):
             if key is None:
                 raise ConfigError(f"member {i} cannot train in a population: {can_join(cfg)}")
@@ -130,11 +137,13 @@ class Population:
             for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
                 run_dir = Path(run_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                # the same data, preprocessing and dtype (the group key holds them): the first member's splits
-                exp = build(cfg, data=raw, same_data_as=self.records[0].exp if self.records else None,
-                            validated=validated)
-                rng = capture_rng(exp.device)
-                guard(exp)
+                with job_scope(i):  # built, checked and described as the job's own run would be
+                    # the same data, preprocessing and dtype (the group key holds them): the first member's splits
+                    exp = build(cfg, data=raw, same_data_as=self.records[0].exp if self.records else None,
+                                validated=validated)
+                    rng = capture_rng(exp.device)
+                    guard(exp)
+                    log.info("%s", exp.summary())
                 context = contexts[i] if contexts is not None else None
                 scope = self._scope(rng, exp.device, context)
                 sweep = sweeps[i] if sweeps is not None else SweepTrial()
@@ -182,8 +191,14 @@ class Population:
     def fit(self) -> list[dict[str, Any]]:
         """Train every member for ``trainer.epochs``; write each run directory; return the metrics, in order."""
         saved_rng = torch.get_rng_state()
+        trainer = None
         try:
-            return Trainer(self.records, VmapEngine(self.records, self.rngs)).fit()
+            trainer = Trainer(self.records, VmapEngine(self.records, self.rngs))
+            return trainer.fit()
+        except KeyboardInterrupt:
+            if trainer is not None:
+                trainer.interrupt()  # each member keeps what its finished epochs measured, as a lone run does
+            raise
         finally:
             self._close()
             torch.set_rng_state(saved_rng)

@@ -19,12 +19,10 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from expt import checkpoint
 from expt.build import build
 from expt.checks import guard
 from expt.dashboard import Dashboard, sweep_context
 from expt.requeue import resume_own_checkpoint
-from expt.status import INTERRUPTED
 from expt.sweep_env import SweepTrial
 from expt.trainer import Trainer
 
@@ -61,11 +59,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
     cfg = resume_own_checkpoint(cfg, run_dir, os.environ)  # a requeued cluster job (expt.requeue)
     exp = build(cfg)
     guard(exp)  # the loss-at-init check, as sanity.before_train says (warn, strict or false)
-    log.info(
-        "%s on %s: %d train / %d val / %d test samples of shape %s, %d classes",
-        type(exp.model).__name__, exp.device, len(exp.data.x_train), len(exp.data.x_val), len(exp.data.x_test),
-        "x".join(map(str, exp.data.input_shape)), exp.data.num_classes,
-    )
+    log.info("%s", exp.summary())
     dashboard = Dashboard(run_dir, cfg, sweep_context(sweep))
     trainer = Trainer.single(exp, run_dir, dashboard, progress=sys.stderr.isatty() and not in_sweep(),
                              report=sweep.progress_report())
@@ -73,13 +67,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
     try:
         return trainer.fit()[0]
     except KeyboardInterrupt:
-        # keep what the finished epochs measured; checkpoints/last.pt resumes the run
-        trainer.conclude(record, INTERRUPTED)
-        if record.saved_epoch is None:
-            log.warning("Interrupted during epoch %d, before the first checkpoint: nothing to resume.", record.epoch)
-        else:
-            log.warning("Interrupted during epoch %d; checkpoints/%s holds epoch %d: resume with trainer.resume=%s",
-                        record.epoch, checkpoint.LAST, record.saved_epoch, run_dir)
+        trainer.interrupt()  # keep what the finished epochs measured; checkpoints/last.pt resumes the run
         raise
     except Exception:
         with contextlib.suppress(Exception):  # keep the best model found so far; the failure is what gets reported

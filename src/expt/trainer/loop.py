@@ -21,7 +21,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from expt.status import COMPLETED, DIVERGED, PRUNED, write_metrics
+from expt import checkpoint
+from expt.status import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, write_metrics
 from expt.trainer.engine import SingleEngine
 from expt.trainer.record import RunRecord
 
@@ -120,6 +121,21 @@ class Trainer:
             self.engine.drop([position])
         return metrics
 
+    def interrupt(self) -> None:
+        """After Ctrl-C: each run not yet ended keeps what its finished epochs measured (metrics.json with status
+        interrupted, HParams, best.pt) and says which epoch its last checkpoint holds, to resume from."""
+        for r in self.records:
+            if r.metrics is not None:  # it had ended (completed, diverged or pruned)
+                continue
+            with r.scope():
+                self.conclude(r, INTERRUPTED)
+                if r.saved_epoch is None:
+                    log.warning("%sInterrupted during epoch %d, before the first checkpoint: nothing to resume.",
+                                r.log_prefix, r.epoch)
+                else:
+                    log.warning("%sInterrupted during epoch %d; checkpoints/%s holds epoch %d: resume with "
+                                "trainer.resume=%s", r.log_prefix, r.epoch, checkpoint.LAST, r.saved_epoch, r.run_dir)
+
     def conclude(self, record: RunRecord, status: str) -> dict[str, Any]:
         """The run's metrics, recorded where every reader looks: metrics.json, HParams, the log."""
         metrics = record.finish(status, self.engine.warmup_seconds if self.engine.reports_warmup else None)
@@ -177,10 +193,11 @@ class Trainer:
                 if diverged:
                     keep = [pos for pos, r in enumerate(self.active) if r not in diverged]
                     for r in diverged:
-                        log.warning(
-                            "%sEpoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: "
-                            "stopping.", r.log_prefix, r.epoch, r.loss_sum / r.losses_read,
-                            t.divergence_factor, r.initial_loss)
+                        with r.scope():
+                            log.warning(
+                                "%sEpoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: "
+                                "stopping.", r.log_prefix, r.epoch, r.loss_sum / r.losses_read,
+                                t.divergence_factor, r.initial_loss)
                         self.stop(r, DIVERGED)
                     if not self.active:
                         return

@@ -6,15 +6,19 @@ configs differ only in per-member values (:func:`expt.population.group_key`), tr
 of two or more as one population, and returns one ``JobReturn`` a job, in order.
 
 A trained member's ``JobReturn`` is built from the population's metrics for it, with the job's own
-bookkeeping as Hydra's ``run_job`` does it (``.hydra/`` files, working directory, job logging,
-``env_set``, callbacks, the ``JobReturn``'s fields and status: :meth:`PopulationLauncherImpl._member_return`)
-but from what :meth:`PopulationLauncherImpl._prepare` made already (the task config, a copy; HydraConfig's
-view, which holds the job's own ``hydra`` node and is also the ``JobReturn``'s ``hydra_cfg``, where ``run_job``
-returns a copy), rather than making them again; its "task" returns the member's
-:class:`expt.status.RunResult` (what ``python -m expt`` returns after a lone run) or raises the error that
-stopped the population; the launcher's task function is not called for a member. A sweeper therefore reads a member's result from its ``JobReturn`` as it
-reads a lone run's. Jobs that cannot join a group, and every job of a group whose population failed to
-start, run one at a time through ``run_job`` and the launcher's task function, like the basic launcher.
+bookkeeping as Hydra's ``run_job`` does it (``.hydra/`` files, written as the group starts; working
+directory, job logging, ``env_set``, callbacks, the ``JobReturn``'s fields and status:
+:meth:`PopulationLauncherImpl._member_return`) but from what :meth:`PopulationLauncherImpl._prepare` made
+already (the task config, a copy; HydraConfig's view, which holds the job's own ``hydra`` node and is also
+the ``JobReturn``'s ``hydra_cfg``, where ``run_job`` returns a copy), rather than making them again. Its
+"task" returns the member's :class:`expt.status.RunResult` (what ``python -m expt`` returns after a lone
+run) or raises the error that stopped the population; the launcher's task function is not called for a
+member, but a task function that records its trial as the job ends (the coarse-to-fine sweeper's
+``RecordingTask``, through its ``around``) records the member's as its job ends. A sweeper therefore reads
+a member's result from its ``JobReturn`` as it reads a lone run's. On Ctrl-C every member keeps what its
+finished epochs measured, as a lone run does. Jobs that cannot join a group, and every job of a group
+whose population failed to start, run one at a time through ``run_job`` and the launcher's task
+function, like the basic launcher.
 """
 
 import contextlib
@@ -143,7 +147,13 @@ class PopulationLauncherImpl:
         return _Job(num, overrides, sweep_config)
 
     def _prepare(self, job: _Job) -> None:
-        """The job's output directory and task config, as ``run_job`` will compute them; its group key."""
+        """The job's output directory and task config, as ``run_job`` will compute them; its group key, or None for
+        a job that trains alone. The job's own Hydra config is HydraConfig's throughout (``${hydra:...}`` values)."""
+        from expt.config import validate
+        from expt.population import can_join, group_key
+        from expt.presets import apply_preset_choices
+        from expt.requeue import own_checkpoint
+
         config = job.config
         saved = HydraConfig.instance().cfg
         try:
@@ -161,25 +171,25 @@ class PopulationLauncherImpl:
             # written now where they may change the copy below, else only for a member (_train_group)
             if config.hydra.runtime.choices.get(PRESET_GROUP) is not None:
                 job.task_yaml = to_yaml(job.task_cfg)
+            try:
+                apply_preset_choices(job.task_cfg, list(config.hydra.overrides.task),
+                                     str(OmegaConf.select(config, "hydra.job.config_name") or "config"),
+                                     config.hydra.runtime.choices)  # as the task function does for a lone run
+                validate(job.task_cfg)
+                job.key = group_key(job.task_cfg)
+            except Exception as exc:  # the lone run reports what is wrong with the config
+                log.debug("job %d trains alone: %s", job.num, exc)
+                job.key = None
+                return
+            if job.key is None:
+                log.info("job %d trains alone: %s", job.num, can_join(job.task_cfg))
+            elif own_checkpoint(output_dir, {**os.environ, **job.env}) is not None:  # as its run would (expt.requeue)
+                log.info("job %d trains alone: it resumes from the checkpoint an earlier attempt left in %s",
+                         job.num, output_dir)
+                job.key = None
         finally:
             if saved is not None:
                 HydraConfig.instance().cfg = saved
-        from expt.config import validate
-        from expt.presets import apply_preset_choices
-        from expt.population import can_join, group_key
-
-        try:
-            apply_preset_choices(job.task_cfg, list(config.hydra.overrides.task),
-                                 str(OmegaConf.select(config, "hydra.job.config_name") or "config"),
-                                 config.hydra.runtime.choices)  # as the task function does for a lone run
-            validate(job.task_cfg)
-            job.key = group_key(job.task_cfg)
-        except Exception as exc:  # the lone run reports what is wrong with the config
-            log.debug("job %d trains alone: %s", job.num, exc)
-            job.key = None
-            return
-        if job.key is None:
-            log.info("job %d trains alone: %s", job.num, can_join(job.task_cfg))
 
     def _member_context(self, job: _Job):
         """The job's Hydra config and environment, around a member's own work inside the population."""
@@ -263,12 +273,17 @@ class PopulationLauncherImpl:
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
     def _member_return(self, job: _Job, result: Any) -> JobReturn:
-        """A trained member's ``JobReturn``, with the bookkeeping Hydra's ``run_job`` does for a job (the same
-        files, working directory, logging, environment, callbacks and fields; ``tests/test_population.py``
-        compares them with the basic launcher's), from the task config and the Hydra view :meth:`_prepare` made."""
+        """A trained member's ``JobReturn``, with the bookkeeping Hydra's ``run_job`` does for a job after its task
+        (working directory, logging, environment, callbacks and fields; its files were written as its group
+        started, :meth:`_write_job_files`; ``tests/test_population.py`` compares them with the basic launcher's),
+        from the task config and the Hydra view :meth:`_prepare` made."""
         assert self.hydra_context is not None and job.hydra_view is not None and job.output_dir is not None
         assert job.task_cfg is not None and job.task_yaml is not None
-        config, callbacks, task = job.config, self.hydra_context.callbacks, _Trained(result)
+        config, callbacks = job.config, self.hydra_context.callbacks
+        task: TaskFunction = _Trained(result)
+        around = getattr(self.task_function, "around", None)  # a task function that records its trial as the job
+        if callable(around):  # ends (the coarse-to-fine sweeper's) records the member's, from what it trained
+            task = around(task)
         old_cwd, orig_hydra_cfg = os.getcwd(), HydraConfig.instance().cfg
         HydraConfig.instance().cfg = job.hydra_view
         chdir = job.hydra_view.hydra.job.chdir
@@ -283,12 +298,6 @@ class PopulationLauncherImpl:
                 os.chdir(job.output_dir)
             ret.working_dir = str(job.output_dir) if chdir else os.getcwd()
             configure_log(config.hydra.job_logging, config.hydra.verbose)
-            if config.hydra.output_subdir is not None:
-                out = job.output_dir / str(config.hydra.output_subdir)
-                out.mkdir(parents=True, exist_ok=True)
-                for name, text in (("config.yaml", job.task_yaml), ("hydra.yaml", to_yaml(job.hydra_view)),
-                                   ("overrides.yaml", to_yaml(config.hydra.overrides.task))):
-                    (out / name).write_text(text, encoding="utf-8")
             with env_override(job.env):
                 callbacks.on_job_start(config=config, task_function=task)
                 try:
@@ -305,17 +314,32 @@ class PopulationLauncherImpl:
             if chdir:
                 os.chdir(old_cwd)
 
+    @staticmethod
+    def _write_job_files(job: _Job) -> None:
+        """The job's ``.hydra/`` files (its config, Hydra config and overrides), as ``run_job`` writes them before
+        the task starts: a member's directory says what it trains from the start, as a lone job's does."""
+        assert job.output_dir is not None and job.task_yaml is not None and job.hydra_view is not None
+        config = job.config
+        if config.hydra.output_subdir is None:
+            return
+        out = job.output_dir / str(config.hydra.output_subdir)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in (("config.yaml", job.task_yaml), ("hydra.yaml", to_yaml(job.hydra_view)),
+                           ("overrides.yaml", to_yaml(config.hydra.overrides.task))):
+            (out / name).write_text(text, encoding="utf-8")
+
     def _train_group(self, group: List[_Job]) -> Optional[Dict[int, Any]]:
         """Train the group as one population: each job's metrics (or the error that stopped it) by job number, or
         None if it could not start."""
         from expt.population import Population
 
         assert all(job.output_dir is not None and job.task_cfg is not None for job in group)
-        for job in group:  # a member's .hydra/config.yaml (a job that trains alone through run_job needs none)
-            if job.task_yaml is None:
-                job.task_yaml = to_yaml(job.task_cfg)
         log.info("population of %d: jobs %s", len(group), ", ".join(str(job.num) for job in group))
         before = {job.num: set(job.output_dir.rglob("*")) if job.output_dir.exists() else set() for job in group}
+        for job in group:
+            if job.task_yaml is None:  # made here for a member only: run_job writes a lone job's
+                job.task_yaml = to_yaml(job.task_cfg)
+            self._write_job_files(job)
         handlers = self._log_files(group)
         try:
             try:

@@ -3,11 +3,12 @@
 A trial's result takes one path: its task function's return value (expt returns an
 :class:`expt.status.RunResult`, the objective carrying the run's metrics) becomes its record
 (:func:`trial_record`), in the trial's own job as it finishes (:class:`RecordingTask`, which
-appends it to ``search.jsonl`` and returns it as the job's ``JobReturn.return_value``) or, for a
-job that did not run that wrapper (a population's member) or failed outside it, in the sweeper
-from the ``JobReturn``.
+appends it to ``search.jsonl`` and returns it as the job's ``JobReturn.return_value``; a population's
+member goes through it too, see :meth:`RecordingTask.around`) or, for a job that failed outside it,
+in the sweeper from the ``JobReturn``.
 """
 
+import copy
 import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional
@@ -37,6 +38,15 @@ class RecordingTask:
         self.task_function = task_function
         self.records_path = records_path
         self.trials: Dict[int, Dict[str, Any]] = {}
+        self.timed = True  # the record's seconds are the task's; else the run's own (metrics' seconds)
+
+    def around(self, task: TaskFunction) -> "RecordingTask":
+        """This recording around ``task`` instead of the trial's task function: for a launcher that trained the
+        job already and hands its result back through ``task`` (the population launcher's members), so the
+        record is appended as that job ends; its seconds are the run's own."""
+        twin = copy.copy(self)
+        twin.task_function, twin.timed = task, False
+        return twin
 
     def __call__(self, cfg: DictConfig) -> Any:
         hydra_cfg = HydraConfig.get()
@@ -45,12 +55,16 @@ class RecordingTask:
             return self.task_function(cfg)
         run_dir = relative(Path(hydra_cfg.runtime.output_dir), self.records_path.parent)
         start = time.time()
+
+        def seconds() -> Optional[float]:
+            return time.time() - start if self.timed else None
+
         try:
             value = self.task_function(cfg)
         except Exception as error:
-            record = trial_record(trial, None, time.time() - start, run_dir, error)
+            record = trial_record(trial, None, seconds(), run_dir, error)
         else:
-            record = trial_record(trial, value, time.time() - start, run_dir)
+            record = trial_record(trial, value, seconds(), run_dir)
         append_record(self.records_path, record)
         return record
 
