@@ -364,6 +364,31 @@ def test_a_members_job_is_kept_as_hydras_basic_launcher_keeps_a_job(tmp_path: Pa
 
 
 @pytest.mark.slow
+def test_a_members_logging_is_its_jobs_as_under_the_basic_launcher(tmp_path: Path) -> None:
+    """``hydra.job_logging`` holds for a member as for a lone job: its console format, its own lines in its own
+    log file; no file and no lines below errors with ``hydra/job_logging=disabled``."""
+    said, logs = {}, {}
+    for launcher in ("basic", "population"):
+        for setting in ("default", "disabled"):
+            sweep = tmp_path / f"{launcher}-{setting}"
+            done = run_cli("--multirun", f"hydra/launcher={launcher}", f"hydra/job_logging={setting}",
+                           f"hydra.sweep.dir={sweep}", *CONVNET, "trainer.epochs=1", "optimizer.lr=1e-3,1e-2",
+                           cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, check=True)
+            said[launcher, setting] = done.stdout
+            logs[launcher, setting] = [sweep / str(job) / "expt.log" for job in (0, 1)]
+    for launcher in ("basic", "population"):
+        assert not any(path.exists() for path in logs[launcher, "disabled"]), launcher
+        assert "Sanity check" not in said[launcher, "disabled"] and "Sanity check" in said[launcher, "default"]
+        assert "][expt.sanity][INFO] - Sanity check: initial loss" in said[launcher, "default"], launcher
+        for path in logs[launcher, "default"]:
+            text = path.read_text()
+            assert text.count("Sanity check: initial loss") == 1, (launcher, text)  # its own, not the other's
+            assert text.count("ConvNet on cpu: 256 train") == 1, (launcher, text)
+            assert re.search(r"completed: best val .* Run directory: " + re.escape(str(path.parent)) + "$", text,
+                             re.M), (launcher, text)
+
+
+@pytest.mark.slow
 def test_a_members_config_yaml_under_a_preset_is_the_text_the_basic_launcher_saves(tmp_path: Path) -> None:
     """A preset whose group an override chooses again (``experiment=digits model=mlp``): the run trains the
     re-chosen group without the preset's keys, but .hydra/config.yaml keeps the composed text, as run_job saves

@@ -155,9 +155,8 @@ class PopulationLauncherImpl:
         from expt.requeue import own_checkpoint
 
         config = job.config
-        saved = HydraConfig.instance().cfg
-        try:
-            job.hydra_view = HydraConfig.instance().cfg = _hydra_view(config)  # the member's view: made once, here
+        job.hydra_view = _hydra_view(config)  # the member's view: made once, here
+        with self._hydra_config_of(job):
             output_dir = os.path.abspath(Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
                                               str(OmegaConf.select(config, "hydra.sweep.subdir"))))
             with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
@@ -187,26 +186,18 @@ class PopulationLauncherImpl:
                 log.info("job %d trains alone: it resumes from the checkpoint an earlier attempt left in %s",
                          job.num, output_dir)
                 job.key = None
-        finally:
-            if saved is not None:
-                HydraConfig.instance().cfg = saved
 
     def _member_context(self, job: _Job):
         """The job's Hydra config and environment, around a member's own work inside the population."""
 
         @contextlib.contextmanager
         def context():
-            assert job.hydra_view is not None  # made by _prepare
-            saved, saved_member = HydraConfig.instance().cfg, self._current
-            HydraConfig.instance().cfg = job.hydra_view
-            self._current = job.num
+            saved_member, self._current = self._current, job.num
             try:
-                with env_override(job.env):
+                with self._hydra_config_of(job), env_override(job.env):
                     yield
             finally:
                 self._current = saved_member
-                if saved is not None:
-                    HydraConfig.instance().cfg = saved
 
         return context
 
@@ -284,35 +275,34 @@ class PopulationLauncherImpl:
         around = getattr(self.task_function, "around", None)  # a task function that records its trial as the job
         if callable(around):  # ends (the coarse-to-fine sweeper's) records the member's, from what it trained
             task = around(task)
-        old_cwd, orig_hydra_cfg = os.getcwd(), HydraConfig.instance().cfg
-        HydraConfig.instance().cfg = job.hydra_view
+        old_cwd = os.getcwd()
         chdir = job.hydra_view.hydra.job.chdir
         if chdir is None:
             chdir = not version.base_at_least("1.2")
-        try:
-            ret = JobReturn()
-            ret.cfg, ret.hydra_cfg = job.task_cfg, job.hydra_view
-            ret.overrides = OmegaConf.to_container(config.hydra.overrides.task)
-            job.output_dir.mkdir(parents=True, exist_ok=True)
-            if chdir:
-                os.chdir(job.output_dir)
-            ret.working_dir = str(job.output_dir) if chdir else os.getcwd()
-            configure_log(config.hydra.job_logging, config.hydra.verbose)
-            with env_override(job.env):
-                callbacks.on_job_start(config=config, task_function=task)
-                try:
-                    ret.return_value, ret.status = task(job.task_cfg), JobStatus.COMPLETED
-                except Exception as exc:
-                    ret.return_value, ret.status = exc, JobStatus.FAILED
-            ret.task_name = JobRuntime.instance().get("name")
-            for handler in logging.getLogger().handlers:
-                handler.flush()
-            callbacks.on_job_end(config=config, job_return=ret)
-            return ret
-        finally:
-            HydraConfig.instance().cfg = orig_hydra_cfg
-            if chdir:
-                os.chdir(old_cwd)
+        with self._hydra_config_of(job):
+            try:
+                ret = JobReturn()
+                ret.cfg, ret.hydra_cfg = job.task_cfg, job.hydra_view
+                ret.overrides = OmegaConf.to_container(config.hydra.overrides.task)
+                job.output_dir.mkdir(parents=True, exist_ok=True)
+                if chdir:
+                    os.chdir(job.output_dir)
+                ret.working_dir = str(job.output_dir) if chdir else os.getcwd()
+                configure_log(config.hydra.job_logging, config.hydra.verbose)
+                with env_override(job.env):
+                    callbacks.on_job_start(config=config, task_function=task)
+                    try:
+                        ret.return_value, ret.status = task(job.task_cfg), JobStatus.COMPLETED
+                    except Exception as exc:
+                        ret.return_value, ret.status = exc, JobStatus.FAILED
+                ret.task_name = JobRuntime.instance().get("name")
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                callbacks.on_job_end(config=config, job_return=ret)
+                return ret
+            finally:
+                if chdir:
+                    os.chdir(old_cwd)
 
     @staticmethod
     def _write_job_files(job: _Job) -> None:
@@ -340,50 +330,94 @@ class PopulationLauncherImpl:
             if job.task_yaml is None:  # made here for a member only: run_job writes a lone job's
                 job.task_yaml = to_yaml(job.task_cfg)
             self._write_job_files(job)
-        handlers = self._log_files(group)
-        try:
+        started: Optional[Exception] = None  # why the population could not start
+        failed: Optional[Exception] = None  # the error that stopped it
+        results: Dict[int, Any] = {}
+        with self._job_logging(group):
             try:
                 population = Population([job.task_cfg for job in group], [job.output_dir for job in group],
                                         [self._member_context(job) for job in group],
                                         [SweepTrial.read(job.env) for job in group], self._data(group[0].task_cfg),
                                         validated=True)  # by _prepare: a job that fails trains alone
             except Exception as exc:
-                log.warning("the population of jobs %s could not start (%s: %s): they run one at a time",
-                            ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
-                for job in group:  # what the attempt wrote (events, checkpoints), so each lone run starts clean
-                    for path in sorted(set(job.output_dir.rglob("*")) - before[job.num], reverse=True):
-                        if path.suffix != ".log":
-                            with contextlib.suppress(OSError):
-                                path.rmdir() if path.is_dir() else path.unlink()
-                return None
-            try:
-                metrics = population.fit()
-                results: Dict[int, Any] = {job.num: m for job, m in zip(group, metrics)}
-            except Exception as exc:  # every member of the group failed with it
-                log.error("the population of jobs %s failed: %s: %s",
-                          ", ".join(str(job.num) for job in group), type(exc).__name__, exc)
-                results = {job.num: exc for job in group}
-            return results
-        finally:
-            root = logging.getLogger()
-            for handler in handlers:
+                started = exc
+            else:
+                try:
+                    results = {job.num: m for job, m in zip(group, population.fit())}
+                except Exception as exc:  # every member of the group failed with it
+                    failed = exc
+        nums = ", ".join(str(job.num) for job in group)
+        if started is not None:
+            log.warning("the population of jobs %s could not start (%s: %s): they run one at a time",
+                        nums, type(started).__name__, started)
+            for job in group:  # what the attempt wrote (events, checkpoints), so each lone run starts clean
+                for path in sorted(set(job.output_dir.rglob("*")) - before[job.num], reverse=True):
+                    if path.suffix != ".log":
+                        with contextlib.suppress(OSError):
+                            path.rmdir() if path.is_dir() else path.unlink()
+            return None
+        if failed is not None:
+            log.error("the population of jobs %s failed: %s: %s", nums, type(failed).__name__, failed)
+            results = {job.num: failed for job in group}
+        return results
+
+    @contextlib.contextmanager
+    def _job_logging(self, group: List[_Job]):
+        """Logging while a group trains, as its jobs' ``hydra.job_logging`` sets it up for a lone job (the basic
+        launcher configures it as each job starts): the first job's console, and each member's own copy of every
+        file the root logger writes for its job (``<job name>.log`` by default), with its own lines and the
+        population's. The launcher's own logging is back afterwards."""
+        assert self.config is not None and self.hydra_context is not None
+        first, root = group[0], logging.getLogger()
+        with self._hydra_config_of(first):
+            configure_log(first.config.hydra.job_logging, first.config.hydra.verbose)
+            names = {path: name for name, path in self._log_files(first).items()}
+        added: List[logging.Handler] = []
+        try:
+            for handler in [h for h in root.handlers if isinstance(h, logging.FileHandler)]:
+                name = names.get(handler.baseFilename)
+                if name is None:  # a file of no job in particular: kept as it is
+                    continue
                 root.removeHandler(handler)
                 handler.close()
+                for job in group:
+                    with self._hydra_config_of(job):
+                        path = self._log_files(job).get(name)
+                    if path is None:
+                        continue
+                    own = logging.FileHandler(path, mode=handler.mode, encoding=handler.encoding)
+                    own.setFormatter(handler.formatter)
+                    own.setLevel(handler.level)
+                    own.addFilter(lambda _record, num=job.num: self._current in (None, num))
+                    root.addHandler(own)
+                    added.append(own)
+            yield
+        finally:
+            for handler in added:
+                root.removeHandler(handler)
+                handler.close()
+            _configure_log(self.config, self.hydra_context)
 
-    def _log_files(self, group: List[_Job]) -> List[logging.Handler]:
-        """Each member's ``<job name>.log`` gets its own lines and the population's (run_job appends the job's)."""
-        handlers: List[logging.Handler] = []
-        root = logging.getLogger()
-        for job in group:
-            assert job.output_dir is not None
-            job.output_dir.mkdir(parents=True, exist_ok=True)
-            name = str(OmegaConf.select(job.config, "hydra.job.name") or "job")
-            handler = logging.FileHandler(job.output_dir / f"{name}.log")
-            handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-            handler.addFilter(lambda _record, num=job.num: self._current in (None, num))
-            root.addHandler(handler)
-            handlers.append(handler)
-        return handlers
+    @staticmethod
+    def _log_files(job: _Job) -> Dict[str, str]:
+        """The files ``job``'s ``hydra.job_logging`` writes: each handler's name and absolute ``filename``."""
+        node = OmegaConf.select(job.config, "hydra.job_logging.handlers")
+        handlers = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else {}
+        assert isinstance(handlers, dict)
+        return {str(name): os.path.abspath(str(spec["filename"])) for name, spec in handlers.items()
+                if isinstance(spec, dict) and "filename" in spec}
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _hydra_config_of(job: _Job):
+        """HydraConfig's view is the job's own (``${hydra:...}`` resolves in it)."""
+        saved = HydraConfig.instance().cfg
+        HydraConfig.instance().cfg = job.hydra_view
+        try:
+            yield
+        finally:
+            if saved is not None:
+                HydraConfig.instance().cfg = saved
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
