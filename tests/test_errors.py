@@ -116,6 +116,12 @@ CASES = {
     "num_filters_fractional": (["model.num_filters=2.5"], ["model.num_filters=2.5", "integers >= 1"]),
     "filter_size_fractional": (["model.filter_size=2.5"], ["model.filter_size=2.5", "from 1 to 8"]),
     "one_training_sample_with_batchnorm": (["data.subset=1"], ["data.subset=1 leaves 1 training sample", "batch norm"]),
+    # the digits: 1,438 samples once the test split is carved out; a count of 1,437 for validation leaves one
+    "one_training_sample_left_by_the_split": (["data.val_size=1437"], [
+        "the split (data.val_size=1437, data.test_size=0.2) leaves 1 training sample", "batch norm"]),
+    "hidden_sizes_not_a_list": (["model=mlp", "model.hidden_sizes=abc"],
+                                ["model.hidden_sizes='abc'", "a list of layer sizes", "[256, 128]"]),
+    "hidden_sizes_of_letters": (["model=mlp", "model.hidden_sizes=[a]"], ["model.hidden_sizes=['a']", "integers >= 1"]),
     "npz_without_a_path": (["data=npz"], ["data.path is not set", "data=npz", "data.path=..."]),
     "download_not_a_bool": (["data=mnist", "data.download=maybe", "data.root={root}/no_mnist"],
                             ["data.download='maybe'", "true", "false"]),
@@ -141,12 +147,15 @@ SUBPROCESS_CASES = {
     "run_dir_under_a_file": "the same, for a path below a file",
     "misspelt_plain_key": "the CLI, before Hydra composes (which would suggest adding the key with '+')",
     "misspelt_key_in_a_sweep": "the same, for a multirun",
+    "misspelt_key_of_a_model": "the same, for an open group's key (Hydra would not list the keys)",
 }
 CLI_ONLY = {  # (overrides, expected): errors that only the CLI can raise
     "misspelt_plain_key": (["trainer.epoch=3"], ["Error in the config: trainer.epoch=3 is not a key of trainer",
                                                   "(did you mean trainer.epochs?)", "batch_size"]),
     "misspelt_key_in_a_sweep": (["hydra.mode=MULTIRUN", "dashboard.histogram=false,true"],
                                 ["dashboard.histogram=false,true", "(did you mean dashboard.histograms?)", "filters"]),
+    "misspelt_key_of_a_model": (["model.num_filter=8"], ["Error in the config: model.num_filter=8 is not a key of "
+                                                          "model=convnet (did you mean model.num_filters?)"]),
     "run_dir_is_a_file": (["hydra.run.dir={root}/a_file"], ["hydra.run.dir=", "a_file", "existing file", "directory"]),
     "run_dir_under_a_file": (["hydra.run.dir={root}/a_file/sub"], ["hydra.run.dir=", "a_file/sub", "is a file"]),
 }
@@ -310,6 +319,19 @@ def test_help_shows_the_groups_and_reports_a_bad_override_as_a_run_does(case, tm
     if code:
         assert "+trainer" not in output  # no advice to add a misspelt key
         assert not (tmp_path / "outputs").exists()
+
+
+def test_the_expt_command_checks_and_reports_as_python_m_expt_does(tmp_path):
+    """The ``expt`` console script (the installed entry point, called as the script calls it) takes the same path
+    as ``python -m expt``: the misspelt-key paragraph and exit 1, not Hydra's message."""
+    launch = ("import sys; from importlib.metadata import entry_points; sys.argv[0] = 'expt'; "
+              "(script,) = entry_points(group='console_scripts', name='expt'); sys.exit(script.load()())")
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run([sys.executable, "-c", launch, "trainer.epoch=3"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Error in the config: trainer.epoch=3 is not a key of trainer" in proc.stderr
+    assert "(did you mean trainer.epochs?)" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ----------------------------------------------------------------------------- through the Python API
@@ -490,12 +512,47 @@ def test_no_override_of_a_real_key_or_a_group_is_taken_for_a_misspelt_key():
     sections = {"trainer": TrainerConfig, "regularization": RegularizationConfig, "sanity": SanityConfig,
                 "dashboard": DashboardConfig}
     real = [f"{name}.{f.name}=1" for name, schema in sections.items() for f in dataclasses.fields(schema)]
-    others = ["+trainer.epoch=3", "++trainer.epoch=3", "~trainer.ema", "trainer.snapshots.every=2", "model.hidden=3",
+    others = ["+trainer.epoch=3", "++trainer.epoch=3", "~trainer.ema", "trainer.snapshots.every=2",
               "experiment=fashion_mnist_convnet", "regularization=[l2,dropout]", "hydra/launcher=population",
               "hydra.sweeper.params.trainer.epochs=1,2", "trainer@foo=1", "trainer.epochs=range(1,3)"]
     assert unknown_override(real + others) is None
     assert unknown_override(["trainer.epochs=2", "model=mlp", "sanity.overfit_epoch=3"]).startswith(
         "sanity.overfit_epoch=3 is not a key of sanity (SanityConfig) (did you mean sanity.overfit_epochs?)")
+    # the open groups' keys, as the chosen option (a preset's included) composes them
+    group_keys = ["model.num_filters=8", "data.subset=100", "optimizer.lr=0.1", "augmentation=[translate,hflip]",
+                  "augmentation.translate.pad=3", "data=npz", "data.path=x.npz", "model=mlp,convnet", "mode=sanity"]
+    assert unknown_override(group_keys) is None
+    assert unknown_override(["experiment=fashion_mnist_convnet", "model.filters=[8,8]", "model.pool_after=[1]"]) is None
+
+
+GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_override gives
+    "a_key_of_the_default_option": (["data.subsett=10"],
+                                    "data.subsett=10 is not a key of data=digits (did you mean data.subset?); its keys "
+                                    "are: name, val_size, test_size, subset, split_seed, num_classes."),
+    "a_key_of_the_chosen_option": (["data=mnist", "data.test_size=0.5"],
+                                   "data.test_size=0.5 is not a key of data=mnist; its keys are: name, root, download"),
+    "a_key_of_the_presets_option": (["experiment=fashion_mnist_convnet", "model.filterz=[8,8]"],
+                                    "model.filterz=[8,8] is not a key of model=deep_convnet (did you mean "
+                                    "model.filters?)"),
+    "a_key_in_a_sweep": (["optimizer.lr=1e-3,1e-2", "optimizer.lrr=0.1"],
+                         "optimizer.lrr=0.1 is not a key of optimizer=adam (did you mean optimizer.lr?)"),
+    "a_key_of_a_list_groups_option": (["augmentation=[translate]", "augmentation.translate.padd=3"],
+                                      "augmentation.translate.padd=3 is not a key of augmentation.translate (did you "
+                                      "mean augmentation.translate.pad?); its keys are: _target_, pad, mode."),
+    "an_option_of_a_list_group": (["regularization=[l2,dropuot]"],
+                                  "regularization=[l2,dropuot]: dropuot is not an option of regularization; its "
+                                  "options are: batchnorm, dropout, elastic_net, l1, l2, max_norm, none."),
+    "a_section_key_at_the_top": (["epochs=3"], "epochs=3 is not a key of the config (a top-level key) (did you mean "
+                                               "trainer.epochs?); its keys are: data, model,"),
+}
+
+
+@pytest.mark.parametrize("case", GROUP_CASES)
+def test_a_misspelt_key_or_option_of_an_open_group_gets_the_keys_or_options_there_are(case):
+    """Hydra would say only that it cannot override the key (with advice to add it with +), or that it cannot
+    load a list-valued group's option, without the keys or options there are."""
+    arguments, expected = GROUP_CASES[case]
+    assert (unknown_override(arguments) or "").startswith(expected), unknown_override(arguments)
 
 
 def test_the_hydra_key_of_a_full_composed_config_is_allowed():

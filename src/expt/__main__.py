@@ -102,7 +102,8 @@ def main_reporting_help_errors(args: Optional[argparse.Namespace]) -> None:
     run_and_report(main)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``python -m expt`` and the ``expt`` command: the arguments checked, then :func:`main`; Ctrl-C exits 130."""
     arguments = command_line(sys.argv[1:])
     stop_on_misspelt_keys(arguments)
     try:
@@ -110,3 +111,7 @@ if __name__ == "__main__":
     except KeyboardInterrupt:  # the trainer has said what it kept and how to resume
         print("Interrupted.", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    cli()

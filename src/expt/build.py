@@ -139,9 +139,12 @@ def build(cfg: DictConfig, data: Optional[Splits] = None, same_data_as: Optional
             "trainer.batch_size=1 is not allowed with batch norm: a batch needs at least 2 samples for its statistics."
         )
     if len(data.x_train) == 1 and has_batchnorm(model):
+        d = cfg.data
+        cause = (f"data.subset={d.subset}" if d.get("subset") == 1  # else the split's carving left one
+                 else f"the split (data.val_size={d.get('val_size')}, data.test_size={d.get('test_size')})")
         raise ConfigError(
-            f"data.subset={cfg.data.get('subset')} leaves 1 training sample, which batch norm cannot train on: a batch "
-            "needs at least 2 samples for its statistics (keep 2 or more, or leave batch norm out of regularization)."
+            f"{cause} leaves 1 training sample, which batch norm cannot train on: a batch needs at least 2 samples "
+            "for its statistics (keep 2 or more, or leave batch norm out of regularization)."
         )
     reg = cfg.regularization
     regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)

@@ -172,13 +172,14 @@ def _unknown_key(key: str, node: DictConfig, name: str, allowed: list[str], wher
     raise ConfigError(_not_a_key(f"{key}={value!r}", key, allowed, where))
 
 
-def _not_a_key(setting: str, key: str, allowed: list[str], where: str) -> str:
-    """What to say of ``setting`` (``key=value`` as shown), whose last part of ``key`` is not in ``allowed``."""
+def _not_a_key(setting: str, key: str, allowed: list[str], where: str, nearest: Optional[str] = None) -> str:
+    """What to say of ``setting`` (``key=value`` as shown), whose last part of ``key`` is not in ``allowed``;
+    ``nearest``: the full key to suggest, where it is not the closest of ``allowed``."""
     import difflib
 
     near = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-    hint = f" (did you mean {prefix}{near[0]}?)" if near else ""
+    hint = f" (did you mean {nearest}?)" if nearest else f" (did you mean {prefix}{near[0]}?)" if near else ""
     return f"{setting} is not a key of {where}{hint}; its keys are: {', '.join(allowed)}."
 
 
@@ -189,11 +190,16 @@ def _typed_sections() -> dict[str, type]:
 
 
 def unknown_override(arguments: list[str]) -> Optional[str]:
-    """What is wrong with the first plain override (``trainer.epoch=3``, no ``+``) of a key that a typed
-    section (trainer, regularization, sanity, dashboard) does not have; None where there is none.
+    """What is wrong with the first override Hydra would refuse with a less useful message; None where there is none.
 
-    Hydra would stop at it while composing, with a message that suggests ``+trainer.epoch=3``, which
-    :func:`check_keys` then rejects: this says in one step which keys there are and the nearest one.
+    - A plain override (``trainer.epoch=3``, no ``+``) of a key that a typed section (trainer,
+      regularization, sanity, dashboard) does not have: Hydra would suggest ``+trainer.epoch=3``, which
+      :func:`check_keys` then rejects. This says in one step which keys there are and the nearest one.
+    - The same for the option an open group (data, model, ...) composes (``model.num_filter=8``), where
+      Hydra names neither the keys there are nor the nearest one (:func:`_unknown_in_groups`).
+    - An option that a list-valued group does not have (``regularization=[l2,dropuot]``), for which
+      Hydra does not list the options as it does for a single one.
+
     Arguments Hydra cannot parse are left to Hydra.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -204,17 +210,140 @@ def unknown_override(arguments: list[str]) -> Optional[str]:
     except Exception:  # Hydra says what is wrong with it
         return None
     sections = _typed_sections()
+    top = [f.name for f in dataclasses.fields(ExptConfig)]
     for override in overrides:
         parts = override.key_or_group.split(".")
         schema = sections.get(parts[0])
-        if override.type != OverrideType.CHANGE or override.package is not None or len(parts) < 2 or schema is None:
+        if override.type != OverrideType.CHANGE or override.package is not None:
+            continue
+        if len(parts) == 1 and "/" not in parts[0] and parts[0] not in (*top, "hydra", "experiment", *_conf_options()):
+            key = parts[0]  # epochs=3: the key of a section, most likely
+            within = next((f"{name}.{key}" for name, typed in sections.items()
+                           if key in {f.name for f in dataclasses.fields(typed)}), None)
+            value = override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
+            return _not_a_key(f"{key}={value}", key, top, "the config (a top-level key)", within)
+        if len(parts) < 2 or schema is None:
             continue
         allowed = [f.name for f in dataclasses.fields(schema)]
         if parts[1] not in allowed:
             key = ".".join(parts[:2])
             value = override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
             return _not_a_key(f"{override.key_or_group}={value}", key, allowed, f"{parts[0]} ({schema.__name__})")
-    return None
+    return _unknown_in_groups(overrides, sections)
+
+
+def _conf_options() -> dict[str, list[str]]:
+    """expt's own config groups (``conf/<group>/``, Hydra's aside) and the options each one's files give."""
+    from importlib.resources import files
+
+    conf = files("expt.conf")
+    return {d.name: sorted(f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml"))
+            for d in conf.iterdir() if d.is_dir() and d.name not in ("hydra", "__pycache__")}
+
+
+def _own_file_has(group: str, option: str, keys: list[str]) -> bool:
+    """Whether ``conf/<group>/<option>.yaml`` itself sets the nested ``keys`` (False where it cannot say: another
+    package, a defaults list)."""
+    from importlib.resources import files
+
+    path = files("expt.conf") / group / f"{option}.yaml"
+    try:
+        text = path.read_text()
+        node = yaml.safe_load(text) or {}
+    except Exception:
+        return False
+    if "@package" in text or not isinstance(node, dict) or "defaults" in node:
+        return False
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _unknown_in_groups(overrides: list, sections: dict[str, type]) -> Optional[str]:
+    """The open groups' part of :func:`unknown_override`. Only what may be wrong costs a composition (about 0.1 s):
+    a key that the chosen option's own file sets, and options among expt's own, are taken as they are."""
+    from hydra.core.override_parser.types import OverrideType
+
+    options = _conf_options()
+    plain = [o for o in overrides if o.type == OverrideType.CHANGE]
+    chosen: dict[str, Any] = {o.key_or_group: o.value() for o in plain
+                              if o.key_or_group in options and not o.is_sweep_override()}
+    defaults = _default_options()
+    preset = chosen.get("experiment") is not None
+    suspects, lists = [], []
+    for o in plain:
+        parts = o.key_or_group.split(".")
+        group = parts[0]
+        if o.package is not None or group not in options or group == "experiment":
+            continue
+        if len(parts) == 1:
+            value = None if o.is_sweep_override() else o.value()
+            if isinstance(value, list) and any(str(v) not in options[group] for v in value):
+                lists.append((o, [str(v) for v in value]))
+            continue
+        if group in sections:  # checked above
+            continue
+        option = chosen.get(group, defaults.get(group))
+        if preset or not isinstance(option, str) or not _own_file_has(group, option, parts[1:]):
+            suspects.append(o)
+    if not suspects and not lists or any(o.key_or_group == "hydra.searchpath" for o in overrides):
+        return None
+    return _unknown_composed(overrides, suspects, lists)
+
+
+def _default_options() -> dict[str, Any]:
+    """The option of each group that ``conf/config.yaml``'s defaults list chooses."""
+    from importlib.resources import files
+
+    try:
+        defaults = yaml.safe_load((files("expt.conf") / "config.yaml").read_text()).get("defaults", [])
+    except Exception:
+        return {}
+    return {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items()}
+
+
+def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[str]:
+    """Compose as Hydra will (its search path, every plugin's options, the presets) to say for certain."""
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    def check() -> Optional[str]:
+        loader = GlobalHydra.instance().config_loader()
+        for override, names in lists:
+            group = override.key_or_group
+            available = loader.get_group_options(group)
+            unknown = [n for n in names if n not in available]
+            if unknown:
+                return (f"{group}=[{','.join(names)}]: {unknown[0]} is not an option of {group}; its options are: "
+                        f"{', '.join(available)}.")
+        swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+        rest = [o.input_line for o in overrides if o not in suspects and o.key_or_group not in swept]
+        try:
+            cfg = compose(config_name="config", overrides=rest, return_hydra_config=True)
+        except Exception:  # Hydra reports what does not compose
+            return None
+        for override in suspects:
+            parts = override.key_or_group.split(".")
+            if parts[0] in swept:
+                continue
+            parent = OmegaConf.select(cfg, ".".join(parts[:-1]), default=None)
+            if isinstance(parent, DictConfig) and parts[-1] not in parent.keys():  # `in` is False for a ??? value
+                where = (f"{parts[0]}={cfg.hydra.runtime.choices.get(parts[0])}" if len(parts) == 2
+                         else ".".join(parts[:-1]))
+                value = override.input_line.split("=", 1)[1]
+                return _not_a_key(f"{override.key_or_group}={value}", override.key_or_group,
+                                  [str(k) for k in parent], where)
+        return None
+
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return check()
+        with initialize_config_module(config_module="expt.conf", version_base="1.3"):
+            return check()
+    except Exception:  # whatever goes wrong here, Hydra's own composition will report it
+        return None
 
 
 def check_keys(cfg: DictConfig) -> None:

@@ -52,6 +52,11 @@ def _check_images(input_shape: Sequence[int], model: str, smallest: int) -> None
     )
 
 
+def _is_count(value: object) -> bool:
+    """Whether a config value is a count of layers, filters or units: an integer >= 1 (not a bool)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
 def _check_filter(filter_size: int, input_shape: Sequence[int], key: str) -> None:
     h, w = input_shape[1:]
     if isinstance(filter_size, bool) or not isinstance(filter_size, numbers.Integral) or not 1 <= filter_size <= min(h, w):
@@ -73,8 +78,9 @@ class MLP(nn.Sequential):
         dropout: float = 0.0,
         batchnorm: bool = False,
     ):
-        if any(int(h) < 1 for h in hidden_sizes):
-            raise ConfigError(f"model.hidden_sizes={list(hidden_sizes)} is not allowed: sizes >= 1.")
+        if not isinstance(hidden_sizes, (list, tuple)) or not all(_is_count(h) for h in hidden_sizes):
+            raise ConfigError(f"model.hidden_sizes={hidden_sizes!r} is not allowed: a list of layer sizes, integers "
+                              ">= 1 (one hidden layer each), such as [256, 128]; [] is a linear classifier.")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for size in hidden_sizes:
@@ -100,7 +106,7 @@ class ConvNet(nn.Sequential):
     ):
         _check_images(input_shape, "convnet", 2)  # its 2x2 max pool
         _check_filter(filter_size, input_shape, "model.filter_size")
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in (num_filters, hidden_dim)):
+        if not all(_is_count(v) for v in (num_filters, hidden_dim)):
             raise ConfigError(
                 f"model.num_filters={num_filters!r}, model.hidden_dim={hidden_dim!r}: both must be integers >= 1."
             )
@@ -130,10 +136,7 @@ class DeepConvNet(nn.Sequential):
     ):
         _check_images(input_shape, "deep_convnet", 2 if pool_after else 1)
         _check_filter(filter_size, input_shape, "model.filter_size")
-        counts = filters if isinstance(filters, (list, tuple)) else [filters]
-        if not filters or not isinstance(filters, (list, tuple)) or any(
-            isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 1 for f in counts
-        ):
+        if not filters or not isinstance(filters, (list, tuple)) or not all(_is_count(f) for f in filters):
             raise ConfigError(
                 f"model.filters={filters!r} is not allowed: a non-empty list of filter counts, "
                 "integers >= 1 (one conv layer each), such as [32, 32, 64, 64]."
