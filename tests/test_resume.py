@@ -368,6 +368,21 @@ def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose, two_epochs):
         expt.train(compose("trainer.epochs=3", *SHARED, f"trainer.resume={best}"), run_dir=tmp_path / "b")
 
 
+def test_ctrl_c_in_the_first_epoch_says_nothing_was_measured_or_kept(tmp_path):
+    """SIGINT at the first step: metrics.json says interrupted with nothing measured, and the last line says so
+    (no invented 0.00%), with nothing to resume."""
+    run_dir = tmp_path / "stopped"
+    proc = start_paused(run_dir, epoch=1, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    assert "Interrupted during epoch 1, before the first checkpoint: nothing to resume." in output
+    assert "interrupted: best val -, final val -, test -. Run directory: " in output, output[-3000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 0
+    assert metrics["best_val_acc"] is None and metrics["test_acc"] is None
+
+
 @pytest.mark.slow
 def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, compose, straight_paused):
     """SIGINT during epoch 2 (held at its first step): metrics.json says interrupted, best.pt is written, and

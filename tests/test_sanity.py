@@ -294,6 +294,13 @@ def test_overfit_fails_with_a_learning_rate_that_cannot_learn(tmp_path: Path):
     assert (tmp_path / "overfit" / "metrics.json").is_file()
 
 
+def test_overfit_names_the_samples_it_trained_on_when_fewer_were_there_than_asked_for(tmp_path: Path):
+    cfg = expt.compose(["data.val_size=1400"])  # the digits' 1,438 samples left by the test split: 38 for training
+    check = sanity.overfit_small_set(cfg, tmp_path / "overfit", samples=100, epochs=1, batch_size=50)
+    assert check.title == "overfit 38 samples (all the training split holds of the 100 asked for)"
+    assert json.loads((tmp_path / "overfit" / "metrics.json").read_text())["train_samples"] == 38
+
+
 @pytest.mark.parametrize("overrides", [
     ("model=mlp",),
     ("model=mlp", "activation=tanh", "init=xavier"),

@@ -458,6 +458,19 @@ def test_failed_download_is_dataset_not_found(tmp_path: Path, monkeypatch: pytes
     assert list(root.iterdir()) == []
 
 
+def test_a_download_into_a_directory_that_cannot_be_made_says_so_not_the_network(tmp_path: Path) -> None:
+    """data.root below a file: the download's directory cannot be made. The error names that and asks for a
+    writable directory; it does not blame the network (nothing is fetched)."""
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    root = blocker / "mnist"
+    with pytest.raises(DatasetNotFound) as info:
+        load_fashion_mnist(str(root))
+    message = str(info.value)
+    assert f"Downloading them into {root} failed: it cannot be written (" in message, message
+    assert "a directory that can be written" in message and "network" not in message
+
+
 # --------------------------------------------------------------------------- where the files are searched
 
 

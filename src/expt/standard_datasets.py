@@ -113,12 +113,13 @@ _CIFAR10 = _Remote(
 
 def _not_found(
     remote: _Remote, places: dict[Path, list[str] | None], expected: str, explicit: bool,
-    target: Path, reason: str | None,
+    target: Path, reason: str | None, unwritable: bool = False,
 ) -> DatasetNotFound:
     """The one-paragraph error for a dataset absent from every place looked, saying how to get the files.
 
     ``places`` maps each directory looked in to its gaps where it holds a partial copy (None where it
-    holds nothing); ``target`` is where a download goes; ``reason`` why the download failed, if one did.
+    holds nothing); ``target`` is where a download goes; ``reason`` why the download failed, if one did;
+    ``unwritable``: it failed because ``target`` cannot be made or written, not because of the network.
     """
     if len(remote.md5s) == 1:
         where = " or ".join(url for name in remote.md5s for url in remote.urls(name))
@@ -141,6 +142,11 @@ def _not_found(
         action = after_install(
             f"set data.download=true to fetch them from {where} into {target}, put them there yourself, or set "
             "data.root=... to a directory that already holds them."
+        )
+    elif unwritable:
+        action = f"Downloading them into {target} failed: it cannot be written ({reason}). " + after_install(
+            f"set data.root=... (or $EXPT_DATA) to a directory that can be written, or put the files from {where} "
+            "into that directory by hand."
         )
     else:
         action = f"Downloading them into {target} failed ({reason}). " + after_install(
@@ -197,8 +203,10 @@ def _locate(
         target.mkdir(parents=True, exist_ok=True)
         for filename in names:
             _download(remote.urls(filename), target / filename, remote.md5s[filename])
-    except (_DownloadError, OSError) as exc:
+    except _DownloadError as exc:
         raise _not_found(remote, places, expected, root is not None, target, str(exc)) from exc
+    except OSError as exc:  # the directory, not the network (_fetch reports those as _DownloadError)
+        raise _not_found(remote, places, expected, root is not None, target, str(exc), unwritable=True) from exc
     return target
 
 
@@ -220,7 +228,7 @@ def _download(urls: Sequence[str], dest: Path, md5: str, timeout: float = _TIMEO
 def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
     """Stream ``url`` into a temporary file beside ``dest``, check its MD5, then rename it."""
     log.info("Downloading %s to %s", url, dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)  # OSError: not writable
     try:
         digest = hashlib.md5(usedforsecurity=False)
         request = urllib.request.Request(url, headers={"User-Agent": "expt"})

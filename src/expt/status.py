@@ -26,9 +26,10 @@ METRICS_FILE = "metrics.json"
 # Keys every metrics.json holds (``history`` has one row per epoch: epoch, train_loss, train_acc,
 # val_loss, val_acc, lr, seconds). ``objective`` is what a sweep optimises: the best validation
 # accuracy of a completed (or pruned) run, 0.0 for any other; ``best_val_loss`` is the validation
-# loss of that epoch (the sweeper's tie-breaker) and ``val_samples`` the size of the validation split.
+# loss of that epoch (the sweeper's tie-breaker); ``train_samples`` and ``val_samples`` are the sizes of the
+# training and validation splits.
 METRICS_KEYS = (
-    "status", "best_val_acc", "best_val_loss", "val_samples", "best_epoch", "final_val_acc", "final_val_loss", "test_acc", "test_loss",
+    "status", "best_val_acc", "best_val_loss", "train_samples", "val_samples", "best_epoch", "final_val_acc", "final_val_loss", "test_acc", "test_loss",
     "epochs_completed", "initial_loss", "final_train_loss", "seconds", "objective", "history",
 )
 

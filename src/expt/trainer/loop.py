@@ -141,12 +141,13 @@ class Trainer:
         metrics = record.finish(status, self.engine.warmup_seconds if self.engine.reports_warmup else None)
         record.dashboard.hparams(metrics)
         write_metrics(record.run_dir, metrics)
-        log.info(
-            "%s%s: best val %.2f%% (epoch %s), final val %.2f%%, test %.2f%%. Run directory: %s\n"
-            "  tensorboard --logdir %s", record.log_prefix,
-            metrics["status"], 100 * (metrics["best_val_acc"] or 0), metrics["best_epoch"],
-            100 * (metrics["final_val_acc"] or 0), 100 * (metrics["test_acc"] or 0), record.run_dir, record.run_dir,
-        )
+        def percent(key: str) -> str:  # a run stopped before its first epoch measured nothing
+            return "-" if metrics[key] is None else f"{100 * metrics[key]:.2f}%"
+
+        best = "best val -" if metrics["best_epoch"] is None else \
+            f"best val {percent('best_val_acc')} (epoch {metrics['best_epoch']})"
+        log.info("%s%s: %s, final val %s, test %s. Run directory: %s\n  tensorboard --logdir %s", record.log_prefix,
+                 metrics["status"], best, percent("final_val_acc"), percent("test_acc"), record.run_dir, record.run_dir)
         return metrics
 
     # ------------------------------------------------------------------ the steps of an epoch

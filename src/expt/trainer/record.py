@@ -314,6 +314,7 @@ class RunRecord:
             "status": status,
             "best_val_acc": self.best["val_acc"] if self.best["epoch"] is not None else None,
             "best_val_loss": self._val_loss_at(self.best["epoch"]),
+            "train_samples": len(e.data.x_train),
             "val_samples": len(e.data.x_val),
             "best_epoch": self.best["epoch"],
             "best_averaged": self.best["averaged"],
