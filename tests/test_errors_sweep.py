@@ -175,15 +175,15 @@ def test_a_directory_that_does_not_exist_is_named_so(tmp_path, capsys):
 
 def test_members_rows_are_without_views_whatever_views_the_ensemble_uses(runs):
     plain = evaluate.evaluate_ensembles(runs, tta=["none"])
-    flipped = evaluate.evaluate_ensembles(runs, tta=["flip"])
-    assert flipped["choice"]["tta"] == "flip"
+    flipped = evaluate.evaluate_ensembles(runs, tta=["shift"])  # the digits: shifted views (a mirror is refused)
+    assert flipped["choice"]["tta"] == "shift"
     for a, b in zip(plain["members"], flipped["members"]):
         assert (a["run_dir"], a["val_acc"], a["val_loss"], a["test_acc"]) == (
             b["run_dir"], b["val_acc"], b["val_loss"], b["test_acc"])
         # a member's validation accuracy here is the one training measured for the same best model
         assert b["val_acc"] == pytest.approx(b["best_val_acc"])
     table = evaluate.format_table(flipped)
-    assert "each member alone without test-time views" in table and "with its views, flip, on both splits" in table
+    assert "each member alone without test-time views" in table and "with its views, shift, on both splits" in table
 
 
 def test_runs_left_out_of_an_ensemble_are_named_with_the_reason(runs, tmp_path, capsys):

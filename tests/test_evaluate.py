@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import QUIET, run_cli
+from conftest import QUIET, cli_env, command, run_cli
 
 import expt
 from expt import evaluate, predict
@@ -156,3 +157,112 @@ def test_snapshots_are_refused_where_there_are_none_or_several_runs(seeds):
         evaluate.evaluate_ensembles(seeds / "0", snapshots=True)
     with pytest.raises(ConfigError, match=r"--snapshots ensembles the epoch snapshots of one run, .* holds 3 finished"):
         evaluate.evaluate_ensembles(seeds, snapshots=True)
+
+
+# ----------------------------------------------------------------------------- what evaluate must survive
+def copy_runs(seeds: Path, to: Path, names=("0", "1")) -> Path:
+    """A sweep of copies of the seeds' runs (never write into the shared fixture)."""
+    for name in names:
+        shutil.copytree(seeds / name, to / name)
+    return to
+
+
+def evaluate_merged(directory: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m expt.evaluate DIR ARGS`` with stderr merged into stdout, so the order of what it says shows."""
+    return subprocess.run(command(str(directory), *args, program="expt.evaluate"), cwd=cwd, env=cli_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+
+
+def assert_table_then_warnings(done: subprocess.CompletedProcess, sweep: Path, reasons: dict[str, str]) -> None:
+    """Exit 0, the table and the result printed, then one warning line per file not written, naming it and why."""
+    out = done.stdout
+    assert done.returncode == 0 and "Traceback" not in out, out
+    assert "rank  val acc" in out and "\nens. " in out and "ensemble test accuracy" in out, out
+    warnings = [line for line in out.splitlines() if line.startswith("Warning: could not write")]
+    assert len(warnings) == len(reasons), out
+    for line, (name, reason) in zip(warnings, reasons.items()):
+        assert line.startswith(f"Warning: could not write {sweep / name} (") and reason in line, line
+        assert out.index(line) > out.index("ensemble test accuracy")  # the result first, whatever is not saved
+    assert "Written to" not in out  # nothing claims a file that is not there
+
+
+def test_a_read_only_sweep_directory_still_prints_the_evaluation(seeds, tmp_path):
+    sweep = copy_runs(seeds, tmp_path / "sweep")
+    sweep.chmod(0o555)
+    try:
+        try:
+            (sweep / "probe").write_text("x")
+        except OSError:
+            pass
+        else:  # root: chmod does not stop it writing (the next test blocks the paths instead)
+            pytest.skip("chmod 555 does not make a directory read-only for this user (root)")
+        done = evaluate_merged(sweep, cwd=tmp_path)
+    finally:
+        sweep.chmod(0o755)
+    assert_table_then_warnings(done, sweep, {evaluate.EVALUATION_FILE: "Permission denied", "evaluation":
+                                             "Permission denied"})
+    assert not (sweep / evaluate.EVALUATION_FILE).exists()
+
+
+def test_an_unwritable_destination_still_prints_the_evaluation(seeds, tmp_path):
+    """Destinations that cannot be written by anyone, root included: a directory where the temporary
+    evaluation.json goes, a file where the TensorBoard directory goes."""
+    sweep = copy_runs(seeds, tmp_path / "sweep")
+    (sweep / f".{evaluate.EVALUATION_FILE}.tmp").mkdir()
+    (sweep / "evaluation").write_text("not a directory")
+    done = evaluate_merged(sweep, cwd=tmp_path)
+    assert_table_then_warnings(done, sweep, {
+        evaluate.EVALUATION_FILE: f"Is a directory: '{sweep / ('.' + evaluate.EVALUATION_FILE + '.tmp')}'",
+        "evaluation": "File exists"})
+    assert not (sweep / evaluate.EVALUATION_FILE).exists() and (sweep / f".{evaluate.EVALUATION_FILE}.tmp").is_dir()
+    result = evaluate.evaluate_ensembles(sweep)  # from Python: the result, and what was not written
+    assert [item["path"] for item in result["not_written"]] == [str(sweep / evaluate.EVALUATION_FILE),
+                                                                 str(sweep / "evaluation")]
+
+
+def test_a_run_whose_metrics_have_the_wrong_types_is_left_out(seeds, tmp_path):
+    sweep = copy_runs(seeds, tmp_path / "sweep", names=("0", "1", "2"))
+    for name, key, value in (("1", "best_val_acc", "abc"), ("2", "best_val_loss", [0.1])):
+        metrics = json.loads((sweep / name / "metrics.json").read_text())
+        metrics[key] = value
+        (sweep / name / "metrics.json").write_text(json.dumps(metrics))
+    done = run_cli(str(sweep), program="expt.evaluate", cwd=tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "left out 1: its metrics.json holds best_val_acc='abc', not a number" in done.stdout, done.stdout
+    assert "left out 2: its metrics.json holds best_val_loss=[0.1], not a number" in done.stdout, done.stdout
+    result = evaluate.evaluate_ensembles(sweep)
+    assert [m["run_dir"] for m in result["members"]] == [str(sweep / "0")]
+
+
+def test_flip_views_are_refused_on_digits_and_taken_where_a_mirror_keeps_the_class(seeds, tmp_path):
+    for views in (["flip"], ["none", "shift+flip"]):
+        done = run_cli(str(seeds), "--tta", *views, program="expt.evaluate", cwd=tmp_path)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        (line,) = done.stderr.strip().splitlines()
+        flips = " ".join(v for v in views if "flip" in v)
+        assert line.startswith(f"Error: --tta {flips} is not allowed on data=digits: ") and "mirror" in line, line
+        assert "Use --tta none or shift" in line and "fashion_mnist or cifar10" in line, line
+    run = tmp_path / "synthetic"  # generated images: a mirror changes no class, so flips are a fair choice
+    expt.train(expt.compose(["data=synthetic", "data.num_samples=200", "data.shape=[1,8,8]", "trainer.epochs=1",
+                             *QUIET]), run_dir=run)
+    result = evaluate.evaluate_ensembles(run, tta=["none", "flip"])
+    assert {c["tta"] for c in result["candidates"]} == {"none", "flip"}
+
+
+def test_a_relative_data_path_is_found_from_where_the_run_started(tmp_path):
+    project, elsewhere, run = tmp_path / "project", tmp_path / "elsewhere", tmp_path / "run"
+    project.mkdir()
+    elsewhere.mkdir()
+    digits = load_data(expt.compose([]).data)
+    np.savez(project / "rel.npz", x_train=digits.x_train[:300, 0].numpy(), y_train=digits.y_train[:300].numpy())
+    run_cli("data=npz", "data.path=rel.npz", "trainer.epochs=1", *QUIET, f"hydra.run.dir={run}", cwd=project,
+            check=True)
+    done = run_cli(str(run), program="expt.evaluate", cwd=elsewhere)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ensemble test accuracy" in done.stdout
+    (project / "rel.npz").rename(project / "moved.npz")  # now in neither directory: say which run and where
+    done = run_cli(str(run), program="expt.evaluate", cwd=elsewhere)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"Error: data.path='rel.npz' of the run {run} is not a file"), line
+    assert f"{elsewhere} (the current directory)" in line and f"{project} (where the run was started" in line, line

@@ -90,19 +90,29 @@ def find_logdir(directory: Optional[Path] = None, cwd: Optional[Path] = None) ->
     return found
 
 
-def port_problem(port: int, host: str = "127.0.0.1") -> Optional[str]:
-    """Why TensorBoard could not serve on ``host:port``, or None when it can (a bind test, released at once)."""
-    if not 1 <= port <= 65535:
+def port_problem(port: Optional[int], host: str = "127.0.0.1") -> Optional[str]:
+    """Why TensorBoard could not serve on ``host:port``, or None when it can (a bind test, released at once).
+
+    Without ``port`` only ``host`` is checked (port 0: the OS picks a free port, as TensorBoard then does):
+    a name that does not resolve and an address that is not this machine's are refused with or without --port.
+    """
+    if port is not None and not 1 <= port <= 65535:
         return f"--port {port} is not a TCP port: use a number from 1 to 65535, or leave out --port to get a free one."
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror as exc:
-        return f"--host {host!r} does not resolve ({exc.strerror}): use an address such as 127.0.0.1 or 0.0.0.0."
+        family, kind, proto, _, address = socket.getaddrinfo(host, port or 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: a name IDNA cannot encode (an empty label)
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else str(exc)
+        return f"--host {host!r} does not resolve ({reason}): use an address such as 127.0.0.1 or 0.0.0.0."
     with socket.socket(family, kind, proto) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as TensorBoard's server does
         try:
             sock.bind(address)
         except OSError as exc:
+            if port is None or exc.errno == errno.EADDRNOTAVAIL:  # the address, not the port, is the problem
+                return (
+                    f"--host {host!r} cannot be bound ({exc.strerror}): it is not an address of this machine; use "
+                    "127.0.0.1 (this machine only), 0.0.0.0 (every interface) or one of this machine's own addresses."
+                )
             reason = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
             return (
                 f"--port {port} {reason} on {host} (another TensorBoard or server may be running there): "
@@ -204,7 +214,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--plain-names", action="store_true",
                         help="show runs under their directory names, as plain tensorboard --logdir does")
     args = parser.parse_args(argv)
-    problem = port_problem(args.port, args.host) if args.port is not None else None
+    problem = port_problem(args.port, args.host)  # the host is checked with or without --port
     if problem is not None:
         print(problem, file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from expt import checkpoint
+from expt.augment import NOT_FLIP_INVARIANT
 from expt.build import build_model
 from expt.data import _images as check_images, load as load_data
 from expt.devices import choose_device
@@ -155,6 +157,15 @@ class Member:
     predictor: Predictor
 
 
+# the numbers of metrics.json an ensemble reads (to rank the runs, and in the table): each a number, or absent
+NUMBER_FIELDS = ("best_val_acc", "best_val_loss", "final_val_loss", "test_acc", "test_loss")
+
+
+def _is_number(value: Any) -> bool:
+    """An int or float that is not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def why_not_finished(run: Path) -> Optional[str]:
     """Why ``run`` is not a finished run an ensemble can use; None when it is one."""
     path = run / METRICS_FILE
@@ -165,6 +176,10 @@ def why_not_finished(run: Path) -> Optional[str]:
         return f"its {METRICS_FILE} cannot be read (damaged or not a JSON object)"
     if metrics.get("status") != COMPLETED:
         return f"its status is {metrics.get('status')!r}, not {COMPLETED!r}"
+    for key in NUMBER_FIELDS:
+        value = metrics.get(key)
+        if value is not None and not _is_number(value):
+            return f"its {METRICS_FILE} holds {key}={value!r}, not a number (damaged or written by something else)"
     if not (run / "checkpoints" / checkpoint.BEST).is_file():
         return f"it has no checkpoints/{checkpoint.BEST}"
     return None
@@ -202,6 +217,58 @@ def find_runs(directory: Path) -> tuple[list[Path], dict[Path, str]]:
     inside = [run for run in reasons if any(run != f and f in run.parents for f in finished)]
     left_out = {run: why for run, why in reasons.items() if why is not None and run not in inside}
     return finished, left_out
+
+
+def started_in(run: Path) -> Optional[Path]:
+    """Where ``run`` was started (Hydra's ``hydra.runtime.cwd`` in its ``.hydra/hydra.yaml``), if recorded."""
+    try:
+        cwd = OmegaConf.select(OmegaConf.load(run / ".hydra" / "hydra.yaml"), "hydra.runtime.cwd", default=None)
+    except Exception:  # no record, or not one Hydra wrote: the run's start directory is unknown
+        return None
+    return Path(cwd) if isinstance(cwd, str) and cwd else None
+
+
+def _run_dir(member: Member) -> Path:
+    """The run a member comes from (a snapshot's run holds its ``checkpoints/``)."""
+    source = member.predictor.source
+    return source.parent.parent if source.parent.name == "checkpoints" else source.parent
+
+
+def run_data_config(member: Member) -> DictConfig:
+    """The member's data config, a relative ``data.path`` (or ``data.root``) found as the run found it.
+
+    A run reads a relative path from the directory it was started in; ``python -m expt.evaluate`` may
+    run elsewhere. A relative path is used as given where it exists from here, else from the directory
+    the run was started from (its ``.hydra/hydra.yaml``). An npz run whose file is in neither is refused,
+    naming the run and both directories.
+    """
+    data = member.predictor.config.data
+    run = _run_dir(member)
+    resolved = {}
+    for key in ("path", "root"):
+        value = data.get(key) if not OmegaConf.is_missing(data, key) else None
+        if not isinstance(value, str) or not value:
+            continue
+        given = Path(os.path.expanduser(value))
+        if given.is_absolute() or given.exists():
+            continue
+        start = started_in(run)
+        if start is not None and (start / given).exists():
+            resolved[key] = str(start / given)
+        elif key == "path" and data.get("name") == "npz":
+            tried = f"{Path.cwd()} (the current directory)"
+            if start is not None:
+                where = (f"it is in neither {tried} nor {start} (where the run was started, as its .hydra/hydra.yaml "
+                         f"records): put the file back at {start / given}, or")
+            else:
+                where = f"it is not in {tried} and the run has no .hydra/hydra.yaml to say where it was started:"
+            raise ConfigError(
+                f"data.path={value!r} of the run {run} is not a file: a relative path is read from the directory the "
+                f"run was started in, and {where} run python -m expt.evaluate from the directory that holds it."
+            )
+    if not resolved:
+        return data
+    return OmegaConf.create({**OmegaConf.to_container(data, resolve=True), **resolved})
 
 
 def _data_key(cfg: DictConfig) -> dict[str, Any]:
@@ -246,7 +313,7 @@ def members(directory: Path, device: str | torch.device,
 def _first_number(metrics: dict, *keys: str) -> float:
     """The first of ``keys`` that ``metrics`` holds a number for (runs written before a key existed lack it)."""
     for key in keys:
-        if isinstance(metrics.get(key), (int, float)):
+        if _is_number(metrics.get(key)):
             return float(metrics[key])
     return 0.0
 
@@ -265,9 +332,15 @@ def _snapshot_members(runs: list[Path], device: str | torch.device) -> list[Memb
             f"{str(run)!r} kept no epoch snapshots (checkpoints/epoch_<n>.pt): train it with trainer.snapshots=K "
             "to keep the weights of its last K epochs."
         )
-    history = {row["epoch"]: row for row in (read_metrics(run) or {}).get("history", [])}
-    return [Member(path, {"best_val_acc": history.get(epoch, {}).get("val_acc"),
-                          "final_val_loss": history.get(epoch, {}).get("val_loss")}, load(path, device))
+    rows = (read_metrics(run) or {}).get("history")
+    history = {row.get("epoch"): row for row in (rows if isinstance(rows, list) else []) if isinstance(row, dict)}
+
+    def number(epoch: int, key: str) -> Optional[float]:  # a history that is not what training wrote gives none
+        value = history.get(epoch, {}).get(key)
+        return value if _is_number(value) else None
+
+    return [Member(path, {"best_val_acc": number(epoch, "val_acc"), "final_val_loss": number(epoch, "val_loss")},
+                   load(path, device))
             for epoch, path in found.items()]
 
 
@@ -282,7 +355,9 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     validation split only; the one with the best validation accuracy (lower validation loss,
     then fewer members and fewer views break ties) is evaluated once on the test split. The
     result, with every earlier test evaluation of this directory, is written to
-    ``evaluation.json`` and to TensorBoard under ``<directory>/evaluation``.
+    ``evaluation.json`` and to TensorBoard under ``<directory>/evaluation``; a file that cannot be
+    written (a read-only directory) is listed in the result's ``not_written`` with the reason, and the
+    result is returned all the same.
     """
     directory = Path(directory)
     ranked, left_out = members(directory, device, snapshots)
@@ -293,7 +368,16 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     for name in tta:
         if name not in TTA_VIEWS:
             raise ConfigError(f"--tta {name} is not allowed: one of {', '.join(TTA_VIEWS)}.")
-    data = load_data(ranked[0].predictor.config.data)
+    data_name = ranked[0].predictor.config.data.get("name")
+    flips = [name for name in tta if "flip" in name]
+    if flips and data_name in NOT_FLIP_INVARIANT:  # the data the trainer warns hflip about (expt.augment)
+        raise ConfigError(
+            f"--tta {' '.join(flips)} is not allowed on data={data_name}: those views add each image's mirror, and "
+            f"data={data_name} holds handwritten digits, which a mirror changes (a mirrored 2, 3, 4, 5, 7 or 9 is "
+            "not that digit). Use --tta none or shift (the image and its 1-pixel shifts); flips are for data "
+            "whose classes a mirror keeps, such as fashion_mnist or cifar10."
+        )
+    data = load_data(run_data_config(ranked[0]))
 
     def probs(member: Member, split: str, views: str) -> torch.Tensor:
         p = member.predictor
@@ -340,11 +424,43 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     result["repeated"] = any(e.get("choice") == chosen for e in earlier)
     result["test_evaluations"] = earlier + ([] if result["repeated"] else [
         {"choice": chosen, "test_acc": test_acc, "test_loss": test_loss, "at": time.strftime("%Y-%m-%d %H:%M:%S")}])
-    tmp = path.with_name(f".{EVALUATION_FILE}.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, path)
-    _write_board(directory, result)
+    result["not_written"] = _save(directory, result)
     return result
+
+
+def _save(directory: Path, result: dict[str, Any]) -> list[dict[str, str]]:
+    """Write ``evaluation.json`` (atomically) and the TensorBoard record; the ones that could not be, with the reason.
+
+    The evaluation is done by then: a directory that cannot be written to (read-only, full) loses the record,
+    not the result.
+    """
+    not_written = []
+    path = directory / EVALUATION_FILE
+    tmp = path.with_name(f".{EVALUATION_FILE}.tmp")
+    try:
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        not_written.append({"path": str(path), "reason": _reason(exc)})
+        try:
+            tmp.unlink()  # a half-written temporary file, where one was made
+        except OSError:
+            pass
+    board = directory / "evaluation"
+    try:
+        board.mkdir(exist_ok=True)
+        tempfile.TemporaryFile(dir=board).close()  # refused here, not later in TensorBoard's writer thread
+        _write_board(directory, result)
+    except OSError as exc:
+        not_written.append({"path": str(board), "reason": exc.strerror or str(exc)})
+    return not_written
+
+
+def _reason(exc: OSError) -> str:
+    """What the OS said, and about which file: ``Read-only file system: '.../.evaluation.json.tmp'``."""
+    if exc.strerror and exc.filename:
+        return f"{exc.strerror}: {os.fsdecode(exc.filename)!r}"
+    return exc.strerror or str(exc)
 
 
 def _relative(run_dir: Path, directory: Path) -> str:
@@ -395,7 +511,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="average the K best runs by validation accuracy (default: choose K on validation)")
     parser.add_argument("--tta", nargs="+", default=["none"], metavar="VIEWS",
                         help=f"test-time views to consider, chosen on validation: {', '.join(TTA_VIEWS)} "
-                             "(shift: the image and its 1-pixel shifts; flip: and its mirror, not for digits)")
+                             "(shift: the image and its 1-pixel shifts; flip: and its mirror, refused on "
+                             f"{' and '.join(NOT_FLIP_INVARIANT)}, whose classes a mirror changes)")
     parser.add_argument("--snapshots", action="store_true",
                         help="average the last epochs' weights of one run (kept with trainer.snapshots=K) "
                              "instead of runs; K is chosen on validation unless --top is given")
@@ -417,8 +534,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elif len(result["test_evaluations"]) > 1:
         print(f"Note: the test split of this directory has now been evaluated for {len(result['test_evaluations'])} "
               "different choices; the first is the unbiased one, later ones risk tuning on the test split.")
-    print(f"ensemble test accuracy {100 * e['test_acc']:.2f}% (chosen on validation: {100 * e['val_acc']:.2f}%). "
-          f"Written to {Path(args.directory) / EVALUATION_FILE}; TensorBoard: {Path(args.directory) / 'evaluation'}")
+    failed = {item["path"] for item in result["not_written"]}
+    written = [f"{what}{path}" for what, path in (("Written to ", Path(args.directory) / EVALUATION_FILE),
+                                                   ("TensorBoard: ", Path(args.directory) / "evaluation"))
+               if str(path) not in failed]
+    print(f"ensemble test accuracy {100 * e['test_acc']:.2f}% (chosen on validation: {100 * e['val_acc']:.2f}%)."
+          + (f" {'; '.join(written)}" if written else ""))
+    for item in result["not_written"]:  # the evaluation stands: say what was not kept, exit 0
+        print(f"Warning: could not write {item['path']} ({item['reason']}); the result above is not saved there.",
+              file=sys.stderr)
     return 0
 
 
