@@ -383,6 +383,32 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_was_measured_or_kept(tmp_path):
     assert metrics["best_val_acc"] is None and metrics["test_acc"] is None
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_keeps_what_fits(tmp_path):
+    """A full disk, as a file size limit makes it (writes past 30 kB fail): the run stops with one paragraph
+    naming the file, the system's reason and what was kept, exit 1 and no traceback; metrics.json (small) keeps
+    the epochs measured, and a failed write leaves no partial file."""
+    import resource
+
+    def limited() -> None:  # in the child: a write past the limit fails with EFBIG instead of killing it
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (30_000, 30_000))
+
+    run_dir = tmp_path / "run"
+    proc = start_cli("model.num_filters=8", "model.hidden_dim=32", "data.subset=256", "trainer.epochs=2",
+                     "trainer.checkpoint_interval=0", "dashboard.histograms=false", "dashboard.graph=false",
+                     "dashboard.filters=false", f"hydra.run.dir={run_dir}", cwd=tmp_path, preexec_fn=limited,
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+    last = run_dir / "checkpoints" / checkpoint.LAST
+    assert (f"Error: {last} could not be written (File too large), so the run stopped at epoch 1; no checkpoint "
+            "was kept.") in output, output[-3000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
+    assert not last.exists() and not list(last.parent.glob(".*.tmp"))
+
+
 @pytest.mark.slow
 def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, compose, straight_paused):
     """SIGINT during epoch 2 (held at its first step): metrics.json says interrupted, best.pt is written, and

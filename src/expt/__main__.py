@@ -12,7 +12,7 @@ import hydra
 from omegaconf import DictConfig
 
 from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
-from expt.errors import ConfigError
+from expt.errors import ConfigError, StorageError
 
 log = logging.getLogger("expt")
 
@@ -57,6 +57,11 @@ def main(cfg: DictConfig) -> float:
             log.error("%s%s This job trains nothing; the other jobs go on.", PREFIX, exc)
             raise TrialConfigError(f"{PREFIX}{exc}") from exc
         print(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
+        raise SystemExit(1)
+    except StorageError as exc:  # the disk, not the run: what could not be written, and what was kept
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # a trial's record keeps the message; the sweep goes on
+        print(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)
 
 

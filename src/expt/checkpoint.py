@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ from typing import Any
 
 import torch
 
-from expt.errors import ConfigError
+from expt.errors import ConfigError, StorageError, os_error_in
 from expt.faults import crash_point
 
 LAST, BEST = "last.pt", "best.pt"
@@ -35,31 +36,49 @@ def snapshots(directory: Path) -> dict[int, Path]:
 
 
 def save(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file beside ``path``, then rename: a crash never leaves half a checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        crash_point(f"{path.name}:written")
-        os.replace(tmp, path)
-        crash_point(f"{path.name}:replaced")
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write to a temporary file beside ``path``, then rename: a crash never leaves half a checkpoint, and a file
+    that cannot be written (a full disk) leaves the previous one whole and raises :class:`StorageError`."""
+    with _storage(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f)
+            crash_point(f"{path.name}:written")
+            os.replace(tmp, path)
+            crash_point(f"{path.name}:replaced")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def copy(source: Path, target: Path) -> None:
-    """Copy a checkpoint file atomically (cheaper than serializing the same state twice)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    """Copy a checkpoint file atomically (cheaper than serializing the same state twice), as :func:`save` writes."""
+    with _storage(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def _storage(path: Path):
+    """A failure to write ``path`` that the system reports (torch's writer as a RuntimeError raised while handling
+    it) becomes one :class:`StorageError` naming the file and the reason."""
     try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except StorageError:
         raise
+    except Exception as exc:
+        cause = os_error_in(exc)
+        if cause is None:
+            raise
+        raise StorageError(f"{path} could not be written ({cause.strerror or cause})") from exc
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu", key: str = "trainer.resume") -> dict[str, Any]:

@@ -7,3 +7,22 @@ importing the config machinery (and without import cycles).
 
 class ConfigError(ValueError):
     """A config value that cannot run. The message names the key, the value and what is allowed."""
+
+
+class StorageError(OSError):
+    """A file the run must keep could not be written (a full disk, a read-only or vanished directory, a file size
+    limit). The message names the file, the system's reason and, from the run, what it kept."""
+
+
+def os_error_in(error: BaseException) -> "OSError | None":
+    """The OSError that ``error`` is, or that it was raised from or while handling (torch's writer reports a full
+    disk as a RuntimeError raised while handling the OSError); None where there is none."""
+    seen = set()
+    current: "BaseException | None" = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
