@@ -383,6 +383,20 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_was_measured_or_kept(tmp_path):
     assert metrics["best_val_acc"] is None and metrics["test_acc"] is None
 
 
+def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):
+    """kill (SIGTERM, as a scheduler's time limit sends it) during epoch 2: metrics.json says interrupted, the log
+    says which epoch last.pt holds and how to resume, and the command exits 143."""
+    run_dir = tmp_path / "stopped"
+    proc = start_paused(run_dir, epoch=2, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.send_signal(signal.SIGTERM)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == 143 and "Traceback" not in output, output[-3000:]
+    assert "Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with" in output
+    assert output.rstrip().endswith("Terminated.")
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
 def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_keeps_what_fits(tmp_path):
     """A full disk, as a file size limit makes it (writes past 30 kB fail): the run stops with one paragraph

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Optional
 
@@ -12,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
-from expt.errors import ConfigError, StorageError
+from expt.errors import ConfigError, StorageError, Terminated
 
 log = logging.getLogger("expt")
 
@@ -107,15 +108,25 @@ def main_reporting_help_errors(args: Optional[argparse.Namespace]) -> None:
     run_and_report(main)
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM raises :class:`Terminated` where the program is, as Ctrl-C raises KeyboardInterrupt; a second one
+    kills at once."""
+    signal.signal(signum, signal.SIG_DFL)
+    raise Terminated()
+
+
 def cli() -> None:
-    """``python -m expt`` and the ``expt`` command: the arguments checked, then :func:`main`; Ctrl-C exits 130."""
+    """``python -m expt`` and the ``expt`` command: the arguments checked, then :func:`main`. Ctrl-C exits 130 and
+    SIGTERM 143, each after the run has kept what it measured and said how to resume."""
     arguments = command_line(sys.argv[1:])
     stop_on_misspelt_keys(arguments)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         main_reporting_help_errors(arguments)
-    except KeyboardInterrupt:  # the trainer has said what it kept and how to resume
-        print("Interrupted.", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as exc:  # the trainer has said what it kept and how to resume
+        terminated = isinstance(exc, Terminated)
+        print("Terminated." if terminated else "Interrupted.", file=sys.stderr)
+        raise SystemExit(143 if terminated else 130) from None
 
 
 if __name__ == "__main__":

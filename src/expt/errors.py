@@ -26,3 +26,8 @@ def os_error_in(error: BaseException) -> "OSError | None":
         current = current.__cause__ or current.__context__
     return None
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit): the command stops a run as Ctrl-C does, keeping what the
+    finished epochs measured and its last checkpoint."""
+
