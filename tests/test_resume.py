@@ -33,6 +33,16 @@ def start_paused(run_dir, epoch: int, **popen) -> subprocess.Popen:
     return proc
 
 
+def signal_paused(run_dir, epoch: int, signum: int, code: int) -> tuple[str, dict]:
+    """Start ``PAUSED`` held at the first step of ``epoch``, send it ``signum``; its output (it exited with
+    ``code``, without a traceback) and the metrics.json it kept."""
+    proc = start_paused(run_dir, epoch=epoch, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.send_signal(signum)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == code and "Traceback" not in output, output[-3000:]
+    return output, read_metrics(run_dir)
+
+
 @pytest.fixture(scope="module")
 def straight_paused(tmp_path_factory) -> dict:
     """``PAUSED`` run straight through, in this process (the pause is never armed here)."""
@@ -371,14 +381,9 @@ def test_resuming_from_best_pt_is_a_clear_error(tmp_path, compose, two_epochs):
 def test_ctrl_c_in_the_first_epoch_says_nothing_was_measured_or_kept(tmp_path):
     """SIGINT at the first step: metrics.json says interrupted with nothing measured, and the last line says so
     (no invented 0.00%), with nothing to resume."""
-    run_dir = tmp_path / "stopped"
-    proc = start_paused(run_dir, epoch=1, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    proc.send_signal(signal.SIGINT)
-    output = finish(proc, timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    output, metrics = signal_paused(tmp_path / "stopped", 1, signal.SIGINT, 130)
     assert "Interrupted during epoch 1, before the first checkpoint: nothing to resume." in output
     assert "interrupted: best val -, final val -, test -. Run directory: " in output, output[-3000:]
-    metrics = read_metrics(run_dir)
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 0
     assert metrics["best_val_acc"] is None and metrics["test_acc"] is None
 
@@ -386,14 +391,9 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_was_measured_or_kept(tmp_path):
 def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):
     """kill (SIGTERM, as a scheduler's time limit sends it) during epoch 2: metrics.json says interrupted, the log
     says which epoch last.pt holds and how to resume, and the command exits 143."""
-    run_dir = tmp_path / "stopped"
-    proc = start_paused(run_dir, epoch=2, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    proc.send_signal(signal.SIGTERM)
-    output = finish(proc, timeout=120)
-    assert proc.returncode == 143 and "Traceback" not in output, output[-3000:]
+    output, metrics = signal_paused(tmp_path / "stopped", 2, signal.SIGTERM, 143)
     assert "Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with" in output
     assert output.rstrip().endswith("Terminated.")
-    metrics = read_metrics(run_dir)
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
 
 
@@ -430,13 +430,8 @@ def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, compo
     import expt
 
     run_dir = tmp_path / "stopped"
-    proc = start_paused(run_dir, epoch=2, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    proc.send_signal(signal.SIGINT)
-    output = finish(proc, timeout=120)
-    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    output, metrics = signal_paused(run_dir, 2, signal.SIGINT, 130)
     assert re.search(r"Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with", output), output
-
-    metrics = read_metrics(run_dir)
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
     best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
     assert best["best_epoch"] == metrics["best_epoch"] == 1
