@@ -57,3 +57,24 @@ def test_no_bar_when_the_output_is_a_file_or_the_epoch_is_short(tmp_path):
     assert proc.returncode == 0 and "img/s" not in proc.stdout + proc.stderr
     code, screen = run_in_a_terminal(*RUN, NEVER, f"hydra.run.dir={tmp_path / 'short'}", cwd=tmp_path)
     assert code == 0 and "img/s" not in screen
+
+
+def test_without_a_terminal_a_long_epoch_logs_its_progress(tmp_path, monkeypatch, caplog):
+    """A log file or a cluster job's output has no bar: a lone run logs a line (step, running loss, images/s)
+    every PROGRESS_LINE_SECONDS of an epoch; a shorter epoch logs none."""
+    import logging
+
+    from expt.trainer import loop
+
+    cfg = expt.compose([*RUN, "trainer.log_every=5"])
+    with caplog.at_level(logging.INFO, logger="expt.trainer.loop"):
+        expt.train(cfg, run_dir=tmp_path / "short")  # a minute is longer than this epoch
+    assert not [r for r in caplog.records if ": step " in r.getMessage()]
+    monkeypatch.setattr(loop, "PROGRESS_LINE_SECONDS", 0.0)  # every logging step is "a minute later"
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="expt.trainer.loop"):
+        expt.train(cfg, run_dir=tmp_path / "long")
+    lines = [r.getMessage() for r in caplog.records if ": step " in r.getMessage()]
+    assert lines and all(line.startswith("epoch 1/1: step ") and " images/s" in line for line in lines), lines
+    assert [int(line.split("step ")[1].split(" of")[0]) for line in lines][:2] == [5, 10]
+

@@ -27,6 +27,8 @@ from expt.trainer.engine import SingleEngine
 from expt.trainer.record import RunRecord
 
 log = logging.getLogger(__name__)
+# Outside a terminal (a log file, a cluster job's output) a lone run's epoch logs a progress line this often.
+PROGRESS_LINE_SECONDS = 60.0
 
 
 class Trainer:
@@ -166,6 +168,7 @@ class Trainer:
         pending: list[torch.Tensor] = []  # the step losses, on the device until a logging step
         read = 0
         engine.train()
+        started = last_line = time.perf_counter()
         with self._progress_bar() as bar:
             for i in range(steps):
                 logging_step = (i + 1) % t.log_every == 0 or i + 1 == steps
@@ -191,6 +194,12 @@ class Trainer:
                 if bar is not None:
                     r = self.active[0]
                     bar.set_postfix(loss=f"{r.loss_sum / r.losses_read:.4f}", refresh=False)
+                elif len(self.active) == 1 and time.perf_counter() - last_line >= PROGRESS_LINE_SECONDS:
+                    last_line = time.perf_counter()  # no bar: a line in the log, as a long epoch goes on
+                    r = self.active[0]
+                    log.info("%sepoch %d/%d: step %d of %d, loss %.4f, %.0f images/s", r.log_prefix, r.epoch,
+                             t.epochs, i + 1, steps, r.loss_sum / r.losses_read,
+                             (i + 1) * bs / max(last_line - started, 1e-9))
                 if diverged:
                     keep = [pos for pos, r in enumerate(self.active) if r not in diverged]
                     for r in diverged:

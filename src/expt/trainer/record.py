@@ -308,6 +308,8 @@ class RunRecord:
         test_loss = test_acc = None
         if self.best["state"] is not None:
             e.model.load_state_dict(self.best["state"])
+            log.info("%sTesting the best model (epoch %s) on the %d test samples.", self.log_prefix, self.best["epoch"],
+                     len(e.data.x_test))  # seconds on a CPU for a large test split: said before, not after
             test_loss, test_acc = loss_and_accuracy(e.model, e.data.x_test, e.data.y_test)
         last = self.history[-1] if self.history else {}
         metrics = {
