@@ -467,7 +467,7 @@ def test_ctrl_c_keeps_each_members_run_and_a_requeued_sweep_resumes_every_member
         interrupted[job] = metrics = read_metrics(run)
         assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1, metrics
         assert (run / "checkpoints" / "best.pt").is_file()
-        assert (f"member {job}: Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with "
+        assert (f"job {job}: Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with "
                 f"trainer.resume={run}") in output
 
     again = run_cli(*args, "+hydra.job.env_set.EXPT_RESUME_OWN_CHECKPOINT=1", cwd=tmp_path,

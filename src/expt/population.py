@@ -104,12 +104,13 @@ class Population:
 
     ``data``: the splits ``cfgs[0].data`` describes, when the caller has loaded them already (a launcher that
     trains several groups on one dataset loads it once); loaded here otherwise. ``validated``: every config has
-    passed :func:`expt.config.validate` since its last change (see :func:`expt.build.build`).
+    passed :func:`expt.config.validate` since its last change (see :func:`expt.build.build`). ``names``: what
+    the log calls each member (a launcher's job numbers); ``member <i>`` by default.
     """
 
     def __init__(self, cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], contexts: Optional[Sequence[Any]] = None,
                  sweeps: Optional[Sequence[SweepTrial]] = None, data: Optional[Splits] = None,
-                 validated: bool = False):
+                 validated: bool = False, names: Optional[Sequence[str]] = None):
         if not cfgs:
             raise ValueError("a population needs at least one config")
         if len(cfgs) != len(run_dirs):
@@ -150,7 +151,7 @@ class Population:
                 with scope():
                     record = RunRecord(exp, run_dir, Dashboard(run_dir, cfg, sweep_context(sweep)),
                                        report=sweep.progress_report())
-                record.scope, record.log_prefix = scope, f"member {i}: "
+                record.scope, record.log_prefix = scope, f"{names[i] if names is not None else f'member {i}'}: "
                 self.records.append(record)
                 self.rngs.append(rng)
             first = self.records[0].exp

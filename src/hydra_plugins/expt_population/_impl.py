@@ -338,7 +338,8 @@ class PopulationLauncherImpl:
                 population = Population([job.task_cfg for job in group], [job.output_dir for job in group],
                                         [self._member_context(job) for job in group],
                                         [SweepTrial.read(job.env) for job in group], self._data(group[0].task_cfg),
-                                        validated=True)  # by _prepare: a job that fails trains alone
+                                        validated=True,  # by _prepare: a job that fails trains alone
+                                        names=[f"job {job.num}" for job in group])
             except Exception as exc:
                 started = exc
             else:
