@@ -197,17 +197,22 @@ def test_runs_left_out_of_an_ensemble_are_named_with_the_reason(runs, tmp_path, 
     diverged = read_metrics(runs / "1") | {"status": "diverged"}
     shutil.copytree(runs / "1", root / "4")
     (root / "4" / "metrics.json").write_text(json.dumps(diverged))
+    shutil.copytree(runs / "1", root / "5")
+    best = root / "5" / "checkpoints" / "best.pt"
+    best.write_bytes(best.read_bytes()[:100])  # cut short, as a full disk leaves a copy
     assert evaluate.main([str(root)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[:4] == [
+    assert out.splitlines()[:5] == [
         "left out 1: its metrics.json cannot be read (damaged or not a JSON object)",
         "left out 2: it has no checkpoints/best.pt",
         "left out 3: it has no metrics.json (the run did not finish)",
         "left out 4: its status is 'diverged', not 'completed'",
+        "left out 5: its checkpoints/best.pt cannot be loaded (" + out.split("best.pt cannot be loaded (")[1].split("\n")[0],
     ]
+    assert "is not a readable checkpoint" in out.splitlines()[4]
     saved = json.loads((root / evaluate.EVALUATION_FILE).read_text())
     assert [m["run_dir"] for m in saved["members"]] == [str(root / "0")]
-    assert [item["run_dir"] for item in saved["left_out"]] == ["1", "2", "3", "4"]
+    assert [item["run_dir"] for item in saved["left_out"]] == ["1", "2", "3", "4", "5"]
     (root / "0" / "metrics.json").unlink()
     with pytest.raises(ConfigError, match=r"holds no finished run: .*; 0: it has no metrics.json \(the run did not "
                                           r"finish\); 1: its metrics.json cannot be read"):

@@ -285,16 +285,21 @@ def members(directory: Path, device: str | torch.device,
     With ``snapshots``, the epoch snapshots that one run kept (trainer.snapshots), newest first.
     """
     runs, left_out = find_runs(directory)
-    if not runs:
-        found = "".join(f"; {_relative(run, directory)}: {why}" for run, why in list(left_out.items())[:5])
+    if snapshots and runs:
+        return _snapshot_members(runs, device), left_out
+    found = []
+    for run in runs:
+        try:
+            found.append(Member(run, read_metrics(run) or {}, load(run, device)))
+        except ConfigError as exc:  # a best.pt cut short or not expt's: this run is left out, the others count
+            left_out[run] = f"its checkpoints/{checkpoint.BEST} cannot be loaded ({exc})"
+    if not found:
+        reasons = "".join(f"; {_relative(run, directory)}: {why}" for run, why in list(left_out.items())[:5])
         more = f"; and {len(left_out) - 5} more" if len(left_out) > 5 else ""
         raise ConfigError(
             f"{str(directory)!r} holds no finished run: expected a run directory, or a sweep's, with metrics.json "
-            f"(status completed) and checkpoints/{checkpoint.BEST} in each run{found}{more}."
+            f"(status completed) and a checkpoints/{checkpoint.BEST} that loads, in each run{reasons}{more}."
         )
-    if snapshots:
-        return _snapshot_members(runs, device), left_out
-    found = [Member(run, read_metrics(run) or {}, load(run, device)) for run in runs]
     first = found[0]
     for other in found[1:]:
         for what, a, b in (("data", _data_key(first.predictor.config), _data_key(other.predictor.config)),
