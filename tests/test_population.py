@@ -486,6 +486,28 @@ def test_ctrl_c_keeps_each_members_run_and_a_requeued_sweep_resumes_every_member
 
 
 @pytest.mark.slow
+def test_a_member_whose_own_work_fails_stops_alone_as_under_the_basic_launcher(tmp_path: Path) -> None:
+    """Job 1's run directory holds a file named checkpoints, so its checkpoints cannot be written: under either
+    launcher job 1 fails with that error, named as job 1's, and jobs 0 and 2 complete with the same numbers."""
+    runs = {}
+    for launcher in ("basic", "population"):
+        sweep = tmp_path / launcher
+        (sweep / "1").mkdir(parents=True)
+        (sweep / "1" / "checkpoints").write_text("not a directory")
+        done = run_cli("--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}", *CONVNET,
+                       "optimizer.lr=1e-3,3e-3,1e-2", cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+        said = done.stdout + done.stderr
+        assert ("population of 3: jobs 0, 1, 2" in said) == (launcher == "population")
+        assert done.returncode == 1 and "could not be written" in said, said[-3000:]
+        assert "optimizer.lr=0.003" in said.split("could not be written")[0].rsplit("Error executing job", 1)[-1]
+        assert not (sweep / "1" / "metrics.json").exists()
+        runs[launcher] = [json.loads((sweep / str(job) / "metrics.json").read_text()) for job in (0, 2)]
+    for together, alone in zip(runs["population"], runs["basic"]):
+        assert together["status"] == "completed"
+        assert_same_run(together, alone, 1e-5)
+
+
+@pytest.mark.slow
 def test_a_members_hydra_interpolations_are_its_own_jobs(tmp_path: Path) -> None:
     """``trainer.seed=${hydra:job.num}``: each member is built (its init) and trained with its own job's value,
     as under the basic launcher."""

@@ -189,12 +189,14 @@ class Population:
             with contextlib.suppress(Exception):
                 r.dashboard.close()
 
-    def fit(self) -> list[dict[str, Any]]:
-        """Train every member for ``trainer.epochs``; write each run directory; return the metrics, in order."""
+    def fit(self) -> list[Any]:
+        """Train every member for ``trainer.epochs``; write each run directory; return the metrics, in order. A
+        member whose own work fails (its checkpoints cannot be written, say) stops alone: its place holds the
+        error, and the others train on."""
         saved_rng = torch.get_rng_state()
         trainer = None
         try:
-            trainer = Trainer(self.records, VmapEngine(self.records, self.rngs))
+            trainer = Trainer(self.records, VmapEngine(self.records, self.rngs), isolate=True)
             return trainer.fit()
         except KeyboardInterrupt:
             if trainer is not None:
@@ -236,8 +238,9 @@ def member_bytes(cfg: DictConfig, data: Optional[Splits] = None) -> int:
 
 def train_population(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path],
                      contexts: Optional[Sequence[Any]] = None,
-                     sweeps: Optional[Sequence[SweepTrial]] = None) -> list[dict[str, Any]]:
+                     sweeps: Optional[Sequence[SweepTrial]] = None) -> list[Any]:
     """Train compatible configs together (see :class:`Population`); each run directory as a lone run writes it.
+    Each member's metrics, in order; a member whose own work failed has the error in its place.
 
     ``contexts``: one callable per member returning a context manager entered around that member's
     own work (building its record and dashboard, its epoch records, its end). ``sweeps``: where each

@@ -32,12 +32,18 @@ PROGRESS_LINE_SECONDS = 60.0
 
 
 class Trainer:
-    """Trains ``records`` with ``engine`` for ``trainer.epochs`` epochs; :meth:`fit` returns each run's metrics."""
+    """Trains ``records`` with ``engine`` for ``trainer.epochs`` epochs; :meth:`fit` returns each run's metrics.
 
-    def __init__(self, records: Sequence[RunRecord], engine):
+    ``isolate`` (a population): an error in one run's own work (its measurements, records, checkpoints, end)
+    stops that run alone, and :meth:`fit` returns the error in its place; the others go on. Otherwise the
+    error stops the trainer.
+    """
+
+    def __init__(self, records: Sequence[RunRecord], engine, isolate: bool = False):
         self.records = list(records)
         self.active = list(records)  # in the engine's order; a run that stops leaves
         self.engine = engine
+        self.isolate = isolate
         first = self.records[0]
         self.settings = first.settings
         self.steps = first.exp.steps_per_epoch
@@ -55,12 +61,37 @@ class Trainer:
         return self.records[0]
 
     # ------------------------------------------------------------------ the run's course
-    def fit(self) -> list[dict[str, Any]]:
-        """Begin, train every epoch (from where a resumed run stopped), end; each run's metrics, in order."""
+    def fit(self) -> list[Any]:
+        """Begin, train every epoch (from where a resumed run stopped), end; each run's metrics (or, isolated, the
+        error that stopped it), in order."""
         self.begin()
         while not self.done:
             self.train_epoch()
         return self.end()
+
+    @contextlib.contextmanager
+    def _alone(self, record: RunRecord):
+        """Around one run's own work: isolated, an error there stops that run alone (see the class)."""
+        if not self.isolate:
+            yield
+            return
+        try:
+            yield
+        except Exception as exc:
+            self._fail(record, exc)
+
+    def _fail(self, record: RunRecord, error: Exception) -> None:
+        """Stop one run of an isolated trainer for ``error``: keep its best model where it can, let the engine go
+        of it; :meth:`fit` returns the error in its place."""
+        record.failure = error
+        with record.scope():
+            log.error("%s%s: %s; this run stops, the others go on.", record.log_prefix, type(error).__name__, error)
+            with contextlib.suppress(Exception):
+                record.save_best()
+        if record in self.active:
+            position = self.active.index(record)
+            self.active.pop(position)
+            self.engine.drop([position])
 
     def begin(self) -> None:
         """Each run resumes or measures its loss at init and starts its dashboard; a run of 0 epochs records
@@ -68,7 +99,7 @@ class Trainer:
         # a population measures its members' losses at init together
         losses = [None] * len(self.records) if self.settings.resume else self.engine.training_losses(self.records)
         for r, loss in zip(self.records, losses):
-            with r.scope():
+            with self._alone(r), r.scope():
                 r.begin(self.engine, loss)
                 if self.settings.epochs == 0 and not r.history:
                     row = {"epoch": 0, "train_loss": r.initial_loss, **r.measure(),
@@ -93,7 +124,7 @@ class Trainer:
         measured = self.engine.measure(self.active)  # a population measures its members together
         pruned = []
         for r, measurements in zip(list(self.active), measured):
-            with r.scope():
+            with self._alone(r), r.scope():
                 row = {"epoch": epoch, "train_loss": r.loss_sum / self.steps, **measurements, "lr": rates[id(r)]}
                 r.exp.schedule.observe(row["val_loss"])
                 row["seconds"] = time.perf_counter() - t0 - (self.engine.warmup_seconds - warm0)
@@ -101,14 +132,17 @@ class Trainer:
                 if r.pruned():
                     pruned.append(r)
         for r in pruned:  # stop enters the run's scope itself
-            self.stop(r, PRUNED)
+            with self._alone(r):
+                self.stop(r, PRUNED)
         return bool(self.active)
 
-    def end(self) -> list[dict[str, Any]]:
-        """Every run still training has completed: conclude it; the metrics of all, in order."""
+    def end(self) -> list[Any]:
+        """Every run still training has completed: conclude it; the metrics of all (or the error that stopped an
+        isolated run), in order."""
         for r in list(self.active):
-            self.stop(r, COMPLETED)
-        return [r.metrics for r in self.records]
+            with self._alone(r):
+                self.stop(r, COMPLETED)
+        return [r.failure if r.failure is not None else r.metrics for r in self.records]
 
     def stop(self, record: RunRecord, status: str) -> dict[str, Any]:
         """End one run: last.pt if it lags (a diverged run's weights are past saving), best.pt, the test
@@ -127,7 +161,7 @@ class Trainer:
         """After Ctrl-C: each run not yet ended keeps what its finished epochs measured (metrics.json with status
         interrupted, HParams, best.pt) and says which epoch its last checkpoint holds, to resume from."""
         for r in self.records:
-            if r.metrics is not None:  # it had ended (completed, diverged or pruned)
+            if r.metrics is not None or r.failure is not None:  # it had ended (completed, diverged, pruned, failed)
                 continue
             with r.scope():
                 self.conclude(r, INTERRUPTED)

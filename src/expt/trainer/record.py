@@ -79,6 +79,7 @@ class RunRecord:
         self.started = math.nan  # set by begin
         self.threshold = math.inf  # the training loss that counts as diverged, set by begin
         self.metrics: Optional[dict[str, Any]] = None  # set by finish
+        self.failure: Optional[Exception] = None  # the error that stopped it alone (a population's Trainer)
         self.loss_sum, self.losses_read = 0.0, 0  # this epoch's step losses read so far
         # entered around the run's own work (measuring, recording, ending): a population's member sets its
         # own random state and its Hydra job's context there
