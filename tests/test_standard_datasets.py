@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import pickle
+import stat
 import struct
 import tarfile
 from dataclasses import replace
@@ -441,7 +442,14 @@ def test_cifar_download_and_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     base = serve(tmp_path, {"cifar-10-python.tar.gz": archive})
     remote = sd._Remote("CIFAR-10", {"cifar-10-python.tar.gz": md5(archive)}, (base,))
     monkeypatch.setattr(sd, "_CIFAR10", remote)
-    check_cifar(load_cifar10(str(tmp_path / "root")), expected)
+    previous = os.umask(0o022)  # the usual umask: a new file is 0644
+    try:
+        check_cifar(load_cifar10(str(tmp_path / "root")), expected)
+    finally:
+        os.umask(previous)
+    # the download and every extracted batch are readable by the group, as any new file (a shared data directory)
+    written = [tmp_path / "root" / "cifar-10-python.tar.gz", *(tmp_path / "root" / "cifar-10-batches-py").iterdir()]
+    assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in written} == {"0o644"}
 
 
 def test_failed_download_is_dataset_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

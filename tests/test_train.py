@@ -258,3 +258,21 @@ def test_a_run_stepped_an_epoch_at_a_time_is_the_same_run(tmp_path, compose):
     assert numbers(stepped) == numbers(whole)
     assert lrs == [row["lr"] for row in whole["history"]] and lrs[2] < lrs[1] < lrs[0]
     assert checkpoint.load(tmp_path / "stepped" / "checkpoints" / checkpoint.LAST)["epoch"] == 3
+
+
+def test_checkpoints_get_the_permissions_of_any_new_file(tmp_path):
+    """Written to a unique temporary file and renamed, checkpoints are still made as the umask says (0644 under
+    022), as metrics.json is: a lab's shared results stay readable to the group."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        expt.train(expt.compose(["trainer.epochs=1", "data.subset=128", "trainer.checkpoint_interval=0"]),
+                   run_dir=tmp_path / "run")
+    finally:
+        os.umask(previous)
+    files = [tmp_path / "run" / "metrics.json", *(tmp_path / "run" / "checkpoints").iterdir()]
+    assert {path.name for path in files} >= {"metrics.json", checkpoint.LAST, checkpoint.BEST}
+    assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in files} == {"0o644"}
+

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import torch
 
 from expt.errors import ConfigError, StorageError, os_error_in
 from expt.faults import crash_point
+from expt.files import temporary_beside
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -40,7 +40,7 @@ def save(state: dict[str, Any], path: Path) -> None:
     that cannot be written (a full disk) leaves the previous one whole and raises :class:`StorageError`."""
     with _storage(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = temporary_beside(path.parent, f".{path.name}.", ".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 torch.save(state, f)
@@ -56,7 +56,7 @@ def copy(source: Path, target: Path) -> None:
     """Copy a checkpoint file atomically (cheaper than serializing the same state twice), as :func:`save` writes."""
     with _storage(target):
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = temporary_beside(target.parent, f".{target.name}.", ".tmp")
         os.close(fd)
         try:
             shutil.copyfile(source, tmp)

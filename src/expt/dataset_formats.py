@@ -22,12 +22,13 @@ import pickle
 import shutil
 import struct
 import tarfile
-import tempfile
 import zlib
 from pathlib import Path, PureWindowsPath
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from expt.files import temporary_beside
 
 log = logging.getLogger("expt.standard_datasets")  # the datasets speak under one name, as they did as one module
 
@@ -226,7 +227,7 @@ def _extract_tar_gz(archive: Path, dest: Path) -> None:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 assert source is not None
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+                fd, tmp = temporary_beside(target.parent, f".{target.name}.", ".part")
                 try:
                     with os.fdopen(fd, "wb") as out:
                         shutil.copyfileobj(source, out, CHUNK)

@@ -16,7 +16,6 @@ import hashlib
 import http.client
 import logging
 import os
-import tempfile
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from expt.dataset_formats import (
     read_cifar10,
     read_mnist_format,
 )
+from expt.files import temporary_beside
 
 __all__ = [
     "DatasetNotFound", "DatasetCorrupt", "load_mnist", "load_fashion_mnist", "load_cifar10", "find", "search_dirs",
@@ -228,7 +228,7 @@ def _download(urls: Sequence[str], dest: Path, md5: str, timeout: float = _TIMEO
 def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
     """Stream ``url`` into a temporary file beside ``dest``, check its MD5, then rename it."""
     log.info("Downloading %s to %s", url, dest)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)  # OSError: not writable
+    fd, tmp = temporary_beside(dest.parent, f".{dest.name}.", ".part")  # OSError: not writable
     try:
         digest = hashlib.md5(usedforsecurity=False)
         request = urllib.request.Request(url, headers={"User-Agent": "expt"})

@@ -1,0 +1,25 @@
+"""Temporary files beside the file they will replace, with the permissions a plain new file gets.
+
+``tempfile.mkstemp`` creates its file readable by its owner alone (0600), and a rename keeps that mode:
+checkpoints and downloaded datasets then could not be read by the user's group (a shared data
+directory, a lab's results). :func:`temporary_beside` makes the same unique, exclusively created file
+with the mode the user's umask gives any new file (0644 under the usual umask of 022).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+
+def temporary_beside(directory: str | os.PathLike[str], prefix: str, suffix: str) -> tuple[int, str]:
+    """A new file in ``directory`` named ``<prefix><random><suffix>``, open for writing: its descriptor and path,
+    as ``tempfile.mkstemp`` returns them (the caller closes the descriptor and renames or removes the file)."""
+    for _ in range(100):
+        path = os.path.join(os.fspath(directory), f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), path
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
+    raise FileExistsError(f"no unused temporary name in {Path(directory)} after 100 tries")
