@@ -523,6 +523,20 @@ def test_no_override_of_a_real_key_or_a_group_is_taken_for_a_misspelt_key():
                   "augmentation.translate.pad=3", "data=npz", "data.path=x.npz", "model=mlp,convnet", "mode=sanity"]
     assert unknown_override(group_keys) is None
     assert unknown_override(["experiment=fashion_mnist_convnet", "model.filters=[8,8]", "model.pool_after=[1]"]) is None
+    # a sweep over presets: each job composes its own groups (here ResNet's width), which Hydra checks
+    assert unknown_override(["experiment=fashion_mnist_resnet,cifar10_resnet", "model.width=32"]) is None
+
+
+def test_options_and_keys_of_a_config_of_ones_own_are_left_to_hydra(tmp_path):
+    """``--config-dir`` adds options expt's conf/ lacks: a command that uses them composes (printed by --cfg)."""
+    (tmp_path / "myconf" / "augmentation").mkdir(parents=True)
+    (tmp_path / "myconf" / "augmentation" / "jitter.yaml").write_text(
+        "# @package augmentation.jitter\n_target_: expt.augment.Translate\npad: 2\n")
+    proc = run_cli(["--config-dir", str(tmp_path / "myconf"), "augmentation=[translate,jitter]", "--cfg", "job"],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "jitter:" in proc.stdout and "pad: 2" in proc.stdout
+    assert unknown_override(["augmentation=[translate,jitter]"]).startswith("augmentation=[translate,jitter]: jitter")
 
 
 GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_override gives

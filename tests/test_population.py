@@ -418,8 +418,9 @@ def test_a_coarse_to_fine_sweep_through_the_population_launcher_records_every_tr
                    "hydra.sweeper.rounds=[{trials:4,top_k:2,overrides:['trainer.epochs=1']}]", *CONVNET,
                    "+hydra.callbacks.events._target_=tests_helpers.JobEvents", cwd=tmp_path,
                    env={"OMP_NUM_THREADS": "1", JOB_EVENTS_ENV: str(events)}, check=True)
-    assert re.findall(r"population of (\d+): jobs ([\d, ]+)", done.stdout + done.stderr) == [("2", "0, 1"),
-                                                                                              ("2", "2, 3")]
+    said = done.stdout + done.stderr
+    assert re.findall(r"population of (\d+): jobs ([\d, ]+)", said) == [("2", "0, 1"), ("2", "2, 3")]
+    assert re.search(r"job 3: completed: .* Run directory: .*sweep/3$", said, re.M), said[-3000:]  # its job, by name
     out = tmp_path / "sweep"
     records = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
     assert [r["job"] for r in records] == [0, 1, 2, 3]

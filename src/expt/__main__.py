@@ -77,14 +77,16 @@ def command_line(arguments: list[str]) -> Optional[argparse.Namespace]:
 
 
 def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
-    """Stop with one paragraph on an override Hydra would reject with a less useful message: a plain key a
-    typed section lacks (``trainer.epoch=3``: its keys and the nearest one), or a sweeper key spelt as
-    before the search had stages (Hydra would assert)."""
+    """Stop with one paragraph on an override Hydra would reject with a less useful message: a key a typed
+    section or the option a group composes lacks (``trainer.epoch=3``, ``model.num_filter=8``: its keys and
+    the nearest one), an option a list-valued group lacks (:func:`expt.config.unknown_override`), or a
+    sweeper key spelt as before the search had stages (Hydra would assert)."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or args is None or args.shell_completion:
         return
     from expt.config import unknown_override
 
-    problem = unknown_override(args.overrides)
+    own_config = bool(args.config_dir or args.config_name or args.config_path)
+    problem = unknown_override(args.overrides, own_config)
     if problem is None and any(a.startswith("hydra.sweeper.rounds.") for a in args.overrides):
         from hydra_plugins.expt_sweeper.config import old_round_key
 

@@ -189,7 +189,7 @@ def _typed_sections() -> dict[str, type]:
             if dataclasses.is_dataclass(f.default_factory)}
 
 
-def unknown_override(arguments: list[str]) -> Optional[str]:
+def unknown_override(arguments: list[str], own_config: bool = False) -> Optional[str]:
     """What is wrong with the first override Hydra would refuse with a less useful message; None where there is none.
 
     - A plain override (``trainer.epoch=3``, no ``+``) of a key that a typed section (trainer,
@@ -200,7 +200,9 @@ def unknown_override(arguments: list[str]) -> Optional[str]:
     - An option that a list-valued group does not have (``regularization=[l2,dropuot]``), for which
       Hydra does not list the options as it does for a single one.
 
-    Arguments Hydra cannot parse are left to Hydra.
+    Arguments Hydra cannot parse are left to Hydra. ``own_config``: the command names a config of its own
+    (``--config-dir``, ``--config-name``, ``--config-path``), whose groups and keys only Hydra knows: only the
+    typed sections are checked.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
@@ -216,7 +218,8 @@ def unknown_override(arguments: list[str]) -> Optional[str]:
         schema = sections.get(parts[0])
         if override.type != OverrideType.CHANGE or override.package is not None:
             continue
-        if len(parts) == 1 and "/" not in parts[0] and parts[0] not in (*top, "hydra", "experiment", *_conf_options()):
+        if len(parts) == 1 and not own_config and "/" not in parts[0] and \
+                parts[0] not in (*top, "hydra", "experiment", *_conf_options()):
             key = parts[0]  # epochs=3: the key of a section, most likely
             within = next((f"{name}.{key}" for name, typed in sections.items()
                            if key in {f.name for f in dataclasses.fields(typed)}), None)
@@ -229,7 +232,7 @@ def unknown_override(arguments: list[str]) -> Optional[str]:
             key = ".".join(parts[:2])
             value = override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
             return _not_a_key(f"{override.key_or_group}={value}", key, allowed, f"{parts[0]} ({schema.__name__})")
-    return _unknown_in_groups(overrides, sections)
+    return None if own_config else _unknown_in_groups(overrides, sections)
 
 
 def _conf_options() -> dict[str, list[str]]:
@@ -270,6 +273,8 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type]) -> Optional[s
     plain = [o for o in overrides if o.type == OverrideType.CHANGE]
     chosen: dict[str, Any] = {o.key_or_group: o.value() for o in plain
                               if o.key_or_group in options and not o.is_sweep_override()}
+    if any(o.key_or_group == "experiment" and o.is_sweep_override() for o in plain):
+        return None  # each preset of the sweep composes its own groups: Hydra checks each job
     defaults = _default_options()
     preset = chosen.get("experiment") is not None
     suspects, lists = [], []

@@ -17,13 +17,13 @@ class StorageError(OSError):
 def os_error_in(error: BaseException) -> "OSError | None":
     """The OSError that ``error`` is, or that it was raised from or while handling (torch's writer reports a full
     disk as a RuntimeError raised while handling the OSError); None where there is none."""
-    seen = set()
     current: "BaseException | None" = error
-    while current is not None and id(current) not in seen:
+    for _ in range(3):  # the error, and what it was raised from or while handling, not a whole history
+        if current is None:
+            return None
         if isinstance(current, OSError):
             return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
     return None
 
 

@@ -164,7 +164,10 @@ class Trainer:
             if r.metrics is not None or r.failure is not None:  # it had ended (completed, diverged, pruned, failed)
                 continue
             with r.scope():
-                self.conclude(r, INTERRUPTED)
+                try:
+                    self.conclude(r, INTERRUPTED)
+                except OSError as exc:  # metrics.json on a full disk: the line below still says what last.pt holds
+                    log.warning("%s%s: %s", r.log_prefix, type(exc).__name__, exc)
                 if r.saved_epoch is None:
                     log.warning("%sInterrupted during epoch %d, before the first checkpoint: nothing to resume.",
                                 r.log_prefix, r.epoch)

@@ -23,10 +23,10 @@ from omegaconf import OmegaConf
 
 from expt import averaging, checkpoint
 from expt.build import Experiment
-from expt.errors import ConfigError
+from expt.errors import ConfigError, StorageError
 from expt.predict import loss_and_accuracy
 from expt.pruning import ProgressReport
-from expt.status import COMPLETED, PRUNED
+from expt.status import COMPLETED, INTERRUPTED, PRUNED
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,12 @@ class RunRecord:
     def finish(self, status: str, warmup_seconds: Optional[float] = None) -> dict[str, Any]:
         """Write best.pt if it lags, evaluate the best model once on the test split, gather the run's metrics."""
         e = self.exp
-        self.save_best()
+        try:
+            self.save_best()
+        except StorageError as exc:  # a full disk: the run stops as interrupted, its metrics.json still kept if it fits
+            if status != INTERRUPTED:
+                raise
+            log.warning("%s%s; the best model is not kept.", self.log_prefix, exc)
         test_loss = test_acc = None
         if self.best["state"] is not None:
             e.model.load_state_dict(self.best["state"])
