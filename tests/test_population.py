@@ -386,6 +386,15 @@ def test_a_members_logging_is_its_jobs_as_under_the_basic_launcher(tmp_path: Pat
             assert text.count("ConvNet on cpu: 256 train") == 1, (launcher, text)
             assert re.search(r"completed: best val .* Run directory: " + re.escape(str(path.parent)) + "$", text,
                              re.M), (launcher, text)
+    # one log file for every job (its name holds no job's value): it is kept as the jobs' one file, with each
+    # member's lines once (the population's own lines, such as its CUDA-graph note, would be written once too)
+    shared = tmp_path / "all.log"
+    run_cli("--multirun", "hydra/launcher=population", f"hydra.sweep.dir={tmp_path / 'shared'}",
+            f"hydra.job_logging.handlers.file.filename={shared}", *CONVNET, "trainer.epochs=1", "optimizer.lr=1e-3,1e-2",
+            cwd=tmp_path, env={"OMP_NUM_THREADS": "1"}, check=True)
+    text = shared.read_text()
+    assert text.count("Sanity check: initial loss") == 2 and text.count("job 0: completed") == 1, text
+    assert text.count("job 1: completed") == 1 and text.count("Testing the best model") == 2, text
 
 
 @pytest.mark.slow

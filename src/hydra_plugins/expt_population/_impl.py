@@ -379,17 +379,21 @@ class PopulationLauncherImpl:
                 name = names.get(handler.baseFilename)
                 if name is None:  # a file of no job in particular: kept as it is
                     continue
-                root.removeHandler(handler)
-                handler.close()
+                jobs_of: Dict[str, List[int]] = {}  # each file this handler writes for the jobs, and whose it is
                 for job in group:
                     with self._hydra_config_of(job):
                         path = self._log_files(job).get(name)
-                    if path is None:
-                        continue
+                    if path is not None:
+                        jobs_of.setdefault(path, []).append(job.num)
+                if list(jobs_of) == [handler.baseFilename]:  # one file for every job: kept as it is
+                    continue
+                root.removeHandler(handler)
+                handler.close()
+                for path, nums in jobs_of.items():
                     own = logging.FileHandler(path, mode=handler.mode, encoding=handler.encoding)
                     own.setFormatter(handler.formatter)
                     own.setLevel(handler.level)
-                    own.addFilter(lambda _record, num=job.num: self._current in (None, num))
+                    own.addFilter(lambda _record, nums=tuple(nums): self._current is None or self._current in nums)
                     root.addHandler(own)
                     added.append(own)
             yield
