@@ -498,7 +498,8 @@ def test_ctrl_c_keeps_each_members_run_and_a_requeued_sweep_resumes_every_member
 @pytest.mark.slow
 def test_a_member_whose_own_work_fails_stops_alone_as_under_the_basic_launcher(tmp_path: Path) -> None:
     """Job 1's run directory holds a file named checkpoints, so its checkpoints cannot be written: under either
-    launcher job 1 fails with that error, named as job 1's, and jobs 0 and 2 complete with the same numbers."""
+    launcher job 1 fails with that error, named as job 1's, keeping its metrics.json as interrupted, and jobs 0
+    and 2 complete with the same numbers."""
     runs = {}
     for launcher in ("basic", "population"):
         sweep = tmp_path / launcher
@@ -510,7 +511,8 @@ def test_a_member_whose_own_work_fails_stops_alone_as_under_the_basic_launcher(t
         assert ("population of 3: jobs 0, 1, 2" in said) == (launcher == "population")
         assert done.returncode == 1 and "could not be written" in said, said[-3000:]
         assert "optimizer.lr=0.003" in said.split("could not be written")[0].rsplit("Error executing job", 1)[-1]
-        assert not (sweep / "1" / "metrics.json").exists()
+        assert "could not be written (File exists), so the run stopped at epoch 2; no checkpoint was kept." in said
+        assert json.loads((sweep / "1" / "metrics.json").read_text())["status"] == "interrupted"
         runs[launcher] = [json.loads((sweep / str(job) / "metrics.json").read_text()) for job in (0, 2)]
     for together, alone in zip(runs["population"], runs["basic"]):
         assert together["status"] == "completed"

@@ -19,13 +19,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from expt import checkpoint
 from expt.build import build
 from expt.checks import guard
 from expt.dashboard import Dashboard, sweep_context
 from expt.errors import StorageError
 from expt.requeue import resume_own_checkpoint
-from expt.status import INTERRUPTED
 from expt.sweep_env import SweepTrial
 from expt.trainer import Trainer
 
@@ -73,12 +71,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
         trainer.interrupt()  # keep what the finished epochs measured; checkpoints/last.pt resumes the run
         raise
     except StorageError as exc:  # a full disk: keep what fits and say what is kept, to resume once there is room
-        with contextlib.suppress(Exception):
-            trainer.conclude(record, INTERRUPTED)  # metrics.json (small), best.pt where they still fit
-        kept = ("no checkpoint was kept" if record.saved_epoch is None else
-                f"{run_dir / 'checkpoints' / checkpoint.LAST} holds epoch {record.saved_epoch}: once there is room, "
-                f"resume with trainer.resume={run_dir}")
-        raise StorageError(f"{exc}, so the run stopped at epoch {record.epoch}; {kept}.") from exc
+        raise trainer.stopped_by_storage(record, exc) from exc
     except Exception:
         with contextlib.suppress(Exception):  # keep the best model found so far; the failure is what gets reported
             record.save_best()

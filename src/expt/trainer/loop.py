@@ -22,6 +22,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from expt import checkpoint
+from expt.errors import StorageError
 from expt.status import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, write_metrics
 from expt.trainer.engine import SingleEngine
 from expt.trainer.record import RunRecord
@@ -83,11 +84,14 @@ class Trainer:
     def _fail(self, record: RunRecord, error: Exception) -> None:
         """Stop one run of an isolated trainer for ``error``: keep its best model where it can, let the engine go
         of it; :meth:`fit` returns the error in its place."""
-        record.failure = error
         with record.scope():
+            if isinstance(error, StorageError):  # as a lone run ends on a full disk
+                error = self.stopped_by_storage(record, error)
+            else:
+                with contextlib.suppress(Exception):
+                    record.save_best()
             log.error("%s%s: %s; this run stops, the others go on.", record.log_prefix, type(error).__name__, error)
-            with contextlib.suppress(Exception):
-                record.save_best()
+        record.failure = error
         if record in self.active:
             position = self.active.index(record)
             self.active.pop(position)
@@ -174,6 +178,16 @@ class Trainer:
                 else:
                     log.warning("%sInterrupted during epoch %d; checkpoints/%s holds epoch %d: resume with "
                                 "trainer.resume=%s", r.log_prefix, r.epoch, checkpoint.LAST, r.saved_epoch, r.run_dir)
+
+    def stopped_by_storage(self, record: RunRecord, error: StorageError) -> StorageError:
+        """A run whose checkpoint the disk could not take: concluded as interrupted where metrics.json still fits
+        (the best model tested from memory); the error to report, saying what was kept and how to resume."""
+        with contextlib.suppress(Exception):
+            self.conclude(record, INTERRUPTED)
+        kept = ("no checkpoint was kept" if record.saved_epoch is None else
+                f"{record.ckpt_dir / checkpoint.LAST} holds epoch {record.saved_epoch}: once there is room, resume "
+                f"with trainer.resume={record.run_dir}")
+        return StorageError(f"{error}, so the run stopped at epoch {record.epoch}; {kept}.")
 
     def conclude(self, record: RunRecord, status: str) -> dict[str, Any]:
         """The run's metrics, recorded where every reader looks: metrics.json, HParams, the log."""
