@@ -54,6 +54,11 @@ def test_cli_default_model_passes_every_check(tmp_path: Path):
         assert f"PASS  {title}" in out
     assert "FAIL" not in out and "4 of 4 checks passed" in out
     assert "expected about 2.3026 = log(10)" in out
+    # each check says how it ended as it ends, before the overfit check trains (minutes on a large CPU dataset)
+    lines = out.splitlines()
+    said = [next(i for i, line in enumerate(lines) if f"Sanity check {n} of 4: PASS" in line) for n in (1, 2, 3, 4)]
+    first_epoch = next(i for i, line in enumerate(lines) if "epoch 1/30" in line)
+    assert said == sorted(said) and said[2] < first_epoch < said[3]
 
     report = json.loads((tmp_path / "sanity.json").read_text())
     assert report["passed"] is True

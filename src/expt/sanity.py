@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ from expt.data import load as load_data
 from expt.predict import data_loss, logits
 from expt.regularization import Regularizer
 from expt.run import default_run_dir, train
+
+log = logging.getLogger("expt.sanity")  # the sanity checks speak under one name (expt.checks's too)
 
 # The checks' public names, kept where callers have found them since before expt.checks existed.
 __all__ = [
@@ -177,28 +180,33 @@ def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, 
     has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in exp.model.modules())
     grad_samples = max(settings.gradcheck_samples, 3) if has_batchnorm else settings.gradcheck_samples
     configured = cfg.regularization
-    checks = [
-        loss_at_init(exp.model, x, y, d.num_classes, float(settings.loss_tolerance)),
-        regularization_raises_loss(exp.model, x, y, Regularizer(exp.model, l2=strength).penalty, strength),
-        gradient_check(
+    setup = {
+        "model": type(exp.model).__name__,
+        "activation": str(cfg.activation.get("_target_", "")).rsplit(".", 1)[-1],
+        "init": str(cfg.init.get("_target_", "")).rsplit(".", 1)[-1],
+        "data": str(cfg.data.get("name", cfg.data.get("_target_", ""))),
+        "device": str(exp.device),
+        "num_classes": d.num_classes,
+    }
+    checks = []
+    for check in (  # each logged as it ends: the overfit check trains for minutes on a large dataset's CPU run
+        lambda: loss_at_init(exp.model, x, y, d.num_classes, float(settings.loss_tolerance)),
+        lambda: regularization_raises_loss(exp.model, x, y, Regularizer(exp.model, l2=strength).penalty, strength),
+        lambda: gradient_check(
             exp.model, x[:grad_samples], y[:grad_samples],
             penalty_fn=lambda m: Regularizer(m, l1=configured.l1, l2=configured.l2).penalty(),
             entries=settings.gradcheck_entries, seed=seed,
         ),
-        overfit_small_set(cfg, run_dir / "sanity" / "overfit", settings.overfit_samples,
-                          settings.overfit_epochs, settings.overfit_batch_size, num_classes=d.num_classes),
-    ]
+        lambda: overfit_small_set(cfg, run_dir / "sanity" / "overfit", settings.overfit_samples,
+                                  settings.overfit_epochs, settings.overfit_batch_size, num_classes=d.num_classes),
+    ):
+        checks.append(check())
+        log.info("Sanity check %d of 4: %s  %s  %s", len(checks), "PASS" if checks[-1].passed else "FAIL",
+                 checks[-1].title, checks[-1].summary)
     report = {
         "passed": all(c.passed for c in checks),
         "checks": [c.to_dict() for c in checks],
-        "setup": {
-            "model": type(exp.model).__name__,
-            "activation": str(cfg.activation.get("_target_", "")).rsplit(".", 1)[-1],
-            "init": str(cfg.init.get("_target_", "")).rsplit(".", 1)[-1],
-            "data": str(cfg.data.get("name", cfg.data.get("_target_", ""))),
-            "device": str(exp.device),
-            "num_classes": d.num_classes,
-        },
+        "setup": setup,
         "seconds": time.perf_counter() - started,
         "path": str(run_dir / "sanity.json"),
     }
@@ -209,29 +217,39 @@ def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, 
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as text: one line per check (verdict, measured, expected), per-tensor errors, hints."""
-    s = report["setup"]
-    lines = [f"Sanity checks: {s['model']} ({s['activation']}, {s['init']} init) on {s['data']}, {s['device']}"]
+    lines = [_setup_line(report["setup"])]
     for c in report["checks"]:
-        verdict = "PASS" if c["passed"] else "FAIL"
-        lines.append(f"  {verdict}  {c['title']:<27} {c['summary']}")
-        lines.append(f"        {'':<27} expected {c['expected']}")
-        if c["name"] == "gradient_check":
-            for name, t in c["details"]["tensors"].items():
-                shape = "x".join(map(str, t["shape"]))
-                redrawn = t["skipped_kink"] + t["skipped_tiny"]
-                if t["max_rel_error"] is None:
-                    outcome = (f"unchecked: {t['skipped_kink']} tries crossed a kink, "
-                               f"{t['skipped_tiny']} had a gradient too small to measure")
-                else:
-                    outcome = (f"max rel. error {t['max_rel_error']:.1e}  {t['grade']:<10} {t['checked']} entries"
-                               + (f" ({redrawn} redrawn)" if redrawn else ""))
-                lines.append(f"          {name:<20} {shape:<12} {outcome}")
-        if c["hint"]:
-            lines.append(f"        hint: {c['hint']}")
-    passed = sum(c["passed"] for c in report["checks"])
-    lines.append(
-        f"  {passed} of {len(report['checks'])} checks passed in {report['seconds']:.1f}s; report: {report['path']}"
-    )
+        lines += _check_lines(c)
+    lines.append(_summary_line(report))
     return "\n".join(lines)
+
+
+def _setup_line(s: dict[str, Any]) -> str:
+    return f"Sanity checks: {s['model']} ({s['activation']}, {s['init']} init) on {s['data']}, {s['device']}"
+
+
+def _check_lines(c: dict[str, Any]) -> list[str]:
+    """One check's lines of the report."""
+    verdict = "PASS" if c["passed"] else "FAIL"
+    lines = [f"  {verdict}  {c['title']:<27} {c['summary']}", f"        {'':<27} expected {c['expected']}"]
+    if c["name"] == "gradient_check":
+        for name, t in c["details"]["tensors"].items():
+            shape = "x".join(map(str, t["shape"]))
+            redrawn = t["skipped_kink"] + t["skipped_tiny"]
+            if t["max_rel_error"] is None:
+                outcome = (f"unchecked: {t['skipped_kink']} tries crossed a kink, "
+                           f"{t['skipped_tiny']} had a gradient too small to measure")
+            else:
+                outcome = (f"max rel. error {t['max_rel_error']:.1e}  {t['grade']:<10} {t['checked']} entries"
+                           + (f" ({redrawn} redrawn)" if redrawn else ""))
+            lines.append(f"          {name:<20} {shape:<12} {outcome}")
+    if c["hint"]:
+        lines.append(f"        hint: {c['hint']}")
+    return lines
+
+
+def _summary_line(report: dict[str, Any]) -> str:
+    passed = sum(c["passed"] for c in report["checks"])
+    return f"  {passed} of {len(report['checks'])} checks passed in {report['seconds']:.1f}s; report: {report['path']}"
 
 
