@@ -755,6 +755,20 @@ def test_a_label_set_with_gaps_trains_after_a_warning_that_states_the_counts(tmp
                for w in warnings_of(caplog)), warnings_of(caplog)
 
 
+def test_a_subset_larger_than_the_training_split_trains_on_all_of_it_after_a_warning(caplog):
+    from expt.data import load as load_data
+
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        splits = load_data(expt.compose(["data.subset=100000"]).data)
+    assert len(splits.x_train) == 1150  # the digits' training split, whole
+    assert "data.subset=100000 is more than the 1150 training samples the split leaves: all 1150 are used." in \
+        warnings_of(caplog)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        load_data(expt.compose(["data.subset=1150"]).data)
+    assert not [w for w in warnings_of(caplog) if "data.subset" in w]
+
+
 def test_labels_the_training_split_lacks_are_named(tmp_path, caplog):
     x = np.random.default_rng(0).random((100, 8, 8)).astype(np.float32)
     with caplog.at_level(logging.WARNING, logger="expt"):

@@ -442,6 +442,9 @@ def split(raw: dict[str, Any], val_size: float, test_size: float, subset: Option
     if val is None:
         (x, y), val = carve(x, y, val_size, "val_size")
     if subset is not None:
+        if subset > len(x):
+            log.warning("data.subset=%d is more than the %d training samples the split leaves: all %d are used.",
+                        subset, len(x), len(x))
         x, y = x[:subset], y[:subset]
 
     def t(a: np.ndarray) -> torch.Tensor:
