@@ -93,19 +93,34 @@ def test_every_option_of_a_choice_is_checked_before_the_first_trial(tmp_path, ov
 
 @pytest.mark.slow
 def test_a_sweep_whose_every_trial_fails_says_so_and_why(tmp_path):
+    """What fails every trial of a round (here a width every trial shares) would fail the next rounds too: the
+    sweep stops after the first round, says why, and still draws its pictures."""
     out = tmp_path / "sweep"
     done = run_cli("-m", *TINY_SWEEP, *TINY, "model.num_filters=0", f"hydra.sweep.dir={out}", cwd=tmp_path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr and "log-scaled" not in done.stderr
+    assert "every trial so far failed (2): the sweep stops before its next round" in done.stdout + done.stderr
     last = [line for line in done.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line][-1]
-    assert last.startswith("Every trial of the sweep ended without a score (3 trial(s): 3 failed), so nothing was "
+    assert last.startswith("Every trial of the sweep ended without a score (2 trial(s): 2 failed), so nothing was "
                            "chosen; the first failure, job 0 (round 1): Error in the config: model.num_filters=0")
     assert "top trials" not in done.stderr  # no empty table
     records = [json.loads(line) for line in (out / "search.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in records] == ["failed"] * 3
+    assert [r["status"] for r in records] == ["failed"] * 2
     assert all(r["error"].startswith("Error in the config: model.num_filters=0") for r in records)
     for name in ("sweep_optimizer.lr.png", "sweep_history.png"):  # drawn, failed trials along the bottom
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_pinpoint_trials_all_fail_stops_there_and_counts_them(tmp_path):
+    pinpoint = [s for s in TINY_SWEEP if "pinpoint" not in s] + ["hydra.sweeper.pinpoint.num=2"]
+    done = run_cli("-m", *pinpoint, *TINY, "model.num_filters=0", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                   cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = [line for line in done.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line][-1]
+    assert last.startswith("Every trial of the sweep ended without a score (2 trial(s): 2 failed), so nothing was "
+                           "chosen; the first failure, job 0 (round 0): Error in the config: model.num_filters=0"), last
+    assert len((tmp_path / "sweep" / "search.jsonl").read_text().splitlines()) == 2  # no round after the pinpoint
 
 
 def test_the_sweep_pictures_of_trials_without_a_score_have_their_values_on_the_axis(tmp_path):

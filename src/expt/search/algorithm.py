@@ -278,7 +278,12 @@ class CoarseToFineSearch:
     # ---- reporting -------------------------------------------------------------------------
 
     def all_records(self) -> list[TrialRecord]:
+        """The rounds' records: the trials a choice is made from (the pinpoint stage's are not)."""
         return [r for n in sorted(self.records) if n != PINPOINT_ROUND for r in self.records[n]]
+
+    def every_record(self) -> list[TrialRecord]:
+        """Every trial's record so far, the pinpoint stage's included."""
+        return [r for n in sorted(self.records) for r in self.records[n]]
 
     def best(self) -> Optional[TrialRecord]:
         """The chosen trial: the best validation score of the rounds, ties broken by ``tie_break`` (:func:`chosen_and_tied`)."""

@@ -33,7 +33,7 @@ from expt.search import (
     consecutive_runs,
     read_records,
 )
-from expt.status import COMPLETED, PRUNED
+from expt.status import COMPLETED, FAILED, PRUNED
 from expt.sweep_env import SweepTrial
 
 from .errors import SweepFailedError, compact, no_score
@@ -116,6 +116,10 @@ class CoarseToFineSweeperImpl(Sweeper):
                 done.update(self._records(batch, results))
             search.conclude(n, [done[spec.key] for spec in specs])
             write_summary(search, self.sweep_dir)
+            ran = search.every_record()
+            if ran and all(r.status == FAILED for r in ran) and n != search.round_numbers()[-1]:
+                log.error("every trial so far failed (%d): the sweep stops before its next round", len(ran))
+                break  # what fails every trial (the data, a value they share) would fail the next rounds too
         best = search.best()
         if best is not None:
             log_chosen(search, best)
@@ -123,7 +127,7 @@ class CoarseToFineSweeperImpl(Sweeper):
         log.info("sweep record: %s, summary: %s, pictures: %s", self.recorder.records_path,
                  self.sweep_dir / SUMMARY_FILE, ", ".join(p.name for p in pictures) or "none")
         if best is None:
-            raise SweepFailedError(no_score(search.all_records(), self.recorder.records_path))
+            raise SweepFailedError(no_score(search.all_records() or search.every_record(), self.recorder.records_path))
         return returns
 
     def _environment(self, search: CoarseToFineSearch, spec: TrialSpec) -> List[str]:
