@@ -201,6 +201,13 @@ def test_members_rows_are_without_views_whatever_views_the_ensemble_uses(runs):
     assert "each member alone without test-time views" in table and "with its views, shift, on both splits" in table
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the machine has a CUDA device")
+def test_an_ensemble_on_a_device_the_machine_lacks_is_refused_before_any_run_is_read(runs):
+    """Through the Python API as on the command line: the device is named, no run is left out for it."""
+    with pytest.raises(ConfigError, match=r"^device='cuda' is not available: this machine has no CUDA device"):
+        evaluate.evaluate_ensembles(runs, device="cuda")
+
+
 def test_runs_left_out_of_an_ensemble_are_named_with_the_reason(runs, tmp_path, capsys):
     root = tmp_path / "sweep"
     shutil.copytree(runs / "0", root / "0")

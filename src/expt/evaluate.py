@@ -284,6 +284,7 @@ def members(directory: Path, device: str | torch.device,
 
     With ``snapshots``, the epoch snapshots that one run kept (trainer.snapshots), newest first.
     """
+    choose_device(str(device), torch.cuda.device_count(), key="device")  # not available: no run is to blame
     runs, left_out = find_runs(directory)
     if snapshots and runs:
         return _snapshot_members(runs, device), left_out
