@@ -213,26 +213,30 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
         return None
     sections = _typed_sections()
     top = [f.name for f in dataclasses.fields(ExptConfig)]
+    options = _conf_options()
     for override in overrides:
         parts = override.key_or_group.split(".")
         schema = sections.get(parts[0])
         if override.type != OverrideType.CHANGE or override.package is not None:
             continue
         if len(parts) == 1 and not own_config and "/" not in parts[0] and \
-                parts[0] not in (*top, "hydra", "experiment", *_conf_options()):
+                parts[0] not in (*top, "hydra", "experiment", *options):
             key = parts[0]  # epochs=3: the key of a section, most likely
             within = next((f"{name}.{key}" for name, typed in sections.items()
                            if key in {f.name for f in dataclasses.fields(typed)}), None)
-            value = override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
-            return _not_a_key(f"{key}={value}", key, top, "the config (a top-level key)", within)
+            return _not_a_key(f"{key}={_value_text(override)}", key, top, "the config (a top-level key)", within)
         if len(parts) < 2 or schema is None:
             continue
         allowed = [f.name for f in dataclasses.fields(schema)]
         if parts[1] not in allowed:
-            key = ".".join(parts[:2])
-            value = override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
-            return _not_a_key(f"{override.key_or_group}={value}", key, allowed, f"{parts[0]} ({schema.__name__})")
-    return None if own_config else _unknown_in_groups(overrides, sections)
+            return _not_a_key(f"{override.key_or_group}={_value_text(override)}", ".".join(parts[:2]), allowed,
+                              f"{parts[0]} ({schema.__name__})")
+    return None if own_config else _unknown_in_groups(overrides, sections, options)
+
+
+def _value_text(override: Any) -> str:
+    """An override's value as the command line wrote it."""
+    return override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
 
 
 def _conf_options() -> dict[str, list[str]]:
@@ -264,12 +268,12 @@ def _own_file_has(group: str, option: str, keys: list[str]) -> bool:
     return True
 
 
-def _unknown_in_groups(overrides: list, sections: dict[str, type]) -> Optional[str]:
-    """The open groups' part of :func:`unknown_override`. Only what may be wrong costs a composition (about 0.1 s):
-    a key that the chosen option's own file sets, and options among expt's own, are taken as they are."""
+def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict[str, list[str]]) -> Optional[str]:
+    """The open groups' part of :func:`unknown_override` (``options``: :func:`_conf_options`). Only what may be
+    wrong costs a composition (about 0.1 s): a key that the chosen option's own file sets, and options among
+    expt's own, are taken as they are."""
     from hydra.core.override_parser.types import OverrideType
 
-    options = _conf_options()
     plain = [o for o in overrides if o.type == OverrideType.CHANGE]
     chosen: dict[str, Any] = {o.key_or_group: o.value() for o in plain
                               if o.key_or_group in options and not o.is_sweep_override()}
@@ -337,8 +341,7 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
             if isinstance(parent, DictConfig) and parts[-1] not in parent.keys():  # `in` is False for a ??? value
                 where = (f"{parts[0]}={cfg.hydra.runtime.choices.get(parts[0])}" if len(parts) == 2
                          else ".".join(parts[:-1]))
-                value = override.input_line.split("=", 1)[1]
-                return _not_a_key(f"{override.key_or_group}={value}", override.key_or_group,
+                return _not_a_key(f"{override.key_or_group}={_value_text(override)}", override.key_or_group,
                                   [str(k) for k in parent], where)
         return None
 
