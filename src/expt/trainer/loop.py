@@ -92,10 +92,7 @@ class Trainer:
                     record.save_best()
             log.error("%s%s: %s; this run stops, the others go on.", record.log_prefix, type(error).__name__, error)
         record.failure = error
-        if record in self.active:
-            position = self.active.index(record)
-            self.active.pop(position)
-            self.engine.drop([position])
+        self._leave(record)
 
     def begin(self) -> None:
         """Each run resumes or measures its loss at init and starts its dashboard; a run of 0 epochs records
@@ -155,11 +152,15 @@ class Trainer:
             if status in (COMPLETED, PRUNED) and record.saved_epoch != record.epoch and record.history:
                 record.save(self.engine)
             metrics = self.conclude(record, status)
+        self._leave(record)
+        return metrics
+
+    def _leave(self, record: RunRecord) -> None:
+        """A run that has stopped leaves the active runs and the engine."""
         if record in self.active:
             position = self.active.index(record)
             self.active.pop(position)
             self.engine.drop([position])
-        return metrics
 
     def interrupt(self) -> None:
         """After Ctrl-C: each run not yet ended keeps what its finished epochs measured (metrics.json with status
