@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -232,6 +233,27 @@ def test_a_run_whose_metrics_have_the_wrong_types_is_left_out(seeds, tmp_path):
     assert "left out 2: its metrics.json holds best_val_loss=[0.1], not a number" in done.stdout, done.stdout
     result = evaluate.evaluate_ensembles(sweep)
     assert [m["run_dir"] for m in result["members"]] == [str(sweep / "0")]
+
+
+
+def test_a_run_whose_weights_no_longer_fit_its_model_is_left_out(seeds, tmp_path):
+    """A best.pt whose weights the model's code no longer takes (a layer renamed since): that run is left out
+    with the key that differs, and the ensemble of the others goes on; expt.load names the file and the key."""
+    sweep = copy_runs(seeds, tmp_path / "sweep", names=("0", "1", "2"))
+    best = sweep / "1" / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    layer = next(iter(state["model"]))
+    state["model"][f"{layer}_old"] = state["model"].pop(layer)
+    torch.save(state, best)
+    with pytest.raises(ConfigError, match=rf"best\.pt'.s model does not fit the ConvNet its config builds "
+                                          rf"\(Missing key\(s\) in state_dict: \"{re.escape(layer)}\""):
+        expt.load(sweep / "1")
+    done = run_cli(str(sweep), program="expt.evaluate", cwd=tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stdout + done.stderr
+    assert "left out 1: its checkpoints/best.pt cannot be loaded (" in done.stdout, done.stdout
+    assert f'Missing key(s) in state_dict: "{layer}"' in done.stdout, done.stdout
+    result = evaluate.evaluate_ensembles(sweep)
+    assert sorted(m["run_dir"] for m in result["members"]) == [str(sweep / "0"), str(sweep / "2")]
 
 
 def test_flip_views_are_refused_on_digits_and_taken_where_a_mirror_keeps_the_class(seeds, tmp_path):

@@ -192,10 +192,17 @@ def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose, 
     truncated.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
+    renamed = tmp_path / "renamed.pt"  # as if the model's code had renamed a layer since it was saved
+    state = torch.load(last, weights_only=True)
+    layer = next(iter(state["model"]))
+    state["model"][f"{layer}_old"] = state["model"].pop(layer)
+    torch.save(state, renamed)
     cases = {
         text: r"notes\.pt.*is not a readable checkpoint",
         truncated: r"truncated\.pt.*is not a readable checkpoint.*cut short",
         foreign: r"foreign\.pt.*not an expt checkpoint",
+        renamed: rf"renamed\.pt.*does not fit the ConvNet its config builds \(Missing key\(s\) in state_dict: "
+                 rf"\"{re.escape(layer)}\".*code or its config changed",
     }
     for path, message in cases.items():
         with pytest.raises(ConfigError, match=message):

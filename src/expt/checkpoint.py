@@ -100,6 +100,22 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", key: str = 
     return state
 
 
+def load_weights(model: torch.nn.Module, weights: dict[str, Any], what: str) -> None:
+    """``model.load_state_dict(weights)``; weights of another model (its code or config changed since they were
+    saved) are a ConfigError that says ``what`` they are and the first key or shape that differs."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError) as exc:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+            lines = lines[1:]  # torch's header; the next lines say what differs
+        reason = (lines or [type(exc).__name__])[0][:300]
+        raise ConfigError(
+            f"{what} does not fit the {type(model).__name__} its config builds ({reason}): was the model's code "
+            "or its config changed since it was trained?"
+        ) from None
+
+
 # What a resumed run may change: how long it trains (the schedule is rebuilt for the new length),
 # where it runs and how it reports. Everything else made the training state and must match it.
 RESUMABLE = (

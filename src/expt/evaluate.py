@@ -133,7 +133,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     input_shape, num_classes = tuple(state["input_shape"]), int(state["num_classes"])
     with torch.random.fork_rng(devices=[]):  # building draws an init that the weights replace: leave the caller's RNG
         model = build_model(cfg, input_shape, num_classes)
-    model.load_state_dict(state["model"])
+    checkpoint.load_weights(model, state["model"], f"{str(source)!r}'s model")
     device = torch.device(choose_device(str(device), torch.cuda.device_count(), key="device"))
     dtype = getattr(torch, cfg.trainer.dtype)
     model.to(device=device, dtype=dtype).eval()

@@ -221,12 +221,12 @@ class RunRecord:
             )
         e = self.exp
         checkpoint.check_resumable(state["config"], OmegaConf.to_container(e.cfg, resolve=True), path)
+        checkpoint.load_weights(e.model, state["model"], f"trainer.resume={str(path)!r}")
         try:
-            e.model.load_state_dict(state["model"])
             engine.load_optimizer_state(state["optimizer"], state.get("scaler"))
         except (RuntimeError, ValueError, KeyError) as exc:
             raise ConfigError(
-                f"trainer.resume={str(path)!r} does not fit the model and optimizer this config builds "
+                f"trainer.resume={str(path)!r} does not fit the optimizer this config builds "
                 f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})."
             ) from None
         if self.ema is not None:
