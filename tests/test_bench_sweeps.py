@@ -39,7 +39,7 @@ def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
 
 
 def test_sweeps_measures_the_seconds_a_trial_costs_beyond_its_epoch(tmp_path):
-    text = run_bench("sweeps.py", "--overhead", "--repeats=1", results=tmp_path / "R.md")
+    text = run_bench("sweeps.py", "--overhead", "--repeats=1", "--rounds", "2", "4", results=tmp_path / "R.md")
     rows = table(text, "trial-overhead")
     assert [r[:2] for r in rows] == [["this version", "a last-round trial (every diagnostic)"],
                                      ["this version", "an earlier round's trial (no heavy diagnostics)"],
