@@ -15,10 +15,11 @@ A member whose training loss diverges, or that its sweep prunes, stops alone; th
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -145,8 +146,7 @@ class Population:
                     rng = capture_rng(exp.device)
                     guard(exp)
                     log.info("%s", exp.summary())
-                context = contexts[i] if contexts is not None else None
-                scope = self._scope(rng, exp.device, context)
+                scope = self._scope(rng, exp.device, functools.partial(job_scope, i))
                 sweep = sweeps[i] if sweeps is not None else SweepTrial()
                 with scope():
                     record = RunRecord(exp, run_dir, Dashboard(run_dir, cfg, sweep_context(sweep)),
@@ -170,14 +170,13 @@ class Population:
             torch.set_rng_state(saved_rng)
 
     @staticmethod
-    def _scope(rng: dict, device: torch.device, context: Any):
-        """A member's own work runs with its random state, inside the launcher's context for its job."""
+    def _scope(rng: dict, device: torch.device, job: Callable[[], Any]):
+        """A member's own work runs with its random state, inside ``job()``: the launcher's context for its job."""
 
         @contextlib.contextmanager
         def scope():
-            with context() if context is not None else contextlib.nullcontext():
-                with member_rng(rng, device):
-                    yield
+            with job(), member_rng(rng, device):
+                yield
 
         return scope
 
