@@ -297,6 +297,12 @@ def test_checkpoint_writes_are_atomic(tmp_path):
         checkpoint.save({"epoch": 2, "bad": Unpicklable()}, path)
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    # a copy replaces its target whole, with the mode a checkpoint written here gets
+    other = tmp_path / "sub" / "best.pt"
+    checkpoint.save({"epoch": 3}, other)
+    checkpoint.copy(path, other)
+    assert other.read_bytes() == path.read_bytes() and other.stat().st_mode == path.stat().st_mode
+    assert sorted(p.name for p in other.parent.iterdir()) == ["best.pt"]
 
 
 def test_bad_resume_path_is_a_clear_error(tmp_path):

@@ -38,29 +38,29 @@ def snapshots(directory: Path) -> dict[int, Path]:
 def save(state: dict[str, Any], path: Path) -> None:
     """Write to a temporary file beside ``path``, then rename: a crash never leaves half a checkpoint, and a file
     that cannot be written (a full disk) leaves the previous one whole and raises :class:`StorageError`."""
+    with _replacing(path) as f:
+        torch.save(state, f)
+
+
+def copy(source: Path, target: Path) -> None:
+    """Copy a checkpoint file as :func:`save` writes one (cheaper than serializing the same state twice)."""
+    with open(source, "rb") as original, _replacing(target) as f:
+        shutil.copyfileobj(original, f)
+
+
+@contextlib.contextmanager
+def _replacing(path: Path):
+    """A new file beside ``path``, open for writing; once the ``with`` body has written it whole, it replaces
+    ``path`` in one rename. A failure removes it and leaves ``path`` as it was (see :func:`_storage`)."""
     with _storage(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = temporary_beside(path.parent, f".{path.name}.", ".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                torch.save(state, f)
+                yield f
             crash_point(f"{path.name}:written")
             os.replace(tmp, path)
             crash_point(f"{path.name}:replaced")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-
-
-def copy(source: Path, target: Path) -> None:
-    """Copy a checkpoint file atomically (cheaper than serializing the same state twice), as :func:`save` writes."""
-    with _storage(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temporary_beside(target.parent, f".{target.name}.", ".tmp")
-        os.close(fd)
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
