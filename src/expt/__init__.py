@@ -22,9 +22,9 @@ if TYPE_CHECKING:
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "DictConfig":
     """The config ``python -m expt <overrides>`` would run, composed by Hydra from expt's conf/."""
-    from hydra import compose as hydra_compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose as hydra_compose
 
+    from expt.config import in_hydra
     from expt.presets import apply_preset_choices  # also stores the typed schema the defaults list names first
 
     def composed() -> "DictConfig":
@@ -37,10 +37,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
         apply_preset_choices(cfg, overrides, config_name, choices)  # a group chosen after a preset: its own settings
         return cfg
 
-    if GlobalHydra.instance().is_initialized():
-        return composed()
-    with initialize_config_module(config_module="expt.conf", version_base="1.3"):
-        return composed()
+    return in_hydra(composed)
 
 
 def train(cfg: "DictConfig", run_dir: Any = None) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import yaml
 from hydra.core.config_store import ConfigStore
@@ -23,6 +23,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from expt.dry_run import dry_run
 from expt.errors import ConfigError
 from expt.instantiate import locate, to_plain
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -315,7 +317,7 @@ def _default_options() -> dict[str, Any]:
 
 def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[str]:
     """Compose as Hydra will (its search path, every plugin's options, the presets) to say for certain."""
-    from hydra import compose, initialize_config_module
+    from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
     def check() -> Optional[str]:
@@ -346,12 +348,21 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
         return None
 
     try:
-        if GlobalHydra.instance().is_initialized():
-            return check()
-        with initialize_config_module(config_module="expt.conf", version_base="1.3"):
-            return check()
+        return in_hydra(check)
     except Exception:  # whatever goes wrong here, Hydra's own composition will report it
         return None
+
+
+def in_hydra(fn: Callable[[], T]) -> T:
+    """``fn()`` where Hydra composes expt's conf/: in the Hydra already set up (a launcher's, a notebook's
+    ``initialize``), or else in one set up for the call."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return fn()
+    with initialize_config_module(config_module="expt.conf", version_base="1.3"):
+        return fn()
 
 
 def check_keys(cfg: DictConfig) -> None:
