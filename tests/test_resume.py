@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
 
 import pytest
 import torch
-from conftest import PAUSE, QUIET, finish, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
+from conftest import PAUSE, QUIET, cli_env, finish, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
 
 from expt import checkpoint, status
 
@@ -399,6 +400,34 @@ def test_ctrl_c_in_the_first_epoch_says_nothing_was_measured_or_kept(tmp_path):
     assert "interrupted: best val -, final val -, test -. Run directory: " in output, output[-3000:]
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 0
     assert metrics["best_val_acc"] is None and metrics["test_acc"] is None
+
+
+
+# a real SIGINT the moment the program first imports Hydra, from an import hook loaded before it
+INTERRUPT_AT_IMPORT = """
+import os, signal, sys
+
+class InterruptAtImport:
+    def find_spec(self, name, path=None, target=None):
+        if name == "hydra":
+            sys.meta_path.remove(self)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal's Ctrl-C is taken
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptAtImport())
+"""
+
+
+def test_ctrl_c_while_the_libraries_load_exits_130_without_a_traceback(tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(INTERRUPT_AT_IMPORT)
+    env = {"PYTHONPATH": os.pathsep.join((str(hook), cli_env()["PYTHONPATH"]))}
+    done = run_cli(f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, env=env)
+    assert done.returncode == 130 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.strip() == "Interrupted.", done.stderr[-3000:]
+    assert not (tmp_path / "run").exists()
 
 
 def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):

@@ -9,11 +9,15 @@ import signal
 import sys
 from typing import Optional
 
-import hydra
-from omegaconf import DictConfig
+try:
+    import hydra
+    from omegaconf import DictConfig
 
-from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
-from expt.errors import ConfigError, StorageError, Terminated
+    from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
+    from expt.errors import ConfigError, StorageError, Terminated
+except KeyboardInterrupt:  # Ctrl-C while the libraries load (a second or two): nothing has started
+    print("Interrupted.", file=sys.stderr)
+    raise SystemExit(130) from None
 
 log = logging.getLogger("expt")
 
