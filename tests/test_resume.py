@@ -439,21 +439,30 @@ def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+# a run whose files are small but whose checkpoints are above 10 kB
+SMALL_WRITES = ("model.num_filters=8", "model.hidden_dim=32", "data.subset=256", "trainer.epochs=2",
+                "trainer.checkpoint_interval=0", "dashboard.histograms=false", "dashboard.graph=false",
+                "dashboard.filters=false")
+
+
+def files_of_10_kb() -> None:
+    """In the child: a write past 10 kB fails with EFBIG (as on a full disk) instead of killing the process."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
+
+
+NEEDS_FILE_SIZE_LIMITS = pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file size limits")
+
+
+@NEEDS_FILE_SIZE_LIMITS
 def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_keeps_what_fits(tmp_path):
     """A full disk, as a file size limit makes it (writes past 10 kB fail: last.pt and best.pt, not metrics.json):
     the run stops with one paragraph naming the file, the system's reason and what was kept, exit 1 and no
     traceback; metrics.json keeps the epochs measured, and a failed write leaves no partial file."""
-    import resource
-
-    def limited() -> None:  # in the child: a write past the limit fails with EFBIG instead of killing it
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (10_000, 10_000))
-
     run_dir = tmp_path / "run"
-    proc = start_cli("model.num_filters=8", "model.hidden_dim=32", "data.subset=256", "trainer.epochs=2",
-                     "trainer.checkpoint_interval=0", "dashboard.histograms=false", "dashboard.graph=false",
-                     "dashboard.filters=false", f"hydra.run.dir={run_dir}", cwd=tmp_path, preexec_fn=limited,
+    proc = start_cli(*SMALL_WRITES, f"hydra.run.dir={run_dir}", cwd=tmp_path, preexec_fn=files_of_10_kb,
                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = finish(proc, timeout=120)
     assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
@@ -465,6 +474,28 @@ def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_
     assert metrics["best_val_acc"] is not None and metrics["test_acc"] is not None  # tested from memory
     assert not last.exists() and not (last.parent / checkpoint.BEST).exists()
     assert not list(last.parent.glob(".*.tmp"))
+
+
+@NEEDS_FILE_SIZE_LIMITS
+def test_a_multirun_job_the_disk_cannot_take_stops_alone_with_one_paragraph(tmp_path):
+    """As a lone run, without Hydra's traceback: each job logs why it stopped, the others go on, the sweep ends
+    with the first job's paragraph and exit 1; a sweeper's record names the expt error."""
+    from hydra_plugins.expt_sweeper.errors import TrialStorageError, describe
+
+    sweep = tmp_path / "sweep"
+    proc = start_cli("-m", "trainer.seed=0,1", *SMALL_WRITES, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+                     preexec_fn=files_of_10_kb, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = finish(proc, timeout=180)
+    assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+    for job in ("0", "1"):
+        last = sweep / job / "checkpoints" / checkpoint.LAST
+        stopped = f"{last} could not be written (File too large), so the run stopped at epoch 1"
+        assert f"Error: {stopped}; no checkpoint was kept. This job stops; the other jobs go on." in output
+        assert read_metrics(sweep / job)["status"] == "interrupted"
+    end = output.split("Error executing job with overrides: ['trainer.seed=0'", 1)[1]  # Hydra's, after every job
+    assert (f"\n{sweep / '0' / 'checkpoints' / checkpoint.LAST} could not be written (File too large), so the run "
+            "stopped at epoch 1; no checkpoint was kept.\n") in end, output[-3000:]
+    assert describe(TrialStorageError("x.pt could not be written")) == "StorageError: x.pt could not be written"
 
 
 @pytest.mark.slow

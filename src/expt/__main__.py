@@ -64,8 +64,13 @@ def main(cfg: DictConfig) -> float:
         print(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)
     except StorageError as exc:  # the disk, not the run: what could not be written, and what was kept
-        if os.environ.get("HYDRA_FULL_ERROR") == "1" or HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # a trial's record keeps the message; the sweep goes on
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if HydraConfig.get().mode == RunMode.MULTIRUN:  # as a ConfigError: the message alone; the sweep goes on
+            from hydra_plugins.expt_sweeper.errors import TrialStorageError
+
+            log.error("Error: %s This job stops; the other jobs go on.", exc)
+            raise TrialStorageError(str(exc)) from exc
         print(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)
 

@@ -2,9 +2,9 @@
 
 Hydra prints any exception that leaves a sweeper (or a job's ``return_value``) with its stack
 trace, except a :class:`hydra.errors.CompactHydraException`, which it prints as its message and
-exits 1 (``HYDRA_FULL_ERROR=1`` still shows the traceback). The two classes here are that and
-the expt error they stand for, so code that catches ``SearchConfigError`` or ``ConfigError``
-keeps working. A trial's error is kept in its record as :func:`describe` words it, and a sweep
+exits 1 (``HYDRA_FULL_ERROR=1`` still shows the traceback). The classes here are that and
+the expt error they stand for, so code that catches ``SearchConfigError``, ``ConfigError`` or
+``StorageError`` keeps working. A trial's error is kept in its record as :func:`describe` words it, and a sweep
 none of whose trials gave a score ends with the paragraph of :func:`no_score`.
 """
 
@@ -15,7 +15,7 @@ from typing import Dict, Sequence
 
 from hydra.errors import CompactHydraException
 
-from expt.errors import ConfigError
+from expt.errors import ConfigError, StorageError
 from expt.search import SearchConfigError, TrialRecord
 from expt.status import FAILED
 
@@ -34,6 +34,10 @@ class TrialConfigError(ConfigError, CompactHydraException):
     """A job of a multirun whose config cannot run: it trains nothing, the other jobs go on."""
 
 
+class TrialStorageError(StorageError, CompactHydraException):
+    """A job of a multirun that could not write a file it must keep (a full disk): it stops, the other jobs go on."""
+
+
 def compact(error: SearchConfigError) -> SweepConfigError:
     """``error`` as Hydra prints it: ``Error in the config: <paragraph>``."""
     text = str(error)
@@ -41,9 +45,13 @@ def compact(error: SearchConfigError) -> SweepConfigError:
 
 
 def describe(error: BaseException) -> str:
-    """A trial's error as its record keeps it: ``Error in the config: ...`` or ``<type>: <message>``."""
+    """A trial's error as its record keeps it: ``Error in the config: ...`` or ``<type>: <message>`` (the expt
+    error a compact one stands for: ``StorageError``, not ``TrialStorageError``)."""
     text = str(error)
-    return text if text.startswith(PREFIX) else f"{type(error).__name__}: {text}"
+    if text.startswith(PREFIX):
+        return text
+    kind = next(c for c in type(error).__mro__ if not issubclass(c, CompactHydraException))
+    return f"{kind.__name__}: {text}"
 
 
 def no_score(records: Sequence[TrialRecord], records_path: Path) -> str:
