@@ -87,6 +87,12 @@ CASES = {
                                      ["trainer.checkpoint_interval", "-1", ">= 0", "every epoch"]),
     "momentum_negative": (["optimizer=momentum", "optimizer.momentum=-1"], ["optimizer", "momentum=-1"]),
     "step_size_zero": (["schedule.step_size=0"], ["schedule", "step_size=0"]),
+    # a value of the wrong shape for the class: the library's reason, and the shape its default has
+    "betas_one_value": (["optimizer.betas=0.9"], ["optimizer.betas=0.9", "TypeError",
+                                                 "optimizer.betas takes a list like its default: "
+                                                 "optimizer.betas=[0.9,0.999]"]),
+    "momentum_a_list": (["optimizer=sgd", "+optimizer.momentum=[0.9]"],
+                        ["optimizer.momentum=[0.9]", "optimizer.momentum takes one value like its default"]),
     "slope_not_a_number": (["activation=leaky_relu", "activation.negative_slope=abc"],
                            ["activation", "negative_slope=abc", "Number"]),
     # with a "+" the schema's own check is skipped: the key is still not a setting

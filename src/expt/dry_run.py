@@ -15,7 +15,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from expt.errors import ConfigError
-from expt.instantiate import instantiate, settings_text, to_plain
+from expt.instantiate import instantiate, locate, settings_text, shape_hint, to_plain
 from expt.schedule import LearningRate
 
 MAX_DRY_RUN_EPOCHS = 10_000  # the schedule's rates are checked for at most this many epochs
@@ -78,6 +78,9 @@ def _attempt(cfg: DictConfig, group: str, fn: Callable[[], Any]) -> Any:
     except Exception as exc:
         target = cfg[group].get("_target_")
         reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
+        if isinstance(exc, TypeError):
+            settings = {k: v for k, v in to_plain(cfg[group]).items() if not k.startswith("_")}
+            reason += shape_hint(locate(target, f"{group}._target_"), settings, group)
         raise ConfigError(
             f"{group}={target} cannot run with {settings_text(cfg[group], group)}: {type(exc).__name__}: {reason}."
         ) from None

@@ -63,6 +63,29 @@ def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[s
         )
 
 
+
+def shape_hint(fn: Any, params: dict, group: str) -> str:
+    """For a build that failed with a TypeError: the first setting given one value where ``fn``'s default is a
+    list (``optimizer.betas=0.9``), or a list where it is one value, as `` (optimizer.betas takes a list like its
+    default: optimizer.betas=[0.9,0.999])``; empty when none is."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn.func if hasattr(fn, "func") else fn)
+    except (TypeError, ValueError):
+        return ""
+    for key, value in to_plain(params).items():
+        default = sig.parameters[key].default if key in sig.parameters else None
+        if default is None or default is inspect.Parameter.empty or isinstance(default, (str, bytes)):
+            continue
+        listed, wants_list = isinstance(value, (list, tuple)), isinstance(default, (list, tuple))
+        if listed != wants_list:
+            example = f"[{','.join(str(v) for v in default)}]" if wants_list else str(default)
+            kind = "a list" if wants_list else "one value"
+            return f" ({group}.{key} takes {kind} like its default: {group}.{key}={example})"
+    return ""
+
+
 def call(fn: Any, params: dict, group: str, where: str, **runtime: Any) -> Any:
     """Call ``fn(**params, **runtime)`` after checking that every config key is one of its parameters."""
     params = to_plain(params) if isinstance(params, DictConfig) else dict(params)
@@ -70,7 +93,8 @@ def call(fn: Any, params: dict, group: str, where: str, **runtime: Any) -> Any:
     try:
         return fn(**params, **runtime)
     except TypeError as exc:
-        raise ConfigError(f"{where} cannot be built from {group}={params}: {exc}.") from None
+        hint = shape_hint(fn, params, group)
+        raise ConfigError(f"{where} cannot be built from {group}={params}: {exc}{hint}.") from None
     except (MemoryError, RuntimeError) as exc:  # torch's allocators raise RuntimeError (OutOfMemoryError on CUDA)
         if not isinstance(exc, MemoryError) and "alloc" not in str(exc).lower() and "out of memory" not in str(exc):
             raise
