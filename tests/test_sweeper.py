@@ -144,6 +144,67 @@ def test_resuming_runs_only_the_trials_missing_from_search_jsonl(tmp_path: Path)
         r["overrides"] for r in sorted(first, key=lambda r: r["job"])]
 
 
+
+def test_trials_with_the_same_overrides_are_each_recorded_once(tmp_path: Path) -> None:
+    """Four trials over three choices: two of them run the same overrides, and each job is its own trial."""
+    out, calls = tmp_path / "sweep", tmp_path / "calls.txt"
+    args = ["hydra.sweeper.pinpoint.enabled=false", "hydra.sweeper.params=null", "activation=choice(relu,gelu,tanh)",
+            "hydra.sweeper.rounds=[{trials:4,top_k:2,overrides:['trainer.epochs=1']}]", f"toy.calls_file={calls}"]
+    done = sweep(out, *args)
+    lines = records(out)
+    assert sorted(r["job"] for r in lines) == [0, 1, 2, 3]
+    assert len({tuple(r["overrides"]) for r in lines}) < 4  # the case at hand: a repeated trial
+    table = (done.stdout + done.stderr).split("top trials (maximize):\n", 1)[1].splitlines()[1:5]
+    assert sorted(int(row.split()[2]) for row in table) == [0, 1, 2, 3], table  # rank round job ...
+    assert sorted(int(x) for x in calls.read_text().split()) == [0, 1, 2, 3]
+    assert summary(out)["trials"] == {"completed": 4}
+    calls.write_text("")
+    sweep(out, *args)  # resumed: every job is already recorded, each once
+    assert calls.read_text() == "" and records(out) == lines
+
+
+def test_a_changed_search_in_the_same_directory_is_refused_before_any_trial(tmp_path: Path) -> None:
+    out, calls = tmp_path / "sweep", tmp_path / "calls.txt"
+    sweep(out, *TINY, f"toy.calls_file={calls}")
+    first = records(out)
+    calls.write_text("")
+    done = sweep(out, *TINY, f"toy.calls_file={calls}", "hydra.sweeper.seed=1", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"{out} holds the trials of another search: its job 0 (round 1) ran " in done.stderr
+    assert "Give this sweep a directory of its own (hydra.sweep.dir=...)" in done.stderr
+    assert calls.read_text() == "" and records(out) == first
+
+
+def test_a_resumed_sweep_runs_its_failed_trials_again_and_forgets_unfinished_progress(tmp_path: Path) -> None:
+    """A trial failed by what the user then fixed (a missing file) runs again on resume; the early-stopping
+    scores of trials that never finished are dropped, those of recorded trials kept."""
+    out, needed = tmp_path / "sweep", tmp_path / "needed.txt"
+    args = [*TINY, f"toy.fail_unless_file={needed}"]
+    done = sweep(out, *args, check=False)
+    assert done.returncode == 1 and "Every trial of the sweep ended without a score" in done.stderr
+    assert [r["status"] for r in records(out)] == ["failed"] * 4
+    needed.write_text("here now")
+    progress = out / "progress.jsonl"  # as a stopped sweep leaves it: scores of jobs 0-3 of round 1 and job 4's
+    progress.write_text("".join(json.dumps({"round": n, "job": j, "epoch": 1, "score": 0.5}) + "\n"
+                                for n, j in [(1, 0), (1, 1), (1, 2), (1, 3), (2, 4)]))
+    kept = [r for r in records(out) if r["job"] < 2]  # jobs 0 and 1 recorded as completed, 2 and 3 never
+    (out / "search.jsonl").write_text("".join(json.dumps({**r, "status": "completed", "objective": 0.5,
+                                                          "error": None}) + "\n" for r in kept))
+    again = sweep(out, *args)
+    assert "resuming: 2 of 4 trials of this round are already in search.jsonl" in again.stdout + again.stderr
+    lines = records(out)
+    assert sorted(r["job"] for r in lines) == list(range(8)) and all(r["status"] == "completed" for r in lines)
+    # the toy reports no scores: what is left is what the recorded trials reported
+    assert [(line["round"], line["job"]) for line in map(json.loads, progress.read_text().splitlines())] == [
+        (1, 0), (1, 1)]
+    # the first attempt's records, all failed, run again
+    (out / "search.jsonl").write_text("".join(json.dumps({**r, "status": "failed", "objective": None})
+                                              + "\n" for r in lines if r["round"] == 1))
+    again = sweep(out, *args)
+    assert "resuming: 0 of 4 trials of this round are already in search.jsonl; the 4 that failed run again" in (
+        again.stdout + again.stderr)
+    assert all(r["status"] == "completed" for r in records(out)[4:])
+
 @pytest.mark.parametrize("point", ["search.jsonl:partial@3", "search.jsonl:appended@3"])
 def test_a_sweep_killed_at_a_record_write_resumes_to_the_same_records(tmp_path: Path, tiny_sweep: Path,
                                                                       point: str) -> None:

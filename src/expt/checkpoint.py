@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,7 @@ from typing import Any
 import torch
 
 from expt.errors import ConfigError, StorageError, os_error_in
-from expt.faults import crash_point
-from expt.files import temporary_beside
+from expt.files import replacing
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -50,20 +48,9 @@ def copy(source: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def _replacing(path: Path):
-    """A new file beside ``path``, open for writing; once the ``with`` body has written it whole, it replaces
-    ``path`` in one rename. A failure removes it and leaves ``path`` as it was (see :func:`_storage`)."""
-    with _storage(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temporary_beside(path.parent, f".{path.name}.", ".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                yield f
-            crash_point(f"{path.name}:written")
-            os.replace(tmp, path)
-            crash_point(f"{path.name}:replaced")
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    """:func:`expt.files.replacing`, a failure the system reports becoming a :class:`StorageError`."""
+    with _storage(path), replacing(path) as f:
+        yield f
 
 
 @contextlib.contextmanager

@@ -10,9 +10,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from expt import faults
+from expt.files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -55,3 +56,14 @@ def read_lines(path: Path) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except ValueError as error:
             log.warning("%s:%d is not a JSON line, ignored (%s)", path, number, error)
+
+
+def keep_lines(path: Path, keep: Callable[[Any], bool]) -> None:
+    """Rewrite the file with the lines whose parsed value ``keep`` accepts, in one rename, at a moment when no
+    process appends to it; a file with nothing to drop (or none) is left as it is."""
+    lines = [value for _, value in read_lines(path)]
+    kept = [value for value in lines if keep(value)]
+    if len(kept) == len(lines):
+        return
+    with replacing(path) as handle:
+        handle.write("".join(json.dumps(value, allow_nan=False) + "\n" for value in kept).encode("utf-8"))

@@ -22,7 +22,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-from expt.jsonl import append_line, read_lines
+from expt.jsonl import append_line, keep_lines, read_lines
 
 PROGRESS_FILE = "progress.jsonl"
 
@@ -70,3 +70,11 @@ class ProgressReport:
         """Record this epoch's score; True when the trial should stop here."""
         append_line(self.path, {"round": self.round, "job": self.job, "epoch": epoch, "score": score})
         return self.rule.should_stop(epoch, score, list(self.scores_at(epoch).values()))
+
+
+def forget_progress(path: Path, round_number: int, jobs: list[int]) -> None:
+    """Remove the scores that ``jobs`` of a round reported before the sweep stopped: run again, they report anew,
+    and the trials around them must not compare themselves with an attempt that never finished."""
+    gone = set(jobs)
+    keep_lines(path, lambda line: not (isinstance(line, dict) and line.get("round") == round_number
+                                       and line.get("job") in gone))

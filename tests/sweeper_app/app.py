@@ -44,6 +44,8 @@ def main(cfg: DictConfig) -> float:
             if Path(toy.release_file).exists():
                 break
             time.sleep(0.1)
+    if toy.fail_unless_file is not None and not Path(toy.fail_unless_file).exists():
+        raise FileNotFoundError(f"{toy.fail_unless_file} is missing")
     if toy.raise_above_lr is not None and cfg.optimizer.lr > toy.raise_above_lr:
         raise ValueError(f"optimizer.lr={cfg.optimizer.lr} is too large for this toy")
     if toy.nan_above_l2 is not None and cfg.regularization.l2 > toy.nan_above_l2:

@@ -30,9 +30,10 @@ class TrialSpec:
     overrides: tuple[str, ...]
 
     @property
-    def key(self) -> tuple[int, tuple[str, ...]]:
-        """What identifies the trial across re-runs of the same sweep (for resuming)."""
-        return (self.round, self.overrides)
+    def key(self) -> tuple[int, int]:
+        """What identifies the trial across re-runs of the same sweep (for resuming): its round and job number.
+        Two trials of a round may have the same overrides (a space with fewer points than the round has trials)."""
+        return (self.round, self.job)
 
 
 @dataclass
@@ -55,8 +56,8 @@ class TrialRecord:
     epochs: Optional[int] = None  # epochs the trial trained (fewer than asked when it was pruned)
 
     @property
-    def key(self) -> tuple[int, tuple[str, ...]]:
-        return (self.round, tuple(self.overrides))
+    def key(self) -> tuple[int, int]:
+        return (self.round, self.job)
 
     def to_dict(self) -> dict[str, Any]:
         """The line of ``search.jsonl``: every field that has a value (``objective`` always)."""
@@ -93,12 +94,12 @@ def returned_metrics(value: Any) -> dict[str, Any]:
     return {"objective": value}
 
 
-def read_records(path: Path) -> dict[tuple[int, tuple[str, ...]], TrialRecord]:
+def read_records(path: Path) -> dict[tuple[int, int], TrialRecord]:
     """Records already in a ``search.jsonl``, by trial key (the last line for a key wins).
 
     A truncated last line (a sweep killed while writing) is ignored.
     """
-    records: dict[tuple[int, tuple[str, ...]], TrialRecord] = {}
+    records: dict[tuple[int, int], TrialRecord] = {}
     for number, data in read_lines(path):
         try:
             record = TrialRecord.from_dict(data)

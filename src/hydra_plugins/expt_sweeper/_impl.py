@@ -21,7 +21,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from expt.instantiate import to_plain
-from expt.pruning import PROGRESS_FILE, MedianRule
+from expt.pruning import PROGRESS_FILE, MedianRule, forget_progress
 from expt.search import (
     PINPOINT_ROUND,
     CoarseToFineSearch,
@@ -105,11 +105,8 @@ class CoarseToFineSweeperImpl(Sweeper):
         for n in search.round_numbers():
             specs = search.propose(n)
             log_round(search, n, specs)
-            done = read_records(self.recorder.records_path)  # what a stopped sweep already finished
+            done = self._finished(specs)  # what a stopped sweep already finished
             pending = [spec for spec in specs if spec.key not in done]
-            if len(pending) < len(specs):
-                log.info("resuming: %d of %d trials of this round are already in %s",
-                         len(specs) - len(pending), len(specs), RECORDS_FILE)
             for batch in consecutive_runs(pending, self.max_batch_size):
                 results = self._launch(search, batch)
                 returns.append(results)
@@ -129,6 +126,33 @@ class CoarseToFineSweeperImpl(Sweeper):
         if best is None:
             raise SweepFailedError(no_score(search.all_records() or search.every_record(), self.recorder.records_path))
         return returns
+
+    def _finished(self, specs: List[TrialSpec]) -> Dict[Any, TrialRecord]:
+        """The records a stopped sweep left of this round's trials, by key, read from ``search.jsonl``. A failed
+        trial is run again (what failed it, a missing file say, may have been fixed), and so is every trial
+        not recorded: the scores they reported for early stopping are forgotten, so that the trials run
+        again compare themselves with what they would have met in a sweep never stopped. Records of another
+        search (other overrides under a job number of this one) stop the sweep."""
+        assert self.recorder is not None
+        done = read_records(self.recorder.records_path)
+        for spec in specs:
+            found = done.get(spec.key)
+            if found is not None and tuple(found.overrides) != spec.overrides:
+                raise compact(SearchConfigError(
+                    f"{self.sweep_dir} holds the trials of another search: its job {spec.job} (round {spec.round}) "
+                    f"ran {' '.join(found.overrides) or 'no overrides'}, where this sweep's job {spec.job} is "
+                    f"{' '.join(spec.overrides) or 'no overrides'}. Give this sweep a directory of its own "
+                    f"(hydra.sweep.dir=...), or remove that directory's {RECORDS_FILE} to start it there anew."))
+        finished = {spec.key: done[spec.key] for spec in specs
+                    if spec.key in done and done[spec.key].status != FAILED}
+        again = [spec.job for spec in specs if spec.key not in finished]
+        if len(finished) or any(spec.key in done for spec in specs):
+            failed = sum(1 for spec in specs if spec.key in done) - len(finished)
+            log.info("resuming: %d of %d trials of this round are already in %s%s", len(finished), len(specs),
+                     RECORDS_FILE, f"; the {failed} that failed run again" if failed else "")
+        if again and specs:
+            forget_progress(self.sweep_dir / PROGRESS_FILE, specs[0].round, again)
+        return finished
 
     def _environment(self, search: CoarseToFineSearch, spec: TrialSpec) -> List[str]:
         """What each trial's own process (any launcher) is told through ``hydra.job.env_set``."""
