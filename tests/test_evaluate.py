@@ -116,6 +116,11 @@ def test_runs_of_other_data_or_no_runs_are_refused(tmp_path, seeds):
     shutil.copytree(seeds / "0", mixed / "b")  # a finished run of the same data as the seeds' runs
     with pytest.raises(ConfigError, match="were trained on different data"):
         evaluate.evaluate_ensembles(mixed)
+    # fewer training samples (as a search's pinpoint trials have): the same validation and test splits
+    fewer = copy_runs(seeds, tmp_path / "fewer", names=("0",))
+    expt.train(expt.compose([*QUICK, "data.subset=200", "trainer.epochs=1"]), run_dir=fewer / "small")
+    result = evaluate.evaluate_ensembles(fewer)
+    assert sorted(m["run_dir"] for m in result["members"]) == [str(fewer / "0"), str(fewer / "small")]
 
 
 @pytest.fixture(scope="module")

@@ -272,9 +272,10 @@ def run_data_config(member: Member) -> DictConfig:
 
 
 def _data_key(cfg: DictConfig) -> dict[str, Any]:
-    """What makes two runs' splits the same: the data config, wherever the files lie."""
+    """What makes two runs' validation and test splits the same: the data config, wherever the files lie and
+    however many training samples each kept (``subset``: a search's pinpoint trials train on fewer)."""
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    return {k: v for k, v in data.items() if k not in ("root", "download")}
+    return {k: v for k, v in data.items() if k not in ("root", "download", "subset")}
 
 
 def members(directory: Path, device: str | torch.device,
