@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import expt
-from conftest import read_metrics, run_cli
+from conftest import ROOT, read_metrics, run_cli
 from expt import evaluate
 from expt.data import load as load_data
 from expt.errors import ConfigError
@@ -45,6 +45,14 @@ def paragraph(stderr: str) -> str:
      "e.g. tag(log, interval(1e-5, 1e-1)) spans four decades."),
     ("hydra.sweeper.margin=-1",
      "Error in the config: hydra.sweeper.margin=-1.0 is not allowed: a number >= 0"),
+    # misspelt keys, with and without "+": the keys there are (before, Hydra's traceback or no word at all)
+    ("+hydra.sweeper.tie_breaks=x",
+     "Error in the config: hydra.sweeper.tie_breaks=x is not a setting of the coarse_to_fine sweeper (did you mean "
+     "hydra.sweeper.tie_break?); its settings are: params, stages, rounds, seed, direction, margin, edge, "
+     "max_edge_moves, limits, max_batch_size, pinpoint, tie_break, tie_samples, pruning."),
+    ("+hydra.sweeper.pinpoint.nm=3",
+     "Error in the config: hydra.sweeper.pinpoint.nm=3 is not allowed: pinpoint has the keys enabled, param, low, "
+     "high, num, overrides, metric, threshold"),
 ])
 def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expected):
     done = run_cli("-m", *TINY_SWEEP, override, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
@@ -52,6 +60,29 @@ def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expec
     assert paragraph(done.stderr) == expected
     assert not (tmp_path / "sweep" / "0").exists()  # no trial started
 
+
+
+def test_a_sweeper_key_added_to_another_apps_sweep_is_its_paragraph_alone(tmp_path):
+    """Not through expt's command line (another app of the sweeper): the sweeper's own check, at its setup."""
+    done = run_cli("--multirun", "hydra/sweeper=coarse_to_fine", "+hydra.sweeper.trails=3",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", program=ROOT / "tests" / "sweeper_app" / "app.py",
+                   cwd=tmp_path)
+    assert done.returncode == 1
+    assert paragraph(done.stderr).startswith("Error in the config: hydra.sweeper.trails=3 is not a setting of the "
+                                             "coarse_to_fine sweeper; its settings are: params, stages,")
+
+
+def test_a_tie_breaker_or_pinpoint_metric_no_trial_has_is_warned_of_once(tmp_path):
+    done = run_cli("--multirun", "hydra/sweeper=coarse_to_fine", "hydra.sweeper.tie_break=best_val_los",
+                   "hydra.sweeper.pinpoint.num=2", "hydra.sweeper.pinpoint.metric=history.-1.train_accc",
+                   "hydra.sweeper.rounds=[{trials:2,top_k:1},{trials:1,top_k:1}]",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", program=ROOT / "tests" / "sweeper_app" / "app.py",
+                   cwd=tmp_path, check=True)
+    log = done.stdout + done.stderr
+    for setting in ("hydra.sweeper.tie_break=best_val_los", "hydra.sweeper.pinpoint.metric=history.-1.train_accc"):
+        assert log.count(f"{setting} is a number in none of the 2 completed trials' metrics of the pinpoint "
+                         "stage: give a key of each run's metrics.json") == 1, log
+    assert "tie_break=best_val_loss" not in log  # the preset's, which the toy app does not write: no word
 
 def test_an_old_rounds_key_names_its_place_in_the_stages(tmp_path):
     done = run_cli("-m", "hydra/sweeper=coarse_to_fine", "hydra.sweeper.rounds.0.trials=4",

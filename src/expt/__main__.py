@@ -88,8 +88,9 @@ def command_line(arguments: list[str]) -> Optional[argparse.Namespace]:
 def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
     """Stop with one paragraph on an override Hydra would reject with a less useful message: a key a typed
     section or the option a group composes lacks (``trainer.epoch=3``, ``model.num_filter=8``: its keys and
-    the nearest one), an option a list-valued group lacks (:func:`expt.config.unknown_override`), or a
-    sweeper key spelt as before the search had stages (Hydra would assert)."""
+    the nearest one), an option a list-valued group lacks (:func:`expt.config.unknown_override`), a
+    sweeper key spelt as before the search had stages (Hydra would assert), or a key the coarse_to_fine
+    sweeper lacks (Hydra would not list its keys)."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or args is None or args.shell_completion:
         return
     from expt.config import unknown_override
@@ -100,6 +101,13 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
         from hydra_plugins.expt_sweeper.config import old_round_key
 
         problem = old_round_key(args.overrides)
+    if problem is None and "hydra/sweeper=coarse_to_fine" in args.overrides:
+        from hydra_plugins.expt_sweeper.config import unknown_setting
+
+        for argument in args.overrides:
+            key, _, value = argument.lstrip("+~").partition("=")
+            if key.startswith("hydra.sweeper."):
+                problem = problem or unknown_setting(key[len("hydra.sweeper."):], value)
     if problem is not None:
         print(f"Error in the config: {problem}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)

@@ -5,6 +5,7 @@ Every error names the key, the value and what is allowed (:class:`SearchConfigEr
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
@@ -237,6 +238,11 @@ def _round(data: Any, key: str) -> Round:
 
 def _pinpoint(data: Mapping[str, Any], key: str) -> Pinpoint:
     default = Pinpoint()
+    unknown = set(data) - {f.name for f in dataclasses.fields(Pinpoint)}
+    if unknown:
+        first = sorted(unknown)[0]
+        raise _bad(f"{key}.{first}", data[first], "pinpoint has the keys "
+                   + ", ".join(f.name for f in dataclasses.fields(Pinpoint)))
     enabled = data.get("enabled", default.enabled)
     if not isinstance(enabled, bool):
         raise _bad(f"{key}.enabled", enabled, "true or false")

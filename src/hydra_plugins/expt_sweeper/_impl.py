@@ -36,6 +36,7 @@ from expt.search import (
 from expt.status import COMPLETED, FAILED, PRUNED
 from expt.sweep_env import SweepTrial
 
+from .config import CoarseToFineSweeperConf
 from .errors import SweepFailedError, compact, no_score
 from .recording import RECORDS_FILE, RecordingTask, relative, trial_fields, trial_record
 from .report import SUMMARY_FILE, log_chosen, log_round, plot, write_summary
@@ -71,6 +72,7 @@ class CoarseToFineSweeperImpl(Sweeper):
         self.launcher: Any = None
         self.recorder: Optional[RecordingTask] = None
         self.sweep_dir = Path(".")
+        self.warned: set = set()  # the settings warned of (a misspelt metrics key), once a sweep
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -112,6 +114,7 @@ class CoarseToFineSweeperImpl(Sweeper):
                 returns.append(results)
                 done.update(self._records(batch, results))
             search.conclude(n, [done[spec.key] for spec in specs])
+            self._warn_of_unread_keys(n, [done[spec.key] for spec in specs])
             write_summary(search, self.sweep_dir)
             ran = search.every_record()
             if ran and all(r.status == FAILED for r in ran) and n != search.round_numbers()[-1]:
@@ -153,6 +156,23 @@ class CoarseToFineSweeperImpl(Sweeper):
         if again and specs:
             forget_progress(self.sweep_dir / PROGRESS_FILE, specs[0].round, again)
         return finished
+
+    def _warn_of_unread_keys(self, round_number: int, records: List[TrialRecord]) -> None:
+        """A warning, once a sweep, for a tie-breaker or pinpoint metric given that no completed trial of the round
+        had in its metrics (a misspelt key): ties then go by job order, and no pinpoint rate learns."""
+        completed = [r for r in records if r.status == COMPLETED]
+        checks = []  # the preset's tie-breaker is expt's best_val_loss: an app of other metrics leaves it unread
+        if self.settings.tie_break != CoarseToFineSweeperConf.tie_break:
+            checks.append(("hydra.sweeper.tie_break", self.settings.tie_break, "tie_value"))
+        if round_number == PINPOINT_ROUND:
+            checks.append(("hydra.sweeper.pinpoint.metric", self.settings.pinpoint.metric, "metric"))
+        for key, name, field in checks:
+            if completed and name and key not in self.warned and all(getattr(r, field) is None for r in completed):
+                self.warned.add(key)
+                log.warning("%s=%s is a number in none of the %d completed trials' metrics of %s: give a key of each "
+                            "run's metrics.json (best_val_loss, or history.-1.train_acc for a value of the last epoch)",
+                            key, name, len(completed),
+                            "the pinpoint stage" if round_number == PINPOINT_ROUND else f"round {round_number}")
 
     def _environment(self, search: CoarseToFineSearch, spec: TrialSpec) -> List[str]:
         """What each trial's own process (any launcher) is told through ``hydra.job.env_set``."""

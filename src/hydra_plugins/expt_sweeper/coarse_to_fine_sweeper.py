@@ -32,9 +32,14 @@ class CoarseToFineSweeper(Sweeper):
         from expt.search import SearchConfigError
 
         from ._impl import CoarseToFineSweeperImpl
+        from .config import unknown_setting
         from .errors import compact
 
         try:
+            for key, value in self.settings.items():  # a key added with "+", which the schema did not check
+                problem = unknown_setting(key, value)
+                if problem is not None:
+                    raise SearchConfigError(problem)
             self.sweeper = CoarseToFineSweeperImpl(**self.settings)
         except SearchConfigError as error:
             raise compact(error) from error

@@ -169,3 +169,19 @@ def old_round_key(arguments: List[str]) -> Optional[str]:
                 f"rounds}}), and {suggestion}. To search every parameter in a single stage instead, give the "
                 f"whole list: hydra.sweeper.rounds=[{{trials:4,top_k:2,overrides:['trainer.epochs=2']}},...].")
     return None
+
+
+def unknown_setting(key: str, value: Any) -> Optional[str]:
+    """The paragraph for ``hydra.sweeper.<key>`` when ``key``'s first part is not a setting of the coarse_to_fine
+    sweeper (:class:`CoarseToFineSweeperConf`): the settings there are and the nearest one; None when it is."""
+    import dataclasses
+    import difflib
+
+    name = key.split(".", 1)[0]
+    settings = [f.name for f in dataclasses.fields(CoarseToFineSweeperConf) if not f.name.startswith("_")]
+    if name in settings:
+        return None
+    near = difflib.get_close_matches(name, settings, n=1)
+    hint = f" (did you mean hydra.sweeper.{near[0]}?)" if near else ""
+    return (f"hydra.sweeper.{key}={value} is not a setting of the coarse_to_fine sweeper{hint}; its settings are: "
+            f"{', '.join(settings)}.")
