@@ -717,6 +717,25 @@ def test_the_cli_applies_the_same_rule(tmp_path):
     stored = OmegaConf.create(torch.load(run_dir / "checkpoints" / "best.pt", weights_only=True)["config"])
     assert stored.data.name == "npz" and stored.data.val_size == 0.2 and plain(stored.augmentation) == {}
     assert stored.model.hidden_dim == 256 and stored.trainer.batch_size == 128  # the preset's other settings
+    saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")  # what the run trained, not Hydra's first draft
+    assert plain(saved.data) == plain(stored.data) and plain(saved.augmentation) == {}
+
+
+@pytest.mark.parametrize("preset, rechosen, key", [
+    ("fashion_mnist_convnet", "optimizer=sgd", "model.filters=[8,8,8,8]"),
+    ("fashion_mnist_convnet", "optimizer=sgd", "data.download=false"),
+    ("cifar10_resnet", "optimizer=adam", "model.depth=32"),
+    ("digits", "model=mlp", "schedule.eta_min=1e-5"),
+    ("fashion_mnist_convnet", "augmentation=none", "data.download=false"),
+])
+def test_a_key_only_the_presets_option_of_another_group_has_leaves_the_rule_as_it_is(preset, rechosen, key):
+    """Setting such a key (model.depth: the preset's model has it, the default model not) used to undo the rule:
+    the preset's lr on SGD, or an error about a key the user never set."""
+    group, name = rechosen.split("=")[0], key.split("=")[0]
+    cfg = expt.compose([f"experiment={preset}", rechosen, key])
+    assert plain(cfg[group]) == plain(expt.compose([f"experiment={preset}", rechosen])[group])
+    assert OmegaConf.select(cfg, name) == OmegaConf.select(expt.compose([f"experiment={preset}", key]), name)
+    validate(cfg)
 
 
 def test_a_checkpoint_written_before_a_new_null_key_still_resumes():

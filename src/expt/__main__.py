@@ -48,8 +48,15 @@ def main(cfg: DictConfig) -> float:
 
     try:
         hydra_cfg = HydraConfig.get()
-        apply_preset_choices(cfg, list(hydra_cfg.overrides.task), hydra_cfg.job.config_name or "config",
-                             hydra_cfg.runtime.choices)
+        if apply_preset_choices(cfg, list(hydra_cfg.overrides.task), hydra_cfg.job.config_name or "config",
+                                hydra_cfg.runtime.choices) and hydra_cfg.output_subdir is not None:
+            # .hydra/config.yaml, which Hydra wrote before the task started, says what the run trains
+            from pathlib import Path
+
+            from expt.config import to_yaml
+
+            saved = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir) / "config.yaml"
+            saved.write_text(to_yaml(cfg), encoding="utf-8")
         return run(cfg)
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

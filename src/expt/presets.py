@@ -91,7 +91,6 @@ def _rechosen_groups(cfg: DictConfig, overrides: Sequence[str], config_name: str
 
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     own = [o.input_line for o in parsed if o.key_or_group == PRESET_GROUP]
-    others = [o.input_line for o in parsed if o.key_or_group != PRESET_GROUP]
     if not any("." not in o.key_or_group and not o.key_or_group.startswith("hydra")
                for o in parsed if o.key_or_group != PRESET_GROUP):
         return None  # only keys are set (model.depth=32): no group's option changes
@@ -103,7 +102,11 @@ def _rechosen_groups(cfg: DictConfig, overrides: Sequence[str], config_name: str
                if g != PRESET_GROUP and "/" not in g and g in cfg and preset.get(g) != options]
     if not changed:
         return None
-    base = hydra_compose(config_name=config_name, overrides=others + ([] if own else [f"~{PRESET_GROUP}"]))
+    # the changed groups' nodes without the preset: every group's choice, and the keys of those groups alone (a key
+    # only the preset's option of another group has, model.depth, would not compose there)
+    relevant = [o.input_line for o in parsed if o.key_or_group != PRESET_GROUP
+                and ("." not in o.key_or_group or o.key_or_group.split(".", 1)[0] in changed)]
+    base = hydra_compose(config_name=config_name, overrides=relevant + ([] if own else [f"~{PRESET_GROUP}"]))
     return final, preset, changed, base
 
 

@@ -39,7 +39,6 @@ from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_writ
 
 from expt.config import to_yaml
 from expt.errors import ConfigError
-from expt.presets import PRESET_GROUP
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
 
@@ -166,10 +165,6 @@ class PopulationLauncherImpl:
             env = OmegaConf.to_container(config.hydra.job.env_set, resolve=True) or {}
             job.env = {str(k): str(v) for k, v in env.items()}
             job.task_cfg = _without_hydra(config)
-            # .hydra/config.yaml's text is the config before a preset's choices are applied (as run_job saves it):
-            # written now where they may change the copy below, else only for a member (_train_group)
-            if config.hydra.runtime.choices.get(PRESET_GROUP) is not None:
-                job.task_yaml = to_yaml(job.task_cfg)
             try:
                 apply_preset_choices(job.task_cfg, list(config.hydra.overrides.task),
                                      str(OmegaConf.select(config, "hydra.job.config_name") or "config"),
@@ -327,8 +322,7 @@ class PopulationLauncherImpl:
         log.info("population of %d: jobs %s", len(group), ", ".join(str(job.num) for job in group))
         before = {job.num: set(job.output_dir.rglob("*")) if job.output_dir.exists() else set() for job in group}
         for job in group:
-            if job.task_yaml is None:  # made here for a member only: run_job writes a lone job's
-                job.task_yaml = to_yaml(job.task_cfg)
+            job.task_yaml = to_yaml(job.task_cfg)  # made here for a member only: run_job writes a lone job's
             self._write_job_files(job)
         started: Optional[Exception] = None  # why the population could not start
         failed: Optional[Exception] = None  # the error that stopped it
