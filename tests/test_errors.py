@@ -98,6 +98,10 @@ CASES = {
     # with a "+" the schema's own check is skipped: the key is still not a setting
     "added_trainer_key": (["+trainer.epoch=3"], ["trainer.epoch=3", "did you mean trainer.epochs?", "batch_size"]),
     "added_top_level_key": (["+foo=bar"], ["foo='bar'", "top-level", "trainer", "dashboard"]),
+    # a cosine over trainer.epochs stepped every batch reaches 0 after as many steps (checked with 10 an epoch)
+    "cosine_per_step_over_epochs": (["schedule=cosine", "+schedule.per_step=true", "trainer.epochs=3"],
+                                    ["schedule.T_max=3", "learning rate of 0 at step 4 of epoch 1",
+                                     "counted in steps: the schedule steps every batch"]),
     # StepLR's gamma first applies after 5 epochs: a negative rate from epoch 6
     "schedule_gamma_negative": (["trainer.epochs=10", "schedule.gamma=-1"],
                                 ["schedule.gamma=-1", "epoch 6", "-0.001", "> 0"]),

@@ -88,21 +88,25 @@ def _attempt(cfg: DictConfig, group: str, fn: Callable[[], Any]) -> Any:
 
 def _check_every_epoch(cfg: DictConfig, schedule: LearningRate) -> None:
     """Raise a ConfigError at the first of the run's epochs (at most ``MAX_DRY_RUN_EPOCHS``) whose rate is
-    not finite and > 0."""
+    not finite and > 0; a per-step schedule's every step is checked, with :data:`DRY_RUN_STEPS` an epoch."""
     epochs = int(cfg.trainer.epochs)
     checked = min(epochs, MAX_DRY_RUN_EPOCHS)
+    steps = schedule.steps_per_epoch if schedule.per_step else 1
     previous = ""
     for epoch in range(1, checked + 1):
-        lr = schedule.epoch_rate(epoch)
-        if not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(
-                f"schedule={cfg.schedule.get('_target_')} with {settings_text(cfg.schedule, 'schedule')} gives "
-                f"a learning rate of {lr:.4g} at epoch {epoch} of trainer.epochs={epochs} "
-                f"({previous}optimizer.lr={cfg.optimizer.get('lr')}): every epoch must train at a finite rate > 0; "
-                "change the schedule's settings (a decay factor or gamma in (0, 1), an eta_min >= 0, "
-                "a period that covers the run)."
-            )
-        previous = f"{lr:.4g} at epoch {epoch}, "
+        for k in range(steps):
+            lr = schedule.rate((epoch - 1) * schedule.steps_per_epoch + k)
+            if not (math.isfinite(lr) and lr > 0):
+                where = f"epoch {epoch}" if k == 0 else f"step {k + 1} of epoch {epoch} (of {steps} in this check)"
+                raise ConfigError(
+                    f"schedule={cfg.schedule.get('_target_')} with {settings_text(cfg.schedule, 'schedule')} gives "
+                    f"a learning rate of {lr:.4g} at {where} of trainer.epochs={epochs} ({previous}optimizer.lr="
+                    f"{cfg.optimizer.get('lr')}): every step must train at a finite rate > 0; change the "
+                    "schedule's settings (a decay factor or gamma in (0, 1), an eta_min >= 0, a period that covers "
+                    "the run" + (", counted in steps: the schedule steps every batch" if schedule.per_step else "")
+                    + ")."
+                )
+            previous = f"{lr:.4g} at epoch {epoch}, " if k == 0 else previous
         schedule.observe(1.0)
     schedule.epoch_rate(checked + 1)  # the step after the last epoch: its rate is never used, but the
     # schedule's class computes it, and a setting it rejects (StepLR's step_size=0) shows there
