@@ -83,6 +83,7 @@ CASES = {
     "model_param_not_taken": (["+model.hidden=3"], ["model.hidden", "num_filters", "filter_size", "hidden_dim"]),
     "sanity_guard": (["sanity.before_train=maybe"], ["sanity.before_train", "maybe", "warn", "strict"]),
     "resume_missing": (["trainer.resume=/nonexistent"], ["trainer.resume", "/nonexistent", "last.pt"]),
+    "resume_empty": (["trainer.resume="], ["trainer.resume=''", "a run directory", "null, the default"]),
     "checkpoint_interval_negative": (["trainer.checkpoint_interval=-1"],
                                      ["trainer.checkpoint_interval", "-1", ">= 0", "every epoch"]),
     "momentum_negative": (["optimizer=momentum", "optimizer.momentum=-1"], ["optimizer", "momentum=-1"]),

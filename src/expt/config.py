@@ -428,6 +428,9 @@ def _check_trainer(t: DictConfig) -> None:
         0 <= t.checkpoint_interval < math.inf, "trainer.checkpoint_interval", t.checkpoint_interval,
         "a number of seconds >= 0 (0 writes a checkpoint after every epoch)",
     )
+    # trainer.resume=$RUN with $RUN unset: an empty path would start the run anew without a word
+    _check(t.resume is None or str(t.resume).strip() != "", "trainer.resume", t.resume,
+           "a run directory or its checkpoints/last.pt (null, the default, starts the run anew)")
 
 
 def _check_precision(t: DictConfig) -> None:
