@@ -84,6 +84,7 @@ CASES = {
     "sanity_guard": (["sanity.before_train=maybe"], ["sanity.before_train", "maybe", "warn", "strict"]),
     "resume_missing": (["trainer.resume=/nonexistent"], ["trainer.resume", "/nonexistent", "last.pt"]),
     "resume_empty": (["trainer.resume="], ["trainer.resume=''", "a run directory", "null, the default"]),
+    "synthetic_samples_negative": (["data=synthetic", "data.num_samples=-5"], ["data.num_samples=-5", "integer >= 1"]),
     "checkpoint_interval_negative": (["trainer.checkpoint_interval=-1"],
                                      ["trainer.checkpoint_interval", "-1", ">= 0", "every epoch"]),
     "momentum_negative": (["optimizer=momentum", "optimizer.momentum=-1"], ["optimizer", "momentum=-1"]),

@@ -92,6 +92,9 @@ def synthetic(
         raise ConfigError(f"data.shape={list(shape)} is not allowed: [channels, height, width], each >= 1.")
     if num_classes < 2:
         raise ConfigError(f"data.num_classes={num_classes} is not allowed: at least 2 classes.")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ConfigError(f"data.num_samples={num_samples!r} is not allowed: an integer >= 1 (enough to leave "
+                          "training, validation and test samples).")
     rng = np.random.default_rng(seed)
     prototypes = rng.standard_normal((num_classes, *shape)).astype(np.float32)
     y = rng.integers(0, num_classes, size=num_samples)
