@@ -568,6 +568,9 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
     "an_option_of_a_list_group": (["regularization=[l2,dropuot]"],
                                   "regularization=[l2,dropuot]: dropuot is not an option of regularization; its "
                                   "options are: batchnorm, dropout, elastic_net, l1, l2, max_norm, none."),
+    "a_setting_its_class_takes": (["optimizer.weight_decay=0.01"],
+                                  "optimizer.weight_decay=0.01: optimizer=adam does not set weight_decay, but "
+                                  "torch.optim.Adam takes it: add it with +optimizer.weight_decay=0.01."),
     "a_section_key_at_the_top": (["epochs=3"], "epochs=3 is not a key of the config (a top-level key) (did you mean "
                                                "trainer.epochs?); its keys are: data, model,"),
 }
@@ -581,18 +584,24 @@ def test_a_misspelt_key_or_option_of_an_open_group_gets_the_keys_or_options_ther
     assert (unknown_override(arguments) or "").startswith(expected), unknown_override(arguments)
 
 
+@pytest.mark.parametrize("case", ["a_key_of_the_default_option", "an_option_of_a_list_group",
+                                  "a_setting_its_class_takes", "a_section_key_at_the_top"])
+def test_expt_compose_gives_the_command_lines_paragraph(case):
+    """From Python too: Hydra's 'use +trainer.epoch=3' or 'Could not load' would come first otherwise."""
+    arguments, expected = GROUP_CASES[case]
+    with pytest.raises(ConfigError) as raised:
+        expt.compose(arguments)
+    assert str(raised.value).startswith(expected)
+    with pytest.raises(ConfigError, match=r"trainer\.epoch=3 is not a key of trainer .*did you mean trainer\.epochs"):
+        expt.compose(["trainer.epoch=3"])
+
+
 def test_the_hydra_key_of_a_full_composed_config_is_allowed():
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
+    from hydra import compose
 
-    def full():
-        return compose(config_name="config", overrides=["trainer.epochs=1"], return_hydra_config=True)
+    from expt.config import in_hydra
 
-    if GlobalHydra.instance().is_initialized():
-        cfg = full()
-    else:
-        with initialize_config_module(config_module="expt.conf", version_base="1.3"):
-            cfg = full()
+    cfg = in_hydra(lambda: compose(config_name="config", overrides=["trainer.epochs=1"], return_hydra_config=True))
     assert "hydra" in cfg
     validate(cfg)
 

@@ -24,7 +24,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
     """The config ``python -m expt <overrides>`` would run, composed by Hydra from expt's conf/."""
     from hydra import compose as hydra_compose
 
-    from expt.config import in_hydra
+    from expt.config import in_hydra, unknown_override
     from expt.presets import apply_preset_choices  # also stores the typed schema the defaults list names first
 
     def composed() -> "DictConfig":
@@ -37,6 +37,9 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "Dict
         apply_preset_choices(cfg, overrides, config_name, choices)  # a group chosen after a preset: its own settings
         return cfg
 
+    problem = unknown_override(list(overrides), own_config=config_name != "config")  # the command line's check
+    if problem is not None:
+        raise ConfigError(problem)
     return in_hydra(composed)
 
 

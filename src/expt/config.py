@@ -343,8 +343,12 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
             if isinstance(parent, DictConfig) and parts[-1] not in parent.keys():  # `in` is False for a ??? value
                 where = (f"{parts[0]}={cfg.hydra.runtime.choices.get(parts[0])}" if len(parts) == 2
                          else ".".join(parts[:-1]))
-                return _not_a_key(f"{override.key_or_group}={_value_text(override)}", override.key_or_group,
-                                  [str(k) for k in parent], where)
+                setting = f"{override.key_or_group}={_value_text(override)}"
+                target = parent.get("_target_") if len(parts) == 2 else None
+                if isinstance(target, str) and parts[-1] in _parameters_of(target):
+                    return (f"{setting}: {where} does not set {parts[-1]}, but {target} takes it: add it with "
+                            f"+{setting}.")
+                return _not_a_key(setting, override.key_or_group, [str(k) for k in parent], where)
         return None
 
     try:
@@ -363,6 +367,17 @@ def in_hydra(fn: Callable[[], T]) -> T:
         return fn()
     with initialize_config_module(config_module="expt.conf", version_base="1.3"):
         return fn()
+
+
+def _parameters_of(target: str) -> set[str]:
+    """The keyword parameters a ``_target_``'s class or function takes (none where it does not import)."""
+    import inspect
+
+    try:
+        return {n for n, p in inspect.signature(locate(target, "_target_")).parameters.items()
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    except (ConfigError, TypeError, ValueError):
+        return set()
 
 
 def check_keys(cfg: DictConfig) -> None:
