@@ -430,6 +430,30 @@ def test_ctrl_c_while_the_libraries_load_exits_130_without_a_traceback(tmp_path)
     assert not (tmp_path / "run").exists()
 
 
+
+def test_ctrl_c_between_an_epochs_measurement_and_its_checkpoint_says_so(tmp_path, compose, monkeypatch, caplog):
+    """Ctrl-C as epoch 2 is recorded (its row measured, its checkpoint not yet written): the line says so, with
+    the epoch last.pt holds, where it said 'during epoch 2' while metrics.json held epoch 2."""
+    import logging
+
+    import expt
+    from expt.trainer.record import RunRecord
+
+    save = RunRecord.save
+
+    def interrupted_at_epoch_2(self, engine):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        save(self, engine)
+
+    monkeypatch.setattr(RunRecord, "save", interrupted_at_epoch_2)
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        expt.train(compose("trainer.epochs=3", *SHARED), run_dir=tmp_path)
+    assert ("Interrupted after epoch 2 was measured, before its checkpoint; checkpoints/last.pt holds epoch 1: "
+            f"resume with trainer.resume={tmp_path}") in caplog.text, caplog.text
+    metrics = read_metrics(tmp_path)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
+
 def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):
     """kill (SIGTERM, as a scheduler's time limit sends it) during epoch 2: metrics.json says interrupted, the log
     says which epoch last.pt holds and how to resume, and the command exits 143."""

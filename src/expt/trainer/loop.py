@@ -173,12 +173,16 @@ class Trainer:
                     self.conclude(r, INTERRUPTED)
                 except OSError as exc:  # metrics.json on a full disk: the line below still says what last.pt holds
                     log.warning("%s%s: %s", r.log_prefix, type(exc).__name__, exc)
+                # a Ctrl-C between an epoch's measurement and its checkpoint: metrics.json holds that epoch
+                measured = bool(r.history) and r.history[-1].get("epoch") == r.epoch and r.saved_epoch != r.epoch
+                when = (f"after epoch {r.epoch} was measured, before its checkpoint" if measured
+                        else f"during epoch {r.epoch}")
                 if r.saved_epoch is None:
-                    log.warning("%sInterrupted during epoch %d, before the first checkpoint: nothing to resume.",
-                                r.log_prefix, r.epoch)
+                    log.warning("%sInterrupted %s%s: nothing to resume.", r.log_prefix, when,
+                                "" if measured else ", before the first checkpoint")
                 else:
-                    log.warning("%sInterrupted during epoch %d; checkpoints/%s holds epoch %d: resume with "
-                                "trainer.resume=%s", r.log_prefix, r.epoch, checkpoint.LAST, r.saved_epoch, r.run_dir)
+                    log.warning("%sInterrupted %s; checkpoints/%s holds epoch %d: resume with trainer.resume=%s",
+                                r.log_prefix, when, checkpoint.LAST, r.saved_epoch, r.run_dir)
 
     def stopped_by_storage(self, record: RunRecord, error: StorageError) -> StorageError:
         """A run whose checkpoint the disk could not take: concluded as interrupted where metrics.json still fits
