@@ -34,6 +34,7 @@ from hydra import version
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import (JobReturn, JobRuntime, JobStatus, configure_log, env_override, filter_overrides, run_job,
                               setup_globals)
+from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 
@@ -47,16 +48,21 @@ from ._compose import Composer
 log = logging.getLogger(__name__)
 
 
+class LauncherConfigError(ConfigError, CompactHydraException):
+    """A setting of the launcher that cannot run: Hydra prints the paragraph alone (``HYDRA_FULL_ERROR=1`` the
+    traceback). Raised in ``setup``: Hydra wraps an error raised while it instantiates the launcher in its own."""
+
+
 def _check_settings(max_population: Any, memory_fraction: Any) -> None:
     if isinstance(max_population, bool) or not isinstance(max_population, int) or max_population < 1:
-        raise ConfigError(
-            f"hydra.launcher.max_population={max_population!r} is not allowed: an integer >= 1 "
+        raise LauncherConfigError(
+            f"Error in the config: hydra.launcher.max_population={max_population!r} is not allowed: an integer >= 1 "
             "(the most trials trained together; 1 runs every trial alone)")
     if isinstance(memory_fraction, bool) or not isinstance(memory_fraction, (int, float)) \
             or not 0 < memory_fraction <= 1:
-        raise ConfigError(
-            f"hydra.launcher.memory_fraction={memory_fraction!r} is not allowed: a number in (0, 1] "
-            "(the share of a GPU's free memory a population may plan to use)")
+        raise LauncherConfigError(
+            f"Error in the config: hydra.launcher.memory_fraction={memory_fraction!r} is not allowed: a number in "
+            "(0, 1] (the share of a GPU's free memory a population may plan to use)")
 
 
 def _configure_log(config: DictConfig, context: HydraContext) -> None:
@@ -121,9 +127,8 @@ class _Trained:
 
 class PopulationLauncherImpl:
     def __init__(self, max_population: Any, memory_fraction: Any) -> None:
-        _check_settings(max_population, memory_fraction)
-        self.max_population = int(max_population)
-        self.memory_fraction = float(memory_fraction)
+        self.settings = (max_population, memory_fraction)  # checked in setup
+        self.max_population, self.memory_fraction = 1, 1.0
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -133,6 +138,8 @@ class PopulationLauncherImpl:
         self._loaded: Optional[tuple[str, Any]] = None  # the data config last loaded, and its splits
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        _check_settings(*self.settings)
+        self.max_population, self.memory_fraction = int(self.settings[0]), float(self.settings[1])
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.composer = Composer(hydra_context.config_loader, config)
 
