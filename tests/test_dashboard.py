@@ -830,6 +830,20 @@ def test_plot_sweep_marks_statuses_apart_names_the_metric_and_flags_ties(tmp_pat
     assert "best so far" in hax.get_title()
 
 
+
+def test_plot_sweep_draws_a_failed_trials_option_that_no_scored_trial_had(tmp_path, monkeypatch):
+    """A choice's option that only a failed trial had is a category of its own: the x axis spans it."""
+    records = [
+        {"round": 1, "job": 0, "values": {"activation": "relu"}, "objective": 0.9, "status": "completed"},
+        {"round": 1, "job": 1, "values": {"activation": "gelu"}, "objective": 0.8, "status": "completed"},
+        {"round": 1, "job": 2, "values": {"activation": "tanh"}, "objective": None, "status": "failed"},
+    ]
+    scatter, _ = drawn_figures(monkeypatch, lambda: plot_sweep(records, {"activation": False}, tmp_path))
+    (ax,) = scatter.axes
+    low, high = ax.get_xlim()
+    tanh = float(ax.xaxis.convert_units("tanh"))
+    assert low < tanh < high, (low, tanh, high)
+
 def test_every_trial_declares_the_sweeps_columns():
     """TensorBoard takes the table's columns from one trial: a pinpoint trial that sets only the learning rate
     still declares every searched parameter (and its log10 column), typed as the trials that set them."""

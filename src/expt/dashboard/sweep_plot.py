@@ -316,9 +316,12 @@ def _strip(ax: Any, xs: list, **style: Any) -> None:
     so that the axis spans these trials too (and a log axis has positive limits when no trial scored).
     """
     ax.scatter(xs, [0.03] * len(xs), transform=ax.get_xaxis_transform(), **style)
-    numeric = [float(x) for x in xs if is_finite_number(x) and not isinstance(x, bool)]
-    if numeric:
-        ax.update_datalim([(x, 0.0) for x in numeric], updatex=True, updatey=False)
+    # where the axis puts them: a number as it is, a choice's option at its category's place (an option no scored
+    # trial had is a new category, outside the limits the scores set)
+    placed = [ax.xaxis.convert_units(x) for x in xs if not isinstance(x, bool)]
+    positions = [float(x) for x in placed if is_finite_number(x) and not isinstance(x, bool)]
+    if positions:
+        ax.update_datalim([(x, 0.0) for x in positions], updatex=True, updatey=False)
         ax.autoscale_view(scaley=False)
 
 
