@@ -62,6 +62,25 @@ def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expec
 
 
 
+
+@pytest.mark.parametrize("override,expected", [
+    ("hydra.sweeper.pinpoint.overrides=['trainer.epoch=3']",
+     "Error in the config: hydra.sweeper.pinpoint.overrides: trainer.epoch=3 is not a key of trainer (TrainerConfig) "
+     "(did you mean trainer.epochs?)"),
+    ("hydra.sweeper.rounds=[{trials:2,top_k:1},{trials:1,overrides:['model.num_filter=3']}]",
+     "Error in the config: hydra.sweeper.stages.0.rounds.1.overrides: model.num_filter=3 is not a key of "
+     "model=convnet (did you mean model.num_filters?)"),
+])
+def test_a_misspelt_key_in_a_rounds_overrides_stops_the_sweep_before_its_first_trial(tmp_path, override, expected):
+    """As on the command line, where it came from: Hydra's error would come at that round, after the trials
+    before it (and would suggest adding the key with '+')."""
+    args = [a for a in TINY_SWEEP if not a.startswith("hydra.sweeper.rounds")] if "rounds" in override else \
+        [a for a in TINY_SWEEP if "pinpoint" not in a] + ["hydra.sweeper.pinpoint.num=2"]
+    done = run_cli("-m", *args, *TINY, override, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert paragraph(done.stderr).startswith(expected), done.stderr
+    assert not (tmp_path / "sweep" / "0").exists()  # no trial started
+
 def test_a_sweeper_key_added_to_another_apps_sweep_is_its_paragraph_alone(tmp_path):
     """Not through expt's command line (another app of the sweeper): the sweeper's own check, at its setup."""
     done = run_cli("--multirun", "hydra/sweeper=coarse_to_fine", "+hydra.sweeper.trails=3",

@@ -99,6 +99,7 @@ class CoarseToFineSweeperImpl(Sweeper):
         assert self.recorder is not None
         try:
             search = self._search(arguments)
+            self._check_round_overrides(arguments)
         except SearchConfigError as error:
             raise compact(error) from error
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,25 @@ class CoarseToFineSweeperImpl(Sweeper):
         if best is None:
             raise SweepFailedError(no_score(search.all_records() or search.every_record(), self.recorder.records_path))
         return returns
+
+    def _check_round_overrides(self, arguments: List[str]) -> None:
+        """A misspelt key or option in the overrides of a round or of the pinpoint stage, refused before the first
+        trial (with the keys there are), as on the command line: a sweep of expt's own (its job name) only."""
+        assert self.config is not None
+        if OmegaConf.select(self.config, "hydra.job.name") != "expt":
+            return
+        from expt.config import unknown_override
+
+        if unknown_override(list(arguments)) is not None:
+            return  # the command line's own: Hydra and expt's command line report it
+        places = [(f"hydra.sweeper.stages.{s}.rounds.{r}.overrides", round_.overrides)
+                  for s, stage in enumerate(self.settings.stages) for r, round_ in enumerate(stage.rounds)]
+        if self.settings.pinpoint.enabled:
+            places.insert(0, ("hydra.sweeper.pinpoint.overrides", self.settings.pinpoint.overrides))
+        for where, overrides in places:
+            problem = unknown_override([*arguments, *overrides]) if overrides else None
+            if problem is not None:
+                raise SearchConfigError(f"{where}: {problem}")
 
     def _finished(self, specs: List[TrialSpec]) -> Dict[Any, TrialRecord]:
         """The records a stopped sweep left of this round's trials, by key, read from ``search.jsonl``. A failed
