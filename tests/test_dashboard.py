@@ -446,6 +446,32 @@ def test_heavy_diagnostics_in_a_sweep_only_in_its_final_round(tmp_path, monkeypa
     assert session_hparams(acc)["_1_status"] == "completed"
 
 
+
+def test_a_run_started_anew_where_a_run_was_interrupted_is_the_only_session_there(tmp_path, monkeypatch):
+    """A rerun from scratch (a sweep's trial run again, or the same hydra.run.dir without trainer.resume)
+    replaces the interrupted run: that run's event file, whose HParams session said 'interrupted', goes."""
+    from expt.trainer.record import RunRecord
+
+    overrides = ["trainer.epochs=2", "data.subset=100", *DIAGNOSTICS_OFF]
+    save = RunRecord.save
+
+    def interrupted_at_epoch_2(self, engine):
+        if self.epoch == 2:
+            raise KeyboardInterrupt
+        save(self, engine)
+
+    with monkeypatch.context() as m:
+        m.setattr(RunRecord, "save", interrupted_at_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            expt.train(expt.compose(overrides), run_dir=tmp_path)
+    (first,) = tmp_path.glob("events.out.tfevents.*")
+    assert session_hparams(read_events(tmp_path))["_1_status"] == "interrupted"
+    expt.train(expt.compose(overrides), run_dir=tmp_path)
+    (events,) = tmp_path.glob("events.out.tfevents.*")
+    assert events != first
+    acc = read_events(tmp_path)
+    assert session_hparams(acc)["_1_status"] == "completed" and session_status(acc) == api_pb2.STATUS_SUCCESS
+
 def test_sweep_diagnostics_setting():
     from expt.dashboard import SweepContext, heavy_diagnostics
     from expt.errors import ConfigError

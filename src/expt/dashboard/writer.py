@@ -132,6 +132,7 @@ class Dashboard:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / LABEL_FILE).write_text(self.label + "\n", encoding="utf-8")
         use_c_checksums()
+        self.earlier = sorted(self.run_dir.glob("events.out.tfevents.*"))  # an earlier run's here, if any
         self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
         self.background = Background()
         self.seconds: dict[str, float] = defaultdict(float)
@@ -150,6 +151,21 @@ class Dashboard:
             self.seconds[name] += time.perf_counter() - start
 
     # ------------------------------------------------------------------ once per run
+    def forget_earlier_run(self) -> None:
+        """A run started anew in a directory that holds an earlier run's event files (not resumed from it)
+        replaces that run, as its checkpoints and metrics.json do: those files go, so that TensorBoard shows this
+        run's scalars and status alone, not the earlier run's HParams session (a resumed run keeps them: they
+        hold its first epochs)."""
+        removed = 0
+        for path in self.earlier:
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+        if removed:
+            log.info("This run starts anew in %s: the %d event file(s) of the run before it were removed.",
+                     self.run_dir, removed)
+        self.earlier = []
+
     def start(self, exp: Any, probe_idx: torch.Tensor, epoch: int = 0) -> None:
         """Attach the experiment (``expt.build.Experiment``); write the config, model summary and graph,
         and the diagnostics of the model as it is now (step ``epoch``: 0 before training).

@@ -256,6 +256,7 @@ class RunRecord:
         else:
             self.initial_loss = self.training_loss() if initial_loss is None else initial_loss
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
+            self.dashboard.forget_earlier_run()
         self.dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
         self.threshold = t.divergence_factor * self.initial_loss
 
