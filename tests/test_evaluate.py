@@ -59,6 +59,8 @@ def test_load_errors_name_the_path(tmp_path, seeds):
     predictor = expt.load(seeds / "0")
     with pytest.raises(ConfigError, match=r"do not fit the model .* trained on images of shape \(1, 8, 8\)"):
         predictor.predict(torch.zeros(2, 3, 8, 8))
+    with pytest.raises(ConfigError, match=r"images of shape \(50, 64\) \(read as \(50, 1, 1, 64\)\) do not fit"):
+        predictor.predict(np.zeros((50, 64), dtype=np.float32))  # flat vectors: the shape given, then as read
 
 
 def test_shift_views_move_the_image_by_one_pixel():

@@ -79,13 +79,15 @@ class Predictor:
             x = np.asarray(images)
         if x.shape == self.input_shape or (x.ndim == 2 and self.input_shape[0] == 1 and x.shape == self.input_shape[1:]):
             x = x[None]
+        given = tuple(x.shape)
         try:
             x = check_images(x, "images", "predict")  # the checks every training split passes: dtype, shape, finite
         except ConfigError as error:
             raise ConfigError(f"{error} Here {self.expects()}.") from None
         if tuple(x.shape[1:]) != self.input_shape:
             raise ConfigError(
-                f"images of shape {tuple(x.shape)} do not fit the model of {self.source}, trained on images of "
+                f"images of shape {given}" + (f" (read as {tuple(x.shape)})" if tuple(x.shape) != given else "")
+                + f" do not fit the model of {self.source}, trained on images of "
                 f"shape {self.input_shape} (give (N, {', '.join(map(str, self.input_shape))}) or one such image)."
             )
         if not len(x):
