@@ -870,6 +870,18 @@ def test_plot_sweep_draws_a_failed_trials_option_that_no_scored_trial_had(tmp_pa
     tanh = float(ax.xaxis.convert_units("tanh"))
     assert low < tanh < high, (low, tanh, high)
 
+
+def test_plot_sweep_says_nothing_of_a_choice_whose_options_read_as_numbers(tmp_path, caplog):
+    """choice(32,64): its options are categories on purpose; matplotlib's note on each stays out of the log."""
+    import logging
+
+    records = [{"round": 1, "job": j, "values": {"model.hidden_dim": width}, "objective": 0.5 + j / 10,
+                "status": "completed"} for j, width in enumerate(["32", "64", "32"])]
+    with caplog.at_level(logging.INFO):
+        plot_sweep(records, {"model.hidden_dim": False}, tmp_path)
+    assert "categorical units" not in caplog.text
+    assert logging.getLogger("matplotlib.category").level == logging.NOTSET  # left as it was
+
 def test_every_trial_declares_the_sweeps_columns():
     """TensorBoard takes the table's columns from one trial: a pinpoint trial that sets only the learning rate
     still declares every searched parameter (and its log10 column), typed as the trials that set them."""

@@ -8,6 +8,7 @@ destination (a PNG beside the sweep, an image in its TensorBoard run).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -84,12 +85,18 @@ def plot_sweep(
     paths: list[Path] = []
     use_c_checksums()
     writer = SummaryWriter(log_dir=str(sweep_dir / "sweep_summary"))
+    # a choice's options are categories on purpose, numbers among them: matplotlib's note on each is noise in
+    # the sweep's log
+    categories = logging.getLogger("matplotlib.category")
+    level = categories.level
+    categories.setLevel(max(level, logging.WARNING))
     try:
         pictures = _Pictures(records, rounds, chosen, y_label, sweep_dir, writer)
         for param, is_log in log_params.items():
             paths.append(_parameter_picture(pictures, param, is_log, moves, metric_name))
         paths.append(_history_picture(pictures, direction, tie_samples))
     finally:
+        categories.setLevel(level)
         writer.close()
     return paths
 
