@@ -63,7 +63,6 @@ def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[s
         )
 
 
-
 def shape_hint(fn: Any, params: dict, group: str) -> str:
     """For a build that failed with a TypeError: the first setting given one value where ``fn``'s default is a
     list (``optimizer.betas=0.9``), or a list where it is one value, as `` (optimizer.betas takes a list like its

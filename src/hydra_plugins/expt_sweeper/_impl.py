@@ -169,7 +169,7 @@ class CoarseToFineSweeperImpl(Sweeper):
         finished = {spec.key: done[spec.key] for spec in specs
                     if spec.key in done and done[spec.key].status != FAILED}
         again = [spec.job for spec in specs if spec.key not in finished]
-        if len(finished) or any(spec.key in done for spec in specs):
+        if any(spec.key in done for spec in specs):
             failed = sum(1 for spec in specs if spec.key in done) - len(finished)
             log.info("resuming: %d of %d trials of this round are already in %s%s", len(finished), len(specs),
                      RECORDS_FILE, f"; the {failed} that failed run again" if failed else "")
