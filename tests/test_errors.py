@@ -571,6 +571,8 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
     "a_setting_its_class_takes": (["optimizer.weight_decay=0.01"],
                                   "optimizer.weight_decay=0.01: optimizer=adam does not set weight_decay, but "
                                   "torch.optim.Adam takes it: add it with +optimizer.weight_decay=0.01."),
+    "a_parameter_expt_supplies": (["optimizer.params=[1]"], "optimizer.params=[1] is not a key of optimizer=adam; "
+                                                             "its keys are: _target_, _partial_, lr, betas, eps."),
     "a_section_key_at_the_top": (["epochs=3"], "epochs=3 is not a key of the config (a top-level key) (did you mean "
                                                "trainer.epochs?); its keys are: data, model,"),
 }

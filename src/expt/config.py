@@ -370,12 +370,13 @@ def in_hydra(fn: Callable[[], T]) -> T:
 
 
 def _parameters_of(target: str) -> set[str]:
-    """The keyword parameters a ``_target_``'s class or function takes (none where it does not import)."""
+    """The settings a ``_target_``'s class or function takes: its keyword parameters with a default (those without
+    one, an optimizer's params or a model's num_classes, expt supplies); none where it does not import."""
     import inspect
 
     try:
         return {n for n, p in inspect.signature(locate(target, "_target_")).parameters.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty}
     except (ConfigError, TypeError, ValueError):
         return set()
 
