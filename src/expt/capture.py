@@ -10,13 +10,12 @@ says nothing against it, ``true`` insists (a config error naming the reason), ``
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, Optional
 
 import torch
 
 from expt.errors import ConfigError
-from expt.instantiate import locate
+from expt.instantiate import locate, parameters
 
 MODES = ("auto", "true", "false")
 
@@ -31,11 +30,7 @@ def capture_blocker(cfg: Any, device: torch.device) -> Optional[str]:
     if str(t.amp).lower() == "fp16":
         return "trainer.amp=fp16's gradient scaler reads the overflow check on the host every step"
     target = str(cfg.optimizer.get("_target_"))
-    try:
-        accepted = set(inspect.signature(locate(target, "optimizer._target_")).parameters)
-    except (TypeError, ValueError):
-        accepted = set()
-    if "capturable" not in accepted and target != "torch.optim.SGD":
+    if "capturable" not in (parameters(locate(target, "optimizer._target_")) or {}) and target != "torch.optim.SGD":
         return f"optimizer._target_={target} has no capturable mode (its step reads its step count on the host)"
     return None
 
@@ -60,6 +55,6 @@ def capturable_options(optimizer_cfg: Any, lr: float, device: torch.device) -> d
     learning rate (filled in place every step), and ``capturable=True`` where the class has it."""
     target = locate(str(optimizer_cfg.get("_target_")), "optimizer._target_")
     options: dict[str, Any] = {"lr": torch.tensor(float(lr), device=device)}
-    if "capturable" in inspect.signature(target).parameters:
+    if "capturable" in (parameters(target) or {}):
         options["capturable"] = True
     return options

@@ -22,7 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from expt.dry_run import dry_run
 from expt.errors import ConfigError
-from expt.instantiate import locate, to_plain
+from expt.instantiate import locate, parameters, to_plain
 
 T = TypeVar("T")
 
@@ -372,13 +372,12 @@ def in_hydra(fn: Callable[[], T]) -> T:
 def _parameters_of(target: str) -> set[str]:
     """The settings a ``_target_``'s class or function takes: its keyword parameters with a default (those without
     one, an optimizer's params or a model's num_classes, expt supplies); none where it does not import."""
-    import inspect
-
     try:
-        return {n for n, p in inspect.signature(locate(target, "_target_")).parameters.items()
-                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty}
-    except (ConfigError, TypeError, ValueError):
+        declared = parameters(locate(target, "_target_")) or {}
+    except ConfigError:
         return set()
+    return {n for n, p in declared.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            and p.default is not p.empty}
 
 
 def check_keys(cfg: DictConfig) -> None:

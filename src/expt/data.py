@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import gzip
 import importlib.util
-import inspect
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from omegaconf import DictConfig
 
 from expt.errors import ConfigError
 from expt.config import MAX_CLASSES, user_path
-from expt.instantiate import call, check_params, locate, to_plain
+from expt.instantiate import call, check_params, locate, parameters, to_plain
 
 log = logging.getLogger("expt")
 
@@ -458,10 +457,7 @@ def split(raw: dict[str, Any], val_size: float, test_size: float, subset: Option
 
 def _takes(fn: Callable[..., Any], name: str) -> bool:
     """Whether ``fn`` has a parameter ``name`` (False when its signature cannot be read)."""
-    try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+    return name in (parameters(fn) or {})
 
 
 def load(cfg: DictConfig) -> Splits:

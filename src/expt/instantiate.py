@@ -9,7 +9,9 @@ of memory says what to make smaller (:func:`call`). Options are flat (no nested 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import functools
+import inspect
+from typing import Any, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -43,20 +45,26 @@ def locate(target: str, key: str) -> Any:
         ) from None
 
 
+def parameters(fn: Any) -> Optional[Mapping[str, inspect.Parameter]]:
+    """The parameters ``fn`` declares (a ``functools.partial``'s function's), by name; None where its signature
+    cannot be read (builtins without one)."""
+    try:
+        return inspect.signature(fn.func if isinstance(fn, functools.partial) else fn).parameters
+    except (TypeError, ValueError):
+        return None
+
+
 def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[str] = ()) -> None:
     """Raise a ConfigError when ``params`` has a key that ``fn`` does not take, listing the keys it does
     (and ``also``: the group's keys that expt reads itself, such as data's split settings)."""
-    import inspect
-
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):  # builtins without a signature: let the call report
+    declared = parameters(fn)
+    if declared is None:  # builtins without a signature: let the call report
         return
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in declared.values()):
         return
-    unknown = [k for k in params if k not in sig.parameters and k not in also]
+    unknown = [k for k in params if k not in declared and k not in also]
     if unknown:
-        allowed = [n for n, p in sig.parameters.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        allowed = [n for n, p in declared.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
         allowed += [k for k in also if k not in allowed]
         raise ConfigError(
             f"{group}.{unknown[0]} is not a setting of {where}; its settings are: {', '.join(allowed) or 'none'}."
@@ -67,14 +75,9 @@ def shape_hint(fn: Any, params: dict, group: str) -> str:
     """For a build that failed with a TypeError: the first setting given one value where ``fn``'s default is a
     list (``optimizer.betas=0.9``), or a list where it is one value, as `` (optimizer.betas takes a list like its
     default: optimizer.betas=[0.9,0.999])``; empty when none is."""
-    import inspect
-
-    try:
-        sig = inspect.signature(fn.func if hasattr(fn, "func") else fn)
-    except (TypeError, ValueError):
-        return ""
+    declared = parameters(fn) or {}
     for key, value in to_plain(params).items():
-        default = sig.parameters[key].default if key in sig.parameters else None
+        default = declared[key].default if key in declared else None
         if default is None or default is inspect.Parameter.empty or isinstance(default, (str, bytes)):
             continue
         listed, wants_list = isinstance(value, (list, tuple)), isinstance(default, (list, tuple))
@@ -110,8 +113,6 @@ def instantiate(node: DictConfig, group: str, partial: bool = False, **runtime: 
     ``_partial_: true`` (or ``partial=True``) returns a ``functools.partial`` that takes the
     remaining arguments later (the optimizer gets the parameters, the schedule the optimizer).
     """
-    import functools
-
     params = to_plain(node)
     target = params.pop("_target_", None)
     if target is None:
