@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Optional
 
-from expt.faults import crash_point
+from expt.files import replacing
 
 COMPLETED = "completed"  # every epoch ran
 DIVERGED = "diverged"  # stopped on a NaN/Inf loss or one above trainer.divergence_factor x the initial loss
@@ -35,13 +34,10 @@ METRICS_KEYS = (
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """``run_dir/metrics.json``, written to a temporary file and renamed: a reader never sees half a file."""
-    path = Path(run_dir) / METRICS_FILE
-    tmp = path.with_name(f".{METRICS_FILE}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    crash_point(f"{METRICS_FILE}:written")
-    os.replace(tmp, path)
-    crash_point(f"{METRICS_FILE}:replaced")
+    """``run_dir/metrics.json``, written to a temporary file and renamed (:func:`expt.files.replacing`): a reader
+    never sees half a file."""
+    with replacing(Path(run_dir) / METRICS_FILE) as handle:
+        handle.write(json.dumps(metrics, indent=2).encode("utf-8"))
 
 
 def read_metrics(run_dir: Path) -> Optional[dict[str, Any]]:
