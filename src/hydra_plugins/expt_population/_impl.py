@@ -110,7 +110,6 @@ class _Job:
         self.key: Optional[str] = None
         self.hydra_view: Optional[DictConfig] = None  # HydraConfig's view of config (its own hydra node), by _prepare
         self.env: Dict[str, str] = {}  # hydra.job.env_set, resolved once its output directory is set
-        self.task_yaml: Optional[str] = None  # .hydra/config.yaml: the task config as the task function gets it
 
 
 @dataclass
@@ -127,8 +126,7 @@ class _Trained:
 
 class PopulationLauncherImpl:
     def __init__(self, max_population: Any, memory_fraction: Any) -> None:
-        self.settings = (max_population, memory_fraction)  # checked in setup
-        self.max_population, self.memory_fraction = 1, 1.0
+        self.max_population, self.memory_fraction = max_population, memory_fraction  # checked in setup
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -138,8 +136,8 @@ class PopulationLauncherImpl:
         self._loaded: Optional[tuple[str, Any]] = None  # the data config last loaded, and its splits
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        _check_settings(*self.settings)
-        self.max_population, self.memory_fraction = int(self.settings[0]), float(self.settings[1])
+        _check_settings(self.max_population, self.memory_fraction)
+        self.max_population, self.memory_fraction = int(self.max_population), float(self.memory_fraction)
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
         self.composer = Composer(hydra_context.config_loader, config)
 
@@ -271,7 +269,7 @@ class PopulationLauncherImpl:
         started, :meth:`_write_job_files`; ``tests/test_population.py`` compares them with the basic launcher's),
         from the task config and the Hydra view :meth:`_prepare` made."""
         assert self.hydra_context is not None and job.hydra_view is not None and job.output_dir is not None
-        assert job.task_cfg is not None and job.task_yaml is not None
+        assert job.task_cfg is not None
         config, callbacks = job.config, self.hydra_context.callbacks
         task: TaskFunction = _Trained(result)
         around = getattr(self.task_function, "around", None)  # a task function that records its trial as the job
@@ -310,13 +308,13 @@ class PopulationLauncherImpl:
     def _write_job_files(job: _Job) -> None:
         """The job's ``.hydra/`` files (its config, Hydra config and overrides), as ``run_job`` writes them before
         the task starts: a member's directory says what it trains from the start, as a lone job's does."""
-        assert job.output_dir is not None and job.task_yaml is not None and job.hydra_view is not None
+        assert job.output_dir is not None and job.task_cfg is not None and job.hydra_view is not None
         config = job.config
         if config.hydra.output_subdir is None:
             return
         out = job.output_dir / str(config.hydra.output_subdir)
         out.mkdir(parents=True, exist_ok=True)
-        for name, text in (("config.yaml", job.task_yaml), ("hydra.yaml", to_yaml(job.hydra_view)),
+        for name, text in (("config.yaml", to_yaml(job.task_cfg)), ("hydra.yaml", to_yaml(job.hydra_view)),
                            ("overrides.yaml", to_yaml(config.hydra.overrides.task))):
             (out / name).write_text(text, encoding="utf-8")
 
@@ -329,8 +327,7 @@ class PopulationLauncherImpl:
         log.info("population of %d: jobs %s", len(group), ", ".join(str(job.num) for job in group))
         before = {job.num: set(job.output_dir.rglob("*")) if job.output_dir.exists() else set() for job in group}
         for job in group:
-            job.task_yaml = to_yaml(job.task_cfg)  # made here for a member only: run_job writes a lone job's
-            self._write_job_files(job)
+            self._write_job_files(job)  # a member's only: run_job writes a lone job's
         started: Optional[Exception] = None  # why the population could not start
         failed: Optional[Exception] = None  # the error that stopped it
         results: Dict[int, Any] = {}
