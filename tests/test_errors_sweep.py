@@ -19,6 +19,7 @@ from conftest import ROOT, read_metrics, run_cli
 from expt import evaluate
 from expt.data import load as load_data
 from expt.errors import ConfigError
+from expt.search import TrialRecord, append_record
 
 TINY = ["data.subset=200", "trainer.epochs=1"]
 # two rounds of one and two trials, no pinpoint: the smallest coarse-to-fine sweep
@@ -272,22 +273,27 @@ def test_runs_left_out_of_an_ensemble_are_named_with_the_reason(runs, tmp_path, 
     shutil.copytree(runs / "1", root / "5")
     best = root / "5" / "checkpoints" / "best.pt"
     best.write_bytes(best.read_bytes()[:100])  # cut short, as a full disk leaves a copy
+    (root / "6" / ".hydra").mkdir(parents=True)  # a trial the sweep recorded as failed
+    append_record(root / "search.jsonl", TrialRecord(
+        round=1, job=6, overrides=["optimizer.lr=0.1"], values={"optimizer.lr": 0.1}, objective=None,
+        status="failed", seconds=0.5, run_dir="6", error="FileNotFoundError: no such file: 'data.npz'"))
     assert evaluate.main([str(root)]) == 0
     out = capsys.readouterr().out
-    assert out.splitlines()[:5] == [
+    assert out.splitlines()[:6] == [
         "left out 1: its metrics.json cannot be read (damaged or not a JSON object)",
         "left out 2: it has no checkpoints/best.pt",
-        "left out 3: it has no metrics.json (the run did not finish)",
+        "left out 3: it has no metrics.json (the run failed, was killed, or is still running)",
         "left out 4: its status is 'diverged', not 'completed'",
+        "left out 6: the trial failed (FileNotFoundError: no such file: 'data.npz')",
         "left out 5: its checkpoints/best.pt cannot be loaded (" + out.split("best.pt cannot be loaded (")[1].split("\n")[0],
-    ]
-    assert "is not a readable checkpoint" in out.splitlines()[4]
+    ]  # a checkpoint is found unreadable when it is loaded, after the others
+    assert "is not a readable checkpoint" in out.splitlines()[5]
     saved = json.loads((root / evaluate.EVALUATION_FILE).read_text())
     assert [m["run_dir"] for m in saved["members"]] == [str(root / "0")]
-    assert [item["run_dir"] for item in saved["left_out"]] == ["1", "2", "3", "4", "5"]
+    assert [item["run_dir"] for item in saved["left_out"]] == ["1", "2", "3", "4", "6", "5"]
     (root / "0" / "metrics.json").unlink()
-    with pytest.raises(ConfigError, match=r"holds no finished run: .*; 0: it has no metrics.json \(the run did not "
-                                          r"finish\); 1: its metrics.json cannot be read"):
+    with pytest.raises(ConfigError, match=r"holds no finished run: .*; 0: it has no metrics.json \(the run failed, "
+                                          r"was killed, or is still running\); 1: its metrics.json cannot be read"):
         evaluate.evaluate_ensembles(root)
 
 

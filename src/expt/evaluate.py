@@ -32,7 +32,8 @@ from expt.errors import ConfigError
 from expt.instantiate import instantiate
 from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
 from expt.preprocess import Preprocessor
-from expt.status import COMPLETED, METRICS_FILE, read_metrics
+from expt.search import RECORDS_FILE, read_records
+from expt.status import COMPLETED, FAILED, METRICS_FILE, read_metrics
 
 
 # ============================================================================= using a trained model
@@ -172,7 +173,7 @@ def why_not_finished(run: Path) -> Optional[str]:
     """Why ``run`` is not a finished run an ensemble can use; None when it is one."""
     path = run / METRICS_FILE
     if not path.is_file():
-        return f"it has no {METRICS_FILE} (the run did not finish)"
+        return f"it has no {METRICS_FILE} (the run failed, was killed, or is still running)"
     metrics = read_metrics(run)
     if metrics is None:
         return f"its {METRICS_FILE} cannot be read (damaged or not a JSON object)"
@@ -214,11 +215,24 @@ def find_runs(directory: Path) -> tuple[list[Path], dict[Path, str]]:
     candidates |= {p.parent for name in (".hydra", METRICS_FILE, "checkpoints") for p in directory.rglob(name)}
     # a run's own subdirectories (its checkpoints, its sanity/overfit run's parts) are not runs of the sweep
     candidates = {c for c in candidates if c.name not in ("checkpoints", "evaluation")}
+    failed = _failed_trials(directory)
     reasons = {run: why_not_finished(run) for run in sorted(candidates)}
+    reasons |= {run: f"the trial failed ({failed[run.resolve()]})" for run in reasons
+                if run.resolve() in failed and not (run / METRICS_FILE).exists()}
     finished = [run for run, why in reasons.items() if why is None]
     inside = [run for run in reasons if any(run != f and f in run.parents for f in finished)]
     left_out = {run: why for run, why in reasons.items() if why is not None and run not in inside}
     return finished, left_out
+
+
+def _failed_trials(sweep: Path) -> dict[Path, str]:
+    """The trials of ``sweep``'s coarse-to-fine record (``search.jsonl``) that failed, by run directory: the error
+    each one's record keeps. Empty for a directory that holds no such record."""
+    path = sweep / RECORDS_FILE
+    if not path.is_file():
+        return {}
+    return {(sweep / record.run_dir).resolve(): record.error or "no error recorded"
+            for record in read_records(path).values() if record.status == FAILED and record.run_dir}
 
 
 def started_in(run: Path) -> Optional[Path]:

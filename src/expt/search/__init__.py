@@ -35,6 +35,7 @@ from expt.search.algorithm import PINPOINT_ROUND, CoarseToFineSearch, consecutiv
 from expt.search.narrowing import EdgeMove
 from expt.search.ranking import chosen_and_tied, ranked, score, tie_tolerance
 from expt.search.records import (
+    RECORDS_FILE,
     TrialRecord,
     TrialSpec,
     append_record,
@@ -63,7 +64,7 @@ from expt.status import COMPLETED, DIVERGED, FAILED, PRUNED
 
 __all__ = [
     "AT_LEAST_ONE", "COMPLETED", "DIVERGED", "FAILED", "NON_NEGATIVE", "PINPOINT_ROUND", "POSITIVE",
-    "PRUNED", "ChoiceParam", "CoarseToFineSearch",
+    "PRUNED", "RECORDS_FILE", "ChoiceParam", "CoarseToFineSearch",
     "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Pruning", "Round", "SearchConfigError",
     "Settings", "Space", "Stage", "TrialRecord", "TrialSpec", "append_record", "as_objective",
     "chosen_and_tied", "consecutive_runs", "default_limits", "describe_space", "merge_overrides", "override_key",

@@ -18,6 +18,8 @@ from expt.status import RunResult
 
 log = logging.getLogger("expt.search")  # the search speaks under one name, as it did as one module
 
+RECORDS_FILE = "search.jsonl"  # in the sweep's directory: a line per finished trial
+
 
 @dataclass(frozen=True)
 class TrialSpec:

@@ -17,12 +17,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import TaskFunction
 from omegaconf import DictConfig
 
-from expt.search import TrialRecord, TrialSpec, append_record, as_objective, returned_metrics
+from expt.search import RECORDS_FILE, TrialRecord, TrialSpec, append_record, as_objective, returned_metrics
 from expt.status import COMPLETED, DIVERGED, FAILED
 
 from .errors import describe
-
-RECORDS_FILE = "search.jsonl"
 
 
 class RecordingTask:
