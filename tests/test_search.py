@@ -282,10 +282,18 @@ def test_pinpoint_param_must_be_a_searched_log_param() -> None:
     ({"rounds": [{"trials": 2}], "direction": "up"}, "direction='up' is not allowed: maximize or minimize"),
     ({"rounds": [{"trials": 2}], "edge": 0.5}, r"hydra.sweeper.edge=0.5 is not allowed"),
     ({"rounds": [{"trials": 2}], "pinpoint": {"num": 1}}, "hydra.sweeper.pinpoint.num=1"),
+    ({"rounds": [{"trials": 4, "top_k": 5}]}, r"hydra.sweeper.rounds\[0\].top_k=5 is not allowed: at most the "
+                                              r"round's 4 trials"),
 ])
 def test_bad_settings_name_key_value_and_what_is_allowed(data: dict, message: str) -> None:
     with pytest.raises(SearchConfigError, match=message):
         Settings.from_mapping(data)
+
+
+def test_a_rounds_top_k_left_out_is_three_or_every_trial_of_a_smaller_round() -> None:
+    rounds = Settings.from_mapping({"rounds": [{"trials": 8}, {"trials": 2}, {"trials": 4, "top_k": 4},
+                                               {"trials": 3, "top_k": None}]}).stages[0].rounds
+    assert [r.top_k for r in rounds] == [3, 2, 4, 3]
 
 
 def test_limits_parse_and_reject_ranges_outside_them() -> None:

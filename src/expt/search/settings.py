@@ -232,7 +232,13 @@ def _round(data: Any, key: str) -> Round:
         raise _bad(f"{key}.{sorted(unknown)[0]}", data[sorted(unknown)[0]],
                    "a round has only the keys trials, top_k, overrides")
     trials = _integer(data.get("trials"), f"{key}.trials", 1)
-    top_k = _integer(data.get("top_k", 3), f"{key}.top_k", 1)
+    if data.get("top_k") is None:
+        top_k = min(Round.top_k, trials)
+    else:
+        top_k = _integer(data["top_k"], f"{key}.top_k", 1)
+        if top_k > trials:
+            raise _bad(f"{key}.top_k", top_k, f"at most the round's {trials} trials (the best trials that set the next "
+                       "ranges)")
     return Round(trials, top_k, _string_list(data.get("overrides"), f"{key}.overrides"))
 
 

@@ -24,10 +24,11 @@ class Direction(Enum):
 
 @dataclass
 class RoundConf:
-    """One round: ``trials`` random trials with ``overrides``; its ``top_k`` best set the next ranges."""
+    """One round: ``trials`` random trials with ``overrides``; its ``top_k`` best set the next ranges (null: 3, or
+    every trial of a round of fewer)."""
 
     trials: int = 10
-    top_k: int = 3
+    top_k: Optional[int] = None
     overrides: List[str] = field(default_factory=list)
 
 
