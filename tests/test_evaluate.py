@@ -213,16 +213,17 @@ def test_a_read_only_sweep_directory_still_prints_the_evaluation(seeds, tmp_path
 
 
 def test_an_unwritable_destination_still_prints_the_evaluation(seeds, tmp_path):
-    """Destinations that cannot be written by anyone, root included: a directory where the temporary
-    evaluation.json goes, a file where the TensorBoard directory goes."""
+    """Destinations that cannot be written by anyone, root included: a directory where evaluation.json goes,
+    a file where the TensorBoard directory goes."""
     sweep = copy_runs(seeds, tmp_path / "sweep")
-    (sweep / f".{evaluate.EVALUATION_FILE}.tmp").mkdir()
+    (sweep / evaluate.EVALUATION_FILE / "kept").mkdir(parents=True)
     (sweep / "evaluation").write_text("not a directory")
     done = evaluate_merged(sweep, cwd=tmp_path)
     assert_table_then_warnings(done, sweep, {
-        evaluate.EVALUATION_FILE: f"Is a directory: '{sweep / ('.' + evaluate.EVALUATION_FILE + '.tmp')}'",
+        evaluate.EVALUATION_FILE: f"Is a directory: '{sweep / evaluate.EVALUATION_FILE}'",
         "evaluation": "File exists"})
-    assert not (sweep / evaluate.EVALUATION_FILE).exists() and (sweep / f".{evaluate.EVALUATION_FILE}.tmp").is_dir()
+    assert (sweep / evaluate.EVALUATION_FILE / "kept").is_dir()
+    assert not list(sweep.glob(".*.tmp"))  # no temporary file left behind
     result = evaluate.evaluate_ensembles(sweep)  # from Python: the result, and what was not written
     assert [item["path"] for item in result["not_written"]] == [str(sweep / evaluate.EVALUATION_FILE),
                                                                  str(sweep / "evaluation")]

@@ -29,6 +29,7 @@ from expt.build import build_model
 from expt.data import _images as check_images, load as load_data
 from expt.devices import choose_device
 from expt.errors import ConfigError
+from expt.files import replacing
 from expt.instantiate import instantiate
 from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
 from expt.preprocess import Preprocessor
@@ -459,16 +460,11 @@ def _save(directory: Path, result: dict[str, Any]) -> list[dict[str, str]]:
     """
     not_written = []
     path = directory / EVALUATION_FILE
-    tmp = path.with_name(f".{EVALUATION_FILE}.tmp")
     try:
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, path)
+        with replacing(path) as f:
+            f.write(json.dumps(result, indent=2).encode("utf-8"))
     except OSError as exc:
         not_written.append({"path": str(path), "reason": _reason(exc)})
-        try:
-            tmp.unlink()  # a half-written temporary file, where one was made
-        except OSError:
-            pass
     board = directory / "evaluation"
     try:
         board.mkdir(exist_ok=True)
@@ -480,9 +476,11 @@ def _save(directory: Path, result: dict[str, Any]) -> list[dict[str, str]]:
 
 
 def _reason(exc: OSError) -> str:
-    """What the OS said, and about which file: ``Read-only file system: '.../.evaluation.json.tmp'``."""
-    if exc.strerror and exc.filename:
-        return f"{exc.strerror}: {os.fsdecode(exc.filename)!r}"
+    """What the OS said, and about which file: ``Is a directory: '.../evaluation.json'`` (a rename's target, else the
+    file the call named)."""
+    name = exc.filename2 or exc.filename
+    if exc.strerror and name:
+        return f"{exc.strerror}: {os.fsdecode(name)!r}"
     return exc.strerror or str(exc)
 
 

@@ -2,13 +2,13 @@
 table of the top trials, ``search_summary.yaml`` (rewritten after every round) and the pictures."""
 
 import logging
-import os
 from pathlib import Path
 from typing import Dict, List
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from expt.files import replacing
 from expt.search import PINPOINT_ROUND, CoarseToFineSearch, NumericParam, TrialRecord, TrialSpec, override_key
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,8 @@ def log_chosen(search: CoarseToFineSearch, best: TrialRecord) -> None:
 
 def write_summary(search: CoarseToFineSearch, sweep_dir: Path) -> None:
     """``search_summary.yaml`` in ``sweep_dir``, replaced whole (never half written)."""
-    path = sweep_dir / SUMMARY_FILE
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(search.summary(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    with replacing(sweep_dir / SUMMARY_FILE) as f:
+        f.write(yaml.safe_dump(search.summary(), sort_keys=False).encode("utf-8"))
 
 
 def plot(search: CoarseToFineSearch, sweep_dir: Path, config: DictConfig) -> List[Path]:
