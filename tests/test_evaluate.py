@@ -160,6 +160,22 @@ def test_an_ensemble_of_one_runs_snapshots(snapshot_run):
         evaluate.evaluate_ensembles(snapshot_run, top=4, snapshots=True)
 
 
+def test_a_run_started_anew_leaves_nothing_of_the_run_before_it(snapshot_run, tmp_path):
+    """The earlier run's snapshots and evaluation would otherwise be ranked as this run's (an MLP's best.pt among
+    a ConvNet's snapshots)."""
+    run = tmp_path / "run"
+    shutil.copytree(snapshot_run, run)
+    evaluate.evaluate_ensembles(run, snapshots=True)
+    assert (run / "evaluation.json").is_file() and (run / "evaluation").is_dir()
+    metrics = expt.train(expt.compose(["model=mlp", "data.subset=300", "trainer.epochs=1", *QUIET]), run_dir=run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+    assert not (run / "evaluation.json").exists() and not (run / "evaluation").exists()
+    assert json.loads((run / "metrics.json").read_text())["best_val_acc"] == metrics["best_val_acc"]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    with pytest.raises(ConfigError, match=r"kept no epoch snapshots"):
+        evaluate.evaluate_ensembles(run, snapshots=True)
+
+
 def test_snapshots_are_refused_where_there_are_none_or_several_runs(seeds):
     with pytest.raises(ConfigError, match=r"kept no epoch snapshots .* trainer.snapshots=K"):
         evaluate.evaluate_ensembles(seeds / "0", snapshots=True)

@@ -34,7 +34,7 @@ from expt.instantiate import instantiate
 from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
 from expt.preprocess import Preprocessor
 from expt.search import RECORDS_FILE, read_records
-from expt.status import COMPLETED, FAILED, METRICS_FILE, read_metrics
+from expt.status import COMPLETED, EVALUATION_DIR, EVALUATION_FILE, FAILED, METRICS_FILE, read_metrics
 
 
 # ============================================================================= using a trained model
@@ -149,7 +149,6 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
 
 
 # ============================================================================= ensembles: python -m expt.evaluate
-EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass
@@ -215,7 +214,7 @@ def find_runs(directory: Path) -> tuple[list[Path], dict[Path, str]]:
     candidates = {directory} if _looks_like_run(directory) else set()
     candidates |= {p.parent for name in (".hydra", METRICS_FILE, "checkpoints") for p in directory.rglob(name)}
     # a run's own subdirectories (its checkpoints, its sanity/overfit run's parts) are not runs of the sweep
-    candidates = {c for c in candidates if c.name not in ("checkpoints", "evaluation")}
+    candidates = {c for c in candidates if c.name not in ("checkpoints", EVALUATION_DIR)}
     failed = _failed_trials(directory)
     reasons = {run: why_not_finished(run) for run in sorted(candidates)}
     reasons |= {run: f"the trial failed ({failed[run.resolve()]})" for run in reasons
@@ -465,7 +464,7 @@ def _save(directory: Path, result: dict[str, Any]) -> list[dict[str, str]]:
             f.write(json.dumps(result, indent=2).encode("utf-8"))
     except OSError as exc:
         not_written.append({"path": str(path), "reason": _reason(exc)})
-    board = directory / "evaluation"
+    board = directory / EVALUATION_DIR
     try:
         board.mkdir(exist_ok=True)
         tempfile.TemporaryFile(dir=board).close()  # refused here, not later in TensorBoard's writer thread
@@ -491,7 +490,7 @@ def _relative(run_dir: Path, directory: Path) -> str:
 def _write_board(directory: Path, result: dict[str, Any]) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
-    with SummaryWriter(str(directory / "evaluation")) as writer:
+    with SummaryWriter(str(directory / EVALUATION_DIR)) as writer:
         for c in result["candidates"]:
             writer.add_scalar(f"ensemble/val_acc ({c['tta']} views)", c["val_acc"], c["k"])
             writer.add_scalar(f"ensemble/val_loss ({c['tta']} views)", c["val_loss"], c["k"])
@@ -557,7 +556,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               "different choices; the first is the unbiased one, later ones risk tuning on the test split.")
     failed = {item["path"] for item in result["not_written"]}
     written = [f"{what}{path}" for what, path in (("Written to ", Path(args.directory) / EVALUATION_FILE),
-                                                   ("TensorBoard: ", Path(args.directory) / "evaluation"))
+                                                   ("TensorBoard: ", Path(args.directory) / EVALUATION_DIR))
                if str(path) not in failed]
     print(f"ensemble test accuracy {100 * e['test_acc']:.2f}% (chosen on validation: {100 * e['val_acc']:.2f}%)."
           + (f" {'; '.join(written)}" if written else ""))

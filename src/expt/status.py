@@ -22,6 +22,9 @@ PRUNED = "pruned"  # a sweep stopped it early, behind the other trials of its ro
 STATUSES = (COMPLETED, DIVERGED, INTERRUPTED, FAILED, PRUNED)
 
 METRICS_FILE = "metrics.json"
+# what ``python -m expt.evaluate DIR`` writes into DIR (a run's or a sweep's directory): its result, and its
+# TensorBoard record
+EVALUATION_FILE, EVALUATION_DIR = "evaluation.json", "evaluation"
 # Keys every metrics.json holds (``history`` has one row per epoch: epoch, train_loss, train_acc,
 # val_loss, val_acc, lr, seconds). ``objective`` is what a sweep optimises: the best validation
 # accuracy of a completed (or pruned) run, 0.0 for any other; ``best_val_loss`` is the validation

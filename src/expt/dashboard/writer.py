@@ -151,20 +151,18 @@ class Dashboard:
             self.seconds[name] += time.perf_counter() - start
 
     # ------------------------------------------------------------------ once per run
-    def forget_earlier_run(self) -> None:
+    def forget_earlier_run(self) -> int:
         """A run started anew in a directory that holds an earlier run's event files (not resumed from it)
-        replaces that run, as its checkpoints and metrics.json do: those files go, so that TensorBoard shows this
-        run's scalars and status alone, not the earlier run's HParams session (a resumed run keeps them: they
-        hold its first epochs)."""
+        replaces that run (``expt.trainer.record.RunRecord.forget_earlier_run``): those files go, so that
+        TensorBoard shows this run's scalars and status alone, not the earlier run's HParams session (a resumed
+        run keeps them: they hold its first epochs). Returns how many were removed."""
         removed = 0
         for path in self.earlier:
             with contextlib.suppress(OSError):
                 path.unlink()
                 removed += 1
-        if removed:
-            log.info("This run starts anew in %s: the %d event file(s) of the run before it were removed.",
-                     self.run_dir, removed)
         self.earlier = []
+        return removed
 
     def start(self, exp: Any, probe_idx: torch.Tensor, epoch: int = 0) -> None:
         """Attach the experiment (``expt.build.Experiment``); write the config, model summary and graph,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -26,7 +27,7 @@ from expt.build import Experiment
 from expt.errors import ConfigError, StorageError
 from expt.predict import loss_and_accuracy
 from expt.pruning import ProgressReport
-from expt.status import COMPLETED, INTERRUPTED, PRUNED
+from expt.status import COMPLETED, EVALUATION_DIR, EVALUATION_FILE, INTERRUPTED, METRICS_FILE, PRUNED
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,27 @@ class RunRecord:
             "config": self.exp.config_yaml,
         }
 
+    def forget_earlier_run(self) -> None:
+        """A run started anew (not resumed) in a directory an earlier run used replaces that run whole: its event
+        files, checkpoints (last.pt, best.pt, the snapshots), metrics.json and what ``python -m expt.evaluate``
+        wrote there go before this run writes anything, so no reader mixes the two runs (an ensemble of the
+        earlier run's snapshots, its metrics beside this run's best.pt)."""
+        removed = self.dashboard.forget_earlier_run()
+        files = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST,
+                 *checkpoint.snapshots(self.ckpt_dir).values(), self.run_dir / METRICS_FILE,
+                 self.run_dir / EVALUATION_FILE]
+        for path in files:
+            with contextlib.suppress(OSError):  # absent; or not removable, and then this run's write says why
+                path.unlink()
+                removed += 1
+        board = self.run_dir / EVALUATION_DIR
+        if board.is_dir():
+            shutil.rmtree(board, ignore_errors=True)
+            removed += 1
+        if removed:
+            log.info("This run starts anew in %s: the %d file(s) of the run before it were removed (its events, "
+                     "checkpoints, metrics and evaluation).", self.run_dir, removed)
+
     def save_snapshot(self, row: dict[str, float]) -> None:
         """checkpoints/epoch_<n>.pt for this epoch's trained weights; only the last trainer.snapshots epochs stay.
 
@@ -256,7 +278,7 @@ class RunRecord:
         else:
             self.initial_loss = self.training_loss() if initial_loss is None else initial_loss
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
-            self.dashboard.forget_earlier_run()
+            self.forget_earlier_run()
         self.dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
         self.threshold = t.divergence_factor * self.initial_loss
 
