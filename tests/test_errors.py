@@ -396,6 +396,13 @@ BAD_FILES = {
     "object_arrays": (savez(x_train=np.array([X[0], X[1][:4]], dtype=object), y_train=Y[:2]),
                       ["x_train is stored as pickled Python objects"]),
     "damaged_zip": (lambda path: path.write_bytes(b"PK\x03\x04 cut short"), ["cannot be read as an .npz archive"]),
+    "pixels_on_two_scales": (savez(x_train=X.astype(np.float32), y_train=Y, x_test=X[:10], y_test=Y[:10]),
+                             ["x_test's pixels reach 1 but x_train's 255", "x_test is uint8, x_train float32",
+                              "on one scale"]),
+    "misspelt_val_arrays": (savez(x_train=X, y_train=Y, x_valid=X[:6], y_valid=Y[:6]),
+                            ["an array named 'x_valid', which is not read (did you mean x_val?)", "expt reads x_train"]),
+    "capitalised_test_arrays": (savez(x_train=X, y_train=Y, X_test=X[:6], Y_test=Y[:6]),
+                                ["'X_test', which is not read (did you mean x_test?)"]),
 }
 
 
@@ -423,6 +430,32 @@ def test_integral_float_labels_and_uint8_or_float_pixels_are_accepted(tmp_path):
     splits = load(expt.compose(["data=npz", f"data.path={path}"]).data)
     assert splits.num_classes == 3 and splits.y_train.dtype == torch.int64 and splits.input_shape == (1, 8, 8)
     assert float(splits.x_test.max()) <= 1.0 and len(splits.x_test) == 10
+
+
+def test_big_endian_pixels_and_arrays_expt_does_not_read_are_accepted(tmp_path, caplog):
+    from expt.data import load
+
+    path = npz_file(tmp_path / "be.npz", savez(x_train=X_FLOAT.astype(">f4"), y_train=Y, notes=np.arange(3)))
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        splits = load(expt.compose(["data=npz", f"data.path={path}"]).data)
+    pixels = torch.cat([splits.x_train, splits.x_val, splits.x_test]).flatten()  # the three splits: every image
+    assert torch.equal(pixels.sort().values, torch.from_numpy(X_FLOAT.astype(np.float32)).flatten().sort().values)
+    assert any(f"data.path={str(path)!r} holds an array named 'notes', which is not read" in w
+               for w in warnings_of(caplog))
+
+
+def test_a_subset_of_a_training_split_given_in_class_order_holds_every_class(tmp_path):
+    """With its own val and test splits nothing is carved, so the training split is in the file's order; a
+    subset is drawn at random from it (data.split_seed), not the first N (here all of one class)."""
+    from expt.data import load
+
+    order = np.argsort(Y, kind="stable")
+    path = npz_file(tmp_path / "sorted.npz", savez(x_train=X[order], y_train=Y[order], x_val=X[:6], y_val=Y[:6],
+                                                   x_test=X[:6], y_test=Y[:6]))
+    first, again, other = (load(expt.compose(["data=npz", f"data.path={path}", "data.subset=12", f"data.split_seed={s}"])
+                                .data) for s in (0, 0, 1))
+    assert sorted(set(first.y_train.tolist())) == [0, 1, 2] and len(first.y_train) == 12
+    assert torch.equal(first.x_train, again.x_train) and not torch.equal(first.x_train, other.x_train)
 
 
 def test_a_users_loader_gets_the_same_checks(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ trainer keeps them on the device and slices minibatches out of them.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import gzip
 import importlib.util
@@ -143,7 +144,21 @@ def npz(path: str) -> dict[str, Any]:
     except Exception as exc:  # a damaged or truncated zip
         reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
         raise ConfigError(f"{where} cannot be read as an .npz archive ({type(exc).__name__}: {reason}): {fix}.") from None
+    _check_array_names(arrays, where)
     return arrays
+
+
+def _check_array_names(arrays: dict[str, Any], where: str) -> None:
+    """Refuse an array whose name is a misspelling of one expt reads (``x_valid``, ``X_test``): the split it
+    holds would be carved out of the training images instead, without a word. Other names are warned of."""
+    known = [f"{kind}_{name}" for name in SPLITS for kind in "xy"] + ["num_classes"]
+    reads = f"expt reads {', '.join(known[:-1])} (and num_classes)"
+    for name in sorted(set(arrays) - set(known)):
+        close = [k for k in known if k == name.lower()] or difflib.get_close_matches(name.lower(), known, 1, 0.75)
+        if close:
+            raise ConfigError(f"{where} holds an array named {name!r}, which is not read (did you mean {close[0]}?): "
+                              f"{reads}; save it under that name.")
+        log.warning("%s holds an array named %r, which is not read (%s).", where, name, reads)
 
 
 CHANNELS = (1, 2, 3, 4)  # channel counts told apart from image sides: (N, C, H, W) when dim 1 is one, else (N, H, W, C)
@@ -210,6 +225,8 @@ def _labels(y: Any, name: str, where: str) -> np.ndarray:
 def _images(x: Any, name: str, where: str) -> np.ndarray:
     """``x`` as a finite float array shaped (N, C, H, W)."""
     x = np.asarray(x)
+    if not x.dtype.isnative:  # big-endian pixels (a file written on another machine): torch takes native order only
+        x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         kind = "strings" if x.dtype.kind in "US" else f"values of dtype {x.dtype}"
         raise ConfigError(f"{where}: {name} holds {kind}; images must be numeric arrays (uint8 or float pixels).")
@@ -288,7 +305,28 @@ def _checked_splits(raw: Any, where: str) -> dict[str, np.ndarray]:
                 "every split must hold images of the same shape."
             )
         out[xk], out[yk] = x, y
+    _check_scales(out, raw, where)
     return out
+
+
+SCALE_RATIO = 20  # splits whose largest pixels differ more than this are on different scales (255 against 1)
+
+
+def _check_scales(splits: dict[str, np.ndarray], raw: dict[str, Any], where: str) -> None:
+    """Refuse splits whose pixels are on different scales, which trains on one and scores garbage on another:
+    uint8 pixels are scaled to [0, 1] and float ones kept, so float 0-255 training images beside uint8 test
+    images give a test accuracy near chance with no error."""
+    peaks = {k: float(max(x.max(), -x.min())) for k, x in splits.items() if k.startswith("x_")}
+    train = peaks["x_train"]
+    for key, peak in peaks.items():
+        if key == "x_train" or not peak or not train or max(peak, train) / min(peak, train) <= SCALE_RATIO:
+            continue
+        raise ConfigError(
+            f"{where}: {key}'s pixels reach {peak:.4g} but x_train's {train:.4g} ({key} is "
+            f"{np.asarray(raw[key]).dtype}, x_train {np.asarray(raw['x_train']).dtype}; uint8 pixels are scaled "
+            "to 0-1, other pixels kept as they are): every split must hold its pixels on one scale, so store them "
+            "with one dtype (or divide float pixels in 0-255 by 255)."
+        )
 
 
 def _inferred_classes(splits: dict[str, np.ndarray], where: str) -> int:
@@ -447,6 +485,9 @@ def split(raw: dict[str, Any], val_size: float, test_size: float, subset: Option
         if subset > len(x):
             log.warning("data.subset=%d is more than the %d training samples the split leaves: all %d are used.",
                         subset, len(x), len(x))
+        elif "x_val" in raw and "x_test" in raw:  # nothing was carved: the training split is in the file's order,
+            keep = np.sort(rng.permutation(len(x))[:subset])  # which may be sorted by class; a random N instead
+            x, y = x[keep], y[keep]
         x, y = x[:subset], y[:subset]
 
     def t(a: np.ndarray) -> torch.Tensor:
