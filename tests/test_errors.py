@@ -524,6 +524,38 @@ def test_a_schedule_that_reaches_a_rate_of_zero_or_less_is_refused(case):
         assert text in message, f"{text!r} missing from: {message}"
 
 
+# settings torch's classes take without a word, each of which trained otherwise than meant (the rates it gave)
+QUIET_SETTINGS = {
+    "step_size_negative": (["schedule.step_size=-1"], "schedule.step_size=-1 is not allowed: a whole number of epochs"),
+    "step_size_fraction": (["schedule.step_size=2.5"], "schedule.step_size=2.5 is not allowed"),  # cut at epoch 5 only
+    "patience_negative": (["schedule=plateau", "schedule.patience=-1"], "schedule.patience=-1 is not allowed"),
+    "plateau_per_step": (["schedule=plateau", "+schedule.per_step=true"],
+                         "schedule.per_step=true is not allowed with schedule=plateau"),
+    "cosine_floor_above_lr": (["schedule=cosine", "schedule.eta_min=0.01"],  # climbed from 1e-3 to 9.6e-3
+                              "schedule.eta_min=0.01 is not allowed with optimizer.lr=0.001: the rate anneals down"),
+    "warmup_of_half_an_epoch": (["schedule=warmup_cosine", "schedule.warmup_epochs=0.5"],  # no warm-up at all
+                                "schedule.warmup_epochs=0.5 is not allowed with schedule.per_step=false"),
+    "momentum_above_one": (["optimizer=momentum", "optimizer.momentum=1.5"],
+                           "optimizer.momentum=1.5 is not allowed: a decay in [0, 1)"),
+    "rmsprop_alpha_above_one": (["optimizer=rmsprop", "optimizer.alpha=1.5"], "optimizer.alpha=1.5 is not allowed"),
+}
+
+
+@pytest.mark.parametrize("case", QUIET_SETTINGS)
+def test_settings_that_would_train_otherwise_than_meant_are_refused(case):
+    overrides, expected = QUIET_SETTINGS[case]
+    with pytest.raises(ConfigError) as exc:
+        validate(expt.compose(overrides))
+    assert expected in one_paragraph(exc)
+
+
+def test_the_same_settings_within_their_ranges_are_accepted():
+    for overrides in (["schedule=warmup_cosine", "schedule.warmup_epochs=0.5", "schedule.per_step=true"],
+                      ["schedule=warmup_cosine", "schedule.warmup_epochs=3.0"], ["schedule=plateau", "schedule.patience=0"],
+                      ["schedule=cosine", "schedule.eta_min=1e-4"], ["optimizer=momentum", "optimizer.momentum=0"]):
+        validate(expt.compose(overrides))
+
+
 @pytest.mark.parametrize("schedule", ["constant", "cosine", "exponential", "inverse_time", "onecycle", "plateau",
                                       "step", "warmup_cosine"])
 def test_every_shipped_schedule_passes_at_any_length(schedule):

@@ -656,6 +656,15 @@ def test_one_cycle_steps_every_batch_warming_up_then_annealing():
     assert exp.schedule.epoch_rate(2) == rates[exp.steps_per_epoch]  # an epoch's row logs its first step's rate
 
 
+def test_one_cycle_stepped_per_epoch_spans_the_run_in_epochs():
+    """per_step: false makes the cycle's steps epochs, over trainer.epochs (not the class's default 100)."""
+    exp = build(compose("schedule=onecycle", "schedule.per_step=false", "optimizer=sgd", f"optimizer.lr={LR0}",
+                        f"trainer.epochs={EPOCHS}", "++data.subset=100"))
+    rates = [exp.schedule.epoch_rate(epoch) for epoch in range(1, EPOCHS + 1)]
+    assert rates[0] == pytest.approx(LR0 / 10) and max(rates) == pytest.approx(LR0) and rates.index(max(rates)) == 2
+    assert rates[-1] == pytest.approx(LR0 / 1000)  # the last epoch ends the cycle
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_one_cycle_runs_the_shortest_runs(steps):
     from expt.optim import one_cycle

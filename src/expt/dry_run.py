@@ -56,6 +56,7 @@ def dry_run(cfg: DictConfig) -> None:
 
     import torch
 
+    _check_settings(cfg)
     activation = instantiate(cfg.activation, "activation", partial=True)
     _attempt(cfg, "activation", lambda: activation()(torch.linspace(-3.0, 3.0, 7)))
 
@@ -67,6 +68,47 @@ def dry_run(cfg: DictConfig) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _attempt(cfg, "schedule", lambda: _check_every_epoch(cfg, schedule))
+
+
+def _whole(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _check_settings(cfg: DictConfig) -> None:
+    """Settings torch's own classes take without a word but that train otherwise than meant: a momentum or
+    RMSprop decay outside [0, 1) (diverges), a StepLR period or plateau patience below 1 or 0 or a fraction (a
+    cut every epoch; StepLR's ``epoch % 2.5``), a plateau schedule stepped per batch (it steps on epochs' validation
+    losses), an annealing floor ``eta_min`` at or above ``optimizer.lr`` (a cosine that climbs), and a
+    per-epoch warm-up of a fraction of an epoch (rounded: 0.5 gives none)."""
+    optimizer, schedule = cfg.optimizer, cfg.schedule
+    if str(optimizer.get("_target_", "")).startswith("torch.optim."):
+        for key in ("momentum", "alpha"):
+            value = optimizer.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value < 1:  # else torch
+                # says what it takes (a list where one value belongs: expt.instantiate.shape_hint)
+                raise ConfigError(f"optimizer.{key}={value} is not allowed: a decay in [0, 1) (0.9 for momentum "
+                                  "and 0.99 for RMSprop's alpha are usual).")
+    target = str(schedule.get("_target_", ""))
+    per_step = bool(schedule.get(PER_STEP, False))
+    if target.endswith(".StepLR") and not _whole(schedule.get("step_size"), 1):
+        raise ConfigError(f"schedule.step_size={schedule.get('step_size')} is not allowed: a whole number of "
+                          "epochs >= 1 between cuts of the rate.")
+    if target.endswith(".ReduceLROnPlateau"):
+        if not _whole(schedule.get("patience"), 0):
+            raise ConfigError(f"schedule.patience={schedule.get('patience')} is not allowed: a whole number of "
+                              "epochs >= 0 without improvement before the rate is cut.")
+        if per_step:
+            raise ConfigError("schedule.per_step=true is not allowed with schedule=plateau: it steps on each "
+                              "epoch's validation loss, once an epoch.")
+    eta_min, lr = schedule.get("eta_min"), cfg.optimizer.get("lr")
+    if isinstance(eta_min, (int, float)) and isinstance(lr, (int, float)) and eta_min >= lr > 0:
+        raise ConfigError(f"schedule.eta_min={eta_min} is not allowed with optimizer.lr={lr}: the rate anneals "
+                          "down to eta_min, so it must be below optimizer.lr (0 is usual).")
+    warmup = schedule.get("warmup_epochs")
+    if not per_step and isinstance(warmup, float) and warmup != int(warmup):
+        raise ConfigError(f"schedule.warmup_epochs={warmup} is not allowed with schedule.per_step=false: a whole "
+                          "number of epochs (a fraction of an epoch needs schedule.per_step=true, which counts the "
+                          "warm-up in batches).")
 
 
 def _attempt(cfg: DictConfig, group: str, fn: Callable[[], Any]) -> Any:

@@ -38,12 +38,11 @@ class LearningRate:
         self._param = torch.zeros(1, requires_grad=True)
         self._optimizer = torch.optim.SGD([self._param], lr=float(lr))
         extra = {}
-        if self.per_step:
-            accepted = _parameters(factory)
-            if "total_steps" in accepted:
-                extra["total_steps"] = max(1, int(epochs)) * self.steps_per_epoch
-            if "steps_per_epoch" in accepted:
-                extra["steps_per_epoch"] = self.steps_per_epoch
+        accepted = _parameters(factory)
+        if "total_steps" in accepted:  # the run's length in the schedule's steps: batches, or epochs
+            extra["total_steps"] = max(1, int(epochs)) * (self.steps_per_epoch if self.per_step else 1)
+        if self.per_step and "steps_per_epoch" in accepted:
+            extra["steps_per_epoch"] = self.steps_per_epoch
         self._scheduler = factory(self._optimizer, **extra)
         self.plateau = isinstance(self._scheduler, ReduceLROnPlateau)
         self._rates = [self._current()]  # the rate after k steps of the schedule
