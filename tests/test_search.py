@@ -19,6 +19,7 @@ from expt.search import (
     PRUNED,
     ChoiceParam,
     CoarseToFineSearch,
+    Condition,
     Limits,
     NumericParam,
     Pinpoint,
@@ -269,6 +270,35 @@ def test_pinpoint_param_must_be_a_searched_log_param() -> None:
     with pytest.raises(SearchConfigError, match="hydra.sweeper.pinpoint.param='model.width'"):
         CoarseToFineSearch({"optimizer.lr": lr_param()},
                            settings(2, pinpoint=Pinpoint(enabled=True, param="model.width")))
+
+
+# ---- parameters only some options of a choice have -----------------------------------------
+
+
+def test_a_parameter_only_some_options_have_is_set_only_where_the_trial_runs_one() -> None:
+    """model.width exists under model=convnet only: a trial that draws mlp runs (and is recorded) without it, in
+    its own round, and in a later stage where the first stage held mlp; narrowing reads the trials that had it."""
+    width = NumericParam("model.width", 16, 128, log=True, integer=True, limits=AT_LEAST_ONE)
+    space = {"optimizer.lr": lr_param(), "model": ChoiceParam("model", ("convnet", "mlp")), "model.width": width}
+    only_convnet = {"model.width": Condition("model", frozenset({"convnet"}), "convnet")}
+
+    def objective(values: Mapping[str, object]) -> float:  # the MLP is better: the first stage holds it
+        lr, model = float(values.get("optimizer.lr", 1e-3)), values.get("model", "held")  # held: not in values
+        return -log_distance(lr, 1e-3) + (10.0 if model == "mlp" else 0.0)
+
+    search = run(CoarseToFineSearch(space, settings(12, 6, top_k=4), conditions=only_convnet), objective)
+    trials = [spec for n in (1, 2) for spec in search.records[n]]
+    assert {t.values["model"] for t in trials} == {"convnet", "mlp"}
+    for t in trials:
+        assert ("model.width" in t.values) == (t.values["model"] == "convnet")
+        assert any(o.startswith("model.width=") for o in t.overrides) == (t.values["model"] == "convnet")
+    staged = Settings(stages=(Stage("arch", ("optimizer.lr", "model"), (Round(12, 2, ()), Round(2, 1, ()))),
+                              Stage("width", ("model.width",), (Round(4, 2, ()),))))
+    search = run(CoarseToFineSearch(space, staged, conditions=only_convnet), objective)
+    assert search.held["model"] == "mlp"
+    last = search.propose(len(staged.rounds))
+    assert all("model.width" not in spec.values and "model=mlp" in spec.overrides for spec in last)
+    assert not any(o.startswith("model.width") for spec in last for o in spec.overrides)
 
 
 # ---- config errors, records, batching -----------------------------------------------------

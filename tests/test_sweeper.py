@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, run_cli
+from conftest import QUIET, ROOT, run_cli
 
 APP = ROOT / "tests" / "sweeper_app" / "app.py"
 # One stage of three tiny rounds (4, 2 and 2 trials) over optimizer.lr and regularization.l2
@@ -258,6 +258,30 @@ def test_command_line_sweeps_join_the_space_and_plain_values_pin_it(tmp_path: Pa
     assert "optimizer.lr is fixed on the command line (optimizer.lr=0.003): not searched" in log
     assert "pinpoint: optimizer.lr is not searched (fixed, or not in this config): no pinpoint stage" in log
     assert "schedule.gamma is not a key of this config" in log  # the toy has no schedule
+
+
+def test_a_searched_group_choice_sets_each_key_only_where_the_drawn_option_has_it(tmp_path: Path) -> None:
+    """model=choice(convnet,mlp) with the preset's model.num_filters (the ConvNet's alone), and leaky ReLU's slope
+    searched beside activation=choice(relu,leaky_relu): a trial that draws the option without the key runs without
+    it (it failed Hydra's composition and stopped the sweep), and a key no option has is left out."""
+    out = tmp_path / "sweep"
+    done = run_cli("--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}", "data.subset=100",
+                   "hydra.sweeper.pinpoint.enabled=false", "hydra.sweeper.rounds=[{trials:8,top_k:2,overrides:"
+                   "['trainer.epochs=1']},{trials:2,overrides:['trainer.epochs=1']}]", "model=choice(convnet,mlp)",
+                   "activation=choice(relu,leaky_relu)", "activation.negative_slope=interval(0.01, 0.3)",
+                   "+hydra.sweeper.params.model.depth='range(2, 4)'", *(f"{q}" for q in QUIET),
+                   cwd=tmp_path, check=True)
+    lines = records(out)
+    assert len(lines) == 10 and {r["status"] for r in lines} == {"completed"}
+    assert {r["values"]["model"] for r in lines} == {"convnet", "mlp"}
+    for r in lines:
+        convnet, leaky = r["values"]["model"] == "convnet", r["values"]["activation"] == "leaky_relu"
+        assert ("model.num_filters" in r["values"]) == convnet == any("model.num_filters=" in o for o in r["overrides"])
+        assert ("activation.negative_slope" in r["values"]) == leaky
+    log = done.stdout + done.stderr
+    assert "model.num_filters is searched where model is convnet (the other options lack it)" in log
+    assert "activation.negative_slope is searched where activation is leaky_relu" in log
+    assert "model.depth is not a key of any option of model (convnet, mlp): not searched" in log
 
 
 def test_a_bad_sweeper_setting_is_an_error_naming_key_value_and_allowed(tmp_path: Path) -> None:

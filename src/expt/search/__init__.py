@@ -49,6 +49,7 @@ from expt.search.space import (
     NON_NEGATIVE,
     POSITIVE,
     ChoiceParam,
+    Condition,
     Limits,
     NumericParam,
     Param,
@@ -64,7 +65,7 @@ from expt.status import COMPLETED, DIVERGED, FAILED, PRUNED
 
 __all__ = [
     "AT_LEAST_ONE", "COMPLETED", "DIVERGED", "FAILED", "NON_NEGATIVE", "PINPOINT_ROUND", "POSITIVE",
-    "PRUNED", "RECORDS_FILE", "ChoiceParam", "CoarseToFineSearch",
+    "PRUNED", "RECORDS_FILE", "ChoiceParam", "CoarseToFineSearch", "Condition",
     "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Pruning", "Round", "SearchConfigError",
     "Settings", "Space", "Stage", "TrialRecord", "TrialSpec", "append_record", "as_objective",
     "chosen_and_tied", "consecutive_runs", "default_limits", "describe_space", "merge_overrides", "override_key",

@@ -28,6 +28,7 @@ from expt.search.records import TrialRecord, TrialSpec
 from expt.search.report import leader_rows, separation_sentence, trial_table
 from expt.search.settings import Settings
 from expt.search.space import (
+    Condition,
     NumericParam,
     Param,
     SearchConfigError,
@@ -72,8 +73,10 @@ class CoarseToFineSearch:
     """
 
     def __init__(self, space: Mapping[str, Param], settings: Settings,
-                 fixed_overrides: Sequence[str] = (), dropped: Iterable[str] = ()) -> None:
+                 fixed_overrides: Sequence[str] = (), dropped: Iterable[str] = (),
+                 conditions: Mapping[str, Condition] = ()) -> None:
         self.settings = settings
+        self.conditions = dict(conditions)  # parameter -> the options of a searched choice that have it
         self.fixed = tuple(fixed_overrides)
         self.space: Space = dict(space)
         self.moves: list[EdgeMove] = []
@@ -193,10 +196,23 @@ class CoarseToFineSearch:
                                           describe_space(space)))
         specs = []
         for index, values in enumerate(points):
+            values, held_here = (values, held) if n == PINPOINT_ROUND else self._applicable(values, held)
             sampled = [f"{name}={self.space[name].format(v)}" for name, v in values.items()]
             specs.append(TrialSpec(n, index, first + index, values,
-                                   merge_overrides(self.fixed, held, round_overrides, sampled)))
+                                   merge_overrides(self.fixed, held_here, round_overrides, sampled)))
         return specs
+
+    def _applicable(self, values: dict[str, Value], held: list[str]) -> tuple[dict[str, Value], list[str]]:
+        """A trial's sampled values and held overrides less the parameters the options it runs with lack (a
+        ``Condition``): the trial runs, and is recorded, without them."""
+        if not self.conditions:
+            return values, held
+        chosen = {**self.held, **values}
+        keep = {name: value for name, value in values.items()
+                if name not in self.conditions or self.conditions[name].holds(chosen)}
+        held_here = [o for o in held if override_key(o) not in self.conditions
+                     or self.conditions[override_key(o)].holds(chosen)]
+        return keep, held_here
 
     def conclude(self, n: int, records: Sequence[TrialRecord]) -> None:
         """Take a round's results: narrow its stage's space, or, after a stage's last round, hold its best."""

@@ -63,10 +63,11 @@ def next_param(n: int, param: Param, top: Sequence[TrialRecord], records: Sequen
         kept = tuple(c for c in param.choices if c in seen) or param.choices
         return replace(param, choices=kept), None
     assert isinstance(param, NumericParam)
-    values = [float(r.values[param.name]) for r in top if param.name in r.values]
-    if not values:
+    having = [r for r in top if param.name in r.values]  # a trial whose option lacks it ran without it
+    if not having:
         return param, None
-    return _next_range(n, param, values, top[0], records, settings, widest, moves_done, moves)
+    values = [float(r.values[param.name]) for r in having]
+    return _next_range(n, param, values, having[0], records, settings, widest, moves_done, moves)
 
 
 def _edge_is_better(param: NumericParam, side: str, best: TrialRecord, records: Sequence[TrialRecord],

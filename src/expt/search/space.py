@@ -261,6 +261,20 @@ Param = Union[NumericParam, ChoiceParam]
 Space = dict[str, Param]
 
 
+@dataclass(frozen=True)
+class Condition:
+    """A parameter that only some options of a searched choice have (``model.num_filters`` under
+    ``model=choice(convnet,mlp)``): a trial sets it only where the option it runs with, drawn or held (else
+    ``default``, the config's own), is one of ``options``."""
+
+    choice: str
+    options: frozenset[str]
+    default: str
+
+    def holds(self, chosen: Mapping[str, Value]) -> bool:
+        return str(chosen.get(self.choice, self.default)) in self.options
+
+
 def default_limits(log: bool, integer: bool, low: float) -> Limits:
     """Limits a parameter gets unless the user declares its own.
 

@@ -40,7 +40,7 @@ from .config import CoarseToFineSweeperConf
 from .errors import SweepFailedError, compact, no_score
 from .recording import RECORDS_FILE, RecordingTask, relative, trial_fields, trial_record
 from .report import SUMMARY_FILE, log_chosen, log_round, plot, write_summary
-from .space import build_space, check_choices, drop_absent, flatten
+from .space import build_space, check_choices, conditions, drop_absent, flatten
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ class CoarseToFineSweeperImpl(Sweeper):
         space, fixed = build_space(parser.parse_overrides(lines),
                                    parser.parse_overrides(arguments), self.limits)
         dropped = drop_absent(space, self.config)
-        search = CoarseToFineSearch(space, self.settings, fixed, dropped)
-        check_choices(search.space, search.fixed, arguments, self.hydra_context.config_loader, self.config)
-        return search
+        composed = check_choices(space, fixed, arguments, self.hydra_context.config_loader, self.config)
+        found, absent = conditions(space, composed, self.config)
+        return CoarseToFineSearch(space, self.settings, fixed, [*dropped, *absent], found)
 
     def sweep(self, arguments: List[str]) -> List[Sequence[JobReturn]]:
         assert self.config is not None and self.launcher is not None

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from expt.search import (
     POSITIVE,
     ChoiceParam,
+    Condition,
     Limits,
     NumericParam,
     Param,
@@ -154,18 +155,64 @@ def build_space(
     return space, list(fixed.values())
 
 
+def searched_groups(space: Mapping[str, Param], config: DictConfig) -> List[str]:
+    """The config groups whose option a ``choice()`` searches (``model=choice(convnet,mlp)``)."""
+    groups = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
+    return [name for name, param in space.items() if isinstance(param, ChoiceParam) and name in groups]
+
+
+def _under(name: str, groups: Sequence[str]) -> Optional[str]:
+    """The searched group ``name`` is a key of (``model`` for ``model.num_filters``), if any."""
+    return next((g for g in groups if name.startswith(g + ".")), None)
+
+
 def drop_absent(space: Dict[str, Param], config: DictConfig) -> List[str]:
-    """Take the keys ``config`` does not have out of ``space``; returns them, for the search to know."""
-    dropped = [name for name in space if not _in_config(config, name)]
+    """Take the keys ``config`` does not have out of ``space``; returns them, for the search to know. A key of a
+    group whose option is searched is left to :func:`conditions`: another option may have it."""
+    groups = searched_groups(space, config)
+    dropped = [name for name in space if not _in_config(config, name) and _under(name, groups) is None]
     for name in dropped:
-        log.info("%s is not a key of this config (%s): not searched", name, _choices(config))
+        log.info("%s is not a key of this config (%s): not searched", name, _choices(config, name))
         del space[name]
     return dropped
 
 
+def conditions(space: Dict[str, Param], composed: Mapping[Tuple[str, str], DictConfig],
+               config: DictConfig) -> Tuple[Dict[str, Condition], List[str]]:
+    """The parameters only some options of a searched group have (``model.num_filters`` where ``model=choice(
+    convnet,mlp)``): a trial sets each only where its option has it. ``composed``: the config with each option
+    (:func:`check_choices`). Returns them, and the ones no option has, taken out of ``space`` as
+    :func:`drop_absent` does."""
+    groups = searched_groups(space, config)
+    choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
+    found: Dict[str, Condition] = {}
+    dropped: List[str] = []
+    for name in list(space):
+        group = _under(name, groups)
+        if group is None:
+            continue
+        default = str(choices.get(group))
+        having = {o for (g, o), c in composed.items() if g == group and _in_config(c, name)}
+        having |= {default} if _in_config(config, name) else set()
+        options = set(space[group].choices) | {default}
+        if having >= options:
+            continue
+        if not having:
+            log.info("%s is not a key of any option of %s (%s): not searched", name, group,
+                     ", ".join(sorted(options)))
+            dropped.append(name)
+            del space[name]
+            continue
+        found[name] = Condition(group, frozenset(having), default)
+        log.info("%s is searched where %s is %s (the other options lack it)", name, group,
+                 " or ".join(sorted(having)))
+    return found, dropped
+
+
 def check_choices(space: Mapping[str, Param], fixed: Sequence[str], arguments: Sequence[str],
-                  loader: ConfigLoader, config: DictConfig) -> None:
-    """Compose every option of every ``choice()`` once, before the first trial.
+                  loader: ConfigLoader, config: DictConfig) -> Dict[Tuple[str, str], DictConfig]:
+    """Compose every option of every ``choice()`` once, before the first trial; returns those configs, by
+    (parameter, option).
 
     A trial draws one option of each choice, so an option that cannot be composed (``activation=foo``
     where the group has no ``foo``) would otherwise fail only the trials that draw it, or stop the
@@ -175,6 +222,7 @@ def check_choices(space: Mapping[str, Param], fixed: Sequence[str], arguments: S
     """
     groups = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
     on_command_line = {override_key(a) for a in arguments if "choice(" in a}
+    composed: Dict[Tuple[str, str], DictConfig] = {}
     for name, param in space.items():
         if not isinstance(param, ChoiceParam):
             continue
@@ -191,13 +239,14 @@ def check_choices(space: Mapping[str, Param], fixed: Sequence[str], arguments: S
                     f"{written} is not allowed: {bad[0]} is not an option of the config group {name}, "
                     f"whose options are: {', '.join(options)}.")
             try:
-                loader.load_sweep_config(config, [*fixed, f"{name}={option}"])
+                composed[(name, option)] = loader.load_sweep_config(config, [*fixed, f"{name}={option}"])
             except Exception as error:  # Hydra's composition errors, each a message of its own
                 cause = f": {str(error.__cause__).splitlines()[0]}" if str(error.__cause__ or "") else ""
                 first = " ".join(f"{error}{cause}".split())
                 raise SearchConfigError(
                     f"{written} is not allowed: the option {option} does not compose ({first})"
                     + (f"; the group's options are: {', '.join(options)}." if options else ".")) from None
+    return composed
 
 
 def _in_config(config: DictConfig, key: str) -> bool:
@@ -208,8 +257,9 @@ def _in_config(config: DictConfig, key: str) -> bool:
 _ABSENT = object()
 
 
-def _choices(config: DictConfig) -> str:
-    """The config's group choices, to say which config lacks a key."""
+def _choices(config: DictConfig, key: str) -> str:
+    """The config's group choices, to say which config lacks ``key``: its own group's first."""
     choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
     shown = [f"{k}={v}" for k, v in choices.items() if not str(k).startswith("hydra") and v is not None]
+    shown.sort(key=lambda choice: not key.startswith(choice.split("=", 1)[0] + "."))
     return " ".join(shown[:8]) or "its defaults"
