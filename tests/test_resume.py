@@ -221,6 +221,38 @@ def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose, 
     assert longer["epochs_completed"] == 3
 
 
+def test_resume_refuses_data_that_changed_under_the_same_config(tmp_path, compose):
+    """The same data.path with other contents: fewer samples, the labels shuffled, other images. The config is the
+    same, so only the data's fingerprint in last.pt tells; it resumed and tested at chance before."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    import expt
+    from expt.config import ConfigError
+
+    digits = load_digits()
+    x, y = (digits.images * 16).astype(np.uint8), digits.target
+    path = tmp_path / "mine.npz"
+    np.savez(path, x_train=x, y_train=y)
+    overrides = ["data=npz", f"data.path={path}", "trainer.epochs=1", *SHARED]
+    run = tmp_path / "run"
+    expt.train(compose(*overrides), run_dir=run)
+    shuffled = np.random.default_rng(0).permutation(y)
+    for arrays, message in (
+        ({"x_train": x[:900], "y_train": y[:900]}, r"it trained on 300 / 288 / 359 training / validation / test "
+                                                   r"samples and this run.s data has 300 / 144 / 180"),
+        ({"x_train": x, "y_train": shuffled}, r"its data had as many samples, with other labels"),
+        ({"x_train": x // 2, "y_train": y}, r"its training images had other statistics"),
+    ):
+        np.savez(path, **arrays)
+        with pytest.raises(ConfigError, match=r"trainer.resume=.* was trained on other data than this run's, with "
+                                              r"the same config: " + message):
+            expt.train(compose(*overrides, "trainer.epochs=2", f"trainer.resume={run}"), run_dir=run)
+    np.savez(path, x_train=x, y_train=y)  # the data as it was: the run goes on
+    assert expt.train(compose(*overrides, "trainer.epochs=2", f"trainer.resume={run}"), run_dir=run)[
+        "epochs_completed"] == 2
+
+
 def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose, two_epochs):
     """Resuming a run that already finished trains no more epochs and reports the same metrics."""
     import expt

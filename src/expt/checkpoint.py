@@ -176,6 +176,30 @@ def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch
         )
 
 
+def check_same_data(state: dict[str, Any], fingerprint: dict[str, Any], preprocess: dict[str, Any], path: Path) -> None:
+    """Raise a ConfigError when the run's data is not the data the checkpoint trained on, though its config is the
+    same: a data file changed in place (other samples, other labels, other images). ``fingerprint``:
+    :meth:`expt.data.Splits.fingerprint` of this run's data; ``preprocess``: its preprocessor's statistics, fitted on
+    its training images. A checkpoint written before fingerprints were kept is not checked."""
+    saved = state.get("data")
+    why = None
+    if saved is not None and saved.get("samples") != fingerprint["samples"]:
+        why = (f"it trained on {' / '.join(map(str, saved['samples']))} training / validation / test samples and "
+               f"this run's data has {' / '.join(map(str, fingerprint['samples']))}")
+    elif saved is not None and saved.get("labels") != fingerprint["labels"]:
+        why = "its data had as many samples, with other labels (or in another order)"
+    else:
+        before = state.get("preprocess") or {}
+        if set(before) == set(preprocess) and not all(
+                torch.allclose(before[k].double().cpu(), preprocess[k].double().cpu(), rtol=1e-4, atol=1e-6)
+                for k in before if isinstance(before[k], torch.Tensor)):
+            why = "its training images had other statistics (the preprocessing fitted on them differs)"
+    if why is not None:
+        raise ConfigError(f"trainer.resume={str(path)!r} was trained on other data than this run's, with the same "
+                          f"config: {why}. The data changed since (a file replaced or edited); restore it to resume, "
+                          "or start a new run.")
+
+
 def resolve(resume: str) -> Path:
     """A run directory (its checkpoints/last.pt) or a checkpoint file."""
     from expt.config import user_path

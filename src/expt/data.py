@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import functools
 import gzip
+import hashlib
 import importlib.util
 import logging
 from dataclasses import dataclass, replace
@@ -45,6 +46,14 @@ class Splits:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What tells this data from other data, for a resumed run to check: the splits' sizes and a digest of their
+        labels in order (the images are checked through the preprocessing statistics fitted on them)."""
+        digest = hashlib.sha256()
+        for y in (self.y_train, self.y_val, self.y_test):
+            digest.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
+        return {"samples": [len(self.y_train), len(self.y_val), len(self.y_test)], "labels": digest.hexdigest()[:16]}
 
     def map_x(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Splits":
         return replace(self, x_train=fn(self.x_train), x_val=fn(self.x_val), x_test=fn(self.x_test))

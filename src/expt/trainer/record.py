@@ -12,6 +12,7 @@ ends, completed, diverged, pruned, interrupted with Ctrl-C or stopped by an erro
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import shutil
@@ -122,6 +123,11 @@ class RunRecord:
         return self.diverged(losses)
 
     # ------------------------------------------------------------------ checkpoints
+    @functools.cached_property
+    def data_fingerprint(self) -> dict[str, Any]:
+        """The data this run trains on, as last.pt keeps it for a resume to check (:meth:`expt.data.Splits.fingerprint`)."""
+        return self.exp.data.fingerprint()
+
     def state(self, optimizer_state: dict[str, Any], scaler_state: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """last.pt: everything to continue the run, the best model so far included.
 
@@ -145,6 +151,7 @@ class RunRecord:
             "best_averaged": self.best["averaged"],
             "input_shape": list(e.data.input_shape),
             "num_classes": e.data.num_classes,
+            "data": self.data_fingerprint,
             "config": self.exp.config_yaml,
         }
 
@@ -243,6 +250,7 @@ class RunRecord:
             )
         e = self.exp
         checkpoint.check_resumable(state["config"], OmegaConf.to_container(e.cfg, resolve=True), path)
+        checkpoint.check_same_data(state, self.data_fingerprint, e.preprocessor.state_dict(), path)
         checkpoint.load_weights(e.model, state["model"], f"trainer.resume={str(path)!r}")
         try:
             engine.load_optimizer_state(state["optimizer"], state.get("scaler"))
