@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 
@@ -555,11 +556,9 @@ def test_a_multirun_job_the_disk_cannot_take_stops_alone_with_one_paragraph(tmp_
 
 
 @pytest.mark.slow
-def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, compose, straight_paused):
+def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, straight_paused):
     """SIGINT during epoch 2 (held at its first step): metrics.json says interrupted, best.pt is written, and
-    the run resumes to the same end."""
-    import expt
-
+    the command it prints resumes the run in its directory to the same end."""
     run_dir = tmp_path / "stopped"
     output, metrics = signal_paused(run_dir, 2, signal.SIGINT, 130)
     assert re.search(r"Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with", output), output
@@ -567,6 +566,12 @@ def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, compo
     best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
     assert best["best_epoch"] == metrics["best_epoch"] == 1
 
-    resumed = expt.train(compose(*PAUSED, f"trainer.resume={run_dir}"), run_dir=tmp_path / "resumed")
+    line = next(line for line in output.splitlines() if line.startswith("To resume in the same directory: "))
+    words = shlex.split(line.split(": ", 1)[1])
+    assert words[:3] == ["python", "-m", "expt"] and words[-2:] == [f"hydra.run.dir={run_dir}",
+                                                                     f"trainer.resume={run_dir}"]
+    run_cli(*words[3:], cwd=tmp_path, check=True)
+    resumed = read_metrics(run_dir)
+    assert resumed["status"] == "completed"
     for row_a, row_b in zip(numbers(straight_paused), numbers(resumed), strict=True):
         assert row_b == pytest.approx(row_a, rel=1e-6, abs=1e-9)

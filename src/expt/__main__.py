@@ -57,7 +57,11 @@ def main(cfg: DictConfig) -> float:
 
             saved = Path(hydra_cfg.runtime.output_dir) / str(hydra_cfg.output_subdir) / "config.yaml"
             saved.write_text(to_yaml(cfg), encoding="utf-8")
-        return run(cfg)
+        try:
+            return run(cfg)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trainer has kept what it measured
+            say_how_to_resume(hydra_cfg)
+            raise
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -80,6 +84,30 @@ def main(cfg: DictConfig) -> float:
             raise TrialStorageError(str(exc)) from exc
         print(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)
+
+
+def say_how_to_resume(hydra_cfg) -> None:
+    """After a stopped run whose directory holds a checkpoint: the command that continues it where it is (its
+    overrides, that directory, trainer.resume), or for a job of a multirun, how to continue the sweep's jobs."""
+    import shlex
+    from pathlib import Path
+
+    from hydra.types import RunMode
+
+    from expt.checkpoint import LAST
+
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if not (run_dir / "checkpoints" / LAST).is_file():
+        return
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        print(f"To continue the sweep: run the same command again with hydra.sweep.dir={hydra_cfg.sweep.dir} and "
+              "EXPT_RESUME_OWN_CHECKPOINT=1 in the environment (each job continues from the checkpoint in its "
+              "directory; a coarse_to_fine sweep skips the trials it recorded).", file=sys.stderr)
+        return
+    kept = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("trainer.resume=")]
+    words = ["python -m expt", *map(shlex.quote, kept), shlex.quote(f"hydra.run.dir={run_dir}"),
+             shlex.quote(f"trainer.resume={run_dir}")]
+    print(f"To resume in the same directory: {' '.join(words)}", file=sys.stderr)
 
 
 def command_line(arguments: list[str]) -> Optional[argparse.Namespace]:
