@@ -68,7 +68,8 @@ CASES = {
     "val_size_one_point_zero": (["data.val_size=1.0"], ["data.val_size=1.0", "fraction in (0, 1)"]),
     "test_size_not_a_count": (["data.test_size=2.5"], ["data.test_size=2.5", "integer >= 1"]),
     "num_classes_one": (["data.num_classes=1"], ["data.num_classes=1", "from 2 to 100,000", "null"]),
-    "num_classes_below_labels": (["data.num_classes=5"], ["data=digits", "y_train holds 5, 6, 7, ...",
+    "num_classes_below_labels": (["data.num_classes=5"], ["data=digits", "y_train (before the validation and test "
+                                                          "splits are carved out of it) holds 5, 6, 7, ...",
                                                           "data.num_classes=5", "from 0 to 4"]),
     "amp_with_float64": (["trainer.amp=bf16", "trainer.dtype=float64"],
                          ["trainer.amp=bf16", "trainer.dtype=float64", "change nothing", "trainer.amp=off"]),
@@ -476,7 +477,8 @@ def test_a_users_loader_gets_the_same_checks(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     expected = {
         "nan_pixels": "x_train holds NaN or Inf pixels in 1 of 20 samples",
-        "too_few_classes": "y_train holds 3 (5 of 20 labels) but num_classes=3; labels must be integers from 0 to 2",
+        "too_few_classes": "y_train (before the validation and test splits are carved out of it) holds 3 (5 of 20 "
+                           "labels) but num_classes=3; labels must be integers from 0 to 2",
         "a_tuple": "returned a tuple: a data loader returns a dict with x_train and y_train",
     }
     for name, text in expected.items():
@@ -896,7 +898,7 @@ def test_data_num_classes_says_what_is_meant(tmp_path, caplog):
                for w in warnings_of(caplog)), warnings_of(caplog)
     with pytest.raises(ConfigError) as exc:
         load_npz(tmp_path, ["data.num_classes=3"], x_train=x, y_train=y)
-    assert "y_train holds 3 (25 of 100 labels) but data.num_classes=3" in one_paragraph(exc)
+    assert "out of it) holds 3 (25 of 100 labels) but data.num_classes=3" in one_paragraph(exc)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="expt"):
         assert load_npz(tmp_path, x_train=x, y_train=y).num_classes == 4

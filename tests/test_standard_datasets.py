@@ -365,6 +365,33 @@ def test_cifar_truncated_archive(tmp_path: Path) -> None:
         load_cifar10(str(tmp_path), download=False)
 
 
+def test_cifar_archive_in_a_directory_that_cannot_be_written_is_not_called_corrupt(tmp_path: Path, monkeypatch) -> None:
+    """A shared, read-only data.root that holds only the archive: the archive is fine, so the advice is to
+    extract it elsewhere, not to delete it. The read-only file system's answer (EROFS) is given where the
+    extraction creates its first file: as root, chmod cannot make a directory read-only."""
+    import errno
+
+    from expt import dataset_formats
+
+    write_cifar(tmp_path / "src")
+    root = tmp_path / "shared"
+    root.mkdir()
+    pack_cifar(tmp_path / "src", root / "cifar-10-python.tar.gz")
+
+    def read_only(directory, prefix, suffix):
+        path = os.path.join(directory, f"{prefix}x{suffix}")
+        raise OSError(errno.EROFS, "Read-only file system", path)
+
+    monkeypatch.setattr(dataset_formats, "temporary_beside", read_only)
+    with pytest.raises(DatasetNotFound) as info:
+        load_cifar10(str(root), download=False)
+    message = str(info.value)
+    assert not isinstance(info.value, DatasetCorrupt) and "Delete it" not in message
+    assert f"could not be extracted into {root} (Read-only file system: {root / 'cifar-10-batches-py'}" in message
+    assert f"tar xzf {root / 'cifar-10-python.tar.gz'} -C <directory>" in message
+    assert (root / "cifar-10-python.tar.gz").is_file()
+
+
 def test_cifar_archive_without_batches(tmp_path: Path) -> None:
     tar_with(tmp_path / "cifar-10-python.tar.gz", tarfile.TarInfo("readme.html"), b"<html/>")
     with pytest.raises(DatasetCorrupt, match="does not contain"):

@@ -367,8 +367,10 @@ def _given_classes(num_classes: Any, key: str, splits: dict[str, np.ndarray], wh
         y = splits.get(f"y_{s}")
         if y is not None and int(y.max()) >= num_classes:
             over = np.unique(y[y >= num_classes])
+            whole = s == "train" and not ("y_val" in splits and "y_test" in splits)  # the splits are carved later
             raise ConfigError(
-                f"{where}: y_{s} holds {_examples(over)} ({int((y >= num_classes).sum())} of {len(y)} labels) "
+                f"{where}: y_{s}{' (before the validation and test splits are carved out of it)' if whole else ''} "
+                f"holds {_examples(over)} ({int((y >= num_classes).sum())} of {len(y)} labels) "
                 f"but {key}={num_classes}; labels must be integers from 0 to {num_classes - 1}"
                 + (" (raise data.num_classes, or leave it null to take the largest label + 1)." if key.startswith("data")
                    else ".")

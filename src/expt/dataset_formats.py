@@ -13,6 +13,7 @@ and how they are downloaded is :mod:`expt.standard_datasets`, which re-exports t
 from __future__ import annotations
 
 import codecs
+import errno
 import functools
 import gzip
 import logging
@@ -43,6 +44,10 @@ CIFAR_TEST = "test_batch"
 
 class DatasetNotFound(Exception):
     """The dataset's files are not in the data directory and could not be downloaded."""
+
+
+# what a directory that cannot take a file answers: read-only, not ours, full, over quota
+UNWRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT)
 
 
 class DatasetCorrupt(DatasetNotFound):
@@ -235,7 +240,14 @@ def _extract_tar_gz(archive: Path, dest: Path) -> None:
                 finally:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+    except OSError as exc:
+        if exc.errno in UNWRITABLE and exc.filename is not None and Path(exc.filename).is_relative_to(dest):
+            raise DatasetNotFound(  # the archive is fine: the place it is extracted into cannot take the files
+                f"{archive} could not be extracted into {dest} ({exc.strerror}: {exc.filename}): extract it where "
+                f"you can write (tar xzf {archive} -C <directory>) and give that directory as data.root, or give a "
+                "data.root you can write.") from exc
+        raise DatasetCorrupt(f"{archive} could not be extracted ({exc}). Delete it and download it again.") from exc
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise DatasetCorrupt(
             f"{archive} could not be extracted ({exc}). Delete it and download it again."
         ) from exc
