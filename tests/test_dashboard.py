@@ -343,17 +343,18 @@ def test_event_records_pass_tensorboards_own_checksum(tmp_path):
         pytest.skip("google-crc32c has no C build on this platform: tensorboard's own checksums are used")
     expt.train(expt.compose(["trainer.epochs=1", "data.subset=200"]), run_dir=tmp_path)
     assert record_writer.masked_crc32c is dashboard._masked_crc32c
-    (events,) = tmp_path.glob("events.out.tfevents.*")
-    raw, offset, sizes = events.read_bytes(), 0, []
-    while offset < len(raw):
-        header = raw[offset:offset + 8]
-        (length,) = struct.unpack("<Q", header)
-        (header_crc,) = struct.unpack("<I", raw[offset + 8:offset + 12])
-        data = raw[offset + 12:offset + 12 + length]
-        (data_crc,) = struct.unpack("<I", raw[offset + 12 + length:offset + 16 + length])
-        assert header_crc == masked_crc32c(header) and data_crc == masked_crc32c(data)
-        sizes.append(length)
-        offset += 16 + length
+    sizes = []
+    for events in tmp_path.glob("events.out.tfevents.*"):  # the run's events and its HParams session
+        raw, offset = events.read_bytes(), 0
+        while offset < len(raw):
+            header = raw[offset:offset + 8]
+            (length,) = struct.unpack("<Q", header)
+            (header_crc,) = struct.unpack("<I", raw[offset + 8:offset + 12])
+            data = raw[offset + 12:offset + 12 + length]
+            (data_crc,) = struct.unpack("<I", raw[offset + 12 + length:offset + 16 + length])
+            assert header_crc == masked_crc32c(header) and data_crc == masked_crc32c(data)
+            sizes.append(length)
+            offset += 16 + length
     assert len(sizes) > 20 and max(sizes) > 1000  # the per-step losses and the filter images
 
 
@@ -447,30 +448,48 @@ def test_heavy_diagnostics_in_a_sweep_only_in_its_final_round(tmp_path, monkeypa
 
 
 
-def test_a_run_started_anew_where_a_run_was_interrupted_is_the_only_session_there(tmp_path, monkeypatch):
-    """A rerun from scratch (a sweep's trial run again, or the same hydra.run.dir without trainer.resume)
-    replaces the interrupted run: that run's event file, whose HParams session said 'interrupted', goes."""
+def interrupted_at_epoch_2(overrides: list[str], run_dir: Path, monkeypatch) -> None:
+    """``expt.train`` stopped by a Ctrl-C where it saves epoch 2: the interrupted run ``run_dir`` keeps."""
     from expt.trainer.record import RunRecord
 
-    overrides = ["trainer.epochs=2", "data.subset=100", *DIAGNOSTICS_OFF]
     save = RunRecord.save
 
-    def interrupted_at_epoch_2(self, engine):
+    def interrupting(self, engine):
         if self.epoch == 2:
             raise KeyboardInterrupt
         save(self, engine)
 
     with monkeypatch.context() as m:
-        m.setattr(RunRecord, "save", interrupted_at_epoch_2)
+        m.setattr(RunRecord, "save", interrupting)
         with pytest.raises(KeyboardInterrupt):
-            expt.train(expt.compose(overrides), run_dir=tmp_path)
-    (first,) = tmp_path.glob("events.out.tfevents.*")
-    assert session_hparams(read_events(tmp_path))["_1_status"] == "interrupted"
+            expt.train(expt.compose(overrides), run_dir=run_dir)
+    assert session_hparams(read_events(run_dir))["_1_status"] == "interrupted"
+
+
+def test_a_run_started_anew_where_a_run_was_interrupted_is_the_only_session_there(tmp_path, monkeypatch):
+    """A rerun from scratch (a sweep's trial run again, or the same hydra.run.dir without trainer.resume)
+    replaces the interrupted run: that run's event files, whose HParams session said 'interrupted', go."""
+    overrides = ["trainer.epochs=2", "data.subset=100", *DIAGNOSTICS_OFF]
+    interrupted_at_epoch_2(overrides, tmp_path, monkeypatch)
+    first = set(tmp_path.glob("events.out.tfevents.*"))  # the run's events, and its HParams session apart
     expt.train(expt.compose(overrides), run_dir=tmp_path)
-    (events,) = tmp_path.glob("events.out.tfevents.*")
-    assert events != first
+    events = set(tmp_path.glob("events.out.tfevents.*"))
+    assert len(first) == len(events) == 2 and not events & first
     acc = read_events(tmp_path)
     assert session_hparams(acc)["_1_status"] == "completed" and session_status(acc) == api_pb2.STATUS_SUCCESS
+
+
+def test_a_run_resumed_in_its_directory_shows_the_status_it_ended_with(tmp_path, monkeypatch):
+    """Interrupted, then resumed in place to its end: TensorBoard takes a tag's HParams content from the first event
+    of a run, so the interrupted session must not stay first; the session says completed, and the run's first
+    epochs stay (the resumed run keeps their event file)."""
+    overrides = ["trainer.epochs=3", "data.subset=100", "trainer.checkpoint_interval=0", *DIAGNOSTICS_OFF]
+    interrupted_at_epoch_2(overrides, tmp_path, monkeypatch)
+    expt.train(expt.compose([*overrides, f"trainer.resume={tmp_path}"]), run_dir=tmp_path)
+    acc = read_events(tmp_path)
+    assert session_hparams(acc)["_1_status"] == "completed" and session_status(acc) == api_pb2.STATUS_SUCCESS
+    assert sorted({e.step for e in acc.Scalars("loss/val")}) == [1, 2, 3]  # epoch 2 measured twice: before the stop too
+
 
 def test_sweep_diagnostics_setting():
     from expt.dashboard import SweepContext, heavy_diagnostics

@@ -171,7 +171,8 @@ def test_a_run_started_anew_leaves_nothing_of_the_run_before_it(snapshot_run, tm
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
     assert not (run / "evaluation.json").exists() and not (run / "evaluation").exists()
     assert json.loads((run / "metrics.json").read_text())["best_val_acc"] == metrics["best_val_acc"]
-    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    events = sorted(p.name for p in run.glob("events.out.tfevents.*"))  # the new run's events and HParams session
+    assert len(events) == 2 and sum(name.endswith(".hparams") for name in events) == 1
     with pytest.raises(ConfigError, match=r"kept no epoch snapshots"):
         evaluate.evaluate_ensembles(run, snapshots=True)
 

@@ -92,6 +92,7 @@ LAYOUT = {
     },
 }
 LABEL_FILE = "run_label.txt"  # the run's name for python -m expt.board
+SESSION_SUFFIX = ".hparams"  # the event file that holds the run's HParams session alone, replaced when the run ends again
 # Filters this small (3x3) show little structure as a picture: the header says so.
 SMALL_FILTER = 3
 # Events the writer thread may hold before add_* blocks. TensorBoard's default of 10 makes the
@@ -373,10 +374,23 @@ class Dashboard:
                 self.writer.add_scalar(tag, value, step)
         declared = declared_columns(self.context) if self.context.multirun else None
         self.drain()
-        for summary in hparams_summaries(params, TABLE_METRICS, status, varied, declared):
-            self.writer.file_writer.add_summary(summary)
+        self._write_session(hparams_summaries(params, TABLE_METRICS, status, varied, declared))
         self.write_header(metrics, step)
         self.writer.flush()
+
+    def _write_session(self, summaries: list[Any]) -> None:
+        """The HParams session in an event file of its own (``*.hparams``), which replaces the one an earlier attempt
+        of this run wrote: TensorBoard takes a tag's HParams content from the first event of a run, so an interrupted
+        attempt's session would stay what the HParams tab shows after the run resumed and ended."""
+        from torch.utils.tensorboard.writer import FileWriter
+
+        for path in self.run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
+            with contextlib.suppress(OSError):
+                path.unlink()
+        writer = FileWriter(str(self.run_dir), filename_suffix=SESSION_SUFFIX)
+        for summary in summaries:
+            writer.add_summary(summary)
+        writer.close()
 
     def close(self) -> None:
         """Write what is left, then close the event file."""
