@@ -212,6 +212,17 @@ def test_regularization_check_fails_when_the_penalty_misses_the_weights(digits):
     assert "does not reach the loss" in check.hint
 
 
+def test_regularization_check_fails_when_the_penalty_misses_some_weights(digits):
+    """The penalty reaches the loss (the nn.Linear's weights) but not every weight matrix (the bare Parameter's):
+    the increase falls short of l2 * sum(w^2)."""
+    exp = built(digits, *REG_OFF)
+    x, y = batch(exp, 200)
+    model = tiny_net(1.0)
+    check = sanity.regularization_raises_loss(model, x, y, Regularizer(model, l2=1.0).penalty, 1.0)
+    assert not check.passed and 0 < check.details["increase"] < check.details["expected_increase"]
+    assert "it misses some weights" in check.hint
+
+
 # ----------------------------------------------------------------------------- 3. gradient check
 def test_gradient_check_finds_a_wrong_backward(digits):
     exp = built(digits, *REG_OFF)

@@ -30,7 +30,7 @@ from torch import nn
 
 from expt.errors import ConfigError
 from expt.predict import data_loss, logits
-from expt.loss import classification_loss
+from expt.loss import classification_loss, training_loss
 
 if TYPE_CHECKING:
     from expt.build import Experiment
@@ -169,15 +169,22 @@ def regularization_raises_loss(
     with torch.no_grad():
         added = float(penalty())
         expected_increase = strength * sum(float(p.double().square().sum()) for p in model.parameters() if p.dim() >= 2)
-    with_penalty = without + added
+    with_penalty = training_loss(without, added)  # the loss the trainer minimises and records
     increase = with_penalty - without
-    passed = math.isfinite(with_penalty) and with_penalty > without
+    matches = math.isclose(increase, expected_increase, rel_tol=1e-4)
+    passed = math.isfinite(with_penalty) and with_penalty > without and matches
     hint = ""
-    if not passed:
+    if not (with_penalty > without):
         hint = (
             "the penalty does not reach the loss: does the model have conv/linear weights "
             "(torch.nn.Linear, Conv1d/2d/3d) for the regularizer to act on? "
             f"sanity.reg_strength={strength} must be > 0"
+        )
+    elif not passed:
+        hint = (
+            f"the penalty adds {_fmt(increase)} where l2 * sum(w^2) over every weight matrix and filter is "
+            f"{_fmt(expected_increase)}: it misses some weights (a layer that is not torch.nn.Linear or ConvNd) "
+            "or counts others"
         )
     return Check(
         name="regularization_raises_loss",

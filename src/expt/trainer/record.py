@@ -26,17 +26,12 @@ from omegaconf import OmegaConf
 from expt import averaging, checkpoint
 from expt.build import Experiment
 from expt.errors import ConfigError, StorageError
+from expt.loss import training_loss
 from expt.predict import loss_and_accuracy
 from expt.pruning import ProgressReport
 from expt.status import COMPLETED, EVALUATION_DIR, EVALUATION_FILE, INTERRUPTED, METRICS_FILE, PRUNED
 
 log = logging.getLogger(__name__)
-
-
-def training_loss(data_loss: float, penalty: Optional[float]) -> float:
-    """The loss a run minimises and records as its training loss (at init, and the threshold of divergence): the
-    data loss, plus the regularization penalty where the run has one."""
-    return data_loss + (penalty or 0.0)
 
 
 def measured_row(train: tuple[float, float], val: tuple[float, float], penalty: Optional[float],
@@ -89,7 +84,7 @@ class RunRecord:
 
     # ------------------------------------------------------------------ measurements
     def training_loss(self) -> float:
-        """The model's training loss (:func:`training_loss`) on the fixed training subsample."""
+        """The model's training loss (:func:`expt.loss.training_loss`) on the fixed training subsample."""
         data_loss, _ = loss_and_accuracy(self.exp.model, *self.train_eval)
         return training_loss(data_loss, self.penalty())
 

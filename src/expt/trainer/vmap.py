@@ -41,7 +41,8 @@ from expt.loss import classification_loss
 from expt.predict import EVAL_BATCH, stacked_loss_and_accuracy
 from expt.regularization import penalized_weights
 from expt.trainer.engine import CapturedStep
-from expt.trainer.record import measured_row, training_loss
+from expt.loss import training_loss
+from expt.trainer.record import measured_row
 
 log = logging.getLogger(__name__)
 
