@@ -114,6 +114,15 @@ def test_loss_at_init_fails_for_weight_scale_100(digits):
     assert check.hint.startswith("weight scale too large?")
 
 
+def test_loss_at_init_names_inputs_on_a_0_to_255_scale(digits):
+    """preprocessing=none keeps float pixels as given: digits at 0-255 start far above log C, and the hint names
+    the inputs' scale, not the init."""
+    exp = built(digits, "preprocessing=none", "init=pytorch", *REG_OFF)
+    x, y = batch(exp, 500)
+    check = sanity.loss_at_init(exp.model, x * 255, y, exp.data.num_classes, tolerance=0.05)
+    assert not check.passed and check.hint.startswith("the inputs reach 255.0000: pixels on a 0-255 scale")
+
+
 @pytest.mark.parametrize("planted", ["init=gaussian init.weight_scale=1", "init.classifier_scale=1", "summed loss"])
 def test_the_default_tolerance_catches_planted_faults(digits, planted):
     """A bad init, the plain formula on the classifier (logits of unit variance), a loss summed over the batch."""

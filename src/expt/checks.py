@@ -80,6 +80,10 @@ class Check:
         return asdict(self)
 
 
+# inputs whose magnitude passes this are not on the scale of preprocessed images (0-255 pixels, unscaled)
+LARGE_INPUT = 10.0
+
+
 # ----------------------------------------------------------------------------- helpers
 def sample(x: torch.Tensor, y: torch.Tensor, count: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` random examples, drawn with a private generator so the global RNG (dropout) is untouched."""
@@ -105,7 +109,8 @@ def loss_at_init(
     cross-entropy starts near log C (2.303 for 10 classes). expt's Kaiming and Xavier give the
     classifier a twentieth of the formula's sigma (``init.classifier_scale``), so every shipped
     model and activation starts within 2% of log C; with the plain formula (k = 1) the logits have
-    about unit variance and the loss starts near 3 (29% above log 10 for the default convnet).
+    about unit variance and the loss starts well above it (12% above log 10 for the default convnet, 30% without
+    its batch norm).
     The default tolerance, 5%, accepts 2.19 to 2.42 for 10 classes: it fails the plain formula, a
     weight scale that is too large, and a loss summed over the batch instead of averaged.
     ``loss_fn(logits, labels)`` is the loss under test (the mean cross-entropy).
@@ -129,6 +134,12 @@ def loss_at_init(
             f"most of the excess is a per-class offset shared by all samples (loss {_fmt(centred)} without it): "
             "the activations feeding the classifier have a non-zero mean (ReLU, GELU, SiLU) and the classifier's "
             "weights are large; init.classifier_scale (0.05) starts the logits near 0"
+        )
+    elif loss > high and len(x) and float(x.abs().max()) > LARGE_INPUT:
+        hint = (
+            f"the inputs reach {_fmt(float(x.abs().max()))}: pixels on a 0-255 scale, unscaled (preprocessing=none "
+            "keeps float pixels as they are; uint8 ones are scaled to 0-1)? Scale them to [0, 1], or standardize "
+            "them (preprocessing=per_channel_standardize)"
         )
     elif loss > high:
         hint = (
