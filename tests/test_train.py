@@ -126,6 +126,25 @@ def test_divergence_stops_the_run_and_returns_the_worst_metric(tmp_path, compose
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "diverged"
 
 
+def test_metrics_json_is_strict_json_when_a_number_is_not_finite(tmp_path, compose, monkeypatch):
+    """A run stopped while its loss at init is measured has no initial loss and no seconds (NaN in memory):
+    metrics.json says null, which jq and JavaScript read, where NaN is not JSON."""
+    from expt.trainer.record import RunRecord
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunRecord, "training_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        expt.train(compose("data.subset=100", "trainer.epochs=2"), run_dir=tmp_path)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"metrics.json holds {constant}, which is not JSON")
+
+    saved = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert saved["status"] == "interrupted" and saved["initial_loss"] is None and saved["epochs_completed"] == 0
+
+
 def test_splits_are_deterministic_and_disjoint(compose):
     from expt.data import load
 

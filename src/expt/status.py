@@ -38,9 +38,21 @@ METRICS_KEYS = (
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
     """``run_dir/metrics.json``, written to a temporary file and renamed (:func:`expt.files.replacing`): a reader
-    never sees half a file."""
+    never sees half a file. It is strict JSON: a number that is not finite (a NaN loss, the seconds of a run stopped
+    before it started) is written as null, which every JSON reader takes (``jq``, JavaScript)."""
     with replacing(Path(run_dir) / METRICS_FILE) as handle:
-        handle.write(json.dumps(metrics, indent=2).encode("utf-8"))
+        handle.write(json.dumps(_finite(metrics), indent=2, allow_nan=False).encode("utf-8"))
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float that is not finite, at any depth, as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read_metrics(run_dir: Path) -> Optional[dict[str, Any]]:
