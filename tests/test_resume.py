@@ -254,6 +254,35 @@ def test_resume_refuses_data_that_changed_under_the_same_config(tmp_path, compos
         "epochs_completed"] == 2
 
 
+def test_a_second_process_cannot_train_in_a_run_directory_in_use(tmp_path, compose):
+    """A run resumed while it still runs (or a requeued job whose first attempt lives on) would write the same
+    checkpoints and events: the second is refused, naming the first; once the first ends, the directory is free
+    again, however it ended (the operating system releases the lock)."""
+    import sys
+
+    import expt
+    from expt.errors import StorageError
+    from expt.files import LOCK_FILE
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(  # a process that holds the run directory's lock, as a training run does
+        [sys.executable, "-c", "import sys, pathlib; from expt.files import only_writer; from expt.errors import "
+         "StorageError\nwith only_writer(pathlib.Path(sys.argv[1]), StorageError):\n    print('held', flush=True); "
+         "sys.stdin.read()", str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        busy = rf"another process \(pid {holder.pid}\) is training in {re.escape(str(run))}"
+        with pytest.raises(StorageError, match=busy):
+            expt.train(compose("data.subset=100", "trainer.epochs=1"), run_dir=run)
+        assert not (run / "metrics.json").exists() and not (run / "checkpoints").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert expt.train(compose("data.subset=100", "trainer.epochs=1"), run_dir=run)["status"] == "completed"
+    assert (run / LOCK_FILE).is_file()
+
+
 def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose, two_epochs):
     """Resuming a run that already finished trains no more epochs and reports the same metrics."""
     import expt

@@ -10,10 +10,11 @@ with the mode the user's umask gives any new file (0644 under the usual umask of
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Optional
 
 from expt.faults import crash_point
 
@@ -46,3 +47,43 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+LOCK_FILE = ".expt.lock"  # in a run directory, held while a process trains there
+
+
+@contextlib.contextmanager
+def only_writer(directory: Path, busy: type[Exception]) -> Iterator[None]:
+    """Hold ``directory``'s lock file for the ``with`` body; raise ``busy`` (a message naming the process that holds
+    it) when another process holds it: two processes training into one run directory (a run resumed while it still
+    runs, a requeued job whose first attempt lives on) would each write the other's checkpoints and events. The
+    operating system releases the lock when its process ends, however it ends. Where there is no ``fcntl``
+    (Windows), nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None
+    fd = None
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # a directory that cannot take a file: the run's first write says so
+            fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+    if fd is None:
+        yield
+        return
+    held: Optional[bool] = True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:  # another process holds it; or a file system without locks (some NFS): not locked
+        held = False if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+    if held is False:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise busy(f"another process (pid {holder}) is training in {directory}: wait for it to end or stop it, "
+                   "or give this run another directory (hydra.run.dir=...)")
+    try:
+        if held:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -23,6 +23,7 @@ from expt.build import build
 from expt.checks import guard
 from expt.dashboard import Dashboard, sweep_context
 from expt.errors import StorageError
+from expt.files import only_writer
 from expt.requeue import resume_own_checkpoint
 from expt.sweep_env import SweepTrial
 from expt.trainer import Trainer
@@ -57,6 +58,11 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     sweep = sweep if sweep is not None else SweepTrial.read()
     run_dir.mkdir(parents=True, exist_ok=True)
+    with only_writer(run_dir, StorageError):
+        return _train(cfg, run_dir, sweep)
+
+
+def _train(cfg: DictConfig, run_dir: Path, sweep: SweepTrial) -> dict[str, Any]:
     cfg = resume_own_checkpoint(cfg, run_dir, os.environ)  # a requeued cluster job (expt.requeue)
     exp = build(cfg)
     guard(exp)  # the loss-at-init check, as sanity.before_train says (warn, strict or false)
