@@ -4,7 +4,8 @@ Hydra's own override parser reads each ``interval()``, ``range()`` or ``choice()
 (:func:`param_from_override`); :func:`build_space` puts the sweeper's params and the command
 line together (a sweep there replaces a param, a plain value pins its key). Against the composed
 config, :func:`drop_absent` takes out keys the config does not have and :func:`check_choices`
-composes every option of every choice once, so a bad value is an error before the first trial.
+composes every option of every choice once, so a bad value is an error before the first trial;
+from those compositions :func:`conditions` finds the keys only some options of a searched group have.
 """
 
 import logging
