@@ -445,6 +445,23 @@ def test_big_endian_pixels_and_arrays_expt_does_not_read_are_accepted(tmp_path, 
                for w in warnings_of(caplog))
 
 
+def test_images_whose_channel_axis_cannot_be_told_are_read_channels_first_after_a_warning(tmp_path, caplog):
+    from expt.data import load
+
+    five_bands = np.random.default_rng(0).random((60, 8, 8, 5)).astype(np.float32)  # channels last, 5 of them
+    path = npz_file(tmp_path / "bands.npz", savez(x_train=five_bands, y_train=Y))
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        splits = load(expt.compose(["data=npz", f"data.path={path}"]).data)
+    assert splits.input_shape == (8, 8, 5)
+    assert any("x_train has shape (60, 8, 8, 5), read as (N, C, H, W) with 8 channels of 8x5" in w
+               for w in warnings_of(caplog))
+    caplog.clear()
+    rgb_last = npz_file(tmp_path / "rgb.npz", savez(x_train=X_FLOAT[:, :, :, None].repeat(3, 3), y_train=Y))
+    with caplog.at_level(logging.WARNING, logger="expt"):
+        assert load(expt.compose(["data=npz", f"data.path={rgb_last}"]).data).input_shape == (3, 8, 8)
+    assert not any("read as (N, C, H, W)" in w for w in warnings_of(caplog))
+
+
 def test_a_subset_of_a_training_split_given_in_class_order_holds_every_class(tmp_path):
     """With its own val and test splits nothing is carved, so the training split is in the file's order; a
     subset is drawn at random from it (data.split_seed), not the first N (here all of one class)."""

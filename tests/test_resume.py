@@ -591,6 +591,7 @@ def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, strai
     run_dir = tmp_path / "stopped"
     output, metrics = signal_paused(run_dir, 2, signal.SIGINT, 130)
     assert re.search(r"Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with", output), output
+    assert "Stopping: testing the best model and writing metrics.json; interrupt again to stop at once" in output
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
     best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
     assert best["best_epoch"] == metrics["best_epoch"] == 1

@@ -241,6 +241,10 @@ def _images(x: Any, name: str, where: str) -> np.ndarray:
         raise ConfigError(f"{where}: {name} holds {kind}; images must be numeric arrays (uint8 or float pixels).")
     if x.ndim not in (2, 3, 4):
         raise ConfigError(f"{where}: {name} has shape {x.shape}: expected (N, H, W), (N, C, H, W) or (N, H, W, C).")
+    if x.ndim == 4 and x.shape[1] not in CHANNELS and x.shape[3] not in CHANNELS:
+        log.warning("%s: %s has shape %s, read as (N, C, H, W) with %d channels of %dx%d: neither its second nor its "
+                    "last dimension is a channel count of 1 to 4. If its channels are last, give it as (N, C, H, W) "
+                    "(x.transpose(0, 3, 1, 2)).", where, name, x.shape, x.shape[1], x.shape[2], x.shape[3])
     x = as_nchw(x)
     if not np.isfinite(x.sum(dtype=np.float64)):  # one pass; counting the bad samples only when there are some
         bad = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())

@@ -165,9 +165,11 @@ class Trainer:
     def interrupt(self) -> None:
         """After Ctrl-C: each run not yet ended keeps what its finished epochs measured (metrics.json with status
         interrupted, HParams, best.pt) and says which epoch its last checkpoint holds, to resume from."""
-        for r in self.records:
-            if r.metrics is not None or r.failure is not None:  # it had ended (completed, diverged, pruned, failed)
-                continue
+        going = [r for r in self.records if r.metrics is None and r.failure is None]  # the others had ended
+        if going:  # testing the best model takes a while on a large test split: say what the wait is for
+            log.warning("Stopping: testing the best model and writing metrics.json; interrupt again to stop at "
+                        "once, without them.")
+        for r in going:
             with r.scope():
                 try:
                     self.conclude(r, INTERRUPTED)
