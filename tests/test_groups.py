@@ -398,6 +398,15 @@ def test_kaiming_keeps_activations_alive_in_a_deep_relu_mlp_gaussian_1e3_collaps
 
 
 # ============================================================================= regularization
+def test_the_runs_first_line_says_what_regularization_is_on_batch_norm_included():
+    """A list replaces the default [l2, batchnorm] whole: [l2,dropout] trains without batch norm, and says so."""
+    lines = {over: build(compose(over, "++data.subset=100")).summary().split(" on ")[0]
+             for over in ("regularization=[l2,dropout]", "regularization=[l2,batchnorm]", "regularization=none")}
+    assert lines == {"regularization=[l2,dropout]": "ConvNet (no batch norm, l2 0.0001, dropout 0.5)",
+                     "regularization=[l2,batchnorm]": "ConvNet (batch norm, l2 0.0001)",
+                     "regularization=none": "ConvNet (no batch norm)"}
+
+
 def test_regularization_default_is_l2_with_batchnorm_and_options_merge():
     default = compose().regularization
     assert (default.l2, default.l1, default.dropout, default.batchnorm, default.max_norm) == (1e-4, 0.0, 0.0, True, None)

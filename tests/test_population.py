@@ -386,7 +386,7 @@ def test_a_members_logging_is_its_jobs_as_under_the_basic_launcher(tmp_path: Pat
         for path in logs[launcher, "default"]:
             text = path.read_text()
             assert text.count("Sanity check: initial loss") == 1, (launcher, text)  # its own, not the other's
-            assert text.count("ConvNet on cpu: 256 train") == 1, (launcher, text)
+            assert len(re.findall(r"ConvNet \(.*\) on cpu: 256 train", text)) == 1, (launcher, text)
             assert re.search(r"completed: best val .* Run directory: " + re.escape(str(path.parent)) + "$", text,
                              re.M), (launcher, text)
     # one log file for every job (its name holds no job's value): it is kept as the jobs' one file, with each

@@ -62,10 +62,21 @@ class Experiment:
     capture_reason: Optional[str] = None  # why it is not, when it is not
 
     def summary(self) -> str:
-        """The run in one line, as its log starts: the model, the device and the splits."""
+        """The run in one line, as its log starts: the model, its regularization, the device and the splits."""
         d = self.data
-        return (f"{type(self.model).__name__} on {self.device}: {len(d.x_train)} train / {len(d.x_val)} val / "
-                f"{len(d.x_test)} test samples of shape {'x'.join(map(str, d.input_shape))}, {d.num_classes} classes")
+        return (f"{type(self.model).__name__} ({regularization_text(self.cfg.regularization)}) on {self.device}: "
+                f"{len(d.x_train)} train / {len(d.x_val)} val / {len(d.x_test)} test samples of shape "
+                f"{'x'.join(map(str, d.input_shape))}, {d.num_classes} classes")
+
+
+def regularization_text(r: DictConfig) -> str:
+    """What the merged ``regularization`` options switch on, batch norm's absence included: a list such as
+    ``regularization=[l2,dropout]`` replaces the default ``[l2, batchnorm]`` whole, batch norm with it."""
+    parts = ["batch norm" if r.batchnorm else "no batch norm"]
+    parts += [f"{name} {r[name]:g}" for name in ("l1", "l2") if r[name]]
+    parts += [f"dropout {r.dropout:g}"] if r.dropout else []
+    parts += [f"max-norm {r.max_norm:g}"] if r.max_norm is not None else []
+    return ", ".join(parts)
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
