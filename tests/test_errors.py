@@ -436,13 +436,16 @@ def test_integral_float_labels_and_uint8_or_float_pixels_are_accepted(tmp_path):
 def test_big_endian_pixels_and_arrays_expt_does_not_read_are_accepted(tmp_path, caplog):
     from expt.data import load
 
-    path = npz_file(tmp_path / "be.npz", savez(x_train=X_FLOAT.astype(">f4"), y_train=Y, notes=np.arange(3)))
+    path = npz_file(tmp_path / "be.npz", savez(x_train=X_FLOAT.astype(">f4"), y_train=Y, notes=np.arange(3),
+                                               classes=np.array(["a", "b", "c"]), idx_train=np.arange(60)))
     with caplog.at_level(logging.WARNING, logger="expt"):
         splits = load(expt.compose(["data=npz", f"data.path={path}"]).data)
     pixels = torch.cat([splits.x_train, splits.x_val, splits.x_test]).flatten()  # the three splits: every image
     assert torch.equal(pixels.sort().values, torch.from_numpy(X_FLOAT.astype(np.float32)).flatten().sort().values)
-    assert any(f"data.path={str(path)!r} holds an array named 'notes', which is not read" in w
-               for w in warnings_of(caplog))
+    said = warnings_of(caplog)
+    for name in ("notes", "classes", "idx_train"):  # names of the user's own: warned of, not refused
+        assert any(f"data.path={str(path)!r} holds an array named {name!r}, which is not read" in w for w in said)
+    assert any("'idx_train', which is not read (if it is x_train, save it under that name)" in w for w in said)
 
 
 def test_images_whose_channel_axis_cannot_be_told_are_read_channels_first_after_a_warning(tmp_path, caplog):
@@ -557,6 +560,8 @@ QUIET_SETTINGS = {
     "momentum_above_one": (["optimizer=momentum", "optimizer.momentum=1.5"],
                            "optimizer.momentum=1.5 is not allowed: a decay in [0, 1)"),
     "rmsprop_alpha_above_one": (["optimizer=rmsprop", "optimizer.alpha=1.5"], "optimizer.alpha=1.5 is not allowed"),
+    "warmup_without_end": (["schedule=warmup_cosine", "schedule.warmup_epochs=inf"],  # was int()'s traceback
+                           "schedule.warmup_epochs=inf is not allowed with schedule.per_step=false"),
 }
 
 

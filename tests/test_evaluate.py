@@ -177,6 +177,19 @@ def test_a_run_started_anew_leaves_nothing_of_the_run_before_it(snapshot_run, tm
         evaluate.evaluate_ensembles(run, snapshots=True)
 
 
+def test_a_run_in_a_directory_of_the_users_own_leaves_its_files_alone(tmp_path):
+    """No earlier run there (no metrics.json, checkpoint or events): nothing is removed, an evaluation/ folder of
+    the user's included; where an earlier run was, only python -m expt.evaluate's events leave evaluation/."""
+    project = tmp_path / "project"
+    (project / "evaluation").mkdir(parents=True)
+    (project / "evaluation" / "notes.txt").write_text("mine")
+    expt.train(expt.compose(["data.subset=100", "trainer.epochs=1", *QUIET]), run_dir=project)
+    assert (project / "evaluation" / "notes.txt").read_text() == "mine"
+    (project / "evaluation" / "events.out.tfevents.1.host.2.3").write_bytes(b"")  # as expt.evaluate writes them
+    expt.train(expt.compose(["data.subset=100", "trainer.epochs=1", *QUIET]), run_dir=project)
+    assert [p.name for p in (project / "evaluation").iterdir()] == ["notes.txt"]
+
+
 def test_snapshots_are_refused_where_there_are_none_or_several_runs(seeds):
     with pytest.raises(ConfigError, match=r"kept no epoch snapshots .* trainer.snapshots=K"):
         evaluate.evaluate_ensembles(seeds / "0", snapshots=True)

@@ -283,6 +283,32 @@ def test_a_second_process_cannot_train_in_a_run_directory_in_use(tmp_path, compo
     assert (run / LOCK_FILE).is_file()
 
 
+def test_the_printed_resume_command_reads_back_as_the_run_it_names(tmp_path, capsys):
+    """A run directory holding = and , (hydra.run.dir=outputs/${hydra.job.override_dirname}), its own config
+    directory and config name: Hydra's parser reads the printed overrides back as that directory."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from expt.__main__ import say_how_to_resume
+
+    run_dir = tmp_path / "optimizer.lr=0.1,trainer.seed=2"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    hydra_cfg = OmegaConf.create({
+        "mode": RunMode.RUN, "runtime": {"output_dir": str(run_dir), "config_sources": [
+            {"path": "expt.conf", "schema": "pkg", "provider": "main"},
+            {"path": str(tmp_path / "conf"), "schema": "file", "provider": "command-line"}]},
+        "job": {"config_name": "mine"}, "overrides": {"task": ["optimizer.lr=0.1", "trainer.seed=2"]}})
+    say_how_to_resume(hydra_cfg)
+    line = capsys.readouterr().err.strip()
+    words = shlex.split(line.split(": ", 1)[1])
+    assert words[:5] == ["python", "-m", "expt", f"--config-dir={tmp_path / 'conf'}", "--config-name=mine"]
+    parsed = OverridesParser.create().parse_overrides(words[5:])
+    assert [(o.key_or_group, o.value()) for o in parsed] == [
+        ("optimizer.lr", 0.1), ("trainer.seed", 2), ("hydra.run.dir", str(run_dir)), ("trainer.resume", str(run_dir))]
+
+
 def test_resume_from_a_checkpoint_file_of_a_finished_run(tmp_path, compose, two_epochs):
     """Resuming a run that already finished trains no more epochs and reports the same metrics."""
     import expt

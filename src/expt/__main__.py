@@ -89,6 +89,7 @@ def main(cfg: DictConfig) -> float:
 def say_how_to_resume(hydra_cfg) -> None:
     """After a stopped run whose directory holds a checkpoint: the command that continues it where it is (its
     overrides, that directory, trainer.resume), or for a job of a multirun, how to continue the sweep's jobs."""
+    import re
     import shlex
     from pathlib import Path
 
@@ -104,10 +105,15 @@ def say_how_to_resume(hydra_cfg) -> None:
               "EXPT_RESUME_OWN_CHECKPOINT=1 in the environment (each job continues from the checkpoint in its "
               "directory; a coarse_to_fine sweep skips the trials it recorded).", file=sys.stderr)
         return
+    flags = [f"--config-dir={source.path if source.schema == 'file' else f'{source.schema}://{source.path}'}"
+             for source in hydra_cfg.runtime.config_sources if source.provider == "command-line"]
+    if hydra_cfg.job.config_name not in (None, "config"):
+        flags.append(f"--config-name={hydra_cfg.job.config_name}")
     kept = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("trainer.resume=")]
-    words = ["python -m expt", *map(shlex.quote, kept), shlex.quote(f"hydra.run.dir={run_dir}"),
-             shlex.quote(f"trainer.resume={run_dir}")]
-    print(f"To resume in the same directory: {' '.join(words)}", file=sys.stderr)
+    where = str(run_dir) if re.fullmatch(r"[\w/.~+@-]+", str(run_dir)) else "'" + str(run_dir).replace(
+        "\\", "\\\\").replace("'", "\\'") + "'"  # quoted as Hydra reads a value holding = or ,
+    words = [*flags, *kept, f"hydra.run.dir={where}", f"trainer.resume={where}"]
+    print(f"To resume in the same directory: python -m expt {' '.join(map(shlex.quote, words))}", file=sys.stderr)
 
 
 def command_line(arguments: list[str]) -> Optional[argparse.Namespace]:

@@ -182,22 +182,37 @@ def check_same_data(state: dict[str, Any], fingerprint: dict[str, Any], preproce
     :meth:`expt.data.Splits.fingerprint` of this run's data; ``preprocess``: its preprocessor's statistics, fitted on
     its training images. A checkpoint written before fingerprints were kept is not checked."""
     saved = state.get("data")
+    if saved is None:
+        return
     why = None
-    if saved is not None and saved.get("samples") != fingerprint["samples"]:
+    if saved.get("samples") != fingerprint["samples"]:
         why = (f"it trained on {' / '.join(map(str, saved['samples']))} training / validation / test samples and "
                f"this run's data has {' / '.join(map(str, fingerprint['samples']))}")
-    elif saved is not None and saved.get("labels") != fingerprint["labels"]:
+    elif saved.get("labels") != fingerprint["labels"]:
         why = "its data had as many samples, with other labels (or in another order)"
-    else:
-        before = state.get("preprocess") or {}
-        if set(before) == set(preprocess) and not all(
-                torch.allclose(before[k].double().cpu(), preprocess[k].double().cpu(), rtol=1e-4, atol=1e-6)
-                for k in before if isinstance(before[k], torch.Tensor)):
-            why = "its training images had other statistics (the preprocessing fitted on them differs)"
+    elif _other_statistics(state.get("preprocess") or {}, preprocess):
+        why = "its training images had other statistics (the preprocessing fitted on them differs)"
     if why is not None:
         raise ConfigError(f"trainer.resume={str(path)!r} was trained on other data than this run's, with the same "
                           f"config: {why}. The data changed since (a file replaced or edited); restore it to resume, "
                           "or start a new run.")
+
+
+# statistics of the images themselves; a whitening's projection is left out: its eigenvectors' signs, in
+# eigenspaces of equal variance, may come out otherwise on another device for the same images
+STATISTICS = ("mean", "std", "pixel_range")
+
+
+def _other_statistics(before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """Whether the preprocessing fitted on the training images differs from the checkpoint's in a statistic of the
+    images: its shape (other images) or its values beyond float noise across devices."""
+    for key in STATISTICS:
+        a, b = before.get(key), now.get(key)
+        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or not a.numel() or not b.numel():
+            continue  # not a statistic of this preprocessing, or not fitted when the checkpoint was written
+        if a.shape != b.shape or not torch.allclose(a.double().cpu(), b.double().cpu(), rtol=1e-4, atol=1e-6):
+            return True
+    return False
 
 
 def resolve(resume: str) -> Path:

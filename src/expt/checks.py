@@ -31,6 +31,7 @@ from torch import nn
 from expt.errors import ConfigError
 from expt.predict import data_loss, logits
 from expt.loss import classification_loss, training_loss
+from expt.regularization import penalized_weights
 
 if TYPE_CHECKING:
     from expt.build import Experiment
@@ -177,13 +178,16 @@ def regularization_raises_loss(
     penalty that misses some weights, or never reaches the loss, shows up as a mismatch.
     """
     without = data_loss(model, x, y)
+    weights = {id(w) for w in penalized_weights(model)}
     with torch.no_grad():
         added = float(penalty())
-        expected_increase = strength * sum(float(p.double().square().sum()) for p in model.parameters() if p.dim() >= 2)
+        expected_increase = strength * sum(float(w.double().square().sum()) for w in penalized_weights(model))
+    # weight matrices the penalty leaves alone by design (not a Linear's or a ConvNd's): said, not failed
+    unpenalized = [name for name, p in model.named_parameters() if p.dim() >= 2 and id(p) not in weights]
     with_penalty = training_loss(without, added)  # the loss the trainer minimises and records
     increase = with_penalty - without
-    matches = math.isclose(increase, expected_increase, rel_tol=1e-4)
-    passed = math.isfinite(with_penalty) and with_penalty > without and matches
+    passed = (math.isfinite(with_penalty) and with_penalty > without
+              and math.isclose(increase, expected_increase, rel_tol=1e-4))
     hint = ""
     if not (with_penalty > without):
         hint = (
@@ -192,21 +196,20 @@ def regularization_raises_loss(
             f"sanity.reg_strength={strength} must be > 0"
         )
     elif not passed:
-        hint = (
-            f"the penalty adds {_fmt(increase)} where l2 * sum(w^2) over every weight matrix and filter is "
-            f"{_fmt(expected_increase)}: it misses some weights (a layer that is not torch.nn.Linear or ConvNd) "
-            "or counts others"
-        )
+        hint = (f"the penalty adds {_fmt(increase)} where l2 * sum(w^2) over the Linear and ConvNd weights is "
+                f"{_fmt(expected_increase)}: it is computed otherwise than documented")
     return Check(
         name="regularization_raises_loss",
         title="regularization raises loss",
         passed=passed,
         measured=with_penalty,
         expected=f"> {_fmt(without)} (loss with l2=0); l2 * sum(w^2) adds {_fmt(expected_increase)}",
-        summary=f"loss {_fmt(without)} -> {_fmt(with_penalty)} with l2={strength:g}",
+        summary=f"loss {_fmt(without)} -> {_fmt(with_penalty)} with l2={strength:g}"
+                + (f" (not penalized, as they are no Linear or ConvNd weights: {', '.join(unpenalized[:3])}"
+                   f"{', ...' if len(unpenalized) > 3 else ''})" if unpenalized else ""),
         hint=hint,
         details={"loss_without": without, "loss_with": with_penalty, "increase": increase,
-                 "expected_increase": expected_increase, "strength": strength},
+                 "expected_increase": expected_increase, "strength": strength, "unpenalized": unpenalized},
     )
 
 

@@ -157,17 +157,25 @@ def npz(path: str) -> dict[str, Any]:
     return arrays
 
 
+# other spellings of the split names expt reads, which can only mean them
+SPLIT_ALIASES = {f"{kind}_{alias}": f"{kind}_{name}" for kind in "xy"
+                 for alias, name in (("valid", "val"), ("validation", "val"), ("training", "train"))}
+
+
 def _check_array_names(arrays: dict[str, Any], where: str) -> None:
-    """Refuse an array whose name is a misspelling of one expt reads (``x_valid``, ``X_test``): the split it
-    holds would be carved out of the training images instead, without a word. Other names are warned of."""
+    """Refuse an array named as one expt reads in other letters (``X_test``) or words (``x_valid``): the split it
+    holds would be carved out of the training images instead, without a word. Any other name (``classes``,
+    ``idx_train``) is warned of, with the nearest name expt reads."""
     known = [f"{kind}_{name}" for name in SPLITS for kind in "xy"] + ["num_classes"]
     reads = f"expt reads {', '.join(known[:-1])} (and num_classes)"
     for name in sorted(set(arrays) - set(known)):
-        close = [k for k in known if k == name.lower()] or difflib.get_close_matches(name.lower(), known, 1, 0.75)
-        if close:
-            raise ConfigError(f"{where} holds an array named {name!r}, which is not read (did you mean {close[0]}?): "
+        meant = SPLIT_ALIASES.get(name.lower(), name.lower())
+        if meant in known:
+            raise ConfigError(f"{where} holds an array named {name!r}, which is not read (did you mean {meant}?): "
                               f"{reads}; save it under that name.")
-        log.warning("%s holds an array named %r, which is not read (%s).", where, name, reads)
+        near = difflib.get_close_matches(name.lower(), known, 1, 0.75)
+        log.warning("%s holds an array named %r, which is not read%s (%s).", where, name,
+                    f" (if it is {near[0]}, save it under that name)" if near else "", reads)
 
 
 CHANNELS = (1, 2, 3, 4)  # channel counts told apart from image sides: (N, C, H, W) when dim 1 is one, else (N, H, W, C)
@@ -371,9 +379,11 @@ def _given_classes(num_classes: Any, key: str, splits: dict[str, np.ndarray], wh
         y = splits.get(f"y_{s}")
         if y is not None and int(y.max()) >= num_classes:
             over = np.unique(y[y >= num_classes])
-            whole = s == "train" and not ("y_val" in splits and "y_test" in splits)  # the splits are carved later
+            carved = [n for n, k in (("validation", "y_val"), ("test", "y_test")) if k not in splits]
+            before = (f" (before the {' and '.join(carved)} split{'s are' if len(carved) > 1 else ' is'} carved out "
+                      "of it)") if s == "train" and carved else ""
             raise ConfigError(
-                f"{where}: y_{s}{' (before the validation and test splits are carved out of it)' if whole else ''} "
+                f"{where}: y_{s}{before} "
                 f"holds {_examples(over)} ({int((y >= num_classes).sum())} of {len(y)} labels) "
                 f"but {key}={num_classes}; labels must be integers from 0 to {num_classes - 1}"
                 + (" (raise data.num_classes, or leave it null to take the largest label + 1)." if key.startswith("data")

@@ -241,9 +241,11 @@ def _extract_tar_gz(archive: Path, dest: Path) -> None:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
     except OSError as exc:
-        if exc.errno in UNWRITABLE and exc.filename is not None and Path(exc.filename).is_relative_to(dest):
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # a write that fills the disk names no file
+        if full or (exc.errno in UNWRITABLE and exc.filename is not None and Path(exc.filename).is_relative_to(dest)):
             raise DatasetNotFound(  # the archive is fine: the place it is extracted into cannot take the files
-                f"{archive} could not be extracted into {dest} ({exc.strerror}: {exc.filename}): extract it where "
+                f"{archive} could not be extracted into {dest} ({exc.strerror}"
+                f"{f': {exc.filename}' if exc.filename else ''}): extract it where "
                 f"you can write (tar xzf {archive} -C <directory>) and give that directory as data.root, or give a "
                 "data.root you can write.") from exc
         raise DatasetCorrupt(f"{archive} could not be extracted ({exc}). Delete it and download it again.") from exc

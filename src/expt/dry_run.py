@@ -105,7 +105,7 @@ def _check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"schedule.eta_min={eta_min} is not allowed with optimizer.lr={lr}: the rate anneals "
                           "down to eta_min, so it must be below optimizer.lr (0 is usual).")
     warmup = schedule.get("warmup_epochs")
-    if not per_step and isinstance(warmup, float) and warmup != int(warmup):
+    if not per_step and isinstance(warmup, float) and not warmup.is_integer():  # inf and nan too
         raise ConfigError(f"schedule.warmup_epochs={warmup} is not allowed with schedule.per_step=false: a whole "
                           "number of epochs (a fraction of an epoch needs schedule.per_step=true, which counts the "
                           "warm-up in batches).")

@@ -384,13 +384,14 @@ class Dashboard:
         attempt's session would stay what the HParams tab shows after the run resumed and ended."""
         from torch.utils.tensorboard.writer import FileWriter
 
-        for path in self.run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"):
-            with contextlib.suppress(OSError):
-                path.unlink()
+        before = set(self.run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"))
         writer = FileWriter(str(self.run_dir), filename_suffix=SESSION_SUFFIX)
         for summary in summaries:
             writer.add_summary(summary)
         writer.close()
+        for path in before:  # once the new one is whole: a kill in between leaves a session, not none
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def close(self) -> None:
         """Write what is left, then close the event file."""

@@ -15,7 +15,6 @@ import contextlib
 import functools
 import logging
 import math
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -172,18 +171,19 @@ class RunRecord:
         files, checkpoints (last.pt, best.pt, the snapshots), metrics.json and what ``python -m expt.evaluate``
         wrote there go before this run writes anything, so no reader mixes the two runs (an ensemble of the
         earlier run's snapshots, its metrics beside this run's best.pt)."""
+        earlier = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST, self.run_dir / METRICS_FILE]
+        if not self.dashboard.earlier and not any(path.is_file() for path in earlier):
+            return  # no earlier run here: a directory of the user's own is left as it is
         removed = self.dashboard.forget_earlier_run()
-        files = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST,
-                 *checkpoint.snapshots(self.ckpt_dir).values(), self.run_dir / METRICS_FILE,
-                 self.run_dir / EVALUATION_FILE]
+        board = self.run_dir / EVALUATION_DIR  # python -m expt.evaluate's events; nothing else there is touched
+        files = [*earlier, *checkpoint.snapshots(self.ckpt_dir).values(), self.run_dir / EVALUATION_FILE,
+                 *(board.glob("events.out.tfevents.*") if board.is_dir() else ())]
         for path in files:
             with contextlib.suppress(OSError):  # absent; or not removable, and then this run's write says why
                 path.unlink()
                 removed += 1
-        board = self.run_dir / EVALUATION_DIR
-        if board.is_dir():
-            shutil.rmtree(board, ignore_errors=True)
-            removed += 1
+        with contextlib.suppress(OSError):  # left where it holds anything else
+            board.rmdir()
         if removed:
             log.info("This run starts anew in %s: the %d file(s) of the run before it were removed (its events, "
                      "checkpoints, metrics and evaluation).", self.run_dir, removed)
@@ -279,9 +279,9 @@ class RunRecord:
         if t.resume:
             self.resume(checkpoint.resolve(t.resume), engine)
         else:
+            self.forget_earlier_run()  # first: a stop while the loss at init is measured leaves no mix of the two runs
             self.initial_loss = self.training_loss() if initial_loss is None else initial_loss
             log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
-            self.forget_earlier_run()
         self.dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
         self.threshold = t.divergence_factor * self.initial_loss
 
