@@ -136,9 +136,9 @@ def loss_at_init(
             "the activations feeding the classifier have a non-zero mean (ReLU, GELU, SiLU) and the classifier's "
             "weights are large; init.classifier_scale (0.05) starts the logits near 0"
         )
-    elif loss > high and len(x) and float(x.abs().max()) > LARGE_INPUT:
+    elif loss > high and (peak := float(x.abs().max()) if len(x) else 0.0) > LARGE_INPUT:  # measured on failure only
         hint = (
-            f"the inputs reach {_fmt(float(x.abs().max()))}: pixels on a 0-255 scale, unscaled (preprocessing=none "
+            f"the inputs reach {_fmt(peak)}: pixels on a 0-255 scale, unscaled (preprocessing=none "
             "keeps float pixels as they are; uint8 ones are scaled to 0-1)? Scale them to [0, 1], or standardize "
             "them (preprocessing=per_channel_standardize)"
         )
@@ -169,21 +169,23 @@ def loss_at_init(
 def regularization_raises_loss(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, penalty: Callable[[], "torch.Tensor | float"], strength: float
 ) -> Check:
-    """Check 2: the initial loss with an L2 penalty of ``strength`` exceeds the loss with strength 0.
+    """Check 2: the initial loss with an L2 penalty of ``strength`` exceeds the loss with strength 0, by
+    ``strength * sum(w^2)`` over the Linear and ConvNd weights (relative error 1e-4).
 
     ``penalty()`` is the penalty the trainer would add with L2 strength ``strength``. With
-    strength 0 the loss is the data loss alone. The report also shows the increase an L2
-    penalty should give, ``strength * sum(w^2)`` over every parameter with two or more
-    dimensions (the conv and linear weights; not biases or batch-norm parameters), so a
-    penalty that misses some weights, or never reaches the loss, shows up as a mismatch.
+    strength 0 the loss is the data loss alone; with it, the loss the trainer records
+    (:func:`expt.loss.training_loss`). A penalty that never reaches the loss, or is computed otherwise
+    than documented, fails; weight matrices of other kinds, which the penalty leaves alone by design,
+    are named in the summary.
     """
     without = data_loss(model, x, y)
-    weights = {id(w) for w in penalized_weights(model)}
+    penalized = penalized_weights(model)
     with torch.no_grad():
         added = float(penalty())
-        expected_increase = strength * sum(float(w.double().square().sum()) for w in penalized_weights(model))
+        expected_increase = strength * sum(float(w.double().square().sum()) for w in penalized)
     # weight matrices the penalty leaves alone by design (not a Linear's or a ConvNd's): said, not failed
-    unpenalized = [name for name, p in model.named_parameters() if p.dim() >= 2 and id(p) not in weights]
+    ids = {id(w) for w in penalized}
+    unpenalized = [name for name, p in model.named_parameters() if p.dim() >= 2 and id(p) not in ids]
     with_penalty = training_loss(without, added)  # the loss the trainer minimises and records
     increase = with_penalty - without
     passed = (math.isfinite(with_penalty) and with_penalty > without
