@@ -313,7 +313,7 @@ def test_cifar_from_archive(tmp_path: Path) -> None:
     pack_cifar(tmp_path / "src", root / "cifar-10-python.tar.gz")
     check_cifar(load_cifar10(str(root), download=False), expected)
     assert sorted(p.name for p in (root / "cifar-10-batches-py").iterdir()) == sorted(CIFAR_BATCHES)
-    assert not list(root.rglob("*.part"))
+    assert not list(root.rglob("*.tmp"))  # no temporary file left beside the batches
 
 
 def test_cifar_missing_without_download(tmp_path: Path) -> None:
@@ -371,7 +371,7 @@ def test_cifar_archive_in_a_directory_that_cannot_be_written_is_not_called_corru
     extraction creates its first file: as root, chmod cannot make a directory read-only."""
     import errno
 
-    from expt import dataset_formats
+    from expt import files
 
     write_cifar(tmp_path / "src")
     root = tmp_path / "shared"
@@ -382,7 +382,7 @@ def test_cifar_archive_in_a_directory_that_cannot_be_written_is_not_called_corru
         path = os.path.join(directory, f"{prefix}x{suffix}")
         raise OSError(errno.EROFS, "Read-only file system", path)
 
-    monkeypatch.setattr(dataset_formats, "temporary_beside", read_only)
+    monkeypatch.setattr(files, "temporary_beside", read_only)
     with pytest.raises(DatasetNotFound) as info:
         load_cifar10(str(root), download=False)
     message = str(info.value)

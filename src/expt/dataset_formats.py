@@ -18,7 +18,6 @@ import functools
 import gzip
 import logging
 import math
-import os
 import pickle
 import shutil
 import struct
@@ -29,7 +28,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from expt.files import temporary_beside
+from expt.files import replacing
 
 log = logging.getLogger("expt.standard_datasets")  # the datasets speak under one name, as they did as one module
 
@@ -229,17 +228,10 @@ def _extract_tar_gz(archive: Path, dest: Path) -> None:
                         f"{archive} contains {member.name!r}, which is not a regular file or "
                         "directory; refusing to extract it."
                     )
-                target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
                 assert source is not None
-                fd, tmp = temporary_beside(target.parent, f".{target.name}.", ".part")
-                try:
-                    with os.fdopen(fd, "wb") as out:
-                        shutil.copyfileobj(source, out, CHUNK)
-                    os.replace(tmp, target)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                with replacing(target) as out:
+                    shutil.copyfileobj(source, out, CHUNK)
     except OSError as exc:
         full = exc.errno in (errno.ENOSPC, errno.EDQUOT)  # a write that fills the disk names no file
         if full or (exc.errno in UNWRITABLE and exc.filename is not None and Path(exc.filename).is_relative_to(dest)):

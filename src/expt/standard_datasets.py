@@ -36,7 +36,7 @@ from expt.dataset_formats import (
     read_cifar10,
     read_mnist_format,
 )
-from expt.files import temporary_beside
+from expt.files import replacing
 
 __all__ = [
     "DatasetNotFound", "DatasetCorrupt", "load_mnist", "load_fashion_mnist", "load_cifar10", "find", "search_dirs",
@@ -226,24 +226,20 @@ def _download(urls: Sequence[str], dest: Path, md5: str, timeout: float = _TIMEO
 
 
 def _fetch(url: str, dest: Path, md5: str, timeout: float) -> None:
-    """Stream ``url`` into a temporary file beside ``dest``, check its MD5, then rename it."""
+    """Stream ``url`` into a temporary file beside ``dest``, check its MD5, then rename it (:func:`expt.files.replacing`:
+    a failed or wrong download leaves nothing behind)."""
     log.info("Downloading %s to %s", url, dest)
-    fd, tmp = temporary_beside(dest.parent, f".{dest.name}.", ".part")  # OSError: not writable
     try:
         digest = hashlib.md5(usedforsecurity=False)
         request = urllib.request.Request(url, headers={"User-Agent": "expt"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as response:
+        with replacing(dest) as out, urllib.request.urlopen(request, timeout=timeout) as response:
             while chunk := response.read(CHUNK):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != md5:
-            raise _DownloadError(f"MD5 checksum mismatch: expected {md5}, got {digest.hexdigest()}")
-        os.replace(tmp, dest)
+            if digest.hexdigest() != md5:
+                raise _DownloadError(f"MD5 checksum mismatch: expected {md5}, got {digest.hexdigest()}")
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise _DownloadError(str(exc) or type(exc).__name__) from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # --------------------------------------------------------------------------- MNIST and Fashion-MNIST (IDX)
