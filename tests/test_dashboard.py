@@ -944,3 +944,29 @@ def test_on_cuda_the_histograms_and_their_copy_to_the_host_never_wait_for_the_de
     background.drain()
     assert torch.equal(seen[0], table.cpu())
     assert seen[0][:, 2].tolist() == [1000, 1 << 16]
+
+
+def test_an_event_file_cut_back_to_a_checkpoint_keeps_each_axis_up_to_it_and_drops_a_torn_record(tmp_path):
+    """cut_after keeps step losses up to the checkpoint's training step and epoch scalars up to its epoch, keeps
+    events without a summary, and stops at a record the kill cut short; TensorBoard reads the result."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from expt.dashboard.events import cut_after
+    from expt.dashboard.writer import per_step
+
+    with SummaryWriter(str(tmp_path)) as writer:
+        for step in range(1, 13):
+            writer.add_scalar("loss/train", 1.0 / step, step)
+            writer.add_scalar(f"{dashboard.UPDATE_RATIO}/0.Linear", -3.0, step)
+        for epoch in range(1, 4):
+            writer.add_scalar("accuracy/val", epoch / 10, epoch)
+    (path,) = tmp_path.glob("events.out.tfevents.*")
+    with path.open("ab") as f:
+        f.write(b"\x40\x00\x00\x00\x00\x00")  # the first bytes of one more record's length: the kill came here
+    assert cut_after(path, epoch=2, step=8, per_step=per_step) == 4 + 4 + 1
+    acc = read_events(tmp_path)
+    assert [e.step for e in acc.Scalars("loss/train")] == list(range(1, 9))
+    assert [e.step for e in acc.Scalars(f"{dashboard.UPDATE_RATIO}/0.Linear")] == list(range(1, 9))
+    assert [(e.step, round(e.value, 6)) for e in acc.Scalars("accuracy/val")] == [(1, 0.1), (2, 0.2)]
+    before = path.read_bytes()
+    assert cut_after(path, epoch=2, step=8, per_step=per_step) == 0 and path.read_bytes() == before

@@ -134,6 +134,32 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_metrics(tmp_path
     assert status.read_metrics(killed)["test_acc"] == pytest.approx(straight["test_acc"], rel=1e-6)
 
 
+def test_a_run_resumed_in_its_own_directory_shows_each_step_once_in_tensorboard(tmp_path, compose, straight_run):
+    """Killed after epoch 3's events but before its last.pt (which holds epoch 2): the resumed run trains epoch 3
+    again, and TensorBoard reads every curve with each step once, the values those of the run that never stopped."""
+    import expt
+    from expt.faults import ENV
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    killed = tmp_path / "killed"
+    proc = run_cli(*CRASH_OVERRIDES, f"hydra.run.dir={killed}", cwd=tmp_path, env={ENV: "last.pt:written@3"})
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert checkpoint.load(killed / "checkpoints" / checkpoint.LAST)["epoch"] == 2
+    resumed = expt.train(compose(*CRASH_OVERRIDES, f"trainer.resume={killed}"), run_dir=killed)
+
+    events = EventAccumulator(str(killed), size_guidance={"scalars": 0})
+    events.Reload()
+    val = events.Scalars("accuracy/val")
+    assert [e.step for e in val] == [1, 2, 3, 4, 5]
+    assert [e.value for e in val] == pytest.approx([row["val_acc"] for row in straight_run["history"] if row["epoch"] > 0],
+                                                rel=1e-6)
+    losses = [e.step for e in events.Scalars("loss/train")]  # every step is logged
+    assert losses == list(range(1, len(losses) + 1)) and len(losses) % 5 == 0
+    ratios = [e.step for e in events.Scalars("diagnostics/update_ratio_log10/reference_1e-3")]
+    assert ratios == sorted(set(ratios)) and ratios[-1] == len(losses)
+    assert resumed["final_train_loss"] == pytest.approx(straight_run["final_train_loss"], rel=1e-6)
+
+
 @pytest.mark.slow
 def test_a_run_killed_after_a_snapshot_resumes_to_the_same_snapshots(tmp_path, compose):
     """trainer.snapshots: killed after epoch 3's snapshot but before its last.pt, the resumed run replays

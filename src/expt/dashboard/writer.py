@@ -66,6 +66,7 @@ from expt.dashboard.diagnostics import (
     weight_tensors,
 )
 from expt.dashboard.diagnosis import diagnose
+from expt.dashboard.events import cut_after
 from expt.dashboard.hparams import (
     HPARAM_METRICS, STATUS, DIAGNOSIS, TABLE_METRICS, SweepContext, declared_columns, hparams_summaries, run_hparams,
     run_label, sweep_context,
@@ -78,6 +79,14 @@ SCALARS = (("loss/val", "val_loss"), ("accuracy/train", "train_acc"), ("accuracy
            ("loss/val_ema", "ema_val_loss"), ("accuracy/val_ema", "ema_val_acc"))  # the averaged weights (trainer.ema)
 UPDATE_RATIO = "diagnostics/update_ratio_log10"
 UPDATE_REFERENCE = f"{UPDATE_RATIO}/reference_1e-3"  # a flat line at -3 on the update-ratio chart
+
+
+def per_step(tag: str) -> bool:
+    """Whether ``tag``'s step is the training step (the step losses, the update ratios); every other tag's is the
+    epoch."""
+    return tag == "loss/train" or tag.startswith(UPDATE_RATIO + "/")
+
+
 # The custom-scalars page: category -> chart title -> ["Multiline", tag regexes]. The recipe's pair comes first.
 LAYOUT = {
     "recipe: train vs val (per epoch, same measurement)": {
@@ -164,6 +173,13 @@ class Dashboard:
                 removed += 1
         self.earlier = []
         return removed
+
+    def forget_after(self, epoch: int, step: int) -> int:
+        """A run resumed from its own checkpoint of ``epoch`` (training step ``step``) trains again what its
+        earlier process trained after it: that process's events past the checkpoint go from its event files
+        (:func:`expt.dashboard.events.cut_after`), so each curve goes on from the checkpoint once instead of
+        running back on itself. Returns how many events were removed."""
+        return sum(cut_after(path, epoch, step, per_step) for path in self.earlier)
 
     def start(self, exp: Any, probe_idx: torch.Tensor, epoch: int = 0) -> None:
         """Attach the experiment (``expt.build.Experiment``); write the config, model summary and graph,

@@ -265,6 +265,11 @@ class RunRecord:
                      "averaged": state["best_averaged"]}
         if path.resolve() != (self.ckpt_dir / checkpoint.LAST).resolve():
             checkpoint.copy(path, self.ckpt_dir / checkpoint.LAST)
+        else:  # this directory's own run: what it wrote after the checkpoint is trained again
+            removed = self.dashboard.forget_after(self.epoch, self.epoch * e.steps_per_epoch)
+            if removed:
+                log.info("The %d event(s) written after epoch %d's checkpoint were removed: they are trained again.",
+                         removed, self.epoch)
         self.best_written = False
         self.save_best()  # best.pt as last.pt has it, whatever a kill between the two writes left behind
         self.saved_epoch = self.epoch

@@ -1,0 +1,61 @@
+"""An earlier process's event files, cut back to a checkpoint.
+
+A run resumed from its own ``last.pt`` trains again the steps its first process took after that checkpoint
+(a kill in the middle of an epoch, or between an epoch's events and its checkpoint). Those steps' events are
+already in the first process's event file, so each curve would run back on itself where the two meet.
+TensorBoard's own answer, a ``SessionLog.START`` event at the restart's step, drops every tag's events past
+one step number; a run's tags count on two axes (the training step and the epoch), so :func:`cut_after`
+rewrites the file itself, leaving out the events past the checkpoint on each axis.
+
+An event file is a sequence of TFRecords: a little-endian uint64 length, the masked CRC-32C of those 8
+bytes, the serialized ``Event``, and the masked CRC-32C of the data. A record cut short by the kill ends
+the file; everything before it is kept as it was.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Callable, Iterator
+
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.summary.writer import record_writer
+
+from expt.files import replacing
+
+
+def records(data: bytes) -> Iterator[bytes]:
+    """The serialized events of an event file's bytes, up to the first record cut short or damaged."""
+    offset = 0
+    while offset + 12 <= len(data):
+        header = data[offset:offset + 8]
+        (length,) = struct.unpack("<Q", header)
+        (crc,) = struct.unpack("<I", data[offset + 8:offset + 12])
+        end = offset + 12 + length + 4
+        if crc != record_writer.masked_crc32c(header) or end > len(data):
+            return
+        yield data[offset + 12:end - 4]
+        offset = end
+
+
+def cut_after(path: Path, epoch: int, step: int, per_step: Callable[[str], bool]) -> int:
+    """Rewrite the event file ``path`` without its events past the checkpoint: a summary whose tags count
+    training steps (``per_step(tag)``) is kept up to training step ``step``, any other summary up to ``epoch``;
+    events without a summary (the file's version, the graph) are kept. Returns how many events went; the
+    file is left untouched when none did, and replaced in one rename when some did."""
+    kept: list[bytes] = []
+    removed = 0
+    for raw in records(path.read_bytes()):
+        event = Event.FromString(raw)
+        tags = [value.tag for value in event.summary.value] if event.HasField("summary") else []
+        limit = step if tags and all(per_step(tag) for tag in tags) else epoch
+        if tags and event.step > limit:
+            removed += 1
+        else:
+            kept.append(raw)
+    if removed:
+        with replacing(path) as f:
+            writer = record_writer.RecordWriter(f)
+            for raw in kept:
+                writer.write(raw)
+    return removed
