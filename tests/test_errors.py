@@ -991,3 +991,16 @@ def test_two_channels_last_are_read_as_channels():
     assert as_nchw(np.zeros((5, 8, 6, 2), dtype=np.float32)).shape == (5, 2, 8, 6)
     assert as_nchw(np.zeros((5, 2, 8, 6), dtype=np.float32)).shape == (5, 2, 8, 6)
     assert as_nchw(np.zeros((5, 8, 6, 3), dtype=np.uint8)).shape == (5, 3, 8, 6)
+
+
+def test_a_warm_up_as_long_as_the_run_is_warned_of(caplog):
+    """warmup_cosine's warm-up of 2 epochs in a run of 2: the rate never reaches optimizer.lr; said, not refused
+    (a preset shortened to try it is such a run)."""
+    with caplog.at_level("WARNING", logger="expt"):
+        validate(expt.compose(["schedule=warmup_cosine", "trainer.epochs=2"]))
+    assert ("schedule.warmup_epochs=2 is not below trainer.epochs=2: the run ends inside its warm-up, so its rate never "
+            "reaches optimizer.lr=0.001") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="expt"):
+        validate(expt.compose(["schedule=warmup_cosine", "trainer.epochs=3"]))
+    assert "warm-up" not in caplog.text

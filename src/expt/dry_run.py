@@ -9,6 +9,7 @@ parameter, so that a value the class itself rejects stops the run before trainin
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Callable
 
@@ -21,6 +22,8 @@ from expt.schedule import LearningRate
 MAX_DRY_RUN_EPOCHS = 10_000  # the schedule's rates are checked for at most this many epochs
 PER_STEP = "per_step"  # a schedule option's key saying it steps every batch; not passed to its class
 DRY_RUN_STEPS = 10
+
+log = logging.getLogger(__name__)
 
 
 def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> Any:
@@ -79,7 +82,8 @@ def _check_settings(cfg: DictConfig) -> None:
     RMSprop decay outside [0, 1) (diverges), a StepLR period or plateau patience below 1 or 0 or a fraction (a
     cut every epoch; StepLR's ``epoch % 2.5``), a plateau schedule stepped per batch (it steps on epochs' validation
     losses), an annealing floor ``eta_min`` at or above ``optimizer.lr`` (a cosine that climbs), and a
-    per-epoch warm-up of a fraction of an epoch (rounded: 0.5 gives none)."""
+    per-epoch warm-up of a fraction of an epoch (rounded: 0.5 gives none). A warm-up as long as the run is warned
+    of, not refused: a preset's run shortened to an epoch or two, to try it, is one."""
     optimizer, schedule = cfg.optimizer, cfg.schedule
     if str(optimizer.get("_target_", "")).startswith("torch.optim."):
         for key in ("momentum", "alpha"):
@@ -109,6 +113,11 @@ def _check_settings(cfg: DictConfig) -> None:
         raise ConfigError(f"schedule.warmup_epochs={warmup} is not allowed with schedule.per_step=false: a whole "
                           "number of epochs (a fraction of an epoch needs schedule.per_step=true, which counts the "
                           "warm-up in batches).")
+    epochs = cfg.trainer.get("epochs")
+    if (isinstance(warmup, (int, float)) and _whole(epochs, 1) and warmup >= epochs
+            and target.endswith(".warmup_cosine")):  # a schedule of one's own may mean its warm-up otherwise
+        log.warning("schedule.warmup_epochs=%s is not below trainer.epochs=%d: the run ends inside its warm-up, so its "
+                    "rate never reaches optimizer.lr=%s.", warmup, epochs, lr)
 
 
 def _attempt(cfg: DictConfig, group: str, fn: Callable[[], Any]) -> Any:
