@@ -8,6 +8,7 @@ path, which would miss ``expt.conf`` (``conf/`` is installed as that package).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -155,6 +156,21 @@ def wait_for_pause(marker: Path, proc: subprocess.Popen, what: str = "the run") 
         assert proc.poll() is None, f"{what} ended (exit code {proc.returncode}) before it reached its pause"
         time.sleep(0.01)
     pytest.fail(f"{what} never reached its pause")
+
+
+@contextlib.contextmanager
+def lock_held_elsewhere(run_dir: Path):
+    """Another process holds ``run_dir``'s lock (as a run training there does) for the ``with`` body; yields its pid."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, pathlib; from expt.files import only_writer; from expt.errors import "
+         "StorageError\nwith only_writer(pathlib.Path(sys.argv[1]), StorageError):\n    print('held', flush=True); "
+         "sys.stdin.read()", str(run_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def read_metrics(run_dir: Path) -> dict:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import run_cli
+from conftest import lock_held_elsewhere, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import expt
@@ -520,6 +520,26 @@ def test_a_member_whose_own_work_fails_stops_alone_as_under_the_basic_launcher(t
     for together, alone in zip(runs["population"], runs["basic"]):
         assert together["status"] == "completed"
         assert_same_run(together, alone, 1e-5)
+
+
+def test_a_member_whose_directory_another_process_trains_in_fails_alone_and_writes_nothing_there(
+        tmp_path: Path) -> None:
+    """The same sweep started twice into one sweep directory: job 1's directory is held by another process. Job 1
+    fails naming that process, before the population writes anything there (its .hydra/ included); jobs 0 and 2
+    train together and complete."""
+    job1 = tmp_path / "sweep" / "1"
+    job1.mkdir(parents=True)
+    with lock_held_elsewhere(job1) as pid:
+        done = multirun(tmp_path, *CONVNET, "optimizer.lr=1e-3,3e-3,1e-2", check=False)
+        # the lock file, and the job's log (appended to, as Hydra does for any job): no .hydra/, events or checkpoints
+        assert sorted(p.name for p in job1.iterdir()) == [".expt.lock", "expt.log"]
+    said = done.stdout + done.stderr
+    assert done.returncode == 1 and "Traceback" not in said, said[-3000:]
+    assert (f"job 1: Error: another process (pid {pid}) is training in {job1}: wait for it to end or stop it, or train "
+            "elsewhere (hydra.sweep.dir=...). This job stops; the other jobs go on.") in said
+    assert "population of 2: jobs 0, 2" in said
+    for job in (0, 2):
+        assert json.loads((tmp_path / "sweep" / str(job) / "metrics.json").read_text())["status"] == "completed"
 
 
 @pytest.mark.slow

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 import torch
-from conftest import PAUSE, QUIET, cli_env, finish, numbers, pause_env, read_metrics, run_cli, start_cli, wait_for_pause
+from conftest import (PAUSE, QUIET, cli_env, finish, lock_held_elsewhere, numbers, pause_env, read_metrics, run_cli, start_cli,
+                      wait_for_pause)
 
 from expt import checkpoint, status
 
@@ -284,27 +285,17 @@ def test_a_second_process_cannot_train_in_a_run_directory_in_use(tmp_path, compo
     """A run resumed while it still runs (or a requeued job whose first attempt lives on) would write the same
     checkpoints and events: the second is refused, naming the first; once the first ends, the directory is free
     again, however it ended (the operating system releases the lock)."""
-    import sys
-
     import expt
     from expt.errors import StorageError
     from expt.files import LOCK_FILE
 
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen(  # a process that holds the run directory's lock, as a training run does
-        [sys.executable, "-c", "import sys, pathlib; from expt.files import only_writer; from expt.errors import "
-         "StorageError\nwith only_writer(pathlib.Path(sys.argv[1]), StorageError):\n    print('held', flush=True); "
-         "sys.stdin.read()", str(run)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        busy = rf"another process \(pid {holder.pid}\) is training in {re.escape(str(run))}"
+    with lock_held_elsewhere(run) as pid:
+        busy = rf"another process \(pid {pid}\) is training in {re.escape(str(run))}"
         with pytest.raises(StorageError, match=busy):
             expt.train(compose("data.subset=100", "trainer.epochs=1"), run_dir=run)
         assert not (run / "metrics.json").exists() and not (run / "checkpoints").exists()
-    finally:
-        holder.kill()
-        holder.wait()
     assert expt.train(compose("data.subset=100", "trainer.epochs=1"), run_dir=run)["status"] == "completed"
     assert (run / LOCK_FILE).is_file()
 

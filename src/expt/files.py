@@ -53,12 +53,13 @@ LOCK_FILE = ".expt.lock"  # in a run directory, held while a process trains ther
 
 
 @contextlib.contextmanager
-def only_writer(directory: Path, busy: type[Exception]) -> Iterator[None]:
+def only_writer(directory: Path, busy: type[Exception], setting: str = "hydra.run.dir") -> Iterator[None]:
     """Hold ``directory``'s lock file for the ``with`` body; raise ``busy`` (a message naming the process that holds
     it) when another process holds it: two processes training into one run directory (a run resumed while it still
     runs, a requeued job whose first attempt lives on) would each write the other's checkpoints and events. The
-    operating system releases the lock when its process ends, however it ends. Where there is no ``fcntl``
-    (Windows), nothing is locked."""
+    operating system releases the lock when its process ends, however it ends. ``setting`` is the key that gives the
+    run another directory (``hydra.sweep.dir`` for a job of a multirun). Where there is no ``fcntl`` (Windows),
+    nothing is locked."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -79,7 +80,7 @@ def only_writer(directory: Path, busy: type[Exception]) -> Iterator[None]:
         holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
         raise busy(f"another process (pid {holder}) is training in {directory}: wait for it to end or stop it, "
-                   "or give this run another directory (hydra.run.dir=...)")
+                   f"or train elsewhere ({setting}=...).")
     try:
         if held:
             os.ftruncate(fd, 0)

@@ -58,7 +58,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     sweep = sweep if sweep is not None else SweepTrial.read()
     run_dir.mkdir(parents=True, exist_ok=True)
-    with only_writer(run_dir, StorageError):
+    with only_writer(run_dir, StorageError, "hydra.sweep.dir" if in_sweep() else "hydra.run.dir"):
         return _train(cfg, run_dir, sweep)
 
 

@@ -16,7 +16,8 @@ run) or raises the error that stopped the population; the launcher's task functi
 member, but a task function that records its trial as the job ends (the coarse-to-fine sweeper's
 ``RecordingTask``, through its ``around``) records the member's as its job ends. A sweeper therefore reads
 a member's result from its ``JobReturn`` as it reads a lone run's. On Ctrl-C every member keeps what its
-finished epochs measured, as a lone run does. Jobs that cannot join a group, and every job of a group
+finished epochs measured, as a lone run does. A member's directory is locked while its group trains, as a lone
+run's is (a job whose directory another process holds fails alone). Jobs that cannot join a group, and every job of a group
 whose population failed to start, run one at a time through ``run_job`` and the launcher's task
 function, like the basic launcher.
 """
@@ -39,9 +40,11 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 
 from expt.config import to_yaml
-from expt.errors import ConfigError
+from expt.errors import ConfigError, StorageError
+from expt.files import only_writer
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
+from hydra_plugins.expt_sweeper.errors import TrialStorageError
 
 from ._compose import Composer
 
@@ -318,14 +321,35 @@ class PopulationLauncherImpl:
                            ("overrides.yaml", to_yaml(config.hydra.overrides.task))):
             (out / name).write_text(text, encoding="utf-8")
 
-    def _train_group(self, group: List[_Job]) -> Optional[Dict[int, Any]]:
-        """Train the group as one population: each job's metrics (or the error that stopped it) by job number, or
-        None if it could not start."""
+    def _train_group(self, group: List[_Job]) -> Dict[int, Any]:
+        """Train the group as one population: each job's metrics (or the error that stopped it) by job number. A job
+        left out of the answer runs alone (its population could not start).
+
+        Each member's directory is locked first, as a lone run's is (:func:`expt.files.only_writer`), and held while
+        the group trains: a job whose directory another process trains in (the same sweep started twice) fails
+        alone with that process's pid, before anything of its directory is written, and the others train on."""
+        with contextlib.ExitStack() as locks:
+            busy: Dict[int, Any] = {}
+            members: List[_Job] = []
+            for job in group:
+                assert job.output_dir is not None
+                job.output_dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    locks.enter_context(only_writer(job.output_dir, StorageError, "hydra.sweep.dir"))
+                except StorageError as exc:  # as a lone job's: the message alone, and the other jobs go on
+                    log.error("job %d: Error: %s This job stops; the other jobs go on.", job.num, exc)
+                    busy[job.num] = TrialStorageError(str(exc))
+                else:
+                    members.append(job)
+            return {**busy, **(self._train_members(members) if members else {})}
+
+    def _train_members(self, group: List[_Job]) -> Dict[int, Any]:
+        """:meth:`_train_group`'s training of the jobs whose directories it holds; empty if they could not start."""
         from expt.population import Population
 
         assert all(job.output_dir is not None and job.task_cfg is not None for job in group)
         log.info("population of %d: jobs %s", len(group), ", ".join(str(job.num) for job in group))
-        before = {job.num: set(job.output_dir.rglob("*")) if job.output_dir.exists() else set() for job in group}
+        before = {job.num: set(job.output_dir.rglob("*")) for job in group}
         for job in group:
             self._write_job_files(job)  # a member's only: run_job writes a lone job's
         started: Optional[Exception] = None  # why the population could not start
@@ -354,7 +378,7 @@ class PopulationLauncherImpl:
                     if path.suffix != ".log":
                         with contextlib.suppress(OSError):
                             path.rmdir() if path.is_dir() else path.unlink()
-            return None
+            return {}
         if failed is not None:
             log.error("the population of jobs %s failed: %s: %s", nums, type(failed).__name__, failed)
             results = {job.num: failed for job in group}
@@ -440,9 +464,9 @@ class PopulationLauncherImpl:
         self.groups = [[job.num for job in group] for group in groups]
         returns: Dict[int, JobReturn] = {}
         for group in groups:
-            results = self._train_group(group) if len(group) > 1 else None
+            results = self._train_group(group) if len(group) > 1 else {}
             for job in group:
-                returns[job.num] = (self._run(job, self.task_function) if results is None
-                                    else self._member_return(job, results[job.num]))
+                returns[job.num] = (self._member_return(job, results[job.num]) if job.num in results
+                                    else self._run(job, self.task_function))
                 _configure_log(self.config, self.hydra_context)
         return [returns[job.num] for job in jobs]
