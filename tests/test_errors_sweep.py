@@ -71,10 +71,13 @@ def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expec
     ("hydra.sweeper.rounds=[{trials:2,top_k:1},{trials:1,overrides:['model.num_filter=3']}]",
      "Error in the config: hydra.sweeper.stages.0.rounds.1.overrides: model.num_filter=3 is not a key of "
      "model=convnet (did you mean model.num_filters?)"),
+    ("hydra.sweeper.rounds=[{trials:2,top_k:1},{trials:1,overrides:['trainer.batch_size=abc']}]",
+     "Error in the config: hydra.sweeper.stages.0.rounds.1.overrides do not compose: Error merging override "
+     "trainer.batch_size=abc"),
 ])
 def test_a_misspelt_key_in_a_rounds_overrides_stops_the_sweep_before_its_first_trial(tmp_path, override, expected):
     """As on the command line, where it came from: Hydra's error would come at that round, after the trials
-    before it (and would suggest adding the key with '+')."""
+    before it (and would suggest adding the key with '+'); so would a value of the wrong type."""
     args = [a for a in TINY_SWEEP if not a.startswith("hydra.sweeper.rounds")] if "rounds" in override else \
         [a for a in TINY_SWEEP if "pinpoint" not in a] + ["hydra.sweeper.pinpoint.num=2"]
     done = run_cli("-m", *args, *TINY, override, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)

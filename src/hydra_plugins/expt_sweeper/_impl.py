@@ -31,6 +31,7 @@ from expt.search import (
     TrialSpec,
     append_record,
     consecutive_runs,
+    merge_overrides,
     read_records,
 )
 from expt.status import COMPLETED, FAILED, PRUNED
@@ -40,7 +41,7 @@ from .config import CoarseToFineSweeperConf
 from .errors import SweepFailedError, compact, no_score
 from .recording import RECORDS_FILE, RecordingTask, relative, trial_fields, trial_record
 from .report import SUMMARY_FILE, log_chosen, log_round, plot, write_summary
-from .space import build_space, check_choices, conditions, drop_absent, flatten
+from .space import build_space, check_choices, composition_error, conditions, drop_absent, flatten
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class CoarseToFineSweeperImpl(Sweeper):
         assert self.recorder is not None
         try:
             search = self._search(arguments)
-            self._check_round_overrides(arguments)
+            self._check_round_overrides(arguments, search.fixed)
         except SearchConfigError as error:
             raise compact(error) from error
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -131,24 +132,31 @@ class CoarseToFineSweeperImpl(Sweeper):
             raise SweepFailedError(no_score(search.all_records() or search.every_record(), self.recorder.records_path))
         return returns
 
-    def _check_round_overrides(self, arguments: List[str]) -> None:
-        """A misspelt key or option in the overrides of a round or of the pinpoint stage, refused before the first
-        trial (with the keys there are), as on the command line: a sweep of expt's own (its job name) only."""
-        assert self.config is not None
-        if OmegaConf.select(self.config, "hydra.job.name") != "expt":
-            return
-        from expt.config import unknown_override
-
-        if unknown_override(list(arguments)) is not None:
-            return  # the command line's own: Hydra and expt's command line report it
+    def _check_round_overrides(self, arguments: List[str], fixed: Sequence[str]) -> None:
+        """The overrides of every round and of the pinpoint stage, refused before the first trial where they cannot
+        run: a misspelt key or option (with the keys there are), as on the command line, in a sweep of expt's own
+        (its job name); and in any sweep, a value Hydra cannot compose with the command line's (``fixed``), which
+        would otherwise stop the sweep when that round came, after the rounds before it had trained."""
+        assert self.config is not None and self.hydra_context is not None
         places = [(f"hydra.sweeper.stages.{s}.rounds.{r}.overrides", round_.overrides)
                   for s, stage in enumerate(self.settings.stages) for r, round_ in enumerate(stage.rounds)]
         if self.settings.pinpoint.enabled:
             places.insert(0, ("hydra.sweeper.pinpoint.overrides", self.settings.pinpoint.overrides))
+        places = [(where, list(overrides)) for where, overrides in places if overrides]
+        if OmegaConf.select(self.config, "hydra.job.name") == "expt":
+            from expt.config import unknown_override
+
+            if unknown_override(list(arguments)) is not None:
+                return  # the command line's own: Hydra and expt's command line report it
+            for where, overrides in places:
+                problem = unknown_override([*arguments, *overrides])
+                if problem is not None:
+                    raise SearchConfigError(f"{where}: {problem}")
         for where, overrides in places:
-            problem = unknown_override([*arguments, *overrides]) if overrides else None
-            if problem is not None:
-                raise SearchConfigError(f"{where}: {problem}")
+            try:
+                self.hydra_context.config_loader.load_sweep_config(self.config, list(merge_overrides(fixed, overrides)))
+            except Exception as error:  # Hydra's composition errors, each a message of its own
+                raise SearchConfigError(f"{where} do not compose: {composition_error(error)}") from None
 
     def _finished(self, specs: List[TrialSpec]) -> Dict[Any, TrialRecord]:
         """The records a stopped sweep left of this round's trials, by key, read from ``search.jsonl``. A failed

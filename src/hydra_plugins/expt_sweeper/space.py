@@ -242,12 +242,16 @@ def check_choices(space: Mapping[str, Param], fixed: Sequence[str], arguments: S
             try:
                 composed[(name, option)] = loader.load_sweep_config(config, [*fixed, f"{name}={option}"])
             except Exception as error:  # Hydra's composition errors, each a message of its own
-                cause = f": {str(error.__cause__).splitlines()[0]}" if str(error.__cause__ or "") else ""
-                first = " ".join(f"{error}{cause}".split())
                 raise SearchConfigError(
-                    f"{written} is not allowed: the option {option} does not compose ({first})"
+                    f"{written} is not allowed: the option {option} does not compose ({composition_error(error)})"
                     + (f"; the group's options are: {', '.join(options)}." if options else ".")) from None
     return composed
+
+
+def composition_error(error: BaseException) -> str:
+    """Hydra's error composing a config, on one line: its message and the first line of its cause."""
+    cause = f": {str(error.__cause__).splitlines()[0]}" if str(error.__cause__ or "") else ""
+    return " ".join(f"{error}{cause}".split())
 
 
 def _in_config(config: DictConfig, key: str) -> bool:
