@@ -300,6 +300,20 @@ def test_a_second_process_cannot_train_in_a_run_directory_in_use(tmp_path, compo
     assert (run / LOCK_FILE).is_file()
 
 
+def test_python_m_expt_into_a_directory_in_use_is_refused_before_hydra_writes_there(tmp_path):
+    """The lock is taken before Hydra writes .hydra/ and the job's log: the first run's record stays as it was."""
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "config.yaml").write_text("the first run's config\n")
+    with lock_held_elsewhere(run) as pid:
+        done = run_cli("data.subset=100", "trainer.epochs=1", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.startswith(f"Error: another process (pid {pid}) is training in {run}: wait for it to end or "
+                                  "stop it, or train elsewhere (hydra.run.dir=...).")
+    assert (run / ".hydra" / "config.yaml").read_text() == "the first run's config\n"
+    assert sorted(p.name for p in run.iterdir()) == [".expt.lock", ".hydra"]
+
+
 def test_the_printed_resume_command_reads_back_as_the_run_it_names(tmp_path, capsys):
     """A run directory holding = and , (hydra.run.dir=outputs/${hydra.job.override_dirname}), its own config
     directory and config name: Hydra's parser reads the printed overrides back as that directory."""

@@ -50,6 +50,7 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
 
 
 LOCK_FILE = ".expt.lock"  # in a run directory, held while a process trains there
+_held: set[str] = set()  # the directories this process holds (a lock taken twice in one process would refuse itself)
 
 
 @contextlib.contextmanager
@@ -57,9 +58,14 @@ def only_writer(directory: Path, busy: type[Exception], setting: str = "hydra.ru
     """Hold ``directory``'s lock file for the ``with`` body; raise ``busy`` (a message naming the process that holds
     it) when another process holds it: two processes training into one run directory (a run resumed while it still
     runs, a requeued job whose first attempt lives on) would each write the other's checkpoints and events. The
-    operating system releases the lock when its process ends, however it ends. ``setting`` is the key that gives the
-    run another directory (``hydra.sweep.dir`` for a job of a multirun). Where there is no ``fcntl`` (Windows),
-    nothing is locked."""
+    operating system releases the lock when its process ends, however it ends. A directory this process holds
+    already (``python -m expt`` locks its run directory before Hydra writes there, then trains in it) is held
+    again at no cost. ``setting`` is the key that gives the run another directory (``hydra.sweep.dir`` for a job
+    of a multirun). Where there is no ``fcntl`` (Windows), nothing is locked."""
+    key = os.path.realpath(directory)
+    if key in _held:
+        yield
+        return
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -81,10 +87,12 @@ def only_writer(directory: Path, busy: type[Exception], setting: str = "hydra.ru
         os.close(fd)
         raise busy(f"another process (pid {holder}) is training in {directory}: wait for it to end or stop it, "
                    f"or train elsewhere ({setting}=...).")
+    _held.add(key)
     try:
         if held:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         yield
     finally:
+        _held.discard(key)
         os.close(fd)  # releases the lock

@@ -1,7 +1,12 @@
-"""The Hydra callback that stops, with one paragraph, before Hydra fails to create the run directory."""
+"""The Hydra callback that readies the run directory before Hydra writes there: it stops, with one paragraph, where
+Hydra would fail to create it, or where another process trains in it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
@@ -14,9 +19,6 @@ def output_dir_problem(path: str, create: bool = False) -> Optional[str]:
     ``create=True`` also makes the directory (as Hydra is about to), which catches what the checks
     cannot see, such as a read-only file system.
     """
-    import os
-    from pathlib import Path
-
     target = Path(os.path.abspath(path))
     existing = target
     try:
@@ -43,19 +45,41 @@ class OutputDirCheck(Callback):
 
     Registered in ``conf/config.yaml`` under ``hydra.callbacks``. Hydra would otherwise fail in
     its own ``mkdir`` with a traceback. With ``HYDRA_FULL_ERROR=1`` it leaves Hydra's error alone.
+
+    A lone run's directory is also locked here (:func:`expt.files.only_writer`), until the run ends: Hydra writes
+    ``.hydra/`` and the job's log there before the task starts, so a second ``python -m expt`` into a directory
+    where a run still trains is refused before it rewrites the first run's ``.hydra/config.yaml``.
     """
+
+    def __init__(self) -> None:
+        self._lock = contextlib.ExitStack()
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.run.dir", "outputs/<date>/<time>", create=True)
+        self._hold(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._lock.close()
+
+    def _hold(self, run_dir: Path) -> None:
+        from expt.errors import StorageError
+        from expt.files import only_writer
+
+        with contextlib.suppress(OSError):  # made by _check already, unless HYDRA_FULL_ERROR=1 left it to Hydra
+            run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._lock.enter_context(only_writer(run_dir, StorageError))
+        except StorageError as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
+            raise SystemExit(1) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.sweep.dir", "multirun/<date>/<time>", create=False)
 
     @staticmethod
     def _check(config: DictConfig, key: str, default: str, create: bool) -> None:
-        import os
-        import sys
-
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             return
         path = OmegaConf.select(config, key)
