@@ -266,6 +266,24 @@ def test_without_a_threshold_rates_halfway_to_the_best_count_as_learned() -> Non
     assert search.pinpoint_result["learned"] == [1e-3, 1e-2]
 
 
+@pytest.mark.parametrize("scores", [
+    [None, None, None, None, None, None, 0.0556],  # a lone survivor below chance: it learned nothing
+    [0.1, 0.1, 0.1, 0.1, 0.1, None, None],  # every rate at chance
+])
+def test_without_a_threshold_a_lone_survivor_or_equal_scores_learn_nothing_and_round_one_keeps_its_range(
+        scores, caplog) -> None:
+    search = CoarseToFineSearch({"optimizer.lr": lr_param(1e-5, 1e-1)},
+                                settings(2, pinpoint=Pinpoint(enabled=True, num=7)))
+    with caplog.at_level("WARNING"):
+        search.conclude(0, [TrialRecord(0, s.job, list(s.overrides), s.values, v,
+                                        COMPLETED if v is not None else DIVERGED, 0.0)
+                            for s, v in zip(search.propose(0), scores)])
+    assert search.pinpoint_result == {"learned": [], "range": None}
+    lr = search.space["optimizer.lr"]
+    assert (lr.low, lr.high) == (1e-5, 1e-1)
+    assert "pinpoint: no learning rate learned (" in caplog.text
+
+
 def test_pinpoint_param_must_be_a_searched_log_param() -> None:
     with pytest.raises(SearchConfigError, match="hydra.sweeper.pinpoint.param='model.width'"):
         CoarseToFineSearch({"optimizer.lr": lr_param()},

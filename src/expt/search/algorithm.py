@@ -251,19 +251,27 @@ class CoarseToFineSearch:
         scored = [(r, score(r, "maximize" if use_metric else self.settings.direction, use_metric))
                   for r in records]
         scored = [(r, s) for r, s in scored if s is not None]
+        values = [s for _, s in scored]
+        why = ""
         if pin.threshold is not None:
             sign = 1.0 if use_metric or self.settings.direction == "maximize" else -1.0
             cut = sign * pin.threshold
+        elif len(values) < 2 or min(values) == max(values):
+            # halfway from the worst to the best needs two scores that differ: a lone survivor, or rates that all
+            # scored alike (all at chance), say nothing about which rate learns
+            cut = math.inf
+            why = (f" ({len(values)} of {len(records)} rates gave a score: nothing to compare it with)"
+                   if len(values) == 1 else f" (the {len(values)} rates that gave a score all scored {values[0]:.4g})"
+                   if values else "")
         else:
-            values = [s for _, s in scored]
-            cut = (min(values) + max(values)) / 2 if values else math.inf
+            cut = (min(values) + max(values)) / 2
         learned = [r for r, s in scored if s >= cut]
         rates = sorted(float(r.values[pin.param]) for r in learned)
         param = self.space[pin.param]
         assert isinstance(param, NumericParam)
         self.pinpoint_result = {"learned": rates, "range": None}
         if not rates:
-            log.warning("pinpoint: no learning rate learned; round 1 keeps %s=%s", pin.param, param)
+            log.warning("pinpoint: no learning rate learned%s; round 1 keeps %s=%s", why, pin.param, param)
             return
         half_step = (math.log(pin.high) - math.log(pin.low)) / (pin.num - 1) / 2
         new = param.with_range(rates[0] * math.exp(-half_step), rates[-1] * math.exp(half_step))

@@ -56,8 +56,9 @@ class Pinpoint:
 
     A rate "learned" when its score (the objective, or ``metric`` read from the trial's
     metrics.json) reaches ``threshold``; without a threshold, when it scores at least halfway
-    from the worst to the best completed rate. Round 1 then spans the learned rates plus half
-    a grid step on each side.
+    from the worst to the best completed rate (so none did where fewer than two completed, or all
+    scored alike). Round 1 then spans the learned rates plus half a grid step on each side; where
+    none learned, round 1 keeps its own range.
     """
 
     enabled: bool = True
