@@ -29,12 +29,14 @@ from expt.search import (
     Stage,
     TrialRecord,
     append_record,
+    chosen_and_tied,
     consecutive_runs,
     merge_overrides,
     ranked,
     read_records,
     sample_space,
 )
+from expt.search.report import leader_rows
 
 Objective = Callable[[Mapping[str, object]], Optional[float]]
 
@@ -435,6 +437,18 @@ def test_a_stage_naming_an_unknown_param_is_an_error_and_a_dropped_one_is_skippe
     assert search.round_numbers() == [1]  # stage b has nothing left to search
 
 
+def test_the_ranking_starts_with_the_trials_tied_with_the_best_and_never_chains_ties_downward() -> None:
+    """287 of 288 (job 0) ties with the two at 286 (jobs 1 and 2), not with the 285s: the ranking is the tie-breaker's
+    order of those three, then the 285s; a 285 never ranks above a 286 through a chain of ties."""
+    scores = {0: (287, 0.5), 1: (286, 0.1), 2: (286, 0.6), 3: (285, 0.2), 4: (285, 0.3), 5: (285, 0.4)}
+    records = [record(1, job, {"optimizer.lr": 1e-3}, n / 288, tie=tie, val_samples=288)
+               for job, (n, tie) in scores.items()]
+    order = [r.job for r in ranked(records, "maximize", tie_samples=1)]
+    assert order == [1, 0, 2, 3, 4, 5]
+    assert [r.job for r in chosen_and_tied(records, "maximize", tie_samples=1)] == order[:3]
+    assert [row["samples_behind"] for row in leader_rows([records[j] for j in order], "maximize")] == [0, -1, 0, 1, 1, 1]
+
+
 def test_ties_within_one_validation_sample_are_broken_by_the_lower_validation_loss() -> None:
     lr = {"optimizer.lr": 1e-3}
     rows = [record(1, 0, lr, 283 / 288, tie=0.080, val_samples=288),
@@ -449,7 +463,8 @@ def test_ties_within_one_validation_sample_are_broken_by_the_lower_validation_lo
     assert search.best().job == 0
     assert search.separation() == ("the top two trials are 1 of 288 validation samples apart, a tie: "
                                    "best_val_loss decided (0.08 against 0.095)")
-    assert [row["samples_behind"] for row in search.leaders()] == [0, 1, 2]  # 283, 284, 281 of 288
+    # 283, 284, 281 of 288: the second is one sample ahead of the chosen trial, which the tie-breaker put first
+    assert [row["samples_behind"] for row in search.leaders()] == [0, -1, 2]
 
 
 def test_a_range_does_not_move_at_an_edge_that_scores_like_the_inside() -> None:

@@ -47,9 +47,10 @@ def ranked(records: Iterable[TrialRecord], direction: str, use_metric: bool = Fa
            tie_samples: int = 0) -> list[TrialRecord]:
     """Best first: completed trials, then pruned ones, then the rest in job order.
 
-    Within a tier the leader is, among the trials tied with the best remaining score (within
-    :func:`tie_tolerance`), the one with the lowest ``tie_value`` (then the higher score, then
-    the earlier job); the ranking repeats that on what remains.
+    Within a tier, the trials tied with the best remaining score (within :func:`tie_tolerance`) come first, the
+    lowest ``tie_value`` first (then the higher score, then the earlier job); the ranking repeats that on what
+    remains. The first trials are therefore those :func:`chosen_and_tied` names, and a trial never ranks below one
+    whose score is lower than its own by more than a tie.
     """
     records = list(records)
     completed = [(r, score(r, direction, use_metric)) for r in records]
@@ -60,9 +61,10 @@ def ranked(records: Iterable[TrialRecord], direction: str, use_metric: bool = Fa
     for tier in tiers:
         remaining = sorted(tier, key=lambda item: (-item[1], item[0].job))
         while remaining:
-            leader = _tied_with_top(remaining, tie_samples)[0]
-            out.append(leader[0])
-            remaining.remove(leader)
+            tied = _tied_with_top(remaining, tie_samples)
+            out += [r for r, _ in tied]
+            taken = {id(r) for r, _ in tied}
+            remaining = [item for item in remaining if id(item[0]) not in taken]
     out += sorted((r for r in records if id(r) not in placed), key=lambda r: r.job)
     return out
 

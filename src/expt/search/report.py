@@ -16,14 +16,16 @@ from expt.search.space import NumericParam, Param, _fmt
 
 
 def leader_rows(best_first: Sequence[TrialRecord], direction: str) -> list[dict[str, Any]]:
-    """The scored ones of ``best_first`` and how many validation samples each is behind the first."""
-    top = [r for r in best_first if score(r, direction) is not None]
+    """The scored ones of ``best_first`` and how many validation samples each is behind the first: negative for one
+    that scored higher but ranks after it (a tie the tie-breaker decided)."""
+    top = [(r, score(r, direction)) for r in best_first]
+    top = [(r, s) for r, s in top if s is not None]
     out = []
-    for r in top:
+    for r, s in top:
         row: dict[str, Any] = {"job": r.job, "round": r.round, "objective": r.objective,
                                "tie_value": r.tie_value, "test_acc": r.test_acc}
-        if top[0].val_samples and r.objective is not None and top[0].objective is not None:
-            row["samples_behind"] = round(abs(top[0].objective - r.objective) * top[0].val_samples)
+        if top[0][0].val_samples:
+            row["samples_behind"] = round((top[0][1] - s) * top[0][0].val_samples)
         out.append(row)
     return out
 
@@ -34,7 +36,7 @@ def separation_sentence(top: Sequence[Mapping[str, Any]], best: Optional[TrialRe
     ``best``: the chosen trial, whose validation split they are counted in."""
     if len(top) < 2 or "samples_behind" not in top[1]:
         return None
-    samples, total = top[1]["samples_behind"], best.val_samples  # type: ignore[union-attr]
+    samples, total = abs(top[1]["samples_behind"]), best.val_samples  # type: ignore[union-attr]
     name = settings.tie_break or "the tie-breaker"
     if samples <= settings.tie_samples:
         return (f"the top two trials are {samples} of {total} validation samples apart, a tie: "
