@@ -433,6 +433,29 @@ def test_integral_float_labels_and_uint8_or_float_pixels_are_accepted(tmp_path):
     assert float(splits.x_test.max()) <= 1.0 and len(splits.x_test) == 10
 
 
+def test_splits_prepared_differently_on_one_scale_are_warned_of(tmp_path, caplog):
+    """x_train standardized (or scaled to [-1, 1]) beside uint8 test images: one scale, so not refused, but a model
+    trained on one scores near chance on the other; warned of with both splits' numbers. Splits of one dataset are
+    not."""
+    from sklearn.datasets import load_digits
+
+    from expt.data import load
+
+    digits = load_digits()
+    x, y = (digits.images * 16).clip(0, 255).astype(np.uint8), digits.target
+    xf = x[:1400].astype(np.float32) / 255
+    for name, x_train, warned in (("same", x[:1400], False), ("standardized", (xf - xf.mean()) / xf.std(), True),
+                                  ("minus_one_to_one", xf * 2 - 1, True)):
+        path = npz_file(tmp_path / f"{name}.npz", savez(x_train=x_train, y_train=y[:1400], x_test=x[1400:],
+                                                         y_test=y[1400:]))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="expt"):
+            load(expt.compose(["data=npz", f"data.path={path}"]).data)
+        assert ("x_test's pixel values are distributed unlike x_train's" in caplog.text) == warned, (name, caplog.text)
+        if warned:
+            assert "x_train: mean " in caplog.text and "from 0 to 1)" in caplog.text, caplog.text
+
+
 def test_big_endian_pixels_and_arrays_expt_does_not_read_are_accepted(tmp_path, caplog):
     from expt.data import load
 

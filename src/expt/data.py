@@ -327,6 +327,7 @@ def _checked_splits(raw: Any, where: str) -> dict[str, np.ndarray]:
             )
         out[xk], out[yk] = x, y
     _check_scales(out, raw, where)
+    _check_distributions(out, where)
     return out
 
 
@@ -348,6 +349,47 @@ def _check_scales(splits: dict[str, np.ndarray], raw: dict[str, Any], where: str
             "to 0-1, other pixels kept as they are): every split must hold its pixels on one scale, so store them "
             "with one dtype (or divide float pixels in 0-255 by 255)."
         )
+
+
+DISTRIBUTION_GAP = 0.3  # pixel distributions further apart than this (Kolmogorov-Smirnov) are warned of
+GAP_SAMPLE = 20_000  # pixel values drawn from each split to measure it (the distance's noise: about 0.01)
+
+
+def _pixel_sample(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Up to :data:`GAP_SAMPLE` pixel values of ``x``, sorted: drawn from up to 500 of its images."""
+    images = x[np.sort(rng.choice(len(x), size=min(len(x), 500), replace=False))].reshape(-1)
+    return np.sort(images[rng.integers(0, images.size, size=min(images.size, GAP_SAMPLE))].astype(np.float64))
+
+
+def distribution_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """The Kolmogorov-Smirnov distance between two sorted samples: the largest gap between their cumulative
+    distributions (0: alike; 1: disjoint)."""
+    values = np.concatenate([a, b])
+    return float(np.max(np.abs(np.searchsorted(a, values, side="right") / len(a)
+                               - np.searchsorted(b, values, side="right") / len(b))))
+
+
+def _check_distributions(splits: dict[str, np.ndarray], where: str) -> None:
+    """Warn of a split whose pixel values are distributed unlike x_train's: splits prepared differently (x_train
+    standardized or scaled to [-1, 1], x_test left in [0, 1]) are on one scale, so :func:`_check_scales` lets them
+    pass, and a model trained on one scores near chance on the other (81.8% test became 12.6%). The splits of one
+    dataset differ by a few hundredths; a user's own test set may differ more, so this warns, and does not refuse."""
+    others = [k for k in splits if k.startswith("x_") and k != "x_train"]
+    if not others:  # val and test are carved from x_train later
+        return
+    rng = np.random.default_rng(0)
+    train = _pixel_sample(splits["x_train"], rng)
+    for key in others:
+        other = _pixel_sample(splits[key], rng)
+        gap = distribution_gap(train, other)
+        if gap > DISTRIBUTION_GAP:
+            log.warning(
+                "%s: %s's pixel values are distributed unlike x_train's (their cumulative distributions differ by "
+                "up to %.0f%% of the pixels; x_train: mean %.3g, from %.3g to %.3g; %s: mean %.3g, from %.3g to %.3g). "
+                "Were the two prepared differently (one standardized or scaled, the other not)? A model trained on "
+                "one scores poorly on the other: store the splits as they come, and let preprocessing= prepare them "
+                "all with x_train's statistics.", where, key, 100 * gap, train.mean(), train[0], train[-1], key,
+                other.mean(), other[0], other[-1])
 
 
 def _inferred_classes(splits: dict[str, np.ndarray], where: str) -> int:
