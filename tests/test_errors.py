@@ -680,6 +680,12 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
     "an_option_of_a_list_group": (["regularization=[l2,dropuot]"],
                                   "regularization=[l2,dropuot]: dropuot is not an option of regularization; its "
                                   "options are: batchnorm, dropout, elastic_net, l1, l2, max_norm, none."),
+    "a_list_for_a_group_of_one_option": (["activation=[relu,tanh]"],  # Hydra merged them: the run used Tanh
+                                         "activation=[relu,tanh] is not allowed: activation takes one option (one of "
+                                         "elu, gelu, leaky_relu, relu, sigmoid, silu, tanh), and a list would merge "
+                                         "its options into one, the last winning; only regularization and "
+                                         "augmentation take a list. To try several, sweep them: python -m expt -m "
+                                         "activation=relu,tanh."),
     "a_setting_its_class_takes": (["optimizer.weight_decay=0.01"],
                                   "optimizer.weight_decay=0.01: optimizer=adam does not set weight_decay, but "
                                   "torch.optim.Adam takes it: add it with +optimizer.weight_decay=0.01."),

@@ -191,6 +191,9 @@ def _typed_sections() -> dict[str, type]:
             if dataclasses.is_dataclass(f.default_factory)}
 
 
+LIST_GROUPS = ("regularization", "augmentation")  # expt's groups that take a list of options; the others take one
+
+
 def unknown_override(arguments: list[str], own_config: bool = False) -> Optional[str]:
     """What is wrong with the first override Hydra would refuse with a less useful message; None where there is none.
 
@@ -200,7 +203,8 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
     - The same for the option an open group (data, model, ...) composes (``model.num_filter=8``), where
       Hydra names neither the keys there are nor the nearest one (:func:`_unknown_in_groups`).
     - An option that a list-valued group does not have (``regularization=[l2,dropuot]``), for which
-      Hydra does not list the options as it does for a single one.
+      Hydra does not list the options as it does for a single one; and a list of options for a group that takes
+      one (``activation=[relu,tanh]``), which Hydra merges into one config, the last option's values winning.
 
     Arguments Hydra cannot parse are left to Hydra. ``own_config``: the command names a config of its own
     (``--config-dir``, ``--config-name``, ``--config-path``), whose groups and keys only Hydra knows: only the
@@ -291,6 +295,11 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
             continue
         if len(parts) == 1:
             value = None if o.is_sweep_override() else o.value()
+            if isinstance(value, list) and len(value) > 1 and group not in LIST_GROUPS:
+                return (f"{group}={_value_text(o)} is not allowed: {group} takes one option (one of "
+                        f"{', '.join(options[group])}), and a list would merge its options into one, the last "
+                        f"winning; only {' and '.join(LIST_GROUPS)} take a list. To try several, sweep them: "
+                        f"python -m expt -m {group}={','.join(str(v) for v in value)}.")
             if isinstance(value, list) and any(str(v) not in options[group] for v in value):
                 lists.append((o, [str(v) for v in value]))
             continue
