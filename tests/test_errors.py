@@ -433,6 +433,19 @@ def test_integral_float_labels_and_uint8_or_float_pixels_are_accepted(tmp_path):
     assert float(splits.x_test.max()) <= 1.0 and len(splits.x_test) == 10
 
 
+def test_a_split_size_for_a_split_the_file_brings_is_said_to_be_unused(tmp_path, caplog):
+    """data.test_size=0.5 beside a file with its own x_test: the file's 10 test samples are kept, and the log says
+    the size is not used (it was ignored without a word)."""
+    from expt.data import load
+
+    path = npz_file(tmp_path / "own.npz", savez(x_train=X, y_train=Y, x_test=X[:10], y_test=Y[:10]))
+    with caplog.at_level("INFO", logger="expt"):
+        splits = load(expt.compose(["data=npz", f"data.path={path}", "data.test_size=0.5"]).data)
+    assert len(splits.x_test) == 10
+    assert (f"data.path={str(path)!r} gives its own test: data.test_size=0.5 is not used (a size applies only to a "
+            "split carved from x_train).") in caplog.text
+
+
 def test_splits_prepared_differently_on_one_scale_are_warned_of(tmp_path, caplog):
     """x_train standardized (or scaled to [-1, 1]) beside uint8 test images: one scale, so not refused, but a model
     trained on one scores near chance on the other; warned of with both splits' numbers. Splits of one dataset are
