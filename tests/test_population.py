@@ -482,6 +482,9 @@ def test_ctrl_c_keeps_each_members_run_and_a_requeued_sweep_resumes_every_member
         assert (run / "checkpoints" / "best.pt").is_file()
         assert (f"job {job}: Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with "
                 f"trainer.resume={run}") in output
+    # the sweep's own way on, as the basic launcher says it
+    assert (f"To continue the sweep: run the same command again with hydra.sweep.dir={sweep} and "
+            "EXPT_RESUME_OWN_CHECKPOINT=1 in the environment") in output
 
     again = run_cli(*args, "+hydra.job.env_set.EXPT_RESUME_OWN_CHECKPOINT=1", cwd=tmp_path,
                     env={"OMP_NUM_THREADS": "1", **pause_env(overrides, 2, marker)}, check=True)

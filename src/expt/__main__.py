@@ -101,9 +101,9 @@ def say_how_to_resume(hydra_cfg) -> None:
     if not (run_dir / "checkpoints" / LAST).is_file():
         return
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        print(f"To continue the sweep: run the same command again with hydra.sweep.dir={hydra_cfg.sweep.dir} and "
-              "EXPT_RESUME_OWN_CHECKPOINT=1 in the environment (each job continues from the checkpoint in its "
-              "directory; a coarse_to_fine sweep skips the trials it recorded).", file=sys.stderr)
+        from expt.requeue import continue_sweep
+
+        print(continue_sweep(hydra_cfg.sweep.dir), file=sys.stderr)
         return
     flags = [f"--config-dir={source.path if source.schema == 'file' else f'{source.schema}://{source.path}'}"
              for source in hydra_cfg.runtime.config_sources if source.provider == "command-line"]

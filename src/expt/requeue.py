@@ -24,6 +24,14 @@ ON = ("1", "true", "yes")
 log = logging.getLogger(__name__)
 
 
+def continue_sweep(sweep_dir: str | Path) -> str:
+    """What a multirun stopped by Ctrl-C or SIGTERM prints: the same command, in the same sweep directory, with
+    ``EXPT_RESUME_OWN_CHECKPOINT=1``, continues every job from its own checkpoint."""
+    return (f"To continue the sweep: run the same command again with hydra.sweep.dir={sweep_dir} and {ENV}=1 in the "
+            "environment (each job continues from the checkpoint in its directory; a coarse_to_fine sweep skips the "
+            "trials it recorded).")
+
+
 def own_checkpoint(run_dir: str | Path, env: Mapping[str, str]) -> Optional[Path]:
     """``<run_dir>/checkpoints/last.pt`` when ``env`` asks for it (``EXPT_RESUME_OWN_CHECKPOINT``) and it exists."""
     if env.get(ENV, "").strip().lower() not in ON:

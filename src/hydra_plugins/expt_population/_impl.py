@@ -27,6 +27,7 @@ import copy
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -39,9 +40,11 @@ from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 
+from expt import checkpoint
 from expt.config import to_yaml
 from expt.errors import ConfigError, StorageError
 from expt.files import only_writer
+from expt.requeue import continue_sweep
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
 from hydra_plugins.expt_sweeper.errors import TrialStorageError
@@ -464,7 +467,13 @@ class PopulationLauncherImpl:
         self.groups = [[job.num for job in group] for group in groups]
         returns: Dict[int, JobReturn] = {}
         for group in groups:
-            results = self._train_group(group) if len(group) > 1 else {}
+            try:
+                results = self._train_group(group) if len(group) > 1 else {}
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each member kept its run; say how the sweep goes on
+                if any((job.output_dir / "checkpoints" / checkpoint.LAST).is_file() for job in group
+                       if job.output_dir is not None):
+                    print(continue_sweep(self.config.hydra.sweep.dir), file=sys.stderr)
+                raise
             for job in group:
                 returns[job.num] = (self._member_return(job, results[job.num]) if job.num in results
                                     else self._run(job, self.task_function))
