@@ -177,6 +177,29 @@ def test_idx_round_trip(tmp_path: Path, load: Callable[..., dict], gz: bool | tu
     data["x_train"][0, 0, 0, 0] = 1
 
 
+def test_idx_files_whose_names_say_the_wrong_compression_are_read(tmp_path: Path) -> None:
+    """A .gz file a browser saved already unpacked, and a gzipped file without .gz: read by their first bytes (the
+    first was 'Not a gzipped file ... Delete it and download it again', the second a wrong magic number)."""
+    arrays = mnist_arrays()
+    for i, name in enumerate(IDX_FILES):
+        data = idx_bytes(arrays[name])
+        if i % 2:
+            (tmp_path / f"{name}.gz").write_bytes(data)  # named .gz, not gzipped
+        else:
+            (tmp_path / name).write_bytes(gzip.compress(data))  # gzipped, named without .gz
+    data = load_mnist(str(tmp_path), download=False)
+    np.testing.assert_array_equal(data["x_train"][:, 0], arrays["train-images-idx3-ubyte"])
+    np.testing.assert_array_equal(data["y_test"], arrays["t10k-labels-idx1-ubyte"])
+
+
+def test_a_data_root_that_is_a_file_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "mine.npz"
+    path.write_bytes(b"not a directory")
+    with pytest.raises(DatasetNotFound, match=r"data.root='.*mine.npz' is a file: data.root names the directory that "
+                                              r"holds .*data=npz data.path=\.\.\."):
+        load_mnist(str(path), download=False)
+
+
 @pytest.mark.parametrize("load", MNIST_LIKE)
 def test_idx_missing_without_download(tmp_path: Path, load: Callable[..., dict]) -> None:
     root = tmp_path / "nowhere"
@@ -263,8 +286,8 @@ def test_an_idx_file_is_decoded_once_a_version_and_each_read_gets_its_own_copy(t
     assert second[0, 0, 0] == 0 and _read_idx(path)[0, 0, 0] == 0 and first.flags.writeable
     write_file(tmp_path / "cube-idx3-ubyte", idx_bytes(np.full((2, 3), 7)), gz=True)  # the file changes
     np.testing.assert_array_equal(_read_idx(path), np.full((2, 3), 7))
-    path.write_bytes(b"not gzip")
-    with pytest.raises(DatasetCorrupt, match="could not be read"):
+    path.write_bytes(b"not gzip")  # neither gzip nor IDX, whatever its name says
+    with pytest.raises(DatasetCorrupt, match="is not an IDX file"):
         _read_idx(path)
 
 
@@ -314,6 +337,14 @@ def test_cifar_from_archive(tmp_path: Path) -> None:
     check_cifar(load_cifar10(str(root), download=False), expected)
     assert sorted(p.name for p in (root / "cifar-10-batches-py").iterdir()) == sorted(CIFAR_BATCHES)
     assert not list(root.rglob("*.tmp"))  # no temporary file left beside the batches
+
+
+def test_cifar_root_at_the_extracted_folder_itself_reads_it_and_downloads_nothing(tmp_path: Path) -> None:
+    """data.root=.../cifar-10-batches-py (the folder the archive extracts): read where it is; it started a download
+    of the archive into that folder."""
+    expected = write_cifar(tmp_path)
+    check_cifar(load_cifar10(str(tmp_path / "cifar-10-batches-py"), download=True), expected)
+    assert not list(tmp_path.rglob("*.tar.gz"))
 
 
 def test_cifar_missing_without_download(tmp_path: Path) -> None:

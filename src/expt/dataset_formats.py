@@ -96,8 +96,11 @@ def idx_path(root: Path, gz_name: str) -> Path | None:
     return None
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
 def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file, gunzipping it when its name ends in ``.gz``: a copy of its decoded array, decoded once a
+    """Read an IDX file, gunzipping it when it is gzipped (whatever its name says): a copy of its decoded array, decoded once a
     version of the file (its absolute path, inode, size and modification time) for the runs of one process, such
     as a sweep's trials (gunzipping Fashion-MNIST takes about 0.2 s of CPU)."""
     try:
@@ -113,7 +116,8 @@ def _decoded_idx(path: str, inode: int, size: int, mtime_ns: int) -> np.ndarray:
     of the cache), read-only."""
     try:
         raw = Path(path).read_bytes()
-        data = gzip.decompress(raw) if path.endswith(".gz") else raw
+        # told by its first bytes, not its name: a browser may save the .gz already unpacked, or a tool strip the name
+        data = gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else raw
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetCorrupt(f"{path} could not be read ({exc}). Delete it and download it again.") from exc
     array = parse_idx(data, path)

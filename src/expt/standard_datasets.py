@@ -186,12 +186,14 @@ def _locate(
     ``gaps_in(directory)`` is [] where the dataset is complete, the missing names for a partial copy,
     None where nothing of it is there; the downloads are the names of ``remote.md5s`` among the gaps.
     """
+    if root is not None and os.path.isfile(os.path.expanduser(root)):
+        raise DatasetNotFound(f"data.root={str(root)!r} is a file: data.root names the directory that holds {expected} "
+                              f"(for a file of your own arrays, data=npz data.path=...).")
     places: dict[Path, list[str] | None] = {}
     for directory in _search_dirs(remote, root):
         gaps = gaps_in(directory)
         if gaps == []:
-            if root is None:
-                log.info("Reading %s from %s", remote.name, directory)
+            log.info("Reading %s from %s", remote.name, directory)
             return directory
         places[directory] = gaps
     target = next(iter(places)) if root is not None else _download_dir(remote)
@@ -252,7 +254,7 @@ def _idx_gaps(remote: _Remote, directory: Path) -> list[str] | None:
 
 def _load_idx_dataset(remote: _Remote, root: str | os.PathLike[str] | None, download: bool) -> dict[str, Any]:
     """The four IDX files of an MNIST-format dataset, found (or downloaded) and read."""
-    expected = ", ".join(remote.md5s) + " (each gzipped as named, or uncompressed without .gz)"
+    expected = ", ".join(remote.md5s) + " (each gzipped or not, named with or without .gz)"
     directory = _locate(remote, root, download, expected, lambda directory: _idx_gaps(remote, directory))
     return {**read_mnist_format(directory), "num_classes": NUM_CLASSES}
 
@@ -274,10 +276,12 @@ def load_cifar10(root: str | os.PathLike[str] | None = None, download: bool = Tr
     """CIFAR-10: x (N, 3, 32, 32) uint8 and y (N,) int64 for 50000 train / 10000 test.
 
     Reads ``cifar-10-batches-py/`` in the directory found (``root``, or the search when it is
-    None); when it is incomplete, extracts ``cifar-10-python.tar.gz`` there, downloading that
+    None; a ``root`` that is that folder itself stands for its parent); when it is incomplete, extracts ``cifar-10-python.tar.gz`` there, downloading that
     first if needed and allowed.
     """
     expected = f"{CIFAR_DIR}/ holding {', '.join((*CIFAR_TRAIN, CIFAR_TEST))}, or the archive {CIFAR_ARCHIVE}"
+    if root is not None and Path(os.path.expanduser(root)).name == CIFAR_DIR:
+        root = Path(os.path.expanduser(root)).parent  # the extracted folder itself: its parent holds it, as expected
     directory = _locate(_CIFAR10, root, download, expected, cifar10_gaps)
     return {**read_cifar10(directory), "num_classes": NUM_CLASSES}
 
