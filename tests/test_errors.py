@@ -693,6 +693,11 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
     "an_option_of_a_list_group": (["regularization=[l2,dropuot]"],
                                   "regularization=[l2,dropuot]: dropuot is not an option of regularization; its "
                                   "options are: batchnorm, dropout, elastic_net, l1, l2, max_norm, none."),
+    "a_setting_of_an_option_not_chosen": (["augmentation=[hflip]", "augmentation.translate.pad=2"],  # Hydra: "not in
+                                          # struct", use +; then "has no _target_"
+                                          "augmentation.translate.pad=2: translate is not among the options chosen "
+                                          "(augmentation=[hflip]); choose it too, e.g. augmentation=[hflip,translate] "
+                                          "augmentation.translate.pad=2."),
     "a_list_for_a_group_of_one_option": (["activation=[relu,tanh]"],  # Hydra merged them: the run used Tanh
                                          "activation=[relu,tanh] is not allowed: activation takes one option (one of "
                                          "elu, gelu, leaky_relu, relu, sigmoid, silu, tanh), and a list would merge "

@@ -306,6 +306,13 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
         if group in sections:  # checked above
             continue
         option = chosen.get(group, defaults.get(group))
+        picked = [str(v) for v in option] if isinstance(option, list) else [str(option)]
+        if group in LIST_GROUPS and not preset and parts[1] in options[group] and parts[1] not in picked:
+            # a setting of an option left out of the list: Hydra says the key is not in struct and to add it with +
+            return (f"{o.key_or_group}={_value_text(o)}: {parts[1]} is not among the options chosen "
+                    f"({group}={'[' + ','.join(picked) + ']' if isinstance(option, list) else option}); choose it "
+                    f"too, e.g. {group}=[{','.join([*[p for p in picked if p != 'none'], parts[1]])}] "
+                    f"{o.key_or_group}={_value_text(o)}.")
         if preset or not isinstance(option, str) or not _own_file_has(group, option, parts[1:]):
             suspects.append(o)
     if not suspects and not lists or any(o.key_or_group == "hydra.searchpath" for o in overrides):
