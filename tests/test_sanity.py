@@ -330,6 +330,18 @@ def test_overfit_names_the_samples_it_trained_on_when_fewer_were_there_than_aske
     assert json.loads((tmp_path / "overfit" / "metrics.json").read_text())["train_samples"] == 38
 
 
+def test_overfit_samples_beyond_the_training_split_are_said_in_the_key_the_user_gave(tmp_path: Path, caplog):
+    """The warning named data.subset=100, a key the user never typed; it names sanity.overfit_samples."""
+    cfg = expt.compose(["data.val_size=1400"])
+    with caplog.at_level("WARNING"):
+        check = sanity.overfit_small_set(cfg, tmp_path / "overfit", samples=100, epochs=1, batch_size=50,
+                                         available=38)
+    assert "sanity.overfit_samples=100 is more than the 38 training samples: the overfit check uses all 38." \
+        in caplog.text
+    assert "data.subset" not in caplog.text
+    assert check.title == "overfit 38 samples (all the training split holds of the 100 asked for)"
+
+
 @pytest.mark.parametrize("overrides", [
     ("model=mlp",),
     ("model=mlp", "activation=tanh", "init=xavier"),

@@ -76,7 +76,8 @@ def with_values(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
 
 
 def overfit_small_set(
-    cfg: DictConfig, run_dir: Path, samples: int, epochs: int, batch_size: int, num_classes: Optional[int] = None
+    cfg: DictConfig, run_dir: Path, samples: int, epochs: int, batch_size: int, num_classes: Optional[int] = None,
+    available: Optional[int] = None,
 ) -> Check:
     """Check 4: the real trainer reaches 100% training accuracy on the first ``samples`` training samples.
 
@@ -91,8 +92,15 @@ def overfit_small_set(
     training accuracy reaches 1 in some epoch; validation accuracy is reported and stays low.
     The dashboard's optional diagnostics (histograms, filter images, graph...) are switched off:
     they never change the numbers, and in 30 epochs of 2 steps they took most of the time.
-    ``num_classes``, when given, lets the hint blame the init for a loss that starts far above log C.
+    ``num_classes``, when given, lets the hint blame the init for a loss that starts far above log C;
+    ``available``, the training split's size, when known, takes the place of a larger ``samples`` (said once, naming
+    sanity.overfit_samples).
     """
+    asked = samples
+    if available is not None and samples > available:
+        log.warning("sanity.overfit_samples=%d is more than the %d training samples: the overfit check uses all %d.",
+                    samples, available, available)
+        samples = available
     diagnostics_off = {f"dashboard.{key}": False for key, value in cfg.get("dashboard", {}).items()
                        if isinstance(value, bool)}
     overfit = with_values(cfg, {
@@ -112,7 +120,7 @@ def overfit_small_set(
     metrics = train(overfit, run_dir=run_dir)
     seconds = time.perf_counter() - started
     history = metrics["history"]
-    asked, samples = samples, metrics["train_samples"]  # fewer where the training split has fewer
+    samples = metrics["train_samples"]  # fewer where the training split has fewer
     train_accs = [row["train_acc"] for row in history if row.get("epoch", 0) > 0]
     best = max(train_accs) if train_accs else 0.0
     reached = next((row["epoch"] for row in history if row.get("epoch", 0) > 0 and row["train_acc"] >= 1.0), None)
@@ -198,7 +206,8 @@ def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, 
             entries=settings.gradcheck_entries, seed=seed,
         ),
         lambda: overfit_small_set(cfg, run_dir / "sanity" / "overfit", settings.overfit_samples,
-                                  settings.overfit_epochs, settings.overfit_batch_size, num_classes=d.num_classes),
+                                  settings.overfit_epochs, settings.overfit_batch_size, num_classes=d.num_classes,
+                                  available=len(d.x_train)),
     ):
         checks.append(check())
         log.info("Sanity check %d of 4: %s  %s  %s", len(checks), "PASS" if checks[-1].passed else "FAIL",
