@@ -286,6 +286,16 @@ def test_without_a_threshold_a_lone_survivor_or_equal_scores_learn_nothing_and_r
     assert "pinpoint: no learning rate learned (" in caplog.text
 
 
+def test_a_pinpoint_metric_no_trial_has_is_named_where_the_pinpoint_concludes(caplog) -> None:
+    search = CoarseToFineSearch({"optimizer.lr": lr_param()},
+                                settings(2, pinpoint=Pinpoint(enabled=True, num=3, metric="history.-1.train_ac")))
+    with caplog.at_level("WARNING"):
+        search.conclude(0, [TrialRecord(0, s.job, list(s.overrides), s.values, 0.5, COMPLETED, 0.0)
+                            for s in search.propose(0)])
+    assert ("pinpoint: no learning rate learned (no completed trial's metrics.json has history.-1.train_ac, "
+            "hydra.sweeper.pinpoint.metric)") in caplog.text
+
+
 def test_pinpoint_param_must_be_a_searched_log_param() -> None:
     with pytest.raises(SearchConfigError, match="hydra.sweeper.pinpoint.param='model.width'"):
         CoarseToFineSearch({"optimizer.lr": lr_param()},

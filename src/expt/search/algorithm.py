@@ -41,6 +41,7 @@ from expt.search.space import (
     override_key,
     sample_space,
 )
+from expt.status import COMPLETED
 
 log = logging.getLogger("expt.search")  # the search speaks under one name, as it did as one module
 
@@ -253,6 +254,8 @@ class CoarseToFineSearch:
         scored = [(r, s) for r, s in scored if s is not None]
         values = [s for _, s in scored]
         why = ""
+        if use_metric and not values and any(r.status == COMPLETED for r in records):
+            why = f" (no completed trial's metrics.json has {pin.metric}, hydra.sweeper.pinpoint.metric)"
         if pin.threshold is not None:
             sign = 1.0 if use_metric or self.settings.direction == "maximize" else -1.0
             cut = sign * pin.threshold
@@ -260,9 +263,10 @@ class CoarseToFineSearch:
             # halfway from the worst to the best needs two scores that differ: a lone survivor, or rates that all
             # scored alike (all at chance), say nothing about which rate learns
             cut = math.inf
-            why = (f" ({len(values)} of {len(records)} rates gave a score: nothing to compare it with)"
-                   if len(values) == 1 else f" (the {len(values)} rates that gave a score all scored {values[0]:.4g})"
-                   if values else "")
+            if len(values) == 1:
+                why = f" ({len(values)} of {len(records)} rates gave a score: nothing to compare it with)"
+            elif values:
+                why = f" (the {len(values)} rates that gave a score all scored {values[0]:.4g})"
         else:
             cut = (min(values) + max(values)) / 2
         learned = [r for r, s in scored if s >= cut]
