@@ -501,3 +501,13 @@ def test_the_round_before_a_stages_last_only_narrows() -> None:
     search.conclude(1, [record(1, i, {"optimizer.lr": lr}, 1.0 - i) for i, lr in enumerate([9e-2, 1e-3, 1e-5])])
     lr = search.space["optimizer.lr"]
     assert search.moves == [] and lr.high <= 1e-1 and lr.low > 1e-6
+
+
+def test_messages_write_whole_numbers_whole_and_tie_breakers_apart() -> None:
+    """A log-scaled width read [1.6e1, 1.3e2]; a tie decided by 2.2901 against 2.2934 read '2.29 against 2.29'."""
+    from expt.search.report import _apart
+
+    assert str(NumericParam("model.num_filters", 16, 128, log=True, integer=True)) == "[16, 128]"
+    assert str(lr_param()) == "[1e-6, 1e-1]"  # a rate keeps its exponents
+    assert _apart(2.2901, 2.2934) == ("2.29", "2.293")
+    assert _apart(0.08, 0.095) == ("0.08", "0.095")

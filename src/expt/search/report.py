@@ -39,10 +39,19 @@ def separation_sentence(top: Sequence[Mapping[str, Any]], best: Optional[TrialRe
     samples, total = abs(top[1]["samples_behind"]), best.val_samples  # type: ignore[union-attr]
     name = settings.tie_break or "the tie-breaker"
     if samples <= settings.tie_samples:
+        a, b = _apart(top[0]["tie_value"], top[1]["tie_value"])
         return (f"the top two trials are {samples} of {total} validation samples apart, a tie: "
-                f"{name} decided ({_fmt(top[0]['tie_value'] or math.nan)} against "
-                f"{_fmt(top[1]['tie_value'] or math.nan)})")
+                f"{name} decided ({a} against {b})")
     return f"the top two trials are {samples} of {total} validation samples apart"
+
+
+def _apart(a: Optional[float], b: Optional[float]) -> tuple[str, str]:
+    """Two numbers, each written with the fewest significant digits (3 to 8) that tell them apart."""
+    x, y = (math.nan if v is None else v for v in (a, b))
+    for digits in range(3, 9):
+        if f"{x:.{digits}g}" != f"{y:.{digits}g}":
+            break
+    return f"{x:.{digits}g}", f"{y:.{digits}g}"
 
 
 def trial_table(rows: Sequence[TrialRecord], space: Mapping[str, Param], tie_break: Optional[str]) -> str:

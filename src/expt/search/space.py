@@ -95,10 +95,11 @@ AT_LEAST_ONE = Limits(1.0, math.inf, False, True)
 
 
 def _fmt(x: float, sci: bool = False) -> str:
-    """Compact number for messages: 0.35, 512, and (``sci``, for log scales) 8.7e-2, 1e-6."""
+    """Compact number for messages: 0.35, 512, and (``sci``, for log scales) 8.7e-2, 1e-6; a whole number is written
+    whole on either scale (a log-scaled width of 16 to 128, not 1.6e1 to 1.3e2)."""
     if not math.isfinite(x) or x == 0:
         return str(x).replace(".0", "")
-    if not sci and (isinstance(x, int) or (x == int(x) and abs(x) < 1e6)):
+    if isinstance(x, int) or (x == int(x) and abs(x) < 1e6):
         return str(int(x))
     if not sci and 1e-3 <= abs(x) < 1e4:
         return f"{x:.3g}"

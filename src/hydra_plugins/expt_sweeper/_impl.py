@@ -248,8 +248,9 @@ class CoarseToFineSweeperImpl(Sweeper):
                 append_record(self.recorder.records_path, record)
             records[spec.key] = record
             if record.status == PRUNED:
-                log.info("job %d (round %d) pruned after %s epochs at %s", spec.job, spec.round,
-                         record.epochs, record.objective)
+                log.info("job %d (round %d) pruned after %s epoch%s at %s", spec.job, spec.round, record.epochs,
+                         "" if record.epochs == 1 else "s",
+                         "-" if record.objective is None else f"{record.objective:.4g}")
             elif record.status != COMPLETED:
                 log.warning("job %d (round %d) %s%s", spec.job, spec.round, record.status,
                             f": {record.error}" if record.error else "")

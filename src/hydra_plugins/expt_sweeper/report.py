@@ -23,15 +23,21 @@ def log_round(search: CoarseToFineSearch, n: int, specs: List[TrialSpec]) -> Non
     if n == PINPOINT_ROUND:
         param = search.settings.pinpoint.param
         rates = ", ".join(str(spec.values[param]) for spec in specs)
-        log.info("pinpoint: %d trials (jobs %d-%d) with %s; %s at %s", len(specs),
-                 specs[0].job, specs[-1].job, extra, param, rates)
+        log.info("pinpoint: %s (%s) with %s; %s at %s", _trials(len(specs)), _jobs(specs), extra, param, rates)
         return
     names = search.stage_params[search.settings.stage_of(n)]
     ranges = ", ".join(f"{name} in {search.space[name]}" for name in names)
     held = " ".join(f"{k}={search.space[k].format(v)}" for k, v in search.held.items())
-    log.info("round %d/%d (stage %s): %d trials (jobs %d-%d) with %s; %s%s", n,
-             len(search.settings.rounds), search.stage_name(n), len(specs), specs[0].job,
-             specs[-1].job, extra, ranges, f"; holding {held}" if held else "")
+    log.info("round %d/%d (stage %s): %s (%s) with %s; %s%s", n, len(search.settings.rounds), search.stage_name(n),
+             _trials(len(specs)), _jobs(specs), extra, ranges, f"; holding {held}" if held else "")
+
+
+def _trials(n: int) -> str:
+    return f"{n} trial{'s' if n != 1 else ''}"
+
+
+def _jobs(specs: List[TrialSpec]) -> str:
+    return f"job {specs[0].job}" if len(specs) == 1 else f"jobs {specs[0].job}-{specs[-1].job}"
 
 
 def log_chosen(search: CoarseToFineSearch, best: TrialRecord) -> None:
