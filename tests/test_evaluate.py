@@ -274,6 +274,22 @@ def test_a_run_whose_metrics_have_the_wrong_types_is_left_out(seeds, tmp_path):
 
 
 
+def test_runs_left_out_come_in_job_order_and_a_lone_run_is_named_by_its_path(seeds, tmp_path):
+    """Jobs 5, 11 and 24 unfinished: listed 5, 11, 24 (they sorted as text: 11, 24, 5); an interrupted lone run is
+    named by its path (it was '.')."""
+    sweep = copy_runs(seeds, tmp_path / "sweep", names=("0",))
+    for name in ("5", "11", "24"):
+        shutil.copytree(seeds / "1", sweep / name)
+        (sweep / name / "metrics.json").unlink()
+    _, left_out = evaluate.find_runs(sweep)
+    assert [run.name for run in left_out] == ["5", "11", "24"]
+    lone = sweep / "5"
+    (lone / "metrics.json").write_text(json.dumps({"status": "interrupted"}))
+    with pytest.raises(ConfigError, match=rf"holds no finished run: .* in each run; {re.escape(str(lone))}: its "
+                                          r"status is 'interrupted'"):
+        evaluate.evaluate_ensembles(lone)
+
+
 def test_a_run_whose_weights_no_longer_fit_its_model_is_left_out(seeds, tmp_path):
     """A best.pt whose weights the model's code no longer takes (a layer renamed since): that run is left out
     with the key that differs, and the ensemble of the others goes on; expt.load names the file and the key."""

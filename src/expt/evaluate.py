@@ -216,13 +216,18 @@ def find_runs(directory: Path) -> tuple[list[Path], dict[Path, str]]:
     # a run's own subdirectories (its checkpoints, its sanity/overfit run's parts) are not runs of the sweep
     candidates = {c for c in candidates if c.name not in ("checkpoints", EVALUATION_DIR)}
     failed = _failed_trials(directory)
-    reasons = {run: why_not_finished(run) for run in sorted(candidates)}
+    reasons = {run: why_not_finished(run) for run in sorted(candidates, key=_job_order)}
     reasons |= {run: f"the trial failed ({failed[run.resolve()]})" for run in reasons
                 if run.resolve() in failed and not (run / METRICS_FILE).exists()}
     finished = [run for run, why in reasons.items() if why is None]
     inside = [run for run in reasons if any(run != f and f in run.parents for f in finished)]
     left_out = {run: why for run, why in reasons.items() if why is not None and run not in inside}
     return finished, left_out
+
+
+def _job_order(run: Path) -> list[tuple[int, Any]]:
+    """A sort key that puts run directories in job order: 5 before 11 (numbers compared as numbers)."""
+    return [(0, int(part)) if part.isdigit() else (1, part) for part in run.parts]
 
 
 def _failed_trials(sweep: Path) -> dict[Path, str]:
@@ -484,7 +489,8 @@ def _reason(exc: OSError) -> str:
 
 
 def _relative(run_dir: Path, directory: Path) -> str:
-    return "." if run_dir == directory else str(run_dir.relative_to(directory))
+    """``run_dir`` as its path below ``directory``; the directory itself as its own path (a lone run's)."""
+    return str(directory) if run_dir == directory else str(run_dir.relative_to(directory))
 
 
 def _write_board(directory: Path, result: dict[str, Any]) -> None:
