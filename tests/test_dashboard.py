@@ -861,7 +861,7 @@ def test_plot_sweep_marks_statuses_apart_names_the_metric_and_flags_ties(tmp_pat
     (ax,) = scatter.axes
     assert ax.get_ylabel() == "best validation accuracy (val_acc)" and "val_acc" not in ax.get_title()
     texts = legend_texts(scatter)
-    assert {"round 1: 3 trials of 1 epoch", "round 2: 2 trials of 3 epochs", "round 3: 1 trials of 10 epochs"} <= set(texts)
+    assert {"round 1: 3 trials of 1 epoch", "round 2: 2 trials of 3 epochs", "round 3: 1 trial of 10 epochs"} <= set(texts)
     assert {"diverged (no score)", "failed (error, no score)", "pruned (stopped early; its last score)"} <= set(texts)
     (best,) = [t for t in texts if t.startswith("best: ")]
     assert "tied with 1 other" in best and "lower val_loss" in best
@@ -874,6 +874,20 @@ def test_plot_sweep_marks_statuses_apart_names_the_metric_and_flags_ties(tmp_pat
     assert list(line.get_xdata()) == [0, 1, 2, 3, 4, 5] and list(line.get_ydata()) == [0.9, 0.9, 0.9, 0.9, 0.95, 0.95]
     assert "best so far" in hax.get_title()
 
+
+
+def test_every_legend_entry_fits_inside_its_picture(tmp_path, monkeypatch):
+    """The star's entry for a tie within one validation sample ran past the right edge ('... lower val_')."""
+    records = [{"round": 1, "job": j, "values": {"lr": 10 ** -j}, "objective": 0.99 - j / 1000, "status": "completed",
+                "val_loss": 0.1 + j / 100, "val_samples": 288} for j in range(3)]
+    drawn = drawn_figures(monkeypatch, lambda: plot_sweep(records, {"lr": True}, tmp_path, metric="val_acc",
+                                                          tie_samples=1))
+    for fig in drawn:
+        renderer = fig.canvas.get_renderer()
+        texts = [t for legend in fig.legends for t in legend.get_texts()]
+        assert any("within 1 val sample" in t.get_text() for t in texts)
+        for text in texts:
+            assert text.get_window_extent(renderer).x1 <= fig.bbox.x1, text.get_text()
 
 
 def test_plot_sweep_draws_a_failed_trials_option_that_no_scored_trial_had(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ destination (a PNG beside the sweep, an image in its TensorBoard run).
 from __future__ import annotations
 
 import logging
+import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +30,7 @@ METRIC_NAMES = {
 # it. The PNG written beside the sweep is the same drawing at twice the resolution. The legend goes
 # below the axes, one entry a line, and the figure grows with it.
 WIDTH, AXES_HEIGHT, LEGEND_LINE = 4.375, 3.3, 0.17  # inches
+LEGEND_CHARS = 70  # a legend entry's line at most, so that none runs past the picture's right edge
 TB_DPI, PNG_DPI, FONT = 80, 160, 9
 # How each status is drawn: (marker, face colour or None for the round's colour, label, on the plot or in
 # the strip along the bottom). A pruned trial stopped early but kept its last score; the others have none.
@@ -123,7 +125,8 @@ class _Rounds:
         if ep is None:
             ep = next((r.get("epochs") for r in self.records if int(r.get("round", 0)) == round_ and r.get("epochs")),
                       None)
-        return f"{name}: {n} trials" + (f" of {ep} epoch{'s' if ep != 1 else ''}" if ep is not None else "")
+        return (f"{name}: {n} trial{'s' if n != 1 else ''}"
+                + (f" of {ep} epoch{'s' if ep != 1 else ''}" if ep is not None else ""))
 
 
 class _Chosen:
@@ -187,7 +190,8 @@ class _Pictures:
 
         ax.grid(True, alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
-        legend = LEGEND_LINE * len(handles) + (0.1 if handles else 0.0)
+        labels = [textwrap.fill(label, LEGEND_CHARS, subsequent_indent="  ") for label in labels]  # none cut off
+        legend = LEGEND_LINE * sum(label.count("\n") + 1 for label in labels) + (0.1 if handles else 0.0)
         fig.set_size_inches(WIDTH, AXES_HEIGHT + legend)
         if handles:
             fig.legend(handles, labels, fontsize=FONT - 1, loc="lower left", bbox_to_anchor=(0.01, 0.0),
