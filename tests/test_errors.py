@@ -693,6 +693,11 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
     "an_option_of_a_list_group": (["regularization=[l2,dropuot]"],
                                   "regularization=[l2,dropuot]: dropuot is not an option of regularization; its "
                                   "options are: batchnorm, dropout, elastic_net, l1, l2, max_norm, none."),
+    "a_value_of_the_wrong_type_in_a_typed_section": (["trainer.epochs=abc"],  # OmegaConf's five-line block before
+                                                     "trainer.epochs=abc is not allowed: Value 'abc' of type 'str' "
+                                                     "could not be converted to Integer."),
+    "a_bool_that_is_not": (["dashboard.histograms=maybe"],
+                           "dashboard.histograms=maybe is not allowed: Value 'maybe' is not a valid bool (type str)."),
     "a_setting_of_an_option_not_chosen": (["augmentation=[hflip]", "augmentation.translate.pad=2"],  # Hydra: "not in
                                           # struct", use +; then "has no _target_"
                                           "augmentation.translate.pad=2: translate is not among the options chosen "

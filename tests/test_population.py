@@ -627,8 +627,9 @@ def test_a_round_override_that_does_not_compose_stops_the_sweep_before_any_trial
         assert done.returncode == 1 and not (tmp_path / launcher / "0").exists()
         errors[launcher] = [line for line in done.stderr.splitlines() if not line.startswith("[")]
     assert errors["population"] == errors["basic"]
-    assert errors["population"][0].startswith("Error in the config: hydra.sweeper.stages.0.rounds.0.overrides do not "
-                                              "compose: Error merging override trainer.batch_size=abc")
+    assert errors["population"][0] == ("Error in the config: hydra.sweeper.stages.0.rounds.0.overrides: "
+                                       "trainer.batch_size=abc is not allowed: Value 'abc' of type 'str' could not be "
+                                       "converted to Integer.")
 
 
 def test_members_measured_together_give_each_members_own_measurements(tmp_path: Path) -> None:

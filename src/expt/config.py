@@ -237,7 +237,25 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
         if parts[1] not in allowed:
             return _not_a_key(f"{override.key_or_group}={_value_text(override)}", ".".join(parts[:2]), allowed,
                               f"{parts[0]} ({schema.__name__})")
+        if len(parts) == 2 and not override.is_sweep_override():
+            problem = _wrong_type(schema, parts[1], override)
+            if problem is not None:
+                return problem
     return None if own_config else _unknown_in_groups(overrides, sections, options)
+
+
+def _wrong_type(schema: type, key: str, override: Any) -> Optional[str]:
+    """A value the typed section's field cannot take (``trainer.epochs=abc``), as OmegaConf's first line: Hydra
+    would print it as a block of five lines (the value, full_key, reference_type, object_type)."""
+    from omegaconf.errors import ValidationError
+
+    try:
+        OmegaConf.merge(OmegaConf.structured(schema), {key: override.value()})
+    except ValidationError as exc:
+        return f"{override.key_or_group}={_value_text(override)} is not allowed: {str(exc).splitlines()[0].rstrip('.')}."
+    except Exception:  # anything else (an interpolation, a value Hydra parses otherwise) is left to Hydra
+        return None
+    return None
 
 
 def _value_text(override: Any) -> str:
