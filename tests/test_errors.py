@@ -859,6 +859,24 @@ def test_a_preset_choosing_what_the_override_chooses_keeps_its_settings():
     assert plain(cfg.model) == {"_target_": "expt.models.MLP", "hidden_sizes": [32]}
 
 
+def test_cfg_job_under_a_preset_prints_the_config_the_run_trains(tmp_path):
+    """experiment=fashion_mnist_convnet optimizer=sgd trains SGD at its own 0.01; --cfg job showed the preset's 0.003.
+    --package selects a node as Hydra's does; a command that does not compose is left to Hydra's message."""
+    import yaml
+
+    proc = run_cli(["experiment=fashion_mnist_convnet", "optimizer=sgd", "--cfg", "job"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = yaml.safe_load(proc.stdout)
+    trained = plain(expt.compose(["experiment=fashion_mnist_convnet", "optimizer=sgd"]))
+    assert shown == trained and shown["optimizer"]["lr"] == 0.01
+    proc = run_cli(["experiment=fashion_mnist_convnet", "model=mlp", "--cfg", "job", "--package", "model"], cwd=tmp_path)
+    assert proc.stdout.splitlines()[0] == "# @package model"
+    assert yaml.safe_load(proc.stdout) == {"_target_": "expt.models.MLP", "hidden_sizes": [256, 128]}
+    proc = run_cli(["experiment=fashion_mnist_convnet", "model=nope", "--cfg", "job"], cwd=tmp_path)
+    assert proc.returncode == 1 and "Could not find 'model/nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
 @pytest.mark.slow
 def test_the_cli_applies_the_same_rule(tmp_path):
     """From the command line: a preset's data and augmentation replaced, trained for 0 epochs (exit 0).

@@ -154,6 +154,31 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
         raise SystemExit(1)
 
 
+def show_preset_config(args: Optional[argparse.Namespace]) -> bool:
+    """``--cfg job`` with a preset (``experiment=...``): print the config the run trains, the preset's settings of a
+    group the command chooses another option of dropped (:func:`expt.presets.apply_preset_choices`), as the run's
+    ``.hydra/config.yaml`` holds it; Hydra's own ``--cfg job`` prints its composition before that rule. True when
+    printed; False leaves ``--cfg`` to Hydra (no preset, ``--resolve``, a config of one's own, an override that
+    does not compose: Hydra says what is wrong)."""
+    if (args is None or args.cfg != "job" or args.resolve or args.help or args.hydra_help or args.multirun
+            or args.config_dir or args.config_name or args.config_path or args.info or args.experimental_rerun
+            or not any(o.lstrip("+").startswith("experiment=") for o in args.overrides)):
+        return False
+    from omegaconf import OmegaConf
+
+    from expt import compose
+
+    try:
+        cfg = compose(args.overrides)
+        node = OmegaConf.select(cfg, args.package, throw_on_missing=False) if args.package else cfg
+    except Exception:
+        return False
+    if args.package:
+        print(f"# @package {args.package}")
+    print(OmegaConf.to_yaml(node) if OmegaConf.is_config(node) else node, end="" if OmegaConf.is_config(node) else "\n")
+    return True
+
+
 def main_reporting_help_errors(args: Optional[argparse.Namespace]) -> None:
     """``main()``; with ``--help`` or ``--hydra-help``, an override Hydra cannot compose is reported as a run
     reports it (its message, no traceback; exit 1), which Hydra does for a run but not for its help."""
@@ -180,6 +205,8 @@ def cli() -> None:
     SIGTERM 143, each after the run has kept what it measured and said how to resume."""
     arguments = command_line(sys.argv[1:])
     stop_on_misspelt_keys(arguments)
+    if show_preset_config(arguments):
+        return
     signal.signal(signal.SIGTERM, _terminate)
     try:
         main_reporting_help_errors(arguments)
