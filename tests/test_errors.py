@@ -86,6 +86,10 @@ CASES = {
     "resume_missing": (["trainer.resume=/nonexistent"], ["trainer.resume", "/nonexistent", "last.pt"]),
     "resume_empty": (["trainer.resume="], ["trainer.resume=''", "a run directory", "null, the default"]),
     "synthetic_samples_negative": (["data=synthetic", "data.num_samples=-5"], ["data.num_samples=-5", "integer >= 1"]),
+    "synthetic_noise_negative": (["data=synthetic", "data.noise=-1"],  # trained as if 1
+                                 ["data.noise=-1", "standard deviation, a number >= 0"]),
+    "pooled_twice_after_one_layer": (["model=deep_convnet", "model.pool_after=[0,0]"],  # pooled once
+                                     ["model.pool_after=[0, 0]", "positions from 0 to 3, each once"]),
     "checkpoint_interval_negative": (["trainer.checkpoint_interval=-1"],
                                      ["trainer.checkpoint_interval", "-1", ">= 0", "every epoch"]),
     "momentum_negative": (["optimizer=momentum", "optimizer.momentum=-1"], ["optimizer", "momentum=-1"]),

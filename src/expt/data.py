@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import importlib.util
 import logging
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -104,6 +105,9 @@ def synthetic(
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
         raise ConfigError(f"data.num_samples={num_samples!r} is not allowed: an integer >= 1 (enough to leave "
                           "training, validation and test samples).")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+        raise ConfigError(f"data.noise={noise!r} is not allowed: the noise's standard deviation, a number >= 0 "
+                          "(0: every image its class's prototype).")
     rng = np.random.default_rng(seed)
     prototypes = rng.standard_normal((num_classes, *shape)).astype(np.float32)
     y = rng.integers(0, num_classes, size=num_samples)

@@ -142,10 +142,10 @@ class DeepConvNet(nn.Sequential):
                 "integers >= 1 (one conv layer each), such as [32, 32, 64, 64]."
             )
         bad = [p for p in pool_after if not 0 <= p < len(filters)]
-        if bad:
+        if bad or len(set(pool_after)) != len(pool_after):
             raise ConfigError(
                 f"model.pool_after={list(pool_after)} is not allowed with {len(filters)} conv layers: "
-                f"positions from 0 to {len(filters) - 1}."
+                f"positions from 0 to {len(filters) - 1}, each once (a layer is pooled once after it)."
             )
         c, h, w = input_shape
         if min(h, w) < 2 ** len(set(pool_after)):
