@@ -235,7 +235,8 @@ class CoarseToFineSearch:
         best = self._ranked([r for n in numbers for r in self.records[n]])
         name = self.settings.stages[stage].name
         if not best or score(best[0], self.settings.direction) is None:
-            log.warning("stage %s: no trial completed; later stages keep the config's values", name)
+            log.warning("stage %s: no trial completed%s", name, "; later stages keep the config's values"
+                        if stage + 1 < len(self.settings.stages) else "")
             return
         for param in self.stage_params[stage]:
             if param in best[0].values:
