@@ -511,3 +511,10 @@ def test_messages_write_whole_numbers_whole_and_tie_breakers_apart() -> None:
     assert str(lr_param()) == "[1e-6, 1e-1]"  # a rate keeps its exponents
     assert _apart(2.2901, 2.2934) == ("2.29", "2.293")
     assert _apart(0.08, 0.095) == ("0.08", "0.095")
+
+
+def test_a_last_stage_without_a_completed_trial_speaks_of_no_later_stage(caplog) -> None:
+    search = CoarseToFineSearch({"optimizer.lr": lr_param()}, settings(2))
+    with caplog.at_level("WARNING"):
+        search.conclude(1, [record(1, s.job, s.values, None, DIVERGED) for s in search.propose(1)])
+    assert "stage search: no trial completed" in caplog.text and "later stages" not in caplog.text
