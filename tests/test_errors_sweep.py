@@ -353,3 +353,20 @@ def test_a_checkpoint_written_before_the_pixel_range_still_loads(runs, digits, t
     assert old.predict(np.round(x * 16)).shape == (5, 10)  # its scale is unknown: not refused
     with pytest.raises(ConfigError, match=r"float pixels in \[0, 1\] or uint8 pixels\.$"):
         old.predict(x > 0.5)
+
+
+def test_a_plain_multirun_into_a_coarse_to_fine_sweep_directory_is_refused(tmp_path):
+    """Its jobs 0, 1 would have replaced the search's trials 0, 1, and search.jsonl would describe runs that are gone;
+    the search itself goes on in its directory."""
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", *TINY_SWEEP, *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before = (sweep / "0" / "metrics.json").read_text()
+    done = run_cli("-m", *TINY, "optimizer.lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert paragraph(done.stderr).startswith(f"Error in the config: hydra.sweep.dir={str(sweep)!r} holds a "
+                                             "coarse_to_fine search (search.jsonl); this multirun's jobs would replace "
+                                             "its trials.")
+    assert (sweep / "0" / "metrics.json").read_text() == before
+    again = run_cli("-m", *TINY_SWEEP, *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # the search, resumed
+    assert again.returncode == 0, again.stderr[-2000:]

@@ -77,6 +77,25 @@ class OutputDirCheck(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.sweep.dir", "multirun/<date>/<time>", create=False)
+        self._keep_search(config)
+
+    @staticmethod
+    def _keep_search(config: DictConfig) -> None:
+        """Stop a multirun of another sweeper in a directory that holds a coarse-to-fine search: its jobs 0, 1, ...
+        would replace the search's trials, and its ``search.jsonl`` would describe runs that are gone."""
+        from expt.search.records import RECORDS_FILE
+
+        sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
+        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+        if sweep_dir is None or "expt_sweeper" in sweeper or not (Path(str(sweep_dir)) / RECORDS_FILE).is_file():
+            return
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            return
+        print(f"Error in the config: hydra.sweep.dir={str(sweep_dir)!r} holds a coarse_to_fine search ({RECORDS_FILE}); "
+              "this multirun's jobs would replace its trials. Give this multirun another hydra.sweep.dir, or add "
+              "hydra/sweeper=coarse_to_fine to continue that search.\nSet HYDRA_FULL_ERROR=1 for a complete stack "
+              "trace.", file=sys.stderr)
+        raise SystemExit(1)
 
     @staticmethod
     def _check(config: DictConfig, key: str, default: str, create: bool) -> None:
