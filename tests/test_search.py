@@ -518,3 +518,13 @@ def test_a_last_stage_without_a_completed_trial_speaks_of_no_later_stage(caplog)
     with caplog.at_level("WARNING"):
         search.conclude(1, [record(1, s.job, s.values, None, DIVERGED) for s in search.propose(1)])
     assert "stage search: no trial completed" in caplog.text and "later stages" not in caplog.text
+
+
+def test_the_summary_says_how_far_the_search_got() -> None:
+    """A summary written after round 1 of 2 (a sweep stopped there) is not taken for the finished search's."""
+    search = CoarseToFineSearch({"optimizer.lr": lr_param()}, settings(3, 2))
+    search.conclude(1, [record(1, s.job, s.values, 0.5 + s.job / 10) for s in search.propose(1)])
+    assert {k: search.summary()[k] for k in ("finished", "rounds_done", "rounds_planned")} == {
+        "finished": False, "rounds_done": 1, "rounds_planned": 2}
+    search.conclude(2, [record(2, s.job, s.values, 0.5) for s in search.propose(2)])
+    assert search.summary()["finished"] is True and search.summary()["rounds_done"] == 2

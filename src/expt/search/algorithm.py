@@ -333,7 +333,12 @@ class CoarseToFineSearch:
         statuses: dict[str, int] = {}
         for record in self.all_records():
             statuses[record.status] = statuses.get(record.status, 0) + 1
+        done = len([n for n in self.records if n != PINPOINT_ROUND])
         out: dict[str, Any] = {
+            # a summary written after each round: a sweep stopped (or still running) says how far it got
+            "finished": done == len(self.settings.rounds),
+            "rounds_done": done,
+            "rounds_planned": len(self.settings.rounds),
             "direction": self.settings.direction,
             "seed": self.settings.seed,
             "best": None if best is None else {
