@@ -984,3 +984,18 @@ def test_an_event_file_cut_back_to_a_checkpoint_keeps_each_axis_up_to_it_and_dro
     assert [(e.step, round(e.value, 6)) for e in acc.Scalars("accuracy/val")] == [(1, 0.1), (2, 0.2)]
     before = path.read_bytes()
     assert cut_after(path, epoch=2, step=8, per_step=per_step) == 0 and path.read_bytes() == before
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    with path.open("ab") as f:  # a record whose checksums hold but whose bytes are no event (a crash's zeros)
+        RecordWriter(f).write(b"\0" * 16)
+    assert cut_after(path, epoch=1, step=8, per_step=per_step) == 1  # the damaged record ends the file; no error
+    assert [e.step for e in read_events(tmp_path).Scalars("accuracy/val")] == [1]
+
+
+def test_a_rewrite_a_kill_cut_short_is_removed_when_the_run_resumes(tmp_path):
+    """cut_after writes beside the file and renames it: a kill in between leaves a .tmp whose name TensorBoard reads
+    as an event file; the next dashboard in the directory removes it."""
+    stale = tmp_path / ".events.out.tfevents.123.host.1.0.abcdef.tmp"
+    stale.write_bytes(b"half a rewrite")
+    dashboard.Dashboard(tmp_path).close()
+    assert not stale.exists()

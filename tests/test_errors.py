@@ -707,6 +707,10 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
                                           "augmentation.translate.pad=2: translate is not among the options chosen "
                                           "(augmentation=[hflip]); choose it too, e.g. augmentation=[hflip,translate] "
                                           "augmentation.translate.pad=2."),
+    "a_list_of_presets": (["experiment=[digits,mnist_convnet]"],  # merged, the last winning
+                          "experiment=[digits,mnist_convnet] is not allowed: one preset at a time (one of "
+                          "cifar10_resnet, digits, fashion_mnist_convnet, fashion_mnist_resnet, mnist_convnet); to "
+                          "compare several, sweep them: python -m expt -m experiment=digits,mnist_convnet."),
     "a_list_for_a_group_of_one_option": (["activation=[relu,tanh]"],  # Hydra merged them: the run used Tanh
                                          "activation=[relu,tanh] is not allowed: activation takes one option (one of "
                                          "elu, gelu, leaky_relu, relu, sigmoid, silu, tanh), and a list would merge "
@@ -876,6 +880,11 @@ def test_cfg_job_under_a_preset_prints_the_config_the_run_trains(tmp_path):
     proc = run_cli(["experiment=fashion_mnist_convnet", "model=mlp", "--cfg", "job", "--package", "model"], cwd=tmp_path)
     assert proc.stdout.splitlines()[0] == "# @package model"
     assert yaml.safe_load(proc.stdout) == {"_target_": "expt.models.MLP", "hidden_sizes": [256, 128]}
+    proc = run_cli(["experiment=fashion_mnist_convnet", "optimizer=sgd", "--cfg", "job", "-p", "_global_"], cwd=tmp_path)
+    assert yaml.safe_load(proc.stdout) == trained
+    for package, said in (("nothere", "package 'nothere' not found in config"), ("trainer.epochs", "30")):
+        proc = run_cli(["experiment=fashion_mnist_convnet", "--cfg", "job", "-p", package], cwd=tmp_path)
+        assert said in proc.stdout + proc.stderr and "@package" not in proc.stdout  # Hydra's own answer
     proc = run_cli(["experiment=fashion_mnist_convnet", "model=nope", "--cfg", "job"], cwd=tmp_path)
     assert proc.returncode == 1 and "Could not find 'model/nope'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "outputs").exists()

@@ -368,5 +368,20 @@ def test_a_plain_multirun_into_a_coarse_to_fine_sweep_directory_is_refused(tmp_p
                                              "coarse_to_fine search (search.jsonl); this multirun's jobs would replace "
                                              "its trials.")
     assert (sweep / "0" / "metrics.json").read_text() == before
+    full = run_cli("-m", *TINY, "optimizer.lr=1e-3,1e-2", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+                   env={"HYDRA_FULL_ERROR": "1"})  # refused all the same
+    assert full.returncode == 1 and "holds a coarse_to_fine search" in full.stderr
+    assert (sweep / "0" / "metrics.json").read_text() == before
     again = run_cli("-m", *TINY_SWEEP, *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # the search, resumed
     assert again.returncode == 0, again.stderr[-2000:]
+
+
+def test_a_rounds_override_that_needs_a_searched_option_is_not_refused(tmp_path):
+    """optimizer.momentum composes only with an optimizer the choice() draws, not with the default Adam: every trial
+    composes, so the up-front check lets the sweep run."""
+    done = run_cli("-m", "hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
+                   "optimizer=choice(momentum,nesterov)",
+                   "hydra.sweeper.stages=[{name:a,params:null,rounds:[{trials:1,overrides:['optimizer.momentum=0.95']}]}]",
+                   *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "optimizer.momentum=0.95" in (tmp_path / "sweep" / "0" / ".hydra" / "overrides.yaml").read_text()

@@ -148,8 +148,11 @@ def test_a_run_resumed_in_its_own_directory_shows_each_step_once_in_tensorboard(
     assert checkpoint.load(killed / "checkpoints" / checkpoint.LAST)["epoch"] == 2
     resumed = expt.train(compose(*CRASH_OVERRIDES, f"trainer.resume={killed}"), run_dir=killed)
 
-    events = EventAccumulator(str(killed), size_guidance={"scalars": 0})
+    events = EventAccumulator(str(killed), size_guidance={"scalars": 0, "histograms": 0})
     events.Reload()
+    for tag in events.Tags()["histograms"]:  # epoch 2's (the checkpoint's) were not written again on resume
+        assert [e.step for e in events.Histograms(tag)] == [0, 1, 2, 3, 4, 5], tag
+    assert events.Tags()["histograms"]
     val = events.Scalars("accuracy/val")
     assert [e.step for e in val] == [1, 2, 3, 4, 5]
     assert [e.value for e in val] == pytest.approx([row["val_acc"] for row in straight_run["history"] if row["epoch"] > 0],

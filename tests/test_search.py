@@ -528,3 +528,13 @@ def test_the_summary_says_how_far_the_search_got() -> None:
         "finished": False, "rounds_done": 1, "rounds_planned": 2}
     search.conclude(2, [record(2, s.job, s.values, 0.5) for s in search.propose(2)])
     assert search.summary()["finished"] is True and search.summary()["rounds_done"] == 2
+
+
+def test_a_stage_with_nothing_to_search_is_not_counted_as_a_round_to_come() -> None:
+    """The second stage searches the rest of the space, here nothing: the search is finished after the first's two
+    rounds (its summary said 2 of 3)."""
+    search = CoarseToFineSearch({"optimizer.lr": lr_param()}, two_stages())
+    for n in search.round_numbers():
+        search.conclude(n, [record(n, s.job, s.values, 0.5 + s.job / 100) for s in search.propose(n)])
+    assert {k: search.summary()[k] for k in ("finished", "rounds_done", "rounds_planned")} == {
+        "finished": True, "rounds_done": 2, "rounds_planned": 2}

@@ -168,14 +168,16 @@ def show_preset_config(args: Optional[argparse.Namespace]) -> bool:
 
     from expt import compose
 
+    if args.package == "_global_":
+        args.package = None  # the whole config, as Hydra reads it
     try:
         cfg = compose(args.overrides)
         node = OmegaConf.select(cfg, args.package, throw_on_missing=False) if args.package else cfg
     except Exception:
         return False
-    if args.package:
-        print(f"# @package {args.package}")
-    print(OmegaConf.to_yaml(node) if OmegaConf.is_config(node) else node, end="" if OmegaConf.is_config(node) else "\n")
+    if not isinstance(node, DictConfig):  # a package that is not a node (a value, or absent): Hydra's own way
+        return False
+    print((f"# @package {args.package}\n" if args.package else "") + OmegaConf.to_yaml(node), end="")
     return True
 
 

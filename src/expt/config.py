@@ -309,6 +309,11 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
     for o in plain:
         parts = o.key_or_group.split(".")
         group = parts[0]
+        if group == "experiment" and len(parts) == 1 and not o.is_sweep_override() and isinstance(o.value(), list) \
+                and len(o.value()) > 1:  # presets merged into one, the last winning
+            return (f"experiment={_value_text(o)} is not allowed: one preset at a time (one of "
+                    f"{', '.join(options.get('experiment', []))}); to compare several, sweep them: "
+                    f"python -m expt -m experiment={','.join(str(v) for v in o.value())}.")
         if o.package is not None or group not in options or group == "experiment":
             continue
         if len(parts) == 1:

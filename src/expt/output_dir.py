@@ -89,12 +89,11 @@ class OutputDirCheck(Callback):
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
         if sweep_dir is None or "expt_sweeper" in sweeper or not (Path(str(sweep_dir)) / RECORDS_FILE).is_file():
             return
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            return
-        print(f"Error in the config: hydra.sweep.dir={str(sweep_dir)!r} holds a coarse_to_fine search ({RECORDS_FILE}); "
-              "this multirun's jobs would replace its trials. Give this multirun another hydra.sweep.dir, or add "
-              "hydra/sweeper=coarse_to_fine to continue that search.\nSet HYDRA_FULL_ERROR=1 for a complete stack "
-              "trace.", file=sys.stderr)
+        message = (f"hydra.sweep.dir={str(sweep_dir)!r} holds a coarse_to_fine search ({RECORDS_FILE}); this "
+                   "multirun's jobs would replace its trials. Give this multirun another hydra.sweep.dir, or add "
+                   "hydra/sweeper=coarse_to_fine to continue that search.")
+        # also under HYDRA_FULL_ERROR=1: Hydra turns a callback's exception into a warning and goes on
+        print(f"Error in the config: {message}", file=sys.stderr)
         raise SystemExit(1)
 
     @staticmethod

@@ -8,8 +8,8 @@ one step number; a run's tags count on two axes (the training step and the epoch
 rewrites the file itself, leaving out the events past the checkpoint on each axis.
 
 An event file is a sequence of TFRecords: a little-endian uint64 length, the masked CRC-32C of those 8
-bytes, the serialized ``Event``, and the masked CRC-32C of the data. A record cut short by the kill ends
-the file; everything before it is kept as it was.
+bytes, the serialized ``Event``, and the masked CRC-32C of the data. A record cut short or damaged by the
+kill ends the file; everything before it is kept as it was.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import struct
 from pathlib import Path
 from typing import Callable, Iterator
 
+from google.protobuf.message import DecodeError
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.summary.writer import record_writer
 
@@ -25,7 +26,8 @@ from expt.files import replacing
 
 
 def records(data: bytes) -> Iterator[bytes]:
-    """The serialized events of an event file's bytes, up to the first record cut short or damaged."""
+    """The serialized events of an event file's bytes, up to the first record cut short or damaged (either
+    checksum wrong)."""
     offset = 0
     while offset + 12 <= len(data):
         header = data[offset:offset + 8]
@@ -34,7 +36,10 @@ def records(data: bytes) -> Iterator[bytes]:
         end = offset + 12 + length + 4
         if crc != record_writer.masked_crc32c(header) or end > len(data):
             return
-        yield data[offset + 12:end - 4]
+        payload = data[offset + 12:end - 4]
+        if struct.unpack("<I", data[end - 4:end])[0] != record_writer.masked_crc32c(payload):
+            return
+        yield payload
         offset = end
 
 
@@ -46,7 +51,10 @@ def cut_after(path: Path, epoch: int, step: int, per_step: Callable[[str], bool]
     kept: list[bytes] = []
     removed = 0
     for raw in records(path.read_bytes()):
-        event = Event.FromString(raw)
+        try:
+            event = Event.FromString(raw)
+        except DecodeError:  # a record whose checksums hold but whose bytes are no event: the file ends there
+            break
         tags = [value.tag for value in event.summary.value] if event.HasField("summary") else []
         limit = step if tags and all(per_step(tag) for tag in tags) else epoch
         if tags and event.step > limit:

@@ -142,7 +142,10 @@ class Dashboard:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / LABEL_FILE).write_text(self.label + "\n", encoding="utf-8")
         use_c_checksums()
+        for stale in self.run_dir.glob(".events.out.tfevents.*.tmp"):  # a rewrite (forget_after) a kill cut short
+            stale.unlink(missing_ok=True)
         self.earlier = sorted(self.run_dir.glob("events.out.tfevents.*"))  # an earlier run's here, if any
+        self.resumed_here = False  # by forget_after: the earlier files hold this run up to its checkpoint
         self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
         self.background = Background()
         self.seconds: dict[str, float] = defaultdict(float)
@@ -179,6 +182,7 @@ class Dashboard:
         earlier process trained after it: that process's events past the checkpoint go from its event files
         (:func:`expt.dashboard.events.cut_after`), so each curve goes on from the checkpoint once instead of
         running back on itself. Returns how many events were removed."""
+        self.resumed_here = True
         return sum(cut_after(path, epoch, step, per_step) for path in self.earlier)
 
     def start(self, exp: Any, probe_idx: torch.Tensor, epoch: int = 0) -> None:
@@ -192,6 +196,9 @@ class Dashboard:
         self._weights = weight_tensors(exp.model)
         self.writer.add_custom_scalars(LAYOUT)
         self.write_header({"status": "running"}, epoch)
+        if self.resumed_here:  # the summary, graph and this epoch's diagnostics are in the earlier files already
+            self.background.submit("the event file's flush", self.writer.flush)
+            return
         if self.settings.summary:
             with self._timed("summary"):
                 self.writer.add_text("model/summary", model_summary(exp.model, exp.data.input_shape), 0)

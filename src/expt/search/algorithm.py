@@ -333,12 +333,13 @@ class CoarseToFineSearch:
         statuses: dict[str, int] = {}
         for record in self.all_records():
             statuses[record.status] = statuses.get(record.status, 0) + 1
+        planned = [n for n in self.round_numbers() if n != PINPOINT_ROUND]  # a stage with nothing to search has none
         done = len([n for n in self.records if n != PINPOINT_ROUND])
         out: dict[str, Any] = {
             # a summary written after each round: a sweep stopped (or still running) says how far it got
-            "finished": done == len(self.settings.rounds),
+            "finished": done == len(planned),
             "rounds_done": done,
-            "rounds_planned": len(self.settings.rounds),
+            "rounds_planned": len(planned),
             "direction": self.settings.direction,
             "seed": self.settings.seed,
             "best": None if best is None else {

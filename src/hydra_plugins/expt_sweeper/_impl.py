@@ -24,6 +24,7 @@ from expt.instantiate import to_plain
 from expt.pruning import PROGRESS_FILE, MedianRule, forget_progress
 from expt.search import (
     PINPOINT_ROUND,
+    ChoiceParam,
     CoarseToFineSearch,
     SearchConfigError,
     Settings,
@@ -100,7 +101,7 @@ class CoarseToFineSweeperImpl(Sweeper):
         assert self.recorder is not None
         try:
             search = self._search(arguments)
-            self._check_round_overrides(arguments, search.fixed)
+            self._check_round_overrides(arguments, search.fixed, search.space)
         except SearchConfigError as error:
             raise compact(error) from error
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -132,11 +133,12 @@ class CoarseToFineSweeperImpl(Sweeper):
             raise SweepFailedError(no_score(search.all_records() or search.every_record(), self.recorder.records_path))
         return returns
 
-    def _check_round_overrides(self, arguments: List[str], fixed: Sequence[str]) -> None:
+    def _check_round_overrides(self, arguments: List[str], fixed: Sequence[str], space: Dict[str, Any]) -> None:
         """The overrides of every round and of the pinpoint stage, refused before the first trial where they cannot
         run: a misspelt key or option (with the keys there are), as on the command line, in a sweep of expt's own
-        (its job name); and in any sweep, a value Hydra cannot compose with the command line's (``fixed``), which
-        would otherwise stop the sweep when that round came, after the rounds before it had trained."""
+        (its job name); and in any sweep, a value Hydra cannot compose with the command line's (``fixed``) and any
+        option of a searched ``choice()`` in ``space``, which would otherwise stop the sweep when that round came,
+        after the rounds before it had trained."""
         assert self.config is not None and self.hydra_context is not None
         places = [(f"hydra.sweeper.stages.{s}.rounds.{r}.overrides", round_.overrides)
                   for s, stage in enumerate(self.settings.stages) for r, round_ in enumerate(stage.rounds)]
@@ -152,11 +154,21 @@ class CoarseToFineSweeperImpl(Sweeper):
                 problem = unknown_override([*arguments, *overrides])
                 if problem is not None:
                     raise SearchConfigError(f"{where}: {problem}")
+        # a round's overrides may need a searched option (optimizer.momentum with optimizer=choice(momentum,...)):
+        # they are refused only where they compose with none of the options a trial can draw
+        drawn = [[]] + [[f"{name}={option}"] for name, param in space.items() if isinstance(param, ChoiceParam)
+                        for option in param.choices]
+        loader = self.hydra_context.config_loader
         for where, overrides in places:
-            try:
-                self.hydra_context.config_loader.load_sweep_config(self.config, list(merge_overrides(fixed, overrides)))
-            except Exception as error:  # Hydra's composition errors, each a message of its own
-                raise SearchConfigError(f"{where} do not compose: {composition_error(error)}") from None
+            first: Optional[Exception] = None
+            for choice in drawn:
+                try:
+                    loader.load_sweep_config(self.config, list(merge_overrides(fixed, choice, overrides)))
+                    break
+                except Exception as error:  # Hydra's composition errors, each a message of its own
+                    first = first or error
+            else:
+                raise SearchConfigError(f"{where} do not compose: {composition_error(first)}")
 
     def _finished(self, specs: List[TrialSpec]) -> Dict[Any, TrialRecord]:
         """The records a stopped sweep left of this round's trials, by key, read from ``search.jsonl``. A failed
