@@ -670,3 +670,18 @@ def test_the_data_option_searches_through_hydra(places: dict[str, Path]) -> None
     splits = load(cfg.data)
     assert len(splits.x_train) + len(splits.x_val) == 30 and len(splits.x_test) == 10
     assert splits.x_train.shape[1:] == (1, 28, 28) and float(splits.x_train.max()) <= 1.0
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz").is_file(),
+                    reason="Fashion-MNIST's files are not installed (apt-get install dataset-fashion-mnist)")
+def test_data_mnist_pointed_at_fashion_mnists_files_says_whose_they_are(caplog) -> None:
+    """data=mnist data.root=/usr/share/datasets/fashion-mnist trained on clothes without a word."""
+    with caplog.at_level("WARNING"):
+        load_mnist("/usr/share/datasets/fashion-mnist", download=False)
+    assert ("/usr/share/datasets/fashion-mnist holds Fashion-MNIST's files (their first training labels are "
+            "Fashion-MNIST's), not MNIST's: data=mnist reads them as they are; for Fashion-MNIST, choose "
+            "data=fashion_mnist.") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_fashion_mnist("/usr/share/datasets/fashion-mnist", download=False)
+    assert "holds" not in caplog.text

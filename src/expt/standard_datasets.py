@@ -66,6 +66,7 @@ class _Remote:
     key: str = ""
     system_dirs: tuple[str, ...] = ()
     install: str = ""
+    first_labels: tuple[int, ...] = ()  # the distributed training labels' first ten: whose files a directory holds
 
     def urls(self, filename: str) -> list[str]:
         return [base + filename for base in self.base_urls]
@@ -84,6 +85,7 @@ _MNIST = _Remote(
         "http://yann.lecun.com/exdb/mnist/",
     ),
     key="mnist",
+    first_labels=(5, 0, 4, 1, 9, 2, 1, 3, 1, 4),
 )
 
 _FASHION_MNIST = _Remote(
@@ -98,6 +100,7 @@ _FASHION_MNIST = _Remote(
     key="fashion_mnist",
     system_dirs=("/usr/share/datasets/fashion-mnist",),
     install="apt-get install dataset-fashion-mnist",
+    first_labels=(9, 0, 0, 3, 0, 2, 7, 2, 5, 5),
 )
 
 _CIFAR10 = _Remote(
@@ -256,7 +259,14 @@ def _load_idx_dataset(remote: _Remote, root: str | os.PathLike[str] | None, down
     """The four IDX files of an MNIST-format dataset, found (or downloaded) and read."""
     expected = ", ".join(remote.md5s) + " (each gzipped or not, named with or without .gz)"
     directory = _locate(remote, root, download, expected, lambda directory: _idx_gaps(remote, directory))
-    return {**read_mnist_format(directory), "num_classes": NUM_CLASSES}
+    arrays = read_mnist_format(directory)
+    first = tuple(int(v) for v in arrays["y_train"][:len(remote.first_labels)])
+    other = next((o for o in (_MNIST, _FASHION_MNIST) if o is not remote and o.first_labels == first), None)
+    if other is not None:  # MNIST's files where Fashion-MNIST's are asked for, or the reverse
+        log.warning("%s holds %s's files (their first training labels are %s's), not %s's: data=%s reads them as "
+                    "they are; for %s, choose data=%s.", directory, other.name, other.name, remote.name, remote.key,
+                    other.name, other.key)
+    return {**arrays, "num_classes": NUM_CLASSES}
 
 
 def load_mnist(root: str | os.PathLike[str] | None = None, download: bool = True) -> dict[str, Any]:
