@@ -708,9 +708,11 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
                                           "(augmentation=[hflip]); choose it too, e.g. augmentation=[hflip,translate] "
                                           "augmentation.translate.pad=2."),
     "a_list_of_presets": (["experiment=[digits,mnist_convnet]"],  # merged, the last winning
-                          "experiment=[digits,mnist_convnet] is not allowed: one preset at a time (one of "
-                          "cifar10_resnet, digits, fashion_mnist_convnet, fashion_mnist_resnet, mnist_convnet); to "
-                          "compare several, sweep them: python -m expt -m experiment=digits,mnist_convnet."),
+                          "experiment=[digits,mnist_convnet] is not allowed: experiment takes one option (one of "
+                          "cifar10_resnet, digits, fashion_mnist_convnet, fashion_mnist_resnet, mnist_convnet), and "
+                          "a list would merge its options into one, the last winning; only regularization and "
+                          "augmentation take a list. To try several, sweep them: python -m expt -m "
+                          "experiment=digits,mnist_convnet."),
     "a_list_for_a_group_of_one_option": (["activation=[relu,tanh]"],  # Hydra merged them: the run used Tanh
                                          "activation=[relu,tanh] is not allowed: activation takes one option (one of "
                                          "elu, gelu, leaky_relu, relu, sigmoid, silu, tanh), and a list would merge "

@@ -168,16 +168,15 @@ def show_preset_config(args: Optional[argparse.Namespace]) -> bool:
 
     from expt import compose
 
-    if args.package == "_global_":
-        args.package = None  # the whole config, as Hydra reads it
+    package = None if args.package == "_global_" else args.package  # _global_: the whole config, as Hydra reads it
     try:
         cfg = compose(args.overrides)
-        node = OmegaConf.select(cfg, args.package, throw_on_missing=False) if args.package else cfg
+        node = OmegaConf.select(cfg, package, throw_on_missing=False) if package else cfg
     except Exception:
         return False
     if not isinstance(node, DictConfig):  # a package that is not a node (a value, or absent): Hydra's own way
         return False
-    print((f"# @package {args.package}\n" if args.package else "") + OmegaConf.to_yaml(node), end="")
+    print((f"# @package {package}\n" if package else "") + OmegaConf.to_yaml(node), end="")
     return True
 
 

@@ -309,20 +309,17 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
     for o in plain:
         parts = o.key_or_group.split(".")
         group = parts[0]
-        if group == "experiment" and len(parts) == 1 and not o.is_sweep_override() and isinstance(o.value(), list) \
-                and len(o.value()) > 1:  # presets merged into one, the last winning
-            return (f"experiment={_value_text(o)} is not allowed: one preset at a time (one of "
-                    f"{', '.join(options.get('experiment', []))}); to compare several, sweep them: "
-                    f"python -m expt -m experiment={','.join(str(v) for v in o.value())}.")
-        if o.package is not None or group not in options or group == "experiment":
+        if o.package is not None or group not in options:
+            continue
+        value = None if len(parts) > 1 or o.is_sweep_override() else o.value()
+        if isinstance(value, list) and len(value) > 1 and group not in LIST_GROUPS:  # a preset's group too
+            return (f"{group}={_value_text(o)} is not allowed: {group} takes one option (one of "
+                    f"{', '.join(options[group])}), and a list would merge its options into one, the last "
+                    f"winning; only {' and '.join(LIST_GROUPS)} take a list. To try several, sweep them: "
+                    f"python -m expt -m {group}={','.join(str(v) for v in value)}.")
+        if group == "experiment":
             continue
         if len(parts) == 1:
-            value = None if o.is_sweep_override() else o.value()
-            if isinstance(value, list) and len(value) > 1 and group not in LIST_GROUPS:
-                return (f"{group}={_value_text(o)} is not allowed: {group} takes one option (one of "
-                        f"{', '.join(options[group])}), and a list would merge its options into one, the last "
-                        f"winning; only {' and '.join(LIST_GROUPS)} take a list. To try several, sweep them: "
-                        f"python -m expt -m {group}={','.join(str(v) for v in value)}.")
             if isinstance(value, list) and any(str(v) not in options[group] for v in value):
                 lists.append((o, [str(v) for v in value]))
             continue

@@ -594,11 +594,11 @@ def load(cfg: DictConfig) -> Splits:
     if loader is npz:
         where = f"data.path={params.get('path')!r}"
     checked = check_raw(raw, where, declared)
-    unused = [f"data.{key}={cfg[key]}" for key, name in (("val_size", "val"), ("test_size", "test"))
-              if cfg.get(key) is not None and f"x_{name}" in checked]
+    unused = [(name, f"data.{name}_size={cfg[f'{name}_size']}") for name in ("val", "test")
+              if cfg.get(f"{name}_size") is not None and f"x_{name}" in checked]
     if unused:  # a size given for a split the data brings: said, as the run would otherwise ignore it quietly
         log.info("%s gives its own %s: %s %s not used (a size applies only to a split carved from x_train).", where,
-                 " and ".join(k.split("=")[0][5:-5] for k in unused), " and ".join(unused),
+                 " and ".join(name for name, _ in unused), " and ".join(setting for _, setting in unused),
                  "is" if len(unused) == 1 else "are")
     splits = split(
         checked,

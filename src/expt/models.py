@@ -148,9 +148,9 @@ class DeepConvNet(nn.Sequential):
                 f"positions from 0 to {len(filters) - 1}, each once (a layer is pooled once after it)."
             )
         c, h, w = input_shape
-        if min(h, w) < 2 ** len(set(pool_after)):
+        if min(h, w) < 2 ** len(pool_after):  # each position once (checked above)
             raise ConfigError(
-                f"model.pool_after={list(pool_after)} halves {h}x{w} images {len(set(pool_after))} times: "
+                f"model.pool_after={list(pool_after)} halves {h}x{w} images {len(pool_after)} times: "
                 "too many pools for this image size."
             )
         layers: list[nn.Module] = []
