@@ -719,6 +719,10 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
                                          "its options into one, the last winning; only regularization and "
                                          "augmentation take a list. To try several, sweep them: python -m expt -m "
                                          "activation=relu,tanh."),
+    "an_option_named_twice": (["augmentation=[translate,hflip,translate]"],  # the same as one translate
+                              "augmentation=[translate,hflip,translate] is not allowed: it names translate more than "
+                              "once, and an option is applied once however often it is named (its settings are "
+                              "augmentation.translate.*); name each option once."),
     "a_setting_its_class_takes": (["optimizer.weight_decay=0.01"],
                                   "optimizer.weight_decay=0.01: optimizer=adam does not set weight_decay, but "
                                   "torch.optim.Adam takes it: add it with +optimizer.weight_decay=0.01."),

@@ -317,6 +317,11 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
                     f"{', '.join(options[group])}), and a list would merge its options into one, the last "
                     f"winning; only {' and '.join(LIST_GROUPS)} take a list. To try several, sweep them: "
                     f"python -m expt -m {group}={','.join(str(v) for v in value)}.")
+        if isinstance(value, list) and len({str(v) for v in value}) < len(value):  # Hydra merges the repeats
+            twice = sorted({str(v) for v in value if [str(w) for w in value].count(str(v)) > 1})
+            return (f"{group}={_value_text(o)} is not allowed: it names {' and '.join(twice)} more than once, and an "
+                    f"option is applied once however often it is named (its settings are {group}.{twice[0]}.*); "
+                    f"name each option once.")
         if group == "experiment":
             continue
         if len(parts) == 1:
