@@ -131,3 +131,16 @@ def test_deeper_resnets_stay_at_log_c_where_the_plain_formula_explodes():
 def test_a_bad_residual_scale_is_a_clear_error(value):
     with pytest.raises(ConfigError, match=r"init\.residual_scale=.* is not allowed: null \(1 / sqrt"):
         resnet(f"init.residual_scale={value}")
+
+
+def test_a_residual_scale_for_a_model_without_residual_branches_is_warned_of(caplog):
+    """It changed nothing and said nothing: the ConvNet has no branch for the scale to act on."""
+    raw = load(expt.compose(["data.subset=200"]).data)
+    with caplog.at_level("WARNING", logger="expt.build"):
+        build(expt.compose(["data.subset=200", "init.residual_scale=0.5"]), data=raw)
+    assert "init.residual_scale=0.5 changes nothing: ConvNet has no residual branches" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="expt.build"):
+        build(expt.compose(["data.subset=200", "model=resnet", "init.residual_scale=0.5"]), data=raw)
+        build(expt.compose(["data.subset=200"]), data=raw)  # the default (null) is the resnet's, unsaid
+    assert "residual_scale" not in caplog.text

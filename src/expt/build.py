@@ -23,6 +23,7 @@ from expt.config import to_yaml, validate
 from expt.dry_run import learning_rate
 from expt.data import Splits, load as load_data
 from expt.devices import choose_device, hydra_job, physical_gpu
+from expt.init import residual_branch_ends
 from expt.instantiate import instantiate
 from expt.optim import param_groups
 from expt.schedule import LearningRate
@@ -91,6 +92,14 @@ def build_model(cfg: DictConfig, input_shape: tuple[int, ...], num_classes: int)
     return model
 
 
+def _check_residual_scale(cfg: DictConfig, model: nn.Module) -> None:
+    """Warn of an ``init.residual_scale`` set for a model without residual branches: it changes nothing there."""
+    scale = cfg.init.get("residual_scale")
+    if scale is not None and not residual_branch_ends(model):
+        log.warning("init.residual_scale=%s changes nothing: %s has no residual branches (model=resnet has); "
+                    "the run trains as without it.", scale, type(model).__name__)
+
+
 def has_batchnorm(model: nn.Module) -> bool:
     """Whether a layer of the model normalizes with batch statistics (it cannot train on one sample)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -157,6 +166,7 @@ def build(cfg: DictConfig, data: Optional[Splits] = None, same_data_as: Optional
             f"{cause} leaves 1 training sample, which batch norm cannot train on: a batch needs at least 2 samples "
             "for its statistics (keep 2 or more, or leave batch norm out of regularization)."
         )
+    _check_residual_scale(cfg, model)
     reg = cfg.regularization
     regularizer = Regularizer(model, l1=reg.l1, l2=reg.l2, max_norm=reg.max_norm)
 
