@@ -49,12 +49,15 @@ class Splits:
         return tuple(self.x_train.shape[1:])
 
     def fingerprint(self) -> dict[str, Any]:
-        """What tells this data from other data, for a resumed run to check: the splits' sizes and a digest of their
-        labels in order (the images are checked through the preprocessing statistics fitted on them)."""
-        digest = hashlib.sha256()
-        for y in (self.y_train, self.y_val, self.y_test):
-            digest.update(y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes())
-        return {"samples": [len(self.y_train), len(self.y_val), len(self.y_test)], "labels": digest.hexdigest()[:16]}
+        """What tells this data from other data, for a resumed run and an ensemble to check: the splits' sizes, a
+        digest of their labels in order (the images are checked through the preprocessing statistics fitted on
+        them), and one digest a split (``split_labels``: train, val, test), so that runs which trained on subsets of
+        one training split can be told to share its validation and test splits."""
+        labels = [y.detach().to("cpu", torch.int64).contiguous().numpy().tobytes()
+                  for y in (self.y_train, self.y_val, self.y_test)]
+        return {"samples": [len(self.y_train), len(self.y_val), len(self.y_test)],
+                "labels": hashlib.sha256(b"".join(labels)).hexdigest()[:16],
+                "split_labels": [hashlib.sha256(y).hexdigest()[:16] for y in labels]}
 
     def map_x(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "Splits":
         return replace(self, x_train=fn(self.x_train), x_val=fn(self.x_val), x_test=fn(self.x_test))

@@ -9,6 +9,7 @@ made on the validation split and the test split used once.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -26,10 +27,10 @@ from torch import nn
 from expt import checkpoint
 from expt.augment import NOT_FLIP_INVARIANT
 from expt.build import build_model
-from expt.data import _images as check_images, load as load_data
+from expt.data import Splits, _images as check_images, load as load_data
 from expt.devices import choose_device
 from expt.errors import ConfigError
-from expt.files import replacing
+from expt.files import holder, replacing
 from expt.instantiate import instantiate
 from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
 from expt.preprocess import Preprocessor
@@ -62,6 +63,7 @@ class Predictor:
     averaged: bool  # the averaged weights of trainer.ema, not the trained ones
     source: Path
     pixel_range: Optional[tuple[float, float]] = None  # the training images' lowest and highest pixel
+    data: Optional[dict[str, Any]] = None  # the data it trained on (expt.data.Splits.fingerprint), where recorded
 
     def expects(self) -> str:
         """What :meth:`images` takes, for error messages."""
@@ -145,7 +147,7 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
     found = state["preprocess"].get("pixel_range")
     pixel_range = (float(found[0]), float(found[1])) if found is not None and len(found) == 2 else None
     return Predictor(model, preprocessor, device, dtype, input_shape, num_classes, cfg, state.get("best_epoch"),
-                     bool(state.get("averaged", False)), source, pixel_range)
+                     bool(state.get("averaged", False)), source, pixel_range, state.get("data"))
 
 
 # ============================================================================= ensembles: python -m expt.evaluate
@@ -171,6 +173,9 @@ def _is_number(value: Any) -> bool:
 
 def why_not_finished(run: Path) -> Optional[str]:
     """Why ``run`` is not a finished run an ensemble can use; None when it is one."""
+    pid = holder(run)
+    if pid is not None:  # its metrics.json and best.pt, where there are some, are an earlier state's
+        return f"it is training now (process {pid}); evaluate it once it ends"
     path = run / METRICS_FILE
     if not path.is_file():
         return f"it has no {METRICS_FILE} (the run failed, was killed, or is still running)"
@@ -338,6 +343,25 @@ def members(directory: Path, device: str | torch.device,
                                         str(m.run_dir))), left_out
 
 
+def check_trained_on(ranked: list[Member], data: Splits, directory: Path) -> None:
+    """Refuse members that trained on other validation or test samples than ``data`` holds (the labels of each in
+    order, as their checkpoints recorded them): a data file changed in place since they trained (samples added,
+    removed or reordered) would score them on samples they may have trained on, with the same config. A checkpoint
+    written before it was recorded is not checked."""
+    now = data.fingerprint()["split_labels"][1:]
+    stale = [m for m in ranked if m.predictor.data and m.predictor.data.get("split_labels", now)[1:] != now]
+    if stale:
+        names = ", ".join(_relative(m.run_dir, directory) for m in stale[:3]) + (", ..." if len(stale) > 3 else "")
+        cfg = ranked[0].predictor.config.data
+        where = f"data.path={cfg.get('path')!r}" if cfg.get("name") == "npz" else f"data={cfg.get('name')}"
+        raise ConfigError(
+            f"{len(stale)} of {len(ranked)} run(s) ({names}) trained on other data than {where} gives now: their "
+            "validation and test labels differ from the splits read here, so they would be scored on samples they "
+            "may have trained on. The data changed since they trained (a file replaced or edited, its samples "
+            "reordered); restore it, or evaluate runs trained on the data as it is now."
+        )
+
+
 def _first_number(metrics: dict, *keys: str) -> float:
     """The first of ``keys`` that ``metrics`` holds a number for (runs written before a key existed lack it)."""
     for key in keys:
@@ -406,6 +430,7 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
             "whose classes a mirror keeps, such as fashion_mnist or cifar10."
         )
     data = load_data(run_data_config(ranked[0]))
+    check_trained_on(ranked, data, directory)
 
     def probs(member: Member, split: str, views: str) -> torch.Tensor:
         p = member.predictor
@@ -449,11 +474,19 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
         earlier = json.loads(path.read_text()).get("test_evaluations", [])
     except (OSError, ValueError):
         pass
-    result["repeated"] = any(e.get("choice") == chosen for e in earlier)
+    models = _model_digests(ranked[:k])  # the same members may hold other weights since (a run resumed further)
+    result["repeated"] = any(e.get("choice") == chosen and e.get("models") == models for e in earlier)
     result["test_evaluations"] = earlier + ([] if result["repeated"] else [
-        {"choice": chosen, "test_acc": test_acc, "test_loss": test_loss, "at": time.strftime("%Y-%m-%d %H:%M:%S")}])
+        {"choice": chosen, "models": models, "test_acc": test_acc, "test_loss": test_loss,
+         "at": time.strftime("%Y-%m-%d %H:%M:%S")}])
     result["not_written"] = _save(directory, result)
     return result
+
+
+def _model_digests(chosen: list[Member]) -> list[str]:
+    """A digest of each chosen member's checkpoint file, to tell a choice evaluated again from the same members
+    holding other weights."""
+    return [hashlib.sha256(Path(m.predictor.source).read_bytes()).hexdigest()[:16] for m in chosen]
 
 
 def _save(directory: Path, result: dict[str, Any]) -> list[dict[str, str]]:

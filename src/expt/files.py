@@ -96,3 +96,25 @@ def only_writer(directory: Path, busy: type[Exception], setting: str = "hydra.ru
     finally:
         _held.discard(key)
         os.close(fd)  # releases the lock
+
+
+def holder(directory: Path) -> Optional[str]:
+    """The pid of the process training in ``directory`` now (the one that holds its lock, as :func:`only_writer`
+    takes it), or None when no process does. Takes no lock and creates no file."""
+    if os.path.realpath(directory) in _held:
+        return str(os.getpid())
+    try:
+        import fcntl
+        fd = os.open(directory / LOCK_FILE, os.O_RDONLY)
+    except (ImportError, OSError):  # no locks here (Windows), or no lock file: nobody trains there
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        return None  # a file system without locks
+    finally:
+        os.close(fd)  # and the shared lock with it
+    return None
+

@@ -119,7 +119,8 @@ class RunRecord:
     # ------------------------------------------------------------------ checkpoints
     @functools.cached_property
     def data_fingerprint(self) -> dict[str, Any]:
-        """The data this run trains on, as last.pt keeps it for a resume to check (:meth:`expt.data.Splits.fingerprint`)."""
+        """The data this run trains on, as its checkpoints keep it (:meth:`expt.data.Splits.fingerprint`): last.pt's
+        for a resume to check, best.pt's and the snapshots' for an ensemble to check."""
         return self.exp.data.fingerprint()
 
     def state(self, optimizer_state: dict[str, Any], scaler_state: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -163,6 +164,7 @@ class RunRecord:
             "averaged": averaged,  # the averaged weights of trainer.ema, not the trained ones
             "input_shape": list(self.exp.data.input_shape),  # what expt.load needs to rebuild the model
             "num_classes": self.exp.data.num_classes,
+            "data": self.data_fingerprint,
             "config": self.exp.config_yaml,
         }
 
