@@ -25,9 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from expt import checkpoint
-from expt.augment import NOT_FLIP_INVARIANT
+from expt.augment import NOT_FLIP_INVARIANT, PER_CHANNEL
 from expt.build import build_model
-from expt.data import Splits, _images as check_images, load as load_data
+from expt.data import SCALE_RATIO, Splits, _images as check_images, load as load_data
 from expt.devices import choose_device
 from expt.errors import ConfigError
 from expt.files import holder, replacing
@@ -35,7 +35,8 @@ from expt.instantiate import instantiate
 from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
 from expt.preprocess import Preprocessor
 from expt.search import RECORDS_FILE, read_records
-from expt.status import COMPLETED, EVALUATION_DIR, EVALUATION_FILE, FAILED, METRICS_FILE, read_metrics
+from expt.status import (COMPLETED, EVALUATION_DIR, EVALUATION_FILE, FAILED, METRICS_FILE, SANITY_DIR, SANITY_FILE,
+                         read_metrics)
 
 
 # ============================================================================= using a trained model
@@ -70,9 +71,15 @@ class Predictor:
         pixels = "float pixels in [0, 1] or uint8 pixels"
         if self.pixel_range is not None:
             lo, hi = self.pixel_range
-            pixels = f"float pixels on the training images' scale ({lo:.3g} to {hi:.3g}) or uint8 pixels (0-255)"
+            pixels = f"float pixels on the training images' scale ({lo:.3g} to {hi:.3g})"
+            pixels += "" if self.takes_no_bytes() else " or uint8 pixels (0-255)"
         return (f"the model of {self.source} takes a batch of images shaped (N, {', '.join(map(str, self.input_shape))}) "
                 f"(or (N, H, W), (N, H, W, C), or one image), {pixels}")
+
+    def takes_no_bytes(self) -> bool:
+        """Whether the training images' pixels were far beyond [0, 1] (float 0-255 pixels kept as they were), so that
+        uint8 images, which are scaled to [0, 1], are on another scale."""
+        return self.pixel_range is not None and max(-self.pixel_range[0], self.pixel_range[1]) > SCALE_RATIO
 
     def images(self, images: Any) -> torch.Tensor:
         """``images`` as a preprocessed (N, C, H, W) batch on the predictor's device and in its dtype."""
@@ -81,9 +88,13 @@ class Predictor:
             x = (images.float() if images.dtype == torch.bfloat16 else images).numpy()
         else:
             x = np.asarray(images)
-        if x.shape == self.input_shape or (x.ndim == 2 and self.input_shape[0] == 1 and x.shape == self.input_shape[1:]):
-            x = x[None]
+        c, h, w = self.input_shape if len(self.input_shape) == 3 else (None, None, None)
+        if x.shape == self.input_shape or (x.ndim == 2 and c == 1 and x.shape == self.input_shape[1:]):
+            x = x[None]  # one image
+        elif x.ndim == 3 and x.shape == (h, w, c):
+            x = x.transpose(2, 0, 1)[None]  # one image, channels last (as PIL and numpy give it)
         given = tuple(x.shape)
+        as_bytes = x.dtype == np.uint8  # scaled to [0, 1] below, as the data loaders scale them
         try:
             x = check_images(x, "images", "predict")  # the checks every training split passes: dtype, shape, finite
         except ConfigError as error:
@@ -96,6 +107,13 @@ class Predictor:
             )
         if not len(x):
             raise ConfigError(f"predict: images holds no image (shape {tuple(x.shape)}); {self.expects()}.")
+        if as_bytes and self.takes_no_bytes():
+            lo, hi = self.pixel_range
+            raise ConfigError(
+                f"predict: images are uint8, whose pixels are scaled to 0-1, but the model of {self.source} was trained "
+                f"on float pixels from {lo:.4g} to {hi:.4g}, kept as they were: give these images as float on that "
+                "scale (images.astype('float32'))."
+            )
         if self.pixel_range is not None:
             lo, hi = self.pixel_range
             width = hi - lo
@@ -113,7 +131,38 @@ class Predictor:
     @torch.no_grad()
     def predict(self, images: Any, tta: str = "none") -> torch.Tensor:
         """Class probabilities (N, C) for raw ``images``, averaged over the test-time views ``tta`` names."""
+        check_views([tta], self, "tta")
         return probabilities(self.model, self.images(images), tta)
+
+
+def check_views(tta: Sequence[str], predictor: Predictor, key: str) -> None:
+    """Refuse test-time views that change what ``predictor``'s model is shown: views that mirror images of data
+    whose classes a mirror changes (the data the trainer warns hflip about), and views that move pixels after a
+    preprocessing that subtracts or rotates per pixel (the trainer refuses augmentation with it for the same
+    reason; a whitened run scored 73.6% without views and 55.9% with shifts). ``key``: the argument's name."""
+    def given(names: Sequence[str]) -> str:  # as the caller wrote them: --tta flip shift+flip, or tta='flip'
+        return f"{key} {' '.join(names)}" if key.startswith("--") else f"{key}={' '.join(names)!r}"
+
+    unknown = [name for name in tta if name not in TTA_VIEWS]
+    if unknown:
+        raise ConfigError(f"{given(unknown[:1])} is not allowed: one of {', '.join(TTA_VIEWS)}.")
+    data = predictor.config.data.get("name")
+    flips = [name for name in tta if "flip" in name]
+    if flips and data in NOT_FLIP_INVARIANT:
+        raise ConfigError(
+            f"{given(flips)} is not allowed on data={data}: those views add each image's mirror, and "
+            f"data={data} holds handwritten digits, which a mirror changes (a mirrored 2, 3, 4, 5, 7 or 9 is "
+            f"not that digit). Use {given(['none'])} or shift (the image and its 1-pixel shifts); flips are for data "
+            "whose classes a mirror keeps, such as fashion_mnist or cifar10."
+        )
+    moved = [name for name in tta if name != "none"]
+    preprocessing = predictor.config.preprocessing.get("_target_")
+    if moved and preprocessing not in PER_CHANNEL:
+        raise ConfigError(
+            f"{given(moved)} is not allowed for the model of {predictor.source}, trained with "
+            f"preprocessing={preprocessing}: it subtracts or rotates per pixel, so a shifted or mirrored view would "
+            f"be preprocessed with the statistics of other pixels, which lowers accuracy. Use {given(['none'])}."
+        )
 
 
 def resolve_model(path: str | Path) -> Path:
@@ -173,6 +222,8 @@ def _is_number(value: Any) -> bool:
 
 def why_not_finished(run: Path) -> Optional[str]:
     """Why ``run`` is not a finished run an ensemble can use; None when it is one."""
+    if (run / SANITY_FILE).is_file() and not (run / METRICS_FILE).is_file():
+        return f"it is a mode=sanity run (its report is {SANITY_FILE}), which trains no model to use"
     pid = holder(run)
     if pid is not None:  # its metrics.json and best.pt, where there are some, are an earlier state's
         return f"it is training now (process {pid}); evaluate it once it ends"
@@ -218,8 +269,10 @@ def find_runs(directory: Path) -> tuple[list[Path], dict[Path, str]]:
         return [directory], {}
     candidates = {directory} if _looks_like_run(directory) else set()
     candidates |= {p.parent for name in (".hydra", METRICS_FILE, "checkpoints") for p in directory.rglob(name)}
-    # a run's own subdirectories (its checkpoints, its sanity/overfit run's parts) are not runs of the sweep
-    candidates = {c for c in candidates if c.name not in ("checkpoints", EVALUATION_DIR)}
+    # a run's own subdirectories (its checkpoints, its evaluation) are not runs of the sweep, nor is a mode=sanity
+    # run's overfit check (a tiny set with regularization off)
+    candidates = {c for c in candidates if c.name not in ("checkpoints", EVALUATION_DIR)
+                  and not any(p.name == SANITY_DIR and (p.parent / SANITY_FILE).is_file() for p in c.parents)}
     failed = _failed_trials(directory)
     reasons = {run: why_not_finished(run) for run in sorted(candidates, key=_job_order)}
     reasons |= {run: f"the trial failed ({failed[run.resolve()]})" for run in reasons
@@ -417,18 +470,8 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
         what = "epoch snapshot(s)" if snapshots else "finished run(s)"
         raise ConfigError(f"--top {top} is not allowed: {str(directory)!r} holds {len(ranked)} {what}; "
                           f"give a number from 1 to {len(ranked)}.")
-    for name in tta:
-        if name not in TTA_VIEWS:
-            raise ConfigError(f"--tta {name} is not allowed: one of {', '.join(TTA_VIEWS)}.")
-    data_name = ranked[0].predictor.config.data.get("name")
-    flips = [name for name in tta if "flip" in name]
-    if flips and data_name in NOT_FLIP_INVARIANT:  # the data the trainer warns hflip about (expt.augment)
-        raise ConfigError(
-            f"--tta {' '.join(flips)} is not allowed on data={data_name}: those views add each image's mirror, and "
-            f"data={data_name} holds handwritten digits, which a mirror changes (a mirrored 2, 3, 4, 5, 7 or 9 is "
-            "not that digit). Use --tta none or shift (the image and its 1-pixel shifts); flips are for data "
-            "whose classes a mirror keeps, such as fashion_mnist or cifar10."
-        )
+    for member in ranked:
+        check_views(tta, member.predictor, "--tta")
     data = load_data(run_data_config(ranked[0]))
     check_trained_on(ranked, data, directory)
 

@@ -43,6 +43,7 @@ from expt.data import load as load_data
 from expt.predict import data_loss, logits
 from expt.regularization import Regularizer
 from expt.run import default_run_dir, train
+from expt.status import SANITY_DIR, SANITY_FILE
 
 log = logging.getLogger("expt.sanity")  # the sanity checks speak under one name (expt.checks's too)
 
@@ -205,7 +206,7 @@ def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, 
             penalty_fn=lambda m: Regularizer(m, l1=configured.l1, l2=configured.l2).penalty(),
             entries=settings.gradcheck_entries, seed=seed,
         ),
-        lambda: overfit_small_set(cfg, run_dir / "sanity" / "overfit", settings.overfit_samples,
+        lambda: overfit_small_set(cfg, run_dir / SANITY_DIR / "overfit", settings.overfit_samples,
                                   settings.overfit_epochs, settings.overfit_batch_size, num_classes=d.num_classes,
                                   available=len(d.x_train)),
     ):
@@ -217,9 +218,9 @@ def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, 
         "checks": [c.to_dict() for c in checks],
         "setup": setup,
         "seconds": time.perf_counter() - started,
-        "path": str(run_dir / "sanity.json"),
+        "path": str(run_dir / SANITY_FILE),
     }
-    (run_dir / "sanity.json").write_text(json.dumps(report, indent=2))
+    (run_dir / SANITY_FILE).write_text(json.dumps(report, indent=2))
     print(format_report(report))
     return report
 

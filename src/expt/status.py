@@ -25,6 +25,9 @@ METRICS_FILE = "metrics.json"
 # what ``python -m expt.evaluate DIR`` writes into DIR (a run's or a sweep's directory): its result, and its
 # TensorBoard record
 EVALUATION_FILE, EVALUATION_DIR = "evaluation.json", "evaluation"
+# what ``mode=sanity`` writes into its run directory: the report, and the folder of its overfit check's run (a
+# run of a tiny set with regularization off: a check, never a member of an ensemble)
+SANITY_FILE, SANITY_DIR = "sanity.json", "sanity"
 # Keys every metrics.json holds (``history`` has one row per epoch: epoch, train_loss, train_acc,
 # val_loss, val_acc, lr, seconds). ``objective`` is what a sweep optimises: the best validation
 # accuracy of a completed (or pruned) run, 0.0 for any other; ``best_val_loss`` is the validation
