@@ -295,3 +295,18 @@ def test_checkpoints_get_the_permissions_of_any_new_file(tmp_path):
     assert {path.name for path in files} >= {"metrics.json", checkpoint.LAST, checkpoint.BEST}
     assert {oct(stat.S_IMODE(path.stat().st_mode)) for path in files} == {"0o644"}
 
+
+
+def test_runs_started_from_python_without_a_run_dir_each_get_their_own(tmp_path, monkeypatch):
+    """A loop over settings started runs within one second: they shared outputs/<date>/<time>, each replacing
+    the one before it."""
+    monkeypatch.chdir(tmp_path)
+    quick = ["data.subset=100", "trainer.epochs=1", "dashboard.histograms=false", "dashboard.filters=false",
+             "dashboard.graph=false"]
+    for lr in (1e-3, 3e-3):
+        expt.train(expt.compose([*quick, f"optimizer.lr={lr}"]))
+    made = [expt.run.default_run_dir() for _ in range(3)]  # however the seconds fall, each is new
+    assert len(set(made)) == 3 and all(path.is_dir() and not any(path.iterdir()) for path in made)
+    runs = [p.parent for p in (tmp_path / "outputs").rglob("metrics.json")]
+    rates = sorted(row["lr"] for run in runs for row in read_metrics(run)["history"] if row.get("epoch") == 1)
+    assert rates == pytest.approx([1e-3, 3e-3])

@@ -32,12 +32,23 @@ log = logging.getLogger(__name__)
 
 
 def default_run_dir() -> Path:
-    """Hydra's output directory inside a Hydra job; ``outputs/<date>/<time>`` otherwise."""
+    """Hydra's output directory inside a Hydra job; otherwise a new directory ``outputs/<date>/<time>``, created here,
+    with ``-1``, ``-2``, ... added where a run of the same second has it (runs started in a loop would replace
+    each other)."""
     from hydra.core.hydra_config import HydraConfig
 
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
-    return Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
+    base = Path("outputs") / time.strftime("%Y-%m-%d") / time.strftime("%H-%M-%S")
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        path = base if n == 0 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()  # taken by this process alone, even where several start in one second
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{base} and 10,000 numbered directories beside it exist already; give run_dir")
 
 
 def in_sweep() -> bool:
