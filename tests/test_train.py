@@ -310,3 +310,25 @@ def test_runs_started_from_python_without_a_run_dir_each_get_their_own(tmp_path,
     runs = [p.parent for p in (tmp_path / "outputs").rglob("metrics.json")]
     rates = sorted(row["lr"] for run in runs for row in read_metrics(run)["history"] if row.get("epoch") == 1)
     assert rates == pytest.approx([1e-3, 3e-3])
+
+
+def test_a_config_loaded_from_a_file_or_given_as_a_dict_trains_as_composed(tmp_path):
+    """OmegaConf.load of a run's .hydra/config.yaml passed every check, then failed with AttributeError: 'dict'
+    object has no attribute 'seed', leaving an events file and a lock behind; a dict failed the same way."""
+    from omegaconf import OmegaConf
+
+    cfg = expt.compose(["data.subset=100", "trainer.epochs=1", "dashboard.histograms=false"])
+    OmegaConf.save(cfg, tmp_path / "config.yaml")
+    composed = expt.train(cfg, run_dir=tmp_path / "composed")
+    loaded = expt.train(OmegaConf.load(tmp_path / "config.yaml"), run_dir=tmp_path / "loaded")
+    for key in ("train_loss", "val_acc", "val_loss"):  # the same run
+        assert [row[key] for row in loaded["history"]] == [row[key] for row in composed["history"]], key
+    older = OmegaConf.to_container(cfg)
+    del older["trainer"]["snapshots"]  # a file an older expt wrote: the key takes its default
+    assert expt.train(older, run_dir=tmp_path / "dict")["status"] == "completed"
+    older["trainer"]["epochs"] = "abc"
+    with pytest.raises(expt.ConfigError, match=r"^trainer.epochs='abc' is not allowed: Value 'abc' of type 'str' "
+                                               r"could not be converted to Integer\.$"):
+        expt.train(older, run_dir=tmp_path / "bad")
+    with pytest.raises(expt.ConfigError, match=r"^the config is a list: expt trains a DictConfig"):
+        expt.train([cfg], run_dir=tmp_path / "bad")

@@ -19,7 +19,7 @@ from torch import nn
 from expt import augment
 from expt.capture import capturable_options, capture_mode
 from expt.errors import ConfigError
-from expt.config import to_yaml, validate
+from expt.config import on_schema, to_yaml, validate
 from expt.dry_run import learning_rate
 from expt.data import Splits, load as load_data
 from expt.devices import choose_device, hydra_job, physical_gpu
@@ -139,6 +139,7 @@ def build(cfg: DictConfig, data: Optional[Splits] = None, same_data_as: Optional
     the caller has checked ``cfg`` with :func:`expt.config.validate` and not changed it since (the population
     launcher does, to group its jobs), so it is not checked again (4-8 ms)."""
     if not validated:
+        cfg = on_schema(cfg)
         validate(cfg)
     device = resolve_device(cfg.trainer.device)
     if same_data_as is None:

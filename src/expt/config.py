@@ -442,6 +442,34 @@ def check_keys(cfg: DictConfig) -> None:
                 _unknown_key(f"{section}.{name}", cfg[section], name, allowed, f"{section} ({schema.__name__})")
 
 
+def on_schema(cfg: Any) -> DictConfig:
+    """``cfg`` with expt's typed sections (trainer, regularization, sanity, dashboard), as the trainer reads them.
+
+    A config that :func:`expt.compose` or ``python -m expt`` composed has them and is returned as it is. One loaded
+    from a file (a run's ``.hydra/config.yaml``), made with ``OmegaConf.create`` or given as a dict is merged onto
+    :class:`ExptConfig`: its values are typed as on the command line, and keys that an older expt's file lacks
+    take their defaults. A key the schema does not have is named as :func:`check_keys` names it.
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(cfg, dict):
+        cfg = OmegaConf.create(cfg)
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"the config is a {type(cfg).__name__}: expt trains a DictConfig, as expt.compose([...]) "
+                          "makes one (or OmegaConf.load of a run's .hydra/config.yaml, or a dict of the same keys).")
+    sections = _typed_sections()
+    if all(OmegaConf.get_type(cfg, name) is schema for name, schema in sections.items()):
+        return cfg
+    check_keys(cfg)
+    try:
+        return OmegaConf.merge(OmegaConf.structured(ExptConfig), cfg)
+    except OmegaConfBaseException as exc:  # a value its field cannot take: OmegaConf's first line, which names it
+        key = getattr(exc, "full_key", None)
+        reason = str(exc).splitlines()[0].rstrip(".")
+        raise ConfigError(f"{key}={getattr(exc, 'value', '?')!r} is not allowed: {reason}." if key else
+                          f"the config does not fit expt's schema: {reason}.") from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Check the composed config before anything is built; raise ConfigError on the first problem.
 

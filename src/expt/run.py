@@ -21,6 +21,7 @@ from omegaconf import DictConfig
 
 from expt.build import build
 from expt.checks import guard
+from expt.config import on_schema
 from expt.dashboard import Dashboard, sweep_context
 from expt.errors import StorageError
 from expt.files import only_writer
@@ -66,6 +67,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
     the best validation accuracy, or 0.0 (the worst) when the run diverged. ``sweep``: where the run
     stands in a sweep; by default what the sweep's environment variables say (none outside a sweep).
     """
+    cfg = on_schema(cfg)  # a config loaded from a run's .hydra/config.yaml, or a dict, as compose types it
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     sweep = sweep if sweep is not None else SweepTrial.read()
     run_dir.mkdir(parents=True, exist_ok=True)
