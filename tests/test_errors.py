@@ -60,7 +60,11 @@ CASES = {
     "l2_negative": (["regularization.l2=-1"], ["regularization.l2", "-1", ">= 0"]),
     "batch_size_zero": (["trainer.batch_size=0"], ["trainer.batch_size", "0", ">= 1"]),
     "filter_too_big": (["model.filter_size=20"], ["model.filter_size", "20", "1 to 8", "8x8"]),
-    "target_missing": (["activation._target_=nope.Missing"], ["activation._target_", "nope.Missing", "importable"]),
+    "target_missing": (["activation._target_=nope.Missing"],
+                       ["activation._target_='nope.Missing' does not import (ModuleNotFoundError: No module named "
+                        "'nope'. Are you sure that module 'nope' is installed?)", "importable"]),
+    "target_not_callable": (["activation._target_=torch.nn"],  # a TypeError traceback from functools.partial
+                            ["activation._target_='torch.nn' is a module, not a class or function", "importable"]),
     "dtype_half": (["trainer.dtype=float16"], ["trainer.dtype", "float16", "float32", "float64"]),
     "device_missing": ([MISSING_DEVICE], ["trainer.device", MISSING_DEVICE.split("=")[1], DEVICE_HINT]),
     "val_size_zero": (["data.val_size=0"], ["data.val_size", "0", "fraction"]),
@@ -165,6 +169,7 @@ SUBPROCESS_CASES = {
     "misspelt_plain_key": "the CLI, before Hydra composes (which would suggest adding the key with '+')",
     "misspelt_key_in_a_sweep": "the same, for a multirun",
     "misspelt_key_of_a_model": "the same, for an open group's key (Hydra would not list the keys)",
+    "target_missing": "the import of a _target_ (Hydra logged its own error lines first, the cause cut off)",
 }
 CLI_ONLY = {  # (overrides, expected): errors that only the CLI can raise
     "misspelt_plain_key": (["trainer.epoch=3"], ["Error in the config: trainer.epoch=3 is not a key of trainer",
@@ -268,7 +273,7 @@ def test_the_cli_prints_one_paragraph_and_exits_1_before_training(case, cli_outc
     expected = (CLI_ONLY.get(case) or CASES[case])[1]
     stderr = proc.stderr
     assert proc.returncode == 1, f"exit {proc.returncode}\n{stderr[-2000:]}"
-    assert "Traceback" not in stderr + proc.stdout
+    assert "Traceback" not in stderr + proc.stdout and "[ERROR]" not in proc.stdout  # said once, as one paragraph
     check_message(case, stderr, expected)
     assert "+trainer" not in stderr and "+dashboard" not in stderr  # never advice to add a misspelt key
     if case not in CLI_ONLY:

@@ -10,6 +10,7 @@ of memory says what to make smaller (:func:`call`). Options are flat (no nested 
 from __future__ import annotations
 
 import functools
+import logging
 import inspect
 from typing import Any, Mapping, Optional, Sequence
 
@@ -35,14 +36,23 @@ def locate(target: str, key: str) -> Any:
     """Import the object a ``_target_`` names, or raise a ConfigError naming ``key``."""
     from hydra.utils import get_object
 
+    hydra_log = logging.getLogger("hydra.utils")
+    level = hydra_log.level
+    hydra_log.setLevel(logging.CRITICAL)  # it logs the failure as an ERROR before raising it: said once, below
+    needed = ("a _target_ must be the dotted path of an importable class or function, such as torch.nn.ReLU or "
+              "mypackage.layers.Mish.")
     try:
-        return get_object(target)
+        found = get_object(target)
     except Exception as exc:  # ImportError, AttributeError, ValueError from Hydra's locator
-        raise ConfigError(
-            f"{key}={target!r} does not import ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "a _target_ must be the dotted path of an importable class or function, "
-            "such as torch.nn.ReLU or mypackage.layers.Mish."
-        ) from None
+        cause = exc.__cause__ or exc  # Hydra's ImportError wraps the error the import gave, then asks a question
+        question = [line for line in str(exc).splitlines() if line.startswith("Are you sure")]
+        reason = " ".join(f"{type(cause).__name__}: {cause}".split()) + "".join(f". {q}" for q in question)
+        raise ConfigError(f"{key}={target!r} does not import ({reason}); {needed}") from None
+    finally:
+        hydra_log.setLevel(level)
+    if not callable(found):  # a module, a constant
+        raise ConfigError(f"{key}={target!r} is a {type(found).__name__}, not a class or function; {needed}")
+    return found
 
 
 def parameters(fn: Any) -> Optional[Mapping[str, inspect.Parameter]]:
