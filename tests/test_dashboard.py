@@ -999,3 +999,13 @@ def test_a_rewrite_a_kill_cut_short_is_removed_when_the_run_resumes(tmp_path):
     stale.write_bytes(b"half a rewrite")
     dashboard.Dashboard(tmp_path).close()
     assert not stale.exists()
+
+
+def test_a_new_event_file_sorts_after_the_earlier_ones_of_its_run(tmp_path):
+    """TensorBoard reads a run's files in name order: the second, then the host, then the pid. A run killed and
+    resumed within one second had its resumed file read first, so each curve ran back on itself."""
+    earlier = tmp_path / f"events.out.tfevents.{int(time.time())}.~host.99999999.0"  # sorts last within its second
+    earlier.write_bytes(b"")
+    dashboard.Dashboard(tmp_path).close()
+    files = sorted(tmp_path.glob("events.out.tfevents.*"))
+    assert len(files) == 2 and files[0] == earlier

@@ -15,8 +15,9 @@ kill ends the file; everything before it is kept as it was.
 from __future__ import annotations
 
 import struct
+import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto.event_pb2 import Event
@@ -67,3 +68,21 @@ def cut_after(path: Path, epoch: int, step: int, per_step: Callable[[str], bool]
             for raw in kept:
                 writer.write(raw)
     return removed
+
+
+def created_second(path: Path) -> int:
+    """The second an event file was created in, as its name says (``events.out.tfevents.<second>.<host>.<pid>...``);
+    -1 for a name that does not say."""
+    parts = path.name.split(".")
+    return int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else -1
+
+
+def wait_to_sort_after(earlier: Iterable[Path]) -> None:
+    """Wait, at most a second, until an event file created now sorts after ``earlier``'s. TensorBoard reads a run's
+    files in name order, and a name gives the second first, then the host and the process id: a run killed and
+    resumed within one second would have its resumed file read first (by process id), the resumed steps before
+    the earlier ones, so every curve ran back on itself."""
+    latest = max((created_second(path) for path in earlier), default=-1)
+    while int(time.time()) <= latest:
+        time.sleep(max(0.01, latest + 1 - time.time()))
+

@@ -66,7 +66,7 @@ from expt.dashboard.diagnostics import (
     weight_tensors,
 )
 from expt.dashboard.diagnosis import diagnose
-from expt.dashboard.events import cut_after
+from expt.dashboard.events import cut_after, wait_to_sort_after
 from expt.dashboard.hparams import (
     HPARAM_METRICS, STATUS, DIAGNOSIS, TABLE_METRICS, SweepContext, declared_columns, hparams_summaries, run_hparams,
     run_label, sweep_context,
@@ -146,6 +146,7 @@ class Dashboard:
             stale.unlink(missing_ok=True)
         self.earlier = sorted(self.run_dir.glob("events.out.tfevents.*"))  # an earlier run's here, if any
         self.resumed_here = False  # by forget_after: the earlier files hold this run up to its checkpoint
+        wait_to_sort_after(self.earlier)  # a resumed run's file is read after them
         self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
         self.background = Background()
         self.seconds: dict[str, float] = defaultdict(float)
