@@ -618,6 +618,7 @@ def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_
     metrics = read_metrics(run_dir)
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
     assert metrics["best_val_acc"] is not None and metrics["test_acc"] is not None  # tested from memory
+    assert re.search(r"epoch 1/\d+  loss ", output), output[-3000:]  # the epoch measured is said, as every epoch is
     assert not last.exists() and not (last.parent / checkpoint.BEST).exists()
     assert not list(last.parent.glob(".*.tmp"))
 

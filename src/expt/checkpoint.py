@@ -170,9 +170,10 @@ def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch
         raise ConfigError(
             f"trainer.resume={str(path)!r} was trained with another config: {listed}. "
             "A resumed run may change only trainer.epochs, the schedule, the device, how often it logs and "
-            "checkpoints, the dashboards and the sanity settings; the data, model, activation, preprocessing, "
-            "init, regularization, optimizer, batch size, seed, dtype and amp made the saved state and must "
-            "match it (start a new run to change them)."
+            "checkpoints, the dashboards and the sanity settings, trainer.divergence_factor, compile, "
+            "channels_last, progress_after and snapshots, and where the data files lie (data.root, data.download); "
+            "the data, model, activation, preprocessing, init, regularization, optimizer, batch size, seed, dtype "
+            "and amp made the saved state and must match it (start a new run to change them)."
         )
 
 

@@ -134,7 +134,7 @@ def loss_at_init(
         hint = (
             f"most of the excess is a per-class offset shared by all samples (loss {_fmt(centred)} without it): "
             "the activations feeding the classifier have a non-zero mean (ReLU, GELU, SiLU) and the classifier's "
-            "weights are large; init.classifier_scale (0.05) starts the logits near 0"
+            "weights are large; init.classifier_scale=0.05 (the default of kaiming and xavier) starts the logits near 0"
         )
     elif loss > high and (peak := float(x.abs().max()) if len(x) else 0.0) > LARGE_INPUT:  # measured on failure only
         hint = (

@@ -154,7 +154,7 @@ def _not_found(
     else:
         action = f"Downloading them into {target} failed ({reason}). " + after_install(
             f"put the files from {where} into that directory by hand (or set data.root=... to a directory that "
-            "already holds them), or retry with data.download=true once the network is reachable."
+            "already holds them), or run again once the network is reachable."
         )
     if not explicit:
         order = ", then ".join([f"$EXPT_DATA/{remote.key}", *remote.system_dirs, f"data/{remote.key}"])

@@ -305,16 +305,16 @@ class RunRecord:
             self.best = {"val_acc": val_acc, "epoch": row["epoch"], "state": state, "averaged": averaged}
             self.best_written = False
         self.dashboard.epoch(row["epoch"], row)
-        if self.settings.snapshots:
-            self.save_snapshot(row)
-        if self.checkpoint_due():
-            self.save(engine)
         ema = f"  ema val {100 * row['ema_val_acc']:.1f}%" if "ema_val_acc" in row else ""
-        log.info(
+        log.info(  # before the files: a checkpoint the disk cannot take still leaves the epoch's line
             "%sepoch %d/%d  loss %.4f  train %.1f%%  val %.1f%%%s  lr %.2e  %.1fs", self.log_prefix,
             row["epoch"], self.settings.epochs, row["train_loss"], 100 * row["train_acc"], 100 * row["val_acc"],
             ema, row["lr"], row["seconds"],
         )
+        if self.settings.snapshots:
+            self.save_snapshot(row)
+        if self.checkpoint_due():
+            self.save(engine)
 
     log_prefix = ""  # a population names its member here
 
