@@ -130,10 +130,12 @@ CASES = {
     # found by trying hostile inputs: each gave a traceback or trained on a wrong reading before
     "split_seed_negative": (["data.split_seed=-1"], ["data.split_seed=-1", "0 to 2**63 - 1"]),
     "trainer_seed_too_large": (["trainer.seed=100000000000000000000000"], ["trainer.seed=", "0 to 2**63 - 1"]),
-    "val_size_null": (["data.val_size=null"], ["data.val_size=None", "fraction in (0, 1)"]),
+    # the value as the command line wrote it (Python's None and True before)
+    "val_size_null": (["data.val_size=null"], ["data.val_size=null is not allowed", "fraction in (0, 1)"]),
     "translate_pad_true": (["augmentation=[translate]", "augmentation.translate.pad=true"],
-                           ["augmentation.translate.pad=True", "integer >= 1"]),
-    "hflip_p_true": (["augmentation=[hflip]", "augmentation.hflip.p=true"], ["augmentation.hflip.p=True", "[0, 1]"]),
+                           ["augmentation.translate.pad=true is not allowed", "integer >= 1"]),
+    "hflip_p_true": (["augmentation=[hflip]", "augmentation.hflip.p=true"],
+                     ["augmentation.hflip.p=true is not allowed", "[0, 1]"]),
     "num_filters_fractional": (["model.num_filters=2.5"], ["model.num_filters=2.5", "integers >= 1"]),
     "filter_size_fractional": (["model.filter_size=2.5"], ["model.filter_size=2.5", "from 1 to 8"]),
     "one_training_sample_with_batchnorm": (["data.subset=1"], ["data.subset=1 leaves 1 training sample", "batch norm"]),

@@ -25,7 +25,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from expt.errors import ConfigError
+from expt.errors import ConfigError, not_allowed
 from expt.instantiate import instantiate
 
 log = logging.getLogger("expt")
@@ -52,9 +52,9 @@ class Translate:
 
     def __init__(self, pad: int = 1, mode: str = "reflect"):
         if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 1):
-            raise ConfigError(f"augmentation.translate.pad={pad!r} is not allowed: an integer >= 1 (pixels).")
+            raise not_allowed("augmentation.translate.pad", pad, "an integer >= 1 (pixels)")
         if mode not in self.MODES:
-            raise ConfigError(f"augmentation.translate.mode={mode!r} is not allowed: one of {', '.join(self.MODES)}.")
+            raise not_allowed("augmentation.translate.mode", mode, f"one of {', '.join(self.MODES)}")
         self.pad, self.mode = pad, mode
 
     def check(self, h: int, w: int, key: str) -> None:
@@ -84,7 +84,7 @@ class HorizontalFlip:
 
     def __init__(self, p: float = 0.5):
         if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1):
-            raise ConfigError(f"augmentation.hflip.p={p!r} is not allowed: a probability in [0, 1].")
+            raise not_allowed("augmentation.hflip.p", p, "a probability in [0, 1]")
         self.p = float(p)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -100,7 +100,7 @@ class Cutout:
 
     def __init__(self, size: int = 4):
         if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
-            raise ConfigError(f"augmentation.cutout.size={size!r} is not allowed: an integer >= 1 (pixels).")
+            raise not_allowed("augmentation.cutout.size", size, "an integer >= 1 (pixels)")
         self.size = size
 
     def check(self, h: int, w: int, key: str) -> None:

@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from expt.dry_run import dry_run
-from expt.errors import ConfigError
+from expt.errors import ConfigError, not_allowed, written
 from expt.instantiate import locate, parameters, to_plain
 
 T = TypeVar("T")
@@ -122,7 +122,7 @@ MAX_CLASSES = 100_000
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
-    raise ConfigError(f"{key}={value!r} is not allowed: {allowed}.")
+    raise not_allowed(key, value, allowed)
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -466,7 +466,7 @@ def on_schema(cfg: Any) -> DictConfig:
     except OmegaConfBaseException as exc:  # a value its field cannot take: OmegaConf's first line, which names it
         key = getattr(exc, "full_key", None)
         reason = str(exc).splitlines()[0].rstrip(".")
-        raise ConfigError(f"{key}={getattr(exc, 'value', '?')!r} is not allowed: {reason}." if key else
+        raise ConfigError(f"{key}={written(getattr(exc, 'value', '?'))} is not allowed: {reason}." if key else
                           f"the config does not fit expt's schema: {reason}.") from None
 
 

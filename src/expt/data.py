@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from expt.errors import ConfigError
+from expt.errors import ConfigError, not_allowed
 from expt.config import MAX_CLASSES, user_path
 from expt.instantiate import call, check_params, locate, parameters, to_plain
 
@@ -106,11 +106,11 @@ def synthetic(
     if num_classes < 2:
         raise ConfigError(f"data.num_classes={num_classes} is not allowed: at least 2 classes.")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
-        raise ConfigError(f"data.num_samples={num_samples!r} is not allowed: an integer >= 1 (enough to leave "
-                          "training, validation and test samples).")
+        raise not_allowed("data.num_samples", num_samples, "an integer >= 1 (enough to leave training, validation "
+                          "and test samples)")
     if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
-        raise ConfigError(f"data.noise={noise!r} is not allowed: the noise's standard deviation, a number >= 0 "
-                          "(0: every image its class's prototype).")
+        raise not_allowed("data.noise", noise, "the noise's standard deviation, a number >= 0 (0: every image its "
+                          "class's prototype)")
     rng = np.random.default_rng(seed)
     prototypes = rng.standard_normal((num_classes, *shape)).astype(np.float32)
     y = rng.integers(0, num_classes, size=num_samples)

@@ -9,6 +9,19 @@ class ConfigError(ValueError):
     """A config value that cannot run. The message names the key, the value and what is allowed."""
 
 
+def written(value: object) -> str:
+    """A config value as the command line and the YAML files write it: ``null``, ``true``, ``false``; any other value
+    as Python's repr (strings quoted, so that an empty one shows)."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return repr(value)
+
+
+def not_allowed(key: str, value: object, allowed: str) -> ConfigError:
+    """The error for ``key=value``: ``<key>=<value> is not allowed: <allowed>.``, the value as :func:`written` gives it."""
+    return ConfigError(f"{key}={written(value)} is not allowed: {allowed.rstrip('.')}.")
+
+
 class StorageError(OSError):
     """A file the run must keep could not be written (a full disk, a read-only or vanished directory, a file size
     limit). The message names the file, the system's reason and, from the run, what it kept."""

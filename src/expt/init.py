@@ -31,7 +31,7 @@ import math
 import torch
 from torch import nn
 
-from expt.errors import ConfigError
+from expt.errors import ConfigError, not_allowed
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Layers between a weight layer and its activation that do not change which activation follows.
@@ -173,7 +173,7 @@ def _init(
 
 def _check_scale(key: str, scale: float, meaning: str) -> float:
     if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 <= scale < math.inf):
-        raise ConfigError(f"init.{key}={scale!r} is not allowed: {meaning}.")
+        raise not_allowed(f"init.{key}", scale, meaning)
     return float(scale)
 
 
@@ -218,7 +218,7 @@ class Xavier:
 
     def __init__(self, mode: str = "fan_in", classifier_scale: float = 0.05, residual_scale: float | None = None):
         if mode not in self.MODES:
-            raise ConfigError(f"init.mode={mode!r} is not allowed: one of {', '.join(self.MODES)}.")
+            raise not_allowed("init.mode", mode, f"one of {', '.join(self.MODES)}")
         self.mode = mode
         self.classifier_scale = _check_classifier_scale(classifier_scale)
         self.residual_scale = _check_residual_scale(residual_scale)

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
-from expt.errors import ConfigError
+from expt.errors import ConfigError, not_allowed
 
 Activation = Callable[[], nn.Module]
 
@@ -79,8 +79,8 @@ class MLP(nn.Sequential):
         batchnorm: bool = False,
     ):
         if not isinstance(hidden_sizes, (list, tuple)) or not all(_is_count(h) for h in hidden_sizes):
-            raise ConfigError(f"model.hidden_sizes={hidden_sizes!r} is not allowed: a list of layer sizes, integers "
-                              ">= 1 (one hidden layer each), such as [256, 128]; [] is a linear classifier.")
+            raise not_allowed("model.hidden_sizes", hidden_sizes, "a list of layer sizes, integers >= 1 (one hidden "
+                              "layer each), such as [256, 128]; [] is a linear classifier")
         layers: list[nn.Module] = [nn.Flatten()]
         width = math.prod(input_shape)
         for size in hidden_sizes:
@@ -137,10 +137,8 @@ class DeepConvNet(nn.Sequential):
         _check_images(input_shape, "deep_convnet", 2 if pool_after else 1)
         _check_filter(filter_size, input_shape, "model.filter_size")
         if not filters or not isinstance(filters, (list, tuple)) or not all(_is_count(f) for f in filters):
-            raise ConfigError(
-                f"model.filters={filters!r} is not allowed: a non-empty list of filter counts, "
-                "integers >= 1 (one conv layer each), such as [32, 32, 64, 64]."
-            )
+            raise not_allowed("model.filters", filters, "a non-empty list of filter counts, integers >= 1 (one conv "
+                              "layer each), such as [32, 32, 64, 64]")
         bad = [p for p in pool_after if not 0 <= p < len(filters)]
         if bad or len(set(pool_after)) != len(pool_after):
             raise ConfigError(
@@ -223,9 +221,9 @@ class ResNet(nn.Sequential):
         batchnorm: bool = True,
     ):
         if not (isinstance(depth, int) and depth >= 8 and (depth - 2) % 6 == 0):
-            raise ConfigError(f"model.depth={depth!r} is not allowed: 6n + 2 for n >= 1 (8, 14, 20, 32, 44, 56, 110).")
+            raise not_allowed("model.depth", depth, "6n + 2 for n >= 1 (8, 14, 20, 32, 44, 56, 110)")
         if not (isinstance(width, int) and width >= 1):
-            raise ConfigError(f"model.width={width!r} is not allowed: an integer >= 1 (16 in the paper).")
+            raise not_allowed("model.width", width, "an integer >= 1 (16 in the paper)")
         _check_images(input_shape, "resnet", 4)  # it halves them twice
         c, h, w = input_shape
         n = (depth - 2) // 6

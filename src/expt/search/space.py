@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Optional, Union
 
+from expt.errors import written
+
 Value = Union[float, int, str]
 
 SIGNIFICANT_DIGITS = 4
@@ -30,7 +32,7 @@ class SearchConfigError(ValueError):
 
 
 def _bad(key: str, value: Any, allowed: str) -> SearchConfigError:
-    return SearchConfigError(f"{key}={value!r} is not allowed: {allowed}", allowed)
+    return SearchConfigError(f"{key}={written(value)} is not allowed: {allowed}", allowed)
 
 
 # --------------------------------------------------------------------------------------------
