@@ -90,12 +90,15 @@ def test_four_trials_together_match_the_same_trials_alone(tmp_path: Path, case: 
     assert expt.load(tmp_path / "together1").epoch == together[1]["best_epoch"]
 
 
-def test_a_diverging_member_stops_alone(tmp_path: Path) -> None:
+def test_a_diverging_member_stops_alone(tmp_path: Path, caplog) -> None:
     common = ["model=mlp", "model.hidden_sizes=[32]", "data.subset=256", "trainer.epochs=2", "optimizer=sgd",
               "regularization=none", "trainer.log_every=2", *FAST]
-    together, alone = together_and_alone(tmp_path, common, [["optimizer.lr=0.05"], ["optimizer.lr=30"],
-                                                            ["optimizer.lr=0.1"]])
+    with caplog.at_level("WARNING", logger="expt.trainer.loop"):
+        together, alone = together_and_alone(tmp_path, common, [
+            ["optimizer.lr=0.05"], ["optimizer.lr=30", "trainer.divergence_factor=2.5"], ["optimizer.lr=0.1"]])
     assert [t["status"] for t in together] == ["completed", "diverged", "completed"]
+    said = [r.getMessage() for r in caplog.records if "is NaN, Inf or above" in r.getMessage()]
+    assert len(said) == 2 and all("above 2.5x the initial loss" in m for m in said), said  # its own factor, not 3
     for t, a in zip(together, alone):
         assert_same_run(t, a, 1e-5)
 
@@ -208,6 +211,7 @@ def test_which_configs_can_train_together(compose) -> None:
     assert all(group_key(c) not in (None, group_key(base)) for c in other)
     assert can_join(compose(*CONVNET, "trainer.ema=0.9")) is None  # the vmapped engine averages too
     assert can_join(compose(*CONVNET, "trainer.amp=bf16")) is None
+    assert can_join(compose(*CONVNET, "trainer.amp=false")) is None  # YAML's false is off; it trained alone
     assert "trainer.amp=fp16" in can_join(compose(*CONVNET, "trainer.amp=fp16"))
     assert "trainer.compile=True" in can_join(compose(*CONVNET, "trainer.compile=true"))
     assert "optimizer._target_" in can_join(compose(*CONVNET, "optimizer=rmsprop"))

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 import torch
 
+from expt.config import amp_mode
 from expt.errors import ConfigError
 from expt.instantiate import locate, parameters
 
@@ -27,7 +28,7 @@ def capture_blocker(cfg: Any, device: torch.device) -> Optional[str]:
         return f"the run trains on {device.type}, not CUDA"
     if t.compile:
         return "trainer.compile=true compiles the step instead"
-    if str(t.amp).lower() == "fp16":
+    if amp_mode(t.amp) == "fp16":
         return "trainer.amp=fp16's gradient scaler reads the overflow check on the host every step"
     target = str(cfg.optimizer.get("_target_"))
     if "capturable" not in (parameters(locate(target, "optimizer._target_")) or {}) and target != "torch.optim.SGD":

@@ -114,6 +114,12 @@ ConfigStore.instance().store(name="schema", node=ExptConfig)
 MODES = ("train", "sanity")
 DTYPES = ("float32", "float64")
 AMP_MODES = ("off", "bf16", "fp16")
+
+
+def amp_mode(value: Any) -> str:
+    """``trainer.amp`` as one of :data:`AMP_MODES` (any case; ``false``, which YAML reads as a bool, is off)."""
+    mode = str(value).lower()
+    return "off" if mode == "false" else mode
 SANITY_GUARDS = ("warn", "false", "strict")
 SWEEP_DIAGNOSTICS = ("final", "all", "none")
 TARGET_GROUPS = ("data", "model", "activation", "preprocessing", "init", "optimizer", "schedule")
@@ -519,8 +525,8 @@ def _check_trainer(t: DictConfig) -> None:
 
 def _check_precision(t: DictConfig) -> None:
     """Mixed precision (trainer.amp), which only a float32 run can take, and the device."""
-    _check(str(t.amp).lower() in AMP_MODES + ("false",), "trainer.amp", t.amp, f"one of {', '.join(AMP_MODES)}")
-    if str(t.amp).lower() in ("bf16", "fp16") and t.dtype != "float32":
+    _check(amp_mode(t.amp) in AMP_MODES, "trainer.amp", t.amp, f"one of {', '.join(AMP_MODES)}")
+    if amp_mode(t.amp) != "off" and t.dtype != "float32":
         raise ConfigError(
             f"trainer.amp={t.amp} is not allowed with trainer.dtype={t.dtype}: mixed precision runs float32 "
             f"operations in {t.amp} and leaves {t.dtype} ones alone, so it would change nothing; use "

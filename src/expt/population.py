@@ -28,6 +28,7 @@ from expt.build import build
 from expt.checks import guard
 from expt.dashboard import Dashboard, sweep_context
 from expt.data import Splits, load as load_data
+from expt.config import amp_mode
 from expt.errors import ConfigError
 from expt.sweep_env import SweepTrial
 from expt.trainer import RunRecord, Trainer, VmapEngine
@@ -67,7 +68,9 @@ def can_join(cfg: DictConfig) -> Optional[str]:
     """None when ``cfg`` can train in a population; otherwise the key and value that make it train alone."""
     for key, allowed in ALONE:
         value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, str) and key != "optimizer._target_":
+        if key == "trainer.amp":
+            value = amp_mode(value)
+        elif isinstance(value, str) and key != "optimizer._target_":
             value = value.lower()
         if value not in allowed:
             shown = ", ".join(str(a) for a in allowed)

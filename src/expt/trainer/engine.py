@@ -25,6 +25,7 @@ import torch
 
 from expt import averaging
 from expt.build import Experiment
+from expt.config import amp_mode
 from expt.loss import classification_loss
 from expt.schedule import set_rate
 
@@ -121,7 +122,7 @@ class SingleEngine:
         if t.channels_last and len(exp.data.input_shape) == 3:
             exp.model.to(memory_format=torch.channels_last)
             exp.data = exp.data.map_x(lambda x: x.contiguous(memory_format=torch.channels_last))
-        amp = str(t.amp).lower()
+        amp = amp_mode(t.amp)
         self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
         self.scaler = torch.amp.GradScaler(exp.device.type) if amp == "fp16" else None
         self.step_model = torch.compile(exp.model) if t.compile else exp.model

@@ -265,7 +265,7 @@ class Trainer:
                             log.warning(
                                 "%sEpoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: "
                                 "stopping.", r.log_prefix, r.epoch, r.loss_sum / r.losses_read,
-                                t.divergence_factor, r.initial_loss)
+                                r.settings.divergence_factor, r.initial_loss)
                         self.stop(r, DIVERGED)
                     if not self.active:
                         return

@@ -37,6 +37,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from expt.averaging import WarmedUpEMA, blend
+from expt.config import amp_mode
 from expt.loss import classification_loss
 from expt.predict import EVAL_BATCH, stacked_loss_and_accuracy
 from expt.regularization import penalized_weights
@@ -199,7 +200,7 @@ class VmapEngine:
         self.dropout_shapes: dict[int, list[tuple[int, ...]]] = {}
         t = first.cfg.trainer
         self.smoothing = float(t.label_smoothing)
-        self.amp_dtype = torch.bfloat16 if str(t.amp).lower() == "bf16" else None
+        self.amp_dtype = torch.bfloat16 if amp_mode(t.amp) == "bf16" else None
         self.ema: Optional[dict[str, torch.Tensor]] = None
         self.ema_schedule = WarmedUpEMA(float(t.ema))
         if t.ema > 0:  # the averaged parameters and buffers, as a lone run's AveragedModel(use_buffers=True)
