@@ -15,6 +15,7 @@ import expt
 from conftest import numbers
 from expt.build import build, make_optimizer
 from expt.capture import capturable_options, capture_blocker, capture_mode
+from expt.config import validate
 from expt.trainer import SingleEngine
 
 SMALL = ["trainer.epochs=2", "data.subset=300"]
@@ -51,7 +52,7 @@ def test_cuda_graph_true_on_a_cpu_run_is_a_config_error_and_a_typo_names_the_cho
     with pytest.raises(expt.ConfigError, match="trainer.cuda_graph=true cannot capture .* trains on cpu"):
         build(expt.compose([*SMALL, "trainer.cuda_graph=true", "trainer.device=cpu"]))
     with pytest.raises(expt.ConfigError, match="trainer.cuda_graph='maybe' is not allowed: one of auto, true, false"):
-        build(expt.compose([*SMALL, "trainer.cuda_graph=maybe", "trainer.device=cpu"]))
+        validate(expt.compose([*SMALL, "trainer.cuda_graph=maybe", "trainer.device=cpu"]))  # before any data is read
 
 
 def test_capturable_options_hold_the_rate_in_a_tensor():

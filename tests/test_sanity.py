@@ -403,3 +403,13 @@ def test_checks_run_on_the_cuda_device(digits):
     assert sanity.loss_at_init(exp.model, x, y, exp.data.num_classes, tolerance=0.05).passed
     check = sanity.gradient_check(exp.model, x[:2], y[:2], penalty_fn=lambda m: Regularizer(m, l2=1e-4).penalty())
     assert check.passed, check.details["tensors"]
+
+
+def test_mode_sanity_checks_the_configured_run_before_reading_data(tmp_path: Path):
+    """It built its checks' run with regularization off and checked only the sanity settings, so a negative L2
+    trained its gradient check's penalty without a word, and the data was read (or downloaded) before a bad key
+    was named."""
+    cfg = expt.compose(["mode=sanity", "data=npz", f"data.path={tmp_path / 'absent.npz'}", "regularization.l2=-1"])
+    with pytest.raises(ConfigError, match=r"^regularization\.l2=-1\.0 is not allowed: a strength >= 0\.$"):
+        sanity.run_checks(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

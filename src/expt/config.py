@@ -114,6 +114,7 @@ ConfigStore.instance().store(name="schema", node=ExptConfig)
 MODES = ("train", "sanity")
 DTYPES = ("float32", "float64")
 AMP_MODES = ("off", "bf16", "fp16")
+CUDA_GRAPH_MODES = ("auto", "true", "false")
 
 
 def amp_mode(value: Any) -> str:
@@ -164,12 +165,14 @@ def is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_sanity(s: DictConfig) -> None:
-    """The sanity settings the schema's types cannot check (the loss-at-init guard reads them before every run)."""
+def _check_sanity(s: DictConfig) -> None:
+    """The sanity checks' settings, and the guard before training (it reads them before every run)."""
     for key in ("loss_tolerance", "reg_strength"):
         _check(is_finite_number(s[key]) and s[key] > 0, f"sanity.{key}", s[key], "a number > 0")
     for key in ("gradcheck_samples", "gradcheck_entries", "overfit_samples", "overfit_epochs", "overfit_batch_size"):
         _check(s[key] >= 1, f"sanity.{key}", s[key], "an integer >= 1")
+    _check(str(s.before_train).lower() in SANITY_GUARDS, "sanity.before_train", s.before_train,
+           f"one of {', '.join(SANITY_GUARDS)}")
 
 
 def _unknown_key(key: str, node: DictConfig, name: str, allowed: list[str], where: str) -> None:
@@ -518,6 +521,8 @@ def _check_trainer(t: DictConfig) -> None:
         0 <= t.checkpoint_interval < math.inf, "trainer.checkpoint_interval", t.checkpoint_interval,
         "a number of seconds >= 0 (0 writes a checkpoint after every epoch)",
     )
+    _check(str(t.cuda_graph).lower() in CUDA_GRAPH_MODES, "trainer.cuda_graph", t.cuda_graph,
+           f"one of {', '.join(CUDA_GRAPH_MODES)} (auto: capture the step on CUDA wherever that is exact)")
     # trainer.resume=$RUN with $RUN unset: an empty path would start the run anew without a word
     _check(t.resume is None or str(t.resume).strip() != "", "trainer.resume", t.resume,
            "a run directory or its checkpoints/last.pt (null, the default, starts the run anew)")
@@ -550,13 +555,6 @@ def _check_regularization(r: DictConfig) -> None:
     )
     if r.max_norm is not None:
         _check(is_finite_number(r.max_norm) and r.max_norm > 0, "regularization.max_norm", r.max_norm, "a norm > 0 or null")
-
-
-def _check_sanity(s: DictConfig) -> None:
-    """The sanity checks' settings, and the guard before training."""
-    check_sanity(s)
-    _check(str(s.before_train).lower() in SANITY_GUARDS, "sanity.before_train", s.before_train,
-           f"one of {', '.join(SANITY_GUARDS)}")
 
 
 def _check_dashboard(d: DictConfig) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 
-from expt.build import build
+from expt.build import build, has_batchnorm
+from expt.config import validate
 from expt.checks import (
     ACCEPTABLE_REL_ERROR,
     GOOD_REL_ERROR,
@@ -39,7 +39,6 @@ from expt.checks import (
     relative_error,
     sample,
 )
-from expt.data import load as load_data
 from expt.predict import data_loss, logits
 from expt.regularization import Regularizer
 from expt.run import default_run_dir, train
@@ -158,14 +157,6 @@ def overfit_small_set(
 
 
 # ----------------------------------------------------------------------------- the command
-def _settings(cfg: DictConfig) -> DictConfig:
-    """``cfg.sanity``, after checking the values the schema's types cannot."""
-    from expt.config import check_sanity
-
-    check_sanity(cfg.sanity)
-    return cfg.sanity
-
-
 def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, Any]:
     """Run the four checks on the composed model and data; print the report and write ``sanity.json``.
 
@@ -177,17 +168,17 @@ def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, 
     loss, which is the function training minimizes. Check 4 trains a fresh model in
     ``<run_dir>/sanity/overfit``. Returns the report: ``passed`` and one entry per check.
     """
-    settings = _settings(cfg)
+    started = time.perf_counter()
+    validate(cfg)  # the configured run (its regularization too), before any data is read
+    exp = build(with_values(cfg, REGULARIZATION_OFF))
+    settings = cfg.sanity
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     run_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     seed = int(cfg.trainer.seed)
-    exp = build(with_values(cfg, REGULARIZATION_OFF), data=load_data(cfg.data))
     d = exp.data
     x, y = sample(d.x_train, d.y_train, min(len(d.x_train), cfg.trainer.train_eval_samples), seed)
     strength = float(settings.reg_strength)
-    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in exp.model.modules())
-    grad_samples = max(settings.gradcheck_samples, 3) if has_batchnorm else settings.gradcheck_samples
+    grad_samples = max(settings.gradcheck_samples, 3) if has_batchnorm(exp.model) else settings.gradcheck_samples
     configured = cfg.regularization
     setup = {
         "model": type(exp.model).__name__,
