@@ -1009,3 +1009,21 @@ def test_a_new_event_file_sorts_after_the_earlier_ones_of_its_run(tmp_path):
     dashboard.Dashboard(tmp_path).close()
     files = sorted(tmp_path.glob("events.out.tfevents.*"))
     assert len(files) == 2 and files[0] == earlier
+
+
+def test_the_sweepers_parameters_are_typed_as_the_sweeper_samples_them():
+    """int(interval(1, 8)), which the sweeper samples as integers, was declared a real-number column, and the
+    integer values its trials wrote as text then conflicted with it."""
+    from omegaconf import OmegaConf
+
+    from expt.dashboard import SweepContext
+    from expt.dashboard.hparams import _read_sweeper
+
+    ctx = SweepContext()
+    _read_sweeper(OmegaConf.create({"params": {
+        "model.depth": "int(interval(1, 8))", "model.width": "tag(log, int, interval(8, 64))",
+        "optimizer.lr": "tag(log, interval(1e-4, 1e-1))", "regularization.dropout": "range(0.1, 0.5, 0.1)",
+        "model.num_filters": "range(8, 64, 8)", "activation": "choice(relu, tanh)"}}), ctx)
+    assert ctx.searched == {"model.depth": "", "model.width": "", "optimizer.lr": 0.0, "regularization.dropout": 0.0,
+                            "model.num_filters": "", "activation": ""}
+    assert ctx.log_scaled == {"model.width", "optimizer.lr"}

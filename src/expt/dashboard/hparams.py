@@ -26,6 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expt.config import TARGET_GROUPS
 from expt.dashboard.diagnosis import DIAGNOSES
+from expt.search import integer_sweep
 from expt.sweep_env import SweepTrial
 
 # The final metrics each run records as scalars next to its hyperparameters: (scalar tag, metrics.json key).
@@ -52,7 +53,6 @@ LOG10_PREFIX = "_4_log10"  # "_4_log10(optimizer.lr)", shown as "log10(optimizer
 DISPLAY_NAMES = {STATUS: "status", DIAGNOSIS: "diagnosis", ROUND: "sweep round"}
 RUN_STATUSES = ("completed", "diverged", "pruned", "interrupted", "failed", "running")
 INT_WIDTH = 6  # integers are right-aligned to this many characters, so that they sort as numbers
-_LOG_TAG = re.compile(r"\btag\(([^()]*?)\blog\b")
 
 
 @dataclass
@@ -102,16 +102,28 @@ def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
         params = sweeper.get("params")
         if isinstance(params, DictConfig):
             for key, spec in params.items():
-                if isinstance(spec, str) and _LOG_TAG.search(spec):
-                    ctx.log_scaled.add(str(key))
-                if isinstance(spec, str):  # interval(...) samples floats; tag(int, ...), range and choice do not
-                    numeric = "interval(" in spec and not re.search(r"\btag\([^()]*\bint\b", spec)
-                    ctx.searched[str(key)] = 0.0 if numeric else ""
+                if isinstance(spec, str):
+                    log_scaled, real = _sweep_kind(str(key), spec)
+                    if log_scaled:
+                        ctx.log_scaled.add(str(key))
+                    ctx.searched[str(key)] = 0.0 if real else ""
         rounds = sweeper.get("rounds")
         if ctx.final is None and ctx.round is not None and isinstance(rounds, ListConfig) and len(rounds):
             ctx.final = ctx.round == len(rounds)  # rounds are numbered from 1; 0 is the pinpoint stage
     except Exception:  # an interpolation that does not resolve in the job, a sweeper of another shape
         pass
+
+
+def _sweep_kind(key: str, spec: str) -> tuple[bool, bool]:
+    """(sampled on a log scale, sampled as real numbers) for a sweeper parameter written as Hydra writes sweeps:
+    an interval() or range() of real numbers is a number column; integers (:func:`expt.search.integer_sweep`,
+    as the sweeper reads them) and choice() are text columns."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import IntervalSweep, RangeSweep
+
+    value = OverridesParser.create().parse_override(f"{key}={spec}").value()
+    log_scaled = "log" in set(getattr(value, "tags", None) or ())
+    return log_scaled, isinstance(value, (IntervalSweep, RangeSweep)) and not integer_sweep(value)
 
 
 def _int_or_none(value: Any) -> Optional[int]:

@@ -57,6 +57,7 @@ from expt.search.space import (
     Space,
     default_limits,
     describe_space,
+    integer_sweep,
     merge_overrides,
     override_key,
     sample_space,
@@ -68,6 +69,7 @@ __all__ = [
     "PRUNED", "RECORDS_FILE", "ChoiceParam", "CoarseToFineSearch", "Condition",
     "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Pruning", "Round", "SearchConfigError",
     "Settings", "Space", "Stage", "TrialRecord", "TrialSpec", "append_record", "as_objective",
-    "chosen_and_tied", "consecutive_runs", "default_limits", "describe_space", "merge_overrides", "override_key",
+    "chosen_and_tied", "consecutive_runs", "default_limits", "describe_space", "integer_sweep", "merge_overrides",
+    "override_key",
     "ranked", "read_records", "returned_metrics", "sample_space", "score", "tie_tolerance",
 ]

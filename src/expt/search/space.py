@@ -278,6 +278,17 @@ class Condition:
         return str(chosen.get(self.choice, self.default)) in self.options
 
 
+def integer_sweep(value: Any) -> bool:
+    """Whether a Hydra ``interval()`` or ``range()`` sweep samples integers: tagged ``int`` (``tag(int, ...)``,
+    or ``int(...)`` as the Optuna sweeper spells it), or with integer bounds (and step). The sweeper and the
+    dashboard's HParams columns read a sweep's kind with this one rule."""
+    if "int" in set(getattr(value, "tags", None) or ()):
+        return True
+    bounds = [getattr(value, name, None) for name in ("start", "end", "stop", "step")]
+    given = [b for b in bounds if b is not None]
+    return bool(given) and all(isinstance(b, int) and not isinstance(b, bool) for b in given)
+
+
 def default_limits(log: bool, integer: bool, low: float) -> Limits:
     """Limits a parameter gets unless the user declares its own.
 

@@ -30,6 +30,7 @@ from expt.search import (
     Param,
     SearchConfigError,
     default_limits,
+    integer_sweep,
     override_key,
 )
 
@@ -105,8 +106,7 @@ def _param(override: Override, name: str, where: str, declared_limits: Mapping[s
     log_scale = "log" in tags
     if isinstance(value, IntervalSweep):
         assert value.start is not None and value.end is not None
-        # tag(int, interval(a, b)) or, as the Optuna sweeper spells it, int(interval(a, b))
-        integer = "int" in tags or (isinstance(value.start, int) and isinstance(value.end, int))
+        integer = integer_sweep(value)
         low, high = float(value.start), float(value.end)
         if integer and (low != int(low) or high != int(high)):
             raise SearchConfigError(f"{where}=tag(int, interval({low}, {high})) needs integer bounds")
@@ -119,7 +119,7 @@ def _param(override: Override, name: str, where: str, declared_limits: Mapping[s
             raise SearchConfigError(
                 f"{where}=range({start}, {stop}, {step}) is empty: use range(start, stop[, step])"
                 " with start < stop and a positive step")
-        integer = all(isinstance(x, int) for x in (start, stop, step))
+        integer = integer_sweep(value)
         last = start + (math.ceil((stop - start) / step) - 1) * step
         limits = _limits_for(name, log_scale, integer, float(start), declared_limits)
         return NumericParam(name, float(start), float(last), log=log_scale, integer=integer,
