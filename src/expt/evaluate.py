@@ -390,7 +390,8 @@ def members(directory: Path, device: str | torch.device,
                     f"{other.run_dir} and {first.run_dir} were trained on different {what} ({b} and {a}): an ensemble "
                     "averages models of the same data, split and classes; evaluate them apart."
                 )
-    # best validation accuracy first; among equals the lower validation loss of that epoch (as the sweeper ranks)
+    # best validation accuracy first; among equals the lower validation loss of that epoch (the sweeper's tie-breaker,
+    # here on exact ties only: an ensemble's k is chosen on validation anyway)
     return sorted(found, key=lambda m: (-(m.metrics.get("best_val_acc") or 0.0),
                                         _first_number(m.metrics, "best_val_loss", "final_val_loss"),
                                         str(m.run_dir))), left_out

@@ -12,6 +12,8 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from expt.status import RECORDS_FILE
+
 
 def output_dir_problem(path: str, create: bool = False) -> Optional[str]:
     """Why Hydra could not create or write the run directory ``path``, or None when it can.
@@ -83,8 +85,6 @@ class OutputDirCheck(Callback):
     def _keep_search(config: DictConfig) -> None:
         """Stop a multirun of another sweeper in a directory that holds a coarse-to-fine search: its jobs 0, 1, ...
         would replace the search's trials, and its ``search.jsonl`` would describe runs that are gone."""
-        from expt.search.records import RECORDS_FILE
-
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
         sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
         if sweep_dir is None or "expt_sweeper" in sweeper or not (Path(str(sweep_dir)) / RECORDS_FILE).is_file():

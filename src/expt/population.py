@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from expt.build import build
+from expt.build import build, build_model
 from expt.checks import guard
 from expt.dashboard import Dashboard, sweep_context
 from expt.data import Splits, load as load_data
@@ -215,8 +215,6 @@ def member_bytes(cfg: DictConfig, data: Optional[Splits] = None) -> int:
 
     The data splits (``cfg.data``'s, loaded unless given) are shared by the members and not counted.
     """
-    from expt.build import build_model
-
     data = load_data(cfg.data) if data is None else data
     size = torch.finfo(getattr(torch, cfg.trainer.dtype)).bits // 8
     with torch.random.fork_rng(devices=[]):

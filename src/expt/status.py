@@ -28,14 +28,16 @@ EVALUATION_FILE, EVALUATION_DIR = "evaluation.json", "evaluation"
 # what ``mode=sanity`` writes into its run directory: the report, and the folder of its overfit check's run (a
 # run of a tiny set with regularization off: a check, never a member of an ensemble)
 SANITY_FILE, SANITY_DIR = "sanity.json", "sanity"
+RECORDS_FILE = "search.jsonl"  # in a coarse-to-fine sweep's directory: a line per finished trial (expt.search)
 # Keys every metrics.json holds (``history`` has one row per epoch: epoch, train_loss, train_acc,
 # val_loss, val_acc, lr, seconds). ``objective`` is what a sweep optimises: the best validation
 # accuracy of a completed (or pruned) run, 0.0 for any other; ``best_val_loss`` is the validation
 # loss of that epoch (the sweeper's tie-breaker); ``train_samples`` and ``val_samples`` are the sizes of the
 # training and validation splits.
 METRICS_KEYS = (
-    "status", "best_val_acc", "best_val_loss", "train_samples", "val_samples", "best_epoch", "final_val_acc", "final_val_loss", "test_acc", "test_loss",
-    "epochs_completed", "initial_loss", "final_train_loss", "seconds", "objective", "history",
+    "status", "best_val_acc", "best_val_loss", "train_samples", "val_samples", "best_epoch", "best_averaged",
+    "final_val_acc", "final_val_loss", "test_acc", "test_loss", "epochs_completed", "initial_loss",
+    "final_train_loss", "seconds", "compile_warmup_seconds", "objective", "history",
 )
 
 

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from expt.config import TARGET_GROUPS
 from expt.dashboard.diagnosis import DIAGNOSES
 from expt.search import integer_sweep
+from expt.status import COMPLETED, DIVERGED, FAILED, STATUSES
 from expt.sweep_env import SweepTrial
 
 # The final metrics each run records as scalars next to its hyperparameters: (scalar tag, metrics.json key).
@@ -51,7 +52,7 @@ TABLE_METRICS = (
 STATUS, DIAGNOSIS, ROUND = "_1_status", "_2_diagnosis", "_3_sweep_round"
 LOG10_PREFIX = "_4_log10"  # "_4_log10(optimizer.lr)", shown as "log10(optimizer.lr)"
 DISPLAY_NAMES = {STATUS: "status", DIAGNOSIS: "diagnosis", ROUND: "sweep round"}
-RUN_STATUSES = ("completed", "diverged", "pruned", "interrupted", "failed", "running")
+RUN_STATUSES = (*STATUSES, "running")  # how a run ended, or that it still trains
 INT_WIDTH = 6  # integers are right-aligned to this many characters, so that they sort as numbers
 
 
@@ -310,7 +311,7 @@ def declared_columns(ctx: SweepContext) -> dict[str, Any]:
 
 
 def hparams_summaries(
-    params: dict[str, Any], metric_tags: Iterable[Any] = TABLE_METRICS, status: str = "completed",
+    params: dict[str, Any], metric_tags: Iterable[Any] = TABLE_METRICS, status: str = COMPLETED,
     varied: Iterable[str] = (), declared: Optional[dict[str, Any]] = None,
 ) -> list[Any]:
     """The three HParams summaries (experiment, session start, session end) for one run.
@@ -364,7 +365,7 @@ def hparams_summaries(
         tag, display = entry if isinstance(entry, tuple) else (entry, entry.rsplit("/", 1)[-1].replace("_", " "))
         metrics.append(api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=display))
     end = SessionEndInfo(status={
-        "completed": api_pb2.STATUS_SUCCESS, "diverged": api_pb2.STATUS_FAILURE, "failed": api_pb2.STATUS_FAILURE,
+        COMPLETED: api_pb2.STATUS_SUCCESS, DIVERGED: api_pb2.STATUS_FAILURE, FAILED: api_pb2.STATUS_FAILURE,
     }.get(status, api_pb2.STATUS_UNKNOWN))
     return [
         summary(metadata.EXPERIMENT_TAG, experiment=api_pb2.Experiment(hparam_infos=infos, metric_infos=metrics)),

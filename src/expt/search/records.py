@@ -14,11 +14,9 @@ from typing import Any, Mapping, Optional
 
 from expt.jsonl import append_line, read_lines
 from expt.search.space import Value
-from expt.status import RunResult
+from expt.status import RECORDS_FILE, RunResult
 
 log = logging.getLogger("expt.search")  # the search speaks under one name, as it did as one module
-
-RECORDS_FILE = "search.jsonl"  # in the sweep's directory: a line per finished trial
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Training: one epoch loop (:mod:`.loop`), the step engines behind it (:mod:`.engine` for one model,
 :mod:`.vmap` for a population) and the record each run keeps (:mod:`.record`).
 
-Imports run one way: loop -> engine, vmap, record -> build.
+Imports run one way: loop, vmap -> engine, record -> build (the population launcher brings vmap's engine).
 """
 
 from expt.trainer.engine import SingleEngine

@@ -38,11 +38,10 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from expt.averaging import WarmedUpEMA, blend
 from expt.config import amp_mode
-from expt.loss import classification_loss
+from expt.loss import classification_loss, training_loss
 from expt.predict import EVAL_BATCH, stacked_loss_and_accuracy
 from expt.regularization import penalized_weights
 from expt.trainer.engine import CapturedStep
-from expt.loss import training_loss
 from expt.trainer.record import measured_row
 
 log = logging.getLogger(__name__)
