@@ -18,6 +18,24 @@ def penalized_weights(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
+def penalty(weights: list[torch.Tensor], l1: float | torch.Tensor, l2: float | torch.Tensor) -> torch.Tensor | float:
+    """l1 * sum|w| + l2 * sum w^2 over ``weights``. A strength given as a number leaves its term out where it is 0;
+    strengths given as tensors (a population's, one a member under vmap) always count both terms."""
+    total: torch.Tensor | float = 0.0
+    if isinstance(l2, torch.Tensor) or l2 > 0:
+        total = total + l2 * sum(w.square().sum() for w in weights)
+    if isinstance(l1, torch.Tensor) or l1 > 0:
+        total = total + l1 * sum(w.abs().sum() for w in weights)
+    return total
+
+
+def clip_unit_norms_(weight: torch.Tensor, max_norm: float, batch_dims: int = 0) -> None:
+    """Rescale in place each unit's incoming weight vector (a row, or a whole filter) to norm <= ``max_norm``.
+    ``batch_dims``: leading dimensions before the units' (1 for a population's stacked members)."""
+    flat = weight.flatten(0, batch_dims)  # every (member, unit) is a unit of its own
+    weight.copy_(torch.renorm(flat, p=2, dim=0, maxnorm=max_norm).view_as(weight))
+
+
 class Regularizer:
     """The penalty term of the loss and the max-norm constraint, from the regularization group."""
 
@@ -31,12 +49,7 @@ class Regularizer:
 
     def penalty(self) -> torch.Tensor | float:
         """l1 * sum|w| + l2 * sum w^2 over the weights; 0.0 when both strengths are 0."""
-        total: torch.Tensor | float = 0.0
-        if self.l2 > 0:
-            total = total + self.l2 * sum(w.square().sum() for w in self.weights)
-        if self.l1 > 0:
-            total = total + self.l1 * sum(w.abs().sum() for w in self.weights)
-        return total
+        return penalty(self.weights, self.l1, self.l2)
 
     def constrain(self) -> None:
         """Rescale each unit's incoming weight vector (a row, or a whole filter) to norm <= max_norm."""
@@ -44,4 +57,4 @@ class Regularizer:
             return
         with torch.no_grad():
             for w in self.weights:
-                w.copy_(torch.renorm(w, p=2, dim=0, maxnorm=self.max_norm))
+                clip_unit_norms_(w, self.max_norm)

@@ -40,7 +40,7 @@ from expt.averaging import WarmedUpEMA, blend
 from expt.config import amp_mode
 from expt.loss import classification_loss, training_loss
 from expt.predict import EVAL_BATCH, stacked_loss_and_accuracy
-from expt.regularization import penalized_weights
+from expt.regularization import clip_unit_norms_, penalized_weights, penalty
 from expt.trainer.engine import CapturedStep
 from expt.trainer.record import measured_row
 
@@ -235,10 +235,8 @@ class VmapEngine:
         out = functional_call(self.base, (params, buffers), (x,))
         loss = classification_loss(out, y, self.smoothing)
         if self.penalized:
-            weights = [params[n] for n in self.weight_names]
             dtype = loss.dtype  # as the lone Regularizer: strength * sum, then added to the data loss
-            loss = loss + (l2.to(dtype) * sum(w.square().sum() for w in weights)
-                           + l1.to(dtype) * sum(w.abs().sum() for w in weights))
+            loss = loss + penalty([params[n] for n in self.weight_names], l1.to(dtype), l2.to(dtype))
         return loss
 
     def _masks(self, batch: int, x: torch.Tensor) -> list[torch.Tensor]:
@@ -323,10 +321,7 @@ class VmapEngine:
                 p.sub_(c["step_size"] * m / denom)
             if self.max_norm is not None:
                 for name in self.weight_names:
-                    w = self.params[name]
-                    norms = w.flatten(2).norm(dim=2)  # (members, units)
-                    scale = torch.where(norms > self.max_norm, self.max_norm / (norms + 1e-7), torch.ones_like(norms))
-                    w.mul_(scale.view(*scale.shape, *([1] * (w.dim() - 2))))
+                    clip_unit_norms_(self.params[name], self.max_norm, batch_dims=1)
 
     def _average(self) -> None:
         """The averaged weights after a step: expt.averaging's formula over the stacked tensors."""
