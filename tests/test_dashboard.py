@@ -222,6 +222,11 @@ def test_histograms_filters_text_and_graph(run_on):
     text = texts(acc)
     config, summary = text["config"][-1], text["model/summary"][0]
     assert "_target_: expt.models.ConvNet" in config and "log_every: 2" in config
+    from tensorboard.plugin_util import markdown_to_safe_html
+
+    shown = markdown_to_safe_html(config)  # as the Text tab renders it: after the header's list, a code block
+    assert "<pre><code>data:" in shown and "_target_: expt.models.ConvNet" in shown and "<em>" not in shown
+    assert "<pre><code>" in markdown_to_safe_html(summary)
     model = build(expt.compose(list(SMALL_RUN))).model
     assert f"{sum(p.numel() for p in model.parameters()):,} parameters" in summary
     assert "0.Conv2d" in summary

@@ -447,3 +447,23 @@ def test_a_sanity_runs_overfit_check_is_no_member_of_an_ensemble(seeds, tmp_path
     assert [m["run_dir"] for m in result["members"]] == [str(sweep / "0")]
     assert result["left_out"] == [{"run_dir": "checks", "reason": "it is a mode=sanity run (its report is "
                                                                   "sanity.json), which trains no model to use"}]
+
+
+def test_the_evaluation_in_tensorboard_reads_as_the_command_prints_it(seeds, tmp_path):
+    """TensorBoard showed the table in a proportional font (its columns out of line) with each run's absolute path,
+    and named the candidates' curves '(none views)'."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugin_util import markdown_to_safe_html
+
+    sweep = copy_runs(seeds, tmp_path / "sweep", names=("0", "1"))
+    result = evaluate.evaluate_ensembles(sweep, tta=["none", "shift"])
+    table = evaluate.format_table(result)
+    assert [line.split()[-1] for line in table.splitlines()[1:3]] == [Path(m["run_dir"]).name
+                                                                     for m in result["members"]]
+    events = EventAccumulator(str(sweep / "evaluation"), size_guidance={"tensors": 0})
+    events.Reload()
+    (text,) = events.Tensors("ensemble/table/text_summary")
+    html = markdown_to_safe_html(text.tensor_proto.string_val[0].decode())
+    assert html.startswith("<pre><code>rank  val acc") and str(sweep) not in html
+    assert {"ensemble/val_acc (no test-time views)", "ensemble/val_acc (test-time views: shift)"} <= set(
+        events.Tags()["scalars"])

@@ -27,6 +27,7 @@ from torch import nn
 from expt import checkpoint
 from expt.augment import NOT_FLIP_INVARIANT, PER_CHANNEL
 from expt.build import build_model
+from expt.dashboard.diagnostics import code_block
 from expt.data import SCALE_RATIO, Splits, _images as check_images, load as load_data
 from expt.devices import choose_device
 from expt.errors import ConfigError
@@ -575,11 +576,12 @@ def _write_board(directory: Path, result: dict[str, Any]) -> None:
 
     with SummaryWriter(str(directory / EVALUATION_DIR)) as writer:
         for c in result["candidates"]:
-            writer.add_scalar(f"ensemble/val_acc ({c['tta']} views)", c["val_acc"], c["k"])
-            writer.add_scalar(f"ensemble/val_loss ({c['tta']} views)", c["val_loss"], c["k"])
+            views = "no test-time views" if c["tta"] == "none" else f"test-time views: {c['tta']}"
+            writer.add_scalar(f"ensemble/val_acc ({views})", c["val_acc"], c["k"])
+            writer.add_scalar(f"ensemble/val_loss ({views})", c["val_loss"], c["k"])
         e, k = result["ensemble"], result["choice"]["k"]
         writer.add_scalar("ensemble/test_acc (chosen on validation)", e["test_acc"], k)
-        writer.add_text("ensemble/table", format_table(result).replace("\n", "  \n"))
+        writer.add_text("ensemble/table", code_block(format_table(result)))  # its columns in a fixed-width font
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -590,10 +592,11 @@ def format_table(result: dict[str, Any]) -> str:
     def num(v: Any) -> str:
         return f"{v:7.4f}" if isinstance(v, (int, float)) else "     - "
 
+    directory = Path(result["directory"])
     lines = ["rank  val acc  val loss  test acc  test loss  run"]
-    for i, m in enumerate(result["members"], start=1):
+    for i, m in enumerate(result["members"], start=1):  # each run by its name in the directory (a lone run by its path)
         lines.append(f"{i:4d}  {pct(m['val_acc'])}  {num(m['val_loss'])}  {pct(m['test_acc'])}  {num(m['test_loss'])}"
-                     f"    {m['run_dir']}")
+                     f"    {_relative(Path(m['run_dir']), directory)}")
     c, e = result["choice"], result["ensemble"]
     lines.append(f"ens.  {pct(e['val_acc'])}  {num(e['val_loss'])}  {pct(e['test_acc'])}  {num(e['test_loss'])}"
                  f"    top {c['k']} by {c.get('ranked_by', 'validation accuracy')}, test-time views: {c['tta']}")

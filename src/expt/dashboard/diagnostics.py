@@ -252,9 +252,11 @@ def model_summary(model: nn.Module, input_shape: Optional[tuple[int, ...]] = Non
     head = f"**{type(model).__name__}**: {total:,} parameters ({trainable:,} trainable)"
     if input_shape:
         head += f", input {'x'.join(map(str, input_shape))}"
-    return "\n".join([head, "", *rows, "", _code_block(str(model))])
+    return "\n".join([head, "", *rows, "", code_block(str(model))])
 
 
-def _code_block(text: str) -> str:
-    """Markdown code block (TensorBoard's text tab renders markdown): indent every line by four spaces."""
-    return "\n".join("    " + line for line in text.rstrip().splitlines())
+def code_block(text: str) -> str:
+    """A fenced Markdown code block (TensorBoard's text tab renders Markdown with fenced code): shown verbatim in a
+    fixed-width font wherever it stands. An indented block would continue a list item that comes before it, as a
+    paragraph whose underscores became italics (``_target_`` read as *target*)."""
+    return f"```\n{text.rstrip()}\n```"

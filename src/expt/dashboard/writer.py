@@ -62,7 +62,7 @@ except ImportError:  # TensorBoard then checksums its records in Python, as it d
 from expt.config import DashboardConfig, is_finite_number
 from expt.dashboard.background import Background
 from expt.dashboard.diagnostics import (
-    _code_block, filter_grid, first_layer, histogram_fields, histogram_table, model_summary, probe_layers,
+    code_block, filter_grid, first_layer, histogram_fields, histogram_table, model_summary, probe_layers,
     weight_tensors,
 )
 from expt.dashboard.diagnosis import diagnose
@@ -346,7 +346,7 @@ class Dashboard:
         """The ``config`` text: the header (:meth:`header`), then the composed config where heavy diagnostics are on."""
         text = self.header(metrics)
         if self._exp is not None and self.heavy:
-            text += "\n\n" + _code_block(self._exp.config_yaml)
+            text += "\n\n" + code_block(self._exp.config_yaml)
         elif self._exp is not None:
             text += ("\n\nThe full config is in this trial's `.hydra/config.yaml`; the dashboard shows it for the "
                      f"rounds `dashboard.sweep_diagnostics` names ({self.settings.sweep_diagnostics}).")
