@@ -543,8 +543,12 @@ def test_run_labels():
     trial = SweepContext(multirun=True, round=2, job=7, overrides=["optimizer.lr=0.0031", "trainer.epochs=3",
                                                                     "model=mlp"], fixed={"trainer.epochs"})
     assert run_label(trial) == "r2-j007 lr=3.1e-3 model=mlp"
-    # the sweeper's label, its job number padded so that names sort in job order
-    assert run_label(SweepContext(multirun=True, round=2, job=7, label="r2-j7 lr=3.1e-3")) == "r2-j007 lr=3.1e-3"
+    # the sweeper's label, named by the same function (its job number padded so that names sort in job order)
+    from expt.sweep_env import trial_name
+
+    label = trial_name(2, 7, ["lr=0.003114"])
+    assert label == "r2-j007 lr=0.003114"
+    assert run_label(SweepContext(multirun=True, round=2, job=7, label=label)) == label
     alone = SweepContext(overrides=["model=mlp", "trainer.epochs=3"])
     assert run_label(alone, Path("outputs/2026-01-01/10-00-00")) == "10-00-00 model=mlp trainer.epochs=3"
     assert run_label(SweepContext(), Path("outputs/2026-01-01/10-00-00")) == "10-00-00 (defaults)"

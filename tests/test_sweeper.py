@@ -323,7 +323,7 @@ def test_a_sweep_of_expt_prunes_trials_behind_their_round(tmp_path: Path, launch
         hydra_cfg = yaml.safe_load((out / r["run_dir"] / ".hydra" / "hydra.yaml").read_text())
         env_set = hydra_cfg["hydra"]["job"]["env_set"]
         assert env_set["EXPT_SWEEP_ROUND"] == "1" and env_set["EXPT_SWEEP_JOB"] == str(r["job"])
-        assert env_set["EXPT_SWEEP_LABEL"].startswith(f"r1-j{r['job']} lr=")
+        assert env_set["EXPT_SWEEP_LABEL"].startswith(f"r1-j{r['job']:03d} lr=")
     pruned = [r for r in lines if r["status"] == "pruned"]
     assert all(r["epochs"] < 3 for r in pruned)
     if not launcher:  # one after another, the order is known: the slow learners after the first two stop

@@ -13,16 +13,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from expt.pruning import MedianRule, ProgressReport
 
 ROUND = "EXPT_SWEEP_ROUND"  # the trial's round (0: the pinpoint stage)
 JOB = "EXPT_SWEEP_JOB"  # its Hydra job number
 FINAL = "EXPT_SWEEP_FINAL"  # 1 for the trials of the sweep's last round, 0 for the others
-LABEL = "EXPT_SWEEP_LABEL"  # its short name, e.g. "r2-j13 lr=3.1e-3 l2=1.2e-4"
+LABEL = "EXPT_SWEEP_LABEL"  # its short name (trial_name), e.g. "r2-j013 lr=0.003114 l2=0.0001235"
 PROGRESS = "EXPT_SWEEP_PROGRESS"  # the round's progress file, set only where trials may be pruned
 PRUNE = "EXPT_SWEEP_PRUNE"  # the pruning rule, "<min_trials>:<warmup_epochs>"
+
+
+def trial_name(round: Optional[int], job: Optional[int], values: Sequence[str] = ()) -> str:
+    """A sweep trial's name: its round and job number (zero-padded, so that names sort in job order), then the
+    values it was given (``r2-j013 lr=0.003114 l2=0.0001235``). The sweeper names its trials so, and the dashboard
+    names other sweeps' trials so."""
+    head = "-".join(([f"r{round}"] if round is not None else []) + ([f"j{job:03d}"] if job is not None else []))
+    return " ".join([head or "trial", *values])
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -28,7 +27,7 @@ from expt.config import TARGET_GROUPS
 from expt.dashboard.diagnosis import DIAGNOSES
 from expt.search import integer_sweep
 from expt.status import COMPLETED, DIVERGED, FAILED, STATUSES
-from expt.sweep_env import SweepTrial
+from expt.sweep_env import SweepTrial, trial_name
 
 # The final metrics each run records as scalars next to its hyperparameters: (scalar tag, metrics.json key).
 HPARAM_METRICS = (
@@ -183,8 +182,8 @@ def run_label(ctx: SweepContext, run_dir: Optional[Path] = None) -> str:
     number (zero-padded, so the names sort in job order) and the values the sweep varied
     (``r2-j013 lr=3.1e-3 l2=1.2e-4``); for a run alone, its directory's name and its overrides.
     """
-    if ctx.label:  # the sweeper's, with the job number zero-padded so that names sort in job order
-        return re.sub(r"^(r\d+-j)(\d+)\b", lambda m: m[1] + m[2].zfill(3), ctx.label)
+    if ctx.label:  # the sweeper's (expt.sweep_env.trial_name)
+        return ctx.label
     values = []
     for override in ctx.overrides:
         key, sep, value = override.partition("=")
@@ -197,9 +196,7 @@ def run_label(ctx: SweepContext, run_dir: Optional[Path] = None) -> str:
             parsed = value
         values.append(f"{key.rsplit('.', 1)[-1] if ctx.in_sweep else key}={short_value(parsed)}")
     if ctx.in_sweep:
-        head = "-".join(([f"r{ctx.round}"] if ctx.round is not None else []) +
-                        ([f"j{ctx.job:03d}"] if ctx.job is not None else []))
-        return " ".join([head or "trial", *values])
+        return trial_name(ctx.round, ctx.job, values)
     name = run_dir.name if run_dir is not None else "run"
     return " ".join([name, *values]) if values else f"{name} (defaults)"
 

@@ -36,7 +36,7 @@ from expt.search import (
     read_records,
 )
 from expt.status import COMPLETED, FAILED, PRUNED
-from expt.sweep_env import SweepTrial
+from expt.sweep_env import SweepTrial, trial_name
 
 from .config import CoarseToFineSweeperConf
 from .errors import SweepFailedError, compact, no_score
@@ -216,12 +216,12 @@ class CoarseToFineSweeperImpl(Sweeper):
 
     def _environment(self, search: CoarseToFineSearch, spec: TrialSpec) -> List[str]:
         """What each trial's own process (any launcher) is told through ``hydra.job.env_set``."""
-        label = f"r{spec.round}-j{spec.job} " + " ".join(
+        label = trial_name(spec.round, spec.job, [
             f"{name.rsplit('.', 1)[-1]}={search.space[name].format(value)}" if name in search.space
-            else f"{name.rsplit('.', 1)[-1]}={value}" for name, value in spec.values.items())
+            else f"{name.rsplit('.', 1)[-1]}={value}" for name, value in spec.values.items()])
         pruning = self.settings.pruning
         prune = pruning.enabled and spec.round != PINPOINT_ROUND
-        trial = SweepTrial(round=spec.round, job=spec.job, final=search.is_final(spec.round), label=label.strip(),
+        trial = SweepTrial(round=spec.round, job=spec.job, final=search.is_final(spec.round), label=label,
                            progress=self.sweep_dir / PROGRESS_FILE if prune else None,
                            rule=MedianRule(pruning.min_trials, pruning.warmup_epochs) if prune else None)
         return [f"+hydra.job.env_set.{key}={_quote(value)}" for key, value in trial.variables().items()]
