@@ -887,16 +887,20 @@ def test_plot_sweep_marks_statuses_apart_names_the_metric_and_flags_ties(tmp_pat
 
 def test_every_legend_entry_fits_inside_its_picture(tmp_path, monkeypatch):
     """The star's entry for a tie within one validation sample ran past the right edge ('... lower val_')."""
-    records = [{"round": 1, "job": j, "values": {"lr": 10 ** -j}, "objective": 0.99 - j / 1000, "status": "completed",
-                "val_loss": 0.1 + j / 100, "val_samples": 288} for j in range(3)]
-    drawn = drawn_figures(monkeypatch, lambda: plot_sweep(records, {"lr": True}, tmp_path, metric="val_acc",
-                                                          tie_samples=1))
-    for fig in drawn:
-        renderer = fig.canvas.get_renderer()
-        texts = [t for legend in fig.legends for t in legend.get_texts()]
-        assert any("within 1 val sample" in t.get_text() for t in texts)
-        for text in texts:
-            assert text.get_window_extent(renderer).x1 <= fig.bbox.x1, text.get_text()
+    for tie_samples, said in ((1, "tied with 2 others (ringed; within 1 val sample); lower val_loss"),
+                              (0, "tied with 2 others (ringed); lower val_loss")):
+        # the first as TensorBoard's 350-pixel picture of a real sweep cut it ('...; lower' at its edge)
+        records = [{"round": 1, "job": j, "values": {"lr": 10 ** -j}, "objective": 0.9931 - tie_samples * j / 1000,
+                    "status": "completed", "val_loss": 0.1 + j / 100, "val_samples": 288} for j in range(3)]
+        drawn = drawn_figures(monkeypatch, lambda: plot_sweep(records, {"lr": True}, tmp_path, metric="val_acc",
+                                                              tie_samples=tie_samples))
+        for fig in drawn:
+            assert fig.dpi == 80  # TensorBoard's picture
+            renderer = fig.canvas.get_renderer()
+            texts = [t for legend in fig.legends for t in legend.get_texts()]
+            assert any(said in t.get_text().replace("\n  ", " ") for t in texts), [t.get_text() for t in texts]
+            for text in texts:
+                assert text.get_window_extent(renderer).x1 <= fig.bbox.x1, text.get_text()
 
 
 def test_plot_sweep_draws_a_failed_trials_option_that_no_scored_trial_had(tmp_path, monkeypatch):
@@ -1036,3 +1040,36 @@ def test_the_sweepers_parameters_are_typed_as_the_sweeper_samples_them():
     assert ctx.searched == {"model.depth": "", "model.width": "", "optimizer.lr": 0.0, "regularization.dropout": 0.0,
                             "model.num_filters": "", "activation": ""}
     assert ctx.log_scaled == {"model.width", "optimizer.lr"}
+
+
+def test_a_parameters_picture_says_which_tied_trials_it_draws(tmp_path, monkeypatch):
+    """Trials tied with the chosen one that did not sample a parameter are not in its picture: the legend said 'tied
+    with 2 others (ringed)' with none ringed, and where the chosen trial had not sampled it, rings stood unexplained."""
+    records = [
+        {"round": 1, "job": 0, "values": {"lr": 1e-3}, "objective": 0.99, "status": "completed", "val_loss": 0.1},
+        {"round": 1, "job": 1, "values": {"lr": 3e-3, "width": 32}, "objective": 0.99, "status": "completed",
+         "val_loss": 0.2},
+        {"round": 1, "job": 2, "values": {"width": 64}, "objective": 0.99, "status": "completed", "val_loss": 0.3},
+    ]
+    drawn = drawn_figures(monkeypatch, lambda: plot_sweep(records, {"lr": True, "width": True}, tmp_path,
+                                                          metric="val_acc"))
+    by_param = {fig.axes[0].get_xlabel(): legend_texts(fig) for fig in drawn}
+    (lr,) = [texts for label, texts in by_param.items() if label.startswith("lr")]
+    (width,) = [texts for label, texts in by_param.items() if label.startswith("width")]
+    assert any("tied with 2 others (1 ringed; the others did not sample this parameter)" in t.replace("\n  ", " ") for t in lr)
+    assert not any(t.startswith("best: ") for t in width)
+    assert any("tied with the chosen trial (job 0, 0.99), which did not sample this parameter" in t.replace("\n  ", " ")
+               for t in width), width
+
+
+def test_a_log_axis_near_one_decade_labels_plain_numbers_that_do_not_overlap(tmp_path, monkeypatch):
+    """A width searched from 30 to 420 was labelled '3x10^1 4x10^1 6x10^1 10^2 2x10^2 3x10^2 4x10^2', run together."""
+    records = [{"round": 1, "job": j, "values": {"width": w}, "objective": 0.9 + j / 100, "status": "completed"}
+               for j, w in enumerate((30, 60, 100, 200, 420))]
+    (scatter, _) = drawn_figures(monkeypatch, lambda: plot_sweep(records, {"width": True}, tmp_path, metric="val_acc"))
+    ax = scatter.axes[0]
+    renderer = scatter.canvas.get_renderer()
+    shown = [t for t in ax.get_xticklabels() if t.get_text() and ax.get_xlim()[0] <= t.get_position()[0] <= ax.get_xlim()[1]]
+    assert [t.get_text() for t in shown] == ["50", "100", "200"]
+    boxes = [t.get_window_extent(renderer) for t in shown]
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))

@@ -30,7 +30,7 @@ METRIC_NAMES = {
 # it. The PNG written beside the sweep is the same drawing at twice the resolution. The legend goes
 # below the axes, one entry a line, and the figure grows with it.
 WIDTH, AXES_HEIGHT, LEGEND_LINE = 4.375, 3.3, 0.17  # inches
-LEGEND_CHARS = 70  # a legend entry's line at most, so that none runs past the picture's right edge
+LEGEND_CHARS = 70  # a legend entry's line at most; narrower where that still runs past the picture's right edge
 TB_DPI, PNG_DPI, FONT = 80, 160, 9
 # How each status is drawn: (marker, face colour or None for the round's colour, label, on the plot or in
 # the strip along the bottom). A pruned trial stopped early but kept its last score; the others have none.
@@ -137,14 +137,20 @@ class _Chosen:
         self.best = tied[0] if tied else None
         self.tie_samples = tie_samples
 
-    def label(self) -> str:
-        """The star's legend entry: the best score, and how a tie was broken."""
+    def label(self, ringed: Optional[int] = None) -> str:
+        """The star's legend entry: the best score, and how a tie was broken. ``ringed``: how many of the tied
+        trials the picture draws (a parameter's picture leaves out the trials that did not sample it: a later stage's,
+        where it is held)."""
         best, tied, tie_samples = self.best, self.tied, self.tie_samples
         assert best is not None
         text = f"best: {_fmt_value(best['objective'])}"
         if len(tied) > 1:
+            others = len(tied) - 1
+            ringed = others if ringed is None else ringed
             within = f"; within {tie_samples} val sample{'s' if tie_samples != 1 else ''}" if tie_samples else ""
-            text += f", tied with {len(tied) - 1} other{'s' if len(tied) > 2 else ''} (ringed{within})"
+            shown = ("ringed" if ringed == others else f"{ringed} ringed; the others did not sample this parameter" if ringed
+                     else "not drawn: they did not sample this parameter")
+            text += f", tied with {others} other{'s' if others > 1 else ''} ({shown}{within})"
             text += "; lower val_loss ranks first" if is_finite_number(best.get("val_loss")) else \
                 "; the higher score, then the earlier trial"
         return text
@@ -155,13 +161,15 @@ class _Chosen:
         if best is None:
             return
         stars = [r for r in self.tied if r in subset]
+        others = [r for r in stars if r is not best]
         if best in subset:
             ax.scatter([x_of(best)], [best["objective"]], marker="*", s=240, facecolor="none",
-                       edgecolor="crimson", lw=1.5, zorder=4, label=self.label())
-        others = [r for r in stars if r is not best]
-        if others:
+                       edgecolor="crimson", lw=1.5, zorder=4, label=self.label(len(others)))
+        if others:  # where the chosen trial lacks this parameter, the rings say what they are themselves
             ax.scatter([x_of(r) for r in others], [r["objective"] for r in others], marker="o", s=170,
-                       facecolor="none", edgecolor="crimson", lw=1.0, ls="--", zorder=4)
+                       facecolor="none", edgecolor="crimson", lw=1.0, ls="--", zorder=4,
+                       label=None if best in subset else f"tied with the chosen trial (job {best['job']}, "
+                                                         f"{_fmt_value(best['objective'])}), which did not sample this parameter")
 
 
 class _Pictures:
@@ -189,14 +197,20 @@ class _Pictures:
         import numpy as np
 
         ax.grid(True, alpha=0.3)
-        handles, labels = ax.get_legend_handles_labels()
-        labels = [textwrap.fill(label, LEGEND_CHARS, subsequent_indent="  ") for label in labels]  # none cut off
-        legend = LEGEND_LINE * sum(label.count("\n") + 1 for label in labels) + (0.1 if handles else 0.0)
-        fig.set_size_inches(WIDTH, AXES_HEIGHT + legend)
-        if handles:
-            fig.legend(handles, labels, fontsize=FONT - 1, loc="lower left", bbox_to_anchor=(0.01, 0.0),
-                       ncol=1, frameon=False, handletextpad=0.3, borderaxespad=0.2)
-        fig.tight_layout(rect=(0, legend / (AXES_HEIGHT + legend), 1, 1))
+        handles, entries = ax.get_legend_handles_labels()
+        for chars in range(LEGEND_CHARS, 20, -6):  # narrower lines until every entry fits the picture's width
+            for old in fig.legends:
+                old.remove()
+            labels = [textwrap.fill(label, chars, subsequent_indent="  ") for label in entries]
+            legend = LEGEND_LINE * sum(label.count("\n") + 1 for label in labels) + (0.1 if handles else 0.0)
+            fig.set_size_inches(WIDTH, AXES_HEIGHT + legend)
+            if handles:
+                fig.legend(handles, labels, fontsize=FONT - 1, loc="lower left", bbox_to_anchor=(0.01, 0.0),
+                           ncol=1, frameon=False, handletextpad=0.3, borderaxespad=0.2)
+            fig.tight_layout(rect=(0, legend / (AXES_HEIGHT + legend), 1, 1))
+            canvas.draw()  # at TensorBoard's resolution, where text is widest against the picture
+            if all(t.get_window_extent().x1 <= fig.bbox.x1 for lg in fig.legends for t in lg.get_texts()):
+                break
         path = self.sweep_dir / name
         fig.savefig(path, dpi=PNG_DPI)
         canvas.draw()
@@ -267,11 +281,25 @@ def _parameter_picture(pictures: _Pictures, param: str, is_log: bool, moves: lis
     subset = [r for r in pictures.records if param in r.get("values", {})]
     pictures.draw_trials(ax, lambda r: _num(r["values"][param]), subset)
     if is_log and _all_positive(pictures.records, moves, param):
-        ax.set_xscale("log")
+        _log_axis(ax)
     ax.set_xlabel(param + (" (log scale)" if ax.get_xscale() == "log" else ""), fontsize=FONT)
     ax.set_ylabel(pictures.y_label, fontsize=FONT)
     ax.set_title(f"{metric_name} vs {param}", fontsize=FONT + 1)
     return pictures.save(fig, canvas, ax, f"sweep_{_safe(param)}.png", f"sweep/{param}")
+
+
+def _log_axis(ax: Any) -> None:
+    """A log-scaled x axis whose ticks are plain numbers (0.002, 50, 200) at 1, 2 and 5 times a power of ten, or at
+    the powers alone over a wide range: matplotlib's own labels of a range near one decade ran into each other
+    ('3x10^1 4x10^1 6x10^1')."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    low, high = ax.get_xlim()
+    subs = (1.0,) if high / low > 10 ** 2.5 else (1.0, 2.0, 5.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _draw_edge_move(ax: Any, move: dict, colour: Any) -> None:
