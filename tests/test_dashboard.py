@@ -1073,3 +1073,13 @@ def test_a_log_axis_near_one_decade_labels_plain_numbers_that_do_not_overlap(tmp
     assert [t.get_text() for t in shown] == ["50", "100", "200"]
     boxes = [t.get_window_extent(renderer) for t in shown]
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))
+
+
+def test_a_layer_has_one_label_whether_or_not_batch_norm_and_dropout_surround_it():
+    """A sweep over regularization named the default ConvNet's hidden layer 4.Linear, 5.Linear or 6.Linear by its
+    index, so one update-ratio chart mixed one trial's output layer with another's hidden layer."""
+    from expt.dashboard import weight_tensors
+
+    labels = {str(options): list(weight_tensors(build(expt.compose(["data.subset=100", f"regularization={options}"])).model))
+              for options in ("[l2]", "[l2,batchnorm]", "[l2,dropout,batchnorm]")}
+    assert set(map(tuple, labels.values())) == {("0.Conv2d", "4.Linear", "6.Linear")}, labels

@@ -28,10 +28,29 @@ HISTOGRAM_BINS = 64
 HISTOGRAM_SAMPLE = 1 << 16
 
 
+# Modules a config adds or leaves out without changing the layers around them (regularization's batch norm and
+# dropout): a layer's label does not count them, so that one layer has one label in every trial of a sweep
+OPTIONAL_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout2d)
+
+
 def layer_label(model: nn.Module, module_name: str) -> str:
-    """``<name>.<Class>``, e.g. ``0.Conv2d``: the module's place in the model and what it is."""
+    """``<place>.<Class>``, e.g. ``0.Conv2d``, ``4.Linear``: where the module is in the model and what it is.
+
+    A place in a sequence counts the layers before it other than batch norm and dropout, so that a model's hidden
+    linear layer is ``4.Linear`` with or without them (by its index it was 4, 5 or 6 in one sweep's trials, and
+    one chart mixed the output layer of some with the hidden layer of others). Named places stay as they are."""
     module = model.get_submodule(module_name)
-    return f"{module_name}.{type(module).__name__}" if module_name else type(module).__name__
+    if not module_name:
+        return type(module).__name__
+    parent, place = model, []
+    for part in module_name.split("."):
+        child = parent.get_submodule(part)
+        if part.isdigit() and isinstance(parent, (nn.Sequential, nn.ModuleList)):
+            before = list(parent.children())[: int(part)]
+            part = str(sum(not isinstance(m, OPTIONAL_LAYERS) for m in before))
+        place.append(part)
+        parent = child
+    return f"{'.'.join(place)}.{type(module).__name__}"
 
 
 def weight_tensors(model: nn.Module) -> dict[str, nn.Parameter]:
