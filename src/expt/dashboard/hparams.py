@@ -107,11 +107,36 @@ def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
                     if log_scaled:
                         ctx.log_scaled.add(str(key))
                     ctx.searched[str(key)] = 0.0 if real else ""
+        for override in _stage_overrides(sweeper):  # a pinpoint trial's data.subset, a round's trainer.epochs
+            key, _, value = override.partition("=")
+            key = key.lstrip("+~")
+            if key and key not in ctx.searched:
+                ctx.searched[key] = 0.0 if _is_real(value) else ""
         rounds = sweeper.get("rounds")
         if ctx.final is None and ctx.round is not None and isinstance(rounds, ListConfig) and len(rounds):
             ctx.final = ctx.round == len(rounds)  # rounds are numbered from 1; 0 is the pinpoint stage
     except Exception:  # an interpolation that does not resolve in the job, a sweeper of another shape
         pass
+
+
+def _is_real(text: str) -> bool:
+    """Whether an override's value is a real number (1e-7, 0.5), not an integer or a word."""
+    for kind in (int, float):
+        try:
+            kind(text)
+        except ValueError:
+            continue
+        return kind is float
+    return False
+
+
+def _stage_overrides(sweeper: DictConfig) -> list[str]:
+    """The overrides the coarse-to-fine sweeper gives some of its trials: the pinpoint stage's, and each round's."""
+    rounds = list(sweeper.get("rounds") or [])
+    rounds += [r for stage in sweeper.get("stages") or [] for r in (stage.get("rounds") or [])]
+    pinpoint = sweeper.get("pinpoint")
+    found = list(pinpoint.get("overrides") or []) if isinstance(pinpoint, DictConfig) else []
+    return [str(o) for o in found + [o for r in rounds for o in (r.get("overrides") or [])]]
 
 
 def _sweep_kind(key: str, spec: str) -> tuple[bool, bool]:
@@ -298,9 +323,10 @@ def _hparam_value(value: Any) -> Any:
 
 
 def declared_columns(ctx: SweepContext) -> dict[str, Any]:
-    """Columns every trial of the sweep declares, with a value of their type: the sweeper's parameters and
-    the log10 columns of the log-scaled ones. TensorBoard takes the table's columns from one trial only
-    (the first by name: a pinpoint trial that searches only the learning rate), so each declares them all."""
+    """Columns every trial of the sweep declares, with a value of their type: the sweeper's parameters, the keys
+    its stages' overrides set (a pinpoint trial's ``data.subset``) and the log10 columns of the log-scaled ones.
+    TensorBoard takes the table's columns from one trial only (whichever it reads first), so each declares them
+    all."""
     columns = dict(ctx.searched)
     for key in ctx.log_scaled & set(ctx.searched):
         columns[f"{LOG10_PREFIX}({key})"] = 0.0
