@@ -520,7 +520,7 @@ def test_every_trial_of_a_multirun_records_its_hparams(sweep_dir):
         acc = read_events(trial)
         params = session_hparams(acc)
         assert params["optimizer.lr"] == pytest.approx(lr)
-        assert params["_4_log10(optimizer.lr)"] == pytest.approx(math.log10(lr), abs=1e-4)  # sampled on a log scale
+        assert params["_4_00_log10(optimizer.lr)"] == pytest.approx(math.log10(lr), abs=1e-4)  # sampled on a log scale
         assert params["_3_sweep_round"].strip() == "2"
         # the choices the sweep does not vary, and the keys its command line fixes, take no column
         assert not {"model", "activation", "optimizer", "data", "trainer.epochs", "data.subset"} & set(params)
@@ -528,7 +528,7 @@ def test_every_trial_of_a_multirun_records_its_hparams(sweep_dir):
         assert params["_1_status"] == "completed"
         experiment = experiment_of(acc)
         differs = {info.name: info.display_name for info in experiment.hparam_infos if info.differs}
-        assert set(differs) == {"optimizer.lr", "_4_log10(optimizer.lr)", "_3_sweep_round", "_1_status", "_2_diagnosis"}
+        assert set(differs) == {"optimizer.lr", "_4_00_log10(optimizer.lr)", "_3_sweep_round", "_1_status", "_2_diagnosis"}
         # TensorBoard ticks the first five by name among those that differ: expt's own columns come first
         assert [differs[name] for name in sorted(differs)[:4]] == ["status", "diagnosis", "sweep round",
                                                                    "log10(optimizer.lr)"]
@@ -939,16 +939,16 @@ def test_every_trial_declares_the_sweeps_columns():
 
     ctx = SweepContext(multirun=True, round=0, log_scaled={"optimizer.lr", "regularization.l2"},
                        searched={"optimizer.lr": 0.0, "regularization.l2": 0.0, "model.hidden_dim": ""})
-    experiment, start, _ = hparams_summaries({"optimizer.lr": 1e-3, "_4_log10(optimizer.lr)": -3.0},
+    experiment, start, _ = hparams_summaries({"optimizer.lr": 1e-3, "_4_00_log10(optimizer.lr)": -3.0},
                                              varied={"optimizer.lr"}, declared=declared_columns(ctx))
     infos = HParamsPluginData.FromString(experiment.value[0].metadata.plugin_data.content).experiment.hparam_infos
     types = {i.name: i.type for i in infos}
-    assert types == {"optimizer.lr": api.DATA_TYPE_FLOAT64, "_4_log10(optimizer.lr)": api.DATA_TYPE_FLOAT64,
-                     "regularization.l2": api.DATA_TYPE_FLOAT64, "_4_log10(regularization.l2)": api.DATA_TYPE_FLOAT64,
+    assert types == {"optimizer.lr": api.DATA_TYPE_FLOAT64, "_4_00_log10(optimizer.lr)": api.DATA_TYPE_FLOAT64,
+                     "regularization.l2": api.DATA_TYPE_FLOAT64, "_4_01_log10(regularization.l2)": api.DATA_TYPE_FLOAT64,
                      "model.hidden_dim": api.DATA_TYPE_STRING}
     assert {i.display_name for i in infos if i.name.startswith("_4_")} == {"log10(optimizer.lr)", "log10(regularization.l2)"}
     values = HParamsPluginData.FromString(start.value[0].metadata.plugin_data.content).session_start_info.hparams
-    assert set(values) == {"optimizer.lr", "_4_log10(optimizer.lr)"}  # only what this trial set
+    assert set(values) == {"optimizer.lr", "_4_00_log10(optimizer.lr)"}  # only what this trial set
 
 
 @pytest.mark.cuda
@@ -1098,5 +1098,18 @@ def test_every_trial_declares_the_columns_its_stages_overrides_set(tmp_path):
         "params": {"optimizer.lr": "tag(log, interval(1e-4, 1e-1))"},
         "pinpoint": {"overrides": ["data.subset=100", "regularization=none", "trainer.epochs=10"]},
         "stages": [{"rounds": [{"overrides": ["trainer.epochs=2"]}, {"overrides": ["+optimizer.eps=1e-7"]}]}]}), ctx)
-    assert declared_columns(ctx) == {"optimizer.lr": 0.0, "_4_log10(optimizer.lr)": 0.0, "data.subset": "",
+    assert declared_columns(ctx) == {"optimizer.lr": 0.0, "_4_00_log10(optimizer.lr)": 0.0, "data.subset": "",
                                      "regularization": "", "trainer.epochs": "", "optimizer.eps": 0.0}
+
+
+def test_the_log10_columns_tensorboard_ticks_are_the_first_searched_parameters():
+    """TensorBoard ticks the first five columns by name: log10(model.hidden_dim) and log10(model.num_filters),
+    which only the last stage searches, took two of them, so the parallel-coordinates view drew 6 of 27 trials."""
+    from expt.dashboard import SweepContext
+    from expt.dashboard.hparams import DISPLAY_NAMES, declared_columns
+
+    ctx = SweepContext(log_scaled={"optimizer.lr", "regularization.l2", "model.hidden_dim"},
+                       searched={"optimizer.lr": 0.0, "regularization.l2": 0.0, "model.hidden_dim": ""})
+    ticked = sorted([*DISPLAY_NAMES, *declared_columns(ctx)])[:5]
+    assert ticked == ["_1_status", "_2_diagnosis", "_3_sweep_round", "_4_00_log10(optimizer.lr)",
+                      "_4_01_log10(regularization.l2)"]

@@ -49,7 +49,7 @@ TABLE_METRICS = (
 # Column names sort in the order TensorBoard should tick them (it ticks the first five by name); the
 # display names are what the page shows.
 STATUS, DIAGNOSIS, ROUND = "_1_status", "_2_diagnosis", "_3_sweep_round"
-LOG10_PREFIX = "_4_log10"  # "_4_log10(optimizer.lr)", shown as "log10(optimizer.lr)"
+LOG10_PREFIX = "_4_"  # "_4_00_log10(optimizer.lr)", shown as "log10(optimizer.lr)": log10_column
 DISPLAY_NAMES = {STATUS: "status", DIAGNOSIS: "diagnosis", ROUND: "sweep round"}
 RUN_STATUSES = (*STATUSES, "running")  # how a run ended, or that it still trains
 INT_WIDTH = 6  # integers are right-aligned to this many characters, so that they sort as numbers
@@ -137,6 +137,14 @@ def _stage_overrides(sweeper: DictConfig) -> list[str]:
     pinpoint = sweeper.get("pinpoint")
     found = list(pinpoint.get("overrides") or []) if isinstance(pinpoint, DictConfig) else []
     return [str(o) for o in found + [o for r in rounds for o in (r.get("overrides") or [])]]
+
+
+def log10_column(key: str, ctx: SweepContext) -> str:
+    """The column of ``key``'s log10, numbered in the order of the sweeper's parameters (``optimizer.lr`` first in
+    the preset), so that the ones TensorBoard ticks (the first five columns by name: status, diagnosis, round,
+    then these) are the parameters every stage's trials have, not the widths a last stage alone searches."""
+    place = list(ctx.searched).index(key) if key in ctx.searched else len(ctx.searched)
+    return f"{LOG10_PREFIX}{place:02d}_log10({key})"
 
 
 def _sweep_kind(key: str, spec: str) -> tuple[bool, bool]:
@@ -269,8 +277,8 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
     for key in sorted(ctx.log_scaled & set(params)):
         value = params[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            params[f"{LOG10_PREFIX}({key})"] = round(math.log10(value), 4)
-            varied.add(f"{LOG10_PREFIX}({key})")
+            params[log10_column(key, ctx)] = round(math.log10(value), 4)
+            varied.add(log10_column(key, ctx))
     if ctx.round is not None:
         params[ROUND] = ctx.round
         varied.add(ROUND)
@@ -329,7 +337,7 @@ def declared_columns(ctx: SweepContext) -> dict[str, Any]:
     all."""
     columns = dict(ctx.searched)
     for key in ctx.log_scaled & set(ctx.searched):
-        columns[f"{LOG10_PREFIX}({key})"] = 0.0
+        columns[log10_column(key, ctx)] = 0.0
     return columns
 
 
@@ -364,7 +372,7 @@ def hparams_summaries(
     start = SessionStartInfo()
     columns = {**params, **{k: v for k, v in (declared or {}).items() if k not in params}}
     for name, value in columns.items():
-        display = DISPLAY_NAMES.get(name) or (name[len(LOG10_PREFIX) - 5:] if name.startswith(LOG10_PREFIX) else name)
+        display = DISPLAY_NAMES.get(name) or (name.split("_", 3)[3] if name.startswith(LOG10_PREFIX) else name)
         info = api_pb2.HParamInfo(name=name, display_name=display, differs=name in varied)
         given = name in params  # a declared column this trial has no value for is left blank in its row
         if isinstance(value, bool):
