@@ -185,9 +185,6 @@ class Population:
 
     def _close(self) -> None:
         for r in self.records:
-            if r.metrics is None:
-                with contextlib.suppress(Exception):
-                    r.save_best()
             with contextlib.suppress(Exception):
                 r.dashboard.close()
 
@@ -196,14 +193,8 @@ class Population:
         member whose own work fails (its checkpoints cannot be written, say) stops alone: its place holds the
         error, and the others train on."""
         saved_rng = torch.get_rng_state()
-        trainer = None
-        try:
-            trainer = Trainer(self.records, VmapEngine(self.records, self.rngs), isolate=True)
-            return trainer.fit()
-        except KeyboardInterrupt:
-            if trainer is not None:
-                trainer.interrupt()  # each member keeps what its finished epochs measured, as a lone run does
-            raise
+        try:  # the trainer keeps what a stop leaves (Ctrl-C, an error), as it does for a lone run
+            return Trainer(self.records, VmapEngine(self.records, self.rngs), isolate=True).fit()
         finally:
             self._close()
             torch.set_rng_state(saved_rng)

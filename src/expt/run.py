@@ -9,7 +9,6 @@ here, once, and handed to the trainer (early stopping) and the dashboard (round,
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sys
@@ -83,17 +82,7 @@ def _train(cfg: DictConfig, run_dir: Path, sweep: SweepTrial) -> dict[str, Any]:
     dashboard = Dashboard(run_dir, cfg, sweep_context(sweep))
     trainer = Trainer.single(exp, run_dir, dashboard, progress=sys.stderr.isatty() and not in_sweep(),
                              report=sweep.progress_report())
-    record = trainer.record
     try:
-        return trainer.fit()[0]
-    except KeyboardInterrupt:
-        trainer.interrupt()  # keep what the finished epochs measured; checkpoints/last.pt resumes the run
-        raise
-    except StorageError as exc:  # a full disk: keep what fits and say what is kept, to resume once there is room
-        raise trainer.stopped_by_storage(record, exc) from exc
-    except Exception:
-        with contextlib.suppress(Exception):  # keep the best model found so far; the failure is what gets reported
-            record.save_best()
-        raise
+        return trainer.fit()[0]  # which keeps what a stop leaves (Ctrl-C, a full disk, an error)
     finally:
         dashboard.close()

@@ -64,11 +64,29 @@ class Trainer:
     # ------------------------------------------------------------------ the run's course
     def fit(self) -> list[Any]:
         """Begin, train every epoch (from where a resumed run stopped), end; each run's metrics (or, isolated, the
-        error that stopped it), in order."""
-        self.begin()
-        while not self.done:
-            self.train_epoch()
-        return self.end()
+        error that stopped it), in order.
+
+        What a stop keeps, for a lone run and a population alike: Ctrl-C, each run's measured epochs
+        (:meth:`interrupt`); a lone run's checkpoint the disk refused, what fits (:meth:`stopped_by_storage`, the
+        error raised in its place); any other error, each unfinished run's best model so far."""
+        try:
+            self.begin()
+            while not self.done:
+                self.train_epoch()
+            return self.end()
+        except KeyboardInterrupt:
+            self.interrupt()
+            raise
+        except StorageError as exc:
+            if self.isolate:  # each run's own was handled where it failed: this one is the engine's
+                raise
+            raise self.stopped_by_storage(self.record, exc) from exc
+        except Exception:
+            for r in self.records:
+                if r.metrics is None:
+                    with contextlib.suppress(Exception):  # the failure is what gets reported
+                        r.save_best()
+            raise
 
     @contextlib.contextmanager
     def _alone(self, record: RunRecord):
