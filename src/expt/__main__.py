@@ -68,7 +68,7 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # This job trains nothing and the others go on; the sweeper records it as failed. Hydra prints
             # a TrialConfigError as its message alone (a plain multirun, at its end, then exits 1).
-            from hydra_plugins.expt_sweeper.errors import PREFIX, TrialConfigError
+            from expt.job_errors import PREFIX, TrialConfigError
 
             log.error("%s%s This job trains nothing; the other jobs go on.", PREFIX, exc)
             raise TrialConfigError(f"{PREFIX}{exc}") from exc
@@ -78,7 +78,7 @@ def main(cfg: DictConfig) -> float:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:  # as a ConfigError: the message alone; the sweep goes on
-            from hydra_plugins.expt_sweeper.errors import TrialStorageError
+            from expt.job_errors import TrialStorageError
 
             log.error("Error: %s This job stops; the other jobs go on.", exc)
             raise TrialStorageError(str(exc)) from exc

@@ -44,10 +44,10 @@ from expt import checkpoint
 from expt.config import to_yaml
 from expt.errors import ConfigError, StorageError
 from expt.files import only_writer
+from expt.job_errors import TrialStorageError
 from expt.requeue import continue_sweep
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
-from hydra_plugins.expt_sweeper.errors import TrialStorageError
 
 from ._compose import Composer
 

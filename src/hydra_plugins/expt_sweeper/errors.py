@@ -3,9 +3,10 @@
 Hydra prints any exception that leaves a sweeper (or a job's ``return_value``) with its stack
 trace, except a :class:`hydra.errors.CompactHydraException`, which it prints as its message and
 exits 1 (``HYDRA_FULL_ERROR=1`` still shows the traceback). The classes here are that and
-the expt error they stand for, so code that catches ``SearchConfigError``, ``ConfigError`` or
-``StorageError`` keeps working. A trial's error is kept in its record as :func:`describe` words it, and a sweep
-none of whose trials gave a score ends with the paragraph of :func:`no_score`.
+the expt error they stand for, so code that catches ``SearchConfigError`` keeps working; a job's own
+(``TrialConfigError``, ``TrialStorageError``) come from :mod:`expt.job_errors`. A trial's error is kept in its
+record as :func:`describe` words it, and a sweep none of whose trials gave a score ends with the paragraph of
+:func:`no_score`.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from typing import Dict, Sequence
 
 from hydra.errors import CompactHydraException
 
-from expt.errors import ConfigError, StorageError
+from expt.job_errors import PREFIX, TrialConfigError, TrialStorageError
 from expt.search import SearchConfigError, TrialRecord
 from expt.status import FAILED
 
-PREFIX = "Error in the config: "
+__all__ = ["PREFIX", "SweepConfigError", "SweepFailedError", "TrialConfigError", "TrialStorageError", "compact",
+           "describe", "no_score"]
 
 
 class SweepConfigError(SearchConfigError, CompactHydraException):
@@ -28,14 +30,6 @@ class SweepConfigError(SearchConfigError, CompactHydraException):
 
 class SweepFailedError(CompactHydraException):
     """A sweep none of whose trials gave a score: says how they ended and why the first failed."""
-
-
-class TrialConfigError(ConfigError, CompactHydraException):
-    """A job of a multirun whose config cannot run: it trains nothing, the other jobs go on."""
-
-
-class TrialStorageError(StorageError, CompactHydraException):
-    """A job of a multirun that could not write a file it must keep (a full disk): it stops, the other jobs go on."""
 
 
 def compact(error: SearchConfigError) -> SweepConfigError:

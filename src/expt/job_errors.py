@@ -1,0 +1,24 @@
+"""A job of a multirun that stops for bad input or a full disk, as Hydra prints it: the paragraph alone.
+
+Hydra prints any exception that leaves a job with its stack trace, except a
+:class:`hydra.errors.CompactHydraException`, which it prints as its message (``HYDRA_FULL_ERROR=1`` still shows
+the traceback). The classes here are that and the expt error they stand for, so that code which catches
+``ConfigError`` or ``StorageError`` keeps working. ``python -m expt`` raises them for a job of any launcher; the
+population launcher for a member it cannot train; the coarse-to-fine sweeper records them as a trial's error.
+"""
+
+from __future__ import annotations
+
+from hydra.errors import CompactHydraException
+
+from expt.errors import ConfigError, StorageError
+
+PREFIX = "Error in the config: "  # how a bad config's paragraph starts, wherever it is printed
+
+
+class TrialConfigError(ConfigError, CompactHydraException):
+    """A job of a multirun whose config cannot run: it trains nothing, the other jobs go on."""
+
+
+class TrialStorageError(StorageError, CompactHydraException):
+    """A job of a multirun that could not write a file it must keep (a full disk): it stops, the other jobs go on."""
