@@ -615,15 +615,15 @@ class BoardServer:
 
     The address is read from what expt.board prints, as a user reads it: a port chosen here and passed with
     ``--port`` could be taken by another process before TensorBoard binds it. Its temporary files (the
-    named links) go to ``tmp``, a directory of its own beside ``log_file``: no other board in a parallel
-    test writes there.
+    named links) go to ``<log file's stem>-tmp``, a directory of its own beside ``log_file``: no other board (in a
+    parallel test, or another board of the screenshot script's) writes there.
     """
 
     def __init__(self, logdir: Path, log_file: Path, *args: str):
         self.url = ""
         self.log_file = log_file
         self.log = open(log_file, "w")
-        self.tmp = log_file.parent / "board-tmp"
+        self.tmp = log_file.with_name(f"{log_file.stem}-tmp")
         self.tmp.mkdir()
         self.proc = start_cli(str(logdir), *args, program="expt.board", cwd=log_file.parent,
                               env={"TMPDIR": str(self.tmp)}, stdout=self.log, stderr=subprocess.STDOUT)
