@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -38,6 +39,10 @@ def test_default_run_reaches_97_percent_and_writes_its_run_dir(tmp_path):
     epoch_lines = [line for line in proc.stdout.splitlines() if " epoch " in line and "/10" in line]
     assert len(epoch_lines) == 10 and all("val" in line and "lr" in line for line in epoch_lines)
     assert "tensorboard --logdir" in proc.stdout
+    # the loss the run starts from says what it is, beside the guard's check of another sample
+    assert re.search(r"Initial training loss 2\.3\d+ \(log C = 2\.3026\): the data loss \+ penalty on the 1000 "
+                     r"training samples training accuracy is measured on; a training loss above 3x it stops the run "
+                     r"as diverged", proc.stdout), proc.stdout
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     last = torch.load(run_dir / "checkpoints" / checkpoint.LAST, weights_only=True)
     assert {"model", "optimizer", "rng", "history"} <= last.keys() and last["epoch"] == 10

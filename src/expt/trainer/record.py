@@ -288,7 +288,10 @@ class RunRecord:
         else:
             self.forget_earlier_run()  # first: a stop while the loss at init is measured leaves no mix of the two runs
             self.initial_loss = self.training_loss() if initial_loss is None else initial_loss
-            log.info("Initial training loss %.4f (log C = %.4f)", self.initial_loss, math.log(e.data.num_classes))
+            log.info("Initial training loss %.4f (log C = %.4f): the data loss%s on the %d training samples training "
+                     "accuracy is measured on; a training loss above %gx it stops the run as diverged", self.initial_loss,
+                     math.log(e.data.num_classes), " + penalty" if e.regularizer.active else "", len(self.train_eval[1]),
+                     t.divergence_factor)
         self.dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
         self.threshold = t.divergence_factor * self.initial_loss
 
