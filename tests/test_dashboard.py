@@ -1036,9 +1036,10 @@ def test_the_sweepers_parameters_are_typed_as_the_sweeper_samples_them():
     _read_sweeper(OmegaConf.create({"params": {
         "model.depth": "int(interval(1, 8))", "model.width": "tag(log, int, interval(8, 64))",
         "optimizer.lr": "tag(log, interval(1e-4, 1e-1))", "regularization.dropout": "range(0.1, 0.5, 0.1)",
-        "model.num_filters": "range(8, 64, 8)", "activation": "choice(relu, tanh)"}}), ctx)
+        "model.num_filters": "range(8, 64, 8)", "activation": "choice(relu, tanh)",
+        "schedule.gamma": "interval(0.1,", "model.width_2": "interval(0.5, 2)"}}), ctx)  # one unreadable
     assert ctx.searched == {"model.depth": "", "model.width": "", "optimizer.lr": 0.0, "regularization.dropout": 0.0,
-                            "model.num_filters": "", "activation": ""}
+                            "model.num_filters": "", "activation": "", "schedule.gamma": "", "model.width_2": 0.0}
     assert ctx.log_scaled == {"model.width", "optimizer.lr"}
 
 
@@ -1083,6 +1084,18 @@ def test_a_layer_has_one_label_whether_or_not_batch_norm_and_dropout_surround_it
     labels = {str(options): list(weight_tensors(build(expt.compose(["data.subset=100", f"regularization={options}"])).model))
               for options in ("[l2]", "[l2,batchnorm]", "[l2,dropout,batchnorm]")}
     assert set(map(tuple, labels.values())) == {("0.Conv2d", "4.Linear", "6.Linear")}, labels
+    # the ResNet keeps an Identity in batch norm's place without it
+    resnet = {options: list(weight_tensors(build(expt.compose(
+        ["data.subset=100", "model=resnet", "model.depth=8", f"regularization={options}"])).model))
+        for options in ("[l2]", "[l2,batchnorm]")}
+    assert resnet["[l2]"] == resnet["[l2,batchnorm]"] and "2.conv1.Conv2d" in resnet["[l2]"], resnet
+    from torch import nn
+
+    from expt.dashboard.diagnostics import layer_label
+
+    shared = nn.Dropout(0.5)  # one module at two places: counted by position all the same
+    model = nn.Sequential(nn.Linear(4, 4), shared, nn.Linear(4, 4), shared, nn.Linear(4, 2))
+    assert [layer_label(model, name) for name in ("0", "2", "4")] == ["0.Linear", "1.Linear", "2.Linear"]
 
 
 def test_every_trial_declares_the_columns_its_stages_overrides_set(tmp_path):
@@ -1113,3 +1126,16 @@ def test_the_log10_columns_tensorboard_ticks_are_the_first_searched_parameters()
     ticked = sorted([*DISPLAY_NAMES, *declared_columns(ctx)])[:5]
     assert ticked == ["_1_status", "_2_diagnosis", "_3_sweep_round", "_4_00_log10(optimizer.lr)",
                       "_4_01_log10(regularization.l2)"]
+
+
+def test_an_event_file_from_a_clock_ahead_does_not_hold_a_run_back(tmp_path):
+    """An earlier file named an hour ahead (copied from a host whose clock runs fast) made a resumed run wait for
+    that hour before it started, without a word."""
+    import subprocess
+    import sys
+
+    ahead = tmp_path / f"events.out.tfevents.{int(time.time()) + 3600}.host.1.0"
+    code = ("import sys; from pathlib import Path; from expt.dashboard.events import wait_to_sort_after; "
+            "wait_to_sort_after([Path(sys.argv[1])])")
+    assert subprocess.run([sys.executable, "-c", code, str(ahead)], timeout=120).returncode == 0
+

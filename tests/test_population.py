@@ -662,3 +662,27 @@ def test_members_measured_together_give_each_members_own_measurements(tmp_path: 
         for key in ("val_loss", "train_data_loss", "ema_val_loss", "penalty"):
             assert t[key] == pytest.approx(a[key], rel=1e-6), key
     assert len({t["val_loss"] for t in together}) == len(records)  # three different members
+
+
+def test_an_error_that_stops_the_whole_population_leaves_each_members_best_model(tmp_path: Path, monkeypatch) -> None:
+    """A full disk met by the shared engine (not one member's own write) stopped every member without its best.pt;
+    the launcher's cleanup used to save them, and the trainer, which now keeps what any stop leaves, must too."""
+    from expt.errors import StorageError
+    from expt.trainer.vmap import VmapEngine
+
+    measure = VmapEngine.measure
+    calls = []
+
+    def fail_second(self, records):
+        calls.append(1)
+        if len(calls) == 2:
+            raise StorageError("the engine's scratch file could not be written (No space left on device)")
+        return measure(self, records)
+
+    monkeypatch.setattr(VmapEngine, "measure", fail_second)
+    cfgs = [expt.compose([*CONVNET, "trainer.epochs=3", "trainer.checkpoint_interval=1000", *m]) for m in MEMBERS[:2]]
+    dirs = [tmp_path / f"m{i}" for i in range(2)]
+    with pytest.raises(StorageError):
+        train_population(cfgs, dirs)
+    assert all((d / "checkpoints" / "best.pt").is_file() for d in dirs)
+    assert all(expt.load(d).epoch == 1 for d in dirs)

@@ -413,3 +413,14 @@ def test_mode_sanity_checks_the_configured_run_before_reading_data(tmp_path: Pat
     with pytest.raises(ConfigError, match=r"^regularization\.l2=-1\.0 is not allowed: a strength >= 0\.$"):
         sanity.run_checks(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_mode_sanity_takes_a_config_loaded_from_a_file_as_train_does(tmp_path: Path):
+    """expt.train took a dict or a loaded .hydra/config.yaml; run_checks validated it untyped and failed on it."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(expt.compose(["mode=sanity", "data.subset=300", "sanity.overfit_epochs=2"]))
+    del plain["dashboard"]  # a file written before a section existed: its defaults
+    report = sanity.run_checks(plain, tmp_path / "run")
+    assert [c["name"] for c in report["checks"]][0] == "loss_at_init" and (tmp_path / "run" / "sanity.json").is_file()
+

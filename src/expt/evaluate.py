@@ -520,7 +520,8 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     except (OSError, ValueError):
         pass
     models = _model_digests(ranked[:k])  # the same members may hold other weights since (a run resumed further)
-    result["repeated"] = any(e.get("choice") == chosen and e.get("models") == models for e in earlier)
+    # an evaluation recorded before the digests were is taken as of these weights
+    result["repeated"] = any(e.get("choice") == chosen and e.get("models", models) == models for e in earlier)
     result["test_evaluations"] = earlier + ([] if result["repeated"] else [
         {"choice": chosen, "models": models, "test_acc": test_acc, "test_loss": test_loss,
          "at": time.strftime("%Y-%m-%d %H:%M:%S")}])

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import BinaryIO, Iterator, Optional
 
@@ -50,6 +51,7 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
 
 
 LOCK_FILE = ".expt.lock"  # in a run directory, held while a process trains there
+LOCK_TRIES = 5  # attempts at a run directory's lock, 20 ms apart, before another process is said to hold it
 _held: set[str] = set()  # the directories this process holds (a lock taken twice in one process would refuse itself)
 
 
@@ -78,14 +80,20 @@ def only_writer(directory: Path, busy: type[Exception], setting: str = "hydra.ru
         yield
         return
     held: Optional[bool] = True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:  # another process holds it; or a file system without locks (some NFS): not locked
-        held = False if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+    for _ in range(LOCK_TRIES):  # a reader's brief look (holder) is not a writer: try again a few times
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+            break
+        except OSError as exc:  # another process holds it; or a file system without locks (some NFS): not locked
+            held = False if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+            if held is None:
+                break
+            time.sleep(0.02)
     if held is False:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
-        raise busy(f"another process (pid {holder}) is training in {directory}: wait for it to end or stop it, "
+        raise busy(f"another process (pid {pid}) is training in {directory}: wait for it to end or stop it, "
                    f"or train elsewhere ({setting}=...).")
     _held.add(key)
     try:

@@ -23,7 +23,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from expt.build import build, has_batchnorm
-from expt.config import validate
+from expt.config import on_schema, validate
 from expt.checks import (
     ACCEPTABLE_REL_ERROR,
     GOOD_REL_ERROR,
@@ -169,6 +169,7 @@ def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, 
     ``<run_dir>/sanity/overfit``. Returns the report: ``passed`` and one entry per check.
     """
     started = time.perf_counter()
+    cfg = on_schema(cfg)  # a config loaded from a file, or a dict, as compose types it
     validate(cfg)  # the configured run (its regularization too), before any data is read
     exp = build(with_values(cfg, REGULARIZATION_OFF))
     settings = cfg.sanity

@@ -29,8 +29,9 @@ HISTOGRAM_SAMPLE = 1 << 16
 
 
 # Modules a config adds or leaves out without changing the layers around them (regularization's batch norm and
-# dropout): a layer's label does not count them, so that one layer has one label in every trial of a sweep
-OPTIONAL_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout2d)
+# dropout, and the Identity a model keeps in batch norm's place without it): a layer's label does not count them,
+# so that one layer has one label in every trial of a sweep
+OPTIONAL_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout2d, nn.Identity)
 
 
 def layer_label(model: nn.Module, module_name: str) -> str:
@@ -46,7 +47,7 @@ def layer_label(model: nn.Module, module_name: str) -> str:
     for part in module_name.split("."):
         child = parent.get_submodule(part)
         if part.isdigit() and isinstance(parent, (nn.Sequential, nn.ModuleList)):
-            before = list(parent.children())[: int(part)]
+            before = list(parent._modules.values())[: int(part)]  # by position (children() skips a reused one)
             part = str(sum(not isinstance(m, OPTIONAL_LAYERS) for m in before))
         place.append(part)
         parent = child

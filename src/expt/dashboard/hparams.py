@@ -103,7 +103,10 @@ def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
         if isinstance(params, DictConfig):
             for key, spec in params.items():
                 if isinstance(spec, str):
-                    log_scaled, real = _sweep_kind(str(key), spec)
+                    try:
+                        log_scaled, real = _sweep_kind(str(key), spec)
+                    except Exception:  # a spec Hydra's parser does not read: a text column, and the others go on
+                        log_scaled, real = False, False
                     if log_scaled:
                         ctx.log_scaled.add(str(key))
                     ctx.searched[str(key)] = 0.0 if real else ""

@@ -78,15 +78,20 @@ class Trainer:
             self.interrupt()
             raise
         except StorageError as exc:
-            if self.isolate:  # each run's own was handled where it failed: this one is the engine's
-                raise
-            raise self.stopped_by_storage(self.record, exc) from exc
-        except Exception:
-            for r in self.records:
-                if r.metrics is None:
-                    with contextlib.suppress(Exception):  # the failure is what gets reported
-                        r.save_best()
+            if not self.isolate:
+                raise self.stopped_by_storage(self.record, exc) from exc
+            self._save_unfinished()  # each run's own was handled where it failed: this one is the engine's
             raise
+        except Exception:
+            self._save_unfinished()
+            raise
+
+    def _save_unfinished(self) -> None:
+        """After an error that stops the trainer: each run not yet ended keeps its best model so far."""
+        for r in self.records:
+            if r.metrics is None:
+                with contextlib.suppress(Exception):  # the failure is what gets reported
+                    r.save_best()
 
     @contextlib.contextmanager
     def _alone(self, record: RunRecord):
