@@ -21,7 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from expt.dry_run import dry_run
-from expt.errors import ConfigError, not_allowed, written
+from expt.errors import ConfigError, not_allowed, reason, written
 from expt.instantiate import locate, parameters, to_plain
 
 T = TypeVar("T")
@@ -115,17 +115,17 @@ MODES = ("train", "sanity")
 DTYPES = ("float32", "float64")
 AMP_MODES = ("off", "bf16", "fp16")
 CUDA_GRAPH_MODES = ("auto", "true", "false")
+SANITY_GUARDS = ("warn", "false", "strict")
+SWEEP_DIAGNOSTICS = ("final", "all", "none")
+TARGET_GROUPS = ("data", "model", "activation", "preprocessing", "init", "optimizer", "schedule")
+# The most classes a classifier may have: beyond this the last layer alone takes gigabytes.
+MAX_CLASSES = 100_000
 
 
 def amp_mode(value: Any) -> str:
     """``trainer.amp`` as one of :data:`AMP_MODES` (any case; ``false``, which YAML reads as a bool, is off)."""
     mode = str(value).lower()
     return "off" if mode == "false" else mode
-SANITY_GUARDS = ("warn", "false", "strict")
-SWEEP_DIAGNOSTICS = ("final", "all", "none")
-TARGET_GROUPS = ("data", "model", "activation", "preprocessing", "init", "optimizer", "schedule")
-# The most classes a classifier may have: beyond this the last layer alone takes gigabytes.
-MAX_CLASSES = 100_000
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -261,7 +261,7 @@ def _wrong_type(schema: type, key: str, override: Any) -> Optional[str]:
     try:
         OmegaConf.merge(OmegaConf.structured(schema), {key: override.value()})
     except ValidationError as exc:
-        return f"{override.key_or_group}={_value_text(override)} is not allowed: {str(exc).splitlines()[0].rstrip('.')}."
+        return f"{override.key_or_group}={_value_text(override)} is not allowed: {reason(exc)}."
     except Exception:  # anything else (an interpolation, a value Hydra parses otherwise) is left to Hydra
         return None
     return None
@@ -474,9 +474,8 @@ def on_schema(cfg: Any) -> DictConfig:
         return OmegaConf.merge(OmegaConf.structured(ExptConfig), cfg)
     except OmegaConfBaseException as exc:  # a value its field cannot take: OmegaConf's first line, which names it
         key = getattr(exc, "full_key", None)
-        reason = str(exc).splitlines()[0].rstrip(".")
-        raise ConfigError(f"{key}={written(getattr(exc, 'value', '?'))} is not allowed: {reason}." if key else
-                          f"the config does not fit expt's schema: {reason}.") from None
+        raise ConfigError(f"{key}={written(getattr(exc, 'value', '?'))} is not allowed: {reason(exc)}." if key else
+                          f"the config does not fit expt's schema: {reason(exc)}.") from None
 
 
 def validate(cfg: DictConfig) -> None:

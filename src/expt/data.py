@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from expt.errors import ConfigError, not_allowed
+from expt.errors import ConfigError, not_allowed, reason
 from expt.config import MAX_CLASSES, user_path
 from expt.instantiate import call, check_params, locate, parameters, to_plain
 
@@ -158,8 +158,7 @@ def npz(path: str) -> dict[str, Any]:
     except ConfigError:
         raise
     except Exception as exc:  # a damaged or truncated zip
-        reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
-        raise ConfigError(f"{where} cannot be read as an .npz archive ({type(exc).__name__}: {reason}): {fix}.") from None
+        raise ConfigError(f"{where} cannot be read as an .npz archive ({type(exc).__name__}: {reason(exc)}): {fix}.") from None
     _check_array_names(arrays, where)
     return arrays
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from expt.errors import ConfigError
+from expt.errors import ConfigError, reason
 from expt.instantiate import instantiate, locate, settings_text, shape_hint, to_plain
 from expt.schedule import LearningRate
 
@@ -36,11 +36,11 @@ def learning_rate(cfg: DictConfig, steps_per_epoch: int) -> Any:
     except ConfigError:
         raise
     except Exception as exc:  # the class rejects its settings for this run's length
-        reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
+        why = reason(exc)
         span = (f"{cfg.trainer.epochs} epochs of {steps_per_epoch} steps" if per_step
                 else f"{cfg.trainer.epochs} epochs")
         raise ConfigError(f"schedule={node.get('_target_')} cannot run with {settings_text(cfg.schedule, 'schedule')} "
-                          f"over {span}: {type(exc).__name__}: {reason}.") from None
+                          f"over {span}: {type(exc).__name__}: {why}.") from None
 
 
 def dry_run(cfg: DictConfig) -> None:
@@ -128,12 +128,12 @@ def _attempt(cfg: DictConfig, group: str, fn: Callable[[], Any]) -> Any:
         raise
     except Exception as exc:
         target = cfg[group].get("_target_")
-        reason = (str(exc).strip().splitlines() or ["no message"])[0].rstrip(".")
+        why = reason(exc)
         if isinstance(exc, TypeError):
             settings = {k: v for k, v in to_plain(cfg[group]).items() if not k.startswith("_")}
-            reason += shape_hint(locate(target, f"{group}._target_"), settings, group)
+            why += shape_hint(locate(target, f"{group}._target_"), settings, group)
         raise ConfigError(
-            f"{group}={target} cannot run with {settings_text(cfg[group], group)}: {type(exc).__name__}: {reason}."
+            f"{group}={target} cannot run with {settings_text(cfg[group], group)}: {type(exc).__name__}: {why}."
         ) from None
 
 

@@ -17,6 +17,12 @@ def written(value: object) -> str:
     return repr(value)
 
 
+def reason(error: BaseException) -> str:
+    """An error's message as a clause of ours: its first line, without a final full stop (``no message`` where it
+    has none)."""
+    return (str(error).strip().splitlines() or ["no message"])[0].rstrip(".")
+
+
 def not_allowed(key: str, value: object, allowed: str) -> ConfigError:
     """The error for ``key=value``: ``<key>=<value> is not allowed: <allowed>.``, the value as :func:`written` gives it."""
     return ConfigError(f"{key}={written(value)} is not allowed: {allowed.rstrip('.')}.")

@@ -52,6 +52,7 @@ def replacing(path: Path) -> Iterator[BinaryIO]:
 
 LOCK_FILE = ".expt.lock"  # in a run directory, held while a process trains there
 LOCK_TRIES = 5  # attempts at a run directory's lock, 20 ms apart, before another process is said to hold it
+_TAKEN = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)  # what flock says of a lock another process holds
 _held: set[str] = set()  # the directories this process holds (a lock taken twice in one process would refuse itself)
 
 
@@ -86,12 +87,12 @@ def only_writer(directory: Path, busy: type[Exception], setting: str = "hydra.ru
             held = True
             break
         except OSError as exc:  # another process holds it; or a file system without locks (some NFS): not locked
-            held = False if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) else None
+            held = False if exc.errno in _TAKEN else None
             if held is None:
                 break
             time.sleep(0.02)
     if held is False:
-        pid = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        pid = _pid_in(fd)
         os.close(fd)
         raise busy(f"another process (pid {pid}) is training in {directory}: wait for it to end or stop it, "
                    f"or train elsewhere ({setting}=...).")
@@ -119,10 +120,14 @@ def holder(directory: Path) -> Optional[str]:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:
-        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        if exc.errno in _TAKEN:
+            return _pid_in(fd)
         return None  # a file system without locks
     finally:
         os.close(fd)  # and the shared lock with it
     return None
 
+
+def _pid_in(fd: int) -> str:
+    """The pid the process holding a lock file wrote into it (:func:`only_writer`), or ``unknown``."""
+    return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"

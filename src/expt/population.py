@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from expt.build import build, build_model
 from expt.checks import guard
+from expt.config import amp_mode
 from expt.dashboard import Dashboard, sweep_context
 from expt.data import Splits, load as load_data
-from expt.config import amp_mode
 from expt.errors import ConfigError
 from expt.sweep_env import SweepTrial
 from expt.trainer import RunRecord, Trainer, VmapEngine

@@ -114,7 +114,7 @@ def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
             key, _, value = override.partition("=")
             key = key.lstrip("+~")
             if key and key not in ctx.searched:
-                ctx.searched[key] = 0.0 if _is_real(value) else ""
+                ctx.searched[key] = 0.0 if isinstance(_number(value), float) else ""
         rounds = sweeper.get("rounds")
         if ctx.final is None and ctx.round is not None and isinstance(rounds, ListConfig) and len(rounds):
             ctx.final = ctx.round == len(rounds)  # rounds are numbered from 1; 0 is the pinpoint stage
@@ -122,15 +122,14 @@ def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
         pass
 
 
-def _is_real(text: str) -> bool:
-    """Whether an override's value is a real number (1e-7, 0.5), not an integer or a word."""
+def _number(text: str) -> Any:
+    """An override's value as the number it writes (``3``: an int; ``1e-7``, ``0.5``: a float), or the text itself."""
     for kind in (int, float):
         try:
-            kind(text)
+            return kind(text)
         except ValueError:
             continue
-        return kind is float
-    return False
+    return text
 
 
 def _stage_overrides(sweeper: DictConfig) -> list[str]:
@@ -226,11 +225,7 @@ def run_label(ctx: SweepContext, run_dir: Optional[Path] = None) -> str:
         key = key.lstrip("+~")
         if not sep or key.split(".", 1)[0] in ("hydra", "dashboard") or (ctx.in_sweep and key in ctx.fixed):
             continue
-        try:
-            parsed: Any = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            parsed = value
-        values.append(f"{key.rsplit('.', 1)[-1] if ctx.in_sweep else key}={short_value(parsed)}")
+        values.append(f"{key.rsplit('.', 1)[-1] if ctx.in_sweep else key}={short_value(_number(value))}")
     if ctx.in_sweep:
         return trial_name(ctx.round, ctx.job, values)
     name = run_dir.name if run_dir is not None else "run"
@@ -280,8 +275,9 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
     for key in sorted(ctx.log_scaled & set(params)):
         value = params[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            params[log10_column(key, ctx)] = round(math.log10(value), 4)
-            varied.add(log10_column(key, ctx))
+            column = log10_column(key, ctx)
+            params[column] = round(math.log10(value), 4)
+            varied.add(column)
     if ctx.round is not None:
         params[ROUND] = ctx.round
         varied.add(ROUND)
