@@ -903,6 +903,17 @@ def test_cfg_job_under_a_preset_prints_the_config_the_run_trains(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_two_commands_at_once_are_refused_in_one_line(tmp_path):
+    """-m --cfg job: Hydra raised a ValueError with its traceback; expt names the two flags, exits 2, runs nothing."""
+    proc = run_cli(["-m", "--cfg", "job", "optimizer.lr=1e-3,1e-2"], cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.startswith("Error: --multirun and --cfg job cannot be combined")
+    assert "give --cfg job its overrides with one value each" in proc.stderr
+    proc = run_cli(["--cfg", "job", "--info", "searchpath"], cwd=tmp_path)
+    assert proc.returncode == 2 and "--cfg job and --info searchpath cannot be combined" in proc.stderr
+    assert "one value each" not in proc.stderr and not (tmp_path / "outputs").exists() and not (tmp_path / "multirun").exists()
+
+
 @pytest.mark.slow
 def test_the_cli_applies_the_same_rule(tmp_path):
     """From the command line: a preset's data and augmentation replaced, trained for 0 epochs (exit 0).

@@ -154,6 +154,22 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
         raise SystemExit(1)
 
 
+def stop_on_two_commands(args: Optional[argparse.Namespace]) -> None:
+    """Stop with one line where the arguments ask Hydra for two things at once (``-m --cfg job``), which Hydra
+    refuses with a traceback; it runs one of them a call."""
+    if args is None:
+        return
+    given = [flag for flag, on in (("--run", args.run), ("--multirun", args.multirun), (f"--cfg {args.cfg}", args.cfg),
+                                   (f"--info {args.info}", args.info is not None),
+                                   ("--shell-completion", args.shell_completion)) if on]
+    if len(given) > 1:
+        hint = (" To see the config of one job of a sweep, give --cfg job its overrides with one value each."
+                if args.multirun and args.cfg else "")
+        print(f"Error: {' and '.join(given)} cannot be combined: python -m expt does one of --run, --multirun, --cfg, "
+              f"--info and --shell-completion a call.{hint}", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def show_preset_config(args: Optional[argparse.Namespace]) -> bool:
     """``--cfg job`` with a preset (``experiment=...``): print the config the run trains, the preset's settings of a
     group the command chooses another option of dropped (:func:`expt.presets.apply_preset_choices`), as the run's
@@ -205,6 +221,7 @@ def cli() -> None:
     """``python -m expt`` and the ``expt`` command: the arguments checked, then :func:`main`. Ctrl-C exits 130 and
     SIGTERM 143, each after the run has kept what it measured and said how to resume."""
     arguments = command_line(sys.argv[1:])
+    stop_on_two_commands(arguments)
     stop_on_misspelt_keys(arguments)
     if show_preset_config(arguments):
         return
