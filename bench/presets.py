@@ -10,6 +10,7 @@ runs that share the device take longer than a run alone would).
     python bench/presets.py                         # every candidate, seeds 0-2
     python bench/presets.py --only resnet           # the candidates whose name contains "resnet"
     python bench/presets.py --quick                 # 1 epoch on 2,000 images: checks the script, not the presets
+    python bench/presets.py --only convnet --subset 10000 --epochs 10   # the steps on a slice a CPU can train
 
 ``--search`` first runs the recipe's search on the ConvNet preset: the coarse-to-fine sweeper's staged preset
 (pinpoint the learning rate, then the rate and L2 coarse to fine over 2, 5 and 10 epochs, then what the
@@ -120,6 +121,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="candidates whose name contains this (repeatable)")
     parser.add_argument("--out", type=Path, default=Path("outputs/presets"), help="where the runs go")
     parser.add_argument("--quick", action="store_true", help="1 epoch on 2,000 images, 500 validation images")
+    parser.add_argument("--subset", type=int, help="train every candidate on this many training images (default: all)")
+    parser.add_argument("--epochs", type=int, help="train every candidate this many epochs (default: its own)")
     parser.add_argument("--deadline", type=float, default=float("inf"),
                         help="seconds after which no further run starts (the table keeps what finished)")
     parser.add_argument("--stop-after", type=float, default=float("inf"),
@@ -130,7 +133,10 @@ def main() -> None:
     parser.add_argument("--search-subset", type=int, help="training images the search sees (default: all)")
     results_option(parser)
     args = parser.parse_args()
-    extra = QUICK if args.quick else []
+    if args.quick and (args.subset or args.epochs):
+        parser.error("--quick sets its own slice and epochs: leave out --subset and --epochs")
+    slice_ = [f"data.subset={args.subset}"] * bool(args.subset) + [f"trainer.epochs={args.epochs}"] * bool(args.epochs)
+    extra = QUICK if args.quick else slice_
     start = time.time()
     candidates, search_row = dict(CANDIDATES), ""
     if args.search:
@@ -176,10 +182,16 @@ def main() -> None:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    write_results(f"presets-{device}{'-quick' if args.quick else ''}",
-                  f"Fashion-MNIST presets on the full data ({len(args.seeds)} seeds, {args.parallel} runs at once)"
-                  if not args.quick else "Fashion-MNIST presets, quick check (1 epoch, 2,000 images, 500 validated)",
-                  "\n".join(table), machine(device), args.results)
+    seeds = f"{len(args.seeds)} seed{'s' * (len(args.seeds) != 1)}, {args.parallel} runs at once"
+    if args.quick:
+        key, title = "-quick", "Fashion-MNIST presets, quick check (1 epoch, 2,000 images, 500 validated)"
+    elif slice_:
+        on = f"{args.subset:,} training images" if args.subset else "the full data"
+        for_ = f", {args.epochs} epoch{'s' * (args.epochs != 1)} each" if args.epochs else ""
+        key, title = "-slice", f"Fashion-MNIST presets on {on}{for_} ({seeds})"
+    else:
+        key, title = "", f"Fashion-MNIST presets on the full data ({seeds})"
+    write_results(f"presets-{device}{key}", title, "\n".join(table), machine(device), args.results)
 
 
 if __name__ == "__main__":

@@ -121,14 +121,15 @@ def test_augment_times_each_augmentation_against_the_step(tmp_path):
 
 
 def test_presets_trains_each_candidate_over_seeds_and_writes_its_table(tmp_path):
-    """bench/presets.py at its smallest: one candidate, one seed, 1 epoch on 2,000 real Fashion-MNIST images."""
+    """bench/presets.py on a slice: one candidate, one seed, 1 epoch on 2,000 real Fashion-MNIST images."""
     from expt.standard_datasets import find
 
     if find("fashion_mnist") is None:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    text = run_bench("presets.py", "--quick", "--only", "three-layer", "--seeds", "0", "--out", str(tmp_path / "runs"),
-                     results=tmp_path / "R.md")
-    [row] = table(text, "presets-cpu-quick")
+    text = run_bench("presets.py", "--subset", "2000", "--epochs", "1", "--only", "three-layer", "--seeds", "0",
+                     "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
+    assert "## Fashion-MNIST presets on 2,000 training images, 1 epoch each (1 seed, 3 runs at once)" in text
+    [row] = table(text, "presets-cpu-slice")
     name, seeds, test, val, seconds, epochs = row
     assert "three-layer" in name and seeds == "1" and epochs == "1"
     median, spread = test.split("%", 1)
