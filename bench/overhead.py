@@ -47,7 +47,7 @@ from expt.build import build, build_model  # noqa: E402
 from expt.predict import loss_and_accuracy  # noqa: E402
 from expt.trainer import Trainer  # noqa: E402
 
-CASES = {  # name -> (overrides, epochs a run, runs): the 2 s epochs of the deep ConvNet need fewer
+CASES = {  # name -> (overrides, epochs a run, runs): the 1.5 s epochs of the deep ConvNet need fewer
     "convnet / digits": (["model=convnet", "data=digits"], 20, 7),
     "mlp / synthetic 3x16x16": (["model=mlp", "data=synthetic", "data.num_samples=4000"], 20, 7),
     "deep_convnet / synthetic 3x32x32": (
