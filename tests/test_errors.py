@@ -280,6 +280,8 @@ def test_the_cli_prints_one_paragraph_and_exits_1_before_training(case, cli_outc
     assert "+trainer" not in stderr and "+dashboard" not in stderr  # never advice to add a misspelt key
     if case not in CLI_ONLY:
         assert "Error in the config: " in stderr or "Could not find" in stderr
+    if "Error in the config: " in stderr and (run_dir / "expt.log").is_file():  # kept with the run, said once here
+        assert stderr.strip().splitlines()[0].split("Error in the config: ", 1)[1] in (run_dir / "expt.log").read_text()
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
     assert "Initial training loss" not in proc.stdout + stderr
     assert "epoch 1/" not in proc.stdout + stderr
@@ -901,6 +903,26 @@ def test_cfg_job_under_a_preset_prints_the_config_the_run_trains(tmp_path):
     proc = run_cli(["experiment=fashion_mnist_convnet", "model=nope", "--cfg", "job"], cwd=tmp_path)
     assert proc.returncode == 1 and "Could not find 'model/nope'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "outputs").exists()
+
+
+def test_an_error_paragraph_is_kept_in_the_log_file_and_a_log_file_that_fails_stays_quiet(tmp_path, capsys):
+    """report_error: the paragraph on stderr once and in each log file; a file whose writes fail adds nothing
+    (logging would print '--- Logging error ---' and a traceback)."""
+    import logging
+
+    from expt.__main__ import report_error
+
+    kept, broken = logging.FileHandler(tmp_path / "expt.log"), logging.FileHandler(tmp_path / "full.log")
+    broken.stream.close()  # every write now fails, as on a full disk
+    root = logging.getLogger()
+    root.addHandler(kept), root.addHandler(broken)
+    try:
+        report_error("Error: x.pt could not be written\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
+    finally:
+        root.removeHandler(kept), root.removeHandler(broken), kept.close()
+    assert capsys.readouterr().err == "Error: x.pt could not be written\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+    assert (tmp_path / "expt.log").read_text() == "Error: x.pt could not be written\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.\n"
+    assert logging.raiseExceptions
 
 
 def test_two_commands_at_once_are_refused_in_one_line(tmp_path):

@@ -621,6 +621,7 @@ def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_
     assert re.search(r"epoch 1/\d+  loss ", output), output[-3000:]  # the epoch measured is said, as every epoch is
     assert not last.exists() and not (last.parent / checkpoint.BEST).exists()
     assert not list(last.parent.glob(".*.tmp"))
+    assert "Logging error" not in output and f"Error: {last} could not be written" in (run_dir / "expt.log").read_text()
 
 
 @NEEDS_FILE_SIZE_LIMITS

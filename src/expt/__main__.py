@@ -72,7 +72,7 @@ def main(cfg: DictConfig) -> float:
 
             log.error("%s%s This job trains nothing; the other jobs go on.", PREFIX, exc)
             raise TrialConfigError(f"{PREFIX}{exc}") from exc
-        print(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
+        report_error(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
         raise SystemExit(1)
     except StorageError as exc:  # the disk, not the run: what could not be written, and what was kept
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -82,8 +82,23 @@ def main(cfg: DictConfig) -> float:
 
             log.error("Error: %s This job stops; the other jobs go on.", exc)
             raise TrialStorageError(str(exc)) from exc
-        print(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
+        report_error(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
         raise SystemExit(1)
+
+
+def report_error(text: str) -> None:
+    """A run's error paragraph on stderr, and in its log file (``expt.log``) too: what stopped a run stays with it.
+    The console gets it once (Hydra's console handler is left out); a log file the disk refuses is passed over
+    in silence (logging would print its own traceback)."""
+    print(text, file=sys.stderr)
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None)
+    quiet, logging.raiseExceptions = logging.raiseExceptions, False
+    try:
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(record)
+    finally:
+        logging.raiseExceptions = quiet
 
 
 def say_how_to_resume(hydra_cfg) -> None:
