@@ -69,13 +69,13 @@ def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expec
      "Error in the config: hydra.sweeper.pinpoint.overrides: trainer.epoch=3 is not a key of trainer (TrainerConfig) "
      "(did you mean trainer.epochs?)"),
     ("hydra.sweeper.rounds=[{trials:2,top_k:1},{trials:1,overrides:['model.num_filter=3']}]",
-     "Error in the config: hydra.sweeper.stages.0.rounds.1.overrides: model.num_filter=3 is not a key of "
+     "Error in the config: hydra.sweeper.rounds.1.overrides: model.num_filter=3 is not a key of "
      "model=convnet (did you mean model.num_filters?)"),
     ("hydra.sweeper.rounds=[{trials:2,top_k:1},{trials:1,overrides:['trainer.batch_size=abc']}]",
-     "Error in the config: hydra.sweeper.stages.0.rounds.1.overrides: trainer.batch_size=abc is not allowed: Value "
+     "Error in the config: hydra.sweeper.rounds.1.overrides: trainer.batch_size=abc is not allowed: Value "
      "'abc' of type 'str' could not be converted to Integer."),
     ("hydra.sweeper.rounds=[{trials:2,top_k:1},{trials:1,overrides:['schedule=cosin']}]",
-     "Error in the config: hydra.sweeper.stages.0.rounds.1.overrides do not compose: In 'config': Could not find "
+     "Error in the config: hydra.sweeper.rounds.1.overrides do not compose: In 'config': Could not find "
      "'schedule/cosin'"),
 ])
 def test_a_misspelt_key_in_a_rounds_overrides_stops_the_sweep_before_its_first_trial(tmp_path, override, expected):

@@ -336,13 +336,13 @@ def test_a_parameter_only_some_options_have_is_set_only_where_the_trial_runs_one
 
 @pytest.mark.parametrize("data, message", [
     ({"rounds": []}, r"hydra.sweeper.rounds=\[\] is not allowed"),
-    ({"rounds": [{"trials": 0}]}, r"hydra.sweeper.rounds\[0\].trials=0 is not allowed: an integer >= 1"),
-    ({"rounds": [{"trials": 2, "epochs": 1}]}, r"hydra.sweeper.rounds\[0\].epochs=1"),
+    ({"rounds": [{"trials": 0}]}, r"hydra.sweeper.rounds\.0\.trials=0 is not allowed: an integer >= 1"),
+    ({"rounds": [{"trials": 2, "epochs": 1}]}, r"hydra.sweeper.rounds\.0\.epochs=1"),
     ({"rounds": [{"trials": 2, "overrides": ["trainer.epochs"]}]}, "key=value"),
     ({"rounds": [{"trials": 2}], "direction": "up"}, "direction='up' is not allowed: maximize or minimize"),
     ({"rounds": [{"trials": 2}], "edge": 0.5}, r"hydra.sweeper.edge=0.5 is not allowed"),
     ({"rounds": [{"trials": 2}], "pinpoint": {"num": 1}}, "hydra.sweeper.pinpoint.num=1"),
-    ({"rounds": [{"trials": 4, "top_k": 5}]}, r"hydra.sweeper.rounds\[0\].top_k=5 is not allowed: at most the "
+    ({"rounds": [{"trials": 4, "top_k": 5}]}, r"hydra.sweeper.rounds\.0\.top_k=5 is not allowed: at most the "
                                               r"round's 4 trials"),
 ])
 def test_bad_settings_name_key_value_and_what_is_allowed(data: dict, message: str) -> None:
@@ -438,7 +438,7 @@ def test_a_later_stage_searches_its_params_with_the_best_of_the_earlier_stage_he
 
 
 def test_a_stage_naming_an_unknown_param_is_an_error_and_a_dropped_one_is_skipped() -> None:
-    with pytest.raises(SearchConfigError, match=r"hydra.sweeper.stages\[0\].params='optimzer.lr' is not allowed"):
+    with pytest.raises(SearchConfigError, match=r"hydra.sweeper.stages\.0\.params='optimzer.lr' is not allowed"):
         CoarseToFineSearch({"optimizer.lr": lr_param()}, Settings(stages=(
             Stage("a", ("optimzer.lr",), (Round(2),)), Stage("b", None, (Round(2),)))))
     search = CoarseToFineSearch({"optimizer.lr": lr_param()}, Settings(stages=(

@@ -287,9 +287,9 @@ def test_a_searched_group_choice_sets_each_key_only_where_the_drawn_option_has_i
 def test_a_bad_sweeper_setting_is_an_error_naming_key_value_and_allowed(tmp_path: Path) -> None:
     done = sweep(tmp_path / "sweep", "hydra.sweeper.stages.0.rounds.1.top_k=0", check=False)
     assert done.returncode != 0
-    assert "hydra.sweeper.stages[0].rounds[1].top_k=0 is not allowed: an integer >= 1" in done.stderr
+    assert "hydra.sweeper.stages.0.rounds.1.top_k=0 is not allowed: an integer >= 1" in done.stderr
     done = sweep(tmp_path / "sweep", "hydra.sweeper.stages.1.params=[model.hiden_dim]", check=False)
-    assert "hydra.sweeper.stages[1].params='model.hiden_dim' is not allowed: a parameter of hydra.sweeper.params" in done.stderr
+    assert "hydra.sweeper.stages.1.params='model.hiden_dim' is not allowed: a parameter of hydra.sweeper.params" in done.stderr
 
 
 def test_plugin_is_discovered_by_expt(tmp_path: Path) -> None:

@@ -100,7 +100,7 @@ class CoarseToFineSearch:
         for i, stage in enumerate(stages):
             for name in stage.params or ():
                 if name not in self.space and name not in dropped:
-                    raise _bad(f"hydra.sweeper.stages[{i}].params", name,
+                    raise _bad(f"hydra.sweeper.stages.{i}.params", name,
                                f"a parameter of hydra.sweeper.params, which are: {', '.join(self.space)}")
                 claimed.add(name)
         rest = [name for name in self.space if name not in claimed]
@@ -111,14 +111,6 @@ class CoarseToFineSearch:
             out[0] = [n for n in self.space if n in out[0] or n in rest]
         return out
 
-    def _round_key(self, n: int) -> str:
-        """The config key of round ``n``, for error messages."""
-        stage = self.settings.stage_of(n)
-        first = sum(len(s.rounds) for s in self.settings.stages[:stage]) + 1
-        if len(self.settings.stages) == 1 and self.settings.stages[0].name == "search":
-            return f"hydra.sweeper.rounds[{n - first}]"
-        return f"hydra.sweeper.stages[{stage}].rounds[{n - first}]"
-
     def _validate(self) -> None:
         if not self.space:
             raise SearchConfigError(
@@ -127,7 +119,7 @@ class CoarseToFineSearch:
         for n, rnd in enumerate(self.settings.rounds, start=1):
             for item in rnd.overrides:
                 if override_key(item) in self.space:
-                    raise _bad(f"{self._round_key(n)}.overrides", item,
+                    raise _bad(f"{self.settings.round_key(n)}.overrides", item,
                                f"{override_key(item)} is a searched parameter; "
                                "a round may only set other keys")
         fixed_keys = {override_key(item) for item in self.fixed}

@@ -34,6 +34,7 @@ class Stage:
     name: str
     params: Optional[tuple[str, ...]]
     rounds: tuple[Round, ...]
+    key: Optional[str] = dataclasses.field(default=None, compare=False)  # its rounds' config key, for messages
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,13 @@ class Settings:
                 return index
         raise ValueError(f"no round {round_number}")
 
+    def round_key(self, round_number: int) -> str:
+        """The config key of round ``round_number`` (1-based, across stages) as an override spells it, for messages:
+        ``hydra.sweeper.stages.1.rounds.0``, or ``hydra.sweeper.rounds.0`` where the config gave ``rounds``."""
+        index = self.stage_of(round_number)
+        before = sum(len(s.rounds) for s in self.stages[:index])
+        return f"{self.stages[index].key or f'hydra.sweeper.stages.{index}.rounds'}.{round_number - 1 - before}"
+
     def last_of_stage(self, round_number: int) -> bool:
         index = self.stage_of(round_number)
         return round_number == sum(len(s.rounds) for s in self.stages[: index + 1])
@@ -117,7 +125,7 @@ class Settings:
         """
         if data.get("rounds") is not None:
             stages: tuple[Stage, ...] = (
-                Stage("search", None, _rounds(data.get("rounds"), f"{prefix}.rounds")),)
+                Stage("search", None, _rounds(data.get("rounds"), f"{prefix}.rounds"), f"{prefix}.rounds"),)
         else:
             stages = _stages(data.get("stages"), f"{prefix}.stages")
         direction = str(data.get("direction", "maximize"))
@@ -173,7 +181,7 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
 def _rounds(data: Any, key: str) -> tuple[Round, ...]:
     if not isinstance(data, Sequence) or isinstance(data, str) or not data:
         raise _bad(key, data, "a non-empty list of rounds, each {trials, top_k, overrides}")
-    return tuple(_round(r, f"{key}[{i}]") for i, r in enumerate(data))
+    return tuple(_round(r, f"{key}.{i}") for i, r in enumerate(data))
 
 
 def _stages(data: Any, key: str) -> tuple[Stage, ...]:
@@ -183,7 +191,7 @@ def _stages(data: Any, key: str) -> tuple[Stage, ...]:
     stages = []
     claimed: dict[str, str] = {}
     for i, item in enumerate(data):
-        where = f"{key}[{i}]"
+        where = f"{key}.{i}"
         if not isinstance(item, Mapping):
             raise _bad(where, item, "a mapping {name, params, rounds}")
         unknown = set(item) - {"name", "params", "rounds"}
@@ -206,7 +214,7 @@ def _stages(data: Any, key: str) -> tuple[Stage, ...]:
                                f"a parameter searched by one stage only; stage {claimed[param]} has it")
                 claimed[param] = name
             params = tuple(params)
-        stages.append(Stage(name, params, _rounds(item.get("rounds"), f"{where}.rounds")))
+        stages.append(Stage(name, params, _rounds(item.get("rounds"), f"{where}.rounds"), f"{where}.rounds"))
     if sum(stage.params is None for stage in stages) > 1:
         raise _bad(key, [s.name for s in stages if s.params is None],
                    "at most one stage with params: null (it takes the remaining parameters)")

@@ -140,8 +140,8 @@ class CoarseToFineSweeperImpl(Sweeper):
         option of a searched ``choice()`` in ``space``, which would otherwise stop the sweep when that round came,
         after the rounds before it had trained."""
         assert self.config is not None and self.hydra_context is not None
-        places = [(f"hydra.sweeper.stages.{s}.rounds.{r}.overrides", round_.overrides)
-                  for s, stage in enumerate(self.settings.stages) for r, round_ in enumerate(stage.rounds)]
+        places = [(f"{self.settings.round_key(n)}.overrides", round_.overrides)
+                  for n, round_ in enumerate(self.settings.rounds, start=1)]
         if self.settings.pinpoint.enabled:
             places.insert(0, ("hydra.sweeper.pinpoint.overrides", self.settings.pinpoint.overrides))
         places = [(where, list(overrides)) for where, overrides in places if overrides]
