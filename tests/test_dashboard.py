@@ -1063,6 +1063,16 @@ def test_a_parameters_picture_says_which_tied_trials_it_draws(tmp_path, monkeypa
                for t in width), width
 
 
+def test_the_legend_names_the_metric_that_broke_the_tie(tmp_path, monkeypatch):
+    """A sweep breaking ties by another metric (hydra.sweeper.tie_break=final_train_loss) was said to rank by val_loss."""
+    records = [{"round": 1, "job": j, "values": {"lr": 10 ** -j}, "objective": 0.99, "status": "completed",
+                "val_loss": 0.1 + j} for j in range(2)]
+    (scatter, _) = drawn_figures(monkeypatch, lambda: plot_sweep(records, {"lr": True}, tmp_path,
+                                                                  tie_break="final_train_loss"))
+    said = " ".join(t.replace("\n  ", " ") for t in legend_texts(scatter))
+    assert "lower final_train_loss ranks first" in said and "val_loss" not in said
+
+
 def test_a_log_axis_near_one_decade_labels_plain_numbers_that_do_not_overlap(tmp_path, monkeypatch):
     """A width searched from 30 to 420 was labelled '3x10^1 4x10^1 6x10^1 10^2 2x10^2 3x10^2 4x10^2', run together."""
     records = [{"round": 1, "job": j, "values": {"width": w}, "objective": 0.9 + j / 100, "status": "completed"}

@@ -51,6 +51,7 @@ def plot_sweep(
     metric: str = "objective",
     round_epochs: Optional[dict[int, int]] = None,
     tie_samples: int = 0,
+    tie_break: str = "val_loss",
 ) -> list[Path]:
     """One picture per searched parameter (the metric against the parameter's sampled value), and the history.
 
@@ -63,7 +64,8 @@ def plot_sweep(
     ``old`` and ``new`` ``[lo, hi]``; the new range is shaded in the round's colour and the old edges
     drawn dashed. ``metric`` names the objective on the axes (``val_acc``: the best validation
     accuracy); ``round_epochs`` (round -> epochs each trial trained) goes into the legend; ``tie_samples``
-    is the sweep's tie rule (objectives within that many validation samples tie).
+    is the sweep's tie rule (objectives within that many validation samples tie), ``tie_break`` the name of the
+    metric a record's ``val_loss`` holds (the sweeper's ``tie_break``: ``best_val_loss`` by default).
 
     Points are coloured by round. Completed trials are dots, pruned ones hollow circles at their last
     score; diverged, failed and interrupted trials, which have no score, are marked apart in a strip
@@ -81,7 +83,7 @@ def plot_sweep(
     sweep_dir.mkdir(parents=True, exist_ok=True)
     moves = list(edge_moves or [])
     rounds = _Rounds(records, moves, round_epochs or {})
-    chosen = _Chosen(best_trials(records, direction, tie_samples), tie_samples)
+    chosen = _Chosen(best_trials(records, direction, tie_samples), tie_samples, tie_break)
     metric_name = METRIC_NAMES.get(metric, metric)
     y_label = f"{metric_name} ({metric})" if metric in METRIC_NAMES else metric
     paths: list[Path] = []
@@ -132,10 +134,11 @@ class _Rounds:
 class _Chosen:
     """The trial the search chooses, starred, and the trials tied with it, ringed (:func:`best_trials`)."""
 
-    def __init__(self, tied: list[dict], tie_samples: int) -> None:
+    def __init__(self, tied: list[dict], tie_samples: int, tie_break: str = "val_loss") -> None:
         self.tied = tied
         self.best = tied[0] if tied else None
         self.tie_samples = tie_samples
+        self.tie_break = tie_break
 
     def label(self, ringed: Optional[int] = None) -> str:
         """The star's legend entry: the best score, and how a tie was broken. ``ringed``: how many of the tied
@@ -151,7 +154,7 @@ class _Chosen:
             shown = ("ringed" if ringed == others else f"{ringed} ringed; the others did not sample this parameter" if ringed
                      else "not drawn: they did not sample this parameter")
             text += f", tied with {others} other{'s' if others > 1 else ''} ({shown}{within})"
-            text += "; lower val_loss ranks first" if is_finite_number(best.get("val_loss")) else \
+            text += f"; lower {self.tie_break} ranks first" if is_finite_number(best.get("val_loss")) else \
                 "; the higher score, then the earlier trial"
         return text
 

@@ -72,7 +72,7 @@ def plot(search: CoarseToFineSearch, sweep_dir: Path, config: DictConfig) -> Lis
              for m in search.moves]
     return plot_sweep(records, log_params, sweep_dir, moves, direction=search.settings.direction,
                       metric="val_acc", round_epochs=_round_epochs(search, config),
-                      tie_samples=search.settings.tie_samples)
+                      tie_samples=search.settings.tie_samples, tie_break=search.settings.tie_break or "val_loss")
 
 
 def _round_epochs(search: CoarseToFineSearch, config: DictConfig) -> Dict[int, int]:
