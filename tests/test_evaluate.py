@@ -113,6 +113,8 @@ def test_bad_evaluation_requests_are_one_paragraph(seeds, tmp_path, args, messag
 def test_runs_of_other_data_or_no_runs_are_refused(tmp_path, seeds):
     with pytest.raises(ConfigError, match="holds no finished run"):
         evaluate.evaluate_ensembles(tmp_path)
+    with pytest.raises(ConfigError, match="--tta flipp is not allowed"):  # said before any checkpoint is read
+        evaluate.evaluate_ensembles(tmp_path, tta=["none", "flipp"])
     mixed = tmp_path / "mixed"
     expt.train(expt.compose([*QUICK, "data.split_seed=1", "trainer.epochs=1"]), run_dir=mixed / "a")
     shutil.copytree(seeds / "0", mixed / "b")  # a finished run of the same data as the seeds' runs

@@ -9,6 +9,7 @@ made on the validation split and the test split used once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -141,12 +142,8 @@ def check_views(tta: Sequence[str], predictor: Predictor, key: str) -> None:
     whose classes a mirror changes (the data the trainer warns hflip about), and views that move pixels after a
     preprocessing that subtracts or rotates per pixel (the trainer refuses augmentation with it for the same
     reason; a whitened run scored 73.6% without views and 55.9% with shifts). ``key``: the argument's name."""
-    def given(names: Sequence[str]) -> str:  # as the caller wrote them: --tta flip shift+flip, or tta='flip'
-        return f"{key} {' '.join(names)}" if key.startswith("--") else f"{key}={' '.join(names)!r}"
-
-    unknown = [name for name in tta if name not in TTA_VIEWS]
-    if unknown:
-        raise ConfigError(f"{given(unknown[:1])} is not allowed: one of {', '.join(TTA_VIEWS)}.")
+    check_view_names(tta, key)
+    given = functools.partial(_given, key)
     data = predictor.config.data.get("name")
     flips = [name for name in tta if "flip" in name]
     if flips and data in NOT_FLIP_INVARIANT:
@@ -164,6 +161,18 @@ def check_views(tta: Sequence[str], predictor: Predictor, key: str) -> None:
             f"preprocessing={preprocessing}: it subtracts or rotates per pixel, so a shifted or mirrored view would "
             f"be preprocessed with the statistics of other pixels, which lowers accuracy. Use {given(['none'])}."
         )
+
+
+def check_view_names(tta: Sequence[str], key: str) -> None:
+    """Refuse a name of test-time views that is not one of ``TTA_VIEWS`` (before any model is loaded)."""
+    unknown = [name for name in tta if name not in TTA_VIEWS]
+    if unknown:
+        raise ConfigError(f"{_given(key, unknown[:1])} is not allowed: one of {', '.join(TTA_VIEWS)}.")
+
+
+def _given(key: str, names: Sequence[str]) -> str:
+    """Views as the caller wrote them: ``--tta flip shift+flip``, or ``tta='flip'``."""
+    return f"{key} {' '.join(names)}" if key.startswith("--") else f"{key}={' '.join(names)!r}"
 
 
 def resolve_model(path: str | Path) -> Path:
@@ -467,6 +476,7 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     result is returned all the same.
     """
     directory = Path(directory)
+    check_view_names(tta, "--tta")  # a misspelt view before every checkpoint is read
     ranked, left_out = members(directory, device, snapshots)
     if top is not None and not 1 <= top <= len(ranked):
         what = "epoch snapshot(s)" if snapshots else "finished run(s)"
