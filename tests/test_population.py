@@ -201,7 +201,7 @@ def test_the_cpu_loop_over_members_gives_what_vmap_gives() -> None:
     assert shared(params, buffers, x[0]).shape == (3, 5, 3)
 
 
-def test_which_configs_can_train_together(compose) -> None:
+def test_which_configs_can_train_together(compose, tmp_path) -> None:
     base = compose(*CONVNET)
     same = [compose(*CONVNET, "optimizer.lr=0.01", "regularization.l2=1e-3", "trainer.seed=4", "schedule.gamma=0.3"),
             compose(*CONVNET, "init.classifier_scale=0.2", "optimizer.betas=[0.8,0.99]")]
@@ -216,6 +216,14 @@ def test_which_configs_can_train_together(compose) -> None:
     assert "trainer.compile=True" in can_join(compose(*CONVNET, "trainer.compile=true"))
     assert "optimizer._target_" in can_join(compose(*CONVNET, "optimizer=rmsprop"))
     assert group_key(compose(*CONVNET, "optimizer=rmsprop")) is None
+    for config, said in zip(other, ("at model.hidden_dim: 33 against 32", "at trainer.batch_size: 32 against 64",
+                                    "at regularization.batchnorm: False against True")):
+        with pytest.raises(expt.ConfigError, match=f"member 1's config differs from member 0's {said}"):
+            train_population([base, config], [tmp_path / "0", tmp_path / "1"])  # refused before anything is built
+    dropout = [compose(*CONVNET, "regularization=[l2,batchnorm,dropout]", f"regularization.dropout={p}") for p in (0.5, 0)]
+    with pytest.raises(expt.ConfigError, match="differs from member 0's at regularization.dropout: 0 in one, above 0 in "):
+        train_population(dropout, [tmp_path / "0", tmp_path / "1"])
+    assert not tmp_path.joinpath("0").exists()
     # the planned memory of one member (what caps a population on a GPU): at least its weights, 4 times
     weights = 8 * 9 + 8 + 8 * 16 * 32 + 32 + 32 * 10 + 10
     assert 4 * 4 * weights < member_bytes(base) < 2 ** 24

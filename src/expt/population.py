@@ -92,14 +92,31 @@ def _without(cfg: DictConfig, keys: Sequence[str]) -> dict:
     return plain
 
 
-def group_key(cfg: DictConfig) -> Optional[str]:
-    """A string equal for configs that can train together; None for a config that trains alone."""
-    if can_join(cfg) is not None:
-        return None
+def _shared(cfg: DictConfig) -> dict:
+    """What members must share: the config without the keys each may set, and whether it has dropout layers."""
     plain = _without(cfg, PER_MEMBER_KEYS + MEMBER_OWN_KEYS)
     # dropout > 0 adds layers; the probability itself can vary
     plain["_dropout_layers"] = float(cfg.regularization.dropout) > 0
-    return repr(plain)
+    return plain
+
+
+def group_key(cfg: DictConfig) -> Optional[str]:
+    """A string equal for configs that can train together; None for a config that trains alone."""
+    return None if can_join(cfg) is not None else repr(_shared(cfg))
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
+    """The first key (dotted) whose value differs between two plain configs, with both values; None if none does."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            found = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+            if found is not None:
+                return found
+        return None
+    if a == b:
+        return None
+    return f"{where}: {a!r} against {b!r}" if where != "_dropout_layers" else \
+        "regularization.dropout: 0 in one, above 0 in the other (dropout layers or none)"
 
 
 # ============================================================================= the population
@@ -131,9 +148,14 @@ class Population:
             if key is None:
                 raise ConfigError(f"member {i} cannot train in a population: {can_join(cfg)}")
             if key != keys[0]:
+                with job_scope(0):
+                    first = _shared(cfgs[0])
+                with job_scope(i):
+                    differs = _first_difference(_shared(cfg), first)
                 raise ConfigError(
-                    f"member {i}'s config differs from member 0's in more than the per-member keys "
-                    f"({', '.join(PER_MEMBER_KEYS)})")
+                    f"member {i}'s config differs from member 0's at {differs}: members may differ only in "
+                    f"{', '.join(PER_MEMBER_KEYS)}, and in what each member's record applies "
+                    f"({', '.join(MEMBER_OWN_KEYS)})")
         raw = load_data(cfgs[0].data) if data is None else data
         self.records: list[RunRecord] = []
         self.rngs: list[dict] = []
