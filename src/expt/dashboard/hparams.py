@@ -61,7 +61,7 @@ class SweepContext:
 
     multirun: bool = False
     round: Optional[int] = None  # SweepTrial.round: a coarse-to-fine trial
-    final: Optional[bool] = None  # SweepTrial.final, or the sweeper's own round count when it is not given
+    final: Optional[bool] = None  # SweepTrial.final: whether its round is the sweep's last
     label: Optional[str] = None  # SweepTrial.label
     job: Optional[int] = None  # Hydra's job number
     overrides: list[str] = field(default_factory=list)  # the job's task overrides
@@ -115,9 +115,6 @@ def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
             key = key.lstrip("+~")
             if key and key not in ctx.searched:
                 ctx.searched[key] = 0.0 if isinstance(_number(value), float) else ""
-        rounds = sweeper.get("rounds")
-        if ctx.final is None and ctx.round is not None and isinstance(rounds, ListConfig) and len(rounds):
-            ctx.final = ctx.round == len(rounds)  # rounds are numbered from 1; 0 is the pinpoint stage
     except Exception:  # an interpolation that does not resolve in the job, a sweeper of another shape
         pass
 

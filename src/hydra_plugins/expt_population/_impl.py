@@ -109,8 +109,8 @@ def _hydra_view(config: DictConfig) -> DictConfig:
 class _Job:
     """One job of the batch: its composed config, task config and run directory."""
 
-    def __init__(self, num: int, overrides: Sequence[str], config: DictConfig):
-        self.num, self.overrides, self.config = num, list(overrides), config
+    def __init__(self, num: int, config: DictConfig):
+        self.num, self.config = num, config
         self.task_cfg: Optional[DictConfig] = None
         self.output_dir: Optional[Path] = None
         self.key: Optional[str] = None
@@ -136,7 +136,6 @@ class PopulationLauncherImpl:
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
-        self.groups: Optional[List[List[int]]] = None
         self._current: Optional[int] = None  # the job whose member's own work is running, inside a population
         self.composer: Optional[Composer] = None
         self._loaded: Optional[tuple[str, Any]] = None  # the data config last loaded, and its splits
@@ -154,7 +153,7 @@ class PopulationLauncherImpl:
         with open_dict(sweep_config):
             sweep_config.hydra.job.id = str(num)
             sweep_config.hydra.job.num = num
-        return _Job(num, overrides, sweep_config)
+        return _Job(num, sweep_config)
 
     def _prepare(self, job: _Job) -> None:
         """The job's output directory and task config, as ``run_job`` will compute them; its group key, or None for
@@ -464,7 +463,6 @@ class PopulationLauncherImpl:
             self._prepare(job)
             jobs.append(job)
         groups = self._group(jobs)
-        self.groups = [[job.num for job in group] for group in groups]
         returns: Dict[int, JobReturn] = {}
         for group in groups:
             try:

@@ -4,7 +4,7 @@ The work is in :mod:`._impl`, imported when a sweep launches, so plugin discover
 """
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -47,8 +47,3 @@ class PopulationLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         return self._impl.launch(job_overrides, initial_job_idx)
-
-    @property
-    def groups(self) -> Optional[list]:
-        """The populations of the last launch: lists of job numbers (a job alone is a list of one)."""
-        return self._impl.groups
