@@ -42,7 +42,7 @@ from expt.checks import (
 from expt.predict import data_loss, logits
 from expt.regularization import Regularizer
 from expt.run import default_run_dir, train
-from expt.status import SANITY_DIR, SANITY_FILE
+from expt.status import COMPLETED, SANITY_DIR, SANITY_FILE
 
 log = logging.getLogger("expt.sanity")  # the sanity checks speak under one name (expt.checks's too)
 
@@ -125,9 +125,9 @@ def overfit_small_set(
     best = max(train_accs) if train_accs else 0.0
     reached = next((row["epoch"] for row in history if row.get("epoch", 0) > 0 and row["train_acc"] >= 1.0), None)
     last = history[-1] if history else {}
-    passed = metrics["status"] == "completed" and reached is not None
+    passed = metrics["status"] == COMPLETED and reached is not None
     hint = ""
-    if metrics["status"] != "completed":
+    if metrics["status"] != COMPLETED:
         hint = (f"training {metrics['status']} after {metrics['epochs_completed']} epochs "
                 "(loss NaN or above trainer.divergence_factor x the initial loss): learning rate too large?")
     elif not passed:

@@ -22,6 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from expt.status import COMPLETED, DIVERGED
+
 OVERFIT_GAP = 0.05
 RISING_VAL_GAP = 0.02
 UNDERFIT_TRAIN_ACC = 0.95
@@ -68,9 +70,9 @@ def _trend(rows: list[dict[str, Any]], key: str) -> Optional[float]:
     return (values[-1] - values[0]) / (len(values) - 1)
 
 
-def diagnose(history: list[dict[str, Any]], status: str = "completed") -> Diagnosis:
+def diagnose(history: list[dict[str, Any]], status: str = COMPLETED) -> Diagnosis:
     """The verdict of the module's rule on ``history`` (metrics.json's rows; epoch 0 rows are ignored)."""
-    if status == "diverged":
+    if status == DIVERGED:
         return Diagnosis("diverged")
     rows = [r for r in history if r.get("epoch", 1) > 0 and "train_acc" in r and "val_acc" in r]
     if not rows:

@@ -18,6 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from expt.config import is_finite_number
 from expt.dashboard.writer import use_c_checksums
 from expt.search import TrialRecord, chosen_and_tied
+from expt.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, PRUNED
 
 # What the metric's name means on an axis.
 METRIC_NAMES = {
@@ -35,12 +36,11 @@ TB_DPI, PNG_DPI, FONT = 80, 160, 9
 # How each status is drawn: (marker, face colour or None for the round's colour, label, on the plot or in
 # the strip along the bottom). A pruned trial stopped early but kept its last score; the others have none.
 STATUS_STYLE = {
-    "pruned": ("o", "none", "pruned (stopped early; its last score)", "plot"),
-    "diverged": ("x", "crimson", "diverged (no score)", "strip"),
-    "failed": ("s", "black", "failed (error, no score)", "strip"),
-    "interrupted": ("v", "grey", "interrupted (no score)", "strip"),
+    PRUNED: ("o", "none", "pruned (stopped early; its last score)", "plot"),
+    DIVERGED: ("x", "crimson", "diverged (no score)", "strip"),
+    FAILED: ("s", "black", "failed (error, no score)", "strip"),
+    INTERRUPTED: ("v", "grey", "interrupted (no score)", "strip"),
 }
-COMPLETED = "completed"
 
 def plot_sweep(
     records: list[dict],
