@@ -216,13 +216,15 @@ def chromium(tmp_path):
         browser.close()
 
 
-def open_recipe_view(chromium, server, runs: list[str]) -> dict:
-    """Open the address expt.board printed first; wait for the recipe's charts of ``runs``."""
+def open_recipe_view(chromium, server, runs: list[str], titles: tuple[str, ...] = ()) -> dict:
+    """Open the address expt.board printed first; wait for the recipe's charts of ``runs`` (and charts whose
+    titles hold each of ``titles``), drawn unsmoothed: what is read from the page is read once it is all there."""
     chromium.goto(server.printed_url(board.RECIPE_VIEW))
     state = wait_for(
-        lambda: (s := chromium.evaluate(RECIPE_STATE)) and len(s["charts"]) >= 2
+        lambda: (s := chromium.evaluate(RECIPE_STATE)) and len(s["charts"]) >= 2 and s["smoothing"] == [0]
+        and all(any(t in c["title"] for c in s["charts"]) for t in titles)
         and all(sorted(set(c["runs"] or []) - {"sweep_summary"}) == sorted(runs) for c in s["charts"]) and s,
-        PATIENCE, f"the custom-scalars page to chart {runs}",
+        PATIENCE, f"the custom-scalars page to chart {runs}, unsmoothed",
     )
     first, second = state["charts"][:2]
     assert first["title"] == "accuracy: train vs val" and second["title"].startswith("loss: train vs val")
@@ -243,7 +245,7 @@ def test_a_run_opens_on_the_recipes_pair(tmp_path_factory, tmp_path, chromium):
     label = "run trainer.epochs=3 data.subset=300"
     with BoardServer(run_dir, tmp_path / "board.log") as server:
         assert wait_for(lambda: get_json(f"{server.url}/data/runs") == [label], PATIENCE, "the run under its name")
-        state = open_recipe_view(chromium, server, [label])
+        state = open_recipe_view(chromium, server, [label], titles=("update ratio",))
         assert any("update ratio" in c["title"] for c in state["charts"])
         time.sleep(1)  # let the line charts draw before the picture
         assert chromium.screenshot(tmp_path / "run.png").stat().st_size > 10_000
@@ -298,8 +300,9 @@ def test_tensorboard_shows_the_sweep_in_a_browser(tmp_path_factory, tmp_path, ch
 
         # the sweep pictures are drawn at the width TensorBoard shows them: nothing shrinks their text
         chromium.goto(f"{server.url}/#images")
-        images = wait_for(lambda: (i := chromium.evaluate(IMAGES)) and [x for x in i if x["natural"] >= 300] or None,
-                          PATIENCE, "the sweep pictures")
+        images = wait_for(lambda: (i := [x for x in chromium.evaluate(IMAGES) or [] if x["natural"] >= 300])
+                          and len(i) == 2 and all(abs(x["shown"] - x["natural"]) <= 2 for x in i) and i or None,
+                          PATIENCE, "both sweep pictures at their own width")
         assert len(images) == 2 and all(abs(x["shown"] - x["natural"]) <= 2 for x in images), images
         chromium.screenshot(tmp_path / "images.png")
 

@@ -24,9 +24,11 @@ pytestmark = pytest.mark.skipif(
 
 # The ConvNet recipe (expt's defaults) on the first 3,000 training images for 5 epochs, scored on the
 # full 10,000-image test set: 83.9%, 86.1% and 84.7% test for trainer.seed 0, 1, 2 (measured on CPU, about
-# 85 s of CPU time each); the bar leaves about 2 points below the worst seed.
+# 85 s of CPU time each); the bar leaves about 4 points below the worst seed: another CPU's kernels round
+# differently, which moves a 5-epoch run about as much as another seed would (a broken data path or recipe
+# falls far below it: chance is 10%).
 SLICE = ["data=fashion_mnist", "data.download=false", "data.subset=3000", "data.val_size=1000", "trainer.epochs=5"]
-SLICE_TEST_ACC_BAR = 0.82
+SLICE_TEST_ACC_BAR = 0.80
 
 
 def test_the_installed_files_are_zalandos_images():
