@@ -110,10 +110,10 @@ def say_how_to_resume(hydra_cfg) -> None:
 
     from hydra.types import RunMode
 
-    from expt.checkpoint import LAST
+    from expt.checkpoint import DIR, LAST
 
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    if not (run_dir / "checkpoints" / LAST).is_file():
+    if not (run_dir / DIR / LAST).is_file():
         return
     if hydra_cfg.mode == RunMode.MULTIRUN:
         from expt.requeue import continue_sweep

@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from expt.status import EVENTS_GLOB, LABEL_FILE, MULTIRUN_FILE
+
 DEFAULT_ROOTS = ("outputs", "multirun")
-EVENTS_GLOB = "events.out.tfevents.*"
-SWEEP_MARKER = "multirun.yaml"
-LABEL_FILE = "run_label.txt"  # written by each run (expt.dashboard.LABEL_FILE)
 # The page the board opens on: the recipe's pair of charts, without smoothing (TensorBoard's default is 0.6).
 RECIPE_VIEW = "#custom_scalars&_smoothingWeight=0"
 HPARAMS_VIEW = "#hparams"
@@ -42,7 +41,7 @@ def is_run(path: Path) -> bool:
 
 def is_sweep(path: Path) -> bool:
     """A Hydra sweep directory: Hydra writes ``multirun.yaml`` at its top."""
-    return (path / SWEEP_MARKER).is_file()
+    return (path / MULTIRUN_FILE).is_file()
 
 
 def enclosing_sweep(run_dir: Path, root: Path) -> Optional[Path]:

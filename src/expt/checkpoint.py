@@ -13,6 +13,7 @@ from expt.errors import ConfigError, StorageError, os_error_in
 from expt.files import replacing
 
 LAST, BEST = "last.pt", "best.pt"
+DIR = "checkpoints"  # in a run directory: LAST, BEST and the snapshots
 
 
 SNAPSHOT_PREFIX = "epoch_"
@@ -216,15 +217,19 @@ def _other_statistics(before: dict[str, Any], now: dict[str, Any]) -> bool:
     return False
 
 
+def find(path: Path, name: str) -> Path | None:
+    """The checkpoint ``path`` names: itself when it is a file, else ``name`` in its checkpoints folder, or in
+    it; None when there is none."""
+    return next((c for c in (path, path / DIR / name, path / name) if c.is_file()), None)
+
+
 def resolve(resume: str) -> Path:
     """A run directory (its checkpoints/last.pt) or a checkpoint file."""
     from expt.config import user_path
 
-    path = user_path(resume)
-    candidates = [path, path / "checkpoints" / LAST, path / LAST]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+    found = find(user_path(resume), LAST)
+    if found is not None:
+        return found
     raise ConfigError(
         f"trainer.resume={resume!r} is not a checkpoint: expected a .pt file or a run directory "
         f"holding checkpoints/{LAST}."

@@ -178,9 +178,9 @@ def _given(key: str, names: Sequence[str]) -> str:
 def resolve_model(path: str | Path) -> Path:
     """A run directory (its checkpoints/best.pt) or a checkpoint file."""
     path = Path(path).expanduser()
-    for candidate in (path, path / "checkpoints" / checkpoint.BEST, path / checkpoint.BEST):
-        if candidate.is_file():
-            return candidate
+    found = checkpoint.find(path, checkpoint.BEST)
+    if found is not None:
+        return found
     raise ConfigError(
         f"{str(path)!r} is not a trained model: expected a run directory holding checkpoints/{checkpoint.BEST} "
         "(a run that finished at least one epoch) or a .pt checkpoint written by expt."
@@ -249,14 +249,14 @@ def why_not_finished(run: Path) -> Optional[str]:
         value = metrics.get(key)
         if value is not None and not _is_number(value):
             return f"its {METRICS_FILE} holds {key}={value!r}, not a number (damaged or written by something else)"
-    if not (run / "checkpoints" / checkpoint.BEST).is_file():
+    if not (run / checkpoint.DIR / checkpoint.BEST).is_file():
         return f"it has no checkpoints/{checkpoint.BEST}"
     return None
 
 
 def _looks_like_run(path: Path) -> bool:
     """A run directory, finished or not: Hydra's job record, metrics.json or checkpoints."""
-    return any((path / name).exists() for name in (".hydra", METRICS_FILE, "checkpoints"))
+    return any((path / name).exists() for name in (".hydra", METRICS_FILE, checkpoint.DIR))
 
 
 def find_runs(directory: Path) -> tuple[list[Path], dict[Path, str]]:
@@ -278,10 +278,10 @@ def find_runs(directory: Path) -> tuple[list[Path], dict[Path, str]]:
     if why_not_finished(directory) is None:
         return [directory], {}
     candidates = {directory} if _looks_like_run(directory) else set()
-    candidates |= {p.parent for name in (".hydra", METRICS_FILE, "checkpoints") for p in directory.rglob(name)}
+    candidates |= {p.parent for name in (".hydra", METRICS_FILE, checkpoint.DIR) for p in directory.rglob(name)}
     # a run's own subdirectories (its checkpoints, its evaluation) are not runs of the sweep, nor is a mode=sanity
     # run's overfit check (a tiny set with regularization off)
-    candidates = {c for c in candidates if c.name not in ("checkpoints", EVALUATION_DIR)
+    candidates = {c for c in candidates if c.name not in (checkpoint.DIR, EVALUATION_DIR)
                   and not any(p.name == SANITY_DIR and (p.parent / SANITY_FILE).is_file() for p in c.parents)}
     failed = _failed_trials(directory)
     reasons = {run: why_not_finished(run) for run in sorted(candidates, key=_job_order)}
@@ -320,7 +320,7 @@ def started_in(run: Path) -> Optional[Path]:
 def _run_dir(member: Member) -> Path:
     """The run a member comes from (a snapshot's run holds its ``checkpoints/``)."""
     source = member.predictor.source
-    return source.parent.parent if source.parent.name == "checkpoints" else source.parent
+    return source.parent.parent if source.parent.name == checkpoint.DIR else source.parent
 
 
 def run_data_config(member: Member) -> DictConfig:
@@ -442,7 +442,7 @@ def _snapshot_members(runs: list[Path], device: str | torch.device) -> list[Memb
             f"runs ({', '.join(str(r) for r in runs[:3])}{', ...' if len(runs) > 3 else ''}): give one run's directory."
         )
     run = runs[0]
-    found = checkpoint.snapshots(run / "checkpoints")
+    found = checkpoint.snapshots(run / checkpoint.DIR)
     if not found:
         raise ConfigError(
             f"{str(run)!r} kept no epoch snapshots (checkpoints/epoch_<n>.pt): train it with trainer.snapshots=K "

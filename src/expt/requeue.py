@@ -36,7 +36,7 @@ def own_checkpoint(run_dir: str | Path, env: Mapping[str, str]) -> Optional[Path
     """``<run_dir>/checkpoints/last.pt`` when ``env`` asks for it (``EXPT_RESUME_OWN_CHECKPOINT``) and it exists."""
     if env.get(ENV, "").strip().lower() not in ON:
         return None
-    path = Path(run_dir) / "checkpoints" / checkpoint.LAST
+    path = Path(run_dir) / checkpoint.DIR / checkpoint.LAST
     return path if path.is_file() else None
 
 

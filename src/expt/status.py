@@ -22,6 +22,9 @@ PRUNED = "pruned"  # a sweep stopped it early, behind the other trials of its ro
 STATUSES = (COMPLETED, DIVERGED, INTERRUPTED, FAILED, PRUNED)
 
 METRICS_FILE = "metrics.json"
+LABEL_FILE = "run_label.txt"  # the run's name in TensorBoard, for python -m expt.board (expt.dashboard writes it)
+EVENTS_GLOB = "events.out.tfevents.*"  # a run's TensorBoard event files
+MULTIRUN_FILE = "multirun.yaml"  # a sweep's config, in its directory (Hydra's launchers and expt's sweeper write it)
 # what ``python -m expt.evaluate DIR`` writes into DIR (a run's or a sweep's directory): its result, and its
 # TensorBoard record
 EVALUATION_FILE, EVALUATION_DIR = "evaluation.json", "evaluation"

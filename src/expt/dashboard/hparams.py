@@ -26,7 +26,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from expt.config import TARGET_GROUPS
 from expt.dashboard.diagnosis import DIAGNOSES
 from expt.search import integer_sweep
-from expt.status import COMPLETED, DIVERGED, FAILED, STATUSES
+from expt.status import COMPLETED, DIVERGED, FAILED, MULTIRUN_FILE, STATUSES
 from expt.sweep_env import SweepTrial, trial_name
 
 # The final metrics each run records as scalars next to its hyperparameters: (scalar tag, metrics.json key).
@@ -173,7 +173,7 @@ def _sweep_command_line(hydra_cfg: Any) -> tuple[set[str], set[str]]:
     sweep_dir = Path(hydra_cfg.sweep.dir)
     if not sweep_dir.is_absolute():
         sweep_dir = Path(hydra_cfg.runtime.cwd) / sweep_dir
-    path = sweep_dir / "multirun.yaml"
+    path = sweep_dir / MULTIRUN_FILE
     try:
         stat = path.stat()
     except OSError:

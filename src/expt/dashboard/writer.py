@@ -71,6 +71,7 @@ from expt.dashboard.hparams import (
     HPARAM_METRICS, STATUS, DIAGNOSIS, TABLE_METRICS, SweepContext, declared_columns, hparams_summaries, run_hparams,
     run_label, sweep_context,
 )
+from expt.status import EVENTS_GLOB, LABEL_FILE
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,6 @@ LAYOUT = {
         "log10 update ratio ||dW|| / ||W|| (healthy near -3)": ["Multiline", [rf"^{UPDATE_RATIO}/"]],
     },
 }
-LABEL_FILE = "run_label.txt"  # the run's name for python -m expt.board
 SESSION_SUFFIX = ".hparams"  # the event file that holds the run's HParams session alone, replaced when the run ends again
 # Filters this small (3x3) show little structure as a picture: the header says so.
 SMALL_FILTER = 3
@@ -142,9 +142,9 @@ class Dashboard:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / LABEL_FILE).write_text(self.label + "\n", encoding="utf-8")
         use_c_checksums()
-        for stale in self.run_dir.glob(".events.out.tfevents.*.tmp"):  # a rewrite (forget_after) a kill cut short
+        for stale in self.run_dir.glob(f".{EVENTS_GLOB}.tmp"):  # a rewrite (forget_after) a kill cut short
             stale.unlink(missing_ok=True)
-        self.earlier = sorted(self.run_dir.glob("events.out.tfevents.*"))  # an earlier run's here, if any
+        self.earlier = sorted(self.run_dir.glob(EVENTS_GLOB))  # an earlier run's here, if any
         self.resumed_here = False  # by forget_after: the earlier files hold this run up to its checkpoint
         wait_to_sort_after(self.earlier)  # a resumed run's file is read after them
         self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
@@ -408,7 +408,7 @@ class Dashboard:
         attempt's session would stay what the HParams tab shows after the run resumed and ended."""
         from torch.utils.tensorboard.writer import FileWriter
 
-        before = set(self.run_dir.glob(f"events.out.tfevents.*{SESSION_SUFFIX}"))
+        before = set(self.run_dir.glob(f"{EVENTS_GLOB}{SESSION_SUFFIX}"))
         writer = FileWriter(str(self.run_dir), filename_suffix=SESSION_SUFFIX)
         for summary in summaries:
             writer.add_summary(summary)

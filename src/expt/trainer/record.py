@@ -28,7 +28,7 @@ from expt.errors import ConfigError, StorageError
 from expt.loss import training_loss
 from expt.predict import loss_and_accuracy
 from expt.pruning import ProgressReport
-from expt.status import COMPLETED, EVALUATION_DIR, EVALUATION_FILE, INTERRUPTED, METRICS_FILE, PRUNED
+from expt.status import COMPLETED, EVALUATION_DIR, EVALUATION_FILE, EVENTS_GLOB, INTERRUPTED, METRICS_FILE, PRUNED
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class RunRecord:
                  report: Optional[ProgressReport] = None):
         self.exp = exp
         self.run_dir = Path(run_dir)
-        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.ckpt_dir = self.run_dir / checkpoint.DIR
         self.dashboard = dashboard
         self.progress = progress  # a bar inside long epochs (at a terminal, not in a sweep)
         self.report = report  # a sweep's early stopping (expt.pruning), when it asked for it
@@ -179,7 +179,7 @@ class RunRecord:
         removed = self.dashboard.forget_earlier_run()
         board = self.run_dir / EVALUATION_DIR  # python -m expt.evaluate's events; nothing else there is touched
         files = [*earlier, *checkpoint.snapshots(self.ckpt_dir).values(), self.run_dir / EVALUATION_FILE,
-                 *(board.glob("events.out.tfevents.*") if board.is_dir() else ())]
+                 *(board.glob(EVENTS_GLOB) if board.is_dir() else ())]
         for path in files:
             with contextlib.suppress(OSError):  # absent; or not removable, and then this run's write says why
                 path.unlink()

@@ -468,7 +468,7 @@ class PopulationLauncherImpl:
             try:
                 results = self._train_group(group) if len(group) > 1 else {}
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each member kept its run; say how the sweep goes on
-                if any((job.output_dir / "checkpoints" / checkpoint.LAST).is_file() for job in group
+                if any((job.output_dir / checkpoint.DIR / checkpoint.LAST).is_file() for job in group
                        if job.output_dir is not None):
                     print(continue_sweep(self.config.hydra.sweep.dir), file=sys.stderr)
                 raise

@@ -35,7 +35,7 @@ from expt.search import (
     merge_overrides,
     read_records,
 )
-from expt.status import COMPLETED, FAILED, PRUNED
+from expt.status import COMPLETED, FAILED, MULTIRUN_FILE, PRUNED
 from expt.sweep_env import SweepTrial, trial_name
 
 from .config import CoarseToFineSweeperConf
@@ -105,7 +105,7 @@ class CoarseToFineSweeperImpl(Sweeper):
         except SearchConfigError as error:
             raise compact(error) from error
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        OmegaConf.save(self.config, self.sweep_dir / MULTIRUN_FILE)
         returns: List[Sequence[JobReturn]] = []
         for n in search.round_numbers():
             specs = search.propose(n)
