@@ -210,9 +210,10 @@ def short_value(value: Any) -> str:
 def run_label(ctx: SweepContext, run_dir: Optional[Path] = None) -> str:
     """The name TensorBoard shows the run under (``expt.board`` serves each run under this name).
 
-    The sweeper's label (``SweepTrial.label``) when it gives one; else, for a sweep's trial, its round, its job
-    number (zero-padded, so the names sort in job order) and the values the sweep varied
-    (``r2-j013 lr=3.1e-3 l2=1.2e-4``); for a run alone, its directory's name and its overrides.
+    The sweeper's label (``SweepTrial.label``: the coarse-to-fine sweeper gives one) when there is one; else,
+    for a trial of another sweep, its job number (zero-padded, so the names sort in job order) and the values
+    the sweep varied, as :func:`expt.sweep_env.trial_name` writes them; for a run alone, its directory's name
+    and its overrides.
     """
     if ctx.label:  # the sweeper's (expt.sweep_env.trial_name)
         return ctx.label
@@ -237,12 +238,13 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
     the ``dashboard`` group left out, since they do not change the numbers). In a multirun only the
     keys and choices the sweep varies are kept (a constant ``activation=relu`` would only take a column).
     Outside Hydra, the choices are inferred from the config: the class each group names, the data
-    set's name, and the active regularizers. ``_sweep_round`` is the context's round (the sweeper's).
-    A numeric key the sweep samples on a log scale also gets ``log10(<key>)``. Integers are given
-    as right-aligned text (see the module's docstring).
+    set's name, and the active regularizers. ``ROUND`` (``_3_sweep_round``) is the context's round (the
+    sweeper's). A numeric key the sweep samples on a log scale also gets a log10 column
+    (:func:`log10_column`: ``_4_<NN>_log10(<key>)``, shown as ``log10(<key>)``). Integers are given as
+    right-aligned text (see the module's docstring).
 
     The second value names what a sweep varies: the overridden keys (less those the sweep's command
-    line gives one value for all trials), their log10 columns and ``_sweep_round``.
+    line gives one value for all trials), their log10 columns and ``ROUND``.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.core.override_parser.overrides_parser import OverridesParser
