@@ -161,6 +161,8 @@ def test_loss_at_init_names_the_class_offset_of_a_large_classifier_scale(digits,
     assert check.details["loss_without_class_offsets"] < check.measured
     if not check.passed and check.details["loss_without_class_offsets"] <= math.log(10) * 1.05:
         assert "per-class offset" in check.hint
+    if (model, activation) == ("deep_convnet", "gelu"):  # a case that takes that branch: 3.74 measured, 2.38 without
+        assert not check.passed and "per-class offset" in check.hint, check.summary
 
 
 # ----------------------------------------------------------------------------- 2. regularization
