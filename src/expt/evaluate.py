@@ -494,13 +494,7 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
 
     y_val, y_test = data.y_val, data.y_test
     val = {(i, v): probs(m, "val", v) for i, m in enumerate(ranked) for v in tta}
-    sizes = [top] if top is not None else list(range(1, len(ranked) + 1))
-    candidates = []
-    for views in tta:
-        for k in sizes:
-            loss, acc = nll_and_accuracy(sum(val[i, views] for i in range(k)) / k, y_val)
-            candidates.append({"k": k, "tta": views, "val_acc": acc, "val_loss": loss})
-    choice = min(candidates, key=lambda c: (-c["val_acc"], c["val_loss"], c["k"], list(tta).index(c["tta"])))
+    candidates, choice = _choose_on_validation(val, y_val, tta, [top] if top is not None else range(1, len(ranked) + 1))
     k, views = choice["k"], choice["tta"]
     test_loss, test_acc = nll_and_accuracy(sum(probs(m, "test", views) for m in ranked[:k]) / k, y_test)
     chosen = {"k": k, "tta": views, "members": [_relative(m.run_dir, directory) for m in ranked[:k]],
@@ -523,20 +517,40 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
         "ensemble": {"val_acc": choice["val_acc"], "val_loss": choice["val_loss"],
                      "test_acc": test_acc, "test_loss": test_loss},
     }
-    path = directory / EVALUATION_FILE
-    earlier = []
-    try:
-        earlier = json.loads(path.read_text()).get("test_evaluations", [])
-    except (OSError, ValueError):
-        pass
-    models = _model_digests(ranked[:k])  # the same members may hold other weights since (a run resumed further)
-    # an evaluation recorded before the digests were is taken as of these weights
-    result["repeated"] = any(e.get("choice") == chosen and e.get("models", models) == models for e in earlier)
-    result["test_evaluations"] = earlier + ([] if result["repeated"] else [
-        {"choice": chosen, "models": models, "test_acc": test_acc, "test_loss": test_loss,
-         "at": time.strftime("%Y-%m-%d %H:%M:%S")}])
+    result.update(_test_history(directory, {"choice": chosen, "models": _model_digests(ranked[:k]),
+                                            "test_acc": test_acc, "test_loss": test_loss}))
     result["not_written"] = _save(directory, result)
     return result
+
+
+def _choose_on_validation(val: dict[tuple[int, str], torch.Tensor], y_val: torch.Tensor, tta: Sequence[str],
+                          sizes: Sequence[int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every candidate (the first k members' averaged validation probabilities ``val[i, views]``, for each k of
+    ``sizes`` and each view set of ``tta``) with its validation accuracy and loss, and the one chosen: the best
+    accuracy, then the lower loss, fewer members and fewer views."""
+    candidates = []
+    for views in tta:
+        for k in sizes:
+            loss, acc = nll_and_accuracy(sum(val[i, views] for i in range(k)) / k, y_val)
+            candidates.append({"k": k, "tta": views, "val_acc": acc, "val_loss": loss})
+    choice = min(candidates, key=lambda c: (-c["val_acc"], c["val_loss"], c["k"], list(tta).index(c["tta"])))
+    return candidates, choice
+
+
+def _test_history(directory: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """``repeated`` and ``test_evaluations``: this test evaluation (its choice, members' checkpoint digests and
+    test numbers) after the earlier ones ``evaluation.json`` holds, unless one of those made the same choice of
+    the same weights (a member resumed further since holds other weights). An evaluation recorded before the
+    digests were is taken as of these weights."""
+    earlier = []
+    try:
+        earlier = json.loads((directory / EVALUATION_FILE).read_text()).get("test_evaluations", [])
+    except (OSError, ValueError):
+        pass
+    choice, models = evaluation["choice"], evaluation["models"]
+    repeated = any(e.get("choice") == choice and e.get("models", models) == models for e in earlier)
+    return {"repeated": repeated, "test_evaluations": earlier + ([] if repeated else [
+        {**evaluation, "at": time.strftime("%Y-%m-%d %H:%M:%S")}])}
 
 
 def _model_digests(chosen: list[Member]) -> list[str]:
