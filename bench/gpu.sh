@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure in one command: the CUDA tests, the GPU benchmarks and, with --presets, the
 # Fashion-MNIST presets over 3 seeds. Each part has its own time limit, so one that runs long cannot
-# take the others' time; the whole fits in about 9 minutes on one H200-class GPU. --search alone runs
+# take the others' time, and each benchmark writes its section as it goes, so a part its limit stops keeps
+# what it measured; the whole fits in about 7 minutes on one H200-class GPU (11 with --presets). --search alone runs
 # the recipe's staged search on the ConvNet preset, then trains its choice and the preset over 3 seeds
 # (bench/presets.py --search), in about 8 minutes.
 #
@@ -51,8 +52,8 @@ part 75 $py bench/throughput.py --device cuda --models convnet --batches 64 512 
   --modes eager "eager, not captured" "amp bf16" --results "$results"
 part 90 $py bench/overhead.py --device cuda --quick --only "convnet / digits" \
   --only "fashion_mnist preset / 10k slice" --results "$results"
-part 75 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" --sizes 1 16 64 --basic-trials 4 \
-  --results "$results"
+part 150 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" "convnet / synthetic 3x32x32" \
+  --sizes 1 16 64 --basic-trials 4 --results "$results"
 if [ $presets = 1 ]; then
   part 220 $py bench/presets.py --parallel 6 --deadline 110 --stop-after 200 --out "$out" --results "$results"
 fi

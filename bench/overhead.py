@@ -229,25 +229,42 @@ def main() -> None:
         print(json.dumps(run_case(args.case, args.label, args.device, args.epochs or epochs, args.reps or reps)))
         return
 
-    rows = []
-    for name in args.only or CASES:
-        if name in NEEDS_FASHION_MNIST and not fashion_mnist_found():
-            print(f"{name}: skipped, the Fashion-MNIST files are not installed (see the README's data section)")
-            continue
+    names = [n for n in args.only or CASES if n not in NEEDS_FASHION_MNIST or fashion_mnist_found()]
+    for name in [n for n in args.only or CASES if n not in names]:
+        print(f"{name}: skipped, the Fashion-MNIST files are not installed (see the README's data section)")
+    rows: list[tuple[str, str, dict]] = []
+    failed: list[str] = []
+    planned = len(names) * len(VARIANTS)
+    for name in names:
         for label in VARIANTS:
             # each case in a fresh process, so its peak memory is its own
             command = [sys.executable, __file__, "--case", name, "--label", label, "--device", args.device]
             command += [f"--epochs={args.epochs}"] * bool(args.epochs) + [f"--reps={args.reps}"] * bool(args.reps)
-            out = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
-            r = json.loads(out)
-            rows.append((name, label, r))
-            gpu = f"   GPU {r['gpu_mib']:.0f} MiB" if r["gpu_mib"] is not None else ""
-            print(f"{name:34s} {label:40s} bare {r['bare'] * 1e3:8.1f} ms/epoch   expt {r['expt'] * 1e3:8.1f} "
-                  f"ms/epoch   ratio {r['ratio']:5.3f} ({r['ratio_q1']:.3f}-{r['ratio_q3']:.3f})   "
-                  f"per run +{r['extra_per_run'] * 1e3:.1f} ms, whole runs {r['run_ratio']:.3f}   "
-                  f"val loss deviation {r['deviation']:.1e}   "
-                  f"peak RSS {r['rss_mib']:.0f} MiB{gpu}", flush=True)
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:  # say why, and measure the other cases
+                why = (done.stderr or done.stdout).strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+                failed.append(f"{name}, {label}: {why[0]}")
+                print(f"{name:34s} {label:40s} FAILED: {why[0]}", flush=True)
+            else:
+                r = json.loads(done.stdout.strip().splitlines()[-1])
+                rows.append((name, label, r))
+                gpu = f"   GPU {r['gpu_mib']:.0f} MiB" if r["gpu_mib"] is not None else ""
+                print(f"{name:34s} {label:40s} bare {r['bare'] * 1e3:8.1f} ms/epoch   expt {r['expt'] * 1e3:8.1f} "
+                      f"ms/epoch   ratio {r['ratio']:5.3f} ({r['ratio_q1']:.3f}-{r['ratio_q3']:.3f})   "
+                      f"per run +{r['extra_per_run'] * 1e3:.1f} ms, whole runs {r['run_ratio']:.3f}   "
+                      f"val loss deviation {r['deviation']:.1e}   "
+                      f"peak RSS {r['rss_mib']:.0f} MiB{gpu}", flush=True)
+            # the section as measured so far: a run stopped by a time limit keeps what it measured
+            write_table(rows, failed, planned, args)
+    if not planned:
+        write_table(rows, failed, planned, args)
+    if failed:
+        raise SystemExit(1)
 
+
+def write_table(rows: list[tuple[str, str, dict]], failed: list[str], planned: int, args: argparse.Namespace) -> None:
+    """The section of the results file: a row per measured case and variant, the diagnostics' times, and a line
+    for each that failed and for what is still to come."""
     table = ["| case | dashboards | runs | bare loop (ms/epoch) | expt (ms/epoch) | ratio per epoch | middle half "
              "| expt's extra per run (ms) | ratio of whole runs | val loss deviation | peak RSS, both sides (MiB) "
              "| GPU max allocated, both sides (MiB) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -263,6 +280,9 @@ def main() -> None:
     for n, lab, r in rows:
         if lab == "defaults":
             table.append(f"| {n} | " + " | ".join(f"{r['diagnostics'].get(k, 0) * 1e3:.2f}" for k in names) + " |")
+    table += [""] * bool(failed) + [f"- failed: {f}" for f in failed]
+    if len(rows) + len(failed) < planned:
+        table += ["", f"{len(rows) + len(failed)} of {planned} measured so far: the run is going on, or stopped early."]
     write_results(
         f"overhead-{torch.device(args.device).type}",
         f"Trainer overhead on {args.device} (epochs alternating with a bare loop's, median)",

@@ -69,6 +69,21 @@ def test_overhead_writes_paired_ratios_for_each_variant(tmp_path):
     assert len(costs) == 5 and all(math.isfinite(c) for c in costs)  # each diagnostic was on, and timed
 
 
+def test_overhead_names_a_case_that_fails_and_goes_on_with_the_others(tmp_path):
+    """A case that cannot run (here every one: CUDA on a machine without it) is a line of the section, not the end
+    of the benchmark before anything is written; the exit status says so."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the cases would run")
+    results = tmp_path / "R.md"
+    done = run_cli("--quick", "--only", "convnet / digits", "--device", "cuda", f"--results={results}",
+                   program=BENCH / "overhead.py", cwd=tmp_path, timeout=600)
+    assert done.returncode == 1 and done.stdout.count("FAILED: ") == 3, done.stdout + done.stderr
+    section = results.read_text().split("<!-- overhead-cuda -->", 1)[1]
+    assert section.count("\n- failed: convnet / digits, ") == 3 and "measured so far" not in section
+
+
 def test_throughput_compares_expt_with_the_bare_loop(tmp_path):
     text = run_bench("throughput.py", "--device=cpu", "--quick", results=tmp_path / "R.md")
     rows = table(text, "throughput-cpu")
