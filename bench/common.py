@@ -43,14 +43,28 @@ def timed(call: Callable[[], object], device: torch.device) -> float:
     return time.perf_counter() - start
 
 
-def write_results(key: str, title: str, body: str, where: str, results: Path = RESULTS) -> None:
-    """Replace the section ``key`` of ``results`` (or append it), stamped with the machine and date."""
+def write_results(key: str, title: str, body: str, where: str, results: Path = RESULTS, so_far: bool = False) -> None:
+    """Replace the section ``key`` of ``results`` (or append it), stamped with the machine and date.
+
+    ``so_far``: a benchmark's rows while it runs, as the section ``<key>-so-far`` beside the last complete one,
+    which stays: a run a time limit stops keeps what it measured and loses nothing measured before. The
+    complete section replaces ``key`` and removes ``<key>-so-far``."""
+    text = results.read_text() if results.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n\n"
+    if so_far:
+        key, title = f"{key}-so-far", f"{title}: so far (the run is going on, or stopped before its end)"
+    else:
+        text = re.sub(rf"\n?{_section(f'{key}-so-far').pattern}", "", text, flags=re.S)  # with the line it added
     section = (
         f"<!-- {key} -->\n## {title}\n\nMachine: {where}. Measured {time.strftime('%Y-%m-%d')}.\n\n"
         f"{body.strip()}\n<!-- /{key} -->\n"
     )
-    text = results.read_text() if results.exists() else "# Benchmark results\n\nWritten by the scripts in bench/.\n\n"
-    pattern = re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->\n", re.S)
+    pattern = _section(key)
     text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
     results.write_text(text)
-    print(f"wrote the '{key}' section of {results}")
+    if not so_far:
+        print(f"wrote the '{key}' section of {results}")
+
+
+def _section(key: str) -> re.Pattern:
+    """A section of the results file, its markers included."""
+    return re.compile(rf"<!-- {re.escape(key)} -->.*?<!-- /{re.escape(key)} -->\n", re.S)

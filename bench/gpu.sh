@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU figure in one command: the CUDA tests, the GPU benchmarks and, with --presets, the
 # Fashion-MNIST presets over 3 seeds. Each part has its own time limit, so one that runs long cannot
-# take the others' time, and each benchmark writes its section as it goes, so a part its limit stops keeps
-# what it measured; the whole fits in about 7 minutes on one H200-class GPU (11 with --presets). --search alone runs
+# take the others' time (overhead.py and population.py keep the rows a limit cuts short, beside their
+# sections); the whole fits in about 7 minutes on one H200-class GPU (11 with --presets). --search alone runs
 # the recipe's staged search on the ConvNet preset, then trains its choice and the preset over 3 seeds
 # (bench/presets.py --search), in about 8 minutes.
 #

@@ -254,17 +254,16 @@ def main() -> None:
                       f"per run +{r['extra_per_run'] * 1e3:.1f} ms, whole runs {r['run_ratio']:.3f}   "
                       f"val loss deviation {r['deviation']:.1e}   "
                       f"peak RSS {r['rss_mib']:.0f} MiB{gpu}", flush=True)
-            # the section as measured so far: a run stopped by a time limit keeps what it measured
-            write_table(rows, failed, planned, args)
-    if not planned:
-        write_table(rows, failed, planned, args)
+            if len(rows) + len(failed) < planned:  # a run a time limit stops keeps what it measured
+                write_table(rows, failed, planned, args)
+    write_table(rows, failed, planned, args)
     if failed:
         raise SystemExit(1)
 
 
 def write_table(rows: list[tuple[str, str, dict]], failed: list[str], planned: int, args: argparse.Namespace) -> None:
     """The section of the results file: a row per measured case and variant, the diagnostics' times, and a line
-    for each that failed and for what is still to come."""
+    for each that failed; while cases are still to come, the section beside it of what is measured so far."""
     table = ["| case | dashboards | runs | bare loop (ms/epoch) | expt (ms/epoch) | ratio per epoch | middle half "
              "| expt's extra per run (ms) | ratio of whole runs | val loss deviation | peak RSS, both sides (MiB) "
              "| GPU max allocated, both sides (MiB) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -281,12 +280,12 @@ def write_table(rows: list[tuple[str, str, dict]], failed: list[str], planned: i
         if lab == "defaults":
             table.append(f"| {n} | " + " | ".join(f"{r['diagnostics'].get(k, 0) * 1e3:.2f}" for k in names) + " |")
     table += [""] * bool(failed) + [f"- failed: {f}" for f in failed]
-    if len(rows) + len(failed) < planned:
-        table += ["", f"{len(rows) + len(failed)} of {planned} measured so far: the run is going on, or stopped early."]
+    so_far = len(rows) + len(failed) < planned
+    table += ["", f"{len(rows) + len(failed)} of {planned} measured."] * so_far
     write_results(
         f"overhead-{torch.device(args.device).type}",
         f"Trainer overhead on {args.device} (epochs alternating with a bare loop's, median)",
-        "\n".join(table), machine(args.device), args.results,
+        "\n".join(table), machine(args.device), args.results, so_far=so_far,
     )
 
 

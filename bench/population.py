@@ -129,22 +129,22 @@ def main() -> None:
                   f"{per_member:.0f} MiB per member", flush=True)
             rows.append(f"| {case} | {n} | {basic_rate:.1f} | {rate:.1f} | {rate / basic_rate:.2f}x | {per_member:.0f} "
                         f"| {'-' if added is None else f'{added:.1f}'} |")
-            write_table(rows, planned, memory, args)  # what is measured so far: a time limit keeps it
+            write_table(rows, planned, memory, args)  # while rows are to come, beside the last complete table
 
 
 def write_table(rows: list[str], planned: int, memory: str, args: argparse.Namespace) -> None:
-    """The section of the results file: the header, the rows measured (two header lines first), and how many are
-    still to come."""
+    """The section of the results file: the header and the rows measured (two header lines first); while rows are
+    still to come, the section beside it of what is measured so far."""
     kind = "GPU: peak CUDA allocation" if memory == "cuda_mib" else "CPU: peak resident set of the process"
     body = (f"`python bench/population.py --device {args.device} --sizes {' '.join(map(str, args.sizes))} "
             f"--epochs {args.epochs} --threads {args.threads}`: trials of {args.epochs} epochs (batch 64, Adam, "
             f"the default regularization l2 + batch norm), differing in learning rate and seed. Memory per member: "
             f"{kind} divided by N (the process's own baseline included, so it falls with N), and what each member "
             f"adds over the smallest population.\n\n" + "\n".join(rows))
-    if len(rows) - 2 < planned:
-        body += f"\n\n{len(rows) - 2} of {planned} measured so far: the run is going on, or stopped early."
+    so_far = len(rows) - 2 < planned
+    body += f"\n\n{len(rows) - 2} of {planned} measured." * so_far
     write_results(f"population-{'gpu' if memory == 'cuda_mib' else 'cpu'}", f"Population training ({args.device})",
-                  body, machine(args.device), args.results)
+                  body, machine(args.device), args.results, so_far=so_far)
 
 
 if __name__ == "__main__":

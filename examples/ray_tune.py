@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import expt
+from expt import checkpoint
 
-LAST = Path("checkpoints") / "last.pt"
+LAST = Path(checkpoint.DIR) / checkpoint.LAST
 
 
 def overrides_for(params: Mapping[str, Any], base: Sequence[str]) -> list[str]:

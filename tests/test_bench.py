@@ -10,6 +10,7 @@ rounded may read 0.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -80,8 +81,28 @@ def test_overhead_names_a_case_that_fails_and_goes_on_with_the_others(tmp_path):
     done = run_cli("--quick", "--only", "convnet / digits", "--device", "cuda", f"--results={results}",
                    program=BENCH / "overhead.py", cwd=tmp_path, timeout=600)
     assert done.returncode == 1 and done.stdout.count("FAILED: ") == 3, done.stdout + done.stderr
-    section = results.read_text().split("<!-- overhead-cuda -->", 1)[1]
-    assert section.count("\n- failed: convnet / digits, ") == 3 and "measured so far" not in section
+    text = results.read_text()
+    assert text.split("<!-- overhead-cuda -->", 1)[1].count("\n- failed: convnet / digits, ") == 3
+    assert "so-far" not in text  # the rows while it ran were replaced by the complete section
+
+
+def test_rows_written_while_a_benchmark_runs_sit_beside_the_last_complete_section(tmp_path):
+    """A benchmark a time limit stops keeps the rows it measured, and loses nothing measured before it."""
+    sys.path.insert(0, str(BENCH))
+    from common import write_results
+
+    results = tmp_path / "R.md"
+    write_results("case", "A case", "| old | 1 |", "here", results)
+    first = results.read_text()
+    write_results("case", "A case", "| new | 1 |", "here", results, so_far=True)
+    text = results.read_text()
+    assert "| old | 1 |" in text and "<!-- case-so-far -->\n## A case: so far (the run is going on" in text
+    write_results("case", "A case", "| new | 1 |\n| new | 2 |", "here", results, so_far=True)
+    assert results.read_text().count("<!-- case-so-far -->") == 1 and "| new | 2 |" in results.read_text()
+    write_results("case", "A case", "| new | 1 |\n| new | 2 |\n| new | 3 |", "here", results)
+    assert results.read_text() == first.replace("| old | 1 |", "| new | 1 |\n| new | 2 |\n| new | 3 |")  # as if alone
+
+
 
 
 def test_throughput_compares_expt_with_the_bare_loop(tmp_path):

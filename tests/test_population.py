@@ -220,6 +220,10 @@ def test_which_configs_can_train_together(compose, tmp_path) -> None:
                                     "at regularization.batchnorm: False against True")):
         with pytest.raises(expt.ConfigError, match=f"member 1's config differs from member 0's {said}"):
             train_population([base, config], [tmp_path / "0", tmp_path / "1"])  # refused before anything is built
+    from expt.population import _first_difference
+
+    assert _first_difference({"a": {"b": 1}}, {"a": {"b": 1.0}}) == "a.b: 1 against 1.0"  # as group_key's repr
+    assert _first_difference({"a": None}, {}) == "a: None against absent"
     dropout = [compose(*CONVNET, "regularization=[l2,batchnorm,dropout]", f"regularization.dropout={p}") for p in (0.5, 0)]
     with pytest.raises(expt.ConfigError, match="differs from member 0's at regularization.dropout: 0 in one, above 0 in "):
         train_population(dropout, [tmp_path / "0", tmp_path / "1"])
@@ -589,7 +593,7 @@ def test_the_benchmark_writes_a_row_per_population_size(tmp_path: Path) -> None:
     for _, _, basic, population, speedup, memory, added in rows:
         assert float(basic) > 0 and float(population) > 0 and float(memory) > 0 and speedup.endswith("x")
     assert rows[0][-1] == "-" and math.isfinite(float(rows[1][-1]))
-    assert "measured so far" not in section  # written after each size; the last write has every row
+    assert "so-far" not in results.read_text()  # written after each size beside it; the last write has every row
 
 
 def test_the_fused_step_is_captured_where_each_member_would_be_and_no_dropout_mask_is_drawn(tmp_path: Path) -> None:

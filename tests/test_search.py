@@ -447,6 +447,22 @@ def test_a_stage_naming_an_unknown_param_is_an_error_and_a_dropped_one_is_skippe
     assert search.round_numbers() == [1]  # stage b has nothing left to search
 
 
+def test_a_round_is_named_by_the_key_the_config_gave_it_as_an_override_spells_it() -> None:
+    """``rounds=[...]`` names hydra.sweeper.rounds.N (the stage it makes is called "search"); a stage of one's own
+    called "search" and a later stage's rounds are named under hydra.sweeper.stages."""
+    one = Settings.from_mapping({"rounds": [{"trials": 2, "top_k": 1}, {"trials": 1}]})
+    assert [one.round_key(n) for n in (1, 2)] == ["hydra.sweeper.rounds.0", "hydra.sweeper.rounds.1"]
+    staged = Settings.from_mapping({"stages": [
+        {"name": "search", "params": ["optimizer.lr"], "rounds": [{"trials": 2, "top_k": 1}]},
+        {"name": "width", "rounds": [{"trials": 2, "top_k": 1}, {"trials": 1}]}]})
+    assert [staged.round_key(n) for n in (1, 2, 3)] == [
+        "hydra.sweeper.stages.0.rounds.0", "hydra.sweeper.stages.1.rounds.0", "hydra.sweeper.stages.1.rounds.1"]
+    with pytest.raises(SearchConfigError, match=r"^hydra\.sweeper\.stages\.1\.rounds\.1\.overrides='optimizer\.lr=0\.1' "):
+        CoarseToFineSearch({"optimizer.lr": lr_param()}, Settings.from_mapping({"stages": [
+            {"name": "a", "params": ["optimizer.lr"], "rounds": [{"trials": 2, "top_k": 1}]},
+            {"name": "b", "rounds": [{"trials": 2, "top_k": 1}, {"trials": 1, "overrides": ["optimizer.lr=0.1"]}]}]}))
+
+
 def test_the_ranking_starts_with_the_trials_tied_with_the_best_and_never_chains_ties_downward() -> None:
     """287 of 288 (job 0) ties with the two at 286 (jobs 1 and 2), not with the 285s: the ranking is the tie-breaker's
     order of those three, then the 285s; a 285 never ranks above a 286 through a chain of ties."""

@@ -172,13 +172,13 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
 def stop_on_two_commands(args: Optional[argparse.Namespace]) -> None:
     """Stop with one line where the arguments ask Hydra for two things at once (``-m --cfg job``), which Hydra
     refuses with a traceback; it runs one of them a call."""
-    if args is None:
+    if args is None or os.environ.get("HYDRA_FULL_ERROR") == "1":
         return
     given = [flag for flag, on in (("--run", args.run), ("--multirun", args.multirun), (f"--cfg {args.cfg}", args.cfg),
                                    (f"--info {args.info}", args.info is not None),
                                    ("--shell-completion", args.shell_completion)) if on]
     if len(given) > 1:
-        hint = (" To see the config of one job of a sweep, give --cfg job its overrides with one value each."
+        hint = (f" To see the config of one job of a sweep, give --cfg {args.cfg} its overrides with one value each."
                 if args.multirun and args.cfg else "")
         print(f"Error: {' and '.join(given)} cannot be combined: python -m expt does one of --run, --multirun, --cfg, "
               f"--info and --shell-completion a call.{hint}", file=sys.stderr)

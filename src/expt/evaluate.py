@@ -469,7 +469,7 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
 
     Every candidate (k = ``top``, or 1 to all runs; each view set in ``tta``) is scored on the
     validation split only; the one with the best validation accuracy (lower validation loss,
-    then fewer members and fewer views break ties) is evaluated once on the test split. The
+    then fewer members, then the view set named first in ``tta`` break ties) is evaluated once on the test split. The
     result, with every earlier test evaluation of this directory, is written to
     ``evaluation.json`` and to TensorBoard under ``<directory>/evaluation``; a file that cannot be
     written (a read-only directory) is listed in the result's ``not_written`` with the reason, and the
@@ -527,7 +527,7 @@ def _choose_on_validation(val: dict[tuple[int, str], torch.Tensor], y_val: torch
                           sizes: Sequence[int]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every candidate (the first k members' averaged validation probabilities ``val[i, views]``, for each k of
     ``sizes`` and each view set of ``tta``) with its validation accuracy and loss, and the one chosen: the best
-    accuracy, then the lower loss, fewer members and fewer views."""
+    accuracy, then the lower loss, fewer members, then the view set named first in ``tta``."""
     candidates = []
     for views in tta:
         for k in sizes:

@@ -105,18 +105,25 @@ def group_key(cfg: DictConfig) -> Optional[str]:
     return None if can_join(cfg) is not None else repr(_shared(cfg))
 
 
+_ABSENT = object()
+
+
 def _first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
-    """The first key (dotted) whose value differs between two plain configs, with both values; None if none does."""
+    """The first key (dotted) whose value differs between two plain configs, with both values, as
+    :func:`group_key` tells them apart (by ``repr``: 1 and 1.0 differ, so do a missing key and null); None if
+    none does."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
-            found = _first_difference(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+            found = _first_difference(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{where}.{key}" if where else str(key))
             if found is not None:
                 return found
+        return None if list(a) == list(b) else f"{where or 'the config'}: the same keys in another order"
+    if repr(a) == repr(b):
         return None
-    if a == b:
-        return None
-    return f"{where}: {a!r} against {b!r}" if where != "_dropout_layers" else \
-        "regularization.dropout: 0 in one, above 0 in the other (dropout layers or none)"
+    if where == "_dropout_layers":
+        return "regularization.dropout: 0 in one, above 0 in the other (dropout layers or none)"
+    shown = ["absent" if v is _ABSENT else repr(v) for v in (a, b)]
+    return f"{where}: {shown[0]} against {shown[1]}"
 
 
 # ============================================================================= the population
@@ -153,7 +160,7 @@ class Population:
                 with job_scope(i):
                     differs = _first_difference(_shared(cfg), first)
                 raise ConfigError(
-                    f"member {i}'s config differs from member 0's at {differs}: members may differ only in "
+                    f"member {i}'s config differs from member 0's at {differs or 'a value'}: members may differ only in "
                     f"{', '.join(PER_MEMBER_KEYS)}, and in what each member's record applies "
                     f"({', '.join(MEMBER_OWN_KEYS)})")
         raw = load_data(cfgs[0].data) if data is None else data
