@@ -182,7 +182,7 @@ def main() -> None:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    seeds = f"{len(args.seeds)} seed{'s' * (len(args.seeds) != 1)}, {args.parallel} runs at once"
+    seeds = f"{len(args.seeds)} seed{'s' * (len(args.seeds) != 1)}, {args.parallel} run{'s' * (args.parallel != 1)} at once"
     if args.quick:
         key, title = "-quick", "Fashion-MNIST presets, quick check (1 epoch, 2,000 images, 500 validated)"
     elif slice_:
