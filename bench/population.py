@@ -11,7 +11,9 @@ same per trial either way. The basic side's rate does not depend on N (its trial
 time), so it is measured once per model on ``--basic-trials`` trials.
 
 Each measurement runs in a fresh process with one CPU thread by default (``--threads``), after an
-untimed warm-up (one short trial, or a population of two) so the first calls' costs are not counted.
+untimed warm-up of the path it times (one short trial for the basic side and a group of one, a population of
+two otherwise), so the first calls' costs are not counted: a CUDA step captured as a graph has first calls of
+its own, which a population's warm-up does not make.
 
 Memory: the peak resident set of the process (CPU) or the peak CUDA allocation (GPU), divided by N.
 
@@ -60,9 +62,10 @@ def worker(mode: str, case: str, n: int, epochs: int, device: str) -> dict:
 
     cfgs = configs(case, n, epochs, device)
     cuda = device.startswith("cuda") and torch.cuda.is_available()
-    with tempfile.TemporaryDirectory() as tmp:  # the process's first calls, untimed on both sides
+    alone = mode == "basic" or n == 1  # the launcher trains a group of one alone
+    with tempfile.TemporaryDirectory() as tmp:  # the first calls of the path timed below, untimed on both sides
         warm = configs(case, 2, 1, device)
-        if mode == "basic":
+        if alone:
             expt.train(warm[0], run_dir=Path(tmp) / "warm")
         else:
             train_population(warm, [Path(tmp) / "w0", Path(tmp) / "w1"])
@@ -71,7 +74,7 @@ def worker(mode: str, case: str, n: int, epochs: int, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / str(i) for i in range(n)]
         start = time.perf_counter()
-        if mode == "basic" or n == 1:  # the launcher trains a group of one alone
+        if alone:
             metrics = [expt.train(cfg, run_dir=d) for cfg, d in zip(cfgs, dirs)]
         else:
             metrics = train_population(cfgs, dirs)
