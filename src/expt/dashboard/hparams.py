@@ -146,10 +146,12 @@ def log10_column(key: str, ctx: SweepContext) -> str:
     return f"{LOG10_PREFIX}{place:02d}_log10({key})"
 
 
+@functools.lru_cache(maxsize=256)
 def _sweep_kind(key: str, spec: str) -> tuple[bool, bool]:
     """(sampled on a log scale, sampled as real numbers) for a sweeper parameter written as Hydra writes sweeps:
     an interval() or range() of real numbers is a number column; integers (:func:`expt.search.integer_sweep`,
-    as the sweeper reads them) and choice() are text columns."""
+    as the sweeper reads them) and choice() are text columns. Parsed once a process: every trial of a sweep
+    (every member of a population) reads the same parameters."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import IntervalSweep, RangeSweep
 
