@@ -47,14 +47,16 @@ SPACE = ["optimizer.lr=tag(log, interval(1e-5, 1e-1))", "schedule.gamma=interval
 OLD_SPACE = ["optimizer.lr=tag(log, interval(1e-6, 1e-1))", "regularization.l2=tag(log, interval(1e-6, 1e-1))"]
 TRAIN_SAMPLES = 1149  # the digits' training split
 QUIET = ["sanity.before_train=false", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+GUARDED = QUIET[1:]  # a sweep's default: the loss-at-init check before every trial
 
 
-def sweep(args: list[str], sweep_dir: Path, env: dict | None = None, log: list[str] | None = None) -> float:
-    """Run one `python -m expt -m ...` sweep into sweep_dir; return its wall seconds.
+def sweep(args: list[str], sweep_dir: Path, env: dict | None = None, log: list[str] | None = None,
+          quiet: list[str] = QUIET) -> float:
+    """Run one `python -m expt -m ...` sweep into sweep_dir, with ``quiet``'s overrides; return its wall seconds.
 
     With ``log`` (a list), the sweep keeps Hydra's own log (the launcher's lines), appended there.
     """
-    quiet = QUIET if log is None else [q for q in QUIET if not q.startswith("hydra/hydra_logging")]
+    quiet = quiet if log is None else [q for q in quiet if not q.startswith("hydra/hydra_logging")]
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "expt", "-m", *args, *quiet, f"hydra.sweep.dir={sweep_dir}"],
                           env={**os.environ, **(env or {})}, capture_output=True, text=True)
@@ -117,9 +119,9 @@ def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int)
 
     Two 1-epoch rounds of the default run, ``few`` and ``many`` trials: the difference of their
     wall times per extra trial, less what an extra trial adds to training, is what a trial costs
-    besides training (composition, job directory, building, the guard, the event file, checkpoints,
-    test evaluation, metrics.json). Process start-up cancels out. The search varies only the learning
-    rate and L2 (``LR_L2``). With the basic launcher an extra trial adds its own epoch (the mean the
+    besides training (composition, job directory, building, the loss at init and its sanity check as a
+    sweep has them by default, the event file, checkpoints, test evaluation, metrics.json). Process
+    start-up cancels out. The search varies only the learning rate and L2 (``LR_L2``). With the basic launcher an extra trial adds its own epoch (the mean the
     trials measured); under ``hydra/launcher=population`` the round's trials train as one population,
     and an extra trial adds to the population's epoch the difference of the two rounds' epochs per
     extra member.
@@ -135,7 +137,7 @@ def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int)
                 for row in json.loads(m.read_text())["history"]]
 
     stamp, logs = time.monotonic_ns(), []
-    walls = {n: sweep(round_of(n), tmp / f"overhead-{stamp}-{n}", env, logs if together else None)
+    walls = {n: sweep(round_of(n), tmp / f"overhead-{stamp}-{n}", env, logs if together else None, GUARDED)
              for n in (few, many)}
     per_trial = (walls[many] - walls[few]) / (many - few)
     if together:  # every member reports the population's epoch

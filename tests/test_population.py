@@ -103,6 +103,27 @@ def test_a_diverging_member_stops_alone(tmp_path: Path, caplog) -> None:
         assert_same_run(t, a, 1e-5)
 
 
+def test_a_member_that_fails_a_strict_sanity_check_stops_alone_and_the_others_train(tmp_path: Path) -> None:
+    """The guard judges each member's loss at init, measured with the others' (it had measured its own, one
+    member at a time, and a strict failure kept the whole population from starting): the member whose classifier
+    starts 100 times too large stops before its first step with the error its lone run gives, and writes no
+    metrics or checkpoint; the others train as they do alone."""
+    from expt.checks import SanityError
+
+    cfgs = [expt.compose([*CONVNET, "sanity.before_train=strict", *m]) for m in (
+        ["optimizer.lr=1e-3", "trainer.seed=0"], ["optimizer.lr=3e-3", "trainer.seed=1", "init.classifier_scale=100"],
+        ["optimizer.lr=1e-2", "trainer.seed=2"])]
+    together = train_population(cfgs, [tmp_path / f"together{i}" for i in range(3)])
+    assert isinstance(together[1], SanityError), together[1]
+    with pytest.raises(SanityError) as alone:
+        expt.train(cfgs[1], run_dir=tmp_path / "alone1")
+    assert str(together[1]) == str(alone.value) and "The run stops (sanity.before_train=strict" in str(alone.value)
+    assert not (tmp_path / "together1" / "metrics.json").exists()
+    assert not (tmp_path / "together1" / "checkpoints").exists()
+    for i in (0, 2):
+        assert_same_run(together[i], expt.train(cfgs[i], run_dir=tmp_path / f"alone{i}"), 1e-5)
+
+
 def test_one_cycle_and_ema_together_match_alone(tmp_path: Path) -> None:
     """A per-step schedule (each member's rate handed to the engine every step) and the averaged weights."""
     common = [*CONVNET, "regularization=[l2,batchnorm]", "schedule=onecycle", "trainer.ema=0.9", "trainer.log_every=3"]

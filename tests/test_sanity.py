@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -372,14 +373,43 @@ def test_guard_warns_and_trains_by_default(tmp_path: Path, caplog):
     assert "Sanity check failed before training" in record.message and "weight scale too large?" in record.message
 
 
-def test_guard_strict_raises_and_false_stays_silent(digits, caplog):
-    exp = built(digits, "init=gaussian", "init.weight_scale=100", "sanity.before_train=strict")
-    with pytest.raises(sanity.SanityError, match="initial loss"):
-        sanity.guard(exp)
-    exp.cfg.sanity.before_train = "false"
+def test_a_measured_loss_is_judged_as_it_is_and_the_model_runs_only_to_explain_a_failure(digits):
+    exp = built(digits, "init=gaussian", "init.weight_scale=100")
+    x, y = batch(exp, 200)
+    own = sanity.loss_at_init(exp.model, x, y, 10, 0.05)
+    assert not own.passed and "weight scale too large?" in own.hint
+    # within the tolerance: a pass as it is, with no centred loss (the model, whose own loss fails, never ran)
+    judged = sanity.loss_at_init(exp.model, x, y, 10, 0.05, measured=2.31)
+    assert judged.passed and judged.measured == 2.31 and math.isnan(judged.details["loss_without_class_offsets"])
+    # outside it: explained from the model's logits, as the check's own measurement is
+    assert sanity.loss_at_init(exp.model, x, y, 10, 0.05, measured=own.measured).to_dict() == own.to_dict()
+
+
+def test_guard_strict_stops_the_run_before_its_first_step_and_false_stays_silent(tmp_path: Path, caplog):
+    cfg = expt.compose(["init=gaussian", "init.weight_scale=100", "sanity.before_train=strict", *QUICK_RUN])
+    with pytest.raises(sanity.SanityError, match=r"initial loss .* The run stops \(sanity.before_train=strict"):
+        train(cfg, run_dir=tmp_path / "strict")
+    assert not (tmp_path / "strict" / "metrics.json").exists() and not (tmp_path / "strict" / "checkpoints").exists()
+    cfg.sanity.before_train = "false"
     with caplog.at_level(logging.INFO, logger="expt.sanity"):
-        sanity.guard(exp)
-    assert not caplog.records
+        train(cfg, run_dir=tmp_path / "false")
+    assert not [r for r in caplog.records if r.name == "expt.sanity"]
+
+
+def test_the_guard_judges_the_loss_the_run_starts_from(tmp_path: Path, caplog):
+    """One measurement at init: the guard's loss is the data-loss term of the run's initial training loss, measured
+    on the samples training accuracy is measured on; the penalty is the other term."""
+    cfg = expt.compose([*QUICK_RUN, "trainer.train_eval_samples=150"])
+    with caplog.at_level(logging.INFO):
+        metrics = train(cfg, run_dir=tmp_path)
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    judged = float(re.search(r"Sanity check: initial loss (\S+), expected", said)[1])
+    started = re.search(r"Initial training loss (\S+) \(log C = \S+\): the data loss (\S+) \+ penalty (\S+) on the 150 "
+                        r"training samples", said)
+    assert started is not None, said
+    total, data, penalty = map(float, started.groups())
+    assert data == judged and math.isclose(metrics["initial_loss"], total, abs_tol=5e-5)
+    assert math.isclose(total, data + penalty, abs_tol=2e-4) and penalty > 0  # the default run's L2
 
 
 def test_guard_measures_the_data_loss_without_changing_the_run(tmp_path: Path, caplog):

@@ -94,6 +94,7 @@ LAYERS = [
      "expt.init", "expt.preprocess", "expt.augment", "expt.regularization", "expt.averaging", "expt.loss"],
     ["expt.build"],
     ["expt.predict"],
+    ["expt.checks"],
     ["expt.trainer.record", "expt.trainer.engine", "expt.trainer.vmap"],
     ["expt.trainer.loop", "expt.trainer"],
     ["expt.population", "expt.run", "expt.evaluate"],
@@ -109,10 +110,10 @@ def test_imports_follow_the_layers_the_readme_states():
     upward = [f"{m} (layer {layer[m]}) imports {t} (layer {layer[t]})" for m, targets in edges.items() if m in layer
               for t in targets if t in layer and layer[t] > layer[m]]
     assert not upward, upward
-    # the README states this order, lowest last: errors <- config <- ... <- capture <- build <- predict <- trainer ...
+    # the README states this order, lowest last: errors <- config <- ... <- capture <- build <- predict <- checks <- trainer ...
     readme = (ROOT / "README.md").read_text()
     stated = readme.split("Imports run one way", 1)[1].split("\n\n", 1)[0]
-    names = ["`errors`", "`config`", "`capture`", "`build`", "`predict`", "`trainer`", "`run`", "`evaluate`",
+    names = ["`errors`", "`config`", "`capture`", "`build`", "`predict`", "`checks`", "`trainer`", "`run`", "`evaluate`",
              "`sanity`", "`__main__`"]
     positions = [stated.find(n) for n in names]
     assert -1 not in positions and positions == sorted(positions), dict(zip(names, positions))

@@ -39,8 +39,11 @@ def test_default_run_reaches_97_percent_and_writes_its_run_dir(tmp_path):
     epoch_lines = [line for line in proc.stdout.splitlines() if " epoch " in line and "/10" in line]
     assert len(epoch_lines) == 10 and all("val" in line and "lr" in line for line in epoch_lines)
     assert "tensorboard --logdir" in proc.stdout
-    # the loss the run starts from says what it is, beside the guard's check of another sample
-    assert re.search(r"Initial training loss 2\.3\d+ \(log C = 2\.3026\): the data loss \+ penalty on the 1000 "
+    # the loss the run starts from says what it is: the data loss the guard judged, and the penalty
+    judged = re.search(r"Sanity check: initial loss (2\.\d+),", proc.stdout)
+    assert judged is not None, proc.stdout
+    assert re.search(r"Initial training loss 2\.3\d+ \(log C = 2\.3026\): the data loss " + re.escape(judged[1]) +
+                     r" \+ penalty 0\.\d+ on the 1000 "
                      r"training samples training accuracy is measured on; a training loss above 3x it stops the run "
                      r"as diverged", proc.stdout), proc.stdout
     assert (run_dir / ".hydra" / "config.yaml").is_file()
@@ -136,7 +139,7 @@ def test_metrics_json_is_strict_json_when_a_number_is_not_finite(tmp_path, compo
     def interrupted(self):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(RunRecord, "training_loss", interrupted)
+    monkeypatch.setattr(RunRecord, "losses", interrupted)
     with pytest.raises(KeyboardInterrupt):
         expt.train(compose("data.subset=100", "trainer.epochs=2"), run_dir=tmp_path)
 

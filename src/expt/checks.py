@@ -9,7 +9,7 @@ hint when it fails). They take a plain model and tensors, so they apply to any `
 not only the ones expt builds. Check 4 (overfit a tiny set) trains, so it lives with the
 ``mode=sanity`` command in :mod:`expt.sanity`.
 
-Before a normal run, :func:`guard` repeats check 1 on the freshly built model: a warning by
+Before a normal run, :func:`guard` judges check 1 on the loss at init the trainer measures: a warning by
 default, an error with ``sanity.before_train=strict``, nothing with ``sanity.before_train=false``.
 """
 
@@ -52,10 +52,6 @@ GRADCHECK_STEP = 1e-5
 RESOLUTION_FACTOR = 1e5
 # How many entries of one tensor may be tried (kink crossings and unmeasurable entries are redrawn).
 TRIES_PER_ENTRY = 10
-
-# The guard before training measures the loss on at most this many training samples: one forward
-# pass, a standard error of about 0.03 on the loss, and no noticeable delay before the first epoch.
-GUARD_SAMPLES = 500
 
 PenaltyFn = Callable[[nn.Module], "torch.Tensor | float"]
 
@@ -103,6 +99,7 @@ def _fmt(value: float) -> str:
 def loss_at_init(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int, tolerance: float,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = classification_loss,
+    measured: Optional[float] = None,
 ) -> Check:
     """Check 1: the data loss of the initialised model is log C within a relative ``tolerance``.
 
@@ -120,13 +117,18 @@ def loss_at_init(
     When only the raw loss is too high, the excess is an offset shared by every sample: the
     activations feeding the classifier have a non-zero mean (ReLU, GELU, SiLU), which a large
     classifier scale turns into per-class offsets; the hint says so.
+
+    ``measured``: the data loss already measured on (x, y) (the trainer's loss at init, which :func:`guard`
+    judges); the model then runs only where the check fails, for the hint, and a pass has no centred loss.
     """
-    z = logits(model, x).double()
-    loss = float(loss_fn(z, y)) if len(x) else math.nan
-    centred = float(loss_fn(z - z.mean(dim=0), y)) if len(x) else math.nan
     target = math.log(num_classes)
     low, high = target * (1 - tolerance), target * (1 + tolerance)
+    z = None  # the logits: for the loss, or for the hint of a measured loss that fails
+    if len(x) and (measured is None or not low <= measured <= high):
+        z = logits(model, x).double()
+    loss = measured if measured is not None else float(loss_fn(z, y)) if z is not None else math.nan
     passed = math.isfinite(loss) and low <= loss <= high
+    centred = float(loss_fn(z - z.mean(dim=0), y)) if z is not None else math.nan
     hint = ""
     if not math.isfinite(loss):
         hint = "the loss is not finite: NaN or Inf in the inputs or the weights (check the data and the init)"
@@ -494,23 +496,21 @@ def _gradient_verdict(tensors: dict[str, dict[str, Any]], measured: dict[str, An
 
 
 # ----------------------------------------------------------------------------- the guard before training
-def guard(exp: Experiment) -> None:
+def guard(exp: Experiment, x: torch.Tensor, y: torch.Tensor, loss: float) -> None:
     """Check 1 on a freshly built experiment, before its first step, as ``sanity.before_train`` says.
 
     ``warn`` (the default) logs a warning when the initial data loss is far from log C,
     ``strict`` raises :class:`SanityError` (the CLI prints it and exits 1), ``false`` skips it.
-    The data loss alone is measured (in eval mode: no dropout, no penalty, even when the run
-    regularizes), on up to ``GUARD_SAMPLES`` training samples: one forward pass over a
-    subsample, without building anything, drawing no random number and changing no buffer.
+    ``loss`` is the data loss alone (in eval mode: no dropout, no penalty, even when the run
+    regularizes) that the trainer measured on its training subsample (x, y) as the loss the run starts from:
+    the guard judges that number and runs the model again only to explain a failure.
     A resumed run is not checked: its checkpoint replaces the initial weights.
     """
     cfg = exp.cfg
     mode = str(cfg.sanity.before_train).lower()
     if mode == "false" or cfg.trainer.get("resume"):
         return
-    d = exp.data
-    x, y = sample(d.x_train, d.y_train, min(len(d.x_train), GUARD_SAMPLES), int(cfg.trainer.seed))
-    check = loss_at_init(exp.model, x, y, d.num_classes, float(cfg.sanity.loss_tolerance))
+    check = loss_at_init(exp.model, x, y, exp.data.num_classes, float(cfg.sanity.loss_tolerance), measured=loss)
     if check.passed:
         log.info("Sanity check: %s, expected %s.", check.summary, check.expected)
         return

@@ -25,7 +25,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from expt.build import build, build_model
-from expt.checks import guard
 from expt.config import amp_mode
 from expt.dashboard import Dashboard, sweep_context
 from expt.data import Splits, load as load_data
@@ -171,12 +170,11 @@ class Population:
             for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs)):
                 run_dir = Path(run_dir)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                with job_scope(i):  # built, checked and described as the job's own run would be
+                with job_scope(i):  # built and described as the job's own run would be
                     # the same data, preprocessing and dtype (the group key holds them): the first member's splits
                     exp = build(cfg, data=raw, same_data_as=self.records[0].exp if self.records else None,
                                 validated=validated)
                     rng = capture_rng(exp.device)
-                    guard(exp)
                     log.info("%s", exp.summary())
                 scope = self._scope(rng, exp.device, functools.partial(job_scope, i))
                 sweep = sweeps[i] if sweeps is not None else SweepTrial()

@@ -1,8 +1,8 @@
-"""A run as an application: build, the sanity guard, the Trainer, metrics.json, Ctrl-C and errors.
+"""A run as an application: build, the Trainer, metrics.json, Ctrl-C and errors.
 
 :func:`train` is what ``python -m expt`` and ``expt.train`` call: it builds the experiment,
-checks the loss at init (:func:`expt.checks.guard`), trains it with :class:`expt.trainer.Trainer`
-(which writes ``metrics.json`` and the HParams record), and keeps what a failure or Ctrl-C leaves. It is a
+trains it with :class:`expt.trainer.Trainer` (whose loss at init the sanity guard judges first, and which writes
+``metrics.json`` and the HParams record), and keeps what a failure or Ctrl-C leaves. It is a
 trial's edge: what a sweep tells the trial through the environment (:mod:`expt.sweep_env`) is read
 here, once, and handed to the trainer (early stopping) and the dashboard (round, label) as values.
 """
@@ -19,7 +19,6 @@ from typing import Any
 from omegaconf import DictConfig
 
 from expt.build import build
-from expt.checks import guard
 from expt.config import on_schema
 from expt.dashboard import Dashboard, sweep_context
 from expt.errors import StorageError
@@ -77,7 +76,6 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
 def _train(cfg: DictConfig, run_dir: Path, sweep: SweepTrial) -> dict[str, Any]:
     cfg = resume_own_checkpoint(cfg, run_dir, os.environ)  # a requeued cluster job (expt.requeue)
     exp = build(cfg)
-    guard(exp)  # the loss-at-init check, as sanity.before_train says (warn, strict or false)
     log.info("%s", exp.summary())
     dashboard = Dashboard(run_dir, cfg, sweep_context(sweep))
     trainer = Trainer.single(exp, run_dir, dashboard, progress=sys.stderr.isatty() and not in_sweep(),

@@ -206,9 +206,9 @@ class SingleEngine:
         """The epoch's measurements of the one run (:meth:`RunRecord.measure`)."""
         return [r.measure() for r in records]
 
-    def training_losses(self, records) -> list[float]:
-        """The loss at init of the one run: data loss + penalty on its training subsample."""
-        return [r.training_loss() for r in records]
+    def losses(self, records) -> list[tuple[float, Optional[float]]]:
+        """The one run's (data loss, penalty) on its training subsample (:meth:`RunRecord.losses`)."""
+        return [r.losses() for r in records]
 
     def drop(self, positions: list[int]) -> None:
         """The one run stopped: nothing is stacked to take it out of."""

@@ -118,13 +118,13 @@ class Trainer:
         self._leave(record)
 
     def begin(self) -> None:
-        """Each run resumes or measures its loss at init and starts its dashboard; a run of 0 epochs records
-        the model as it is."""
+        """Each run resumes or measures its loss at init (which the sanity guard judges) and starts its dashboard; a
+        run of 0 epochs records the model as it is."""
         # a population measures its members' losses at init together
-        losses = [None] * len(self.records) if self.settings.resume else self.engine.training_losses(self.records)
-        for r, loss in zip(self.records, losses):
+        losses = [None] * len(self.records) if self.settings.resume else self.engine.losses(self.records)
+        for r, measured in zip(self.records, losses):
             with self._alone(r), r.scope():
-                r.begin(self.engine, loss)
+                r.begin(self.engine, measured)
                 if self.settings.epochs == 0 and not r.history:
                     row = {"epoch": 0, "train_loss": r.initial_loss, **r.measure(),
                            "lr": r.exp.schedule.rate(0), "seconds": 0.0}

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from expt import averaging, checkpoint
 from expt.build import Experiment
+from expt.checks import guard
 from expt.errors import ConfigError, StorageError
 from expt.loss import training_loss
 from expt.predict import loss_and_accuracy
@@ -82,10 +83,11 @@ class RunRecord:
         self.scope = contextlib.nullcontext
 
     # ------------------------------------------------------------------ measurements
-    def training_loss(self) -> float:
-        """The model's training loss (:func:`expt.loss.training_loss`) on the fixed training subsample."""
+    def losses(self) -> tuple[float, Optional[float]]:
+        """(data loss, penalty) of the model now on the fixed training subsample: the two terms of its training loss
+        (:func:`expt.loss.training_loss`); the penalty None when the run has none."""
         data_loss, _ = loss_and_accuracy(self.exp.model, *self.train_eval)
-        return training_loss(data_loss, self.penalty())
+        return data_loss, self.penalty()
 
     def penalty(self) -> Optional[float]:
         """The regularization penalty of the model's weights now; None when the run has none."""
@@ -278,19 +280,23 @@ class RunRecord:
         log.info("Resumed from %s after epoch %d", path, self.epoch)
 
     # ------------------------------------------------------------------ the run's course
-    def begin(self, engine, initial_loss: Optional[float] = None) -> None:
-        """Resume, or record the loss at init (``initial_loss``, the engine's measure of :meth:`training_loss`;
-        measured here when None); start the dashboard."""
+    def begin(self, engine, measured: Optional[tuple[float, Optional[float]]] = None) -> None:
+        """Resume, or record the loss at init (``measured``, the engine's measure of :meth:`losses`; measured here when
+        None), which the sanity guard judges first (:func:`expt.checks.guard`: a strict one stops the run here);
+        start the dashboard."""
         e, t = self.exp, self.settings
         self.started = self.saved_at = time.perf_counter()
         if t.resume:
             self.resume(checkpoint.resolve(t.resume), engine)
         else:
             self.forget_earlier_run()  # first: a stop while the loss at init is measured leaves no mix of the two runs
-            self.initial_loss = self.training_loss() if initial_loss is None else initial_loss
-            log.info("Initial training loss %.4f (log C = %.4f): the data loss%s on the %d training samples training "
-                     "accuracy is measured on; a training loss above %gx it stops the run as diverged", self.initial_loss,
-                     math.log(e.data.num_classes), " + penalty" if e.regularizer.active else "", len(self.train_eval[1]),
+            data_loss, penalty = self.losses() if measured is None else measured
+            guard(e, *self.train_eval, data_loss)  # as sanity.before_train says: warn, strict or false
+            self.initial_loss = training_loss(data_loss, penalty)
+            log.info("Initial training loss %.4f (log C = %.4f): the data loss %.4f%s on the %d training samples "
+                     "training accuracy is measured on; a training loss above %gx it stops the run as diverged",
+                     self.initial_loss, math.log(e.data.num_classes), data_loss,
+                     "" if penalty is None else f" + penalty {penalty:.4f}", len(self.train_eval[1]),
                      t.divergence_factor)
         self.dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
         self.threshold = t.divergence_factor * self.initial_loss

@@ -38,7 +38,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from expt.averaging import WarmedUpEMA, blend
 from expt.config import amp_mode
-from expt.loss import classification_loss, training_loss
+from expt.loss import classification_loss
 from expt.predict import EVAL_BATCH, stacked_loss_and_accuracy
 from expt.regularization import clip_unit_norms_, penalized_weights, penalty
 from expt.trainer.engine import CapturedStep
@@ -347,15 +347,14 @@ class VmapEngine:
             penalties = self._penalties(records)
         return [measured_row(t, v, p, e) for t, v, p, e in zip(train, val, penalties, ema)]
 
-    def training_losses(self, records: Sequence[Any]) -> list[float]:
-        """Every member's :meth:`RunRecord.training_loss` (data loss + penalty), in one pass over the stacked
-        weights."""
+    def losses(self, records: Sequence[Any]) -> list[tuple[float, Optional[float]]]:
+        """Every member's :meth:`RunRecord.losses` (data loss, penalty), in one pass over the stacked weights."""
         if not _stackable(records):
-            return [r.training_loss() for r in records]
+            return [r.losses() for r in records]
         with torch.no_grad():
             train = self._on_training_subsample(records)
             penalties = self._penalties(records)
-        return [training_loss(loss, penalty) for (loss, _), penalty in zip(train, penalties)]
+        return [(loss, penalty) for (loss, _), penalty in zip(train, penalties)]
 
     def _on_training_subsample(self, records: Sequence[Any]) -> list[tuple[float, float]]:
         """(data loss, accuracy) of each member on its own fixed training subsample, with one read-back."""
