@@ -671,9 +671,8 @@ def test_a_round_override_that_does_not_compose_stops_the_sweep_before_any_trial
                                        "converted to Integer.")
 
 
-def test_members_measured_together_give_each_members_own_measurements(tmp_path: Path) -> None:
-    """The vmapped evaluation of every member (eval mode, batch norm's running statistics, the averaged weights)
-    against each member's own model measured alone."""
+def three_members(tmp_path: Path):
+    """Three members' run records (batch norm, averaged weights) and the vmapped engine over them."""
     from expt.build import build
     from expt.trainer.record import RunRecord
     from expt.trainer.vmap import VmapEngine, capture_rng
@@ -682,7 +681,13 @@ def test_members_measured_together_give_each_members_own_measurements(tmp_path: 
     for i, member in enumerate(MEMBERS[:3]):
         exp = build(expt.compose([*CONVNET, "regularization=[l2,batchnorm]", "trainer.ema=0.9", *member]))
         records.append(RunRecord(exp, tmp_path / str(i), dashboard=None))
-    engine = VmapEngine(records, [capture_rng(torch.device("cpu")) for _ in records])
+    return records, VmapEngine(records, [capture_rng(torch.device("cpu")) for _ in records])
+
+
+def test_members_measured_together_give_each_members_own_measurements(tmp_path: Path) -> None:
+    """The vmapped evaluation of every member (eval mode, batch norm's running statistics, the averaged weights)
+    against each member's own model measured alone."""
+    records, engine = three_members(tmp_path)
     x, y = records[0].exp.data.x_train, records[0].exp.data.y_train
     for step in range(4):
         rows = torch.stack([torch.randperm(len(x), generator=torch.Generator().manual_seed(10 * step + m))[:32]
@@ -697,6 +702,33 @@ def test_members_measured_together_give_each_members_own_measurements(tmp_path: 
         for key in ("val_loss", "train_data_loss", "ema_val_loss", "penalty"):
             assert t[key] == pytest.approx(a[key], rel=1e-6), key
     assert len({t["val_loss"] for t in together}) == len(records)  # three different members
+
+
+def test_members_tested_together_give_each_members_own_test_numbers(tmp_path: Path) -> None:
+    """The members' best models (of different steps, one of them the averaged weights) tested in one pass over
+    their stacked weights, against each best model loaded into its member's model and tested alone, as a lone run's
+    finish tests it; a member without a best model leaves every member to test its own."""
+    from expt.predict import loss_and_accuracy
+
+    records, engine = three_members(tmp_path)
+    x, y = records[0].exp.data.x_train, records[0].exp.data.y_train
+    assert engine.test(records) == [None, None, None]  # no best model yet
+    for step in range(6):
+        rows = torch.stack([torch.randperm(len(x), generator=torch.Generator().manual_seed(10 * step + m))[:32]
+                            for m in range(len(records))])
+        engine.step(x[rows], y[rows], [r.exp.schedule.rate(step) for r in records])
+        if step in (1, 3, 5):  # member 0's best after 2 steps, member 1's averaged weights after 4, member 2's after 6
+            engine.sync()
+            r = records[(step - 1) // 2]
+            model = r.ema.module if step == 3 else r.exp.model
+            r.best = {**r.best, "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+    together = engine.test(records)
+    data = records[0].exp.data
+    for r, (loss, acc) in zip(records, together):
+        r.exp.model.load_state_dict(r.best["state"])
+        alone = loss_and_accuracy(r.exp.model, data.x_test, data.y_test)
+        assert acc == alone[1] and loss == pytest.approx(alone[0], rel=1e-6)
+    assert len({loss for loss, _ in together}) == len(records)  # three different models
 
 
 def test_an_error_that_stops_the_whole_population_leaves_each_members_best_model(tmp_path: Path, monkeypatch) -> None:

@@ -210,6 +210,10 @@ class SingleEngine:
         """The one run's (data loss, penalty) on its training subsample (:meth:`RunRecord.losses`)."""
         return [r.losses() for r in records]
 
+    def test(self, records) -> list[Optional[tuple[float, float]]]:
+        """Nothing measured ahead: the one run tests its own best model as it finishes (:meth:`RunRecord.finish`)."""
+        return [None for _ in records]
+
     def drop(self, positions: list[int]) -> None:
         """The one run stopped: nothing is stacked to take it out of."""
 

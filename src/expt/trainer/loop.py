@@ -161,20 +161,22 @@ class Trainer:
         return bool(self.active)
 
     def end(self) -> list[Any]:
-        """Every run still training has completed: conclude it; the metrics of all (or the error that stopped an
-        isolated run), in order."""
-        for r in list(self.active):
+        """Every run still training has completed: test their best models (a population's together), conclude each;
+        the metrics of all (or the error that stopped an isolated run), in order."""
+        going = list(self.active)
+        for r, tested in zip(going, self.engine.test(going)):
             with self._alone(r):
-                self.stop(r, COMPLETED)
+                self.stop(r, COMPLETED, tested)
         return [r.failure if r.failure is not None else r.metrics for r in self.records]
 
-    def stop(self, record: RunRecord, status: str) -> dict[str, Any]:
+    def stop(self, record: RunRecord, status: str, tested: Optional[tuple[float, float]] = None) -> dict[str, Any]:
         """End one run: last.pt if it lags (a diverged run's weights are past saving), best.pt, the test
-        evaluation, metrics.json and the dashboard's HParams; the engine lets it go."""
+        evaluation (``tested``: already measured by the engine), metrics.json and the dashboard's HParams; the engine
+        lets it go."""
         with record.scope():
             if status in (COMPLETED, PRUNED) and record.saved_epoch != record.epoch and record.history:
                 record.save(self.engine)
-            metrics = self.conclude(record, status)
+            metrics = self.conclude(record, status, tested)
         self._leave(record)
         return metrics
 
@@ -219,9 +221,9 @@ class Trainer:
                 f"with trainer.resume={record.run_dir}")
         return StorageError(f"{error}, so the run stopped at epoch {record.epoch}; {kept}.")
 
-    def conclude(self, record: RunRecord, status: str) -> dict[str, Any]:
+    def conclude(self, record: RunRecord, status: str, tested: Optional[tuple[float, float]] = None) -> dict[str, Any]:
         """The run's metrics, recorded where every reader looks: metrics.json, HParams, the log."""
-        metrics = record.finish(status, self.engine.warmup_seconds if self.engine.reports_warmup else None)
+        metrics = record.finish(status, self.engine.warmup_seconds if self.engine.reports_warmup else None, tested)
         record.dashboard.hparams(metrics)
         write_metrics(record.run_dir, metrics)
         def percent(key: str) -> str:  # a run stopped before its first epoch measured nothing

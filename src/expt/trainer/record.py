@@ -344,8 +344,15 @@ class RunRecord:
                 return row.get("ema_val_loss" if self.best["averaged"] else "val_loss", row.get("val_loss"))
         return None
 
-    def finish(self, status: str, warmup_seconds: Optional[float] = None) -> dict[str, Any]:
-        """Write best.pt if it lags, evaluate the best model once on the test split, gather the run's metrics."""
+    def announce_test(self) -> None:
+        """Say that the best model is being tested, before it is: seconds on a CPU for a large test split."""
+        log.info("%sTesting the best model (epoch %s) on the %d test samples.", self.log_prefix, self.best["epoch"],
+                 len(self.exp.data.x_test))
+
+    def finish(self, status: str, warmup_seconds: Optional[float] = None,
+               tested: Optional[tuple[float, float]] = None) -> dict[str, Any]:
+        """Write best.pt if it lags, evaluate the best model once on the test split (``tested``: the (loss, accuracy)
+        its engine measured with other runs' best models), gather the run's metrics."""
         e = self.exp
         try:
             self.save_best()
@@ -355,10 +362,11 @@ class RunRecord:
             log.warning("%s%s; the best model is not kept.", self.log_prefix, exc)
         test_loss = test_acc = None
         if self.best["state"] is not None:
-            e.model.load_state_dict(self.best["state"])
-            log.info("%sTesting the best model (epoch %s) on the %d test samples.", self.log_prefix, self.best["epoch"],
-                     len(e.data.x_test))  # seconds on a CPU for a large test split: said before, not after
-            test_loss, test_acc = loss_and_accuracy(e.model, e.data.x_test, e.data.y_test)
+            e.model.load_state_dict(self.best["state"])  # the model the run leaves, tested here or with the others
+            if tested is None:
+                self.announce_test()
+                tested = loss_and_accuracy(e.model, e.data.x_test, e.data.y_test)
+            test_loss, test_acc = tested
         last = self.history[-1] if self.history else {}
         metrics = {
             "status": status,

@@ -356,6 +356,22 @@ class VmapEngine:
             penalties = self._penalties(records)
         return [(loss, penalty) for (loss, _), penalty in zip(train, penalties)]
 
+    def test(self, records: Sequence[Any]) -> list[Optional[tuple[float, float]]]:
+        """Every member's best model on the test split, (loss, accuracy) as :meth:`RunRecord.finish` measures it
+        alone, all members in one pass over their stacked best weights and one read-back; None for each where a
+        member has no best model (each then finishes alone). ``records`` are the engine's members, in order."""
+        if not records or any(r.best["state"] is None for r in records):
+            return [None for _ in records]
+        for r in records:
+            with r.scope():
+                r.announce_test()
+        data = records[0].exp.data
+        with torch.no_grad():
+            best = {n: torch.stack([r.best["state"][n] for r in records]).to(self.device)
+                    for n in (*self.params, *self.buffers)}
+            params, buffers = {n: best[n] for n in self.params}, {n: best[n] for n in self.buffers}
+            return stacked_loss_and_accuracy(self._logits(params, buffers, data.x_test), data.y_test)
+
     def _on_training_subsample(self, records: Sequence[Any]) -> list[tuple[float, float]]:
         """(data loss, accuracy) of each member on its own fixed training subsample, with one read-back."""
         params = {n: p.detach() for n, p in self.params.items()}
