@@ -2,7 +2,7 @@
 # Every GPU figure in one command: the CUDA tests, the GPU benchmarks and, with --presets, the
 # Fashion-MNIST presets over 3 seeds. Each part has its own time limit, so one that runs long cannot
 # take the others' time (overhead.py and population.py keep the rows a limit cuts short, beside their
-# sections); the whole fits in about 7 minutes on one H200-class GPU (11 with --presets). --search alone runs
+# sections); the whole fits in about 8 minutes on one H200-class GPU (12 with --presets). --search alone runs
 # the recipe's staged search on the ConvNet preset, then trains its choice and the preset over 3 seeds
 # (bench/presets.py --search), in about 8 minutes.
 #
@@ -54,6 +54,7 @@ part 90 $py bench/overhead.py --device cuda --quick --only "convnet / digits" \
   --only "fashion_mnist preset / 10k slice" --results "$results"
 part 150 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" "convnet / synthetic 3x32x32" \
   --sizes 1 16 64 --basic-trials 4 --results "$results"
+part 75 $py bench/sweeps.py --overhead --device cuda --only population --repeats 1 --rounds 4 16 --results "$results"
 if [ $presets = 1 ]; then
   part 220 $py bench/presets.py --parallel 6 --deadline 110 --stop-after 200 --out "$out" --results "$results"
 fi

@@ -15,11 +15,13 @@ validation loss), its validation loss and test accuracy, the epochs and trials s
 gives the median over seeds and the range.
 
 Overhead: the seconds a 1-epoch trial costs beyond its epoch, from two rounds of 2 and 10 trials
-(see ``overhead``), optionally against another source tree (``--before old-checkout/src``).
+(see ``overhead``), optionally against another source tree (``--before old-checkout/src``); on a GPU with
+``--device cuda`` (its own section), for some kinds of trial only with ``--only``.
 
     python bench/sweeps.py                 # throughput and quality, 5 seeds
     python bench/sweeps.py --seeds 3 --skip-throughput
     python bench/sweeps.py --overhead --before /path/to/old/checkout/src
+    python bench/sweeps.py --overhead --device cuda --only population --repeats 1 --rounds 4 20
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -114,7 +117,7 @@ LR_L2 = ["hydra.sweeper.params={schedule.gamma:null,model.num_filters:null,model
          "regularization.dropout:null}"]
 
 
-def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int) -> dict[str, float]:
+def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int, device: str = "cpu") -> dict[str, float]:
     """Seconds a trial costs beyond its own epoch.
 
     Two 1-epoch rounds of the default run, ``few`` and ``many`` trials: the difference of their
@@ -124,12 +127,13 @@ def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int)
     start-up cancels out. The search varies only the learning rate and L2 (``LR_L2``). With the basic launcher an extra trial adds its own epoch (the mean the
     trials measured); under ``hydra/launcher=population`` the round's trials train as one population,
     and an extra trial adds to the population's epoch the difference of the two rounds' epochs per
-    extra member.
+    extra member. The trials train on ``device``.
     """
     together = POPULATION in extra
 
     def round_of(n: int) -> list[str]:
-        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false", *extra, *LR_L2,
+        return ["hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false", f"trainer.device={device}",
+                *extra, *LR_L2,
                 f"hydra.sweeper.rounds=[{{trials:{n},top_k:1,overrides:['trainer.epochs=1']}}]"]
 
     def epochs(n: int) -> list[float]:
@@ -150,19 +154,24 @@ def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int)
     return {"per_trial": per_trial, "epoch": epoch, "overhead": per_trial - epoch}
 
 
-def overhead_table(tmp: Path, before: Path | None, repeats: int, few: int, many: int) -> str:
+OVERHEAD_VARIANTS: list[tuple[str, list[str]]] = [  # a kind of trial -> the overrides that make it
+    ("a last-round trial (every diagnostic)", []),
+    ("an earlier round's trial (no heavy diagnostics)", ["dashboard.sweep_diagnostics=none"]),
+    ("an earlier round's trial, hydra/launcher=population", ["dashboard.sweep_diagnostics=none", POPULATION]),
+]
+
+
+def overhead_table(tmp: Path, before: Path | None, repeats: int, few: int, many: int,
+                   device: str = "cpu", only: list[str] | None = None) -> str:
     """The overhead of this tree (and of ``before``, another source tree, when given), median of ``repeats``,
-    from rounds of ``few`` and ``many`` trials (:func:`overhead`).
+    from rounds of ``few`` and ``many`` trials on ``device`` (:func:`overhead`), for the variants whose names hold
+    one of ``only`` (all by default).
 
     A one-round sweep is its own last round, whose trials write every diagnostic; the trials of
     the rounds before the last write what ``dashboard.sweep_diagnostics=none`` leaves. With ``before``
     each variant is measured on both trees in turn, repeat by repeat, so both see the same machine.
     """
-    variants: list[tuple[str, list[str]]] = [
-        ("a last-round trial (every diagnostic)", []),
-        ("an earlier round's trial (no heavy diagnostics)", ["dashboard.sweep_diagnostics=none"]),
-        ("an earlier round's trial, hydra/launcher=population", ["dashboard.sweep_diagnostics=none", POPULATION]),
-    ]
+    variants = [(name, extra) for name, extra in OVERHEAD_VARIANTS if not only or any(o in name for o in only)]
     trees: list[tuple[str, dict | None]] = [("this version", None)]
     if before is not None:
         trees.insert(0, (f"before ({before})", {"PYTHONPATH": str(before)}))
@@ -172,7 +181,7 @@ def overhead_table(tmp: Path, before: Path | None, repeats: int, few: int, many:
         rows: dict[str, list[dict[str, float]]] = {tree: [] for tree, _ in trees}
         for _ in range(repeats):
             for tree, env in trees:
-                rows[tree].append(overhead(tmp, env, extra, few, many))
+                rows[tree].append(overhead(tmp, env, extra, few, many, device))
         for tree, _ in trees:
             med = {k: statistics.median(r[k] for r in rows[tree]) for k in rows[tree][0]}
             lines.append(f"| {tree} | {name} | {med['per_trial']:.3f} | {med['epoch']:.3f} | {med['overhead']:.3f} "
@@ -263,15 +272,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, nargs=2, default=(2, 10), metavar=("FEW", "MANY"),
                         help="with --overhead: the trials of the two rounds whose difference is measured "
                              "(default: %(default)s; more trials, less noise)")
+    parser.add_argument("--device", default="cpu", help="with --overhead: where the trials train (cpu, cuda; default cpu)")
+    parser.add_argument("--only", action="append", metavar="TEXT",
+                        help="with --overhead: only the kinds of trial whose names hold TEXT (repeatable), of: "
+                             + "; ".join(name for name, _ in OVERHEAD_VARIANTS))
     parser.add_argument("--trials", type=int, default=16, help="trials in the throughput round (default: %(default)s)")
     results_option(parser)
     args = parser.parse_args()
     if not 2 <= args.rounds[0] < args.rounds[1]:  # a round of one trial would train alone under the population launcher
         parser.error(f"--rounds {args.rounds[0]} {args.rounds[1]}: FEW must be at least 2 and less than MANY")
+    unknown = [o for o in args.only or [] if not any(o in name for name, _ in OVERHEAD_VARIANTS)]
+    if unknown:
+        parser.error(f"--only {unknown[0]!r} is in no kind of trial's name: "
+                     + "; ".join(name for name, _ in OVERHEAD_VARIANTS))
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: no CUDA device here")
     with tempfile.TemporaryDirectory() as tmp:
         if args.overhead:
-            write_results("trial-overhead", "Seconds a sweep trial costs beyond its epoch (basic and population launchers)",
-                          overhead_table(Path(tmp), args.before, args.repeats, *args.rounds), machine(), args.results)
+            gpu = args.device.startswith("cuda")
+            write_results(f"trial-overhead{'-gpu' if gpu else ''}",
+                          f"Seconds a sweep trial costs beyond its epoch (basic and population launchers, {args.device})",
+                          overhead_table(Path(tmp), args.before, args.repeats, *args.rounds, args.device, args.only),
+                          machine(args.device), args.results)
             return
         if not args.skip_throughput:
             write_results("sweep-throughput", f"Sweep throughput: a 1-epoch round of {args.trials} trials of the default run",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from conftest import run_cli
 
 from test_bench import BENCH, measured, median, median_of, percent, positive, run_bench, table
@@ -39,10 +40,10 @@ def test_sweeps_times_two_launchers_and_compares_searches(tmp_path):
 
 
 def test_sweeps_measures_the_seconds_a_trial_costs_beyond_its_epoch(tmp_path):
-    text = run_bench("sweeps.py", "--overhead", "--repeats=1", "--rounds", "2", "4", results=tmp_path / "R.md")
-    rows = table(text, "trial-overhead")
+    text = run_bench("sweeps.py", "--overhead", "--repeats=1", "--rounds", "2", "4", "--only", "last-round",
+                     "--only", "population", results=tmp_path / "R.md")
+    rows = table(text, "trial-overhead")  # the kinds of trial --only names, in the table's order
     assert [r[:2] for r in rows] == [["this version", "a last-round trial (every diagnostic)"],
-                                     ["this version", "an earlier round's trial (no heavy diagnostics)"],
                                      ["this version", "an earlier round's trial, hydra/launcher=population"]]
     for _, name, per_trial, epoch, overhead, per_minute in rows:  # measured, never judged
         # differences of wall times (and, for the population, of two epochs): a loaded machine may even
@@ -50,6 +51,18 @@ def test_sweeps_measures_the_seconds_a_trial_costs_beyond_its_epoch(tmp_path):
         assert all(math.isfinite(float(cell)) for cell in (per_trial, epoch, overhead, per_minute)), name
         if "population" not in name:
             measured(epoch)
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--only", "populaton"], "--only 'populaton' is in no kind of trial's name: a last-round trial"),
+    (["--device", "cuda:0"], "--device cuda:0: no CUDA device here"),
+])
+def test_sweeps_refuses_an_overhead_it_cannot_measure_before_any_sweep(tmp_path, args, said):
+    if "--device" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    done = run_cli("--overhead", *args, f"--results={tmp_path / 'R.md'}", program=BENCH / "sweeps.py", cwd=tmp_path)
+    assert done.returncode == 2 and said in done.stderr, done.stderr
+    assert not (tmp_path / "R.md").exists()
 
 
 @pytest.mark.parametrize("few, many", [("10", "2"), ("4", "4"), ("1", "10")])
