@@ -49,6 +49,7 @@ class Trainer:
         self.settings = first.settings
         self.steps = first.exp.steps_per_epoch
         self.begun = False
+        self.stepping = True  # until the runs end: then the engine takes no more steps, and no run leaves it
 
     @classmethod
     def single(cls, exp, run_dir, dashboard, progress: bool = False, report=None) -> "Trainer":
@@ -164,6 +165,7 @@ class Trainer:
         """Every run still training has completed: test their best models (a population's together), conclude each;
         the metrics of all (or the error that stopped an isolated run), in order."""
         going = list(self.active)
+        self.stepping = False  # the runs leave one by one below: restacking the others each time would be wasted
         for r, tested in zip(going, self.engine.test(going)):
             with self._alone(r):
                 self.stop(r, COMPLETED, tested)
@@ -181,11 +183,12 @@ class Trainer:
         return metrics
 
     def _leave(self, record: RunRecord) -> None:
-        """A run that has stopped leaves the active runs and the engine."""
+        """A run that has stopped leaves the active runs and, while the engine still steps, the engine."""
         if record in self.active:
             position = self.active.index(record)
             self.active.pop(position)
-            self.engine.drop([position])
+            if self.stepping:
+                self.engine.drop([position])
 
     def interrupt(self) -> None:
         """After Ctrl-C: each run not yet ended keeps what its finished epochs measured (metrics.json with status
