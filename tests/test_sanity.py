@@ -386,14 +386,33 @@ def test_a_measured_loss_is_judged_as_it_is_and_the_model_runs_only_to_explain_a
 
 
 def test_guard_strict_stops_the_run_before_its_first_step_and_false_stays_silent(tmp_path: Path, caplog):
+    """strict stops the run before it writes anything of its own: a fresh directory gets no metrics or
+    checkpoint, and an earlier run in the same directory is left as it was (the new run would replace it)."""
     cfg = expt.compose(["init=gaussian", "init.weight_scale=100", "sanity.before_train=strict", *QUICK_RUN])
     with pytest.raises(sanity.SanityError, match=r"initial loss .* The run stops \(sanity.before_train=strict"):
         train(cfg, run_dir=tmp_path / "strict")
     assert not (tmp_path / "strict" / "metrics.json").exists() and not (tmp_path / "strict" / "checkpoints").exists()
+    earlier = tmp_path / "earlier"
+    train(expt.compose([*QUICK_RUN]), run_dir=earlier)
+    kept = {p: p.read_bytes() for p in [earlier / "metrics.json", *(earlier / "checkpoints").iterdir(),
+                                         *earlier.glob("events.out.tfevents.*")]}
+    with pytest.raises(sanity.SanityError):
+        train(cfg, run_dir=earlier)
+    assert {p: p.read_bytes() for p in kept if p.exists()} == kept
     cfg.sanity.before_train = "false"
     with caplog.at_level(logging.INFO, logger="expt.sanity"):
         train(cfg, run_dir=tmp_path / "false")
     assert not [r for r in caplog.records if r.name == "expt.sanity"]
+
+
+def test_the_guard_called_on_an_experiment_alone_measures_a_sample_of_its_own(digits, caplog):
+    exp = built(digits, "init=gaussian", "init.weight_scale=100", "sanity.before_train=strict")
+    with pytest.raises(sanity.SanityError, match="initial loss .* weight scale too large?"):
+        sanity.guard(exp)
+    with caplog.at_level(logging.INFO, logger="expt.sanity"):
+        sanity.guard(built(digits))  # the default model passes
+    said = [r.getMessage() for r in caplog.records if r.name == "expt.sanity"]
+    assert len(said) == 1 and said[0].startswith("Sanity check: initial loss 2."), said
 
 
 def test_the_guard_judges_the_loss_the_run_starts_from(tmp_path: Path, caplog):

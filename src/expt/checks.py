@@ -53,6 +53,10 @@ RESOLUTION_FACTOR = 1e5
 # How many entries of one tensor may be tried (kink crossings and unmeasurable entries are redrawn).
 TRIES_PER_ENTRY = 10
 
+# The guard called on an experiment alone measures the loss on at most this many training samples: one forward
+# pass, a standard error of about 0.03 on the loss (a run's trainer hands it the loss at init it measured).
+GUARD_SAMPLES = 500
+
 PenaltyFn = Callable[[nn.Module], "torch.Tensor | float"]
 
 
@@ -496,20 +500,26 @@ def _gradient_verdict(tensors: dict[str, dict[str, Any]], measured: dict[str, An
 
 
 # ----------------------------------------------------------------------------- the guard before training
-def guard(exp: Experiment, x: torch.Tensor, y: torch.Tensor, loss: float) -> None:
+def guard(exp: Experiment, x: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
+          loss: Optional[float] = None) -> None:
     """Check 1 on a freshly built experiment, before its first step, as ``sanity.before_train`` says.
 
     ``warn`` (the default) logs a warning when the initial data loss is far from log C,
     ``strict`` raises :class:`SanityError` (the CLI prints it and exits 1), ``false`` skips it.
     ``loss`` is the data loss alone (in eval mode: no dropout, no penalty, even when the run
     regularizes) that the trainer measured on its training subsample (x, y) as the loss the run starts from:
-    the guard judges that number and runs the model again only to explain a failure.
+    the guard judges that number and runs the model again only to explain a failure. Called on ``exp`` alone,
+    it measures the data loss on up to ``GUARD_SAMPLES`` training samples itself.
     A resumed run is not checked: its checkpoint replaces the initial weights.
     """
     cfg = exp.cfg
     mode = str(cfg.sanity.before_train).lower()
     if mode == "false" or cfg.trainer.get("resume"):
         return
+    if x is None or y is None:
+        d = exp.data
+        x, y = sample(d.x_train, d.y_train, min(len(d.x_train), GUARD_SAMPLES), int(cfg.trainer.seed))
+        loss = None
     check = loss_at_init(exp.model, x, y, exp.data.num_classes, float(cfg.sanity.loss_tolerance), measured=loss)
     if check.passed:
         log.info("Sanity check: %s, expected %s.", check.summary, check.expected)

@@ -27,6 +27,7 @@ from expt.config import on_schema, validate
 from expt.checks import (
     ACCEPTABLE_REL_ERROR,
     GOOD_REL_ERROR,
+    GUARD_SAMPLES,
     WRONG_REL_ERROR,
     Check,
     SanityError,
@@ -47,7 +48,7 @@ log = logging.getLogger("expt.sanity")  # the sanity checks speak under one name
 
 # The checks' public names, kept where callers have found them since before expt.checks existed.
 __all__ = [
-    "ACCEPTABLE_REL_ERROR", "GOOD_REL_ERROR", "WRONG_REL_ERROR", "Check", "SanityError",
+    "ACCEPTABLE_REL_ERROR", "GOOD_REL_ERROR", "GUARD_SAMPLES", "WRONG_REL_ERROR", "Check", "SanityError",
     "data_loss", "format_report", "gradient_check", "guard", "logits", "loss_at_init", "overfit_small_set",
     "regularization_raises_loss", "relative_error", "run_checks", "sample", "with_values",
 ]

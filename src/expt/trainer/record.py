@@ -289,9 +289,12 @@ class RunRecord:
         if t.resume:
             self.resume(checkpoint.resolve(t.resume), engine)
         else:
-            self.forget_earlier_run()  # first: a stop while the loss at init is measured leaves no mix of the two runs
-            data_loss, penalty = self.losses() if measured is None else measured
-            guard(e, *self.train_eval, data_loss)  # as sanity.before_train says: warn, strict or false
+            if measured is None:  # measured here once an earlier run's files are gone: a stop meanwhile mixes none
+                self.forget_earlier_run()
+                measured = self.losses()
+            data_loss, penalty = measured
+            guard(e, *self.train_eval, data_loss)  # as sanity.before_train says (warn, strict or false); a strict
+            self.forget_earlier_run()  # stop leaves an earlier run in this directory as it was
             self.initial_loss = training_loss(data_loss, penalty)
             log.info("Initial training loss %.4f (log C = %.4f): the data loss %.4f%s on the %d training samples "
                      "training accuracy is measured on; a training loss above %gx it stops the run as diverged",
