@@ -563,6 +563,23 @@ def test_a_member_whose_own_work_fails_stops_alone_as_under_the_basic_launcher(t
         assert_same_run(together, alone, 1e-5)
 
 
+@pytest.mark.slow
+def test_a_member_that_fails_a_strict_check_is_reported_as_under_the_basic_launcher(tmp_path: Path) -> None:
+    """Job 1's classifier starts 100 times too large, with sanity.before_train=strict: under either launcher it fails
+    with the check's paragraph alone (no traceback), recorded as a config error, and job 0 completes."""
+    for launcher in ("basic", "population"):
+        sweep = tmp_path / launcher
+        done = run_cli("--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}", *CONVNET,
+                       "sanity.before_train=strict", "init.classifier_scale=0.05,100", cwd=tmp_path,
+                       env={"OMP_NUM_THREADS": "1"})
+        said = done.stdout + done.stderr
+        assert ("population of 2: jobs 0, 1" in said) == (launcher == "population"), said[-3000:]
+        assert done.returncode == 1 and "Traceback" not in said, (launcher, said[-3000:])
+        assert "Error in the config: Sanity check failed before training: initial loss" in said, (launcher, said[-3000:])
+        assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "completed"
+        assert not (sweep / "1" / "metrics.json").exists()
+
+
 def test_a_member_whose_directory_another_process_trains_in_fails_alone_and_writes_nothing_there(
         tmp_path: Path) -> None:
     """The same sweep started twice into one sweep directory: job 1's directory is held by another process. Job 1

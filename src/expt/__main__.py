@@ -68,20 +68,20 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # This job trains nothing and the others go on; the sweeper records it as failed. Hydra prints
             # a TrialConfigError as its message alone (a plain multirun, at its end, then exits 1).
-            from expt.job_errors import PREFIX, TrialConfigError
+            from expt.job_errors import PREFIX, as_trial_error
 
             log.error("%s%s This job trains nothing; the other jobs go on.", PREFIX, exc)
-            raise TrialConfigError(f"{PREFIX}{exc}") from exc
+            raise as_trial_error(exc) from exc
         report_error(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
         raise SystemExit(1)
     except StorageError as exc:  # the disk, not the run: what could not be written, and what was kept
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:  # as a ConfigError: the message alone; the sweep goes on
-            from expt.job_errors import TrialStorageError
+            from expt.job_errors import as_trial_error
 
             log.error("Error: %s This job stops; the other jobs go on.", exc)
-            raise TrialStorageError(str(exc)) from exc
+            raise as_trial_error(exc) from exc
         report_error(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
         raise SystemExit(1)
 

@@ -22,3 +22,15 @@ class TrialConfigError(ConfigError, CompactHydraException):
 
 class TrialStorageError(StorageError, CompactHydraException):
     """A job of a multirun that could not write a file it must keep (a full disk): it stops, the other jobs go on."""
+
+
+def as_trial_error(exc: BaseException) -> BaseException:
+    """What a multirun job raises for ``exc``: bad input (a ConfigError) or a full disk (a StorageError) as its paragraph
+    alone, the other errors as they are."""
+    if isinstance(exc, CompactHydraException):
+        return exc
+    if isinstance(exc, ConfigError):
+        return TrialConfigError(f"{PREFIX}{exc}")
+    if isinstance(exc, StorageError):
+        return TrialStorageError(str(exc))
+    return exc

@@ -44,7 +44,7 @@ from expt import checkpoint
 from expt.config import to_yaml
 from expt.errors import ConfigError, StorageError
 from expt.files import only_writer
-from expt.job_errors import TrialStorageError
+from expt.job_errors import TrialStorageError, as_trial_error
 from expt.requeue import continue_sweep
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
@@ -122,11 +122,14 @@ class _Job:
 class _Trained:
     """A population member's task, as its job's bookkeeping calls it: it hands back what the population gave it."""
 
-    result: Any  # the member's metrics dict, or the exception that stopped the population
+    result: Any  # the member's metrics dict, or the exception that stopped it (or the population)
 
     def __call__(self, _cfg: DictConfig) -> RunResult:
-        if isinstance(self.result, BaseException):
-            raise self.result
+        if isinstance(self.result, BaseException):  # as a lone job raises it: bad input or a full disk as its paragraph
+            error = self.result if os.environ.get("HYDRA_FULL_ERROR") == "1" else as_trial_error(self.result)
+            if error is self.result:
+                raise error
+            raise error from self.result
         return RunResult(self.result)
 
 
