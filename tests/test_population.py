@@ -748,6 +748,51 @@ def test_members_tested_together_give_each_members_own_test_numbers(tmp_path: Pa
     assert len({loss for loss, _ in together}) == len(records)  # three different models
 
 
+def test_testing_together_gives_way_to_each_members_own_test_and_never_costs_a_checkpoint(tmp_path: Path, monkeypatch,
+                                                                                          caplog) -> None:
+    """Each member's last.pt is written before the members' best models are tested together: an error there lets
+    each member test its own (the same numbers), and Ctrl-C there leaves every member resumable from its last
+    epoch. A model of one's own with a buffer its state leaves out is tested with the member's own buffer."""
+    from expt.trainer.vmap import VmapEngine
+
+    def members(common: list[str] = CONVNET) -> list:
+        return [expt.compose([*common, *m]) for m in MEMBERS[:2]]
+
+    together = train_population(members(), [tmp_path / f"together{i}" for i in range(2)])
+
+    def fails(self, records):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(VmapEngine, "test", fails)
+    with caplog.at_level("WARNING", logger="expt.trainer.loop"):
+        each = train_population(members(), [tmp_path / f"each{i}" for i in range(2)])
+    assert "Testing the best models together failed (RuntimeError: out of memory): each run tests its own." in \
+        caplog.text
+    for t, e in zip(together, each):
+        assert e["status"] == "completed"
+        assert_same_run(t, e, 1e-6)
+
+    def interrupted(self, records):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(VmapEngine, "test", interrupted)
+    dirs = [tmp_path / f"stopped{i}" for i in range(2)]
+    with pytest.raises(KeyboardInterrupt):
+        train_population(members(), dirs)
+    for d in dirs:
+        assert torch.load(d / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 2
+        assert json.loads((d / "metrics.json").read_text())["status"] == "interrupted"
+    monkeypatch.undo()
+
+    own = ["~model", "+model._target_=tests_helpers.ScaledMLP", *CONVNET[3:]]  # CONVNET less its model keys
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="expt.trainer.loop"):
+        together = train_population(members(own), [tmp_path / f"own{i}" for i in range(2)])
+    assert "together failed" not in caplog.text  # tested together, the buffer taken from each member's model
+    for i, cfg in enumerate(members(own)):
+        assert_same_run(together[i], expt.train(cfg, run_dir=tmp_path / f"own-alone{i}"), 1e-5)
+
+
 def test_an_error_that_stops_the_whole_population_leaves_each_members_best_model(tmp_path: Path, monkeypatch) -> None:
     """A full disk met by the shared engine (not one member's own write) stopped every member without its best.pt;
     the launcher's cleanup used to save them, and the trainer, which now keeps what any stop leaves, must too."""

@@ -164,20 +164,35 @@ class Trainer:
     def end(self) -> list[Any]:
         """Every run still training has completed: test their best models (a population's together), conclude each;
         the metrics of all (or the error that stopped an isolated run), in order."""
-        going = list(self.active)
         self.stepping = False  # the runs leave one by one below: restacking the others each time would be wasted
-        for r, tested in zip(going, self.engine.test(going)):
+        for r in list(self.active):  # last.pt first, which the test cannot then take away (an error, Ctrl-C)
+            with self._alone(r), r.scope():
+                r.save_if_behind(self.engine)
+        going = list(self.active)
+        for r, tested in zip(going, self._tested(going)):
             with self._alone(r):
                 self.stop(r, COMPLETED, tested)
         return [r.failure if r.failure is not None else r.metrics for r in self.records]
+
+    def _tested(self, records: list[RunRecord]) -> list[Optional[tuple[float, float]]]:
+        """The engine's test of the runs' best models together (None for each it leaves to the run itself); if it
+        fails, an isolated trainer's runs each test their own, so that an error of one run's stops it alone."""
+        try:
+            return self.engine.test(records)
+        except Exception as exc:
+            if not self.isolate:
+                raise
+            log.warning("Testing the best models together failed (%s: %s): each run tests its own.",
+                        type(exc).__name__, exc)
+            return [None] * len(records)
 
     def stop(self, record: RunRecord, status: str, tested: Optional[tuple[float, float]] = None) -> dict[str, Any]:
         """End one run: last.pt if it lags (a diverged run's weights are past saving), best.pt, the test
         evaluation (``tested``: already measured by the engine), metrics.json and the dashboard's HParams; the engine
         lets it go."""
         with record.scope():
-            if status in (COMPLETED, PRUNED) and record.saved_epoch != record.epoch and record.history:
-                record.save(self.engine)
+            if status in (COMPLETED, PRUNED):
+                record.save_if_behind(self.engine)
             metrics = self.conclude(record, status, tested)
         self._leave(record)
         return metrics

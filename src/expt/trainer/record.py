@@ -215,6 +215,11 @@ class RunRecord:
         self.saved_epoch, self.saved_at = self.epoch, time.perf_counter()
         self.save_best()
 
+    def save_if_behind(self, engine) -> None:
+        """last.pt, where the run has trained an epoch since it was written."""
+        if self.saved_epoch != self.epoch and self.history:
+            self.save(engine)
+
     def save_best(self) -> None:
         if not self.best_written and self.best["state"] is not None:
             b = self.best

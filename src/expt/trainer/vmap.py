@@ -359,17 +359,23 @@ class VmapEngine:
     def test(self, records: Sequence[Any]) -> list[Optional[tuple[float, float]]]:
         """Every member's best model on the test split, (loss, accuracy) as :meth:`RunRecord.finish` measures it
         alone, all members in one pass over their stacked best weights and one read-back; None for each where a
-        member has no best model (each then finishes alone). ``records`` are the engine's members, in order."""
+        member has no best model (each then finishes alone). ``records``: members of this engine. A buffer a best
+        model's state leaves out (not persistent) is the member's own, as loading that state leaves it in a model."""
         if not records or any(r.best["state"] is None for r in records):
             return [None for _ in records]
         for r in records:
             with r.scope():
                 r.announce_test()
+        positions = [self.records.index(r) for r in records]
+
+        def stacked(name: str, current: torch.Tensor) -> torch.Tensor:
+            return torch.stack([r.best["state"][name] if name in r.best["state"] else current[pos]
+                                for r, pos in zip(records, positions)]).to(self.device)
+
         data = records[0].exp.data
         with torch.no_grad():
-            best = {n: torch.stack([r.best["state"][n] for r in records]).to(self.device)
-                    for n in (*self.params, *self.buffers)}
-            params, buffers = {n: best[n] for n in self.params}, {n: best[n] for n in self.buffers}
+            params = {n: stacked(n, p) for n, p in self.params.items()}
+            buffers = {n: stacked(n, b) for n, b in self.buffers.items()}
             return stacked_loss_and_accuracy(self._logits(params, buffers, data.x_test), data.y_test)
 
     def _on_training_subsample(self, records: Sequence[Any]) -> list[tuple[float, float]]:
