@@ -777,8 +777,10 @@ def test_testing_together_gives_way_to_each_members_own_test_and_never_costs_a_c
 
     monkeypatch.setattr(VmapEngine, "test", interrupted)
     dirs = [tmp_path / f"stopped{i}" for i in range(2)]
-    with pytest.raises(KeyboardInterrupt):
+    caplog.clear()
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING", logger="expt.trainer.loop"):
         train_population(members(), dirs)
+    assert caplog.text.count("Interrupted after epoch 2 and its checkpoint; checkpoints/last.pt holds epoch 2") == 2
     for d in dirs:
         assert torch.load(d / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 2
         assert json.loads((d / "metrics.json").read_text())["status"] == "interrupted"

@@ -219,9 +219,10 @@ class Trainer:
                 except OSError as exc:  # metrics.json on a full disk: the line below still says what last.pt holds
                     log.warning("%s%s: %s", r.log_prefix, type(exc).__name__, exc)
                 # a Ctrl-C between an epoch's measurement and its checkpoint: metrics.json holds that epoch
-                measured = bool(r.history) and r.history[-1].get("epoch") == r.epoch and r.saved_epoch != r.epoch
+                ended = bool(r.history) and r.history[-1].get("epoch") == r.epoch  # its epoch measured
+                measured = ended and r.saved_epoch != r.epoch
                 when = (f"after epoch {r.epoch} was measured, before its checkpoint" if measured
-                        else f"during epoch {r.epoch}")
+                        else f"after epoch {r.epoch} and its checkpoint" if ended else f"during epoch {r.epoch}")
                 if r.saved_epoch is None:
                     log.warning("%sInterrupted %s%s: nothing to resume.", r.log_prefix, when,
                                 "" if measured else ", before the first checkpoint")
