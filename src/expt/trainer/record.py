@@ -298,8 +298,9 @@ class RunRecord:
                 self.forget_earlier_run()
                 measured = self.losses()
             data_loss, penalty = measured
-            guard(e, *self.train_eval, data_loss)  # as sanity.before_train says (warn, strict or false); a strict
-            self.forget_earlier_run()  # stop leaves an earlier run in this directory as it was
+            # judged before an earlier run's files here go, so that a strict stop leaves that run as it was
+            guard(e, *self.train_eval, data_loss)  # as sanity.before_train says: warn, strict or false
+            self.forget_earlier_run()
             self.initial_loss = training_loss(data_loss, penalty)
             log.info("Initial training loss %.4f (log C = %.4f): the data loss %.4f%s on the %d training samples "
                      "training accuracy is measured on; a training loss above %gx it stops the run as diverged",
