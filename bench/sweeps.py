@@ -117,17 +117,19 @@ LR_L2 = ["hydra.sweeper.params={schedule.gamma:null,model.num_filters:null,model
          "regularization.dropout:null}"]
 
 
-def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int, device: str = "cpu") -> dict[str, float]:
+def overhead(tmp: Path, env: dict | None, extra: list[str], few: int, many: int,
+             device: str = "cpu") -> dict[str, float]:
     """Seconds a trial costs beyond its own epoch.
 
     Two 1-epoch rounds of the default run, ``few`` and ``many`` trials: the difference of their
     wall times per extra trial, less what an extra trial adds to training, is what a trial costs
     besides training (composition, job directory, building, the loss at init and its sanity check as a
     sweep has them by default, the event file, checkpoints, test evaluation, metrics.json). Process
-    start-up cancels out. The search varies only the learning rate and L2 (``LR_L2``). With the basic launcher an extra trial adds its own epoch (the mean the
-    trials measured); under ``hydra/launcher=population`` the round's trials train as one population,
-    and an extra trial adds to the population's epoch the difference of the two rounds' epochs per
-    extra member. The trials train on ``device``.
+    start-up cancels out. The search varies only the learning rate and L2 (``LR_L2``). With the basic
+    launcher an extra trial adds its own epoch (the mean the trials measured); under
+    ``hydra/launcher=population`` the round's trials train as one population, and an extra trial adds to
+    the population's epoch the difference of the two rounds' epochs per extra member. The trials train on
+    ``device``.
     """
     together = POPULATION in extra
 
