@@ -897,6 +897,7 @@ def test_every_legend_entry_fits_inside_its_picture(tmp_path, monkeypatch):
                                                               tie_samples=tie_samples))
         for fig in drawn:
             assert fig.dpi == 80  # TensorBoard's picture
+            fig.canvas.draw()  # as TensorBoard's image is drawn (the PNG's draw at twice the resolution came after it)
             renderer = fig.canvas.get_renderer()
             texts = [t for legend in fig.legends for t in legend.get_texts()]
             assert any(said in t.get_text().replace("\n  ", " ") for t in texts), [t.get_text() for t in texts]

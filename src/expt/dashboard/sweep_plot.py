@@ -214,10 +214,10 @@ class _Pictures:
             canvas.draw()  # at TensorBoard's resolution, where text is widest against the picture
             if all(t.get_window_extent().x1 <= fig.bbox.x1 for lg in fig.legends for t in lg.get_texts()):
                 break
+        # the last draw is TensorBoard's image: taken before the PNG's own draw at twice the resolution
+        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
         path = self.sweep_dir / name
         fig.savefig(path, dpi=PNG_DPI)
-        canvas.draw()
-        rgb = np.asarray(canvas.buffer_rgba())[..., :3].copy()
         self.writer.add_image(tag, rgb, 0, dataformats="HWC")
         return path
 
