@@ -15,6 +15,7 @@ try:
 
     from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
     from expt.errors import ConfigError, StorageError, Terminated
+    from expt.overrides import split_override
 except KeyboardInterrupt:  # Ctrl-C while the libraries load (a second or two): nothing has started
     print("Interrupted.", file=sys.stderr)
     raise SystemExit(130) from None
@@ -161,7 +162,7 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
         from hydra_plugins.expt_sweeper.config import unknown_setting
 
         for argument in args.overrides:
-            key, _, value = argument.lstrip("+~").partition("=")
+            key, value = split_override(argument)
             if key.startswith("hydra.sweeper."):
                 problem = problem or unknown_setting(key[len("hydra.sweeper."):], value)
     if problem is not None:

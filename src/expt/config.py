@@ -23,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from expt.dry_run import dry_run
 from expt.errors import ConfigError, not_allowed, reason, written
 from expt.instantiate import locate, parameters, to_plain
+from expt.overrides import value_text
 
 T = TypeVar("T")
 
@@ -239,12 +240,12 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
             key = parts[0]  # epochs=3: the key of a section, most likely
             within = next((f"{name}.{key}" for name, typed in sections.items()
                            if key in {f.name for f in dataclasses.fields(typed)}), None)
-            return _not_a_key(f"{key}={_value_text(override)}", key, top, "the config (a top-level key)", within)
+            return _not_a_key(f"{key}={value_text(override)}", key, top, "the config (a top-level key)", within)
         if len(parts) < 2 or schema is None:
             continue
         allowed = [f.name for f in dataclasses.fields(schema)]
         if parts[1] not in allowed:
-            return _not_a_key(f"{override.key_or_group}={_value_text(override)}", ".".join(parts[:2]), allowed,
+            return _not_a_key(f"{override.key_or_group}={value_text(override)}", ".".join(parts[:2]), allowed,
                               f"{parts[0]} ({schema.__name__})")
         if len(parts) == 2 and not override.is_sweep_override():
             problem = _wrong_type(schema, parts[1], override)
@@ -261,15 +262,10 @@ def _wrong_type(schema: type, key: str, override: Any) -> Optional[str]:
     try:
         OmegaConf.merge(OmegaConf.structured(schema), {key: override.value()})
     except ValidationError as exc:
-        return f"{override.key_or_group}={_value_text(override)} is not allowed: {reason(exc)}."
+        return f"{override.key_or_group}={value_text(override)} is not allowed: {reason(exc)}."
     except Exception:  # anything else (an interpolation, a value Hydra parses otherwise) is left to Hydra
         return None
     return None
-
-
-def _value_text(override: Any) -> str:
-    """An override's value as the command line wrote it."""
-    return override.input_line.split("=", 1)[1] if override.input_line else override.get_value_element_as_str()
 
 
 def _conf_options() -> dict[str, list[str]]:
@@ -322,13 +318,13 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
             continue
         value = None if len(parts) > 1 or o.is_sweep_override() else o.value()
         if isinstance(value, list) and len(value) > 1 and group not in LIST_GROUPS:  # a preset's group too
-            return (f"{group}={_value_text(o)} is not allowed: {group} takes one option (one of "
+            return (f"{group}={value_text(o)} is not allowed: {group} takes one option (one of "
                     f"{', '.join(options[group])}), and a list would merge its options into one, the last "
                     f"winning; only {' and '.join(LIST_GROUPS)} take a list. To try several, sweep them: "
                     f"python -m expt -m {group}={','.join(str(v) for v in value)}.")
         if isinstance(value, list) and len({str(v) for v in value}) < len(value):  # Hydra merges the repeats
             twice = sorted({str(v) for v in value if [str(w) for w in value].count(str(v)) > 1})
-            return (f"{group}={_value_text(o)} is not allowed: it names {' and '.join(twice)} more than once, and an "
+            return (f"{group}={value_text(o)} is not allowed: it names {' and '.join(twice)} more than once, and an "
                     f"option is applied once however often it is named (its settings are {group}.{twice[0]}.*); "
                     f"name each option once.")
         if group == "experiment":
@@ -343,10 +339,10 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
         picked = [str(v) for v in option] if isinstance(option, list) else [str(option)]
         if group in LIST_GROUPS and not preset and parts[1] in options[group] and parts[1] not in picked:
             # a setting of an option left out of the list: Hydra says the key is not in struct and to add it with +
-            return (f"{o.key_or_group}={_value_text(o)}: {parts[1]} is not among the options chosen "
+            return (f"{o.key_or_group}={value_text(o)}: {parts[1]} is not among the options chosen "
                     f"({group}={'[' + ','.join(picked) + ']' if isinstance(option, list) else option}); choose it "
                     f"too, e.g. {group}=[{','.join([*[p for p in picked if p != 'none'], parts[1]])}] "
-                    f"{o.key_or_group}={_value_text(o)}.")
+                    f"{o.key_or_group}={value_text(o)}.")
         if preset or not isinstance(option, str) or not _own_file_has(group, option, parts[1:]):
             suspects.append(o)
     if not suspects and not lists or any(o.key_or_group == "hydra.searchpath" for o in overrides):
@@ -393,7 +389,7 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
             if isinstance(parent, DictConfig) and parts[-1] not in parent.keys():  # `in` is False for a ??? value
                 where = (f"{parts[0]}={cfg.hydra.runtime.choices.get(parts[0])}" if len(parts) == 2
                          else ".".join(parts[:-1]))
-                setting = f"{override.key_or_group}={_value_text(override)}"
+                setting = f"{override.key_or_group}={value_text(override)}"
                 target = parent.get("_target_") if len(parts) == 2 else None
                 if isinstance(target, str) and parts[-1] in _parameters_of(target):
                     return (f"{setting}: {where} does not set {parts[-1]}, but {target} takes it: add it with "

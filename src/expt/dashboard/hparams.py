@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expt.config import TARGET_GROUPS
 from expt.dashboard.diagnosis import DIAGNOSES
+from expt.overrides import split_override
 from expt.search import integer_sweep
 from expt.status import COMPLETED, DIVERGED, FAILED, MULTIRUN_FILE, STATUSES
 from expt.sweep_env import SweepTrial, trial_name
@@ -111,8 +112,7 @@ def _read_sweeper(sweeper: Any, ctx: SweepContext) -> None:
                         ctx.log_scaled.add(str(key))
                     ctx.searched[str(key)] = 0.0 if real else ""
         for override in _stage_overrides(sweeper):  # a pinpoint trial's data.subset, a round's trainer.epochs
-            key, _, value = override.partition("=")
-            key = key.lstrip("+~")
+            key, value = split_override(override)
             if key and key not in ctx.searched:
                 ctx.searched[key] = 0.0 if isinstance(_number(value), float) else ""
     except Exception:  # an interpolation that does not resolve in the job, a sweeper of another shape
@@ -221,9 +221,8 @@ def run_label(ctx: SweepContext, run_dir: Optional[Path] = None) -> str:
         return ctx.label
     values = []
     for override in ctx.overrides:
-        key, sep, value = override.partition("=")
-        key = key.lstrip("+~")
-        if not sep or key.split(".", 1)[0] in ("hydra", "dashboard") or (ctx.in_sweep and key in ctx.fixed):
+        key, value = split_override(override)
+        if "=" not in override or key.split(".", 1)[0] in ("hydra", "dashboard") or (ctx.in_sweep and key in ctx.fixed):
             continue
         values.append(f"{key.rsplit('.', 1)[-1] if ctx.in_sweep else key}={short_value(_number(value))}")
     if ctx.in_sweep:

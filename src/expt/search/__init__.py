@@ -59,7 +59,6 @@ from expt.search.space import (
     describe_space,
     integer_sweep,
     merge_overrides,
-    override_key,
     sample_space,
 )
 from expt.status import COMPLETED, DIVERGED, FAILED, PRUNED
@@ -70,6 +69,5 @@ __all__ = [
     "EdgeMove", "Limits", "NumericParam", "Param", "Pinpoint", "Pruning", "Round", "SearchConfigError",
     "Settings", "Space", "Stage", "TrialRecord", "TrialSpec", "append_record", "as_objective",
     "chosen_and_tied", "consecutive_runs", "default_limits", "describe_space", "integer_sweep", "merge_overrides",
-    "override_key",
     "ranked", "read_records", "returned_metrics", "sample_space", "score", "tie_tolerance",
 ]

@@ -38,9 +38,9 @@ from expt.search.space import (
     _fmt,
     describe_space,
     merge_overrides,
-    override_key,
     sample_space,
 )
+from expt.overrides import override_key
 from expt.status import COMPLETED
 
 log = logging.getLogger("expt.search")  # the search speaks under one name, as it did as one module

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping, Optional, Union
 
 from expt.errors import written
+from expt.overrides import override_key
 
 Value = Union[float, int, str]
 
@@ -311,11 +312,6 @@ def sample_space(space: Mapping[str, Param], n: int, rng: random.Random) -> list
 
 def describe_space(space: Mapping[str, Param]) -> dict[str, dict[str, Any]]:
     return {name: param.describe() for name, param in space.items()}
-
-
-def override_key(override: str) -> str:
-    """``+trainer.epochs=3`` -> ``trainer.epochs``; used to let later overrides win."""
-    return override.split("=", 1)[0].lstrip("+~")
 
 
 def merge_overrides(*groups: Iterable[str]) -> tuple[str, ...]:

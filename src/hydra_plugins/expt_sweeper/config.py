@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from expt.overrides import override_key, split_override
 from expt.search import Pinpoint, Pruning, Settings
 
 
@@ -149,10 +150,10 @@ def old_round_key(arguments: List[str]) -> Optional[str]:
     ``hydra.sweeper.stages``, and Hydra fails on the key with an assertion of its own. Returns None
     when no argument is such a key, or when the arguments give ``hydra.sweeper.rounds`` a list.
     """
-    if any(a.split("=", 1)[0] == "hydra.sweeper.rounds" for a in arguments):
+    if any(override_key(a) == "hydra.sweeper.rounds" for a in arguments):
         return None
     for argument in arguments:
-        key, _, value = argument.partition("=")
+        key, value = split_override(argument)
         if not key.startswith(OLD_ROUND_KEY):
             continue
         index, _, rest = key[len(OLD_ROUND_KEY):].partition(".")

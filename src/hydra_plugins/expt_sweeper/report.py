@@ -9,7 +9,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from expt.files import replacing
-from expt.search import PINPOINT_ROUND, CoarseToFineSearch, NumericParam, TrialRecord, TrialSpec, override_key
+from expt.overrides import split_override
+from expt.search import PINPOINT_ROUND, CoarseToFineSearch, NumericParam, TrialRecord, TrialSpec
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ def _round_epochs(search: CoarseToFineSearch, config: DictConfig) -> Dict[int, i
     for h in search.history:
         epochs = default
         for item in h.overrides:
-            if override_key(item) == "trainer.epochs":
-                epochs = item.split("=", 1)[1]
+            key, value = split_override(item)
+            if key == "trainer.epochs":
+                epochs = value
         if epochs is not None and str(epochs).isdigit():
             out[h.round] = int(epochs)
     return out

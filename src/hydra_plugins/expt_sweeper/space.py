@@ -31,8 +31,8 @@ from expt.search import (
     SearchConfigError,
     default_limits,
     integer_sweep,
-    override_key,
 )
+from expt.overrides import override_key, value_text
 
 log = logging.getLogger(__name__)
 
@@ -79,17 +79,11 @@ def param_from_override(override: Override, declared_limits: Mapping[str, Any],
     except SearchConfigError as error:
         if error.allowed is None:
             raise
-        written = _written(override)
+        written = value_text(override)
         origin = " (a sweep on the command line)" if on_command_line else ""
         raise SearchConfigError(f"{where}={written}{origin} is not allowed: {error.allowed}.",
                                 error.allowed) from None
 
-
-def _written(override: Override) -> str:
-    """The value of a sweep override as the user wrote it."""
-    if override.input_line and "=" in override.input_line:
-        return override.input_line.split("=", 1)[1]
-    return str(override.value())
 
 
 def _param(override: Override, name: str, where: str, declared_limits: Mapping[str, Any]) -> Param:
@@ -97,7 +91,7 @@ def _param(override: Override, name: str, where: str, declared_limits: Mapping[s
     tags = set(getattr(value, "tags", set()))
     if tags - ALLOWED_TAGS:
         raise SearchConfigError(
-            f"{where}={_written(override)} uses tag {sorted(tags - ALLOWED_TAGS)[0]}:"
+            f"{where}={value_text(override)} uses tag {sorted(tags - ALLOWED_TAGS)[0]}:"
             f" the tags allowed are {', '.join(sorted(ALLOWED_TAGS))}")
     if isinstance(value, ChoiceSweep):
         if tags:
@@ -125,7 +119,7 @@ def _param(override: Override, name: str, where: str, declared_limits: Mapping[s
         return NumericParam(name, float(start), float(last), log=log_scale, integer=integer,
                             step=float(step), anchor=float(start), limits=limits)
     raise SearchConfigError(
-        f"{where}={_written(override)} is not a search range: use interval(),"
+        f"{where}={value_text(override)} is not a search range: use interval(),"
         " tag(log, interval()), range() or choice()")
 
 
@@ -266,5 +260,5 @@ def _choices(config: DictConfig, key: str) -> str:
     """The config's group choices, to say which config lacks ``key``: its own group's first."""
     choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
     shown = [f"{k}={v}" for k, v in choices.items() if not str(k).startswith("hydra") and v is not None]
-    shown.sort(key=lambda choice: not key.startswith(choice.split("=", 1)[0] + "."))
+    shown.sort(key=lambda choice: not key.startswith(override_key(choice) + "."))
     return " ".join(shown[:8]) or "its defaults"

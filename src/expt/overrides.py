@@ -1,0 +1,27 @@
+"""Hydra overrides as the command line writes them: ``+trainer.epochs=3`` is the key ``trainer.epochs`` and the
+value ``3``. Every place that reads an override's text (the sweeper's rounds, the dashboard's run names, the
+command line's checks, the messages that quote a value) splits it here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def split_override(override: str) -> tuple[str, str]:
+    """``+trainer.epochs=3`` -> ``("trainer.epochs", "3")``: the key less its ``+``, ``++`` or ``~`` prefix, and the
+    value as written (empty where there is no ``=``: ``~key`` deletes it)."""
+    key, _, value = override.partition("=")
+    return key.lstrip("+~"), value
+
+
+def override_key(override: str) -> str:
+    """``+trainer.epochs=3`` -> ``trainer.epochs``; used to let later overrides win."""
+    return split_override(override)[0]
+
+
+def value_text(override: Any) -> str:
+    """A parsed override's value (Hydra's ``Override``) as the command line wrote it: ``interval(1e-4, 1e-2)``,
+    ``[64,128]``; rebuilt from the parsed value where the override was made without a line of text."""
+    if override.input_line and "=" in override.input_line:
+        return split_override(override.input_line)[1]
+    return str(override.value()) if override.is_sweep_override() else override.get_value_element_as_str()
