@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Every GPU figure in one command: the CUDA tests, the GPU benchmarks and, with --presets, the
-# Fashion-MNIST presets over 3 seeds. Each part has its own time limit, so one that runs long cannot
+# Fashion-MNIST ConvNet preset and the steps to it over 3 seeds. Each part has its own time limit, so one that runs long cannot
 # take the others' time (overhead.py and population.py keep the rows a limit cuts short, beside their
 # sections); the whole fits in about 8 minutes on one H200-class GPU (12 with --presets). --search alone runs
 # the recipe's staged search on the ConvNet preset, then trains its choice and the preset over 3 seeds
-# (bench/presets.py --search), in about 8 minutes.
+# (bench/presets.py --search), in about 8 minutes. --resnet alone trains the ResNet preset's 3 seeds as one
+# population (bench/presets.py --population: one vmapped step for the three), stopped after 9 minutes.
 #
 #   bash bench/gpu.sh [--presets] [--results FILE] [--out DIR]
 #   bash bench/gpu.sh --search [--results FILE] [--out DIR]
+#   bash bench/gpu.sh --resnet [--results FILE] [--out DIR]
 #
 # It runs the expt that python imports (an installed wheel is fine: nothing assumes an editable install)
 # and installs nothing. The benchmarks write their sections of bench/RESULTS.md (or FILE); the preset runs
@@ -17,14 +19,16 @@ cd "$(dirname "$0")/.."
 results=bench/RESULTS.md
 presets=0
 search=0
+resnet=0
 out=outputs/presets
 while [ $# -gt 0 ]; do
   case "$1" in
     --presets) presets=1 ;;
     --search) search=1 ;;
+    --resnet) resnet=1 ;;
     --results) results=$2; shift ;;
     --out) out=$2; shift ;;
-    *) echo "bench/gpu.sh: unknown option $1 (allowed: --presets, --search, --results FILE, --out DIR)" >&2; exit 2 ;;
+    *) echo "bench/gpu.sh: unknown option $1 (allowed: --presets, --search, --resnet, --results FILE, --out DIR)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -47,6 +51,11 @@ if [ $search = 1 ]; then
     --out "$out" --results "$results"
   exit $failed
 fi
+if [ $resnet = 1 ]; then
+  part 560 $py bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)" --stop-after 540 \
+    --out "$out" --results "$results"
+  exit $failed
+fi
 part 100 $py -m pytest -q -p no:cacheprovider -m cuda tests
 part 75 $py bench/throughput.py --device cuda --models convnet --batches 64 512 \
   --modes eager "eager, not captured" "amp bf16" --results "$results"
@@ -56,6 +65,8 @@ part 150 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" 
   --sizes 1 16 64 --basic-trials 4 --results "$results"
 part 75 $py bench/sweeps.py --overhead --device cuda --only population --repeats 1 --rounds 4 16 --results "$results"
 if [ $presets = 1 ]; then
-  part 220 $py bench/presets.py --parallel 6 --deadline 110 --stop-after 200 --out "$out" --results "$results"
+  # the ConvNet's steps, each candidate's seeds one population, all five at once (the ResNet: --resnet)
+  part 220 $py bench/presets.py --only convnet --population --parallel 5 --stop-after 200 --out "$out" \
+    --results "$results"
 fi
 exit $failed

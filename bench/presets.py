@@ -19,6 +19,13 @@ config has of width and dropout), through ``--search-launcher`` (the population 
 presets, on the full data for the preset's epochs over the same seeds ("convnet: chosen by the search").
 
     python bench/presets.py --search --only convnet     # the search, its choice and the preset, 3 seeds each
+
+``--population`` trains each candidate's seeds together as one population (``hydra/launcher=population``: one
+vmapped step for all of them, their numbers those of the runs alone), so that on a GPU a small model's three
+seeds take about one run's time; ``seconds`` is then the population's. A search's table and a table of
+populations are sections of their own in the results file, beside the presets' table.
+
+    python bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)"
 """
 
 from __future__ import annotations
@@ -53,27 +60,55 @@ CANDIDATES = {  # the two presets first: with --deadline, they are the runs that
 }
 
 
-def run(overrides: list[str], seed: int, run_dir: Path, extra: list[str], deadline: float, stop: float) -> dict:
-    if time.time() > deadline:
-        print(f"  not started (past --deadline): {run_dir}", flush=True)
-        return {"_status": "not started"}
-    command = [sys.executable, "-m", "expt", *overrides, f"trainer.seed={seed}", *extra,
-               f"hydra.run.dir={run_dir}", "hydra.job.chdir=false"]
+def expt(arguments: list[str], stop: float) -> subprocess.CompletedProcess | None:
+    """``python -m expt <arguments>``, stopped at the time ``stop`` (None then)."""
     try:
         left = None if stop == float("inf") else max(1.0, stop - time.time())
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=left)
+        return subprocess.run([sys.executable, "-m", "expt", *arguments], capture_output=True, text=True, timeout=left)
     except subprocess.TimeoutExpired:
-        print(f"  stopped (past --stop-after): {run_dir}", flush=True)
-        return {"_status": "stopped before its end"}
+        return None
+
+
+def finished(proc: subprocess.CompletedProcess, run_dir: Path, seed: int) -> dict:
+    """The metrics of the run in ``run_dir`` (``{"_status": "failed"}`` where there are none), and its line."""
     metrics_file = run_dir / "metrics.json"
-    if proc.returncode != 0 or not metrics_file.is_file():
+    if not metrics_file.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         print(f"  FAILED {run_dir}: {' | '.join(tail)}", flush=True)
         return {"_status": "failed"}
     m = json.loads(metrics_file.read_text())
+    if m.get("status") != "completed":
+        print(f"  {run_dir}: {m.get('status')}", flush=True)
+        return {"_status": str(m.get("status"))}
     print(f"  {run_dir.parent.name} seed {seed}: test {100 * (m['test_acc'] or 0):.2f}%  "
           f"val {100 * (m['best_val_acc'] or 0):.2f}%  {m['seconds']:.0f} s", flush=True)
     return m
+
+
+def run(overrides: list[str], seeds: list[int], run_dir: Path, extra: list[str], deadline: float, stop: float,
+        population: bool = False) -> list[dict]:
+    """Train ``overrides`` for each seed: one run a seed in ``run_dir/<seed>``, or with ``population`` the seeds
+    together as one population (``hydra/launcher=population``), job i in ``run_dir/<i>``. Each seed's metrics, or
+    ``{"_status": why not}``."""
+    if time.time() > deadline:
+        print(f"  not started (past --deadline): {run_dir}", flush=True)
+        return [{"_status": "not started"}] * len(seeds)
+    if population:
+        seed_list = ",".join(str(s) for s in seeds)
+        arguments = ["-m", *overrides, f"trainer.seed={seed_list}", *extra, "hydra/launcher=population",
+                     f"hydra.sweep.dir={run_dir}", "hydra.job.chdir=false"]
+        proc = expt(arguments, stop)
+        if proc is None:
+            print(f"  stopped (past --stop-after): {run_dir}", flush=True)
+            return [{"_status": "stopped before its end"}] * len(seeds)
+        return [finished(proc, run_dir / str(i), seed) for i, seed in enumerate(seeds)]
+    (seed,) = seeds
+    proc = expt([*overrides, f"trainer.seed={seed}", *extra, f"hydra.run.dir={run_dir / str(seed)}",
+                 "hydra.job.chdir=false"], stop)
+    if proc is None:
+        print(f"  stopped (past --stop-after): {run_dir / str(seed)}", flush=True)
+        return [{"_status": "stopped before its end"}]
+    return [finished(proc, run_dir / str(seed), seed)]
 
 
 CHOSEN = "convnet: chosen by the staged search"
@@ -92,13 +127,10 @@ def search(out: Path, launcher: str, extra: list[str], stop: float) -> tuple[lis
     """The staged search on the ConvNet preset: the overrides of the configuration it chose (none when it
     chose none) and the table's row of what the search spent."""
     sweep_dir = out / "search"
-    command = [sys.executable, "-m", "expt", "-m", *CONVNET, "hydra/sweeper=coarse_to_fine",
-               f"hydra/launcher={launcher}", *extra, f"hydra.sweep.dir={sweep_dir}", "hydra.job.chdir=false"]
     start = time.time()
-    try:
-        left = None if stop == float("inf") else max(1.0, stop - time.time())
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=left)
-    except subprocess.TimeoutExpired:
+    proc = expt(["-m", *CONVNET, "hydra/sweeper=coarse_to_fine", f"hydra/launcher={launcher}", *extra,
+                 f"hydra.sweep.dir={sweep_dir}", "hydra.job.chdir=false"], stop)
+    if proc is None:
         print("  the search was stopped (past --stop-after)", flush=True)
         return [], ""
     summary_file = sweep_dir / "search_summary.yaml"
@@ -127,6 +159,8 @@ def main() -> None:
                         help="seconds after which no further run starts (the table keeps what finished)")
     parser.add_argument("--stop-after", type=float, default=float("inf"),
                         help="seconds after which runs still going are stopped (the table keeps what finished)")
+    parser.add_argument("--population", action="store_true",
+                        help="train each candidate's seeds together, as one population (hydra/launcher=population)")
     parser.add_argument("--search", action="store_true",
                         help="first run the staged search on the ConvNet preset and train its choice too")
     parser.add_argument("--search-launcher", default="population", help="the search's Hydra launcher")
@@ -148,18 +182,20 @@ def main() -> None:
         if chosen:
             candidates[CHOSEN] = [*CONVNET, *(QUICK_WIDTH if args.quick else []), *chosen]
     names = [n for n in candidates if not args.only or any(o in n for o in args.only)]
-    jobs = [(n, s) for n in names for s in args.seeds]
+    # a process a run, or with --population a process a candidate, its seeds one population
+    jobs = [(n, args.seeds) for n in names] if args.population else [(n, [s]) for n in names for s in args.seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
-        done = list(pool.map(lambda job: run(candidates[job[0]], job[1],
-                                             args.out / f"{names.index(job[0]):02d}" / str(job[1]), extra,
-                                             start + args.deadline, start + args.stop_after), jobs))
+        done = list(pool.map(lambda job: run(candidates[job[0]], job[1], args.out / f"{names.index(job[0]):02d}",
+                                             extra, start + args.deadline, start + args.stop_after,
+                                             args.population), jobs))
     results: dict[str, list[dict]] = {n: [] for n in names}
     unfinished: dict[str, list[str]] = {n: [] for n in names}
-    for (name, _), metrics in zip(jobs, done):
-        if "_status" in metrics:
-            unfinished[name].append(metrics["_status"])
-        else:
-            results[name].append(metrics)
+    for (name, _), runs in zip(jobs, done):
+        for metrics in runs:
+            if "_status" in metrics:
+                unfinished[name].append(metrics["_status"])
+            else:
+                results[name].append(metrics)
     table = ["| candidate | seeds | test accuracy, median (min - max) | val accuracy, median | seconds a run, median "
              "| epochs |", "|---|---|---|---|---|---|"]
     for name, runs in results.items():
@@ -178,11 +214,13 @@ def main() -> None:
         table.append(f"The search chose: `{' '.join(chosen)}`"
                      + (f" (searched on {args.search_subset} training images)" if args.search_subset else "") + ".")
     print("\n".join(table))
-    print(f"{len(jobs)} runs in {time.time() - start:.0f} s")
+    print(f"{len(names) * len(args.seeds)} runs in {time.time() - start:.0f} s")
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    seeds = f"{len(args.seeds)} seed{'s' * (len(args.seeds) != 1)}, {args.parallel} run{'s' * (args.parallel != 1)} at once"
+    seeds = f"{len(args.seeds)} seed{'s' * (len(args.seeds) != 1)}, " + (
+        f"each candidate's seeds as one population, {args.parallel} at once" if args.population
+        else f"{args.parallel} run{'s' * (args.parallel != 1)} at once")
     if args.quick:
         key, title = "-quick", "Fashion-MNIST presets, quick check (1 epoch, 2,000 images, 500 validated)"
     elif slice_:
@@ -191,6 +229,8 @@ def main() -> None:
         key, title = "-slice", f"Fashion-MNIST presets on {on}{for_} ({seeds})"
     else:
         key, title = "", f"Fashion-MNIST presets on the full data ({seeds})"
+    # a search's table, or one of populations, has a section of its own: it does not replace the presets' table
+    key += "-search" * args.search + "-population" * args.population
     write_results(f"presets-{device}{key}", title, "\n".join(table), machine(device), args.results)
 
 

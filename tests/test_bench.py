@@ -9,11 +9,13 @@ rounded may read 0.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, run_cli
 
@@ -157,21 +159,26 @@ def test_augment_times_each_augmentation_against_the_step(tmp_path):
 
 
 def test_presets_trains_each_candidate_over_seeds_and_writes_its_table(tmp_path):
-    """bench/presets.py on a slice: one candidate, one seed, 1 epoch on 2,000 real Fashion-MNIST images."""
+    """bench/presets.py on a slice: one candidate, two seeds trained together as one population (--population),
+    1 epoch on 2,000 real Fashion-MNIST images. (The search's test below trains its choice one run a seed.)"""
     from expt.standard_datasets import find
 
     if find("fashion_mnist") is None:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    text = run_bench("presets.py", "--subset", "2000", "--epochs", "1", "--only", "three-layer", "--seeds", "0",
-                     "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
-    assert "## Fashion-MNIST presets on 2,000 training images, 1 epoch each (1 seed, 3 runs at once)" in text
-    [row] = table(text, "presets-cpu-slice")
+    text = run_bench("presets.py", "--subset", "2000", "--epochs", "1", "--only", "three-layer", "--seeds", "0", "1",
+                     "--population", "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
+    assert ("## Fashion-MNIST presets on 2,000 training images, 1 epoch each (2 seeds, each candidate's seeds as one "
+            "population, 3 at once)") in text
+    [row] = table(text, "presets-cpu-slice-population")
     name, seeds, test, val, seconds, epochs = row
-    assert "three-layer" in name and seeds == "1" and epochs == "1"
+    assert "three-layer" in name and seeds == "2" and epochs == "1"
     median, spread = test.split("%", 1)
     assert 10 < float(median) <= 100 and spread.strip().startswith("(")  # above chance after one epoch
     assert 0 <= float(val.rstrip("%")) <= 100 and measured(seconds) >= 0
-    assert (tmp_path / "runs" / "00" / "0" / "metrics.json").is_file()
+    for job, seed in ((0, 0), (1, 1)):  # the population's jobs, one a seed
+        run = tmp_path / "runs" / "00" / str(job)
+        assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
+        assert yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["trainer"]["seed"] == seed
 
 
 def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
@@ -182,11 +189,13 @@ def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: bench/gpu.sh would take its figures")
-    proc = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--results", str(tmp_path / "R.md")], capture_output=True,
-                          text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable}, timeout=300)
-    assert proc.returncode == 1 and "no CUDA device" in proc.stderr and not (tmp_path / "R.md").exists()
+    for mode in ([], ["--resnet"]):  # every mode checks for the GPU before its first part
+        proc = subprocess.run(["bash", str(BENCH / "gpu.sh"), *mode, "--results", str(tmp_path / "R.md")],
+                              capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable},
+                              timeout=300)
+        assert proc.returncode == 1 and "no CUDA device" in proc.stderr and not (tmp_path / "R.md").exists(), mode
     bad = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--fast"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "unknown option --fast" in bad.stderr
+    assert bad.returncode == 2 and "unknown option --fast" in bad.stderr and "--resnet" in bad.stderr
 
 
 @pytest.mark.slow
@@ -199,7 +208,7 @@ def test_presets_search_chooses_a_configuration_trains_it_and_ensembles_the_sear
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     text = run_bench("presets.py", "--quick", "--search", "--only", "chosen", "--seeds", "0",
                      "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
-    rows = table(text, "presets-cpu-quick")
+    rows = table(text, "presets-cpu-quick-search")
     assert [r[0] for r in rows] == ["convnet: chosen by the staged search", "the search itself"]
     (_, seeds, test, _, _, epochs), (_, spent, _, _, seconds, _) = rows
     assert seeds == "1" and epochs == "1" and 10 < float(test.split("%")[0]) <= 100
