@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Every GPU figure in one command: the CUDA tests, the GPU benchmarks and, with --presets, the
-# Fashion-MNIST ConvNet preset and the steps to it over 3 seeds. Each part has its own time limit, so one that runs long cannot
-# take the others' time (overhead.py and population.py keep the rows a limit cuts short, beside their
-# sections); the whole fits in about 8 minutes on one H200-class GPU (12 with --presets). --search alone runs
-# the recipe's staged search on the ConvNet preset, then trains its choice and the preset over 3 seeds
-# (bench/presets.py --search), in about 8 minutes. --resnet alone trains the ResNet preset's 3 seeds as one
-# population (bench/presets.py --population: one vmapped step for the three), stopped after 9 minutes.
+# Every GPU figure, one command a device session: each mode fits one call of at most 10 minutes on one
+# H200-class GPU, and each part has its own time limit, so one that runs long cannot take the others' time
+# (overhead.py and population.py keep the rows a limit cuts short, beside their sections).
 #
-#   bash bench/gpu.sh [--presets] [--results FILE] [--out DIR]
-#   bash bench/gpu.sh --search [--results FILE] [--out DIR]
-#   bash bench/gpu.sh --resnet [--results FILE] [--out DIR]
+#   bash bench/gpu.sh             the CUDA tests and the GPU benchmarks (about 8 minutes)
+#   bash bench/gpu.sh --presets   the Fashion-MNIST ConvNet preset and the steps to it, 3 seeds each, each
+#                                 candidate's seeds one population (bench/presets.py --population; about 4 minutes)
+#   bash bench/gpu.sh --resnet    the ResNet preset's 3 seeds as one population (one vmapped step for the three),
+#                                 stopped after 9 minutes
+#   bash bench/gpu.sh --search    the recipe's staged search on the ConvNet preset, then its choice and the preset
+#                                 over 3 seeds (bench/presets.py --search; about 8 minutes)
+#   options: [--results FILE] [--out DIR]
 #
 # It runs the expt that python imports (an installed wheel is fine: nothing assumes an editable install)
 # and installs nothing. The benchmarks write their sections of bench/RESULTS.md (or FILE); the preset runs
@@ -17,18 +18,19 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 results=bench/RESULTS.md
-presets=0
-search=0
-resnet=0
+mode=benchmarks
 out=outputs/presets
 while [ $# -gt 0 ]; do
   case "$1" in
-    --presets) presets=1 ;;
-    --search) search=1 ;;
-    --resnet) resnet=1 ;;
+    --presets|--search|--resnet)
+      if [ $mode != benchmarks ]; then
+        echo "bench/gpu.sh: $1 and --$mode are run one at a time: give one of them" >&2; exit 2
+      fi
+      mode=${1#--} ;;
     --results) results=$2; shift ;;
     --out) out=$2; shift ;;
-    *) echo "bench/gpu.sh: unknown option $1 (allowed: --presets, --search, --resnet, --results FILE, --out DIR)" >&2; exit 2 ;;
+    *) echo "bench/gpu.sh: unknown option $1 (allowed: --presets, --resnet, --search, --results FILE, --out DIR)" >&2
+       exit 2 ;;
   esac
   shift
 done
@@ -45,28 +47,25 @@ part() {  # part SECONDS command...: run one part under its own limit, say how i
   [ $rc -eq 0 ] || failed=1
 }
 $py -c 'import torch, expt; assert torch.cuda.is_available(), "no CUDA device"; print("expt from", expt.__file__, "on", torch.cuda.get_device_name())' || exit 1
-if [ $search = 1 ]; then
-  part 480 $py bench/presets.py --search --only "convnet: + weight average" --only chosen --parallel 6 \
-    --deadline 300 --stop-after 460 \
-    --out "$out" --results "$results"
-  exit $failed
-fi
-if [ $resnet = 1 ]; then
-  part 560 $py bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)" --stop-after 540 \
-    --out "$out" --results "$results"
-  exit $failed
-fi
-part 100 $py -m pytest -q -p no:cacheprovider -m cuda tests
-part 75 $py bench/throughput.py --device cuda --models convnet --batches 64 512 \
-  --modes eager "eager, not captured" "amp bf16" --results "$results"
-part 90 $py bench/overhead.py --device cuda --quick --only "convnet / digits" \
-  --only "fashion_mnist preset / 10k slice" --results "$results"
-part 150 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" "convnet / synthetic 3x32x32" \
-  --sizes 1 16 64 --basic-trials 4 --results "$results"
-part 75 $py bench/sweeps.py --overhead --device cuda --only population --repeats 1 --rounds 4 16 --results "$results"
-if [ $presets = 1 ]; then
-  # the ConvNet's steps, each candidate's seeds one population, all five at once (the ResNet: --resnet)
-  part 220 $py bench/presets.py --only convnet --population --parallel 5 --stop-after 200 --out "$out" \
-    --results "$results"
-fi
+case $mode in
+  presets)  # the ConvNet's steps, all five candidates at once
+    part 240 $py bench/presets.py --only convnet --population --parallel 5 --stop-after 220 --out "$out" \
+      --results "$results" ;;
+  resnet)
+    part 560 $py bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)" --stop-after 540 \
+      --out "$out" --results "$results" ;;
+  search)
+    part 480 $py bench/presets.py --search --only "convnet: + weight average" --only chosen --parallel 6 \
+      --deadline 300 --stop-after 460 --out "$out" --results "$results" ;;
+  benchmarks)
+    part 100 $py -m pytest -q -p no:cacheprovider -m cuda tests
+    part 75 $py bench/throughput.py --device cuda --models convnet --batches 64 512 \
+      --modes eager "eager, not captured" "amp bf16" --results "$results"
+    part 90 $py bench/overhead.py --device cuda --quick --only "convnet / digits" \
+      --only "fashion_mnist preset / 10k slice" --results "$results"
+    part 150 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" "convnet / synthetic 3x32x32" \
+      --sizes 1 16 64 --basic-trials 4 --results "$results"
+    part 75 $py bench/sweeps.py --overhead --device cuda --only population --repeats 1 --rounds 4 16 \
+      --results "$results" ;;
+esac
 exit $failed

@@ -196,6 +196,9 @@ def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
         assert proc.returncode == 1 and "no CUDA device" in proc.stderr and not (tmp_path / "R.md").exists(), mode
     bad = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--fast"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown option --fast" in bad.stderr and "--resnet" in bad.stderr
+    two = subprocess.run(["bash", str(BENCH / "gpu.sh"), "--presets", "--resnet"], capture_output=True, text=True,
+                         timeout=60)
+    assert two.returncode == 2 and "--resnet and --presets are run one at a time" in two.stderr
 
 
 @pytest.mark.slow
