@@ -188,6 +188,39 @@ def test_a_members_last_checkpoint_resumes_as_a_lone_runs_does(tmp_path: Path) -
     assert_same_run(resumed, lone, 1e-5)
 
 
+# what the Fashion-MNIST ResNet preset trains with, on a model and slice small enough for a test: residual blocks
+# with batch norm, 2-pixel shifts and flips, Nesterov SGD on a one-cycle rate stepped every batch, label smoothing
+# and an average of the weights
+RESNET_PRESET = ["model=resnet", "model.depth=8", "model.width=4", "augmentation=[translate,hflip]",
+                 "augmentation.translate.pad=2", "augmentation.translate.mode=zeros", "optimizer=nesterov",
+                 "optimizer.lr=0.05", "schedule=onecycle", "trainer.label_smoothing=0.1", "trainer.ema=0.9",
+                 "data.subset=256", "trainer.epochs=2", "trainer.train_eval_samples=256", *FAST]
+
+
+@pytest.mark.parametrize("mapping", ["the CPU's loop over members", "vmap, as on CUDA"])
+def test_the_resnet_presets_seeds_trained_together_match_them_alone(tmp_path: Path, monkeypatch, mapping: str) -> None:
+    """The ResNet preset's seeds as one population (bench/presets.py --population, gpu.sh --resnet) give each seed's
+    lone run. On CUDA the members' step is vmapped; forcing vmap here tries that path's arithmetic on the CPU."""
+    vmapped = []
+    if mapping.startswith("vmap"):
+        from torch.func import vmap
+
+        import expt.trainer.vmap as engine
+
+        def mapped(fn, in_dims, device):
+            vmapped.append(fn)
+            return vmap(fn, in_dims=in_dims, randomness="error")
+
+        monkeypatch.setattr(engine, "over_members", mapped)
+    seeds = [["trainer.seed=0"], ["trainer.seed=1"], ["trainer.seed=2"]]
+    together, alone = together_and_alone(tmp_path, RESNET_PRESET, seeds)
+    assert bool(vmapped) == mapping.startswith("vmap")  # the steps and the evaluations went through vmap
+    for t, a in zip(together, alone):
+        assert_same_run(t, a, 1e-5)
+        assert "ema_val_acc" in t["history"][-1]  # the average is kept per member
+    assert len({t["history"][-1]["val_loss"] for t in together}) == 3  # three seeds, three runs
+
+
 def test_the_cpu_loop_over_members_gives_what_vmap_gives() -> None:
     """On the CPU the members run one after another on views of the stacked tensors (faster there than a
     vmapped convolution): the same outputs, gradients and batch-norm running statistics as ``vmap``."""
