@@ -22,8 +22,9 @@ presets, on the full data for the preset's epochs over the same seeds ("convnet:
 
 ``--population`` trains each candidate's seeds together as one population (``hydra/launcher=population``: one
 vmapped step for all of them, their numbers those of the runs alone), so that on a GPU a small model's three
-seeds take about one run's time; ``seconds`` is then the population's. A search's table and a table of
-populations are sections of their own in the results file, beside the presets' table.
+seeds should take about one run's time (a launch-bound step does three members' work in about one's);
+``seconds`` is then the population's. A search's table and a table of populations are sections of their own
+in the results file, beside the presets' table.
 
     python bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)"
 """
