@@ -1133,3 +1133,18 @@ def test_a_warm_up_as_long_as_the_run_is_warned_of(caplog):
     with caplog.at_level("WARNING", logger="expt"):
         validate(expt.compose(["schedule=warmup_cosine", "trainer.epochs=3"]))
     assert "warm-up" not in caplog.text
+
+
+def test_a_target_that_does_not_import_is_said_once_and_leaves_hydras_logger_as_it_was(caplog):
+    """Hydra's locator logs its failure as an ERROR before raising it; the ConfigError says it instead, once."""
+    import logging
+
+    from expt.instantiate import locate
+
+    with caplog.at_level(logging.DEBUG, logger="hydra.utils"):
+        with pytest.raises(ConfigError, match="activation._target_='nope.Missing' does not import"):
+            locate("nope.Missing", "activation._target_")
+        assert locate("torch.nn.ReLU", "activation._target_") is torch.nn.ReLU
+        assert not caplog.records
+        logging.getLogger("hydra.utils").error("a record of its own")  # the logger speaks again afterwards
+    assert [r.getMessage() for r in caplog.records] == ["a record of its own"]
