@@ -128,21 +128,21 @@ class Settings:
                 Stage("search", None, _rounds(data.get("rounds"), f"{prefix}.rounds"), f"{prefix}.rounds"),)
         else:
             stages = _stages(data.get("stages"), f"{prefix}.stages")
-        direction = str(data.get("direction", "maximize"))
+        direction = str(data.get("direction", cls.direction))
         direction = direction.rsplit(".", 1)[-1]  # accept an enum's str()
         if direction not in ("maximize", "minimize"):
             raise _bad(f"{prefix}.direction", direction, "maximize or minimize")
-        margin = _number(data.get("margin", 0.1), f"{prefix}.margin", 0.0, None, "a number >= 0")
-        edge = _number(data.get("edge", 0.1), f"{prefix}.edge", 0.0, 0.5,
+        margin = _number(data.get("margin", cls.margin), f"{prefix}.margin", 0.0, None, "a number >= 0")
+        edge = _number(data.get("edge", cls.edge), f"{prefix}.edge", 0.0, 0.5,
                        "a fraction of the range's width in [0, 0.5)", high_open=True)
-        moves = _integer(data.get("max_edge_moves", 3), f"{prefix}.max_edge_moves", 0)
-        seed = _integer(data.get("seed", 0), f"{prefix}.seed", None)
+        moves = _integer(data.get("max_edge_moves", cls.max_edge_moves), f"{prefix}.max_edge_moves", 0)
+        seed = _integer(data.get("seed", cls.seed), f"{prefix}.seed", None)
         pinpoint = _pinpoint(data.get("pinpoint") or {"enabled": False}, f"{prefix}.pinpoint")
-        tie_break = data.get("tie_break")
+        tie_break = data.get("tie_break", cls.tie_break)
         if tie_break is not None and (not isinstance(tie_break, str) or not tie_break):
             raise _bad(f"{prefix}.tie_break", tie_break,
                        "null or a key of the trials' metrics.json, lower is better (best_val_loss)")
-        tie_samples = _integer(data.get("tie_samples", 0), f"{prefix}.tie_samples", 0)
+        tie_samples = _integer(data.get("tie_samples", cls.tie_samples), f"{prefix}.tie_samples", 0)
         pruning = _pruning(data.get("pruning") or {"enabled": False}, f"{prefix}.pruning")
         return cls(stages, seed, direction, margin, edge, moves, pinpoint, tie_break, tie_samples,
                    pruning)

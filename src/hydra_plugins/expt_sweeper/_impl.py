@@ -50,11 +50,14 @@ log = logging.getLogger(__name__)
 class CoarseToFineSweeperImpl(Sweeper):
     """Runs :class:`expt.search.CoarseToFineSearch` round by round through Hydra's launcher."""
 
-    def __init__(self, *, params: Any, stages: Any = None, rounds: Any = None, seed: int = 0,
-                 direction: Any = "maximize", margin: float = 0.1, edge: float = 0.1,
-                 max_edge_moves: int = 3, limits: Any = None, max_batch_size: Optional[int] = None,
-                 pinpoint: Any = None, tie_break: Optional[str] = None, tie_samples: int = 0,
+    def __init__(self, *, params: Any, stages: Any = None, rounds: Any = None, seed: int = Settings.seed,
+                 direction: Any = Settings.direction, margin: float = Settings.margin, edge: float = Settings.edge,
+                 max_edge_moves: int = Settings.max_edge_moves, limits: Any = None,
+                 max_batch_size: Optional[int] = None, pinpoint: Any = None,
+                 tie_break: Optional[str] = Settings.tie_break, tie_samples: int = Settings.tie_samples,
                  pruning: Any = None) -> None:
+        """The settings as Hydra gives them (``CoarseToFineSweeperConf``: the recipe's preset); a setting left out
+        here is the plain search's (:class:`expt.search.Settings`), as for a search run from Python."""
         super().__init__()
         self.params = flatten(to_plain(params))
         self.limits = flatten(to_plain(limits))
