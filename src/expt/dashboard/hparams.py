@@ -248,7 +248,6 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
     line gives one value for all trials), their log10 columns and ``ROUND``.
     """
     from hydra.core.hydra_config import HydraConfig
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     ctx = ctx or sweep_context()
     choices: dict[str, Any] = inferred_choices(cfg)
@@ -259,9 +258,10 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
         for group, choice in hydra_cfg.runtime.choices.items():
             if choice is not None and not group.startswith("hydra/") and group != "dashboard":
                 choices[group] = _hparam_value(OmegaConf.to_container(choice) if isinstance(choice, ListConfig) else choice)
-        for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
-            key = override.key_or_group
-            if override.is_delete() or key.split(".", 1)[0] in ("dashboard", "hydra"):
+        for override in hydra_cfg.overrides.task:  # as Hydra parsed them: their text says the key (a package left
+            # out: group@package=option sets the group's choice) and whether they delete it (~key)
+            key = split_override(override)[0].split("@", 1)[0]
+            if override.startswith("~") or key.split(".", 1)[0] in ("dashboard", "hydra"):
                 continue
             flat = {key: choices[key]} if key in choices else _flatten(key, OmegaConf.select(cfg, key, default=None))
             if key not in choices:
