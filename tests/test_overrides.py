@@ -31,3 +31,17 @@ def test_a_parsed_overrides_value_is_the_text_the_command_line_wrote(text, writt
     override.input_line = None  # made in code, without a line: rebuilt from the parsed value (a sweep as Hydra
     # prints it)
     assert value_text(override) == rebuilt
+
+
+@pytest.mark.parametrize("text", [
+    "optimizer.lr=1e-3", "+trainer.epochs=3", "++trainer.seed=2", "~regularization.dropout",
+    "~regularization.dropout=0.5", "model=mlp", "model@foo=mlp", "+model@foo=mlp", "regularization=[l2,batchnorm]",
+    "data.shape=[3,32,32]", "hydra.job.env_set.X='a=b c'", "+hydra.job.env_set.EXPT_SWEEP_LABEL='r1 j03 lr=1.4e-4'",
+    "trainer.seed=${oc.env:SEED,0}", "x.y={a:1,b:2}", "data.root='/tmp/a=b'", "+experiment=fashion_mnist_convnet",
+])
+def test_the_key_from_the_text_is_the_key_hydra_parses(text):
+    """What the dashboard's HParams read from a job's overrides without parsing them again (a group's package left
+    out, as Hydra's key_or_group leaves it out)."""
+    parsed = OverridesParser.create().parse_override(text)
+    assert override_key(text).split("@", 1)[0] == parsed.key_or_group
+    assert text.startswith("~") == parsed.is_delete()
