@@ -1147,4 +1147,16 @@ def test_a_target_that_does_not_import_is_said_once_and_leaves_hydras_logger_as_
         assert locate("torch.nn.ReLU", "activation._target_") is torch.nn.ReLU
         assert not caplog.records
         logging.getLogger("hydra.utils").error("a record of its own")  # the logger speaks again afterwards
-    assert [r.getMessage() for r in caplog.records] == ["a record of its own"]
+        # while one thread locates, another thread's records of that logger pass
+        import threading
+
+        from expt import instantiate
+
+        instantiate._WHILE_LOCATING.inside.locating = True
+        try:
+            other = threading.Thread(target=lambda: logging.getLogger("hydra.utils").error("another thread's"))
+            other.start()
+            other.join()
+        finally:
+            instantiate._WHILE_LOCATING.inside.locating = False
+    assert [r.getMessage() for r in caplog.records] == ["a record of its own", "another thread's"]

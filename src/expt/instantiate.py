@@ -10,8 +10,9 @@ of memory says what to make smaller (:func:`call`). Options are flat (no nested 
 from __future__ import annotations
 
 import functools
-import logging
 import inspect
+import logging
+import threading
 from typing import Any, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -32,24 +33,28 @@ def settings_text(node: DictConfig, group: str) -> str:
     return ", ".join(settings) or "no settings"
 
 
-class _Silent(logging.Filter):
-    """Drops every record of the logger it is added to."""
+class _WhileLocating(logging.Filter):
+    """Drops the records a thread logs while it is inside :func:`locate`; other threads' records pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = threading.local()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return False
+        return not getattr(self.inside, "locating", False)
 
 
-_SILENT = _Silent()
+_WHILE_LOCATING = _WhileLocating()
 
 
 def locate(target: str, key: str) -> Any:
     """Import the object a ``_target_`` names, or raise a ConfigError naming ``key``."""
     from hydra.utils import get_object
 
-    hydra_log = logging.getLogger("hydra.utils")
     # Hydra logs the failure as an ERROR before raising it: said once, below. A filter, not a level: setting a
     # logger's level clears the cache of every logger, a cost each build paid five times
-    hydra_log.addFilter(_SILENT)
+    logging.getLogger("hydra.utils").addFilter(_WHILE_LOCATING)  # once: a filter already there is not added again
+    _WHILE_LOCATING.inside.locating = True
     needed = ("a _target_ must be the dotted path of an importable class or function, such as torch.nn.ReLU or "
               "mypackage.layers.Mish.")
     try:
@@ -60,7 +65,7 @@ def locate(target: str, key: str) -> Any:
         reason = " ".join(f"{type(cause).__name__}: {cause}".split()) + "".join(f". {q}" for q in question)
         raise ConfigError(f"{key}={target!r} does not import ({reason}); {needed}") from None
     finally:
-        hydra_log.removeFilter(_SILENT)
+        _WHILE_LOCATING.inside.locating = False
     if not callable(found):  # a module, a constant
         raise ConfigError(f"{key}={target!r} is a {type(found).__name__}, not a class or function; {needed}")
     return found
