@@ -23,8 +23,11 @@ presets, on the full data for the preset's epochs over the same seeds ("convnet:
 ``--population`` trains each candidate's seeds together as one population (``hydra/launcher=population``: one
 vmapped step for all of them, their numbers those of the runs alone), so that on a GPU a small model's three
 seeds should take about one run's time (a launch-bound step does three members' work in about one's);
-``seconds`` is then the population's. A search's table and a table of populations are sections of their own
-in the results file, beside the presets' table.
+``seconds`` is then the population's. Each model's candidates (``convnet``, ``resnet``), a search's and a table of
+populations are sections of their own in the results file (``presets-cuda-population-resnet``), so that one run
+never replaces another's rows. Each candidate's runs go to a folder named after it under ``--out``; a
+``metrics.json`` an earlier run left there is removed first. At ``--stop-after`` a run gets SIGTERM and ends as
+at Ctrl-C; the table says which epoch each stopped run reached and its best validation accuracy.
 
     python bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)"
 """
@@ -33,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import signal
 import statistics
 import subprocess
 import sys
@@ -61,55 +66,72 @@ CANDIDATES = {  # the two presets first: with --deadline, they are the runs that
 }
 
 
-def expt(arguments: list[str], stop: float) -> subprocess.CompletedProcess | None:
-    """``python -m expt <arguments>``, stopped at the time ``stop`` (None then)."""
+STOP_GRACE = 30  # seconds a run stopped at --stop-after has to end as Ctrl-C ends it (its metrics, its checkpoint)
+
+
+def expt(arguments: list[str], stop: float) -> tuple[subprocess.CompletedProcess, bool]:
+    """``python -m expt <arguments>``, and whether it was stopped: at the time ``stop`` it gets SIGTERM, which a run
+    (a population's members too) ends as it ends at Ctrl-C, writing what it reached; SIGKILL if it has not ended
+    :data:`STOP_GRACE` seconds later."""
+    proc = subprocess.Popen([sys.executable, "-m", "expt", *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        left = None if stop == float("inf") else max(1.0, stop - time.time())
-        return subprocess.run([sys.executable, "-m", "expt", *arguments], capture_output=True, text=True, timeout=left)
+        out, err = proc.communicate(timeout=None if stop == float("inf") else max(1.0, stop - time.time()))
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), False
     except subprocess.TimeoutExpired:
-        return None
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=STOP_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), True
 
 
-def finished(proc: subprocess.CompletedProcess, run_dir: Path, seed: int) -> dict:
-    """The metrics of the run in ``run_dir`` (``{"_status": "failed"}`` where there are none), and its line."""
+def finished(proc: subprocess.CompletedProcess, stopped: bool, run_dir: Path, seed: int) -> dict:
+    """The metrics of the completed run in ``run_dir``, or ``{"_status": how it ended}``; and its line."""
     metrics_file = run_dir / "metrics.json"
-    if not metrics_file.is_file():
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        print(f"  FAILED {run_dir}: {' | '.join(tail)}", flush=True)
-        return {"_status": "failed"}
-    m = json.loads(metrics_file.read_text())
-    if m.get("status") != "completed":
-        print(f"  {run_dir}: {m.get('status')}", flush=True)
-        return {"_status": str(m.get("status"))}
-    print(f"  {run_dir.parent.name} seed {seed}: test {100 * (m['test_acc'] or 0):.2f}%  "
-          f"val {100 * (m['best_val_acc'] or 0):.2f}%  {m['seconds']:.0f} s", flush=True)
-    return m
+    m = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    test = m.get("test_acc")
+    if m.get("status") == "completed" and isinstance(test, (int, float)) and math.isfinite(test):
+        print(f"  {run_dir.parent.name} seed {seed}: test {100 * test:.2f}%  "
+              f"val {100 * (m['best_val_acc'] or 0):.2f}%  {m['seconds']:.0f} s", flush=True)
+        return m
+    if not m:
+        status = "stopped before its first epoch (past --stop-after)" if stopped else "failed"
+    else:
+        best = m.get("best_val_acc")
+        status = (f"{'stopped (past --stop-after)' if stopped else m.get('status')} after epoch "
+                  f"{m.get('epochs_completed')}" + (f", best val {100 * best:.2f}%" if isinstance(best, float) else ""))
+    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if status == "failed" else ""
+    print(f"  {run_dir} seed {seed}: {status}{': ' + tail if tail else ''}", flush=True)
+    return {"_status": status}
 
 
 def run(overrides: list[str], seeds: list[int], run_dir: Path, extra: list[str], deadline: float, stop: float,
         population: bool = False) -> list[dict]:
     """Train ``overrides`` for each seed: one run a seed in ``run_dir/<seed>``, or with ``population`` the seeds
     together as one population (``hydra/launcher=population``), job i in ``run_dir/<i>``. Each seed's metrics, or
-    ``{"_status": why not}``."""
+    ``{"_status": how it ended}``. A metrics.json an earlier run left there goes first: never read as this run's."""
     if time.time() > deadline:
         print(f"  not started (past --deadline): {run_dir}", flush=True)
-        return [{"_status": "not started"}] * len(seeds)
+        return [{"_status": "not started (past --deadline)"}] * len(seeds)
+    dirs = [run_dir / str(i) for i in range(len(seeds))] if population else [run_dir / str(seeds[0])]
+    for d in dirs:
+        (d / "metrics.json").unlink(missing_ok=True)
     if population:
         seed_list = ",".join(str(s) for s in seeds)
         arguments = ["-m", *overrides, f"trainer.seed={seed_list}", *extra, "hydra/launcher=population",
                      f"hydra.sweep.dir={run_dir}", "hydra.job.chdir=false"]
-        proc = expt(arguments, stop)
-        if proc is None:
-            print(f"  stopped (past --stop-after): {run_dir}", flush=True)
-            return [{"_status": "stopped before its end"}] * len(seeds)
-        return [finished(proc, run_dir / str(i), seed) for i, seed in enumerate(seeds)]
-    (seed,) = seeds
-    proc = expt([*overrides, f"trainer.seed={seed}", *extra, f"hydra.run.dir={run_dir / str(seed)}",
-                 "hydra.job.chdir=false"], stop)
-    if proc is None:
-        print(f"  stopped (past --stop-after): {run_dir / str(seed)}", flush=True)
-        return [{"_status": "stopped before its end"}]
-    return [finished(proc, run_dir / str(seed), seed)]
+    else:
+        arguments = [*overrides, f"trainer.seed={seeds[0]}", *extra, f"hydra.run.dir={dirs[0]}", "hydra.job.chdir=false"]
+    proc, stopped = expt(arguments, stop)
+    return [finished(proc, stopped, d, seed) for d, seed in zip(dirs, seeds)]
+
+
+def folder(name: str) -> str:
+    """A candidate's folder: ``convnet: + weight average (the preset)`` -> ``convnet-weight-average-the-preset``."""
+    return "-".join("".join(c if c.isalnum() else " " for c in name.lower()).split())
 
 
 CHOSEN = "convnet: chosen by the staged search"
@@ -129,9 +151,10 @@ def search(out: Path, launcher: str, extra: list[str], stop: float) -> tuple[lis
     chose none) and the table's row of what the search spent."""
     sweep_dir = out / "search"
     start = time.time()
-    proc = expt(["-m", *CONVNET, "hydra/sweeper=coarse_to_fine", f"hydra/launcher={launcher}", *extra,
-                 f"hydra.sweep.dir={sweep_dir}", "hydra.job.chdir=false"], stop)
-    if proc is None:
+    (sweep_dir / "search_summary.yaml").unlink(missing_ok=True)  # an earlier search's: never read as this one's
+    proc, stopped = expt(["-m", *CONVNET, "hydra/sweeper=coarse_to_fine", f"hydra/launcher={launcher}", *extra,
+                          f"hydra.sweep.dir={sweep_dir}", "hydra.job.chdir=false"], stop)
+    if stopped:
         print("  the search was stopped (past --stop-after)", flush=True)
         return [], ""
     summary_file = sweep_dir / "search_summary.yaml"
@@ -186,9 +209,8 @@ def main() -> None:
     # a process a run, or with --population a process a candidate, its seeds one population
     jobs = [(n, args.seeds) for n in names] if args.population else [(n, [s]) for n in names for s in args.seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
-        done = list(pool.map(lambda job: run(candidates[job[0]], job[1], args.out / f"{names.index(job[0]):02d}",
-                                             extra, start + args.deadline, start + args.stop_after,
-                                             args.population), jobs))
+        done = list(pool.map(lambda job: run(candidates[job[0]], job[1], args.out / folder(job[0]), extra,
+                                             start + args.deadline, start + args.stop_after, args.population), jobs))
     results: dict[str, list[dict]] = {n: [] for n in names}
     unfinished: dict[str, list[str]] = {n: [] for n in names}
     for (name, _), runs in zip(jobs, done):
@@ -197,15 +219,18 @@ def main() -> None:
                 unfinished[name].append(metrics["_status"])
             else:
                 results[name].append(metrics)
-    table = ["| candidate | seeds | test accuracy, median (min - max) | val accuracy, median | seconds a run, median "
-             "| epochs |", "|---|---|---|---|---|---|"]
+    seconds = "seconds a population (its seeds together)" if args.population else "seconds a run, median"
+    table = ["| candidate | seeds | test accuracy, median (min - max) | val accuracy, median | " + seconds
+             + " | epochs |", "|---|---|---|---|---|---|"]
     for name, runs in results.items():
+        others = "; ".join(unfinished[name])  # how each seed that did not complete ended
         if not runs:
-            table.append(f"| {name} | 0 | {', '.join(sorted(set(unfinished[name])))} | | | |")
+            table.append(f"| {name} | 0 | {others} | | | |")
             continue
         test = [100 * r["test_acc"] for r in runs]
         val = [100 * r["best_val_acc"] for r in runs]
-        table.append(f"| {name} | {len(runs)} | {statistics.median(test):.2f}% ({min(test):.2f} - {max(test):.2f}) "
+        table.append(f"| {name} | {len(runs)}{f' (and {len(unfinished[name])} more: {others})' if others else ''} "
+                     f"| {statistics.median(test):.2f}% ({min(test):.2f} - {max(test):.2f}) "
                      f"| {statistics.median(val):.2f}% | {statistics.median(r['seconds'] for r in runs):.0f} "
                      f"| {runs[0]['epochs_completed']} |")
     if search_row:
@@ -230,8 +255,10 @@ def main() -> None:
         key, title = "-slice", f"Fashion-MNIST presets on {on}{for_} ({seeds})"
     else:
         key, title = "", f"Fashion-MNIST presets on the full data ({seeds})"
-    # a search's table, or one of populations, has a section of its own: it does not replace the presets' table
-    key += "-search" * args.search + "-population" * args.population
+    # a table of each model's candidates, of a search, or of populations is a section of its own: one replaces
+    # another only where it holds the same kind of rows
+    families = sorted({name.split(":", 1)[0] for name in names})
+    key += "-search" * args.search + "-population" * args.population + "".join(f"-{f}" for f in families)
     write_results(f"presets-{device}{key}", title, "\n".join(table), machine(device), args.results)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -169,16 +170,44 @@ def test_presets_trains_each_candidate_over_seeds_and_writes_its_table(tmp_path)
                      "--population", "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
     assert ("## Fashion-MNIST presets on 2,000 training images, 1 epoch each (2 seeds, each candidate's seeds as one "
             "population, 3 at once)") in text
-    [row] = table(text, "presets-cpu-slice-population")
+    [row] = table(text, "presets-cpu-slice-population-convnet")
     name, seeds, test, val, seconds, epochs = row
     assert "three-layer" in name and seeds == "2" and epochs == "1"
     median, spread = test.split("%", 1)
     assert 10 < float(median) <= 100 and spread.strip().startswith("(")  # above chance after one epoch
     assert 0 <= float(val.rstrip("%")) <= 100 and measured(seconds) >= 0
     for job, seed in ((0, 0), (1, 1)):  # the population's jobs, one a seed
-        run = tmp_path / "runs" / "00" / str(job)
+        run = tmp_path / "runs" / "convnet-three-layer-convnet-the-old-preset" / str(job)
         assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
         assert yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["trainer"]["seed"] == seed
+
+
+def test_presets_stops_its_runs_at_the_stop_time_and_says_what_they_reached(tmp_path):
+    """--stop-after sends the population SIGTERM: its members end as at Ctrl-C, and the table says which epoch each
+    reached and its best validation accuracy (a time limit on a GPU cut the ResNet preset's runs at epoch 33). How far
+    they get depends on the machine, never judged: 10,000 epochs are never reached."""
+    from expt.standard_datasets import find
+
+    if find("fashion_mnist") is None:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    out = tmp_path / "runs"
+    text = run_bench("presets.py", "--subset", "1000", "--epochs", "10000", "--only", "three-layer", "--seeds", "0", "1",
+                     "--population", "--stop-after", "30", "--out", str(out), results=tmp_path / "R.md")
+    [row] = table(text, "presets-cpu-slice-population-convnet")
+    assert row[1] == "0" and row[3:] == ["", "", ""], row
+    said = row[2].split("; ")
+    assert len(said) == 2, row  # each seed's own
+    for job, status in enumerate(said):
+        metrics_file = out / "convnet-three-layer-convnet-the-old-preset" / str(job) / "metrics.json"
+        if not metrics_file.is_file():  # stopped while it started (a slow machine)
+            assert status == "stopped before its first epoch (past --stop-after)", status
+            continue
+        metrics = json.loads(metrics_file.read_text())
+        assert metrics["status"] == "interrupted", metrics["status"]
+        expected = f"stopped (past --stop-after) after epoch {metrics['epochs_completed']}"
+        if metrics["best_val_acc"] is not None:
+            expected += f", best val {100 * metrics['best_val_acc']:.2f}%"
+        assert status == expected
 
 
 def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
@@ -211,7 +240,7 @@ def test_presets_search_chooses_a_configuration_trains_it_and_ensembles_the_sear
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     text = run_bench("presets.py", "--quick", "--search", "--only", "chosen", "--seeds", "0",
                      "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
-    rows = table(text, "presets-cpu-quick-search")
+    rows = table(text, "presets-cpu-quick-search-convnet")
     assert [r[0] for r in rows] == ["convnet: chosen by the staged search", "the search itself"]
     (_, seeds, test, _, _, epochs), (_, spent, _, _, seconds, _) = rows
     assert seeds == "1" and epochs == "1" and 10 < float(test.split("%")[0]) <= 100
