@@ -25,7 +25,7 @@ out=outputs/presets
 while [ $# -gt 0 ]; do
   case "$1" in
     --presets|--search|--resnet)
-      if [ $mode != benchmarks ]; then
+      if [ $mode != benchmarks ] && [ $mode != "${1#--}" ]; then
         echo "bench/gpu.sh: $1 and --$mode are run one at a time: give one of them" >&2; exit 2
       fi
       mode=${1#--} ;;
