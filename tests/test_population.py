@@ -193,8 +193,9 @@ def test_a_members_last_checkpoint_resumes_as_a_lone_runs_does(tmp_path: Path) -
 # and an average of the weights
 RESNET_PRESET = ["model=resnet", "model.depth=8", "model.width=4", "augmentation=[translate,hflip]",
                  "augmentation.translate.pad=2", "augmentation.translate.mode=zeros", "optimizer=nesterov",
-                 "optimizer.lr=0.05", "schedule=onecycle", "trainer.label_smoothing=0.1", "trainer.ema=0.9",
-                 "data.subset=256", "trainer.epochs=2", "trainer.train_eval_samples=256", *FAST]
+                 "optimizer.lr=0.05", "schedule=onecycle", "regularization.l2=2.5e-4", "trainer.label_smoothing=0.1",
+                 "trainer.ema=0.9", "trainer.batch_size=128", "data.subset=256", "trainer.epochs=2",
+                 "trainer.train_eval_samples=256", *FAST]
 
 
 @pytest.mark.parametrize("mapping", ["the CPU's loop over members", "vmap, as on CUDA"])
