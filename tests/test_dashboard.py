@@ -1021,7 +1021,9 @@ def test_a_new_event_file_sorts_after_the_earlier_ones_of_its_run(tmp_path):
     resumed within one second had its resumed file read first, so each curve ran back on itself."""
     earlier = tmp_path / f"events.out.tfevents.{int(time.time())}.~host.99999999.0"  # sorts last within its second
     earlier.write_bytes(b"")
-    dashboard.Dashboard(tmp_path).close()
+    board = dashboard.Dashboard(tmp_path)
+    board.writer.add_text("config", "the run's first event", 0)  # which makes its file
+    board.close()
     files = sorted(tmp_path.glob("events.out.tfevents.*"))
     assert len(files) == 2 and files[0] == earlier
 

@@ -392,13 +392,15 @@ def test_guard_strict_stops_the_run_before_its_first_step_and_false_stays_silent
     with pytest.raises(sanity.SanityError, match=r"initial loss .* The run stops \(sanity.before_train=strict"):
         train(cfg, run_dir=tmp_path / "strict")
     assert not (tmp_path / "strict" / "metrics.json").exists() and not (tmp_path / "strict" / "checkpoints").exists()
+    # nor an event file or a name for python -m expt.board: TensorBoard lists no empty run
+    assert not list((tmp_path / "strict").glob("events.out.tfevents.*"))
+    assert not (tmp_path / "strict" / "run_label.txt").exists()
     earlier = tmp_path / "earlier"
     train(expt.compose([*QUICK_RUN]), run_dir=earlier)
-    kept = {p: p.read_bytes() for p in [earlier / "metrics.json", *(earlier / "checkpoints").iterdir(),
-                                         *earlier.glob("events.out.tfevents.*")]}
+    kept = {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()}  # its label among them
     with pytest.raises(sanity.SanityError):
         train(cfg, run_dir=earlier)
-    assert {p: p.read_bytes() for p in kept if p.exists()} == kept
+    assert {p: p.read_bytes() for p in earlier.rglob("*") if p.is_file()} == kept  # nothing changed, added or gone
     cfg.sanity.before_train = "false"
     with caplog.at_level(logging.INFO, logger="expt.sanity"):
         train(cfg, run_dir=tmp_path / "false")

@@ -140,14 +140,13 @@ class Dashboard:
             self.settings.histograms = self.settings.filters = self.settings.graph = False
         self.label = run_label(self.context, self.run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / LABEL_FILE).write_text(self.label + "\n", encoding="utf-8")
         use_c_checksums()
         for stale in self.run_dir.glob(f".{EVENTS_GLOB}.tmp"):  # a rewrite (forget_after) a kill cut short
             stale.unlink(missing_ok=True)
         self.earlier = sorted(self.run_dir.glob(EVENTS_GLOB))  # an earlier run's here, if any
         self.resumed_here = False  # by forget_after: the earlier files hold this run up to its checkpoint
         wait_to_sort_after(self.earlier)  # a resumed run's file is read after them
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
+        self._writer: Optional[SummaryWriter] = None  # made with the first event (:attr:`writer`)
         self.background = Background()
         self.seconds: dict[str, float] = defaultdict(float)
         self.model: Optional[nn.Module] = None
@@ -155,6 +154,16 @@ class Dashboard:
         self._probe_idx: Optional[torch.Tensor] = None
         self._weights: dict[str, nn.Parameter] = {}
         self._diagnosed: set[int] = set()
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """The run's event file, and its name for ``python -m expt.board``, made when the first event is written: a
+        run stopped before its dashboard starts (a strict sanity check of the loss at init) leaves no empty run in
+        TensorBoard, and an earlier run in its directory keeps its name."""
+        if self._writer is None:
+            (self.run_dir / LABEL_FILE).write_text(self.label + "\n", encoding="utf-8")
+            self._writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
+        return self._writer
 
     @contextlib.contextmanager
     def _timed(self, name: str) -> Iterator[None]:
@@ -422,7 +431,8 @@ class Dashboard:
         if self.seconds:
             log.debug("Dashboard diagnostics: %s", ", ".join(f"{k} {v:.3f}s" for k, v in self.seconds.items()))
         self.background.drain()
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def use_c_checksums() -> bool:
