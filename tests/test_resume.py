@@ -576,6 +576,32 @@ def test_ctrl_c_between_an_epochs_measurement_and_its_checkpoint_says_so(tmp_pat
     metrics = read_metrics(tmp_path)
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
 
+def test_ctrl_c_before_a_run_begins_leaves_the_earlier_run_in_its_directory_whole(tmp_path, compose, monkeypatch,
+                                                                                  caplog):
+    """Ctrl-C while a run measures its loss at init, in the directory of an earlier run: that run's files stay as
+    they were (an interrupted metrics.json was written over its own, beside its checkpoints); a fresh directory
+    still gets the interrupted run's metrics.json."""
+    import logging
+
+    import expt
+    from expt.trainer.engine import SingleEngine
+
+    expt.train(compose("trainer.epochs=1", *SHARED), run_dir=tmp_path / "earlier")
+    kept = {p: p.read_bytes() for p in (tmp_path / "earlier").rglob("*") if p.is_file()}
+
+    def interrupted(self, records):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SingleEngine, "losses", interrupted)
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        expt.train(compose("trainer.epochs=2", *SHARED), run_dir=tmp_path / "earlier")
+    assert {p: p.read_bytes() for p in (tmp_path / "earlier").rglob("*") if p.is_file()} == kept
+    assert f"Interrupted before the run began: {tmp_path / 'earlier'} holds the run before it" in caplog.text
+    with pytest.raises(KeyboardInterrupt):
+        expt.train(compose("trainer.epochs=2", *SHARED), run_dir=tmp_path / "fresh")
+    assert read_metrics(tmp_path / "fresh")["status"] == "interrupted"
+
+
 def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):
     """kill (SIGTERM, as a scheduler's time limit sends it) during epoch 2: metrics.json says interrupted, the log
     says which epoch last.pt holds and how to resume, and the command exits 143."""

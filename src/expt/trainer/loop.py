@@ -214,6 +214,10 @@ class Trainer:
                         "once, without them.")
         for r in going:
             with r.scope():
+                if r.earlier_run_here():  # stopped before it began: the run its directory holds stays whole
+                    log.warning("%sInterrupted before the run began: %s holds the run before it, left as it was.",
+                                r.log_prefix, r.run_dir)
+                    continue
                 try:
                     self.conclude(r, INTERRUPTED)
                 except OSError as exc:  # metrics.json on a full disk: the line below still says what last.pt holds

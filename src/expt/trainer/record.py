@@ -77,6 +77,7 @@ class RunRecord:
         self.threshold = math.inf  # the training loss that counts as diverged, set by begin
         self.metrics: Optional[dict[str, Any]] = None  # set by finish
         self.failure: Optional[Exception] = None  # the error that stopped it alone (a population's Trainer)
+        self.began = False  # whether it has replaced or resumed the run its directory held (begin)
         self.loss_sum, self.losses_read = 0.0, 0  # this epoch's step losses read so far
         # entered around the run's own work (measuring, recording, ending): a population's member sets its
         # own random state and its Hydra job's context there
@@ -170,14 +171,22 @@ class RunRecord:
             "config": self.exp.config_yaml,
         }
 
+    def earlier_run_here(self) -> bool:
+        """Whether the directory holds an earlier run's files that this run has not replaced (nor resumed from)."""
+        if self.began:
+            return False
+        earlier = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST, self.run_dir / METRICS_FILE]
+        return bool(self.dashboard.earlier) or any(path.is_file() for path in earlier)
+
     def forget_earlier_run(self) -> None:
         """A run started anew (not resumed) in a directory an earlier run used replaces that run whole: its event
         files, checkpoints (last.pt, best.pt, the snapshots), metrics.json and what ``python -m expt.evaluate``
         wrote there go before this run writes anything, so no reader mixes the two runs (an ensemble of the
         earlier run's snapshots, its metrics beside this run's best.pt)."""
-        earlier = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST, self.run_dir / METRICS_FILE]
-        if not self.dashboard.earlier and not any(path.is_file() for path in earlier):
+        self.began = True  # from here the directory is this run's
+        if not self.earlier_run_here():
             return  # no earlier run here: a directory of the user's own is left as it is
+        earlier = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST, self.run_dir / METRICS_FILE]
         removed = self.dashboard.forget_earlier_run()
         board = self.run_dir / EVALUATION_DIR  # python -m expt.evaluate's events; nothing else there is touched
         files = [*earlier, *checkpoint.snapshots(self.ckpt_dir).values(), self.run_dir / EVALUATION_FILE,
@@ -293,6 +302,7 @@ class RunRecord:
         self.started = self.saved_at = time.perf_counter()
         if t.resume:
             self.resume(checkpoint.resolve(t.resume), engine)
+            self.began = True  # the directory's run is this one, resumed
         else:
             if measured is None:  # measured here once an earlier run's files are gone: a stop meanwhile mixes none
                 self.forget_earlier_run()
