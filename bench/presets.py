@@ -102,7 +102,8 @@ def finished(proc: subprocess.CompletedProcess, stopped: bool, run_dir: Path, se
     else:
         best = m.get("best_val_acc")
         status = (f"{'stopped (past --stop-after)' if stopped else m.get('status')} after epoch "
-                  f"{m.get('epochs_completed')}" + (f", best val {100 * best:.2f}%" if isinstance(best, float) else ""))
+                  f"{m.get('epochs_completed')}" + (f", best val {100 * best:.2f}%" if isinstance(best, float) else "")
+                  + (f", its test {100 * test:.2f}%" if isinstance(test, float) and math.isfinite(test) else ""))
     tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if status == "failed" else ""
     print(f"  {run_dir} seed {seed}: {status}{': ' + tail if tail else ''}", flush=True)
     return {"_status": status}
