@@ -171,22 +171,23 @@ class RunRecord:
             "config": self.exp.config_yaml,
         }
 
+    def _earlier_files(self) -> list[Path]:
+        return [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST, self.run_dir / METRICS_FILE]
+
     def earlier_run_here(self) -> bool:
         """Whether the directory holds an earlier run's files that this run has not replaced (nor resumed from)."""
-        if self.began:
-            return False
-        earlier = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST, self.run_dir / METRICS_FILE]
-        return bool(self.dashboard.earlier) or any(path.is_file() for path in earlier)
+        return not self.began and (bool(self.dashboard.earlier) or any(p.is_file() for p in self._earlier_files()))
 
     def forget_earlier_run(self) -> None:
         """A run started anew (not resumed) in a directory an earlier run used replaces that run whole: its event
         files, checkpoints (last.pt, best.pt, the snapshots), metrics.json and what ``python -m expt.evaluate``
         wrote there go before this run writes anything, so no reader mixes the two runs (an ensemble of the
         earlier run's snapshots, its metrics beside this run's best.pt)."""
+        here = self.earlier_run_here()
         self.began = True  # from here the directory is this run's
-        if not self.earlier_run_here():
+        if not here:
             return  # no earlier run here: a directory of the user's own is left as it is
-        earlier = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST, self.run_dir / METRICS_FILE]
+        earlier = self._earlier_files()
         removed = self.dashboard.forget_earlier_run()
         board = self.run_dir / EVALUATION_DIR  # python -m expt.evaluate's events; nothing else there is touched
         files = [*earlier, *checkpoint.snapshots(self.ckpt_dir).values(), self.run_dir / EVALUATION_FILE,
