@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Every GPU figure, one command a mode: each fits in 10 minutes on one H200-class GPU, and each part has its own
 # time limit, so one that runs long cannot take the others' time (overhead.py and population.py keep the rows a
-# limit cuts short, beside their sections; presets.py stops its runs 40 s before its part's limit, with SIGTERM,
+# limit cuts short, beside their sections; presets.py stops its runs 50 s before its part's limit, with SIGTERM,
 # so that they write what they reached and the table is written).
 #
 #   bash bench/gpu.sh             the CUDA tests and the GPU benchmarks (about 8 minutes)
 #   bash bench/gpu.sh --presets   the Fashion-MNIST ConvNet preset and the steps to it, 3 seeds each, each
-#                                 candidate's seeds one population (bench/presets.py --population; stopped after
-#                                 4 minutes, not yet timed)
+#                                 candidate's seeds one population (bench/presets.py --population; its runs
+#                                 stopped at 190 s, not yet timed)
 #   bash bench/gpu.sh --resnet    the ResNet preset's 3 seeds as one population (one vmapped step for the three),
-#                                 stopped after 9 minutes
+#                                 stopped at 510 s
 #   bash bench/gpu.sh --search    the recipe's staged search on the ConvNet preset, then its choice and the preset
 #                                 over 3 seeds (bench/presets.py --search; about 8 minutes)
 #   options: [--results FILE] [--out DIR]
@@ -51,14 +51,14 @@ part() {  # part SECONDS command...: run one part under its own limit, say how i
 $py -c 'import torch, expt; assert torch.cuda.is_available(), "no CUDA device"; print("expt from", expt.__file__, "on", torch.cuda.get_device_name())' || exit 1
 case $mode in
   presets)  # the ConvNet's steps, all five candidates at once
-    part 240 $py bench/presets.py --only convnet --population --parallel 5 --stop-after 200 --out "$out" \
+    part 240 $py bench/presets.py --only convnet --population --parallel 5 --stop-after 190 --out "$out" \
       --results "$results" ;;
   resnet)
-    part 560 $py bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)" --stop-after 520 \
+    part 560 $py bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)" --stop-after 510 \
       --out "$out" --results "$results" ;;
   search)
     part 480 $py bench/presets.py --search --only "convnet: + weight average" --only chosen --parallel 6 \
-      --deadline 300 --stop-after 440 --out "$out" --results "$results" ;;
+      --deadline 300 --stop-after 430 --out "$out" --results "$results" ;;
   benchmarks)
     part 100 $py -m pytest -q -p no:cacheprovider -m cuda tests
     part 75 $py bench/throughput.py --device cuda --models convnet --batches 64 512 \

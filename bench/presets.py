@@ -24,8 +24,9 @@ presets, on the full data for the preset's epochs over the same seeds ("convnet:
 vmapped step for all of them, their numbers those of the runs alone), so that on a GPU a small model's three
 seeds should take about one run's time (a launch-bound step does three members' work in about one's);
 ``seconds`` is then the population's. Each model's candidates (``convnet``, ``resnet``), a search's and a table of
-populations are sections of their own in the results file (``presets-cuda-population-resnet``), so that one run
-never replaces another's rows. Each candidate's runs go to a folder named after it under ``--out``; a
+populations are sections of their own in the results file (``presets-cuda-population-resnet``), so that
+``gpu.sh --presets`` and ``--resnet`` do not replace each other's tables (two runs of one kind, each with its own
+``--only``, still do). Each candidate's runs go to a folder named after it under ``--out``; a
 ``metrics.json`` an earlier run left there is removed first. At ``--stop-after`` a run gets SIGTERM and ends as
 at Ctrl-C; the table says which epoch each stopped run reached and its best validation accuracy.
 
@@ -98,10 +99,12 @@ def finished(proc: subprocess.CompletedProcess, stopped: bool, run_dir: Path, se
               f"val {100 * (m['best_val_acc'] or 0):.2f}%  {m['seconds']:.0f} s", flush=True)
         return m
     if not m:
-        status = "stopped before its first epoch (past --stop-after)" if stopped else "failed"
+        status = ("stopped before its first epoch (past --stop-after)" if stopped and proc.returncode != -signal.SIGKILL
+                  else f"killed {STOP_GRACE} s after its stop, nothing written" if stopped else "failed")
     else:
         best = m.get("best_val_acc")
-        status = (f"{'stopped (past --stop-after)' if stopped else m.get('status')} after epoch "
+        said = "stopped (past --stop-after)" if stopped and m.get("status") == "interrupted" else m.get("status")
+        status = (f"{said} after epoch "
                   f"{m.get('epochs_completed')}" + (f", best val {100 * best:.2f}%" if isinstance(best, float) else "")
                   + (f", its test {100 * test:.2f}%" if isinstance(test, float) and math.isfinite(test) else ""))
     tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if status == "failed" else ""
@@ -114,9 +117,10 @@ def run(overrides: list[str], seeds: list[int], run_dir: Path, extra: list[str],
     """Train ``overrides`` for each seed: one run a seed in ``run_dir/<seed>``, or with ``population`` the seeds
     together as one population (``hydra/launcher=population``), job i in ``run_dir/<i>``. Each seed's metrics, or
     ``{"_status": how it ended}``. A metrics.json an earlier run left there goes first: never read as this run's."""
-    if time.time() > deadline:
-        print(f"  not started (past --deadline): {run_dir}", flush=True)
-        return [{"_status": "not started (past --deadline)"}] * len(seeds)
+    if time.time() >= min(deadline, stop):  # a run started past its stop time would only be stopped
+        why = "--deadline" if time.time() >= deadline else "--stop-after"
+        print(f"  not started (past {why}): {run_dir}", flush=True)
+        return [{"_status": f"not started (past {why})"}] * len(seeds)
     dirs = [run_dir / str(i) for i in range(len(seeds))] if population else [run_dir / str(seeds[0])]
     for d in dirs:
         (d / "metrics.json").unlink(missing_ok=True)
@@ -207,6 +211,8 @@ def main() -> None:
         if chosen:
             candidates[CHOSEN] = [*CONVNET, *(QUICK_WIDTH if args.quick else []), *chosen]
     names = [n for n in candidates if not args.only or any(o in n for o in args.only)]
+    if not names:  # an empty table would replace a section of results
+        parser.error(f"--only {' '.join(args.only)}: no candidate's name holds it; the candidates: {', '.join(candidates)}")
     # a process a run, or with --population a process a candidate, its seeds one population
     jobs = [(n, args.seeds) for n in names] if args.population else [(n, [s]) for n in names for s in args.seeds]
     with ThreadPoolExecutor(args.parallel) as pool:
