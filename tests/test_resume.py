@@ -597,6 +597,10 @@ def test_ctrl_c_before_a_run_begins_leaves_the_earlier_run_in_its_directory_whol
         expt.train(compose("trainer.epochs=2", *SHARED), run_dir=tmp_path / "earlier")
     assert {p: p.read_bytes() for p in (tmp_path / "earlier").rglob("*") if p.is_file()} == kept
     assert f"Interrupted before the run began: {tmp_path / 'earlier'} holds the run before it" in caplog.text
+    assert "Stopping: testing the best model" not in caplog.text  # there is none to test
+    from expt.requeue import stopped_run_here  # the command line's resume hint and a sweep's say nothing then
+
+    assert not stopped_run_here(tmp_path / "earlier")
     with pytest.raises(KeyboardInterrupt):
         expt.train(compose("trainer.epochs=2", *SHARED), run_dir=tmp_path / "fresh")
     assert read_metrics(tmp_path / "fresh")["status"] == "interrupted"

@@ -111,10 +111,10 @@ def say_how_to_resume(hydra_cfg) -> None:
 
     from hydra.types import RunMode
 
-    from expt.checkpoint import DIR, LAST
+    from expt.requeue import stopped_run_here
 
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    if not (run_dir / DIR / LAST).is_file():
+    if not stopped_run_here(run_dir):
         return
     if hydra_cfg.mode == RunMode.MULTIRUN:
         from expt.requeue import continue_sweep
@@ -125,7 +125,7 @@ def say_how_to_resume(hydra_cfg) -> None:
              for source in hydra_cfg.runtime.config_sources if source.provider == "command-line"]
     if hydra_cfg.job.config_name not in (None, "config"):
         flags.append(f"--config-name={hydra_cfg.job.config_name}")
-    kept = [o for o in hydra_cfg.overrides.task if not o.lstrip("+~").startswith("trainer.resume=")]
+    kept = [o for o in hydra_cfg.overrides.task if split_override(o)[0] != "trainer.resume"]
     where = str(run_dir) if re.fullmatch(r"[\w/.~+@-]+", str(run_dir)) else "'" + str(run_dir).replace(
         "\\", "\\\\").replace("'", "\\'") + "'"  # quoted as Hydra reads a value holding = or ,
     words = [*flags, *kept, f"hydra.run.dir={where}", f"trainer.resume={where}"]

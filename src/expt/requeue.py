@@ -18,6 +18,7 @@ from typing import Mapping, Optional
 from omegaconf import DictConfig
 
 from expt import checkpoint
+from expt.status import INTERRUPTED, read_metrics
 
 ENV = "EXPT_RESUME_OWN_CHECKPOINT"
 ON = ("1", "true", "yes")
@@ -30,6 +31,16 @@ def continue_sweep(sweep_dir: str | Path) -> str:
     return (f"To continue the sweep: run the same command again with hydra.sweep.dir={sweep_dir} and {ENV}=1 in the "
             "environment (each job continues from the checkpoint in its directory; a coarse_to_fine sweep skips the "
             "trials it recorded).")
+
+
+def stopped_run_here(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a run that a stop (Ctrl-C, SIGTERM, a full disk) left to continue: its ``last.pt``,
+    and no ``metrics.json`` saying that it ended otherwise (an earlier run, which a new run stopped before it began
+    leaves whole, is no run to resume)."""
+    if not (Path(run_dir) / checkpoint.DIR / checkpoint.LAST).is_file():
+        return False
+    metrics = read_metrics(Path(run_dir))
+    return metrics is None or metrics.get("status") == INTERRUPTED
 
 
 def own_checkpoint(run_dir: str | Path, env: Mapping[str, str]) -> Optional[Path]:

@@ -209,15 +209,15 @@ class Trainer:
         """After Ctrl-C: each run not yet ended keeps what its finished epochs measured (metrics.json with status
         interrupted, HParams, best.pt) and says which epoch its last checkpoint holds, to resume from."""
         going = [r for r in self.records if r.metrics is None and r.failure is None]  # the others had ended
+        for r in [r for r in going if r.earlier_run_here()]:  # stopped before it began: the run its directory holds
+            going.remove(r)  # stays whole
+            log.warning("%sInterrupted before the run began: %s holds the run before it, left as it was.",
+                        r.log_prefix, r.run_dir)
         if going:  # testing the best model takes a while on a large test split: say what the wait is for
             log.warning("Stopping: testing the best model and writing metrics.json; interrupt again to stop at "
                         "once, without them.")
         for r in going:
             with r.scope():
-                if r.earlier_run_here():  # stopped before it began: the run its directory holds stays whole
-                    log.warning("%sInterrupted before the run began: %s holds the run before it, left as it was.",
-                                r.log_prefix, r.run_dir)
-                    continue
                 try:
                     self.conclude(r, INTERRUPTED)
                 except OSError as exc:  # metrics.json on a full disk: the line below still says what last.pt holds

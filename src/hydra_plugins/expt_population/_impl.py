@@ -40,12 +40,11 @@ from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 
-from expt import checkpoint
 from expt.config import to_yaml
 from expt.errors import ConfigError, StorageError
 from expt.files import only_writer
 from expt.job_errors import TrialStorageError, as_trial_error
-from expt.requeue import continue_sweep
+from expt.requeue import continue_sweep, stopped_run_here
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
 
@@ -471,8 +470,7 @@ class PopulationLauncherImpl:
             try:
                 results = self._train_group(group) if len(group) > 1 else {}
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each member kept its run; say how the sweep goes on
-                if any((job.output_dir / checkpoint.DIR / checkpoint.LAST).is_file() for job in group
-                       if job.output_dir is not None):
+                if any(stopped_run_here(job.output_dir) for job in group if job.output_dir is not None):
                     print(continue_sweep(self.config.hydra.sweep.dir), file=sys.stderr)
                 raise
             for job in group:
