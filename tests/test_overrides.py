@@ -3,7 +3,7 @@
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from expt.overrides import override_key, split_override, value_text
+from expt.overrides import key_or_group, override_key, split_override, value_text
 
 
 @pytest.mark.parametrize("text, key, value", [
@@ -40,8 +40,7 @@ def test_a_parsed_overrides_value_is_the_text_the_command_line_wrote(text, writt
     "trainer.seed=${oc.env:SEED,0}", "x.y={a:1,b:2}", "data.root='/tmp/a=b'", "+experiment=fashion_mnist_convnet",
 ])
 def test_the_key_from_the_text_is_the_key_hydra_parses(text):
-    """What the dashboard's HParams read from a job's overrides without parsing them again (a group's package left
-    out, as Hydra's key_or_group leaves it out)."""
+    """What the dashboard's HParams read from a job's overrides without parsing them again."""
     parsed = OverridesParser.create().parse_override(text)
-    assert override_key(text).split("@", 1)[0] == parsed.key_or_group
+    assert key_or_group(text) == parsed.key_or_group
     assert text.startswith("~") == parsed.is_delete()

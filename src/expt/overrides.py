@@ -19,6 +19,12 @@ def override_key(override: str) -> str:
     return split_override(override)[0]
 
 
+def key_or_group(override: str) -> str:
+    """The key or config group an override sets, as Hydra's ``Override.key_or_group`` names it: :func:`override_key`
+    less the package of a group choice (``model@head=mlp`` -> ``model``)."""
+    return override_key(override).split("@", 1)[0]
+
+
 def value_text(override: Any) -> str:
     """A parsed override's value (Hydra's ``Override``) as the command line wrote it: ``interval(1e-4, 1e-2)``,
     ``[64,128]``; rebuilt from the parsed value where the override was made without a line of text."""

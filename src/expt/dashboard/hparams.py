@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expt.config import TARGET_GROUPS
 from expt.dashboard.diagnosis import DIAGNOSES
-from expt.overrides import split_override
+from expt.overrides import key_or_group, split_override
 from expt.search import integer_sweep
 from expt.status import COMPLETED, DIVERGED, FAILED, MULTIRUN_FILE, STATUSES
 from expt.sweep_env import SweepTrial, trial_name
@@ -258,9 +258,9 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
         for group, choice in hydra_cfg.runtime.choices.items():
             if choice is not None and not group.startswith("hydra/") and group != "dashboard":
                 choices[group] = _hparam_value(OmegaConf.to_container(choice) if isinstance(choice, ListConfig) else choice)
-        for override in hydra_cfg.overrides.task:  # as Hydra parsed them: their text says the key (a package left
-            # out: group@package=option sets the group's choice) and whether they delete it (~key)
-            key = split_override(override)[0].split("@", 1)[0]
+        for override in hydra_cfg.overrides.task:  # as Hydra parsed them: their text says the key and whether
+            # they delete it (~key)
+            key = key_or_group(override)
             if override.startswith("~") or key.split(".", 1)[0] in ("dashboard", "hydra"):
                 continue
             flat = {key: choices[key]} if key in choices else _flatten(key, OmegaConf.select(cfg, key, default=None))

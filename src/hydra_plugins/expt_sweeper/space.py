@@ -85,7 +85,6 @@ def param_from_override(override: Override, declared_limits: Mapping[str, Any],
                                 error.allowed) from None
 
 
-
 def _param(override: Override, name: str, where: str, declared_limits: Mapping[str, Any]) -> Param:
     value = override.value()
     tags = set(getattr(value, "tags", set()))
