@@ -19,7 +19,21 @@ from pathlib import Path
 
 import pytest
 
-import expt
+
+def _share_the_cores() -> None:
+    """Each pytest-xdist worker, and every process its tests start, uses its share of the cores: two workers of
+    torch's default thread count (one per core) would each wait on the other's threads. A thread count the
+    environment sets (``OMP_NUM_THREADS``) is kept."""
+    if "OMP_NUM_THREADS" in os.environ or "PYTEST_XDIST_WORKER" not in os.environ:  # set, or no workers
+        return
+    workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ["OMP_NUM_THREADS"] = str(max(1, cores // workers))  # before torch reads it, here and below
+
+
+_share_the_cores()
+
+import expt  # noqa: E402  (after the thread count is set)
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
