@@ -243,11 +243,16 @@ class Dashboard:
 
     # ------------------------------------------------------------------ per step
     def train_losses(self, first_step: int, losses: Iterable[float]) -> None:
-        """The step losses the loop has read back; that read finished the device's earlier copies, so the
-        diagnostics waiting for them go to the dashboard's thread."""
-        for offset, value in enumerate(losses):
-            self.writer.add_scalar("loss/train", value, first_step + offset)
-        self.background.poll()
+        """The step losses the loop has read back, written on the dashboard's thread (their records cost the loop
+        about 10-20 us a step otherwise); that read finished the device's earlier copies, so the diagnostics
+        waiting for them go to the thread too."""
+        values = list(losses)
+
+        def write() -> None:
+            for offset, value in enumerate(values):
+                self.writer.add_scalar("loss/train", value, first_step + offset)
+
+        self.background.submit("the training losses", write)  # submit hands over what is ready, in order
 
     def weights_before_update(self) -> Optional[list[torch.Tensor]]:
         """Copies of the weight tensors, taken before a logging step's update; None when update ratios are off."""
@@ -274,10 +279,15 @@ class Dashboard:
 
     # ------------------------------------------------------------------ per epoch
     def epoch(self, epoch: int, row: dict[str, float]) -> None:
-        """The epoch's scalars (step = epoch), then its histograms and filter images."""
-        for tag, key in SCALARS:
-            if key in row:
-                self.writer.add_scalar(tag, row[key], epoch)
+        """The epoch's scalars (step = epoch), then its histograms and filter images, all written on the dashboard's
+        thread."""
+        scalars = [(tag, row[key]) for tag, key in SCALARS if key in row]
+
+        def write() -> None:
+            for tag, value in scalars:
+                self.writer.add_scalar(tag, value, epoch)
+
+        self.background.submit("the epoch's scalars", write)
         self.diagnostics(epoch)
         self.background.submit("the event file's flush", self.writer.flush)
 
