@@ -252,7 +252,7 @@ class Dashboard:
             for offset, value in enumerate(values):
                 self.writer.add_scalar("loss/train", value, first_step + offset)
 
-        self.background.submit("the training losses", write)  # submit hands over what is ready, in order
+        self.background.submit("the record of the step losses", write)  # submit hands over what is ready, in order
 
     def weights_before_update(self) -> Optional[list[torch.Tensor]]:
         """Copies of the weight tensors, taken before a logging step's update; None when update ratios are off."""
@@ -287,7 +287,7 @@ class Dashboard:
             for tag, value in scalars:
                 self.writer.add_scalar(tag, value, epoch)
 
-        self.background.submit("the epoch's scalars", write)
+        self.background.submit("the record of the epoch's scalars", write)
         self.diagnostics(epoch)
         self.background.submit("the event file's flush", self.writer.flush)
 
