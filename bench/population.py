@@ -15,6 +15,11 @@ untimed warm-up of the path it times (one short trial for the basic side and a g
 two otherwise), so the first calls' costs are not counted: a CUDA step captured as a graph has first calls of
 its own, which a population's warm-up does not make.
 
+A population's seconds are also given split in two, per member: building the members (``Population(...)``:
+each one's config checked, model, optimizer, schedule and dashboard made) and the rest (training, testing
+and writing each run directory), which shows how much of a member's cost is the host's work before the
+first step.
+
 Memory: the peak resident set of the process (CPU) or the peak CUDA allocation (GPU), divided by N.
 
     python bench/population.py                       # CPU, sizes 1, 4, 16
@@ -58,7 +63,7 @@ def worker(mode: str, case: str, n: int, epochs: int, device: str) -> dict:
     import torch
 
     import expt
-    from expt.population import train_population
+    from expt.population import Population, train_population
 
     cfgs = configs(case, n, epochs, device)
     cuda = device.startswith("cuda") and torch.cuda.is_available()
@@ -74,14 +79,19 @@ def worker(mode: str, case: str, n: int, epochs: int, device: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         dirs = [Path(tmp) / str(i) for i in range(n)]
         start = time.perf_counter()
+        built = None  # seconds the population took to build its members
         if alone:
             metrics = [expt.train(cfg, run_dir=d) for cfg, d in zip(cfgs, dirs)]
         else:
-            metrics = train_population(cfgs, dirs)
+            population = Population(cfgs, dirs)  # what train_population does, its two parts timed
+            if cuda:
+                torch.cuda.synchronize()
+            built = time.perf_counter() - start
+            metrics = population.fit()
         if cuda:
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"seconds": seconds, "built": built, "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "cuda_mib": torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else None,
             "completed": sum(m["status"] == "completed" for m in metrics)}
 
@@ -113,8 +123,9 @@ def main() -> None:
         return
     if args.quick:
         args.epochs, args.sizes, args.basic_trials = 1, [1, 2], 1
-    rows = ["| model | N | basic: trials/min | population: trials/min | speed-up | memory per member (MiB) "
-            "| added per member (MiB) |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = ["| model | N | basic: trials/min | population: trials/min | speed-up | population: ms a member building "
+            "/ training and ending | memory per member (MiB) | added per member (MiB) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     memory = "cuda_mib" if args.device.startswith("cuda") else "rss_mib"
     planned = len(args.cases) * len(args.sizes)
     for case in args.cases:
@@ -130,8 +141,10 @@ def main() -> None:
             added = (pop[memory] - smallest[1]) / (n - smallest[0]) if n > smallest[0] else None
             print(f"{case}: N={n} population {rate:.1f} trials/min ({rate / basic_rate:.2f}x), "
                   f"{per_member:.0f} MiB per member", flush=True)
-            rows.append(f"| {case} | {n} | {basic_rate:.1f} | {rate:.1f} | {rate / basic_rate:.2f}x | {per_member:.0f} "
-                        f"| {'-' if added is None else f'{added:.1f}'} |")
+            split = "-" if pop["built"] is None else \
+                f"{1000 * pop['built'] / n:.1f} / {1000 * (pop['seconds'] - pop['built']) / n:.1f}"
+            rows.append(f"| {case} | {n} | {basic_rate:.1f} | {rate:.1f} | {rate / basic_rate:.2f}x | {split} "
+                        f"| {per_member:.0f} | {'-' if added is None else f'{added:.1f}'} |")
             write_table(rows, planned, memory, args)  # while rows are to come, beside the last complete table
 
 
@@ -141,7 +154,9 @@ def write_table(rows: list[str], planned: int, memory: str, args: argparse.Names
     kind = "GPU: peak CUDA allocation" if memory == "cuda_mib" else "CPU: peak resident set of the process"
     body = (f"`python bench/population.py --device {args.device} --sizes {' '.join(map(str, args.sizes))} "
             f"--epochs {args.epochs} --threads {args.threads}`: trials of {args.epochs} epochs (batch 64, Adam, "
-            f"the default regularization l2 + batch norm), differing in learning rate and seed. Memory per member: "
+            f"the default regularization l2 + batch norm), differing in learning rate and seed. A population's "
+            f"seconds split into building its members and the rest (training, testing, writing each run), per "
+            f"member; a group of one trains alone. Memory per member: "
             f"{kind} divided by N (the process's own baseline included, so it falls with N), and what each member "
             f"adds over the smallest population.\n\n" + "\n".join(rows))
     so_far = len(rows) - 2 < planned

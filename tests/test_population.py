@@ -662,9 +662,12 @@ def test_the_benchmark_writes_a_row_per_population_size(tmp_path: Path) -> None:
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
             if line.startswith("| convnet")]
     assert [r[1] for r in rows] == ["1", "2"]
-    for _, _, basic, population, speedup, memory, added in rows:
+    for _, _, basic, population, speedup, split, memory, added in rows:
         assert float(basic) > 0 and float(population) > 0 and float(memory) > 0 and speedup.endswith("x")
     assert rows[0][-1] == "-" and math.isfinite(float(rows[1][-1]))
+    assert rows[0][5] == "-"  # a group of one trains alone: no population to build
+    building, rest = (float(v) for v in rows[1][5].split(" / "))  # ms a member, measured, never judged
+    assert building > 0 and rest > 0
     assert "so-far" not in results.read_text()  # written after each size beside it; the last write has every row
 
 
