@@ -576,6 +576,34 @@ def test_ctrl_c_between_an_epochs_measurement_and_its_checkpoint_says_so(tmp_pat
     metrics = read_metrics(tmp_path)
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
 
+def test_ctrl_c_while_a_run_resumes_writes_nothing_and_says_to_resume_again(tmp_path, compose, monkeypatch, caplog):
+    """Ctrl-C while a run loads its checkpoint: the run it resumes stays as it was (its own directory's files, byte
+    for byte), a new directory gets no metrics.json of a run that measured nothing, and the log says to resume again
+    from the same checkpoint."""
+    import logging
+
+    import expt
+    from expt import checkpoint
+
+    expt.train(compose("trainer.epochs=1", *SHARED), run_dir=tmp_path / "earlier")
+    kept = {p: p.read_bytes() for p in (tmp_path / "earlier").rglob("*") if p.is_file()}
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "restore_rng", interrupted)  # halfway through loading the checkpoint
+    for run_dir in (tmp_path / "earlier", tmp_path / "elsewhere"):  # resumed in place, and into a new directory
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+            expt.train(compose("trainer.epochs=2", f"trainer.resume={tmp_path / 'earlier'}", *SHARED), run_dir=run_dir)
+        assert (f"Interrupted while resuming from {tmp_path / 'earlier' / 'checkpoints' / 'last.pt'}, before training: "
+                f"resume again with trainer.resume={tmp_path / 'earlier'}") in caplog.text, caplog.text
+        assert "Stopping: testing the best model" not in caplog.text and "nothing to resume" not in caplog.text
+    assert {p: p.read_bytes() for p in (tmp_path / "earlier").rglob("*") if p.is_file()} == kept
+    assert not (tmp_path / "elsewhere" / "metrics.json").exists()
+    assert not (tmp_path / "elsewhere" / "checkpoints").exists()
+
+
 def test_ctrl_c_before_a_run_begins_leaves_the_earlier_run_in_its_directory_whole(tmp_path, compose, monkeypatch,
                                                                                   caplog):
     """Ctrl-C while a run measures its loss at init, in the directory of an earlier run: that run's files stay as

@@ -207,8 +207,13 @@ class Trainer:
 
     def interrupt(self) -> None:
         """After Ctrl-C: each run not yet ended keeps what its finished epochs measured (metrics.json with status
-        interrupted, HParams, best.pt) and says which epoch its last checkpoint holds, to resume from."""
+        interrupted, HParams, best.pt) and says which epoch its last checkpoint holds, to resume from. A run
+        stopped before it began (while it resumed, or before it replaced an earlier run) writes nothing."""
         going = [r for r in self.records if r.metrics is None and r.failure is None]  # the others had ended
+        for r in [r for r in going if not r.began and r.resuming is not None]:  # stopped while it resumed
+            going.remove(r)  # it measured nothing: the checkpoint it was loading still holds the run
+            log.warning("%sInterrupted while resuming from %s, before training: resume again with "
+                        "trainer.resume=%s", r.log_prefix, r.resuming, r.settings.resume)
         for r in [r for r in going if r.earlier_run_here()]:  # stopped before it began: the run its directory holds
             going.remove(r)  # stays whole
             log.warning("%sInterrupted before the run began: %s holds the run before it, left as it was.",

@@ -78,6 +78,7 @@ class RunRecord:
         self.metrics: Optional[dict[str, Any]] = None  # set by finish
         self.failure: Optional[Exception] = None  # the error that stopped it alone (a population's Trainer)
         self.began = False  # whether it has replaced or resumed the run its directory held (begin)
+        self.resuming: Optional[Path] = None  # the checkpoint begin resumes from (trainer.resume)
         self.loss_sum, self.losses_read = 0.0, 0  # this epoch's step losses read so far
         # entered around the run's own work (measuring, recording, ending): a population's member sets its
         # own random state and its Hydra job's context there
@@ -302,7 +303,8 @@ class RunRecord:
         e, t = self.exp, self.settings
         self.started = self.saved_at = time.perf_counter()
         if t.resume:
-            self.resume(checkpoint.resolve(t.resume), engine)
+            self.resuming = checkpoint.resolve(t.resume)
+            self.resume(self.resuming, engine)
             self.began = True  # the directory's run is this one, resumed
         else:
             if measured is None:  # measured here once an earlier run's files are gone: a stop meanwhile mixes none
