@@ -576,6 +576,7 @@ def test_ctrl_c_between_an_epochs_measurement_and_its_checkpoint_says_so(tmp_pat
     metrics = read_metrics(tmp_path)
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
 
+
 def test_ctrl_c_while_a_run_resumes_writes_nothing_and_says_to_resume_again(tmp_path, compose, monkeypatch, caplog):
     """Ctrl-C while a run loads its checkpoint: the run it resumes stays as it was (its own directory's files, byte
     for byte), a new directory gets no metrics.json of a run that measured nothing, and the log says to resume again
