@@ -210,14 +210,16 @@ class Trainer:
         interrupted, HParams, best.pt) and says which epoch its last checkpoint holds, to resume from. A run
         stopped before it began (while it resumed, or before it replaced an earlier run) writes nothing."""
         going = [r for r in self.records if r.metrics is None and r.failure is None]  # the others had ended
-        for r in [r for r in going if not r.began and r.resuming is not None]:  # stopped while it resumed
-            going.remove(r)  # it measured nothing: the checkpoint it was loading still holds the run
-            log.warning("%sInterrupted while resuming from %s, before training: resume again with "
-                        "trainer.resume=%s", r.log_prefix, r.resuming, r.settings.resume)
-        for r in [r for r in going if r.earlier_run_here()]:  # stopped before it began: the run its directory holds
-            going.remove(r)  # stays whole
-            log.warning("%sInterrupted before the run began: %s holds the run before it, left as it was.",
-                        r.log_prefix, r.run_dir)
+        for r in [r for r in going if not r.began]:  # stopped before it began: it writes nothing
+            if r.resuming is not None:  # it measured nothing: the checkpoint it was loading still holds the run
+                log.warning("%sInterrupted while resuming from %s, before training: resume again with "
+                            "trainer.resume=%s", r.log_prefix, r.resuming, r.settings.resume)
+            elif r.earlier_run_here():  # the run its directory holds stays whole
+                log.warning("%sInterrupted before the run began: %s holds the run before it, left as it was.",
+                            r.log_prefix, r.run_dir)
+            else:  # a fresh directory: its interrupted metrics.json says the run stopped
+                continue
+            going.remove(r)
         if going:  # testing the best model takes a while on a large test split: say what the wait is for
             log.warning("Stopping: testing the best model and writing metrics.json; interrupt again to stop at "
                         "once, without them.")
