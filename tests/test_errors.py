@@ -1160,3 +1160,17 @@ def test_a_target_that_does_not_import_is_said_once_and_leaves_hydras_logger_as_
         finally:
             instantiate._WHILE_LOCATING.inside.locating = False
     assert [r.getMessage() for r in caplog.records] == ["a record of its own", "another thread's"]
+
+
+def test_an_error_that_stops_a_run_is_described_as_one_sentence_with_its_kind():
+    """Bad input, a file the run could not write and any other error each read as a sentence, headed as the
+    command prints them; a message that already ends a sentence (with a question, say) gets no second stop."""
+    from expt.errors import StorageError, described, sentence
+
+    assert described(ConfigError("trainer.epochs=-1 is not allowed: an integer >= 0.")) == \
+        "Error in the config: trainer.epochs=-1 is not allowed: an integer >= 0."
+    assert described(ConfigError("Error in the config: already headed")) == "Error in the config: already headed."
+    assert described(StorageError("/x/last.pt could not be written (No space left on device)")) == \
+        "Error: /x/last.pt could not be written (No space left on device)."
+    assert described(RuntimeError("CUDA out of memory")) == "RuntimeError: CUDA out of memory."
+    assert [sentence(t) for t in ("leaking?", "done.", "wow!", "more  ")] == ["leaking?", "done.", "wow!", "more."]

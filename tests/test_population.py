@@ -600,7 +600,8 @@ def test_a_member_whose_own_work_fails_stops_alone_as_under_the_basic_launcher(t
 @pytest.mark.slow
 def test_a_member_that_fails_a_strict_check_is_reported_as_under_the_basic_launcher(tmp_path: Path) -> None:
     """Job 1's classifier starts 100 times too large, with sanity.before_train=strict: under either launcher it fails
-    with the check's paragraph alone (no traceback), recorded as a config error, and job 0 completes."""
+    with the check's paragraph alone (no traceback), recorded as a config error, and job 0 completes. Its log line
+    reads as a lone job's: the paragraph, then what goes on (a member's line names its job)."""
     for launcher in ("basic", "population"):
         sweep = tmp_path / launcher
         done = run_cli("--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={sweep}", *CONVNET,
@@ -610,6 +611,12 @@ def test_a_member_that_fails_a_strict_check_is_reported_as_under_the_basic_launc
         assert ("population of 2: jobs 0, 1" in said) == (launcher == "population"), said[-3000:]
         assert done.returncode == 1 and "Traceback" not in said, (launcher, said[-3000:])
         assert "Error in the config: Sanity check failed before training: initial loss" in said, (launcher, said[-3000:])
+        stops = ("job 1: Error in the config: Sanity check failed before training: initial loss" if launcher == "population"
+                 else "Error in the config: Sanity check failed before training: initial loss")
+        goes_on = ("trains anyway). This run stops; the other runs go on." if launcher == "population"
+                   else "trains anyway). This job trains nothing; the other jobs go on.")
+        line = next((line for line in said.splitlines() if stops in line and "[ERROR]" in line), "")
+        assert line.endswith(goes_on) and "?." not in line, (launcher, said[-3000:])
         assert json.loads((sweep / "0" / "metrics.json").read_text())["status"] == "completed"
         assert not (sweep / "1" / "metrics.json").exists()
 

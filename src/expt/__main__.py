@@ -69,9 +69,10 @@ def main(cfg: DictConfig) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # This job trains nothing and the others go on; the sweeper records it as failed. Hydra prints
             # a TrialConfigError as its message alone (a plain multirun, at its end, then exits 1).
-            from expt.job_errors import PREFIX, as_trial_error
+            from expt.errors import described
+            from expt.job_errors import as_trial_error
 
-            log.error("%s%s This job trains nothing; the other jobs go on.", PREFIX, exc)
+            log.error("%s This job trains nothing; the other jobs go on.", described(exc))
             raise as_trial_error(exc) from exc
         report_error(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
         raise SystemExit(1)
@@ -79,9 +80,10 @@ def main(cfg: DictConfig) -> float:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if HydraConfig.get().mode == RunMode.MULTIRUN:  # as a ConfigError: the message alone; the sweep goes on
+            from expt.errors import described
             from expt.job_errors import as_trial_error
 
-            log.error("Error: %s This job stops; the other jobs go on.", exc)
+            log.error("%s This job stops; the other jobs go on.", described(exc))
             raise as_trial_error(exc) from exc
         report_error(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
         raise SystemExit(1)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from expt.errors import ConfigError
+from expt.errors import ConfigError, sentence
 from expt.predict import data_loss, logits
 from expt.loss import classification_loss, training_loss
 from expt.regularization import penalized_weights
@@ -524,7 +524,7 @@ def guard(exp: Experiment, x: Optional[torch.Tensor] = None, y: Optional[torch.T
     if check.passed:
         log.info("Sanity check: %s, expected %s.", check.summary, check.expected)
         return
-    message = f"Sanity check failed before training: {check.summary}, expected {check.expected}: {check.hint}."
+    message = f"Sanity check failed before training: {check.summary}, expected {check.expected}: {sentence(check.hint)}"
     if mode == "strict":
         raise SanityError(f"{message} The run stops (sanity.before_train=strict; warn trains anyway).")
     log.warning("%s Training anyway (sanity.before_train=warn; strict stops, false skips this check).", message)

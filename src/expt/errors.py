@@ -9,6 +9,9 @@ class ConfigError(ValueError):
     """A config value that cannot run. The message names the key, the value and what is allowed."""
 
 
+CONFIG_PREFIX = "Error in the config: "  # how a bad config's paragraph starts, wherever it is printed
+
+
 def written(value: object) -> str:
     """A config value as the command line and the YAML files write it: ``null``, ``true``, ``false``; any other value
     as Python's repr (strings quoted, so that an empty one shows)."""
@@ -21,6 +24,12 @@ def reason(error: BaseException) -> str:
     """An error's message as a clause of ours: its first line, without a final full stop (``no message`` where it
     has none)."""
     return (str(error).strip().splitlines() or ["no message"])[0].rstrip(".")
+
+
+def sentence(text: str) -> str:
+    """``text`` ending as a sentence: a full stop added unless it ends with one (or with ``?`` or ``!``)."""
+    text = text.rstrip()
+    return text if text.endswith((".", "?", "!")) else f"{text}."
 
 
 def not_allowed(key: str, value: object, allowed: str) -> ConfigError:
@@ -50,3 +59,14 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a scheduler's time limit): the command stops a run as Ctrl-C does, keeping what the
     finished epochs measured and its last checkpoint."""
 
+
+def described(error: BaseException) -> str:
+    """An error that stops a run, as expt prints it, one sentence or more: bad input as ``Error in the config:
+    <message>``, a file the run could not write as ``Error: <message>``, any other as ``<its type>: <message>``."""
+    if isinstance(error, ConfigError):
+        head = "" if str(error).startswith(CONFIG_PREFIX) else CONFIG_PREFIX
+    elif isinstance(error, StorageError):
+        head = "Error: "
+    else:
+        head = f"{type(error).__name__}: "
+    return sentence(f"{head}{error}")

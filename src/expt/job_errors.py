@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from hydra.errors import CompactHydraException
 
-from expt.errors import ConfigError, StorageError
-
-PREFIX = "Error in the config: "  # how a bad config's paragraph starts, wherever it is printed
+from expt.errors import CONFIG_PREFIX as PREFIX, ConfigError, StorageError
 
 
 class TrialConfigError(ConfigError, CompactHydraException):

@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from expt import checkpoint
-from expt.errors import StorageError
+from expt.errors import StorageError, described
 from expt.status import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, write_metrics
 from expt.trainer.engine import SingleEngine
 from expt.trainer.record import RunRecord
@@ -114,7 +114,7 @@ class Trainer:
             else:
                 with contextlib.suppress(Exception):
                     record.save_best()
-            log.error("%s%s: %s; this run stops, the others go on.", record.log_prefix, type(error).__name__, error)
+            log.error("%s%s This run stops; the other runs go on.", record.log_prefix, described(error))
         record.failure = error
         self._leave(record)
 

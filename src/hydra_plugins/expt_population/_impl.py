@@ -41,7 +41,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, flag_override, open_dict, read_write
 
 from expt.config import to_yaml
-from expt.errors import ConfigError, StorageError
+from expt.errors import ConfigError, StorageError, described
 from expt.files import only_writer
 from expt.job_errors import TrialStorageError, as_trial_error
 from expt.requeue import continue_sweep, stopped_run_here
@@ -341,7 +341,7 @@ class PopulationLauncherImpl:
                 try:
                     locks.enter_context(only_writer(job.output_dir, StorageError, "hydra.sweep.dir"))
                 except StorageError as exc:  # as a lone job's: the message alone, and the other jobs go on
-                    log.error("job %d: Error: %s This job stops; the other jobs go on.", job.num, exc)
+                    log.error("job %d: %s This job stops; the other jobs go on.", job.num, described(exc))
                     busy[job.num] = TrialStorageError(str(exc))
                 else:
                     members.append(job)
