@@ -11,7 +11,7 @@ from hydra import initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict, read_write
 
 import expt.config  # registers the schema with Hydra's ConfigStore
 from expt.config import to_yaml
@@ -40,6 +40,26 @@ def composed(loader, master, overrides):
     return OmegaConf.to_yaml(loader.load_sweep_config(master, overrides))
 
 
+def nodes(config):
+    """Each node of ``config`` by its path, with what OmegaConf keeps beside the text: its class, its value (a leaf's),
+    its metadata (reference and object types, optional, key, flags) and whether its parent is the node above it."""
+    found = {}
+
+    def walk(node, path, parent):
+        meta = node._metadata
+        value = None if isinstance(node, (DictConfig, ListConfig)) else node._value()
+        found[path] = (type(node).__name__, repr(value), meta.ref_type, meta.object_type, meta.optional, meta.key,
+                       dict(meta.flags or {}), node._get_parent() is parent)
+        if isinstance(node, (DictConfig, ListConfig)) and not (node._is_none() or node._is_missing()
+                                                               or node._is_interpolation()):
+            keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+            for key in keys:
+                walk(node._get_node(key), f"{path}.{key}", node)
+
+    walk(config, "", None)
+    return found
+
+
 JOBS = [
     trial(0.1),
     trial(0.001, l2="3.5e-6", epochs=5, label="r2-j013 lr=1e-3, l2: 3.5e-6", seed=7),  # values of every type
@@ -59,6 +79,7 @@ def test_every_job_is_the_config_hydra_composes(hydra_loader):
     for overrides in JOBS:
         mine = composer(overrides)
         assert OmegaConf.to_yaml(mine) == composed(loader, master, overrides), overrides
+        assert nodes(mine) == nodes(loader.load_sweep_config(master, overrides)), overrides
         assert OmegaConf.is_struct(mine) and not OmegaConf.is_readonly(mine.hydra)
     # read from the files: the first of each shape and the dict merges; set from a base: the rest
     assert composer.derived == 4
@@ -83,6 +104,23 @@ def test_one_key_set_twice_is_composed_in_full(hydra_loader):
         overrides = trial(lr, more=[f"optimizer.lr={lr / 2}"])  # the later value wins, as Hydra applies them
         assert OmegaConf.to_yaml(composer(overrides)) == composed(loader, master, overrides)
     assert composer.derived == 0
+
+
+def test_a_config_pickle_cannot_take_is_kept_as_none_so_its_shape_is_composed_in_full():
+    """A shape's first config is kept pickled; one holding what pickle cannot take (a schema class defined inside a
+    function) is kept as None, and the composer then reads that shape's every job from the files."""
+    import dataclasses
+    import pickle
+
+    from hydra_plugins.expt_population._compose import _pickled
+
+    @dataclasses.dataclass
+    class Local:
+        lr: float = 0.1
+
+    assert _pickled(OmegaConf.structured(Local)) is None
+    plain = OmegaConf.create({"optimizer": {"lr": 0.1}})
+    assert nodes(pickle.loads(_pickled(plain))) == nodes(plain)
 
 
 def test_a_value_hydra_refuses_gets_hydras_error(hydra_loader):
