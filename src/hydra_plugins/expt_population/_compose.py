@@ -52,12 +52,15 @@ class Composer:
         # instance of a class defined inside a function; that shape's jobs are composed in full)
         self.composed: Dict[_Shape, Tuple[List[Override], Optional[bytes]]] = {}
         self.groups: Dict[str, bool] = {}
+        # each override line parsed once: a round's jobs repeat most of theirs (an Override is not changed after
+        # parsing; a derived job applies only scalar values, so no two jobs share a mutable value)
+        self.lines: Dict[str, Override] = {}
         self.derived = 0  # jobs composed from an earlier job's config (the tests read it)
 
     def __call__(self, overrides: Sequence[str]) -> DictConfig:
         if ConfigLoaderImpl is None:
             return self.loader.load_sweep_config(self.master, list(overrides))
-        parsed = self.primary + self.parser.parse_overrides(list(overrides))
+        parsed = self.primary + self._parse(overrides)
         shape = self._shape(parsed)
         if shape is not None and self.composed.get(shape, (None, None))[1] is not None:
             config = self._derive(*self.composed[shape], parsed)
@@ -68,6 +71,12 @@ class Composer:
         if shape is not None and shape not in self.composed:
             self.composed[shape] = (parsed, _pickled(config))
         return config
+
+    def _parse(self, overrides: Sequence[str]) -> List[Override]:
+        """The job's overrides parsed as Hydra parses them, a line seen before taken from the last parse."""
+        new = [line for line in dict.fromkeys(overrides) if line not in self.lines]
+        self.lines.update(zip(new, self.parser.parse_overrides(new)))
+        return [self.lines[line] for line in overrides]
 
     def _is_group(self, key: str) -> bool:
         """Whether ``key`` names a config group (as Hydra tells a group choice from a value)."""
