@@ -176,8 +176,23 @@ def test_the_task_config_is_the_copy_run_job_makes_less_hydra(hydra_loader):
     assert OmegaConf.to_yaml(task) == OmegaConf.to_yaml(expected) and "hydra" not in task and "hydra" in config
     assert task._metadata == expected._metadata and OmegaConf.is_struct(task) == OmegaConf.is_struct(expected)
     assert all(task._get_node(key)._get_parent() is task for key in task)
+    assert nodes(task) == nodes(expected)
     task.optimizer.lr = 0.5  # a copy: the job's config keeps its value
     assert config.optimizer.lr == 0.1 and config.hydra.job.env_set.EXPT_SWEEP_JOB == "1"
+
+
+def test_a_task_config_pickle_cannot_take_is_copied_less_hydra_all_the_same():
+    """A config holding a schema class defined inside a function, which pickle cannot take, is deep-copied instead."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Local:
+        lr: float = 0.1
+
+    config = OmegaConf.create({"optimizer": OmegaConf.structured(Local), "hydra": {"job": {"num": 3}}})
+    task = _without_hydra(config)
+    assert "hydra" not in task and "hydra" in config and OmegaConf.get_type(task, "optimizer") is Local
+    assert nodes(task) == {path: node for path, node in nodes(config).items() if not path.startswith(".hydra")}
 
 
 def test_the_hydra_view_is_the_one_hydra_makes_holding_the_jobs_own_node(hydra_loader):

@@ -24,9 +24,11 @@ function, like the basic launcher.
 
 import contextlib
 import copy
+import io
 import logging
 import math
 import os
+import pickle
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,12 +82,36 @@ def _configure_log(config: DictConfig, context: HydraContext) -> None:
         configure_log(config.hydra.hydra_logging, config.hydra.verbose, execution_whitelist=whitelist)
 
 
+class _Pickler(pickle.Pickler):
+    """Pickles a config with one node of it (``left_out``) as a reference, which :class:`_Unpickler` restores as an
+    empty config."""
+
+    def __init__(self, file: io.BytesIO, left_out: Any):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.left_out = left_out
+
+    def persistent_id(self, obj: Any) -> Optional[str]:
+        return "left out" if obj is self.left_out else None
+
+
+class _Unpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> DictConfig:
+        return DictConfig({})
+
+
 def _without_hydra(config: DictConfig) -> DictConfig:
-    """The task config ``run_job`` makes (a deep copy of ``config`` less its ``hydra`` node), without copying that node
-    first: the copy finds it already copied, to a placeholder deleted at once. Hydra's node is most of a job's
-    config, so this takes about a quarter of the time of copying it all."""
-    placeholder = DictConfig({})
-    task_cfg = copy.deepcopy(config, memo={id(config._get_node("hydra")): placeholder})
+    """The task config ``run_job`` makes (a deep copy of ``config`` less its ``hydra`` node), without copying that node:
+    ``config`` pickled with its ``hydra`` node left out and unpickled, and the placeholder in its place deleted.
+    Hydra's node is most of a job's config, and unpickling restores the nodes in one pass where a deep copy walks
+    them in Python: about a third of the time of a deep copy that skips the node. A config holding a value pickle
+    cannot take is deep-copied, its ``hydra`` node found already copied (to the placeholder)."""
+    hydra, buffer = config._get_node("hydra"), io.BytesIO()
+    try:
+        _Pickler(buffer, hydra).dump(config)
+    except Exception:  # an instance of a class defined inside a function, say
+        task_cfg = copy.deepcopy(config, memo={id(hydra): DictConfig({})})
+    else:
+        task_cfg = _Unpickler(io.BytesIO(buffer.getvalue())).load()
     with read_write(task_cfg), open_dict(task_cfg):
         del task_cfg["hydra"]
     return task_cfg
