@@ -683,6 +683,43 @@ def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_
     assert "Logging error" not in output and f"Error: {last} could not be written" in (run_dir / "expt.log").read_text()
 
 
+def files_of_60_kb() -> None:
+    """In the child: a write past 60 kB fails with EFBIG: the event file of :func:`test_an_event_file_the_disk_cannot_take_stops_the_run_as_a_checkpoint_does` passes that in a few epochs, its checkpoints stay below."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+
+@NEEDS_FILE_SIZE_LIMITS
+def test_an_event_file_the_disk_cannot_take_stops_the_run_as_a_checkpoint_does(tmp_path):
+    """The event file grows past a file size limit its checkpoints stay below (a tiny MLP, every step logged): the run
+    stops within an epoch with one paragraph naming the event file and what last.pt holds, exit 1, no traceback
+    (tensorboard's writer thread dies on that write and Python would print its traceback), and metrics.json says
+    interrupted; the run resumes from its last.pt once there is room."""
+    run_dir = tmp_path / "run"
+    tiny = ("model=mlp", "model.hidden_sizes=[8]", "trainer.epochs=12", "trainer.log_every=1",
+            "trainer.checkpoint_interval=0")
+    proc = start_cli(*tiny, f"hydra.run.dir={run_dir}", cwd=tmp_path, preexec_fn=files_of_60_kb,
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+    events = next(p for p in run_dir.glob("events.out.tfevents.*") if not p.name.endswith(".hparams"))
+    stopped = re.search(rf"Error: {re.escape(str(events))} could not be written \(File too large\), so the run "
+                        rf"stopped at epoch (\d+); {re.escape(str(run_dir / 'checkpoints' / checkpoint.LAST))} holds "
+                        rf"epoch (\d+): once there is room, resume with trainer.resume={re.escape(str(run_dir))}\.",
+                        output)
+    assert stopped is not None, output[-3000:]
+    epoch, saved = int(stopped.group(1)), int(stopped.group(2))
+    assert 1 <= saved <= epoch < 12 and epoch - saved <= 1, output[-3000:]
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == epoch
+    assert checkpoint.load(run_dir / "checkpoints" / checkpoint.LAST)["epoch"] == saved
+    resumed = run_cli(*tiny, f"hydra.run.dir={run_dir}", f"trainer.resume={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert read_metrics(run_dir)["status"] == "completed" and read_metrics(run_dir)["epochs_completed"] == 12
+
+
 @NEEDS_FILE_SIZE_LIMITS
 def test_a_multirun_job_the_disk_cannot_take_stops_alone_with_one_paragraph(tmp_path):
     """As a lone run, without Hydra's traceback: each job logs why it stopped, the others go on, the sweep ends

@@ -12,7 +12,10 @@ at the loop's logging steps, which read the step losses back and so have finishe
 copy (:meth:`Background.poll`), and in :meth:`Background.drain`, which waits for the device.
 
 Items are written in the order they were submitted. A failing item is logged once (by its name)
-and the others go on: a diagnostic never stops a run.
+and the others go on: a diagnostic never stops a run. An item the disk refused (a full disk, a file
+size limit, a directory removed: an ``OSError``) is kept as :attr:`Background.failure` instead, and the
+items after it are not run; the dashboard raises it on the training thread, where the run stops as it
+does for a checkpoint the disk cannot take.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from expt.errors import os_error_in
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +84,8 @@ class Background:
     def __init__(self) -> None:
         self._waiting: deque[_Item] = deque()  # submitted; their device copies may still be in flight
         self._failed: set[str] = set()
+        # the first item the disk refused; set on the thread, read on the training thread
+        self.failure: Optional[BaseException] = None
 
     def submit(self, name: str, work: Callable[..., None], tensors: Sequence[torch.Tensor] = ()) -> None:
         """Run ``work(*host_copies)`` on the thread once ``tensors`` (their values now) are on the host.
@@ -105,10 +112,17 @@ class Background:
         _THREAD.join()
 
     def run(self, item: _Item) -> None:
-        """Run one item (on the thread); a failure is logged once by its name."""
+        """Run one item (on the thread); a failure is logged once by its name, one of the disk's kept as
+        :attr:`failure`, after which no item runs (the event file's writer then fails every write, each time
+        raising its stored error again)."""
+        if self.failure is not None:
+            return
         try:
             item.work(*item.tensors)
         except Exception as exc:  # a diagnostic that fails is left out; training goes on
+            if os_error_in(exc) is not None:
+                self.failure = exc
+                return
             if item.name not in self._failed:
                 self._failed.add(item.name)
                 log.warning("Dashboard: %s was not written (%s: %s); later ones are tried again, "

@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import threading
 import time
 import warnings
 from collections import defaultdict
@@ -60,6 +61,7 @@ except ImportError:  # TensorBoard then checksums its records in Python, as it d
 
 
 from expt.config import DashboardConfig, is_finite_number
+from expt.errors import StorageError, os_error_in
 from expt.dashboard.background import Background
 from expt.dashboard.diagnostics import (
     code_block, filter_grid, first_layer, histogram_fields, histogram_table, model_summary, probe_layers,
@@ -161,6 +163,7 @@ class Dashboard:
         run stopped before its dashboard starts (a strict sanity check of the loss at init) leaves no empty run in
         TensorBoard, and an earlier run in its directory keeps its name."""
         if self._writer is None:
+            quiet_event_writer_failures()
             (self.run_dir / LABEL_FILE).write_text(self.label + "\n", encoding="utf-8")
             self._writer = SummaryWriter(log_dir=str(self.run_dir), max_queue=EVENT_QUEUE, flush_secs=FLUSH_SECONDS)
         return self._writer
@@ -287,15 +290,36 @@ class Dashboard:
             for tag, value in scalars:
                 self.writer.add_scalar(tag, value, epoch)
 
+        self.check_storage()  # an earlier write the disk refused stops the run here, within an epoch of it
         self.background.submit("the record of the epoch's scalars", write)
         self.diagnostics(epoch)
         self.background.submit("the event file's flush", self.writer.flush)
 
     def drain(self) -> None:
         """Wait until every event handed to the dashboard is in its file (before a checkpoint: a run resumed
-        from it has lost no event of the epochs it does not train again)."""
+        from it has lost no event of the epochs it does not train again); raise :class:`StorageError` where the
+        disk refused one (:meth:`check_storage`)."""
         self.background.drain()
-        self.writer.flush()
+        self.check_storage()
+        try:
+            self.writer.flush()
+        except Exception as exc:  # the writer's own thread failed to write (torch raises it again here)
+            if os_error_in(exc) is None:
+                raise
+            self.background.failure = exc
+            self.check_storage()
+
+    def check_storage(self) -> None:
+        """Raise :class:`StorageError`, naming the event file and the system's reason, where the disk refused one of
+        its writes (a full disk, a file size limit, the run directory removed): the run stops as it does for a
+        checkpoint the disk cannot take, rather than train on with curves that are no longer written."""
+        failure = self.background.failure
+        if failure is None:
+            return
+        cause = os_error_in(failure)
+        writer = getattr(getattr(self._writer, "file_writer", None), "event_writer", None)
+        path = getattr(writer, "_file_name", None) or self.run_dir / "events.out.tfevents.*"
+        raise StorageError(f"{path} could not be written ({getattr(cause, 'strerror', None) or cause})") from failure
 
     def diagnostics(self, epoch: int) -> None:
         """Histograms and the first layer's filters at step ``epoch``, once per epoch."""
@@ -400,8 +424,11 @@ class Dashboard:
         The final metrics become ``hparams/*`` scalars; the status (completed, diverged, pruned,
         interrupted) is both a column and the session's status, and the diagnosis
         (:func:`expt.dashboard.diagnosis.diagnose`) a column, also logged.
-        Given ``params`` are all marked as varying between trials (shown first).
+        Given ``params`` are all marked as varying between trials (shown first). Where the disk has refused an
+        event (:meth:`check_storage`), nothing more is written: the run is ending for it.
         """
+        if self.background.failure is not None:
+            return
         if params is None:
             params, varied = run_hparams(self.cfg, self.context) if self.cfg is not None else ({}, set())
         else:
@@ -442,7 +469,31 @@ class Dashboard:
             log.debug("Dashboard diagnostics: %s", ", ".join(f"{k} {v:.3f}s" for k, v in self.seconds.items()))
         self.background.drain()
         if self._writer is not None:
-            self._writer.close()
+            if self.background.failure is None:
+                self._writer.close()
+            else:  # the writer raises its stored error again; the run has said why it stopped
+                with contextlib.suppress(Exception):
+                    self._writer.close()
+
+
+def quiet_event_writer_failures() -> None:
+    """Leave out of the console the traceback Python prints when tensorboard's event writer thread dies on a write the
+    disk refused (a full disk, a file size limit): the writer raises that error again at the next write, and the
+    dashboard reports it once, as the reason the run stops (:meth:`Dashboard.check_storage`). Any other thread's
+    error, and any other error of that thread, is printed as before."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "expt_quiet_event_writer", False):
+        return
+
+    def hook(args: Any) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and args.exc_value is not None
+                and os_error_in(args.exc_value) is not None):
+            previous(args)
+
+    hook.expt_quiet_event_writer = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def use_c_checksums() -> bool:
