@@ -172,6 +172,20 @@ def wait_for_pause(marker: Path, proc: subprocess.Popen, what: str = "the run") 
     pytest.fail(f"{what} never reached its pause")
 
 
+def start_held(*args: str, cwd: Path, held: list[str], epoch: int, marker: Path, what: str = "the run",
+               env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen:
+    """:func:`start_cli` of ``args`` with ``env`` and the variable :func:`pause_env` makes for ``held`` (the overrides
+    with ``PAUSE`` among them); return once a run it started is held at the first step of ``epoch`` (``what`` names
+    it if it ends first). Output as ``popen`` says (``stdout=PIPE, stderr=STDOUT, text=True`` for :func:`finish`)."""
+    proc = start_cli(*args, cwd=cwd, env={**(env or {}), **pause_env(held, epoch, marker)}, **popen)
+    try:
+        wait_for_pause(marker, proc, what)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc
+
+
 @contextlib.contextmanager
 def lock_held_elsewhere(run_dir: Path):
     """Another process holds ``run_dir``'s lock (as a run training there does) for the ``with`` body; yields its pid."""

@@ -528,19 +528,14 @@ def test_ctrl_c_keeps_each_members_run_and_a_requeued_sweep_resumes_every_member
     (.hydra/, metrics.json "interrupted", best.pt, last.pt after epoch 1, the line that says how to resume).
     The same sweep started again with EXPT_RESUME_OWN_CHECKPOINT=1 (as a requeued cluster job is) resumes
     every member from its own last.pt, alone, to the end the member would have reached."""
-    from conftest import PAUSE, finish, pause_env, read_metrics, start_cli, wait_for_pause
+    from conftest import PAUSE, finish, pause_env, read_metrics, start_held
 
     overrides = [*CONVNET, "trainer.epochs=3", "trainer.checkpoint_interval=0", PAUSE]
     sweep, marker = tmp_path / "sweep", tmp_path / "paused"
     args = ["--multirun", "hydra/launcher=population", f"hydra.sweep.dir={sweep}", *overrides,
             "optimizer.lr=1e-3,1e-2"]
-    proc = start_cli(*args, cwd=tmp_path, env={"OMP_NUM_THREADS": "1", **pause_env(overrides, 2, marker)},
-                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_for_pause(marker, proc)  # a member's first step of epoch 2, after epoch 1's checkpoints
-    except BaseException:
-        proc.kill()
-        raise
+    proc = start_held(*args, cwd=tmp_path, held=overrides, epoch=2, marker=marker, env={"OMP_NUM_THREADS": "1"},
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # after epoch 1's checkpoints
     proc.send_signal(signal.SIGINT)
     output = finish(proc, timeout=120)
     assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]

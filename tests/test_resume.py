@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -10,8 +11,8 @@ import subprocess
 
 import pytest
 import torch
-from conftest import (PAUSE, QUIET, cli_env, finish, lock_held_elsewhere, numbers, pause_env, read_metrics, run_cli, start_cli,
-                      wait_for_pause)
+from conftest import (PAUSE, QUIET, cli_env, finish, lock_held_elsewhere, numbers, read_metrics, run_cli, start_cli,
+                      start_held)
 
 from expt import checkpoint, status
 
@@ -25,15 +26,8 @@ PAUSED = [*OVERRIDES, PAUSE]  # held at a step of the test's choosing when start
 
 def start_paused(run_dir, epoch: int, **popen) -> subprocess.Popen:
     """Start ``python -m expt`` on ``PAUSED``; return once it is held at the first step of ``epoch``."""
-    marker = run_dir.parent / f"{run_dir.name}.paused"
-    proc = start_cli(*PAUSED, f"hydra.run.dir={run_dir}", cwd=run_dir.parent,
-                     env=pause_env(PAUSED, epoch, marker), **popen)
-    try:
-        wait_for_pause(marker, proc)
-    except BaseException:
-        proc.kill()
-        raise
-    return proc
+    return start_held(*PAUSED, f"hydra.run.dir={run_dir}", cwd=run_dir.parent, held=PAUSED, epoch=epoch,
+                      marker=run_dir.parent / f"{run_dir.name}.paused", **popen)
 
 
 def signal_paused(run_dir, epoch: int, signum: int, code: int) -> tuple[str, dict]:
@@ -763,3 +757,34 @@ def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, strai
     assert resumed["status"] == "completed"
     for row_a, row_b in zip(numbers(straight_paused), numbers(resumed), strict=True):
         assert row_b == pytest.approx(row_a, rel=1e-6, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_before_its_trial_has_a_checkpoint_says_how_to_continue_it(tmp_path):
+    """A coarse-to-fine sweep's trials are often shorter than the checkpoint interval, so Ctrl-C usually lands in a
+    trial with nothing to resume: the sweep still says how to continue (it recorded round 1's two trials), and the
+    same command with EXPT_RESUME_OWN_CHECKPOINT=1 trains only the trial it had not finished."""
+    from expt.search import read_records
+
+    overrides = ["data.subset=300", "trainer.checkpoint_interval=1000", "dashboard.histograms=false", PAUSE]
+    sweep, marker = tmp_path / "sweep", tmp_path / "paused"
+    args = ["--multirun", "hydra/sweeper=coarse_to_fine", "hydra.sweeper.pinpoint.enabled=false",
+            "hydra.sweeper.params={schedule.gamma:null,model.num_filters:null,model.hidden_dim:null,"
+            "regularization.dropout:null,regularization.l2:null}",
+            "hydra.sweeper.rounds=[{trials:2,top_k:1,overrides:['trainer.epochs=1']},"
+            "{trials:1,top_k:1,overrides:['trainer.epochs=2']}]", f"hydra.sweep.dir={sweep}", *overrides]
+    # round 1's trials end after one epoch; round 2's holds at the first step of its second epoch
+    proc = start_held(*args, cwd=tmp_path, held=overrides, epoch=2, marker=marker, what="round 2's trial",
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc.send_signal(signal.SIGINT)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
+    assert "Interrupted during epoch 2, before the first checkpoint: nothing to resume." in output, output[-3000:]
+    assert (f"To continue the sweep: run the same command again with hydra.sweep.dir={sweep} and "
+            "EXPT_RESUME_OWN_CHECKPOINT=1 in the environment") in output, output[-3000:]
+    recorded = read_records(sweep / "search.jsonl")
+    assert sorted(r.round for r in recorded.values()) == [1, 1]
+
+    run_cli(*args, cwd=tmp_path, env={"EXPT_RESUME_OWN_CHECKPOINT": "1"}, check=True)
+    rounds = [json.loads(line)["round"] for line in (sweep / "search.jsonl").read_text().splitlines()]
+    assert rounds == [1, 1, 2]  # round 1's trials were not trained again

@@ -106,22 +106,23 @@ def report_error(text: str) -> None:
 
 def say_how_to_resume(hydra_cfg) -> None:
     """After a stopped run whose directory holds a checkpoint: the command that continues it where it is (its
-    overrides, that directory, trainer.resume), or for a job of a multirun, how to continue the sweep's jobs."""
+    overrides, that directory, trainer.resume); for a job of a multirun that leaves work to continue (its checkpoint,
+    or the trials a coarse-to-fine sweep recorded: :func:`expt.requeue.sweep_to_continue`), how to continue the
+    sweep."""
     import re
     import shlex
     from pathlib import Path
 
     from hydra.types import RunMode
 
-    from expt.requeue import stopped_run_here
+    from expt.requeue import continue_sweep, stopped_run_here, sweep_to_continue
 
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    if not stopped_run_here(run_dir):
-        return
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        from expt.requeue import continue_sweep
-
-        print(continue_sweep(hydra_cfg.sweep.dir), file=sys.stderr)
+        if sweep_to_continue(hydra_cfg.sweep.dir, [run_dir]):
+            print(continue_sweep(hydra_cfg.sweep.dir), file=sys.stderr)
+        return
+    if not stopped_run_here(run_dir):
         return
     flags = [f"--config-dir={source.path if source.schema == 'file' else f'{source.schema}://{source.path}'}"
              for source in hydra_cfg.runtime.config_sources if source.provider == "command-line"]

@@ -13,12 +13,12 @@ from __future__ import annotations
 import copy
 import logging
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from omegaconf import DictConfig
 
 from expt import checkpoint
-from expt.status import INTERRUPTED, read_metrics
+from expt.status import INTERRUPTED, RECORDS_FILE, read_metrics
 
 ENV = "EXPT_RESUME_OWN_CHECKPOINT"
 ON = ("1", "true", "yes")
@@ -31,6 +31,15 @@ def continue_sweep(sweep_dir: str | Path) -> str:
     return (f"To continue the sweep: run the same command again with hydra.sweep.dir={sweep_dir} and {ENV}=1 in the "
             "environment (each job continues from the checkpoint in its directory; a coarse_to_fine sweep skips the "
             "trials it recorded).")
+
+
+def sweep_to_continue(sweep_dir: str | Path, run_dirs: Sequence[str | Path]) -> bool:
+    """Whether a multirun stopped in ``sweep_dir`` while ``run_dirs`` trained leaves work to continue: one of those
+    runs to resume (:func:`stopped_run_here`), or trials a coarse-to-fine sweep recorded (``search.jsonl``), which
+    the same command skips. A sweep's trials are often shorter than the checkpoint interval, so a stop usually
+    finds no checkpoint of the trial it interrupts."""
+    records = Path(sweep_dir) / RECORDS_FILE
+    return any(stopped_run_here(d) for d in run_dirs) or (records.is_file() and records.stat().st_size > 0)
 
 
 def stopped_run_here(run_dir: str | Path) -> bool:

@@ -46,7 +46,7 @@ from expt.config import to_yaml
 from expt.errors import ConfigError, StorageError, described
 from expt.files import only_writer
 from expt.job_errors import TrialStorageError, as_trial_error
-from expt.requeue import continue_sweep, stopped_run_here
+from expt.requeue import continue_sweep, sweep_to_continue
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
 
@@ -496,7 +496,8 @@ class PopulationLauncherImpl:
             try:
                 results = self._train_group(group) if len(group) > 1 else {}
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each member kept its run; say how the sweep goes on
-                if any(stopped_run_here(job.output_dir) for job in group if job.output_dir is not None):
+                if sweep_to_continue(self.config.hydra.sweep.dir,
+                                     [job.output_dir for job in group if job.output_dir is not None]):
                     print(continue_sweep(self.config.hydra.sweep.dir), file=sys.stderr)
                 raise
             for job in group:
