@@ -738,6 +738,11 @@ def test_board_picks_the_newest_run_or_sweep(tmp_path):
     assert board.find_logdir(cwd=tmp_path).resolve() == sweep.resolve()  # a trial shows its whole sweep
     touch_events(tmp_path / "outputs/2026-01-01/12-00-00", now)
     assert board.find_logdir(cwd=tmp_path).resolve() == (tmp_path / "outputs/2026-01-01/12-00-00").resolve()
+    # python -m expt.evaluate's events, newer, in the run's evaluation/: the run, which shows them beside its own
+    touch_events(tmp_path / "outputs/2026-01-01/12-00-00/evaluation", now + 100)
+    assert board.find_logdir(cwd=tmp_path).resolve() == (tmp_path / "outputs/2026-01-01/12-00-00").resolve()
+    touch_events(sweep / "evaluation", now + 200)  # a sweep's: the sweep
+    assert board.find_logdir(cwd=tmp_path).resolve() == sweep.resolve()
     # DIR: itself when it is a run or a sweep, else the newest under it
     assert board.find_logdir(sweep) == sweep
     assert board.find_logdir(sweep / "0") == sweep / "0"

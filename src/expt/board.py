@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from expt.status import EVENTS_GLOB, LABEL_FILE, MULTIRUN_FILE
+from expt.status import EVALUATION_DIR, EVENTS_GLOB, LABEL_FILE, MULTIRUN_FILE
 
 DEFAULT_ROOTS = ("outputs", "multirun")
 # The page the board opens on: the recipe's pair of charts, without smoothing (TensorBoard's default is 0.6).
@@ -56,7 +56,8 @@ def enclosing_sweep(run_dir: Path, root: Path) -> Optional[Path]:
 
 
 def newest(roots: Sequence[Path]) -> Optional[Path]:
-    """The run or sweep under ``roots`` whose event files were written last (a run inside a sweep gives the sweep)."""
+    """The run or sweep under ``roots`` whose event files were written last (a run inside a sweep gives the sweep; the
+    events ``python -m expt.evaluate`` wrote in a run's ``evaluation/`` give that run, which shows them beside its own)."""
     best: tuple[float, Path] | None = None
     for root in roots:
         if not root.is_dir():
@@ -65,6 +66,8 @@ def newest(roots: Sequence[Path]) -> Optional[Path]:
             mtime = events.stat().st_mtime
             if best is None or mtime > best[0]:
                 run_dir = events.parent
+                if run_dir.name == EVALUATION_DIR and is_run(run_dir.parent):
+                    run_dir = run_dir.parent
                 best = (mtime, enclosing_sweep(run_dir, root) or run_dir)
     return best[1] if best else None
 
