@@ -475,3 +475,19 @@ def test_the_evaluation_in_tensorboard_reads_as_the_command_prints_it(seeds, tmp
     assert html.startswith("<pre><code>rank  val acc") and str(sweep) not in html
     assert {"ensemble/val_acc (no test-time views)", "ensemble/val_acc (test-time views: shift)"} <= set(
         events.Tags()["scalars"])
+
+
+def test_ctrl_c_during_an_evaluation_says_interrupted_and_exits_130(tmp_path: Path) -> None:
+    """A real SIGINT, sent once ``python -m expt.evaluate`` has parsed its arguments (at its device check): one line,
+    exit 130, no traceback, and nothing written in the directory."""
+    from conftest import finish, start_cli
+
+    stop_at_device_check = ("import os, runpy, signal, sys; import expt.devices as devices; "
+                            "devices.choose_device = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT); "
+                            "sys.argv = ['expt.evaluate', sys.argv[1]]; "
+                            "runpy.run_module('expt.evaluate', run_name='__main__', alter_sys=True)")
+    proc = start_cli("-c", stop_at_device_check, str(tmp_path), program=None, cwd=tmp_path, stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT, text=True)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == 130 and output.strip() == "Interrupted.", output[-3000:]
+    assert list(tmp_path.iterdir()) == []

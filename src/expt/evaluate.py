@@ -678,4 +678,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:  # Ctrl-C: evaluation.json is replaced whole or not at all; no traceback
+        print("Interrupted.", file=sys.stderr)
+        code = 130
+    raise SystemExit(code)
