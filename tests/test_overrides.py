@@ -44,3 +44,31 @@ def test_the_key_from_the_text_is_the_key_hydra_parses(text):
     parsed = OverridesParser.create().parse_override(text)
     assert key_or_group(text) == parsed.key_or_group
     assert text.startswith("~") == parsed.is_delete()
+
+
+@pytest.mark.parametrize("path", ["/runs/2026-12-07/10-00-00", "/my runs/a", "/runs/lr=1e-3,l2=1e-4", "/it's/here",
+                                  "/back\\slash/x", "/ends\\", "/quote\\'s", "~/runs/a+b@c", "/runs/a+b@c"])
+def test_a_value_written_into_a_printed_command_reads_back_as_itself_through_the_shell_and_hydra(path):
+    """What expt prints for the user to run (resume with trainer.resume=..., continue a sweep in hydra.sweep.dir=...):
+    one shell word that Hydra's override parser reads as that key set to that text; a plain path stays as it is."""
+    import shlex
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from expt.overrides import shell_override
+
+    word = shell_override("trainer.resume", path)
+    (line,) = shlex.split(word)
+    (override,) = OverridesParser.create().parse_overrides([line])
+    assert override.key_or_group == "trainer.resume" and override.value() == path
+    assert (word == f"trainer.resume={path}") == (path in ("/runs/2026-12-07/10-00-00", "/runs/a+b@c"))
+
+
+@pytest.mark.parametrize("label", ["r2-j013 lr=3.1e-3 l2=1.2e-4", "it's", "C:\\runs\\a", "ends\\", "1e-3"])
+def test_a_sweep_variable_is_read_back_by_hydra_as_the_same_string(label):
+    """The coarse-to-fine sweeper hands each trial its label and round as ``+hydra.job.env_set.KEY=<value>``: Hydra
+    reads the value back as that string (a number too: an environment variable is text)."""
+    from hydra_plugins.expt_sweeper._impl import _quote
+
+    (override,) = OverridesParser.create().parse_overrides([f"+hydra.job.env_set.EXPT_SWEEP_LABEL={_quote(label)}"])
+    assert override.value() == label

@@ -739,10 +739,14 @@ def test_a_multirun_job_the_disk_cannot_take_stops_alone_with_one_paragraph(tmp_
 @pytest.mark.slow
 def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, straight_paused):
     """SIGINT during epoch 2 (held at its first step): metrics.json says interrupted, best.pt is written, and
-    the command it prints resumes the run in its directory to the same end."""
-    run_dir = tmp_path / "stopped"
+    the command it prints resumes the run in its directory to the same end. The directory's name holds a space:
+    every command printed quotes it as the shell and Hydra read it back."""
+    run_dir = tmp_path / "stopped run"
     output, metrics = signal_paused(run_dir, 2, signal.SIGINT, 130)
-    assert re.search(r"Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with", output), output
+    said = re.search(r"Interrupted during epoch 2; checkpoints/last.pt holds epoch 1: resume with (.+)", output)
+    assert said is not None and shlex.split(said.group(1)) == [f"trainer.resume='{run_dir}'"], output[-3000:]
+    board = next(line for line in output.splitlines() if line.strip().startswith("tensorboard --logdir"))
+    assert shlex.split(board) == ["tensorboard", "--logdir", str(run_dir)]
     assert "Stopping: testing the best model and writing metrics.json; interrupt again to stop at once" in output
     assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 1
     best = checkpoint.load(run_dir / "checkpoints" / checkpoint.BEST)
@@ -750,8 +754,8 @@ def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, strai
 
     line = next(line for line in output.splitlines() if line.startswith("To resume in the same directory: "))
     words = shlex.split(line.split(": ", 1)[1])
-    assert words[:3] == ["python", "-m", "expt"] and words[-2:] == [f"hydra.run.dir={run_dir}",
-                                                                     f"trainer.resume={run_dir}"]
+    assert words[:3] == ["python", "-m", "expt"] and words[-2:] == [f"hydra.run.dir='{run_dir}'",
+                                                                     f"trainer.resume='{run_dir}'"]
     run_cli(*words[3:], cwd=tmp_path, check=True)
     resumed = read_metrics(run_dir)
     assert resumed["status"] == "completed"

@@ -15,7 +15,7 @@ try:
 
     from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
     from expt.errors import ConfigError, StorageError, Terminated
-    from expt.overrides import split_override
+    from expt.overrides import shell_override, split_override
 except KeyboardInterrupt:  # Ctrl-C while the libraries load (a second or two): nothing has started
     print("Interrupted.", file=sys.stderr)
     raise SystemExit(130) from None
@@ -109,7 +109,6 @@ def say_how_to_resume(hydra_cfg) -> None:
     overrides, that directory, trainer.resume); for a job of a multirun that leaves work to continue (its checkpoint,
     or the trials a coarse-to-fine sweep recorded: :func:`expt.requeue.sweep_to_continue`), how to continue the
     sweep."""
-    import re
     import shlex
     from pathlib import Path
 
@@ -129,10 +128,9 @@ def say_how_to_resume(hydra_cfg) -> None:
     if hydra_cfg.job.config_name not in (None, "config"):
         flags.append(f"--config-name={hydra_cfg.job.config_name}")
     kept = [o for o in hydra_cfg.overrides.task if split_override(o)[0] != "trainer.resume"]
-    where = str(run_dir) if re.fullmatch(r"[\w/.~+@-]+", str(run_dir)) else "'" + str(run_dir).replace(
-        "\\", "\\\\").replace("'", "\\'") + "'"  # quoted as Hydra reads a value holding = or ,
-    words = [*flags, *kept, f"hydra.run.dir={where}", f"trainer.resume={where}"]
-    print(f"To resume in the same directory: python -m expt {' '.join(map(shlex.quote, words))}", file=sys.stderr)
+    words = [*map(shlex.quote, [*flags, *kept]), *(shell_override(key, str(run_dir))
+                                                  for key in ("hydra.run.dir", "trainer.resume"))]
+    print(f"To resume in the same directory: python -m expt {' '.join(words)}", file=sys.stderr)
 
 
 def command_line(arguments: list[str]) -> Optional[argparse.Namespace]:

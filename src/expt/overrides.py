@@ -4,6 +4,8 @@ command line's checks, the messages that quote a value) splits it here."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from typing import Any
 
 
@@ -12,6 +14,25 @@ def split_override(override: str) -> tuple[str, str]:
     value as written (empty where there is no ``=``: ``~key`` deletes it)."""
     key, _, value = override.partition("=")
     return key.lstrip("+~"), value
+
+
+def hydra_string(text: str) -> str:
+    """``text`` as a quoted string of Hydra's override grammar, which it reads back as that text: a quote, and the
+    backslashes before a quote or the closing one, each escaped with a backslash (the others stand as they are)."""
+    body = re.sub(r"(\\+)(?='|$)", lambda run: run.group(1) * 2, text)
+    return "'" + body.replace("'", "\\'") + "'"
+
+
+def hydra_value(text: str) -> str:
+    """``text`` as an override's value that Hydra reads back as that text (a path): as it is where it holds only
+    letters, digits and ``/._+@-``, else quoted (a path with a space, ``=``, ``,`` or ``~``: :func:`hydra_string`)."""
+    return text if re.fullmatch(r"[\w/.+@-]+", text) else hydra_string(text)
+
+
+def shell_override(key: str, value: str) -> str:
+    """``key=value`` as one word of a shell command line that Hydra reads as setting ``key`` to ``value``:
+    ``trainer.resume=/runs/a`` as it is, a path with a space quoted for Hydra and then for the shell."""
+    return shlex.quote(f"{key}={hydra_value(value)}")
 
 
 def override_key(override: str) -> str:

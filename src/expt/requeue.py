@@ -18,6 +18,7 @@ from typing import Mapping, Optional, Sequence
 from omegaconf import DictConfig
 
 from expt import checkpoint
+from expt.overrides import shell_override
 from expt.status import INTERRUPTED, RECORDS_FILE, read_metrics
 
 ENV = "EXPT_RESUME_OWN_CHECKPOINT"
@@ -28,9 +29,9 @@ log = logging.getLogger(__name__)
 def continue_sweep(sweep_dir: str | Path) -> str:
     """What a multirun stopped by Ctrl-C or SIGTERM prints: the same command, in the same sweep directory, with
     ``EXPT_RESUME_OWN_CHECKPOINT=1``, continues every job from its own checkpoint."""
-    return (f"To continue the sweep: run the same command again with hydra.sweep.dir={sweep_dir} and {ENV}=1 in the "
-            "environment (each job continues from the checkpoint in its directory; a coarse_to_fine sweep skips the "
-            "trials it recorded).")
+    where = shell_override("hydra.sweep.dir", str(sweep_dir))
+    return (f"To continue the sweep: run the same command again with {where} and {ENV}=1 in the environment (each "
+            "job continues from the checkpoint in its directory; a coarse_to_fine sweep skips the trials it recorded).")
 
 
 def sweep_to_continue(sweep_dir: str | Path, run_dirs: Sequence[str | Path]) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import time
 from typing import Any, Optional, Sequence
 
@@ -23,6 +24,7 @@ import torch
 
 from expt import checkpoint
 from expt.errors import StorageError, described
+from expt.overrides import shell_override
 from expt.status import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, write_metrics
 from expt.trainer.engine import SingleEngine
 from expt.trainer.record import RunRecord
@@ -212,8 +214,8 @@ class Trainer:
         going = [r for r in self.records if r.metrics is None and r.failure is None]  # the others had ended
         for r in [r for r in going if not r.began]:  # stopped before it began: it writes nothing
             if r.resuming is not None:  # it measured nothing: the checkpoint it was loading still holds the run
-                log.warning("%sInterrupted while resuming from %s, before training: resume again with "
-                            "trainer.resume=%s", r.log_prefix, r.resuming, r.settings.resume)
+                log.warning("%sInterrupted while resuming from %s, before training: resume again with %s",
+                            r.log_prefix, r.resuming, shell_override("trainer.resume", str(r.settings.resume)))
             elif r.earlier_run_here():  # the run its directory holds stays whole
                 log.warning("%sInterrupted before the run began: %s holds the run before it, left as it was.",
                             r.log_prefix, r.run_dir)
@@ -238,8 +240,8 @@ class Trainer:
                     log.warning("%sInterrupted %s%s: nothing to resume.", r.log_prefix, when,
                                 "" if measured else ", before the first checkpoint")
                 else:
-                    log.warning("%sInterrupted %s; checkpoints/%s holds epoch %d: resume with trainer.resume=%s",
-                                r.log_prefix, when, checkpoint.LAST, r.saved_epoch, r.run_dir)
+                    log.warning("%sInterrupted %s; checkpoints/%s holds epoch %d: resume with %s", r.log_prefix,
+                                when, checkpoint.LAST, r.saved_epoch, shell_override("trainer.resume", str(r.run_dir)))
 
     def stopped_by_storage(self, record: RunRecord, error: StorageError) -> StorageError:
         """A run whose checkpoint the disk could not take: concluded as interrupted where metrics.json still fits
@@ -248,7 +250,7 @@ class Trainer:
             self.conclude(record, INTERRUPTED)
         kept = ("no checkpoint was kept" if record.saved_epoch is None else
                 f"{record.ckpt_dir / checkpoint.LAST} holds epoch {record.saved_epoch}: once there is room, resume "
-                f"with trainer.resume={record.run_dir}")
+                f"with {shell_override('trainer.resume', str(record.run_dir))}")
         return StorageError(f"{error}, so the run stopped at epoch {record.epoch}; {kept}.")
 
     def conclude(self, record: RunRecord, status: str, tested: Optional[tuple[float, float]] = None) -> dict[str, Any]:
@@ -262,7 +264,8 @@ class Trainer:
         best = "best val -" if metrics["best_epoch"] is None else \
             f"best val {percent('best_val_acc')} (epoch {metrics['best_epoch']})"
         log.info("%s%s: %s, final val %s, test %s. Run directory: %s\n  tensorboard --logdir %s", record.log_prefix,
-                 metrics["status"], best, percent("final_val_acc"), percent("test_acc"), record.run_dir, record.run_dir)
+                 metrics["status"], best, percent("final_val_acc"), percent("test_acc"), record.run_dir,
+                 shlex.quote(str(record.run_dir)))
         return metrics
 
     # ------------------------------------------------------------------ the steps of an epoch

@@ -21,6 +21,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from expt.instantiate import to_plain
+from expt.overrides import hydra_string
 from expt.pruning import PROGRESS_FILE, MedianRule, forget_progress
 from expt.search import (
     PINPOINT_ROUND,
@@ -275,6 +276,4 @@ class CoarseToFineSweeperImpl(Sweeper):
 def _quote(value: Any) -> str:
     """A value for an override, quoted as a string when it is not a plain integer."""
     text = str(value)
-    if text.isdigit():
-        return text
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return text if text.isdigit() else hydra_string(text)
