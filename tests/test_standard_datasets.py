@@ -511,17 +511,23 @@ def test_cifar_download_and_extract(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_failed_download_is_dataset_not_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download that fails leaves nothing behind: no file, and no directory made for it (a misspelt data.root
+    leaves no empty directory); a directory that was there before stays."""
     files = {f"{name}.gz": b"not what was promised" for name in IDX_FILES}
     base = serve(tmp_path, files)
     remote = sd._Remote("Fashion-MNIST", {name: md5(b"the real file") for name in files}, (base,))
     monkeypatch.setattr(sd, "_FASHION_MNIST", remote)
-    root = tmp_path / "root"
+    root = tmp_path / "typo" / "root"
     with pytest.raises(DatasetNotFound) as info:
         load_fashion_mnist(str(root))
     message = str(info.value)
     assert f"Downloading them into {root} failed" in message and "MD5 checksum mismatch" in message
     assert str(root) in message and "train-images-idx3-ubyte.gz" in message
-    assert list(root.iterdir()) == []
+    assert not (tmp_path / "typo").exists()
+    root.mkdir(parents=True)
+    with pytest.raises(DatasetNotFound):
+        load_fashion_mnist(str(root))
+    assert root.is_dir() and list(root.iterdir()) == []
 
 
 def test_a_download_into_a_directory_that_cannot_be_made_says_so_not_the_network(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ download directory ``data/<name>`` under the working directory. When no place ho
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -204,14 +205,17 @@ def _locate(
         raise _not_found(remote, places, expected, root is not None, target, None)
     gaps = places.get(target)
     names = [name for name in remote.md5s if gaps is None or name in gaps]
+    made = [d for d in (target, *target.parents) if not d.exists()]  # deepest first: what a failure takes back
     try:
         target.mkdir(parents=True, exist_ok=True)
         for filename in names:
             _download(remote.urls(filename), target / filename, remote.md5s[filename])
-    except _DownloadError as exc:
-        raise _not_found(remote, places, expected, root is not None, target, str(exc)) from exc
-    except OSError as exc:  # the directory, not the network (_fetch reports those as _DownloadError)
-        raise _not_found(remote, places, expected, root is not None, target, str(exc), unwritable=True) from exc
+    except (_DownloadError, OSError) as exc:  # OSError: the directory, not the network (_fetch says _DownloadError)
+        for directory in made:  # a misspelt data.root leaves no empty directory behind
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+        raise _not_found(remote, places, expected, root is not None, target, str(exc),
+                         unwritable=not isinstance(exc, _DownloadError)) from exc
     return target
 
 
