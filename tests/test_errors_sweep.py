@@ -52,14 +52,42 @@ def paragraph(stderr: str) -> str:
      "hydra.sweeper.tie_break?); its settings are: params, stages, rounds, seed, direction, margin, edge, "
      "max_edge_moves, limits, max_batch_size, pinpoint, tie_break, tie_samples, pruning."),
     ("+hydra.sweeper.pinpoint.nm=3",
-     "Error in the config: hydra.sweeper.pinpoint.nm=3 is not allowed: pinpoint has the keys enabled, param, low, "
-     "high, num, overrides, metric, threshold"),
+     "Error in the config: hydra.sweeper.pinpoint.nm=3 is not a setting of the coarse_to_fine sweeper's pinpoint "
+     "(did you mean hydra.sweeper.pinpoint.num?); its settings are: enabled, param, low, high, num, overrides, "
+     "metric, threshold."),
+    ("hydra.sweeper.pinpoint.enable=false",  # without "+" Hydra refused it with its own message
+     "Error in the config: hydra.sweeper.pinpoint.enable=false is not a setting of the coarse_to_fine sweeper's "
+     "pinpoint (did you mean hydra.sweeper.pinpoint.enabled?); its settings are: enabled, param, low, high, num, "
+     "overrides, metric, threshold."),
 ])
 def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expected):
     done = run_cli("-m", *TINY_SWEEP, override, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
     assert done.returncode == 1
     assert paragraph(done.stderr) == expected
     assert not (tmp_path / "sweep" / "0").exists()  # no trial started
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["hydra/launcher=population", "hydra.launcher.max_populaton=4"],
+     "hydra.launcher.max_populaton=4 is not a setting of the population launcher (did you mean "
+     "hydra.launcher.max_population?); its settings are: max_population, memory_fraction."),
+    (["hydra/launcher=population", "+hydra.launcher.max_populaton=4"],  # Hydra's advice, which then failed worse
+     "hydra.launcher.max_populaton=4 is not a setting of the population launcher (did you mean "
+     "hydra.launcher.max_population?); its settings are: max_population, memory_fraction."),
+    (["hydra.launcher.max_population=16"],
+     "hydra.launcher.max_population=16 is not a setting of the basic launcher (Hydra's default, which has none); it is "
+     "the population launcher's: add hydra/launcher=population."),
+    (["hydra/launcher=basic", "hydra.launcher.n_jobs=2"],
+     "hydra.launcher.n_jobs=2 is not a setting of the basic launcher (Hydra's default, which has none)."),
+])
+def test_a_launcher_setting_it_lacks_is_its_paragraph_alone(tmp_path, overrides, expected):
+    """Hydra would say only that the key is not in the launcher's schema (and, for an added key, fail in the
+    launcher's constructor with a traceback); the paragraph lists the settings there are, or says which launcher
+    has the key."""
+    done = run_cli("-m", *overrides, *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 1
+    assert paragraph(done.stderr) == f"Error in the config: {expected}"
+    assert not (tmp_path / "sweep").exists()
 
 
 

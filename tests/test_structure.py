@@ -122,9 +122,11 @@ def test_imports_follow_the_layers_the_readme_states():
 def test_the_library_never_imports_the_hydra_plugins():
     """The plugins are adapters over expt (the sweeper over expt.search, the launcher over expt.population).
     expt.__main__ imported the sweeper's error classes for its jobs' errors; those are expt's own now. The command
-    line itself (expt.__main__, the application) may read the sweeper's settings, to check them before Hydra runs."""
+    line itself (expt.__main__, the application) may read the sweeper's and the launcher's settings, to check them
+    before Hydra runs."""
     edges = graph()
     upward = sorted(f"{m} imports {t}" for m, targets in edges.items() if m.startswith("expt") and m != "expt.__main__"
                     for t in targets if t.startswith("hydra_plugins"))
     assert not upward, upward
-    assert {t for t in edges["expt.__main__"] if t.startswith("hydra_plugins")} == {"hydra_plugins.expt_sweeper.config"}
+    assert {t for t in edges["expt.__main__"] if t.startswith("hydra_plugins")} == {
+        "hydra_plugins.expt_sweeper.config", "hydra_plugins.expt_population.population_launcher"}

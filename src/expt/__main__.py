@@ -147,8 +147,8 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
     """Stop with one paragraph on an override Hydra would reject with a less useful message: a key a typed
     section or the option a group composes lacks (``trainer.epoch=3``, ``model.num_filter=8``: its keys and
     the nearest one), an option a list-valued group lacks (:func:`expt.config.unknown_override`), a
-    sweeper key spelt as before the search had stages (Hydra would assert), or a key the coarse_to_fine
-    sweeper lacks (Hydra would not list its keys)."""
+    sweeper key spelt as before the search had stages (Hydra would assert), a key the coarse_to_fine
+    sweeper lacks, or one the population or basic launcher lacks (Hydra would not list their keys)."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" or args is None or args.shell_completion:
         return
     from expt.config import unknown_override
@@ -166,6 +166,15 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
             key, value = split_override(argument)
             if key.startswith("hydra.sweeper."):
                 problem = problem or unknown_setting(key[len("hydra.sweeper."):], value)
+    launchers = [split_override(a)[1] for a in args.overrides if split_override(a)[0] == "hydra/launcher"]
+    if problem is None and not (own_config and not launchers):  # a config of one's own may choose its launcher
+        from hydra_plugins.expt_population.population_launcher import unknown_setting as unknown_launcher_setting
+
+        for argument in args.overrides:
+            key, value = split_override(argument)
+            if key.startswith("hydra.launcher."):
+                problem = problem or unknown_launcher_setting(key[len("hydra.launcher."):], value,
+                                                              launchers[-1] if launchers else None)
     if problem is not None:
         print(f"Error in the config: {problem}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)

@@ -195,6 +195,29 @@ def _not_a_key(setting: str, key: str, allowed: list[str], where: str, nearest: 
     return f"{setting} is not a key of {where}{hint}; its keys are: {', '.join(allowed)}."
 
 
+def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str) -> Optional[str]:
+    """The paragraph for the override ``<prefix><key>=<value>`` where a part of ``key`` is not a setting of ``schema`` (a
+    dataclass, called ``what``; a setting that is a dataclass itself is followed into, ``<what>'s <setting>``): the
+    settings there and the nearest one. None where every part is a setting, or leads into one that takes any key."""
+    import difflib
+    import typing
+
+    node, parts = schema, key.split(".")
+    for depth, part in enumerate(parts):
+        if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+            return None
+        settings = [f.name for f in dataclasses.fields(node) if not f.name.startswith("_")]
+        if part not in settings:
+            above = "".join(f"{p}." for p in parts[:depth])
+            near = difflib.get_close_matches(part, settings, n=1)
+            hint = f" (did you mean {prefix}{above}{near[0]}?)" if near else ""
+            owner = what + "".join(f"'s {p}" for p in parts[:depth])
+            return (f"{prefix}{key}={value} is not a setting of {owner}{hint}; its settings are: "
+                    f"{', '.join(settings)}.")
+        node = typing.get_type_hints(node).get(part)
+    return None
+
+
 def _typed_sections() -> dict[str, type]:
     """The sections of :class:`ExptConfig` whose keys a dataclass fixes: name -> dataclass."""
     return {f.name: f.default_factory for f in dataclasses.fields(ExptConfig)

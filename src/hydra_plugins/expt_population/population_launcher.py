@@ -3,8 +3,9 @@
 The work is in :mod:`._impl`, imported when a sweep launches, so plugin discovery stays cheap.
 """
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
@@ -27,6 +28,22 @@ class PopulationLauncherConf:
 ConfigStore.instance().store(
     group="hydra/launcher", name="population", node=PopulationLauncherConf, provider="expt_population",
 )
+
+
+def unknown_setting(key: str, value: Any, launcher: Optional[str]) -> Optional[str]:
+    """The paragraph for ``hydra.launcher.<key>=<value>`` where Hydra would say less: under ``hydra/launcher=population``
+    (``launcher``) a key it lacks, with its settings and the nearest one; under the basic launcher (Hydra's default:
+    ``launcher`` None or ``basic``) any key, since it has none, and to add ``hydra/launcher=population`` where the key
+    is the population launcher's. None otherwise: another launcher's keys are its own."""
+    from expt.config import not_a_setting
+
+    if launcher == "population":
+        return not_a_setting("hydra.launcher.", key, value, PopulationLauncherConf, "the population launcher")
+    if launcher not in (None, "basic"):
+        return None
+    ours = key.split(".")[0] in [f.name for f in dataclasses.fields(PopulationLauncherConf)]
+    return (f"hydra.launcher.{key}={value} is not a setting of the basic launcher (Hydra's default, which has none)"
+            + ("; it is the population launcher's: add hydra/launcher=population." if ours else "."))
 
 
 class PopulationLauncher(Launcher):

@@ -174,16 +174,9 @@ def old_round_key(arguments: List[str]) -> Optional[str]:
 
 
 def unknown_setting(key: str, value: Any) -> Optional[str]:
-    """The paragraph for ``hydra.sweeper.<key>`` when ``key``'s first part is not a setting of the coarse_to_fine
-    sweeper (:class:`CoarseToFineSweeperConf`): the settings there are and the nearest one; None when it is."""
-    import dataclasses
-    import difflib
+    """The paragraph for ``hydra.sweeper.<key>`` when a part of ``key`` is not a setting of the coarse_to_fine sweeper
+    (:class:`CoarseToFineSweeperConf`, its ``pinpoint`` and ``pruning`` followed into): the settings there and the
+    nearest one; None when it is."""
+    from expt.config import not_a_setting
 
-    name = key.split(".", 1)[0]
-    settings = [f.name for f in dataclasses.fields(CoarseToFineSweeperConf) if not f.name.startswith("_")]
-    if name in settings:
-        return None
-    near = difflib.get_close_matches(name, settings, n=1)
-    hint = f" (did you mean hydra.sweeper.{near[0]}?)" if near else ""
-    return (f"hydra.sweeper.{key}={value} is not a setting of the coarse_to_fine sweeper{hint}; its settings are: "
-            f"{', '.join(settings)}.")
+    return not_a_setting("hydra.sweeper.", key, value, CoarseToFineSweeperConf, "the coarse_to_fine sweeper")
