@@ -764,6 +764,26 @@ def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, strai
 
 
 @pytest.mark.slow
+def test_a_run_resumed_after_ctrl_c_shows_its_header_and_final_metrics_once_each(tmp_path):
+    """Ctrl-C in epoch 2 writes the stop's final metrics (hparams/*) and header at step 1, the epoch last.pt holds;
+    the run resumed in its directory writes its header at that step again and its final metrics at the end. The
+    stop's go: TensorBoard reads each header step once and the final metrics once, the completed run's."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "stopped"
+    signal_paused(run_dir, 2, signal.SIGINT, 130)
+    run_cli(*PAUSED, f"hydra.run.dir={run_dir}", f"trainer.resume={run_dir}", cwd=tmp_path, check=True)
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    headers = events.Tensors("config/text_summary")
+    assert [e.step for e in headers] == [0, 1, 4]  # the first start, the resumed start, the end
+    assert "status: completed" in headers[-1].tensor_proto.string_val[0].decode()
+    metrics = read_metrics(run_dir)
+    for tag, key in (("hparams/best_val_acc", "best_val_acc"), ("hparams/test_acc", "test_acc")):
+        assert [(e.step, e.value) for e in events.Scalars(tag)] == [(4, pytest.approx(metrics[key]))], tag
+
+
+@pytest.mark.slow
 def test_a_sweep_stopped_before_its_trial_has_a_checkpoint_says_how_to_continue_it(tmp_path):
     """A coarse-to-fine sweep's trials are often shorter than the checkpoint interval, so Ctrl-C usually lands in a
     trial with nothing to resume: the sweep still says how to continue (it recorded round 1's two trials), and the

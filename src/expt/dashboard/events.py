@@ -44,11 +44,14 @@ def records(data: bytes) -> Iterator[bytes]:
         offset = end
 
 
-def cut_after(path: Path, epoch: int, step: int, per_step: Callable[[str], bool]) -> int:
+def cut_after(path: Path, epoch: int, step: int, per_step: Callable[[str], bool],
+              written_again: Callable[[str], bool] = lambda tag: False) -> int:
     """Rewrite the event file ``path`` without its events past the checkpoint: a summary whose tags count
-    training steps (``per_step(tag)``) is kept up to training step ``step``, any other summary up to ``epoch``;
-    events without a summary (the file's version, the graph) are kept. Returns how many events went; the
-    file is left untouched when none did, and replaced in one rename when some did."""
+    training steps (``per_step(tag)``) is kept up to training step ``step``, one whose tags the resumed run writes
+    again at the checkpoint's epoch (``written_again(tag)``: the header, the final metrics of a stop) before
+    ``epoch``, any other summary up to ``epoch``; events without a summary (the file's version, the graph) are
+    kept. Returns how many events went; the file is left untouched when none did, and replaced in one rename
+    when some did."""
     kept: list[bytes] = []
     removed = 0
     for raw in records(path.read_bytes()):
@@ -57,7 +60,8 @@ def cut_after(path: Path, epoch: int, step: int, per_step: Callable[[str], bool]
         except DecodeError:  # a record whose checksums hold but whose bytes are no event: the file ends there
             break
         tags = [value.tag for value in event.summary.value] if event.HasField("summary") else []
-        limit = step if tags and all(per_step(tag) for tag in tags) else epoch
+        limit = (step if tags and all(per_step(tag) for tag in tags) else
+                 epoch - 1 if tags and all(written_again(tag) for tag in tags) else epoch)
         if tags and event.step > limit:
             removed += 1
         else:

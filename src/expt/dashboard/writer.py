@@ -90,6 +90,17 @@ def per_step(tag: str) -> bool:
     return tag == "loss/train" or tag.startswith(UPDATE_RATIO + "/")
 
 
+HEADER_TAG = "config"  # the run's header text (TensorBoard stores it as config/text_summary)
+
+
+def written_again(tag: str) -> bool:
+    """Whether a run resumed from its checkpoint of epoch e writes ``tag`` again at step e or later: its header
+    (:meth:`Dashboard.write_header`, as it starts) and its final metrics (``hparams/*``, as it ends, which a stop
+    wrote at step e). An earlier process's events of these from step e on are left out (:meth:`Dashboard.forget_after`),
+    so that each step shows once and no stop's status outlives the resumed run."""
+    return tag.split("/", 1)[0] in (HEADER_TAG, "hparams")
+
+
 # The custom-scalars page: category -> chart title -> ["Multiline", tag regexes]. The recipe's pair comes first.
 LAYOUT = {
     "recipe: train vs val (per epoch, same measurement)": {
@@ -196,7 +207,7 @@ class Dashboard:
         (:func:`expt.dashboard.events.cut_after`), so each curve goes on from the checkpoint once instead of
         running back on itself. Returns how many events were removed."""
         self.resumed_here = True
-        return sum(cut_after(path, epoch, step, per_step) for path in self.earlier)
+        return sum(cut_after(path, epoch, step, per_step, written_again) for path in self.earlier)
 
     def start(self, exp: Any, probe_idx: torch.Tensor, epoch: int = 0) -> None:
         """Attach the experiment (``expt.build.Experiment``); write the config, model summary and graph,
@@ -393,7 +404,7 @@ class Dashboard:
         elif self._exp is not None:
             text += ("\n\nThe full config is in this trial's `.hydra/config.yaml`; the dashboard shows it for the "
                      f"rounds `dashboard.sweep_diagnostics` names ({self.settings.sweep_diagnostics}).")
-        self.writer.add_text("config", text, step)
+        self.writer.add_text(HEADER_TAG, text, step)
 
     def header(self, metrics: dict[str, Any]) -> str:
         """Markdown: the run's name, overrides, round, status, best validation accuracy, diagnosis."""
