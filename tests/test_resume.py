@@ -812,3 +812,19 @@ def test_a_sweep_stopped_before_its_trial_has_a_checkpoint_says_how_to_continue_
     run_cli(*args, cwd=tmp_path, env={"EXPT_RESUME_OWN_CHECKPOINT": "1"}, check=True)
     rounds = [json.loads(line)["round"] for line in (sweep / "search.jsonl").read_text().splitlines()]
     assert rounds == [1, 1, 2]  # round 1's trials were not trained again
+
+
+def test_a_command_refused_for_its_config_leaves_the_record_of_the_run_in_its_directory(tmp_path):
+    """Hydra writes .hydra/ before the run checks its config: a command into a finished run's directory with a bad
+    value, or a resume with a change it cannot take, used to leave that run's .hydra/config.yaml saying what the
+    refused command asked. The refused command puts the run's record back, byte for byte."""
+    run_dir = tmp_path / "run"
+    small = ["data.subset=200", "trainer.epochs=1", "dashboard.histograms=false"]
+    run_cli(*small, f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True)
+    record = {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()}
+    assert set(record) == {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    for refused in (["trainer.batch_size=0"], [f"trainer.resume={run_dir}", "trainer.epochs=2", "optimizer.lr=1e-2"]):
+        done = run_cli(*small, *refused, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+        assert done.returncode == 1 and "Error in the config: " in done.stderr, done.stderr[-3000:]
+        assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == record, refused
+    assert read_metrics(run_dir)["status"] == "completed"

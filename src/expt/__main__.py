@@ -74,6 +74,9 @@ def main(cfg: DictConfig) -> float:
 
             log.error("%s This job trains nothing; the other jobs go on.", described(exc))
             raise as_trial_error(exc) from exc
+        from expt.output_dir import restore_earlier_record
+
+        restore_earlier_record(HydraConfig.get().runtime.output_dir)  # the run there keeps its own record
         report_error(f"Error in the config: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
         raise SystemExit(1)
     except StorageError as exc:  # the disk, not the run: what could not be written, and what was kept

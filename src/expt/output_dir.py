@@ -1,5 +1,6 @@
 """The Hydra callback that readies the run directory before Hydra writes there: it stops, with one paragraph, where
-Hydra would fail to create it, or where another process trains in it."""
+Hydra would fail to create it, or where another process trains in it; and it keeps the record (``.hydra/``) of a
+run the directory holds, which a command refused for its config puts back (:func:`restore_earlier_record`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,49 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from expt.status import RECORDS_FILE
+from expt.status import METRICS_FILE, RECORDS_FILE
+
+RECORD_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes in a run's .hydra/ before its task
+RUN_FILES = (METRICS_FILE, "checkpoints/last.pt", "checkpoints/best.pt")  # what says a run was there
+# a lone run's directory -> its .hydra/ files and its run files' modification times, before Hydra wrote there
+_earlier: dict[str, tuple[dict[Path, bytes], dict[str, Optional[int]]]] = {}
+
+
+def _run_files(run_dir: Path) -> dict[str, Optional[int]]:
+    times: dict[str, Optional[int]] = {}
+    for name in RUN_FILES:
+        try:
+            times[name] = (run_dir / name).stat().st_mtime_ns
+        except OSError:
+            times[name] = None
+    return times
+
+
+def keep_earlier_record(run_dir: Path, subdir: Optional[str]) -> None:
+    """Before Hydra writes ``run_dir``'s ``.hydra/`` (``subdir``): keep the record it holds of an earlier run."""
+    if subdir is None:
+        return
+    files = {}
+    for name in RECORD_FILES:
+        with contextlib.suppress(OSError):
+            files[run_dir / subdir / name] = (run_dir / subdir / name).read_bytes()
+    if files:
+        _earlier[os.path.realpath(run_dir)] = (files, _run_files(run_dir))
+
+
+def restore_earlier_record(run_dir: Path | str) -> bool:
+    """After a command into ``run_dir`` stopped for its config (a bad value, a resume refused): put back the
+    ``.hydra/`` files Hydra had replaced, where the earlier run's files are as they were (the command trained
+    nothing there), so the directory's record still says what its run trained. True when put back."""
+    from expt.files import replacing
+
+    kept = _earlier.pop(os.path.realpath(run_dir), None)
+    if kept is None or _run_files(Path(run_dir)) != kept[1]:
+        return False
+    for path, data in kept[0].items():
+        with contextlib.suppress(OSError), replacing(path) as f:
+            f.write(data)
+    return True
 
 
 def output_dir_problem(path: str, create: bool = False) -> Optional[str]:
@@ -58,7 +101,10 @@ class OutputDirCheck(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config, "hydra.run.dir", "outputs/<date>/<time>", create=True)
-        self._hold(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        self._hold(run_dir)
+        subdir = OmegaConf.select(config, "hydra.output_subdir")
+        keep_earlier_record(run_dir, None if subdir is None else str(subdir))
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._lock.close()
