@@ -685,6 +685,7 @@ def files_of_60_kb() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
 
 
+@pytest.mark.slow
 @NEEDS_FILE_SIZE_LIMITS
 def test_an_event_file_the_disk_cannot_take_stops_the_run_as_a_checkpoint_does(tmp_path):
     """The event file grows past a file size limit its checkpoints stay below (a tiny MLP, every step logged): the run
@@ -814,6 +815,7 @@ def test_a_sweep_stopped_before_its_trial_has_a_checkpoint_says_how_to_continue_
     assert rounds == [1, 1, 2]  # round 1's trials were not trained again
 
 
+@pytest.mark.slow
 def test_a_command_refused_for_its_config_leaves_the_record_of_the_run_in_its_directory(tmp_path):
     """Hydra writes .hydra/ before the run checks its config: a command into a finished run's directory with a bad
     value, or a resume with a change it cannot take, used to leave that run's .hydra/config.yaml saying what the
