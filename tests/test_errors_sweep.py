@@ -76,9 +76,15 @@ def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expec
      "hydra.launcher.max_population?); its settings are: max_population, memory_fraction."),
     (["hydra.launcher.max_population=16"],
      "hydra.launcher.max_population=16 is not a setting of the basic launcher (Hydra's default, which has none); it is "
-     "the population launcher's: add hydra/launcher=population."),
-    (["hydra/launcher=basic", "hydra.launcher.n_jobs=2"],
-     "hydra.launcher.n_jobs=2 is not a setting of the basic launcher (Hydra's default, which has none)."),
+     "a setting of hydra/launcher=population: add it."),
+    (["hydra/launcher=basic", "hydra.launcher.n_jobs=2"],  # the installed launchers that have the key are named
+     "hydra.launcher.n_jobs=2 is not a setting of the basic launcher (Hydra's default, which has none); it is a "
+     "setting of hydra/launcher=joblib: add it."),
+    (["hydra.launcher.timeout_min=5"],
+     "hydra.launcher.timeout_min=5 is not a setting of the basic launcher (Hydra's default, which has none); it is a "
+     "setting of hydra/launcher=submitit_local and hydra/launcher=submitit_slurm: add one of them."),
+    (["hydra.launcher.n_job=2"],
+     "hydra.launcher.n_job=2 is not a setting of the basic launcher (Hydra's default, which has none)."),
 ])
 def test_a_launcher_setting_it_lacks_is_its_paragraph_alone(tmp_path, overrides, expected):
     """Hydra would say only that the key is not in the launcher's schema (and, for an added key, fail in the

@@ -3,7 +3,6 @@
 The work is in :mod:`._impl`, imported when a sweep launches, so plugin discovery stays cheap.
 """
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -33,17 +32,32 @@ ConfigStore.instance().store(
 def unknown_setting(key: str, value: Any, launcher: Optional[str]) -> Optional[str]:
     """The paragraph for ``hydra.launcher.<key>=<value>`` where Hydra would say less: under ``hydra/launcher=population``
     (``launcher``) a key it lacks, with its settings and the nearest one; under the basic launcher (Hydra's default:
-    ``launcher`` None or ``basic``) any key, since it has none, and to add ``hydra/launcher=population`` where the key
-    is the population launcher's. None otherwise: another launcher's keys are its own."""
+    ``launcher`` None or ``basic``) any key, since it has none, naming the installed launchers that have it (add
+    ``hydra/launcher=<one>``). None otherwise: another launcher's keys are its own."""
     from expt.config import not_a_setting
 
     if launcher == "population":
         return not_a_setting("hydra.launcher.", key, value, PopulationLauncherConf, "the population launcher")
     if launcher not in (None, "basic"):
         return None
-    ours = key.split(".")[0] in [f.name for f in dataclasses.fields(PopulationLauncherConf)]
-    return (f"hydra.launcher.{key}={value} is not a setting of the basic launcher (Hydra's default, which has none)"
-            + ("; it is the population launcher's: add hydra/launcher=population." if ours else "."))
+    owners = [f"hydra/launcher={name}" for name in launchers_with(key.split(".")[0])]
+    hint = (f"; it is a setting of {' and '.join(owners)}: add {'it' if len(owners) == 1 else 'one of them'}"
+            if owners else "")
+    return f"hydra.launcher.{key}={value} is not a setting of the basic launcher (Hydra's default, which has none){hint}."
+
+
+def launchers_with(setting: str) -> list[str]:
+    """The installed launchers (the options of Hydra's ``hydra/launcher`` group) whose config has ``setting``."""
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # every installed plugin's module imported: each launcher's config registered
+    store = ConfigStore.instance()
+    names = []
+    for option in sorted(store.list("hydra/launcher")):
+        node = store.load(f"hydra/launcher/{option}").node
+        if isinstance(node, DictConfig) and setting in node:
+            names.append(option.removesuffix(".yaml"))
+    return names
 
 
 class PopulationLauncher(Launcher):
