@@ -830,3 +830,35 @@ def test_a_command_refused_for_its_config_leaves_the_record_of_the_run_in_its_di
         assert done.returncode == 1 and "Error in the config: " in done.stderr, done.stderr[-3000:]
         assert {p.name: p.read_bytes() for p in (run_dir / ".hydra").iterdir()} == record, refused
     assert read_metrics(run_dir)["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_an_hparams_session_the_disk_cannot_take_stops_the_run_with_its_paragraph_and_metrics(tmp_path):
+    """The disk refuses the HParams session's writes as the run ends (its file's first record passes, the next fail,
+    as on a disk that fills then): tensorboard's writer thread dies of it and its close() does not say so. The run
+    says so, naming that file, writes metrics.json (interrupted, every epoch measured), removes the part written,
+    exits 1 without a traceback, and resumes to the end once there is room."""
+    run_dir = tmp_path / "run"
+    small = ["data.subset=200", "trainer.epochs=2", "dashboard.histograms=false"]
+    full_disk_for_the_session = (
+        "import errno, os, runpy, sys; from tensorboard.summary.writer import record_writer; "
+        "write, seen = record_writer.RecordWriter.write, []\n"
+        "def refuse(self, data):\n"
+        "    if os.fsdecode(getattr(self._writer, 'filename', b'')).endswith('.hparams'):\n"
+        "        seen.append(1)\n"
+        "        if len(seen) > 1: raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))\n"
+        "    return write(self, data)\n"
+        "record_writer.RecordWriter.write = refuse; sys.argv = ['expt', *sys.argv[1:]]; "
+        "runpy.run_module('expt', run_name='__main__', alter_sys=True)")
+    proc = start_cli("-c", full_disk_for_the_session, *small, f"hydra.run.dir={run_dir}", program=None, cwd=tmp_path,
+                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = finish(proc, timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+    stopped = re.search(r"Error: (\S+\.hparams) could not be written \(No space left on device\), so the run stopped at "
+                        r"epoch 2; \S+ holds epoch 2: once there is room, resume with trainer.resume=", output)
+    assert stopped is not None, output[-3000:]
+    assert not os.path.exists(stopped.group(1))
+    metrics = read_metrics(run_dir)
+    assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 2
+    run_cli(*small, f"hydra.run.dir={run_dir}", f"trainer.resume={run_dir}", cwd=tmp_path, check=True)
+    assert read_metrics(run_dir)["status"] == "completed" and list(run_dir.glob("*.hparams"))

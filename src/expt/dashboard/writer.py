@@ -160,6 +160,7 @@ class Dashboard:
         self.resumed_here = False  # by forget_after: the earlier files hold this run up to its checkpoint
         wait_to_sort_after(self.earlier)  # a resumed run's file is read after them
         self._writer: Optional[SummaryWriter] = None  # made with the first event (:attr:`writer`)
+        self._refused_file: Optional[str] = None  # a file other than the event file whose write the disk refused
         self.background = Background()
         self.seconds: dict[str, float] = defaultdict(float)
         self.model: Optional[nn.Module] = None
@@ -315,10 +316,7 @@ class Dashboard:
         try:
             self.writer.flush()
         except Exception as exc:  # the writer's own thread failed to write (torch raises it again here)
-            if os_error_in(exc) is None:
-                raise
-            self.background.failure = exc
-            self.check_storage()
+            self._storage_failed(exc)
 
     def check_storage(self) -> None:
         """Raise :class:`StorageError`, naming the event file and the system's reason, where the disk refused one of
@@ -328,9 +326,17 @@ class Dashboard:
         if failure is None:
             return
         cause = os_error_in(failure)
-        writer = getattr(getattr(self._writer, "file_writer", None), "event_writer", None)
-        path = getattr(writer, "_file_name", None) or self.run_dir / "events.out.tfevents.*"
+        path = self._refused_file or _file_name(getattr(self._writer, "file_writer", None)) or \
+            self.run_dir / "events.out.tfevents.*"
         raise StorageError(f"{path} could not be written ({getattr(cause, 'strerror', None) or cause})") from failure
+
+    def _storage_failed(self, exc: BaseException, path: Optional[str] = None) -> None:
+        """``exc``, raised by a write on the training thread: as :meth:`check_storage` says it where the disk refused
+        the write (``path``: the file, where not the event file), else as it is. Nothing is written after it."""
+        if os_error_in(exc) is None:
+            raise exc
+        self.background.failure, self._refused_file = exc, path
+        self.check_storage()
 
     def diagnostics(self, epoch: int) -> None:
         """Histograms and the first layer's filters at step ``epoch``, once per epoch."""
@@ -449,15 +455,20 @@ class Dashboard:
         log.info("Diagnosis: %s", diagnosis.line())
         params = {STATUS: status, DIAGNOSIS: diagnosis.verdict, **params}
         step = int(metrics.get("epochs_completed") or 0)
-        for tag, key in HPARAM_METRICS:
-            value = metrics.get(key)
-            if is_finite_number(value):
-                self.writer.add_scalar(tag, value, step)
         declared = declared_columns(self.context) if self.context.multirun else None
-        self.drain()
-        self._write_session(hparams_summaries(params, TABLE_METRICS, status, varied, declared))
-        self.write_header(metrics, step)
-        self.writer.flush()
+        try:
+            for tag, key in HPARAM_METRICS:
+                value = metrics.get(key)
+                if is_finite_number(value):
+                    self.writer.add_scalar(tag, value, step)
+            self.drain()
+            self._write_session(hparams_summaries(params, TABLE_METRICS, status, varied, declared))
+            self.write_header(metrics, step)
+            self.writer.flush()
+        except StorageError:
+            raise
+        except Exception as exc:  # a write the disk refused: the run stops as for a checkpoint (metrics.json next)
+            self._storage_failed(exc)
 
     def _write_session(self, summaries: list[Any]) -> None:
         """The HParams session in an event file of its own (``*.hparams``), which replaces the one an earlier attempt
@@ -470,6 +481,12 @@ class Dashboard:
         for summary in summaries:
             writer.add_summary(summary)
         writer.close()
+        failure = _thread_failure(writer)
+        if failure is not None:  # close() does not raise what the writer's thread died of
+            name = _file_name(writer)
+            with contextlib.suppress(OSError, TypeError):  # the part written; the earlier session stays
+                Path(name).unlink()
+            self._storage_failed(failure, name)
         for path in before:  # once the new one is whole: a kill in between leaves a session, not none
             with contextlib.suppress(OSError):
                 path.unlink()
@@ -485,6 +502,18 @@ class Dashboard:
             else:  # the writer raises its stored error again; the run has said why it stopped
                 with contextlib.suppress(Exception):
                     self._writer.close()
+
+
+def _file_name(file_writer: Any) -> Optional[str]:
+    """The event file a torch ``FileWriter`` writes (None where this tensorboard keeps it elsewhere)."""
+    return getattr(getattr(file_writer, "event_writer", None), "_file_name", None)
+
+
+def _thread_failure(file_writer: Any) -> Optional[BaseException]:
+    """The error a closed torch ``FileWriter``'s thread died of (tensorboard keeps it there; its ``close`` does not
+    raise it); None where there is none, or where this tensorboard keeps it elsewhere."""
+    async_writer = getattr(getattr(file_writer, "event_writer", None), "_async_writer", None)
+    return getattr(getattr(async_writer, "_worker", None), "exception", None)
 
 
 def quiet_event_writer_failures() -> None:
