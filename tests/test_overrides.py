@@ -47,7 +47,8 @@ def test_the_key_from_the_text_is_the_key_hydra_parses(text):
 
 
 @pytest.mark.parametrize("path", ["/runs/2026-12-07/10-00-00", "/my runs/a", "/runs/lr=1e-3,l2=1e-4", "/it's/here",
-                                  "/back\\slash/x", "/ends\\", "/quote\\'s", "~/runs/a+b@c", "/runs/a+b@c"])
+                                  "/back\\slash/x", "/ends\\", "/quote\\'s", "~/runs/a+b@c", "/runs/a+b@c",
+                                  "/runs/jürgen", "/runs/日本"])
 def test_a_value_written_into_a_printed_command_reads_back_as_itself_through_the_shell_and_hydra(path):
     """What expt prints for the user to run (resume with trainer.resume=..., continue a sweep in hydra.sweep.dir=...):
     one shell word that Hydra's override parser reads as that key set to that text; a plain path stays as it is."""

@@ -24,9 +24,10 @@ def hydra_string(text: str) -> str:
 
 
 def hydra_value(text: str) -> str:
-    """``text`` as an override's value that Hydra reads back as that text (a path): as it is where it holds only
-    letters, digits and ``/._+@-``, else quoted (a path with a space, ``=``, ``,`` or ``~``: :func:`hydra_string`)."""
-    return text if re.fullmatch(r"[\w/.+@-]+", text) else hydra_string(text)
+    """``text`` as an override's value that Hydra reads back as that text (a path): as it is where it holds only ASCII
+    letters, digits and ``/._+@-``, else quoted (a path with a space, ``=``, ``,``, ``~`` or a letter such as ``ü``,
+    which Hydra's grammar takes only in quotes: :func:`hydra_string`)."""
+    return text if re.fullmatch(r"[A-Za-z0-9_/.+@-]+", text) else hydra_string(text)
 
 
 def shell_override(key: str, value: str) -> str:
