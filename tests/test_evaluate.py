@@ -477,16 +477,27 @@ def test_the_evaluation_in_tensorboard_reads_as_the_command_prints_it(seeds, tmp
         events.Tags()["scalars"])
 
 
-def test_ctrl_c_during_an_evaluation_says_interrupted_and_exits_130(tmp_path: Path) -> None:
-    """A real SIGINT, sent once ``python -m expt.evaluate`` has parsed its arguments (at its device check): one line,
-    exit 130, no traceback, and nothing written in the directory."""
+# Ctrl-C (a real SIGINT) at a point of python -m expt.evaluate: as it imports torch, or at its device check
+SIGINT_WHILE_LOADING = ("import builtins, os, signal\n"
+                        "load = builtins.__import__\n"
+                        "def interrupted(name, globals=None, *args, **kwargs):\n"
+                        "    if name == 'torch' and (globals or {}).get('__name__') == '__main__':\n"
+                        "        os.kill(os.getpid(), signal.SIGINT)\n"
+                        "    return load(name, globals, *args, **kwargs)\n"
+                        "builtins.__import__ = interrupted\n")
+SIGINT_AT_DEVICE_CHECK = ("import os, signal; import expt.devices as devices\n"
+                          "devices.choose_device = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)\n")
+
+
+@pytest.mark.parametrize("stop", [SIGINT_WHILE_LOADING, SIGINT_AT_DEVICE_CHECK], ids=["loading", "device check"])
+def test_ctrl_c_during_an_evaluation_says_interrupted_and_exits_130(tmp_path: Path, stop: str) -> None:
+    """A real SIGINT, sent while ``python -m expt.evaluate`` loads its libraries (most of a small evaluation's time)
+    or once it has parsed its arguments: one line, exit 130, no traceback, and nothing written in the directory."""
     from conftest import finish, start_cli
 
-    stop_at_device_check = ("import os, runpy, signal, sys; import expt.devices as devices; "
-                            "devices.choose_device = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT); "
-                            "sys.argv = ['expt.evaluate', sys.argv[1]]; "
-                            "runpy.run_module('expt.evaluate', run_name='__main__', alter_sys=True)")
-    proc = start_cli("-c", stop_at_device_check, str(tmp_path), program=None, cwd=tmp_path, stdout=subprocess.PIPE,
+    evaluate = (stop + "import runpy, sys; sys.argv = ['expt.evaluate', sys.argv[1]]\n"
+                "runpy.run_module('expt.evaluate', run_name='__main__', alter_sys=True)")
+    proc = start_cli("-c", evaluate, str(tmp_path), program=None, cwd=tmp_path, stdout=subprocess.PIPE,
                      stderr=subprocess.STDOUT, text=True)
     output = finish(proc, timeout=120)
     assert proc.returncode == 130 and output.strip() == "Interrupted.", output[-3000:]

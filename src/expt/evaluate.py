@@ -20,25 +20,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-import torch
-from omegaconf import DictConfig, OmegaConf
-from torch import nn
+try:
+    import numpy as np
+    import torch
+    from omegaconf import DictConfig, OmegaConf
+    from torch import nn
 
-from expt import checkpoint
-from expt.augment import NOT_FLIP_INVARIANT, PER_CHANNEL
-from expt.build import build_model
-from expt.dashboard.diagnostics import code_block
-from expt.data import SCALE_RATIO, Splits, _images as check_images, load as load_data
-from expt.devices import choose_device
-from expt.errors import ConfigError
-from expt.files import holder, replacing
-from expt.instantiate import instantiate
-from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
-from expt.preprocess import Preprocessor
-from expt.search import RECORDS_FILE, read_records
-from expt.status import (COMPLETED, EVALUATION_DIR, EVALUATION_FILE, FAILED, METRICS_FILE, SANITY_DIR, SANITY_FILE,
-                         read_metrics)
+    from expt import checkpoint
+    from expt.augment import NOT_FLIP_INVARIANT, PER_CHANNEL
+    from expt.build import build_model
+    from expt.dashboard.diagnostics import code_block
+    from expt.data import SCALE_RATIO, Splits, _images as check_images, load as load_data
+    from expt.devices import choose_device
+    from expt.errors import ConfigError
+    from expt.files import holder, replacing
+    from expt.instantiate import instantiate
+    from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
+    from expt.preprocess import Preprocessor
+    from expt.search import RECORDS_FILE, read_records
+    from expt.status import (COMPLETED, EVALUATION_DIR, EVALUATION_FILE, FAILED, METRICS_FILE, SANITY_DIR,
+                             SANITY_FILE, read_metrics)
+except KeyboardInterrupt:  # Ctrl-C while python -m expt.evaluate loads its libraries (seconds): nothing has started
+    if __name__ != "__main__":
+        raise
+    print("Interrupted.", file=sys.stderr)
+    raise SystemExit(130) from None
 
 
 # ============================================================================= using a trained model
