@@ -96,6 +96,18 @@ def test_a_launcher_setting_it_lacks_is_its_paragraph_alone(tmp_path, overrides,
     assert not (tmp_path / "sweep").exists()
 
 
+def test_a_launcher_setting_is_left_to_hydra_where_a_preset_of_ones_own_may_choose_the_launcher(tmp_path):
+    """A preset found through hydra.searchpath chooses joblib: its n_jobs is no misspelt key of the basic launcher."""
+    presets = tmp_path / "mine" / "experiment"
+    presets.mkdir(parents=True)
+    (presets / "joblib_preset.yaml").write_text("# @package _global_\ndefaults:\n  - override /hydra/launcher: joblib\n")
+    done = run_cli("-m", f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "experiment=joblib_preset",
+                   "hydra.launcher.n_jobs=1", *TINY, f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "sweep" / "0" / "metrics.json").read_text())["status"] == "completed"
+
+
+
 
 
 @pytest.mark.parametrize("override,expected", [

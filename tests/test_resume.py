@@ -788,7 +788,8 @@ def test_a_run_resumed_after_ctrl_c_shows_its_header_and_final_metrics_once_each
 def test_a_sweep_stopped_before_its_trial_has_a_checkpoint_says_how_to_continue_it(tmp_path):
     """A coarse-to-fine sweep's trials are often shorter than the checkpoint interval, so Ctrl-C usually lands in a
     trial with nothing to resume: the sweep still says how to continue (it recorded round 1's two trials), and the
-    same command with EXPT_RESUME_OWN_CHECKPOINT=1 trains only the trial it had not finished."""
+    same command with EXPT_RESUME_OWN_CHECKPOINT=1 trains only the trial it had not finished. The sweep directory is
+    relative and each job runs in its own (hydra.job.chdir=true): the records are looked for where the command is."""
     from expt.search import read_records
 
     overrides = ["data.subset=300", "trainer.checkpoint_interval=1000", "dashboard.histograms=false", PAUSE]
@@ -797,7 +798,8 @@ def test_a_sweep_stopped_before_its_trial_has_a_checkpoint_says_how_to_continue_
             "hydra.sweeper.params={schedule.gamma:null,model.num_filters:null,model.hidden_dim:null,"
             "regularization.dropout:null,regularization.l2:null}",
             "hydra.sweeper.rounds=[{trials:2,top_k:1,overrides:['trainer.epochs=1']},"
-            "{trials:1,top_k:1,overrides:['trainer.epochs=2']}]", f"hydra.sweep.dir={sweep}", *overrides]
+            "{trials:1,top_k:1,overrides:['trainer.epochs=2']}]", "hydra.sweep.dir=sweep", "hydra.job.chdir=true",
+            *overrides]
     # round 1's trials end after one epoch; round 2's holds at the first step of its second epoch
     proc = start_held(*args, cwd=tmp_path, held=overrides, epoch=2, marker=marker, what="round 2's trial",
                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -805,7 +807,7 @@ def test_a_sweep_stopped_before_its_trial_has_a_checkpoint_says_how_to_continue_
     output = finish(proc, timeout=120)
     assert proc.returncode == 130 and "Traceback" not in output, output[-3000:]
     assert "Interrupted during epoch 2, before the first checkpoint: nothing to resume." in output, output[-3000:]
-    assert (f"To continue the sweep: run the same command again with hydra.sweep.dir={sweep} and "
+    assert ("To continue the sweep: run the same command again with hydra.sweep.dir=sweep and "
             "EXPT_RESUME_OWN_CHECKPOINT=1 in the environment") in output, output[-3000:]
     recorded = read_records(sweep / "search.jsonl")
     assert sorted(r.round for r in recorded.values()) == [1, 1]

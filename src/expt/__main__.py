@@ -121,7 +121,8 @@ def say_how_to_resume(hydra_cfg) -> None:
 
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
-        if sweep_to_continue(hydra_cfg.sweep.dir, [run_dir]):
+        # a relative sweep directory is the command's, not the job's (hydra.job.chdir=true runs the job in its own)
+        if sweep_to_continue(Path(hydra_cfg.runtime.cwd) / str(hydra_cfg.sweep.dir), [run_dir]):
             print(continue_sweep(hydra_cfg.sweep.dir), file=sys.stderr)
         return
     if not stopped_run_here(run_dir):
@@ -170,7 +171,9 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
             if key.startswith("hydra.sweeper."):
                 problem = problem or unknown_setting(key[len("hydra.sweeper."):], value)
     launchers = [split_override(a)[1] for a in args.overrides if split_override(a)[0] == "hydra/launcher"]
-    if problem is None and not (own_config and not launchers):  # a config of one's own may choose its launcher
+    # a config of one's own, or a preset found through hydra.searchpath, may choose the launcher
+    searched = any(split_override(a)[0] == "hydra.searchpath" for a in args.overrides)
+    if problem is None and (launchers or not (own_config or searched)):
         from hydra_plugins.expt_population.population_launcher import unknown_setting as unknown_launcher_setting
 
         for argument in args.overrides:
