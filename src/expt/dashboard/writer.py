@@ -61,7 +61,6 @@ except ImportError:  # TensorBoard then checksums its records in Python, as it d
 
 
 from expt.config import DashboardConfig, is_finite_number
-from expt.errors import StorageError, os_error_in
 from expt.dashboard.background import Background
 from expt.dashboard.diagnostics import (
     code_block, filter_grid, first_layer, histogram_fields, histogram_table, model_summary, probe_layers,
@@ -73,6 +72,7 @@ from expt.dashboard.hparams import (
     HPARAM_METRICS, STATUS, DIAGNOSIS, TABLE_METRICS, SweepContext, declared_columns, hparams_summaries, run_hparams,
     run_label, sweep_context,
 )
+from expt.errors import StorageError, os_error_in
 from expt.status import EVENTS_GLOB, LABEL_FILE
 
 log = logging.getLogger(__name__)
