@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from expt.errors import ConfigError, StorageError, os_error_in
+from expt.errors import ConfigError, StorageError, not_written, os_error_in
 from expt.files import replacing
 
 LAST, BEST = "last.pt", "best.pt"
@@ -66,7 +66,7 @@ def _storage(path: Path):
         cause = os_error_in(exc)
         if cause is None:
             raise
-        raise StorageError(f"{path} could not be written ({cause.strerror or cause})") from exc
+        raise not_written(path, cause) from exc
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu", key: str = "trainer.resume") -> dict[str, Any]:

@@ -184,22 +184,23 @@ def _unknown_key(key: str, node: DictConfig, name: str, allowed: list[str], wher
     raise ConfigError(_not_a_key(f"{key}={value!r}", key, allowed, where))
 
 
-def _not_a_key(setting: str, key: str, allowed: list[str], where: str, nearest: Optional[str] = None) -> str:
+def _not_a_key(setting: str, key: str, allowed: list[str], where: str, nearest: Optional[str] = None,
+               noun: str = "key") -> str:
     """What to say of ``setting`` (``key=value`` as shown), whose last part of ``key`` is not in ``allowed``;
-    ``nearest``: the full key to suggest, where it is not the closest of ``allowed``."""
+    ``nearest``: the full key to suggest, where it is not the closest of ``allowed``; ``noun``: what ``allowed``
+    are called (keys, or a plugin's settings)."""
     import difflib
 
     near = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
     hint = f" (did you mean {nearest}?)" if nearest else f" (did you mean {prefix}{near[0]}?)" if near else ""
-    return f"{setting} is not a key of {where}{hint}; its keys are: {', '.join(allowed)}."
+    return f"{setting} is not a {noun} of {where}{hint}; its {noun}s are: {', '.join(allowed)}."
 
 
 def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str) -> Optional[str]:
     """The paragraph for the override ``<prefix><key>=<value>`` where a part of ``key`` is not a setting of ``schema`` (a
     dataclass, called ``what``; a setting that is a dataclass itself is followed into, ``<what>'s <setting>``): the
     settings there and the nearest one. None where every part is a setting, or leads into one that takes any key."""
-    import difflib
     import typing
 
     node, parts = schema, key.split(".")
@@ -208,12 +209,9 @@ def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str) ->
             return None
         settings = [f.name for f in dataclasses.fields(node) if not f.name.startswith("_")]
         if part not in settings:
-            above = "".join(f"{p}." for p in parts[:depth])
-            near = difflib.get_close_matches(part, settings, n=1)
-            hint = f" (did you mean {prefix}{above}{near[0]}?)" if near else ""
             owner = what + "".join(f"'s {p}" for p in parts[:depth])
-            return (f"{prefix}{key}={value} is not a setting of {owner}{hint}; its settings are: "
-                    f"{', '.join(settings)}.")
+            return _not_a_key(f"{prefix}{key}={value}", prefix + ".".join(parts[:depth + 1]), settings, owner,
+                              noun="setting")
         node = typing.get_type_hints(node).get(part)
     return None
 

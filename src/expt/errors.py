@@ -42,6 +42,13 @@ class StorageError(OSError):
     limit). The message names the file, the system's reason and, from the run, what it kept."""
 
 
+def not_written(path: object, error: BaseException) -> StorageError:
+    """The :class:`StorageError` for ``path``, which the system refused to write for ``error``: the file and the
+    system's reason (of the ``OSError`` that ``error`` is or holds, :func:`os_error_in`)."""
+    cause = os_error_in(error) or error
+    return StorageError(f"{path} could not be written ({getattr(cause, 'strerror', None) or cause})")
+
+
 def os_error_in(error: BaseException) -> "OSError | None":
     """The OSError that ``error`` is, or that it was raised from or while handling (torch's writer reports a full
     disk as a RuntimeError raised while handling the OSError); None where there is none."""

@@ -72,7 +72,7 @@ from expt.dashboard.hparams import (
     HPARAM_METRICS, STATUS, DIAGNOSIS, TABLE_METRICS, SweepContext, declared_columns, hparams_summaries, run_hparams,
     run_label, sweep_context,
 )
-from expt.errors import StorageError, os_error_in
+from expt.errors import StorageError, not_written, os_error_in
 from expt.status import EVENTS_GLOB, LABEL_FILE
 
 log = logging.getLogger(__name__)
@@ -325,10 +325,9 @@ class Dashboard:
         failure = self.background.failure
         if failure is None:
             return
-        cause = os_error_in(failure)
         path = self._refused_file or _file_name(getattr(self._writer, "file_writer", None)) or \
             self.run_dir / "events.out.tfevents.*"
-        raise StorageError(f"{path} could not be written ({getattr(cause, 'strerror', None) or cause})") from failure
+        raise not_written(path, failure) from failure
 
     def _storage_failed(self, exc: BaseException, path: Optional[str] = None) -> None:
         """``exc``, raised by a write on the training thread: as :meth:`check_storage` says it where the disk refused
