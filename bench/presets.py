@@ -11,12 +11,15 @@ runs that share the device take longer than a run alone would).
     python bench/presets.py --only resnet           # the candidates whose name contains "resnet"
     python bench/presets.py --quick                 # 1 epoch on 2,000 images: checks the script, not the presets
     python bench/presets.py --only convnet --subset 10000 --epochs 10   # the steps on a slice a CPU can train
+    python bench/presets.py --override data.root=/data/fmnist   # an override added to every run (repeatable)
 
 ``--search`` first runs the recipe's search on the ConvNet preset: the coarse-to-fine sweeper's staged preset
 (pinpoint the learning rate, then the rate and L2 coarse to fine over 2, 5 and 10 epochs, then what the
 config has of width and dropout), through ``--search-launcher`` (the population launcher by default), on
-``--search-subset`` training images if given. The configuration it chooses is then trained like the
-presets, on the full data for the preset's epochs over the same seeds ("convnet: chosen by the search").
+``--search-subset`` training images if given. The search's five best runs by validation accuracy are then
+averaged as one ensemble (``python -m expt.evaluate --top 5``, with or without flipped test-time views as
+validation chooses), and the configuration it chose is trained like the presets, on the full data for the
+preset's epochs over the same seeds ("convnet: chosen by the search").
 
     python bench/presets.py --search --only convnet     # the search, its choice and the preset, 3 seeds each
 
@@ -70,11 +73,11 @@ CANDIDATES = {  # the two presets first: with --deadline, they are the runs that
 STOP_GRACE = 30  # seconds a run stopped at --stop-after has to end as Ctrl-C ends it (its metrics, its checkpoint)
 
 
-def expt(arguments: list[str], stop: float) -> tuple[subprocess.CompletedProcess, bool]:
-    """``python -m expt <arguments>``, and whether it was stopped: at the time ``stop`` it gets SIGTERM, which a run
-    (a population's members too) ends as it ends at Ctrl-C, writing what it reached; SIGKILL if it has not ended
-    :data:`STOP_GRACE` seconds later."""
-    proc = subprocess.Popen([sys.executable, "-m", "expt", *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+def expt(arguments: list[str], stop: float, module: str = "expt") -> tuple[subprocess.CompletedProcess, bool]:
+    """``python -m expt <arguments>`` (or another ``module``), and whether it was stopped: at the time ``stop`` it gets
+    SIGTERM, which a run (a population's members too) ends as it ends at Ctrl-C, writing what it reached; SIGKILL if
+    it has not ended :data:`STOP_GRACE` seconds later."""
+    proc = subprocess.Popen([sys.executable, "-m", module, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
         out, err = proc.communicate(timeout=None if stop == float("inf") else max(1.0, stop - time.time()))
@@ -156,7 +159,8 @@ def search(out: Path, launcher: str, extra: list[str], stop: float) -> tuple[lis
     chose none) and the table's row of what the search spent."""
     sweep_dir = out / "search"
     start = time.time()
-    (sweep_dir / "search_summary.yaml").unlink(missing_ok=True)  # an earlier search's: never read as this one's
+    for earlier in ("search_summary.yaml", "evaluation.json"):  # an earlier search's: never read as this one's
+        (sweep_dir / earlier).unlink(missing_ok=True)
     proc, stopped = expt(["-m", *CONVNET, "hydra/sweeper=coarse_to_fine", f"hydra/launcher={launcher}", *extra,
                           f"hydra.sweep.dir={sweep_dir}", "hydra.job.chdir=false"], stop)
     if stopped:
@@ -172,7 +176,35 @@ def search(out: Path, launcher: str, extra: list[str], stop: float) -> tuple[lis
     trials = len(list(sweep_dir.glob("*/metrics.json")))
     print(f"  search: {trials} trials in {seconds:.0f} s; chosen job {best.get('job')}: {' '.join(chosen)}", flush=True)
     row = f"| the search itself | {trials} trials | | | {seconds:.0f} in all | |"
-    return chosen, row
+    return chosen, "\n".join([row, *ensemble(sweep_dir, stop)])
+
+
+ENSEMBLE = 5  # the search's best runs whose predictions are averaged
+
+
+def ensemble(sweep_dir: Path, stop: float) -> list[str]:
+    """The search's :data:`ENSEMBLE` best runs by validation accuracy (fewer if fewer completed), their predictions
+    averaged by ``python -m expt.evaluate`` with the test-time views (none, or flips) chosen on validation: the
+    table's row (none if there is nothing to average)."""
+    completed = [m for m in sweep_dir.glob("*/metrics.json") if json.loads(m.read_text()).get("status") == "completed"]
+    if not completed:
+        return []
+    top = min(ENSEMBLE, len(completed))
+    start = time.time()
+    proc, stopped = expt([str(sweep_dir), "--top", str(top), "--tta", "none", "flip", "--device", "auto"], stop,
+                         module="expt.evaluate")
+    name = f"the search's top {top} runs, their predictions averaged (`python -m expt.evaluate --top {top}`)"
+    evaluation = sweep_dir / "evaluation.json"
+    if stopped or proc.returncode != 0 or not evaluation.is_file():
+        said = "stopped (past --stop-after)" if stopped else "failed: " + " | ".join(proc.stderr.strip().splitlines()[-3:])
+        print(f"  the ensemble {said}", flush=True)
+        return [f"| {name} | | {said} | | | |"]
+    result = json.loads(evaluation.read_text())
+    e, views = result["ensemble"], result["choice"]["tta"]
+    print(f"  ensemble of the top {top}: test {100 * e['test_acc']:.2f}%  val {100 * e['val_acc']:.2f}%  "
+          f"(test-time views: {views})", flush=True)
+    return [f"| {name}, test-time views: {views} | {top} runs | {100 * e['test_acc']:.2f}% | {100 * e['val_acc']:.2f}% "
+            f"| {time.time() - start:.0f} to evaluate | |"]
 
 
 def main() -> None:
@@ -194,12 +226,15 @@ def main() -> None:
                         help="first run the staged search on the ConvNet preset and train its choice too")
     parser.add_argument("--search-launcher", default="population", help="the search's Hydra launcher")
     parser.add_argument("--search-subset", type=int, help="training images the search sees (default: all)")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a Hydra override added to every run and to the search, after the script's own "
+                             "(repeatable): data.root=..., trainer.device=cuda:1")
     results_option(parser)
     args = parser.parse_args()
     if args.quick and (args.subset or args.epochs):
         parser.error("--quick sets its own slice and epochs: leave out --subset and --epochs")
     slice_ = [f"data.subset={args.subset}"] * bool(args.subset) + [f"trainer.epochs={args.epochs}"] * bool(args.epochs)
-    extra = QUICK if args.quick else slice_
+    extra = [*(QUICK if args.quick else slice_), *args.override]
     start = time.time()
     candidates, search_row = dict(CANDIDATES), ""
     if args.search:
@@ -207,6 +242,7 @@ def main() -> None:
             search_extra = QUICK_SEARCH
         else:
             search_extra = [f"data.subset={args.search_subset}"] if args.search_subset else []
+        search_extra = [*search_extra, *args.override]
         chosen, search_row = search(args.out, args.search_launcher, search_extra, start + args.stop_after)
         if chosen:
             candidates[CHOSEN] = [*CONVNET, *(QUICK_WIDTH if args.quick else []), *chosen]
@@ -264,6 +300,8 @@ def main() -> None:
         key, title = "", f"Fashion-MNIST presets on the full data ({seeds})"
     # a table of each model's candidates, of a search, or of populations is a section of its own: one replaces
     # another only where it holds the same kind of rows
+    if args.override:  # the table is of these runs, not of the presets as shipped
+        title += f", with {' '.join(args.override)}"
     families = sorted({name.split(":", 1)[0] for name in names})
     key += "-search" * args.search + "-population" * args.population + "".join(f"-{f}" for f in families)
     write_results(f"presets-{device}{key}", title, "\n".join(table), machine(device), args.results)

@@ -9,14 +9,17 @@ path, which would miss ``expt.conf`` (``conf/`` is installed as that package).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 
@@ -64,6 +67,49 @@ def tiny_sweep(tmp_path_factory) -> Path:
     done = sweep(out, *TINY_NOTED)
     (out.parent / "output.txt").write_text(done.stdout + done.stderr)
     return out
+
+
+# The IDX files of MNIST and Fashion-MNIST, in the order of a split's images and labels: train, then test
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
+    """An IDX file: two zero bytes, type code, ndim, big-endian int32 sizes, then the data."""
+    header = struct.pack(">HBB", 0, type_code, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_file(path: Path, data: bytes, gz: bool) -> Path:
+    path = path.with_name(path.name + ".gz") if gz else path
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+FASHION_SLICE = (3000, 1000)  # the training and test images fashion_slice keeps
+
+
+@pytest.fixture(scope="session")
+def fashion_slice(tmp_path_factory) -> Path:
+    """A ``data.root`` for ``data=fashion_mnist``: the first 3,000 training and 1,000 test images of the installed
+    Fashion-MNIST, written as its four IDX ``.gz`` files. Real images, for the tests of what a script does with
+    them: the full 10,000 test images would take most of a small run's time on a CPU. Skips where Fashion-MNIST is
+    not installed."""
+    from expt.standard_datasets import find, load_fashion_mnist
+
+    if find("fashion_mnist") is None:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    data = load_fashion_mnist(download=False)
+    n_train, n_test = FASHION_SLICE
+    arrays = (data["x_train"][:n_train, 0], data["y_train"][:n_train], data["x_test"][:n_test, 0], data["y_test"][:n_test])
+    root = tmp_path_factory.mktemp("fashion_mnist")
+    for name, array in zip(IDX_FILES, arrays):
+        write_file(root / name, idx_bytes(array), gz=True)
+    return root
 
 
 def cli_env(env: dict[str, str | None] | None = None) -> dict[str, str]:

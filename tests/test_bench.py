@@ -159,40 +159,48 @@ def test_augment_times_each_augmentation_against_the_step(tmp_path):
     assert epoch.startswith("| convnet, 1024 images") and positive(epoch.strip("|").split("|")[-1])  # a ratio
 
 
-def test_presets_trains_each_candidate_over_seeds_and_writes_its_table(tmp_path):
+# bench/presets.py's runs in these tests: on fashion_slice's real images (its 1,000 test images), validated on 500,
+# the three-layer ConvNet a quarter as wide (the preset's width takes a 2-core CPU most of a minute)
+SLICE_RUNS = ("data.val_size=500", "model.num_filters=16", "model.hidden_dim=32")
+
+
+def slice_overrides(root: Path, *overrides: str) -> list[str]:
+    """``--override`` options for bench/presets.py: ``data.root=root`` and ``overrides``."""
+    return [arg for o in (f"data.root={root}", *overrides) for arg in ("--override", o)]
+
+
+def test_presets_trains_each_candidate_over_seeds_and_writes_its_table(tmp_path, fashion_slice):
     """bench/presets.py on a slice: one candidate, two seeds trained together as one population (--population),
     1 epoch on 2,000 real Fashion-MNIST images. (The search's test below trains its choice one run a seed.)"""
-    from expt.standard_datasets import find
-
-    if find("fashion_mnist") is None:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     text = run_bench("presets.py", "--subset", "2000", "--epochs", "1", "--only", "three-layer", "--seeds", "0", "1",
-                     "--population", "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
+                     "--population", *slice_overrides(fashion_slice, *SLICE_RUNS), "--out", str(tmp_path / "runs"),
+                     results=tmp_path / "R.md")
     assert ("## Fashion-MNIST presets on 2,000 training images, 1 epoch each (2 seeds, each candidate's seeds as one "
-            "population, 3 at once)") in text
+            f"population, 3 at once), with data.root={fashion_slice} {' '.join(SLICE_RUNS)}") in text
     [row] = table(text, "presets-cpu-slice-population-convnet")
     name, seeds, test, val, seconds, epochs = row
     assert "three-layer" in name and seeds == "2" and epochs == "1"
     median, spread = test.split("%", 1)
     assert 10 < float(median) <= 100 and spread.strip().startswith("(")  # above chance after one epoch
     assert 0 <= float(val.rstrip("%")) <= 100 and measured(seconds) >= 0
-    for job, seed in ((0, 0), (1, 1)):  # the population's jobs, one a seed
+    for job, seed in ((0, 0), (1, 1)):  # the population's jobs, one a seed, each with the overrides
         run = tmp_path / "runs" / "convnet-three-layer-convnet-the-old-preset" / str(job)
-        assert json.loads((run / "metrics.json").read_text())["status"] == "completed"
-        assert yaml.safe_load((run / ".hydra" / "config.yaml").read_text())["trainer"]["seed"] == seed
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "completed"
+        config = yaml.safe_load((run / ".hydra" / "config.yaml").read_text())
+        assert config["trainer"]["seed"] == seed and config["model"]["num_filters"] == 16
+        assert config["data"]["root"] == str(fashion_slice) and config["data"]["val_size"] == 500
+        assert "10000 test samples" not in (run / "expt.log").read_text()  # the slice's test images, not the full set
 
 
-def test_presets_stops_its_runs_at_the_stop_time_and_says_what_they_reached(tmp_path):
+def test_presets_stops_its_runs_at_the_stop_time_and_says_what_they_reached(tmp_path, fashion_slice):
     """--stop-after sends the population SIGTERM: its members end as at Ctrl-C, and the table says which epoch each
     reached and its best validation accuracy (a time limit on a GPU cut the ResNet preset's runs at epoch 33). How far
     they get depends on the machine, never judged: 10,000 epochs are never reached."""
-    from expt.standard_datasets import find
-
-    if find("fashion_mnist") is None:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     out = tmp_path / "runs"
     text = run_bench("presets.py", "--subset", "1000", "--epochs", "10000", "--only", "three-layer", "--seeds", "0", "1",
-                     "--population", "--stop-after", "20", "--out", str(out), results=tmp_path / "R.md")
+                     "--population", "--stop-after", "12", *slice_overrides(fashion_slice, *SLICE_RUNS),
+                     "--out", str(out), results=tmp_path / "R.md")
     [row] = table(text, "presets-cpu-slice-population-convnet")
     assert row[1] == "0" and row[3:] == ["", "", ""], row
     said = row[2].split("; ")
@@ -231,18 +239,26 @@ def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
 
 
 @pytest.mark.slow
-def test_presets_search_chooses_a_configuration_trains_it_and_ensembles_the_search(tmp_path):
+def test_presets_search_chooses_a_configuration_trains_it_and_ensembles_the_search(tmp_path, fashion_slice):
     """--search at its smallest: two pinpoint rates and two 1-epoch trials of a narrow ConvNet on 2,000 real
     Fashion-MNIST images, through the population launcher; the choice trained on one seed."""
-    from expt.standard_datasets import find
-
-    if find("fashion_mnist") is None:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
     text = run_bench("presets.py", "--quick", "--search", "--only", "chosen", "--seeds", "0",
-                     "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
+                     *slice_overrides(fashion_slice), "--out", str(tmp_path / "runs"), results=tmp_path / "R.md")
     rows = table(text, "presets-cpu-quick-search-convnet")
-    assert [r[0] for r in rows] == ["convnet: chosen by the staged search", "the search itself"]
-    (_, seeds, test, _, _, epochs), (_, spent, _, _, seconds, _) = rows
+    assert [r[0] for r in rows][:2] == ["convnet: chosen by the staged search", "the search itself"]
+    (_, seeds, test, _, _, epochs), (_, spent, _, _, seconds, _), ensemble = rows
     assert seeds == "1" and epochs == "1" and 10 < float(test.split("%")[0]) <= 100
     assert spent == "4 trials" and seconds.endswith("in all")
+    # the search's best runs averaged: as many as completed (a pinpoint rate may diverge), at most five
+    evaluation = json.loads((tmp_path / "runs" / "search" / "evaluation.json").read_text())
+    top, views = evaluation["choice"]["k"], evaluation["choice"]["tta"]
+    completed = [m for m in (tmp_path / "runs" / "search").glob("*/metrics.json")
+                 if json.loads(m.read_text())["status"] == "completed"]
+    assert top == min(5, len(completed)) >= 1 and views in ("none", "flip"), evaluation["choice"]
+    assert ensemble == [f"the search's top {top} runs, their predictions averaged (`python -m expt.evaluate --top {top}`)"
+                        f", test-time views: {views}", f"{top} runs", f"{100 * evaluation['ensemble']['test_acc']:.2f}%",
+                        f"{100 * evaluation['ensemble']['val_acc']:.2f}%", ensemble[4], ""], ensemble
+    assert ensemble[4].endswith(" to evaluate") and measured(ensemble[4].split()[0]) >= 0
     assert "The search chose: `optimizer.lr=" in text
+    for trial in sorted((tmp_path / "runs" / "search").glob("[0-9]*/.hydra/config.yaml")):  # the search's own data
+        assert yaml.safe_load(trial.read_text())["data"]["root"] == str(fashion_slice), trial

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+from conftest import IDX_FILES, idx_bytes, write_file
+
 from expt import standard_datasets as sd
 from expt.dataset_formats import parse_idx
 from expt.standard_datasets import (
@@ -27,29 +29,11 @@ from expt.standard_datasets import (
     load_mnist,
 )
 
-IDX_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
 CIFAR_BATCHES = ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")
 MNIST_LIKE = [pytest.param(load_mnist, id="mnist"), pytest.param(load_fashion_mnist, id="fashion_mnist")]
 
 
 # --------------------------------------------------------------------------- writers
-
-
-def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
-    """An IDX file: two zero bytes, type code, ndim, big-endian int32 sizes, then the data."""
-    header = struct.pack(">HBB", 0, type_code, array.ndim) + struct.pack(f">{array.ndim}i", *array.shape)
-    return header + array.astype(np.uint8).tobytes()
-
-
-def write_file(path: Path, data: bytes, gz: bool) -> Path:
-    path = path.with_name(path.name + ".gz") if gz else path
-    path.write_bytes(gzip.compress(data) if gz else data)
-    return path
 
 
 def mnist_arrays(n_train: int = 20, n_test: int = 10) -> dict[str, np.ndarray]:
