@@ -80,9 +80,13 @@ def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expec
     (["hydra/launcher=basic", "hydra.launcher.n_jobs=2"],  # the installed launchers that have the key are named
      "hydra.launcher.n_jobs=2 is not a setting of the basic launcher (Hydra's default, which has none); it is a "
      "setting of hydra/launcher=joblib: add it."),
-    (["hydra.launcher.timeout_min=5"],
+    (["hydra.launcher.timeout_min=5"],  # expt's own preset of submitit_slurm too
      "hydra.launcher.timeout_min=5 is not a setting of the basic launcher (Hydra's default, which has none); it is a "
-     "setting of hydra/launcher=submitit_local and hydra/launcher=submitit_slurm: add one of them."),
+     "setting of hydra/launcher=submitit_local, hydra/launcher=submitit_slurm and hydra/launcher=slurm_gpu: add one "
+     "of them."),
+    (["hydra.launcher.partition=gpu"],
+     "hydra.launcher.partition=gpu is not a setting of the basic launcher (Hydra's default, which has none); it is a "
+     "setting of hydra/launcher=submitit_slurm and hydra/launcher=slurm_gpu: add one of them."),
     (["hydra.launcher.n_job=2"],
      "hydra.launcher.n_job=2 is not a setting of the basic launcher (Hydra's default, which has none)."),
 ])

@@ -41,22 +41,48 @@ def unknown_setting(key: str, value: Any, launcher: Optional[str]) -> Optional[s
     if launcher not in (None, "basic"):
         return None
     owners = [f"hydra/launcher={name}" for name in launchers_with(key.split(".")[0])]
-    hint = (f"; it is a setting of {' and '.join(owners)}: add {'it' if len(owners) == 1 else 'one of them'}"
-            if owners else "")
+    if not owners:
+        hint = ""
+    elif len(owners) == 1:
+        hint = f"; it is a setting of {owners[0]}: add it"
+    else:
+        hint = f"; it is a setting of {', '.join(owners[:-1])} and {owners[-1]}: add one of them"
     return f"hydra.launcher.{key}={value} is not a setting of the basic launcher (Hydra's default, which has none){hint}."
 
 
 def launchers_with(setting: str) -> list[str]:
-    """The installed launchers (the options of Hydra's ``hydra/launcher`` group) whose config has ``setting``."""
+    """The installed launchers (the options of Hydra's ``hydra/launcher`` group) whose config has ``setting``, then
+    expt's own presets of them (``conf/hydra/launcher``: ``slurm_gpu``) that have it."""
     from hydra.core.plugins import Plugins
 
     Plugins.instance()  # every installed plugin's module imported: each launcher's config registered
     store = ConfigStore.instance()
+    installed = {option.removesuffix(".yaml"): store.load(f"hydra/launcher/{option}").node
+                 for option in sorted(store.list("hydra/launcher"))}
+    names = [name for name, node in installed.items() if isinstance(node, DictConfig) and setting in node]
+    return names + _presets_with(setting, installed)
+
+
+def _presets_with(setting: str, installed: dict[str, Any]) -> list[str]:
+    """expt's launcher presets that have ``setting``: among their own keys under ``hydra.launcher``, or among those of
+    the launcher they extend (their ``/hydra/launcher/<name>`` default), where that launcher is ``installed``."""
+    from importlib.resources import files
+
+    import yaml
+
     names = []
-    for option in sorted(store.list("hydra/launcher")):
-        node = store.load(f"hydra/launcher/{option}").node
-        if isinstance(node, DictConfig) and setting in node:
-            names.append(option.removesuffix(".yaml"))
+    for preset in sorted(files("expt.conf").joinpath("hydra", "launcher").iterdir(), key=lambda f: f.name):
+        if not preset.name.endswith(".yaml"):
+            continue
+        config = yaml.safe_load(preset.read_text()) or {}
+        extends = [d.split("@")[0].removeprefix("/hydra/launcher/") for d in config.get("defaults") or []
+                   if isinstance(d, str) and d.startswith("/hydra/launcher/")]
+        parent = installed.get(extends[0]) if extends else None
+        if not isinstance(parent, DictConfig):  # the launcher it extends is not installed: it cannot be used
+            continue
+        own = ((config.get("hydra") or {}).get("launcher")) or {}
+        if setting in own or setting in parent:
+            names.append(preset.name.removesuffix(".yaml"))
     return names
 
 
