@@ -10,8 +10,9 @@
 #                                 stopped at 190 s, not yet timed)
 #   bash bench/gpu.sh --resnet    the ResNet preset's 3 seeds as one population (one vmapped step for the three),
 #                                 stopped at 510 s
-#   bash bench/gpu.sh --search    the recipe's staged search on the ConvNet preset, then its choice and the preset
-#                                 over 3 seeds (bench/presets.py --search; about 8 minutes)
+#   bash bench/gpu.sh --search    the recipe's staged search on the ConvNet preset, then its best 5 runs ensembled
+#                                 beside its choice and the preset over 3 seeds (bench/presets.py --search; at most
+#                                 8 minutes, not yet timed)
 #   options: [--results FILE] [--out DIR]
 #
 # It runs the expt that python imports (an installed wheel is fine: nothing assumes an editable install)

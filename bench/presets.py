@@ -16,10 +16,10 @@ runs that share the device take longer than a run alone would).
 ``--search`` first runs the recipe's search on the ConvNet preset: the coarse-to-fine sweeper's staged preset
 (pinpoint the learning rate, then the rate and L2 coarse to fine over 2, 5 and 10 epochs, then what the
 config has of width and dropout), through ``--search-launcher`` (the population launcher by default), on
-``--search-subset`` training images if given. The search's five best runs by validation accuracy are then
-averaged as one ensemble (``python -m expt.evaluate --top 5``, with or without flipped test-time views as
-validation chooses), and the configuration it chose is trained like the presets, on the full data for the
-preset's epochs over the same seeds ("convnet: chosen by the search").
+``--search-subset`` training images if given. The search's best runs by validation accuracy (five, or as many
+as finished) are averaged as one ensemble (``python -m expt.evaluate --top 5``, with or without flipped
+test-time views as validation chooses) while the configuration it chose is trained like the presets, on the
+full data for the preset's epochs over the same seeds ("convnet: chosen by the search").
 
     python bench/presets.py --search --only convnet     # the search, its choice and the preset, 3 seeds each
 
@@ -75,8 +75,9 @@ STOP_GRACE = 30  # seconds a run stopped at --stop-after has to end as Ctrl-C en
 
 def expt(arguments: list[str], stop: float, module: str = "expt") -> tuple[subprocess.CompletedProcess, bool]:
     """``python -m expt <arguments>`` (or another ``module``), and whether it was stopped: at the time ``stop`` it gets
-    SIGTERM, which a run (a population's members too) ends as it ends at Ctrl-C, writing what it reached; SIGKILL if
-    it has not ended :data:`STOP_GRACE` seconds later."""
+    SIGTERM, which a run (a population's members too) ends as it ends at Ctrl-C, writing what it reached (``python -m
+    expt.evaluate`` ends at once: its evaluation.json is written whole or not at all); SIGKILL if it has not ended
+    :data:`STOP_GRACE` seconds later."""
     proc = subprocess.Popen([sys.executable, "-m", module, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
@@ -90,6 +91,11 @@ def expt(arguments: list[str], stop: float, module: str = "expt") -> tuple[subpr
             proc.kill()
             out, err = proc.communicate()
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), True
+
+
+def tail(proc: subprocess.CompletedProcess) -> str:
+    """The last lines a failed process printed (its error), on one line."""
+    return " | ".join((proc.stderr or proc.stdout or "").strip().splitlines()[-3:])
 
 
 def finished(proc: subprocess.CompletedProcess, stopped: bool, run_dir: Path, seed: int) -> dict:
@@ -110,8 +116,8 @@ def finished(proc: subprocess.CompletedProcess, stopped: bool, run_dir: Path, se
         status = (f"{said} after epoch "
                   f"{m.get('epochs_completed')}" + (f", best val {100 * best:.2f}%" if isinstance(best, float) else "")
                   + (f", its test {100 * test:.2f}%" if isinstance(test, float) and math.isfinite(test) else ""))
-    tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:]) if status == "failed" else ""
-    print(f"  {run_dir} seed {seed}: {status}{': ' + tail if tail else ''}", flush=True)
+    said = tail(proc) if status == "failed" else ""
+    print(f"  {run_dir} seed {seed}: {status}{': ' + said if said else ''}", flush=True)
     return {"_status": status}
 
 
@@ -154,12 +160,13 @@ QUICK_SEARCH = ["data.subset=2000", "data.val_size=500", *QUICK_WIDTH, "hydra.sw
                 "[{trials:2,top_k:1,overrides:['trainer.epochs=1']}]}]"]
 
 
-def search(out: Path, launcher: str, extra: list[str], stop: float) -> tuple[list[str], str]:
-    """The staged search on the ConvNet preset: the overrides of the configuration it chose (none when it
-    chose none) and the table's row of what the search spent."""
-    sweep_dir = out / "search"
+def search(sweep_dir: Path, launcher: str, extra: list[str], stop: float) -> tuple[list[str], str]:
+    """The staged search on the ConvNet preset, into ``sweep_dir``: the overrides of the configuration it chose (none
+    when it chose none) and the table's row of what the search spent."""
     start = time.time()
-    for earlier in ("search_summary.yaml", "evaluation.json"):  # an earlier search's: never read as this one's
+    # an earlier search's summary and ensemble: never read as this one's (the ensemble's record of earlier test
+    # evaluations goes with it: they were of other runs)
+    for earlier in ("search_summary.yaml", "evaluation.json"):
         (sweep_dir / earlier).unlink(missing_ok=True)
     proc, stopped = expt(["-m", *CONVNET, "hydra/sweeper=coarse_to_fine", f"hydra/launcher={launcher}", *extra,
                           f"hydra.sweep.dir={sweep_dir}", "hydra.job.chdir=false"], stop)
@@ -168,36 +175,41 @@ def search(out: Path, launcher: str, extra: list[str], stop: float) -> tuple[lis
         return [], ""
     summary_file = sweep_dir / "search_summary.yaml"
     if proc.returncode != 0 or not summary_file.is_file():
-        print(f"  the search FAILED: {' | '.join(proc.stderr.strip().splitlines()[-3:])}", flush=True)
+        print(f"  the search FAILED: {tail(proc)}", flush=True)
         return [], ""
     best = (yaml.safe_load(summary_file.read_text()) or {}).get("best") or {}
     chosen = [f"{key}={value}" for key, value in (best.get("values") or {}).items()]
     seconds = time.time() - start
     trials = len(list(sweep_dir.glob("*/metrics.json")))
     print(f"  search: {trials} trials in {seconds:.0f} s; chosen job {best.get('job')}: {' '.join(chosen)}", flush=True)
-    row = f"| the search itself | {trials} trials | | | {seconds:.0f} in all | |"
-    return chosen, "\n".join([row, *ensemble(sweep_dir, stop)])
+    return chosen, f"| the search itself | {trials} trials | | | {seconds:.0f} in all | |"
 
 
 ENSEMBLE = 5  # the search's best runs whose predictions are averaged
 
 
-def ensemble(sweep_dir: Path, stop: float) -> list[str]:
-    """The search's :data:`ENSEMBLE` best runs by validation accuracy (fewer if fewer completed), their predictions
-    averaged by ``python -m expt.evaluate`` with the test-time views (none, or flips) chosen on validation: the
-    table's row (none if there is nothing to average)."""
-    completed = [m for m in sweep_dir.glob("*/metrics.json") if json.loads(m.read_text()).get("status") == "completed"]
-    if not completed:
+def ensemble(sweep_dir: Path, device: str, stop: float) -> list[str]:
+    """The search's :data:`ENSEMBLE` best runs by validation accuracy (fewer if fewer finished), their predictions
+    averaged by ``python -m expt.evaluate`` on ``device`` with the test-time views (none, or flips) chosen on
+    validation: the table's row (none if there is nothing to average)."""
+    from expt.errors import ConfigError
+    from expt.evaluate import find_runs
+
+    try:
+        top = min(ENSEMBLE, len(find_runs(sweep_dir)[0]))  # the runs evaluate averages: completed, with a best.pt
+    except ConfigError as exc:  # no such directory: the runs' table is written all the same
+        print(f"  no ensemble: {exc}", flush=True)
         return []
-    top = min(ENSEMBLE, len(completed))
+    if not top:
+        return []
     start = time.time()
-    proc, stopped = expt([str(sweep_dir), "--top", str(top), "--tta", "none", "flip", "--device", "auto"], stop,
+    proc, stopped = expt([str(sweep_dir), "--top", str(top), "--tta", "none", "flip", "--device", device], stop,
                          module="expt.evaluate")
     name = f"the search's top {top} runs, their predictions averaged (`python -m expt.evaluate --top {top}`)"
     evaluation = sweep_dir / "evaluation.json"
     if stopped or proc.returncode != 0 or not evaluation.is_file():
-        said = "stopped (past --stop-after)" if stopped else "failed: " + " | ".join(proc.stderr.strip().splitlines()[-3:])
-        print(f"  the ensemble {said}", flush=True)
+        said = "stopped (past --stop-after)" if stopped else "failed (its error is in the log above)"
+        print(f"  the ensemble {said}{'' if stopped else ': ' + tail(proc)}", flush=True)
         return [f"| {name} | | {said} | | | |"]
     result = json.loads(evaluation.read_text())
     e, views = result["ensemble"], result["choice"]["tta"]
@@ -228,7 +240,8 @@ def main() -> None:
     parser.add_argument("--search-subset", type=int, help="training images the search sees (default: all)")
     parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                         help="a Hydra override added to every run and to the search, after the script's own "
-                             "(repeatable): data.root=..., trainer.device=cuda:1")
+                             "(repeatable): data.root=..., trainer.device=cuda:1 (the search's ensemble follows "
+                             "trainer.device too); the table is a section of its own")
     results_option(parser)
     args = parser.parse_args()
     if args.quick and (args.subset or args.epochs):
@@ -236,14 +249,18 @@ def main() -> None:
     slice_ = [f"data.subset={args.subset}"] * bool(args.subset) + [f"trainer.epochs={args.epochs}"] * bool(args.epochs)
     extra = [*(QUICK if args.quick else slice_), *args.override]
     start = time.time()
-    candidates, search_row = dict(CANDIDATES), ""
+    candidates, search_row, ensembling = dict(CANDIDATES), "", None
     if args.search:
         if args.quick:
             search_extra = QUICK_SEARCH
         else:
             search_extra = [f"data.subset={args.search_subset}"] if args.search_subset else []
         search_extra = [*search_extra, *args.override]
-        chosen, search_row = search(args.out, args.search_launcher, search_extra, start + args.stop_after)
+        sweep_dir = args.out / "search"
+        chosen, search_row = search(sweep_dir, args.search_launcher, search_extra, start + args.stop_after)
+        if search_row:  # the search's best runs averaged, beside the runs below (no run waits for it)
+            on = next((o.split("=", 1)[1] for o in args.override if o.startswith("trainer.device=")), "auto")
+            ensembling = ThreadPoolExecutor(1).submit(ensemble, sweep_dir, on, start + args.stop_after)
         if chosen:
             candidates[CHOSEN] = [*CONVNET, *(QUICK_WIDTH if args.quick else []), *chosen]
     names = [n for n in candidates if not args.only or any(o in n for o in args.only)]
@@ -278,6 +295,8 @@ def main() -> None:
                      f"| {runs[0]['epochs_completed']} |")
     if search_row:
         table.append(search_row)
+    if ensembling is not None:
+        table.extend(ensembling.result())
     if CHOSEN in candidates:
         table.append("")
         table.append(f"The search chose: `{' '.join(chosen)}`"
@@ -298,10 +317,11 @@ def main() -> None:
         key, title = "-slice", f"Fashion-MNIST presets on {on}{for_} ({seeds})"
     else:
         key, title = "", f"Fashion-MNIST presets on the full data ({seeds})"
-    # a table of each model's candidates, of a search, or of populations is a section of its own: one replaces
-    # another only where it holds the same kind of rows
     if args.override:  # the table is of these runs, not of the presets as shipped
         title += f", with {' '.join(args.override)}"
+        key += "-override"
+    # a table of each model's candidates, of a search, of populations, or with overrides is a section of its own:
+    # one replaces another only where it holds the same kind of rows
     families = sorted({name.split(":", 1)[0] for name in names})
     key += "-search" * args.search + "-population" * args.population + "".join(f"-{f}" for f in families)
     write_results(f"presets-{device}{key}", title, "\n".join(table), machine(device), args.results)

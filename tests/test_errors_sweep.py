@@ -105,6 +105,35 @@ def test_a_launcher_setting_it_lacks_is_its_paragraph_alone(tmp_path, capsys, ov
         assert not (tmp_path / "sweep").exists()
 
 
+def test_launcher_presets_are_named_by_their_keys_and_their_launchers_and_other_files_passed_over(tmp_path):
+    """The presets a misplaced launcher setting's paragraph names, read from a folder of files: their own keys and
+    those of the launcher they extend count; a launcher not installed, and files that are no such preset (YAML that
+    does not parse, a list, a default written as a mapping), name nothing and stop nothing."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.expt_population.population_launcher import _presets_with, launchers_with
+
+    files = {
+        "mine.yaml": "# @package _global_\ndefaults:\n  - /hydra/launcher/joblib@hydra.launcher\n"
+                     "hydra:\n  launcher:\n    extra_key: 1\n",
+        "elsewhere.yaml": "# @package _global_\ndefaults:\n  - /hydra/launcher/not_installed@hydra.launcher\n"
+                          "hydra:\n  launcher:\n    n_jobs: 2\n",
+        "broken.yaml": "defaults: [\n",
+        "a_list.yaml": "- n_jobs\n",
+        "mapping_default.yaml": "defaults:\n  - /hydra/launcher@hydra.launcher: joblib\n",
+        "notes.txt": "n_jobs",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    installed = {"joblib": OmegaConf.create({"n_jobs": 10, "backend": None})}
+    assert _presets_with("n_jobs", installed, tmp_path) == ["mine"]  # joblib's key
+    assert _presets_with("extra_key", installed, tmp_path) == ["mine"]  # its own
+    assert _presets_with("partition", installed, tmp_path) == []
+    assert _presets_with("n_jobs", {}, tmp_path) == []  # joblib not installed
+    named = launchers_with("partition")  # expt's own slurm_gpu after the launchers, where submitit's is installed
+    assert named == (["submitit_slurm", "slurm_gpu"] if "submitit_slurm" in named else []), named
+
+
 def test_a_launcher_setting_is_left_to_hydra_where_a_preset_of_ones_own_may_choose_the_launcher(tmp_path):
     """A preset found through hydra.searchpath chooses joblib: its n_jobs is no misspelt key of the basic launcher."""
     presets = tmp_path / "mine" / "experiment"

@@ -32,8 +32,8 @@ ConfigStore.instance().store(
 def unknown_setting(key: str, value: Any, launcher: Optional[str]) -> Optional[str]:
     """The paragraph for ``hydra.launcher.<key>=<value>`` where Hydra would say less: under ``hydra/launcher=population``
     (``launcher``) a key it lacks, with its settings and the nearest one; under the basic launcher (Hydra's default:
-    ``launcher`` None or ``basic``) any key, since it has none, naming the installed launchers that have it (add
-    ``hydra/launcher=<one>``). None otherwise: another launcher's keys are its own."""
+    ``launcher`` None or ``basic``) any key, since it has none, naming the installed launchers and expt's presets of
+    them that have it (add ``hydra/launcher=<one>``). None otherwise: another launcher's keys are its own."""
     from expt.config import not_a_setting
 
     if launcher == "population":
@@ -63,25 +63,33 @@ def launchers_with(setting: str) -> list[str]:
     return names + _presets_with(setting, installed)
 
 
-def _presets_with(setting: str, installed: dict[str, Any]) -> list[str]:
-    """expt's launcher presets that have ``setting``: among their own keys under ``hydra.launcher``, or among those of
-    the launcher they extend (their ``/hydra/launcher/<name>`` default), where that launcher is ``installed``."""
+def _presets_with(setting: str, installed: dict[str, Any], folder: Any = None) -> list[str]:
+    """expt's launcher presets (``@package _global_`` files that extend a launcher with a ``/hydra/launcher/<name>``
+    default) that have ``setting``: among their own keys under ``hydra.launcher``, or among those of the launcher
+    they extend, where that launcher is ``installed``; the presets are those in ``folder`` (default: expt's own,
+    ``conf/hydra/launcher``). A file that is no such preset is passed over: this runs while an error is reported,
+    and must not become one."""
     from importlib.resources import files
 
     import yaml
 
+    folder = files("expt.conf").joinpath("hydra").joinpath("launcher") if folder is None else folder
     names = []
-    for preset in sorted(files("expt.conf").joinpath("hydra", "launcher").iterdir(), key=lambda f: f.name):
-        if not preset.name.endswith(".yaml"):
+    for preset in sorted((f for f in folder.iterdir() if f.name.endswith(".yaml")) if folder.is_dir() else (),
+                         key=lambda f: f.name):
+        try:
+            config = yaml.safe_load(preset.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
-        config = yaml.safe_load(preset.read_text()) or {}
-        extends = [d.split("@")[0].removeprefix("/hydra/launcher/") for d in config.get("defaults") or []
-                   if isinstance(d, str) and d.startswith("/hydra/launcher/")]
+        defaults = config.get("defaults") if isinstance(config, dict) else None
+        extends = [d.split("@")[0].removeprefix("/hydra/launcher/") for d in defaults or []
+                   if isinstance(d, str) and d.startswith("/hydra/launcher/")] if isinstance(defaults, list) else []
         parent = installed.get(extends[0]) if extends else None
-        if not isinstance(parent, DictConfig):  # the launcher it extends is not installed: it cannot be used
+        if not isinstance(parent, DictConfig):  # no such preset, or its launcher is not installed: it cannot be used
             continue
-        own = ((config.get("hydra") or {}).get("launcher")) or {}
-        if setting in own or setting in parent:
+        hydra = config.get("hydra")
+        own = hydra.get("launcher") if isinstance(hydra, dict) else None
+        if (isinstance(own, dict) and setting in own) or setting in parent:
             names.append(preset.name.removesuffix(".yaml"))
     return names
 
