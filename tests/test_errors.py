@@ -269,6 +269,7 @@ def cli_outcomes(root):
         return dict(zip(SUBPROCESS_CASES, pool.map(one, SUBPROCESS_CASES)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SUBPROCESS_CASES)
 def test_the_cli_prints_one_paragraph_and_exits_1_before_training(case, cli_outcomes):
     proc, run_dir = cli_outcomes[case]
@@ -882,6 +883,7 @@ def test_a_preset_choosing_what_the_override_chooses_keeps_its_settings():
     assert plain(cfg.model) == {"_target_": "expt.models.MLP", "hidden_sizes": [32]}
 
 
+@pytest.mark.slow
 def test_cfg_job_under_a_preset_prints_the_config_the_run_trains(tmp_path):
     """experiment=fashion_mnist_convnet optimizer=sgd trains SGD at its own 0.01; --cfg job showed the preset's 0.003.
     --package selects a node as Hydra's does; a command that does not compose is left to Hydra's message."""

@@ -439,6 +439,7 @@ def test_a_checkpoint_written_before_the_pixel_range_still_loads(runs, digits, t
         old.predict(x > 0.5)
 
 
+@pytest.mark.slow
 def test_a_plain_multirun_into_a_coarse_to_fine_sweep_directory_is_refused(tmp_path):
     """Its jobs 0, 1 would have replaced the search's trials 0, 1, and search.jsonl would describe runs that are gone;
     the search itself goes on in its directory."""

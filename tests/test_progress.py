@@ -14,6 +14,8 @@ import struct
 import termios
 from pathlib import Path
 
+import pytest
+
 import expt
 from conftest import run_cli, start_cli
 
@@ -51,6 +53,7 @@ def test_a_terminal_shows_images_per_second_and_the_running_loss(tmp_path):
     assert "epoch 1/1" in screen and "img/s" in screen and "loss=" in screen
 
 
+@pytest.mark.slow
 def test_no_bar_when_the_output_is_a_file_or_the_epoch_is_short(tmp_path):
     assert expt.compose([]).trainer.progress_after == 5  # the default: a bar once an epoch has run 5 s
     proc = run_cli(*RUN, "trainer.progress_after=0", f"hydra.run.dir={tmp_path / 'file'}", cwd=tmp_path)

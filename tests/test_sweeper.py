@@ -70,6 +70,7 @@ def test_a_sweep_records_every_trial_and_summarises_the_rounds(tiny_sweep: Path)
     assert (out / "multirun.yaml").exists()
 
 
+@pytest.mark.slow
 def test_the_default_search_is_pinpoint_then_lr_decay_reg_then_width_with_the_best_held(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     done = sweep(out)  # the preset as it ships; the toy has no schedule or num_filters, which are left out
@@ -110,6 +111,7 @@ def test_trials_that_raise_return_nan_or_diverge_count_as_worst(tmp_path: Path) 
     assert summary(out)["best"]["job"] in {r["job"] for r in by_status["completed"]}
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_each_round_in_parallel(tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     out = tmp_path / "sweep"
@@ -122,6 +124,7 @@ def test_joblib_launcher_runs_each_round_in_parallel(tmp_path: Path) -> None:
     assert summary(out)["best"] is not None
 
 
+@pytest.mark.slow
 def test_resuming_runs_only_the_trials_missing_from_search_jsonl(tmp_path: Path) -> None:
     out, calls = tmp_path / "sweep", tmp_path / "calls.txt"
     args = [*TINY, f"toy.calls_file={calls}", "hydra.sweeper.max_batch_size=3"]
@@ -175,6 +178,7 @@ def test_a_changed_search_in_the_same_directory_is_refused_before_any_trial(tmp_
     assert calls.read_text() == "" and records(out) == first
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_runs_its_failed_trials_again_and_forgets_unfinished_progress(tmp_path: Path) -> None:
     """A trial failed by what the user then fixed (a missing file) runs again on resume; the early-stopping
     scores of trials that never finished are dropped, those of recorded trials kept."""
@@ -260,6 +264,7 @@ def test_command_line_sweeps_join_the_space_and_plain_values_pin_it(tmp_path: Pa
     assert "schedule.gamma is not a key of this config" in log  # the toy has no schedule
 
 
+@pytest.mark.slow
 def test_a_searched_group_choice_sets_each_key_only_where_the_drawn_option_has_it(tmp_path: Path) -> None:
     """model=choice(convnet,mlp) with the preset's model.num_filters (the ConvNet's alone), and leaky ReLU's slope
     searched beside activation=choice(relu,leaky_relu): a trial that draws the option without the key runs without
