@@ -53,6 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import yaml  # noqa: E402
 from common import machine, results_option, write_results  # noqa: E402
 
+from expt.overrides import split_override  # noqa: E402
+
 CONVNET = ["experiment=fashion_mnist_convnet"]
 RESNET = ["experiment=fashion_mnist_resnet"]
 # name -> overrides: from the old preset (the recipe's three-layer ConvNet) to the new ones, one step at a time
@@ -259,7 +261,8 @@ def main() -> None:
         sweep_dir = args.out / "search"
         chosen, search_row = search(sweep_dir, args.search_launcher, search_extra, start + args.stop_after)
         if search_row:  # the search's best runs averaged, beside the runs below (no run waits for it)
-            on = next((o.split("=", 1)[1] for o in args.override if o.startswith("trainer.device=")), "auto")
+            on = ([value for key, value in map(split_override, args.override) if key == "trainer.device"]
+                  or ["auto"])[-1]  # the last, as Hydra takes it
             ensembling = ThreadPoolExecutor(1).submit(ensemble, sweep_dir, on, start + args.stop_after)
         if chosen:
             candidates[CHOSEN] = [*CONVNET, *(QUICK_WIDTH if args.quick else []), *chosen]

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 try:
     import hydra
@@ -158,6 +158,7 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
     from expt.config import unknown_override
 
     own_config = bool(args.config_dir or args.config_name or args.config_path)
+    pairs = [split_override(a) for a in args.overrides]
     problem = unknown_override(args.overrides, own_config)
     if problem is None and any(a.startswith("hydra.sweeper.rounds.") for a in args.overrides):
         from hydra_plugins.expt_sweeper.config import old_round_key
@@ -166,24 +167,31 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
     if problem is None and "hydra/sweeper=coarse_to_fine" in args.overrides:
         from hydra_plugins.expt_sweeper.config import unknown_setting
 
-        for argument in args.overrides:
-            key, value = split_override(argument)
-            if key.startswith("hydra.sweeper."):
-                problem = problem or unknown_setting(key[len("hydra.sweeper."):], value)
-    launchers = [split_override(a)[1] for a in args.overrides if split_override(a)[0] == "hydra/launcher"]
+        problem = _first_setting_problem(pairs, "hydra.sweeper.", unknown_setting)
+    launchers = [value for key, value in pairs if key == "hydra/launcher"]
     # a config of one's own, or a preset found through hydra.searchpath, may choose the launcher
-    searched = any(split_override(a)[0] == "hydra.searchpath" for a in args.overrides)
+    searched = any(key == "hydra.searchpath" for key, _ in pairs)
     if problem is None and (launchers or not (own_config or searched)):
         from hydra_plugins.expt_population.population_launcher import unknown_setting as unknown_launcher_setting
 
-        for argument in args.overrides:
-            key, value = split_override(argument)
-            if key.startswith("hydra.launcher."):
-                problem = problem or unknown_launcher_setting(key[len("hydra.launcher."):], value,
-                                                              launchers[-1] if launchers else None)
+        launcher = launchers[-1] if launchers else None
+        problem = _first_setting_problem(pairs, "hydra.launcher.",
+                                         lambda key, value: unknown_launcher_setting(key, value, launcher))
     if problem is not None:
         print(f"Error in the config: {problem}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.", file=sys.stderr)
         raise SystemExit(1)
+
+
+def _first_setting_problem(pairs: list[tuple[str, str]], prefix: str,
+                           problem: Callable[[str, str], Optional[str]]) -> Optional[str]:
+    """The first paragraph ``problem(key, value)`` gives for an override ``<prefix><key>=<value>`` of ``pairs`` (each
+    override's key and value), or None: a plugin's settings (``hydra.sweeper.``, ``hydra.launcher.``) checked."""
+    for key, value in pairs:
+        if key.startswith(prefix):
+            found = problem(key[len(prefix):], value)
+            if found is not None:
+                return found
+    return None
 
 
 def stop_on_two_commands(args: Optional[argparse.Namespace]) -> None:
