@@ -677,6 +677,34 @@ def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_
     assert "Logging error" not in output and f"Error: {last} could not be written" in (run_dir / "expt.log").read_text()
 
 
+@pytest.mark.slow
+@NEEDS_FILE_SIZE_LIMITS
+def test_a_resume_the_disk_cannot_take_leaves_the_run_it_resumed_as_it_was(tmp_path):
+    """Resumed under a file size limit that its checkpoints pass (into a new directory: the copy of last.pt; in
+    place: best.pt as last.pt has it), the run stops before training with one paragraph that says the checkpoint
+    still holds the run and how to resume again: it writes no metrics.json, so a completed run's record stays
+    whole; once there is room, the same command trains on."""
+    earlier = tmp_path / "earlier"
+    run_cli(*SMALL_WRITES, "trainer.epochs=1", f"hydra.run.dir={earlier}", cwd=tmp_path, check=True)
+    kept = {p: p.read_bytes() for p in [earlier / "metrics.json", *(earlier / "checkpoints").iterdir()]}
+    last = earlier / "checkpoints" / checkpoint.LAST
+    for run_dir, refused in [(tmp_path / "elsewhere", tmp_path / "elsewhere" / "checkpoints" / checkpoint.LAST),
+                             (earlier, earlier / "checkpoints" / checkpoint.BEST)]:
+        resume = (*SMALL_WRITES, f"trainer.resume={earlier}", f"hydra.run.dir={run_dir}")
+        proc = start_cli(*resume, cwd=tmp_path, preexec_fn=files_of_10_kb, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+        output = finish(proc, timeout=120)
+        assert proc.returncode == 1 and "Traceback" not in output, output[-3000:]
+        assert (f"Error: {refused} could not be written (File too large), so the run stopped while resuming from "
+                f"{last}, before training: once there is room, resume again with trainer.resume={earlier}.") in output
+        assert {p: p.read_bytes() for p in kept} == kept, run_dir  # the run resumed from, byte for byte
+        if run_dir != earlier:
+            assert not (run_dir / "metrics.json").exists() and not list(run_dir.glob("events.out.tfevents.*"))
+            assert not list(run_dir.rglob("*.pt")) and not list(run_dir.rglob(".*.tmp"))
+    run_cli(*SMALL_WRITES, f"trainer.resume={earlier}", f"hydra.run.dir={earlier}", cwd=tmp_path, check=True)
+    assert read_metrics(earlier)["status"] == "completed" and read_metrics(earlier)["epochs_completed"] == 2
+
+
 def files_of_60_kb() -> None:
     """In the child: a write past 60 kB fails with EFBIG: the event file of :func:`test_an_event_file_the_disk_cannot_take_stops_the_run_as_a_checkpoint_does` passes that in a few epochs, its checkpoints stay below."""
     import resource

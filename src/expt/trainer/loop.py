@@ -210,18 +210,13 @@ class Trainer:
     def interrupt(self) -> None:
         """After Ctrl-C: each run not yet ended keeps what its finished epochs measured (metrics.json with status
         interrupted, HParams, best.pt) and says which epoch its last checkpoint holds, to resume from. A run
-        stopped before it began (while it resumed, or before it replaced an earlier run) writes nothing."""
+        stopped before it began writes nothing (:meth:`_before_it_began`)."""
         going = [r for r in self.records if r.metrics is None and r.failure is None]  # the others had ended
-        for r in [r for r in going if not r.began]:  # stopped before it began: it writes nothing
-            if r.resuming is not None:  # it measured nothing: the checkpoint it was loading still holds the run
-                log.warning("%sInterrupted while resuming from %s, before training: resume again with %s",
-                            r.log_prefix, r.resuming, shell_override("trainer.resume", str(r.settings.resume)))
-            elif r.earlier_run_here():  # the run its directory holds stays whole
-                log.warning("%sInterrupted before the run began: %s holds the run before it, left as it was.",
-                            r.log_prefix, r.run_dir)
-            else:  # a fresh directory: its interrupted metrics.json says the run stopped
-                continue
-            going.remove(r)
+        for r in list(going):
+            stopped = self._before_it_began(r)
+            if stopped is not None:  # it writes nothing
+                log.warning("%sInterrupted %s", r.log_prefix, stopped)
+                going.remove(r)
         if going:  # testing the best model takes a while on a large test split: say what the wait is for
             log.warning("Stopping: testing the best model and writing metrics.json; interrupt again to stop at "
                         "once, without them.")
@@ -243,9 +238,28 @@ class Trainer:
                     log.warning("%sInterrupted %s; checkpoints/%s holds epoch %d: resume with %s", r.log_prefix,
                                 when, checkpoint.LAST, r.saved_epoch, shell_override("trainer.resume", str(r.run_dir)))
 
+    @staticmethod
+    def _before_it_began(record: RunRecord, room: str = "") -> Optional[str]:
+        """For a run stopped before it began (while it resumed, or before it replaced an earlier run), when it
+        stopped and what its directory still holds, as a stop's message ends; the run writes nothing, as no
+        record of it must replace the run before it. ``room`` goes before the command that resumes it again.
+        None for a run that began, and for one in a fresh directory: its metrics.json says that it stopped."""
+        if record.began:
+            return None
+        if record.resuming is not None:  # it measured nothing: the checkpoint it was loading still holds the run
+            return (f"while resuming from {record.resuming}, before training: {room}resume again with "
+                    f"{shell_override('trainer.resume', str(record.settings.resume))}.")
+        if record.earlier_run_here():  # the run its directory holds stays whole
+            return f"before the run began: {record.run_dir} holds the run before it, left as it was."
+        return None
+
     def stopped_by_storage(self, record: RunRecord, error: StorageError) -> StorageError:
         """A run whose checkpoint the disk could not take: concluded as interrupted where metrics.json still fits
-        (the best model tested from memory); the error to report, saying what was kept and how to resume."""
+        (the best model tested from memory); the error to report, saying what was kept and how to resume. A run
+        stopped before it began writes nothing (:meth:`_before_it_began`)."""
+        stopped = self._before_it_began(record, room="once there is room, ")
+        if stopped is not None:
+            return StorageError(f"{error}, so the run stopped {stopped}")
         with contextlib.suppress(Exception):
             self.conclude(record, INTERRUPTED)
         kept = ("no checkpoint was kept" if record.saved_epoch is None else
