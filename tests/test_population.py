@@ -256,6 +256,28 @@ def test_the_cpu_loop_over_members_gives_what_vmap_gives() -> None:
     assert shared(params, buffers, x[0]).shape == (3, 5, 3)
 
 
+def test_the_optimizer_step_writes_only_into_gradients_of_its_own() -> None:
+    """The members' step updates in place, in the gradients autograd returns: those autograd hands back expanded
+    (a sum's) or shared by two parameters (an addition's) are copied first, the others are used as they are."""
+    from expt.trainer.vmap import _writable
+
+    w, a, b = (torch.randn(3, 4, requires_grad=True) for _ in range(3))
+    expanded, = torch.autograd.grad(w.sum(), [w])
+    first, second = torch.autograd.grad(((a + b) ** 2).sum(), [a, b])
+    assert not expanded.is_contiguous() and first is second and first.is_contiguous()  # what autograd does
+    fresh, = torch.autograd.grad((w * w).sum(), [w])
+    owned = _writable([fresh, expanded, first, second])
+    assert owned[0] is fresh and owned[2] is first
+    assert owned[1].is_contiguous() and torch.equal(owned[1], expanded)
+    assert owned[3] is not first and torch.equal(owned[3], first)
+    pointers = {g.data_ptr() for g in owned}
+    assert len(pointers) == 4
+    for g in owned:
+        g.mul_(2)  # each can be written alone
+    assert torch.equal(owned[2], owned[3]) and torch.equal(owned[1], 2 * torch.ones(3, 4))
+    assert torch.equal(owned[2], 4 * (a + b).detach())  # written once, not twice
+
+
 def test_which_configs_can_train_together(compose, tmp_path) -> None:
     base = compose(*CONVNET)
     same = [compose(*CONVNET, "optimizer.lr=0.01", "regularization.l2=1e-3", "trainer.seed=4", "schedule.gamma=0.3"),

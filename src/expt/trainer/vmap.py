@@ -79,13 +79,18 @@ def _dropout_calls(model: nn.Module, x: torch.Tensor) -> list[tuple[int, ...]]:
     return shapes
 
 
-def _member(arg: Any, i: int) -> Any:
-    """Member ``i``'s slice of a stacked argument: a tensor, or a dict or list of them (views: writes go through)."""
+def _members(arg: Any, n: int) -> list[Any]:
+    """The ``n`` members' slices of a stacked argument: a tensor, or a dict or list of them (views: writes go
+    through). Unbound once, so that autograd stacks the members' gradients in one step; a slice indexed member by
+    member would add a zero-filled gradient of every stacked tensor for each member, which grows as members
+    squared."""
     if isinstance(arg, dict):
-        return {k: v[i] for k, v in arg.items()}
+        split = {k: v.unbind(0) for k, v in arg.items()}
+        return [{k: v[i] for k, v in split.items()} for i in range(n)]
     if isinstance(arg, (list, tuple)):
-        return [v[i] for v in arg]
-    return arg[i]
+        split = [v.unbind(0) for v in arg]
+        return [[v[i] for v in split] for i in range(n)]
+    return list(arg.unbind(0))
 
 
 def over_members(fn, in_dims: tuple[Optional[int], ...], device: torch.device):
@@ -102,9 +107,9 @@ def over_members(fn, in_dims: tuple[Optional[int], ...], device: torch.device):
 
     def each(*args):
         first = next(a for a, d in zip(args, in_dims) if d is not None)  # the stacked parameters: never empty
-        members = len(next(iter(first.values())) if isinstance(first, dict) else first)
-        return torch.stack([fn(*(a if d is None else _member(a, i) for a, d in zip(args, in_dims)))
-                            for i in range(members)])
+        n = len(next(iter(first.values())) if isinstance(first, dict) else first)
+        split = [None if d is None else _members(a, n) for a, d in zip(args, in_dims)]
+        return torch.stack([fn(*(a if s is None else s[i] for a, s in zip(args, split))) for i in range(n)])
     return each
 
 
@@ -116,6 +121,19 @@ def _stackable(records: Sequence[Any]) -> bool:
 def _per_member(values: Sequence[float], device: torch.device) -> torch.Tensor:
     """Float64, as the Python floats a lone optimizer computes with; cast to the parameters' dtype at use."""
     return torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+
+
+def _writable(grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Gradients that the optimizer step may write into, one by one: autograd may hand back an expanded tensor, or
+    one tensor for two parameters, and those are copied."""
+    seen: set[int] = set()
+    owned = []
+    for g in grads:
+        if not g.is_contiguous() or g.data_ptr() in seen:
+            g = g.clone(memory_format=torch.contiguous_format)
+        seen.add(g.data_ptr())
+        owned.append(g)
+    return owned
 
 
 def _bcast(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -276,7 +294,7 @@ class VmapEngine:
             losses = over_members(self._loss_fn, (0,) * 7, self.device)(
                 self.params, self.buffers, masks, x, y, h["l1"], h["l2"])
         grads = torch.autograd.grad(losses.sum(), [self.params[k] for k in self.names])
-        self._update(dict(zip(self.names, grads)))
+        self._update(dict(zip(self.names, _writable(grads))))
         return losses.detach()
 
     def _update(self, grads: dict[str, torch.Tensor]) -> None:
@@ -296,6 +314,9 @@ class VmapEngine:
                 cache[dtype] = {k: v.to(dtype) for k, v in c.items()}
             return cache[dtype]
 
+        # In place, in this step's gradients (autograd has just made them) and one scratch tensor a parameter: each
+        # temporary of a formula written out costs a pass over the members' stacked tensors. g + wd * p is
+        # g.addcmul_(p, wd), which rounds as the lone optimizer's g.add(p, alpha=wd) does.
         with torch.no_grad():
             for name, p in self.params.items():
                 c = {k: _bcast(v, p) for k, v in scalars(p.dtype).items()}
@@ -303,22 +324,26 @@ class VmapEngine:
                 decayed = name in weight
                 if self.kind == "sgd":
                     if decayed:
-                        g = g + c["wd"] * p
+                        g.addcmul_(p, c["wd"])
                     buf = self.state["momentum_buffer"][name]
                     buf.mul_(c["momentum"]).add_(g)  # the first step's buffer is g itself: it starts at zero
-                    g = g + c["momentum"] * buf if self.nesterov else buf
-                    p.sub_(c["lr"] * g)
+                    if self.nesterov:
+                        g.addcmul_(buf, c["momentum"])
+                    else:
+                        g.copy_(buf)
+                    p.sub_(g.mul_(c["lr"]))
                     continue
                 if self.kind == "adamw":
                     if decayed:
                         p.mul_(c["decay"])
                 elif decayed:
-                    g = g + c["wd"] * p
+                    g.addcmul_(p, c["wd"])
                 m, v = self.state["exp_avg"][name], self.state["exp_avg_sq"][name]
                 m.lerp_(g, c["one_minus_b1"])
-                v.mul_(c["beta2"]).add_(c["one_minus_b2"] * g * g)
-                denom = (v.sqrt() / c["bc2_sqrt"]).add_(c["eps"])
-                p.sub_(c["step_size"] * m / denom)
+                scratch = torch.mul(g, c["one_minus_b2"])
+                v.mul_(c["beta2"]).add_(scratch.mul_(g))
+                denom = torch.sqrt(v, out=scratch).div_(c["bc2_sqrt"]).add_(c["eps"])
+                p.sub_(torch.mul(m, c["step_size"], out=g).div_(denom))
             if self.max_norm is not None:
                 for name in self.weight_names:
                     clip_unit_norms_(self.params[name], self.max_norm, batch_dims=1)
