@@ -148,6 +148,33 @@ def test_scalar_tags_and_step_counts(run_on):
     assert train_data[-1] < train_data[0]
 
 
+def test_a_per_step_schedule_shows_its_rate_at_every_logging_step(tmp_path, run_on):
+    """onecycle changes the rate every batch: lr/step holds the rate of each logging step's update (steps 2, 4 and 5
+    of each epoch), the schedule's own numbers, on a chart of its own after the epochs' lr; lr stays the rate of
+    each epoch's first step. A schedule that steps per epoch writes no lr/step and no such chart."""
+    from expt.dry_run import learning_rate
+
+    cfg = expt.compose([*SMALL_RUN, *DIAGNOSTICS_OFF, "schedule=onecycle"])
+    metrics = expt.train(cfg, run_dir=tmp_path)
+    acc = read_events(tmp_path)
+    rate = learning_rate(cfg, STEPS_PER_EPOCH)
+    logging_steps = [e * STEPS_PER_EPOCH + s for e in range(EPOCHS) for s in (2, 4, 5)]
+    per_step = acc.Scalars("lr/step")
+    assert [e.step for e in per_step] == logging_steps
+    assert [e.value for e in per_step] == pytest.approx([rate.rate(s - 1) for s in logging_steps], rel=1e-6)
+    assert len({round(e.value, 9) for e in per_step[:3]}) == 3  # it changes within the first epoch
+    assert [e.value for e in acc.Scalars("lr")] == pytest.approx([h["lr"] for h in metrics["history"]], rel=1e-6)
+    assert [h["lr"] for h in metrics["history"]] == pytest.approx([rate.rate(e * STEPS_PER_EPOCH) for e in range(EPOCHS)])
+    charts = {c.title: list(c.multiline.tag) for cat in layout_of(acc).category for c in cat.chart}
+    titles = list(charts)
+    assert charts[dashboard.writer.STEP_RATE_CHART] == ["^lr/step$"]
+    assert titles.index(dashboard.writer.STEP_RATE_CHART) == titles.index("learning rate") + 1
+    _, epoch_schedule = run_on  # the default schedule steps per epoch
+    assert "lr/step" not in epoch_schedule.Tags()["scalars"]
+    assert dashboard.writer.STEP_RATE_CHART not in {c.title for cat in layout_of(epoch_schedule).category
+                                                    for c in cat.chart}
+
+
 def test_the_recipes_pair_comes_first_on_the_custom_scalars_page(run_on):
     """Category 1: accuracy train vs val on one chart, data loss train vs val on another; regexes match the tags."""
     import re

@@ -10,7 +10,8 @@ Scalars
     ``loss/train`` per step (data loss + penalty, as the optimizer sees it); per epoch (step =
     epoch number; accuracies are fractions) ``loss/train_data`` (the data loss on the fixed training
     subsample, in eval mode, as ``loss/val`` is measured), ``loss/val``, ``accuracy/train``,
-    ``accuracy/val``, ``loss/penalty`` (when a penalty is active) and ``lr``;
+    ``accuracy/val``, ``loss/penalty`` (when a penalty is active) and ``lr`` (the rate of the epoch's first
+    step); ``lr/step``, a per-step schedule's rate at the logging steps;
     ``diagnostics/update_ratio_log10/<layer>``, log10 of the norm of one step's change of a weight
     tensor over the norm of the weight (healthy near -3, i.e. 1e-3; the reference line
     ``diagnostics/update_ratio_log10/reference_1e-3`` is drawn with them), at the logging steps
@@ -82,12 +83,13 @@ SCALARS = (("loss/val", "val_loss"), ("accuracy/train", "train_acc"), ("accuracy
            ("loss/val_ema", "ema_val_loss"), ("accuracy/val_ema", "ema_val_acc"))  # the averaged weights (trainer.ema)
 UPDATE_RATIO = "diagnostics/update_ratio_log10"
 UPDATE_REFERENCE = f"{UPDATE_RATIO}/reference_1e-3"  # a flat line at -3 on the update-ratio chart
+STEP_RATE = "lr/step"  # a per-step schedule's rate at each logging step, beside lr (each epoch's first step's)
 
 
 def per_step(tag: str) -> bool:
-    """Whether ``tag``'s step is the training step (the step losses, the update ratios); every other tag's is the
-    epoch."""
-    return tag == "loss/train" or tag.startswith(UPDATE_RATIO + "/")
+    """Whether ``tag``'s step is the training step (the step losses, a per-step schedule's rate, the update ratios);
+    every other tag's is the epoch."""
+    return tag in ("loss/train", STEP_RATE) or tag.startswith(UPDATE_RATIO + "/")
 
 
 HEADER_TAG = "config"  # the run's header text (TensorBoard stores it as config/text_summary)
@@ -114,6 +116,20 @@ LAYOUT = {
         "log10 update ratio ||dW|| / ||W|| (healthy near -3)": ["Multiline", [rf"^{UPDATE_RATIO}/"]],
     },
 }
+STEP_RATE_CHART = "learning rate per step (a per-step schedule's, at the logging steps)"
+
+
+def layout(per_step_rate: bool) -> dict[str, dict[str, list]]:
+    """The custom-scalars page of a run: :data:`LAYOUT`, and after its learning rate, for a run whose schedule steps
+    every batch, the chart of :data:`STEP_RATE` (on the step axis, so not on the epochs' chart)."""
+    if not per_step_rate:
+        return LAYOUT
+    training = {}
+    for title, chart in LAYOUT["training"].items():
+        training[title] = chart
+        if title == "learning rate":
+            training[STEP_RATE_CHART] = ["Multiline", [rf"^{STEP_RATE}$"]]
+    return {**LAYOUT, "training": training}
 SESSION_SUFFIX = ".hparams"  # the event file that holds the run's HParams session alone, replaced when the run ends again
 # Filters this small (3x3) show little structure as a picture: the header says so.
 SMALL_FILTER = 3
@@ -219,7 +235,7 @@ class Dashboard:
         self._exp, self.model = exp, exp.model
         self._probe_idx = probe_idx
         self._weights = weight_tensors(exp.model)
-        self.writer.add_custom_scalars(LAYOUT)
+        self.writer.add_custom_scalars(layout(exp.schedule.per_step))
         self.write_header({"status": "running"}, epoch)
         if self.resumed_here:  # the summary, graph and this epoch's diagnostics are in the earlier files already
             self.background.submit("the event file's flush", self.writer.flush)
@@ -257,15 +273,18 @@ class Dashboard:
         return data.x_train[self._probe_idx], data.y_train[self._probe_idx]
 
     # ------------------------------------------------------------------ per step
-    def train_losses(self, first_step: int, losses: Iterable[float]) -> None:
-        """The step losses the loop has read back, written on the dashboard's thread (their records cost the loop
-        about 10-20 us a step otherwise); that read finished the device's earlier copies, so the diagnostics
-        waiting for them go to the thread too."""
+    def train_losses(self, first_step: int, losses: Iterable[float], rate: Optional[float] = None) -> None:
+        """The step losses the loop has read back, and ``rate``, the learning rate of the last of their steps (a
+        per-step schedule's: it changes within the epoch), written on the dashboard's thread (their records cost
+        the loop about 10-20 us a step otherwise); that read finished the device's earlier copies, so the
+        diagnostics waiting for them go to the thread too."""
         values = list(losses)
 
         def write() -> None:
             for offset, value in enumerate(values):
                 self.writer.add_scalar("loss/train", value, first_step + offset)
+            if rate is not None:
+                self.writer.add_scalar(STEP_RATE, rate, first_step + len(values) - 1)
 
         self.background.submit("the record of the step losses", write)  # submit hands over what is ready, in order
 

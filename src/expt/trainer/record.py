@@ -114,8 +114,11 @@ class RunRecord:
         return any(not math.isfinite(v) or v > self.threshold for v in losses)
 
     def read_losses(self, first_step: int, losses: list[float]) -> bool:
-        """Step losses read back at a logging step: to the dashboard and the epoch's mean; True when diverged."""
-        self.dashboard.train_losses(first_step, losses)
+        """Step losses read back at a logging step (``first_step`` the first's, counted from 1): to the dashboard, with
+        a per-step schedule's rate at the last of them, and the epoch's mean; True when diverged."""
+        schedule = self.exp.schedule
+        last = first_step + len(losses) - 1
+        self.dashboard.train_losses(first_step, losses, schedule.rate(last - 1) if schedule.per_step else None)
         self.loss_sum += sum(losses)
         self.losses_read += len(losses)
         return self.diverged(losses)
