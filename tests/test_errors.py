@@ -792,6 +792,26 @@ def test_the_run_directory_is_checked_before_hydra_creates_it(tmp_path):
     assert "is a file, not a directory" in output_dir_problem(str(tmp_path / "a_file" / "sub" / "deeper"))
     assert output_dir_problem(str(tmp_path / "new" / "run"), create=True) is None
     assert (tmp_path / "new" / "run").is_dir()
+    assert output_dir_problem(" ", create=True).startswith("is empty (an unset shell variable?)")
+
+
+@pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
+def test_an_empty_run_directory_is_refused_and_the_files_where_the_command_runs_stay(tmp_path, key):
+    """hydra.run.dir=$OUT with $OUT unset: Hydra would run in the current directory, and a run started anew there
+    removes what it takes for an earlier run's files (metrics.json, checkpoints)."""
+    kept = {tmp_path / "metrics.json": b"{}", tmp_path / "checkpoints" / "last.pt": b"mine"}
+    for path, data in kept.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+    sweep = ["-m", "optimizer.lr=1e-3,1e-2"] if key == "hydra.sweep.dir" else []
+    done = run_cli([*sweep, f"{key}=", "trainer.epochs=1", "data.subset=100"], cwd=tmp_path)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert message_lines(done.stderr) == [
+        f"Error in the config: {key}='' is empty (an unset shell variable?): the run would write into the directory "
+        "the command runs from, replacing the run files there; point " + key + " at a directory that can be created "
+        f"and written to, or leave it out (the default is {'multirun' if sweep else 'outputs'}/<date>/<time>)."]
+    assert {path: path.read_bytes() for path in kept} == kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "metrics.json"]
 
 
 def test_board_on_a_port_in_use_says_so(tmp_path):

@@ -62,8 +62,13 @@ def output_dir_problem(path: str, create: bool = False) -> Optional[str]:
     """Why Hydra could not create or write the run directory ``path``, or None when it can.
 
     ``create=True`` also makes the directory (as Hydra is about to), which catches what the checks
-    cannot see, such as a read-only file system.
+    cannot see, such as a read-only file system. An empty path (``hydra.run.dir=$OUT`` with ``$OUT`` unset) would
+    be the directory the command runs from, where a run started anew removes the files an earlier run left: it is
+    refused (``.`` says so on purpose).
     """
+    if not path.strip():
+        return ("is empty (an unset shell variable?): the run would write into the directory the command runs from, "
+                "replacing the run files there")
     target = Path(os.path.abspath(path))
     existing = target
     try:
