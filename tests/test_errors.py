@@ -740,6 +740,16 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
                                                              "its keys are: _target_, _partial_, lr, betas, eps."),
     "a_section_key_at_the_top": (["epochs=3"], "epochs=3 is not a key of the config (a top-level key) (did you mean "
                                                "trainer.epochs?); its keys are: data, model,"),
+    # Hydra: "Could not override 'optimiser.lr'. To append to your config use +optimiser.lr=1e-3"
+    "a_misspelt_section_of_a_key": (["optimiser.lr=1e-3"], "optimiser.lr=1e-3 is not a key of the config (optimiser "
+                                    "is not a top-level key) (did you mean optimizer.lr?); its keys are: data, model,"),
+    # a search range of the coarse-to-fine sweeper, which would have searched the preset's range instead
+    "a_misspelt_section_of_a_searched_key": (
+        ["hydra/sweeper=coarse_to_fine", "regularisation.l2=tag(log, interval(1e-6, 1e-3))"],
+        "regularisation.l2=tag(log, interval(1e-6, 1e-3)) is not a key of the config (regularisation is not a "
+        "top-level key) (did you mean regularization.l2?)"),
+    "a_misspelt_group_before_its_option": (["modle=mlp"], "modle=mlp is not a key of the config (a top-level key) "
+                                                          "(did you mean model=mlp?); its keys are: data, model,"),
 }
 
 

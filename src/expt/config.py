@@ -241,6 +241,8 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
     (``--config-dir``, ``--config-name``, ``--config-path``), whose groups and keys only Hydra knows: only the
     typed sections are checked.
     """
+    import difflib
+
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
@@ -261,7 +263,17 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
             key = parts[0]  # epochs=3: the key of a section, most likely
             within = next((f"{name}.{key}" for name, typed in sections.items()
                            if key in {f.name for f in dataclasses.fields(typed)}), None)
+            if within is None:  # modle=mlp: a misspelt group whose option the value is
+                having = [group for group, names in options.items() if value_text(override) in names]
+                group = difflib.get_close_matches(key, having, n=1)
+                within = f"{group[0]}={value_text(override)}" if group else None
             return _not_a_key(f"{key}={value_text(override)}", key, top, "the config (a top-level key)", within)
+        if len(parts) >= 2 and not own_config and parts[0] not in (*top, "hydra", "experiment", *options):
+            # optimiser.lr=1e-3: a misspelt section or group, for which Hydra would suggest +optimiser.lr=1e-3
+            near = difflib.get_close_matches(parts[0], top, n=1)
+            return _not_a_key(f"{override.key_or_group}={value_text(override)}", parts[0], top,
+                              f"the config ({parts[0]} is not a top-level key)",
+                              ".".join([near[0], *parts[1:]]) if near else None)
         if len(parts) < 2 or schema is None:
             continue
         allowed = [f.name for f in dataclasses.fields(schema)]
