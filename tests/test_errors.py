@@ -110,7 +110,7 @@ CASES = {
     "added_trainer_key": (["+trainer.epoch=3"], ["trainer.epoch=3", "did you mean trainer.epochs?", "batch_size"]),
     "added_top_level_key": (["+foo=bar"], ["foo='bar'", "top-level", "trainer", "dashboard"]),
     # a cosine over trainer.epochs stepped every batch reaches 0 after as many steps (checked with 10 an epoch)
-    "cosine_per_step_over_epochs": (["schedule=cosine", "+schedule.per_step=true", "trainer.epochs=3"],
+    "cosine_per_step_over_epochs": (["schedule=cosine", "schedule.per_step=true", "trainer.epochs=3"],
                                     ["schedule.T_max=3", "learning rate of 0 at step 4 of epoch 1",
                                      "counted in steps: the schedule steps every batch"]),
     # StepLR's gamma first applies after 5 epochs: a negative rate from epoch 6
@@ -601,7 +601,7 @@ QUIET_SETTINGS = {
     "step_size_negative": (["schedule.step_size=-1"], "schedule.step_size=-1 is not allowed: a whole number of epochs"),
     "step_size_fraction": (["schedule.step_size=2.5"], "schedule.step_size=2.5 is not allowed"),  # cut at epoch 5 only
     "patience_negative": (["schedule=plateau", "schedule.patience=-1"], "schedule.patience=-1 is not allowed"),
-    "plateau_per_step": (["schedule=plateau", "+schedule.per_step=true"],
+    "plateau_per_step": (["schedule=plateau", "schedule.per_step=true"],
                          "schedule.per_step=true is not allowed with schedule=plateau"),
     "cosine_floor_above_lr": (["schedule=cosine", "schedule.eta_min=0.01"],  # climbed from 1e-3 to 9.6e-3
                               "schedule.eta_min=0.01 is not allowed with optimizer.lr=0.001: the rate anneals down"),
