@@ -750,6 +750,15 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
         "top-level key) (did you mean regularization.l2?)"),
     "a_misspelt_group_before_its_option": (["modle=mlp"], "modle=mlp is not a key of the config (a top-level key) "
                                                           "(did you mean model=mlp?); its keys are: data, model,"),
+    # a multirun gives the key to every job: Hydra would fail the mlp job with "Key 'num_filters' is not in struct"
+    "a_key_some_swept_options_lack": (
+        ["hydra.mode=MULTIRUN", "model=mlp,convnet", "model.num_filters=8"],
+        "model.num_filters=8 is not a key of model=mlp; its keys are: _target_, hidden_sizes. model=mlp,convnet gives "
+        "model.num_filters to every job, so the jobs of model=mlp would fail: sweep model=mlp in a multirun of its "
+        "own, without model.num_filters."),
+    "a_key_no_swept_option_has": (["model=convnet,mlp", "model.num_filter=8"],
+                                  "model.num_filter=8 is not a key of model=convnet (did you mean model.num_filters?); "
+                                  "its keys are: _target_, num_filters, filter_size, hidden_dim."),
 }
 
 
@@ -759,6 +768,14 @@ def test_a_misspelt_key_or_option_of_an_open_group_gets_the_keys_or_options_ther
     load a list-valued group's option, without the keys or options there are."""
     arguments, expected = GROUP_CASES[case]
     assert (unknown_override(arguments) or "").startswith(expected), unknown_override(arguments)
+
+
+def test_keys_every_swept_option_has_and_keys_the_coarse_to_fine_search_draws_per_option_are_taken():
+    """A key each option of the group's sweep has; and a searched key of one option beside a searched choice of the
+    group, which the coarse-to-fine sweeper sets only in the trials that draw that option."""
+    assert unknown_override(["optimizer=adam,adamw", "optimizer.betas=[0.8,0.99]"]) is None
+    assert unknown_override(["hydra/sweeper=coarse_to_fine", "model=choice(mlp,convnet)",
+                             "model.num_filters=tag(log, int(interval(8, 32)))"]) is None
 
 
 @pytest.mark.parametrize("case", ["a_key_of_the_default_option", "an_option_of_a_list_group",

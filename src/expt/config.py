@@ -343,6 +343,8 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
         return None  # each preset of the sweep composes its own groups: Hydra checks each job
     defaults = _default_options()
     preset = chosen.get("experiment") is not None
+    swept = {o.key_or_group: _swept_options(o) for o in plain if o.key_or_group in options and o.is_sweep_override()}
+    searched = any(o.key_or_group == "hydra/sweeper" and o.value() == "coarse_to_fine" for o in plain)
     suspects, lists = [], []
     for o in plain:
         parts = o.key_or_group.split(".")
@@ -367,6 +369,12 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
                 lists.append((o, [str(v) for v in value]))
             continue
         if group in sections:  # checked above
+            continue
+        if group in swept:  # model=mlp,convnet model.num_filters=8: each job gets the key, whichever its option
+            # (the coarse-to-fine sweeper searches a key only where the drawn option has it)
+            if not (o.is_sweep_override() and searched) and \
+                    not all(_own_file_has(group, option, parts[1:]) for option in swept[group]):
+                suspects.append(o)
             continue
         option = chosen.get(group, defaults.get(group))
         picked = [str(v) for v in option] if isinstance(option, list) else [str(option)]
@@ -416,24 +424,56 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
             return None
         for override in suspects:
             parts = override.key_or_group.split(".")
-            if parts[0] in swept:
-                continue
-            parent = OmegaConf.select(cfg, ".".join(parts[:-1]), default=None)
-            if isinstance(parent, DictConfig) and parts[-1] not in parent.keys():  # `in` is False for a ??? value
-                where = (f"{parts[0]}={cfg.hydra.runtime.choices.get(parts[0])}" if len(parts) == 2
-                         else ".".join(parts[:-1]))
-                setting = f"{override.key_or_group}={value_text(override)}"
-                target = parent.get("_target_") if len(parts) == 2 else None
-                if isinstance(target, str) and parts[-1] in _parameters_of(target):
-                    return (f"{setting}: {where} does not set {parts[-1]}, but {target} takes it: add it with "
-                            f"+{setting}.")
-                return _not_a_key(setting, override.key_or_group, [str(k) for k in parent], where)
+            if parts[0] not in swept:
+                problem = _lacking(cfg, override, parts)
+            else:  # the key under each option the group's sweep gives a job
+                sweep = next(o for o in overrides if o.key_or_group == parts[0] and o.is_sweep_override())
+                lacking = {}
+                for option in _swept_options(sweep):
+                    try:
+                        job = compose(config_name="config", overrides=[*rest, f"{parts[0]}={option}"],
+                                      return_hydra_config=True)
+                    except Exception:  # Hydra reports what does not compose
+                        return None
+                    found = _lacking(job, override, parts)
+                    if found is not None:
+                        lacking[option] = found
+                problem = next(iter(lacking.values()), None)
+                if lacking and len(lacking) < len(_swept_options(sweep)):  # a key of some options, not misspelt
+                    without = ",".join(lacking)
+                    problem = (f"{problem[:-1]}. {parts[0]}={value_text(sweep)} gives {override.key_or_group} to "
+                               f"every job, so the jobs of {parts[0]}={without} would fail: sweep {parts[0]}="
+                               f"{without} in a multirun of its own, without {override.key_or_group}.")
+            if problem is not None:
+                return problem
         return None
 
     try:
         return in_hydra(check)
     except Exception:  # whatever goes wrong here, Hydra's own composition will report it
         return None
+
+
+def _swept_options(override: Any) -> list[str]:
+    """The options a sweep of a group gives its jobs (``model=mlp,convnet``); none where Hydra cannot list them."""
+    try:
+        return [str(v) for v in override.sweep_string_iterator()]
+    except Exception:
+        return []
+
+
+def _lacking(cfg: DictConfig, override: Any, parts: list[str]) -> Optional[str]:
+    """The paragraph for ``override`` (its key split into ``parts``) where the composed ``cfg`` lacks its key (the
+    keys there, the nearest; or, where the option's class takes the key, to add it with +); None where it has it."""
+    parent = OmegaConf.select(cfg, ".".join(parts[:-1]), default=None)
+    if not isinstance(parent, DictConfig) or parts[-1] in parent.keys():  # `in` is False for a ??? value
+        return None
+    where = f"{parts[0]}={cfg.hydra.runtime.choices.get(parts[0])}" if len(parts) == 2 else ".".join(parts[:-1])
+    setting = f"{override.key_or_group}={value_text(override)}"
+    target = parent.get("_target_") if len(parts) == 2 else None
+    if isinstance(target, str) and parts[-1] in _parameters_of(target):
+        return f"{setting}: {where} does not set {parts[-1]}, but {target} takes it: add it with +{setting}."
+    return _not_a_key(setting, override.key_or_group, [str(k) for k in parent], where)
 
 
 def in_hydra(fn: Callable[[], T]) -> T:
