@@ -156,6 +156,12 @@ CASES = {
                                    ["model=expt.models.MLP", "model.hidden_sizes=[1, 100000000000000]",
                                     "does not fit in memory", "smaller"]),
 }
+# ~schedule: Hydra composes a config without it (a traceback from OmegaConf before); schedule=null: Hydra's own
+# ValueError with a traceback
+CASES["group_removed"] = (["~schedule"], ["schedule is not chosen", "constant, cosine", "schedule=<option>"])
+CASES["group_null"] = (["schedule=null"], ["schedule=null is not allowed", "constant, cosine", "schedule=<option>"])
+CASES["list_group_null"] = (["regularization=null"], ["regularization=null is not allowed", "regularization=none",
+                                                      "regularization=[]"])
 for group, options in GROUP_OPTIONS.items():
     CASES[f"unknown_option_{group}"] = ([f"{group}=nope"], [f"{group}/nope", "Available options", *options])
 CASES["experiment_misspelt"] = (["experiment=digit"], ["experiment/digit", "Available options", *GROUP_OPTIONS["experiment"]])

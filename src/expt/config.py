@@ -364,6 +364,11 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
                     f"name each option once.")
         if group == "experiment":
             continue
+        if len(parts) == 1 and value is None and not o.is_sweep_override():  # Hydra would raise a ValueError
+            return (f"{group}=null is not allowed: " + (
+                f"{group} takes a list of its options ({', '.join(options[group])}); {group}=none or {group}=[] "
+                "chooses none of them." if group in LIST_GROUPS else
+                f"{group} takes one of its options ({', '.join(options[group])}); choose one with {group}=<option>."))
         if len(parts) == 1:
             if isinstance(value, list) and any(str(v) not in options[group] for v in value):
                 lists.append((o, [str(v) for v in value]))
@@ -633,6 +638,9 @@ def _check_dashboard(d: DictConfig) -> None:
 def _check_targets_import(cfg: DictConfig) -> None:
     """Every target group is a mapping, and the class or function its ``_target_`` names imports."""
     for group in TARGET_GROUPS:
+        if OmegaConf.is_missing(cfg, group):  # ~schedule, or a config file of one's own without it
+            raise ConfigError(f"{group} is not chosen: every run needs one of its options ("
+                              f"{', '.join(_conf_options().get(group, []))}); choose one with {group}=<option>.")
         node = cfg[group]
         _check(isinstance(node, DictConfig), group, node, "a mapping chosen from the group's options")
         if "_target_" in node:
