@@ -677,7 +677,7 @@ def test_no_override_of_a_real_key_or_a_group_is_taken_for_a_misspelt_key():
         "sanity.overfit_epoch=3 is not a key of sanity (SanityConfig) (did you mean sanity.overfit_epochs?)")
     # the open groups' keys, as the chosen option (a preset's included) composes them
     group_keys = ["model.num_filters=8", "data.subset=100", "optimizer.lr=0.1", "augmentation=[translate,hflip]",
-                  "augmentation.translate.pad=3", "data=npz", "data.path=x.npz", "model=mlp,convnet", "mode=sanity"]
+                  "augmentation.translate.pad=3", "data=npz", "data.path=x.npz", "activation=relu,tanh", "mode=sanity"]
     assert unknown_override(group_keys) is None
     assert unknown_override(["experiment=fashion_mnist_convnet", "model.filters=[8,8]", "model.pool_after=[1]"]) is None
     # a sweep over presets: each job composes its own groups (here ResNet's width), which Hydra checks
