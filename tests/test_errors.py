@@ -105,7 +105,8 @@ CASES = {
     "momentum_a_list": (["optimizer=sgd", "+optimizer.momentum=[0.9]"],
                         ["optimizer.momentum=[0.9]", "optimizer.momentum takes one value like its default"]),
     "slope_not_a_number": (["activation=leaky_relu", "activation.negative_slope=abc"],
-                           ["activation", "negative_slope=abc", "Number"]),
+                           ["activation.negative_slope='abc' is not allowed", "takes a number for negative_slope",
+                            "default is 0.01"]),
     # with a "+" the schema's own check is skipped: the key is still not a setting
     "added_trainer_key": (["+trainer.epoch=3"], ["trainer.epoch=3", "did you mean trainer.epochs?", "batch_size"]),
     "added_top_level_key": (["+foo=bar"], ["foo='bar'", "top-level", "trainer", "dashboard"]),
@@ -158,6 +159,9 @@ CASES = {
 }
 # ~schedule: Hydra composes a config without it (a traceback from OmegaConf before); schedule=null: Hydra's own
 # ValueError with a traceback
+# StepLR's gamma is used at its first cut only (epoch 5): a text was accepted where the run ends before it
+CASES["text_for_a_number_of_an_option"] = (["schedule.gamma=abc"], ["schedule.gamma='abc' is not allowed",
+                                                                    "takes a number for gamma", "default is 0.1"])
 CASES["group_removed"] = (["~schedule"], ["schedule is not chosen", "constant, cosine", "schedule=<option>"])
 CASES["group_null"] = (["schedule=null"], ["schedule=null is not allowed", "constant, cosine", "schedule=<option>"])
 CASES["list_group_null"] = (["regularization=null"], ["regularization=null is not allowed", "regularization=none",

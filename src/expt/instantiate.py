@@ -95,6 +95,11 @@ def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[s
         raise ConfigError(
             f"{group}.{unknown[0]} is not a setting of {where}; its settings are: {', '.join(allowed) or 'none'}."
         )
+    for key, value in params.items():  # schedule.gamma=abc: a class may take it and fail only when it uses it
+        default = declared[key].default if key in declared else None
+        if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
+            raise ConfigError(f"{group}.{key}={value!r} is not allowed: {where} takes a number for {key} (its default "
+                              f"is {default}).")
 
 
 def shape_hint(fn: Any, params: dict, group: str) -> str:
