@@ -214,6 +214,24 @@ def test_old_rounds_keys_map_to_the_presets_stages_in_order():
     assert old_round_key(["hydra.sweeper.stages.0.rounds.0.trials=4"]) is None
 
 
+def test_a_key_of_a_stage_the_preset_lacks_names_the_stages_there_are(tmp_path):
+    """The README counts the pinpoint as stage 1, so stages.2 is a natural guess for the third: OmegaConf would say
+    only that a dict is not a StageConf."""
+    from hydra_plugins.expt_sweeper.config import missing_stage
+
+    done = run_cli("-m", "hydra/sweeper=coarse_to_fine", "hydra.sweeper.stages.2.rounds.0.trials=2",
+                   f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 1 and not (tmp_path / "sweep").exists()
+    assert paragraph(done.stderr) == (
+        "Error in the config: hydra.sweeper.stages.2.rounds.0.trials=2 changes stage 2 of hydra.sweeper.stages, whose "
+        "stages are 0: lr_decay_reg, 1: width_dropout; the pinpoint stage before them is hydra.sweeper.pinpoint "
+        "(hydra.sweeper.pinpoint.num=...). To add a stage, give the whole list: hydra.sweeper.stages=[{name:...,"
+        "params:[...],rounds:[...]},...].")
+    assert missing_stage(["hydra.sweeper.stages.1.rounds.0.trials=2"]) is None
+    # a whole list given on the command line may have a third stage, whose keys the arguments then change
+    assert missing_stage(["hydra.sweeper.stages=[{name:a},{name:b},{name:c}]", "hydra.sweeper.stages.2.name=d"]) is None
+
+
 @pytest.mark.parametrize("override,expected", [
     ("activation=choice(relu,foo)",
      "Error in the config: activation=choice(relu, foo) is not allowed: foo is not an option of the config group "

@@ -164,6 +164,10 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
         from hydra_plugins.expt_sweeper.config import old_round_key
 
         problem = old_round_key(args.overrides)
+    if problem is None and any(a.startswith("hydra.sweeper.stages.") for a in args.overrides):
+        from hydra_plugins.expt_sweeper.config import missing_stage
+
+        problem = missing_stage(args.overrides)
     if problem is None and "hydra/sweeper=coarse_to_fine" in args.overrides:
         from hydra_plugins.expt_sweeper.config import unknown_setting
 

@@ -173,6 +173,28 @@ def old_round_key(arguments: List[str]) -> Optional[str]:
     return None
 
 
+STAGE_KEY = "hydra.sweeper.stages."
+
+
+def missing_stage(arguments: List[str]) -> Optional[str]:
+    """The paragraph for a key of a stage the preset lacks (``hydra.sweeper.stages.2.rounds.0.trials=2``: the pinpoint
+    stage the README counts first is not one of them), where OmegaConf would say only that a dict is not a
+    StageConf. None when no argument is such a key, or when the arguments give ``hydra.sweeper.stages`` a list."""
+    if any(override_key(a) == "hydra.sweeper.stages" for a in arguments):
+        return None
+    stages = _preset_stages()
+    for argument in arguments:
+        key, _ = split_override(argument)
+        index = key[len(STAGE_KEY):].partition(".")[0] if key.startswith(STAGE_KEY) else ""
+        if index.isdigit() and int(index) >= len(stages):
+            listed = ", ".join(f"{i}: {stage.name}" for i, stage in enumerate(stages))
+            return (f"{argument} changes stage {index} of hydra.sweeper.stages, whose stages are {listed}; the "
+                    f"pinpoint stage before them is hydra.sweeper.pinpoint (hydra.sweeper.pinpoint.num=...). To "
+                    f"add a stage, give the whole list: hydra.sweeper.stages=[{{name:...,params:[...],rounds:[...]}},"
+                    f"...].")
+    return None
+
+
 def unknown_setting(key: str, value: Any) -> Optional[str]:
     """The paragraph for ``hydra.sweeper.<key>`` when a part of ``key`` is not a setting of the coarse_to_fine sweeper
     (:class:`CoarseToFineSweeperConf`, its ``pinpoint`` and ``pruning`` followed into): the settings there and the
