@@ -433,8 +433,8 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
                 problem = _lacking(cfg, override, parts)
             else:  # the key under each option the group's sweep gives a job
                 sweep = next(o for o in overrides if o.key_or_group == parts[0] and o.is_sweep_override())
-                lacking = {}
-                for option in _swept_options(sweep):
+                options, lacking = _swept_options(sweep), {}
+                for option in options:
                     try:
                         job = compose(config_name="config", overrides=[*rest, f"{parts[0]}={option}"],
                                       return_hydra_config=True)
@@ -444,7 +444,7 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
                     if found is not None:
                         lacking[option] = found
                 problem = next(iter(lacking.values()), None)
-                if lacking and len(lacking) < len(_swept_options(sweep)):  # a key of some options, not misspelt
+                if lacking and len(lacking) < len(options):  # a key of some options, not misspelt
                     without = ",".join(lacking)
                     problem = (f"{problem[:-1]}. {parts[0]}={value_text(sweep)} gives {override.key_or_group} to "
                                f"every job, so the jobs of {parts[0]}={without} would fail: sweep {parts[0]}="
