@@ -162,6 +162,9 @@ CASES = {
 # StepLR's gamma is used at its first cut only (epoch 5): a text was accepted where the run ends before it
 CASES["text_for_a_number_of_an_option"] = (["schedule.gamma=abc"], ["schedule.gamma='abc' is not allowed",
                                                                     "takes a number for gamma", "default is 0.1"])
+# CosineAnnealingLR's T_max has no default: its annotation says int
+CASES["text_for_a_number_without_a_default"] = (["schedule=cosine", "schedule.T_max=abc"],
+                                                ["schedule.T_max='abc' is not allowed", "takes a number for T_max."])
 CASES["group_removed"] = (["~schedule"], ["schedule is not chosen", "constant, cosine", "schedule=<option>"])
 CASES["group_null"] = (["schedule=null"], ["schedule=null is not allowed", "constant, cosine", "schedule=<option>"])
 CASES["list_group_null"] = (["regularization=null"], ["regularization=null is not allowed", "regularization=none",

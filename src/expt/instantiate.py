@@ -96,10 +96,18 @@ def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[s
             f"{group}.{unknown[0]} is not a setting of {where}; its settings are: {', '.join(allowed) or 'none'}."
         )
     for key, value in params.items():  # schedule.gamma=abc: a class may take it and fail only when it uses it
-        default = declared[key].default if key in declared else None
-        if isinstance(value, str) and isinstance(default, (int, float)) and not isinstance(default, bool):
-            raise ConfigError(f"{group}.{key}={value!r} is not allowed: {where} takes a number for {key} (its default "
-                              f"is {default}).")
+        param = declared.get(key)
+        if isinstance(value, str) and param is not None and _takes_number(param):
+            raise ConfigError(f"{group}.{key}={value!r} is not allowed: {where} takes a number for {key}" + (
+                "." if param.default is inspect.Parameter.empty else f" (its default is {param.default})."))
+
+
+def _takes_number(param: inspect.Parameter) -> bool:
+    """Whether ``param`` takes a plain number only: its default is one, or its annotation is ``int`` or ``float``
+    (as written, or as text under postponed annotations)."""
+    default = param.default
+    return (isinstance(default, (int, float)) and not isinstance(default, bool)) or \
+        param.annotation in (int, float, "int", "float")
 
 
 def shape_hint(fn: Any, params: dict, group: str) -> str:
