@@ -679,13 +679,15 @@ def test_a_checkpoint_the_disk_cannot_take_stops_the_run_with_one_paragraph_and_
 
 @pytest.mark.slow
 @NEEDS_FILE_SIZE_LIMITS
-def test_a_resume_the_disk_cannot_take_leaves_the_run_it_resumed_as_it_was(tmp_path):
+def test_a_resume_the_disk_cannot_take_leaves_the_run_it_resumed_as_it_was(tmp_path, compose):
     """Resumed under a file size limit that its checkpoints pass (into a new directory: the copy of last.pt; in
     place: best.pt as last.pt has it), the run stops before training with one paragraph that says the checkpoint
     still holds the run and how to resume again: it writes no metrics.json, so a completed run's record stays
     whole; once there is room, the same command trains on."""
+    import expt
+
     earlier = tmp_path / "earlier"
-    run_cli(*SMALL_WRITES, "trainer.epochs=1", f"hydra.run.dir={earlier}", cwd=tmp_path, check=True)
+    expt.train(compose(*SMALL_WRITES, "trainer.epochs=1"), run_dir=earlier)  # in process: only the limit needs a child
     kept = {p: p.read_bytes() for p in [earlier / "metrics.json", *(earlier / "checkpoints").iterdir()]}
     last = earlier / "checkpoints" / checkpoint.LAST
     for run_dir, refused in [(tmp_path / "elsewhere", tmp_path / "elsewhere" / "checkpoints" / checkpoint.LAST),
@@ -701,8 +703,8 @@ def test_a_resume_the_disk_cannot_take_leaves_the_run_it_resumed_as_it_was(tmp_p
         if run_dir != earlier:
             assert not (run_dir / "metrics.json").exists() and not list(run_dir.glob("events.out.tfevents.*"))
             assert not list(run_dir.rglob("*.pt")) and not list(run_dir.rglob(".*.tmp"))
-    run_cli(*SMALL_WRITES, f"trainer.resume={earlier}", f"hydra.run.dir={earlier}", cwd=tmp_path, check=True)
-    assert read_metrics(earlier)["status"] == "completed" and read_metrics(earlier)["epochs_completed"] == 2
+    resumed = expt.train(compose(*SMALL_WRITES, f"trainer.resume={earlier}"), run_dir=earlier)
+    assert resumed["status"] == "completed" and read_metrics(earlier)["epochs_completed"] == 2
 
 
 def files_of_60_kb() -> None:
