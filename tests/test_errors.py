@@ -769,6 +769,15 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
         "model.num_filters=8 is not a key of model=mlp; its keys are: _target_, hidden_sizes. model=mlp,convnet gives "
         "model.num_filters to every job, so the jobs of model=mlp would fail: sweep model=mlp in a multirun of its "
         "own, without model.num_filters."),
+    # Hydra: "Key 'cutout' is not in struct", and "+augmentation.cutout.size=3" then lacks cutout's _target_
+    "a_setting_of_an_option_the_preset_leaves_out": (
+        ["experiment=fashion_mnist_convnet", "augmentation.cutout.size=3"],
+        "augmentation.cutout.size=3: cutout is not among the options chosen (augmentation=[translate,hflip], by "
+        "experiment=fashion_mnist_convnet); choose it too, e.g. augmentation=[translate,hflip,cutout] "
+        "augmentation.cutout.size=3."),
+    "a_setting_of_an_option_left_out_after_a_preset": (
+        ["experiment=fashion_mnist_convnet", "augmentation=[translate]", "augmentation.hflip.p=0.3"],
+        "augmentation.hflip.p=0.3: hflip is not among the options chosen (augmentation=[translate]); choose it too"),
     "a_key_no_swept_option_has": (["model=convnet,mlp", "model.num_filter=8"],
                                   "model.num_filter=8 is not a key of model=convnet (did you mean model.num_filters?); "
                                   "its keys are: _target_, num_filters, filter_size, hidden_dim."),
@@ -919,7 +928,7 @@ def test_a_group_a_preset_chooses_can_be_given_another_option(preset):
 
 
 @pytest.mark.parametrize("preset", [p for p in PRESETS if preset_choices(p)["augmentation"] != ["none"]])
-@pytest.mark.parametrize("off", ["augmentation=none", "augmentation=[none]"])
+@pytest.mark.parametrize("off", ["augmentation=none", "augmentation=[none]", "augmentation=[]"])
 def test_a_presets_augmentation_can_be_turned_off(preset, off):
     from expt import augment
 
@@ -934,6 +943,11 @@ def test_an_augmentation_the_override_keeps_keeps_the_presets_settings():
     assert plain(cfg.augmentation) == {"translate": {"_target_": "expt.augment.Translate", "pad": 2, "mode": "zeros"}}
     cfg = expt.compose(["experiment=fashion_mnist_convnet", "augmentation=[hflip,cutout]", "augmentation.cutout.size=3"])
     assert list(cfg.augmentation) == ["hflip", "cutout"] and cfg.augmentation.cutout.size == 3
+    # what the paragraph for a setting of an option the preset leaves out suggests
+    cfg = expt.compose(["experiment=fashion_mnist_convnet", "augmentation=[translate,hflip,cutout]",
+                        "augmentation.cutout.size=3"])
+    assert list(cfg.augmentation) == ["translate", "hflip", "cutout"] and cfg.augmentation.translate.pad == 2
+    assert cfg.augmentation.cutout.size == 3
 
 
 def test_a_preset_choosing_what_the_override_chooses_keeps_its_settings():

@@ -343,6 +343,7 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
         return None  # each preset of the sweep composes its own groups: Hydra checks each job
     defaults = _default_options()
     preset = chosen.get("experiment") is not None
+    preset_options = _default_options(f"experiment/{chosen['experiment']}.yaml") if preset else {}
     swept = {o.key_or_group: _swept_options(o) for o in plain if o.key_or_group in options and o.is_sweep_override()}
     searched = any(o.key_or_group == "hydra/sweeper" and o.value() == "coarse_to_fine" for o in plain)
     suspects, lists = [], []
@@ -381,12 +382,15 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
                     not all(_own_file_has(group, option, parts[1:]) for option in swept[group]):
                 suspects.append(o)
             continue
-        option = chosen.get(group, defaults.get(group))
+        by_preset = preset and group not in chosen and group in preset_options
+        option = preset_options[group] if by_preset else chosen.get(group, defaults.get(group))
         picked = [str(v) for v in option] if isinstance(option, list) else [str(option)]
-        if group in LIST_GROUPS and not preset and parts[1] in options[group] and parts[1] not in picked:
+        known = not preset or group in chosen or by_preset  # the options chosen in the end
+        if group in LIST_GROUPS and known and parts[1] in options[group] and parts[1] not in picked:
             # a setting of an option left out of the list: Hydra says the key is not in struct and to add it with +
             return (f"{o.key_or_group}={value_text(o)}: {parts[1]} is not among the options chosen "
-                    f"({group}={'[' + ','.join(picked) + ']' if isinstance(option, list) else option}); choose it "
+                    f"({group}={'[' + ','.join(picked) + ']' if isinstance(option, list) else option}"
+                    f"{', by experiment=' + str(chosen['experiment']) if by_preset else ''}); choose it "
                     f"too, e.g. {group}=[{','.join([*[p for p in picked if p != 'none'], parts[1]])}] "
                     f"{o.key_or_group}={value_text(o)}.")
         if preset or not isinstance(option, str) or not _own_file_has(group, option, parts[1:]):
@@ -396,15 +400,17 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
     return _unknown_composed(overrides, suspects, lists)
 
 
-def _default_options() -> dict[str, Any]:
-    """The option of each group that ``conf/config.yaml``'s defaults list chooses."""
+def _default_options(path: str = "config.yaml") -> dict[str, Any]:
+    """The option of each group that the defaults list of ``conf/<path>`` chooses (``conf/config.yaml``'s, or a
+    preset's, whose entries read ``override /<group>``)."""
     from importlib.resources import files
 
     try:
-        defaults = yaml.safe_load((files("expt.conf") / "config.yaml").read_text()).get("defaults", [])
+        defaults = yaml.safe_load((files("expt.conf") / path).read_text()).get("defaults", [])
     except Exception:
         return {}
-    return {k: v for entry in defaults if isinstance(entry, dict) for k, v in entry.items()}
+    return {k.removeprefix("override ").lstrip("/"): v for entry in defaults if isinstance(entry, dict)
+            for k, v in entry.items()}
 
 
 def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[str]:

@@ -69,14 +69,14 @@ def apply_preset_choices(cfg: DictConfig, overrides: Sequence[str], config_name:
     replaced: list[str] = []
     with open_dict(cfg):
         for group in changed:
-            kept = set(preset.get(group, [])) & set(final[group])
+            kept = set(preset.get(group, [])) & set(final.get(group, []))
             node, per_option = _without_preset(cfg[group], base[group], kept)
             if OmegaConf.to_container(node, resolve=False) == OmegaConf.to_container(cfg[group], resolve=False):
                 continue  # the preset sets nothing of this group's options
             cfg[group] = node
             replaced.append(group)
             log.info("%s=[%s] replaces the choice [%s] of %s=%s, and the preset's settings of %s.",
-                     group, ",".join(final[group]), ",".join(preset.get(group, [])), PRESET_GROUP, name,
+                     group, ",".join(final.get(group, [])), ",".join(preset.get(group, [])), PRESET_GROUP, name,
                      "the options it no longer chooses" if per_option else "this group")
     return replaced
 
@@ -98,8 +98,10 @@ def _rechosen_groups(cfg: DictConfig, overrides: Sequence[str], config_name: str
     if not final.get(PRESET_GROUP):
         return None
     preset = _chosen_options(config_name, own)
-    changed = [g for g, options in final.items()
-               if g != PRESET_GROUP and "/" not in g and g in cfg and preset.get(g) != options]
+    # a group the overrides empty (augmentation=[]) is in the preset's choices alone
+    groups = [*final, *(g for g in preset if g not in final)]
+    changed = [g for g in groups
+               if g != PRESET_GROUP and "/" not in g and g in cfg and preset.get(g, []) != final.get(g, [])]
     if not changed:
         return None
     # the changed groups' nodes without the preset: every group's choice, and the keys of those groups alone (a key
