@@ -157,14 +157,14 @@ CASES = {
                                    ["model=expt.models.MLP", "model.hidden_sizes=[1, 100000000000000]",
                                     "does not fit in memory", "smaller"]),
 }
-# ~schedule: Hydra composes a config without it (a traceback from OmegaConf before); schedule=null: Hydra's own
-# ValueError with a traceback
 # StepLR's gamma is used at its first cut only (epoch 5): a text was accepted where the run ends before it
 CASES["text_for_a_number_of_an_option"] = (["schedule.gamma=abc"], ["schedule.gamma='abc' is not allowed",
                                                                     "takes a number for gamma", "default is 0.1"])
 # CosineAnnealingLR's T_max has no default: its annotation says int
 CASES["text_for_a_number_without_a_default"] = (["schedule=cosine", "schedule.T_max=abc"],
                                                 ["schedule.T_max='abc' is not allowed", "takes a number for T_max."])
+# ~schedule: Hydra composes a config without it (a traceback from OmegaConf before); schedule=null: Hydra's own
+# ValueError with a traceback
 CASES["group_removed"] = (["~schedule"], ["schedule is not chosen", "constant, cosine", "schedule=<option>"])
 CASES["group_null"] = (["schedule=null"], ["schedule=null is not allowed", "constant, cosine", "schedule=<option>"])
 CASES["list_group_null"] = (["regularization=null"], ["regularization=null is not allowed", "regularization=none",
