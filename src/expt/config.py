@@ -268,7 +268,8 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
                 group = difflib.get_close_matches(key, having, n=1)
                 within = f"{group[0]}={value_text(override)}" if group else None
             return _not_a_key(f"{key}={value_text(override)}", key, top, "the config (a top-level key)", within)
-        if len(parts) >= 2 and not own_config and parts[0] not in (*top, "hydra", "experiment", *options):
+        if len(parts) >= 2 and not own_config and "/" not in parts[0] and \
+                parts[0] not in (*top, "hydra", "experiment", *options):
             # optimiser.lr=1e-3: a misspelt section or group, for which Hydra would suggest +optimiser.lr=1e-3
             near = difflib.get_close_matches(parts[0], top, n=1)
             return _not_a_key(f"{override.key_or_group}={value_text(override)}", parts[0], top,
