@@ -253,13 +253,14 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
     sections = _typed_sections()
     top = [f.name for f in dataclasses.fields(ExptConfig)]
     options = _conf_options()
+    known = {*top, "hydra", "experiment", *options}  # what a key may start with
     for override in overrides:
         parts = override.key_or_group.split(".")
         schema = sections.get(parts[0])
         if override.type != OverrideType.CHANGE or override.package is not None:
             continue
-        if len(parts) == 1 and not own_config and "/" not in parts[0] and \
-                parts[0] not in (*top, "hydra", "experiment", *options):
+        stray = not own_config and "/" not in parts[0] and parts[0] not in known
+        if stray and len(parts) == 1:
             key = parts[0]  # epochs=3: the key of a section, most likely
             within = next((f"{name}.{key}" for name, typed in sections.items()
                            if key in {f.name for f in dataclasses.fields(typed)}), None)
@@ -268,8 +269,7 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
                 group = difflib.get_close_matches(key, having, n=1)
                 within = f"{group[0]}={value_text(override)}" if group else None
             return _not_a_key(f"{key}={value_text(override)}", key, top, "the config (a top-level key)", within)
-        if len(parts) >= 2 and not own_config and "/" not in parts[0] and \
-                parts[0] not in (*top, "hydra", "experiment", *options):
+        if stray:
             # optimiser.lr=1e-3: a misspelt section or group, for which Hydra would suggest +optimiser.lr=1e-3
             near = difflib.get_close_matches(parts[0], top, n=1)
             return _not_a_key(f"{override.key_or_group}={value_text(override)}", parts[0], top,
