@@ -328,10 +328,10 @@ class VmapEngine:
                     buf = self.state["momentum_buffer"][name]
                     buf.mul_(c["momentum"]).add_(g)  # the first step's buffer is g itself: it starts at zero
                     if self.nesterov:
-                        g.addcmul_(buf, c["momentum"])
+                        g.addcmul_(buf, c["momentum"]).mul_(c["lr"])
                     else:
-                        g.copy_(buf)
-                    p.sub_(g.mul_(c["lr"]))
+                        torch.mul(buf, c["lr"], out=g)
+                    p.sub_(g)
                     continue
                 if self.kind == "adamw":
                     if decayed:
