@@ -102,6 +102,10 @@ CASES = {
     "betas_one_value": (["optimizer.betas=0.9"], ["optimizer.betas=0.9", "TypeError",
                                                  "optimizer.betas takes a list like its default: "
                                                  "optimizer.betas=[0.9,0.999]"]),
+    # a tuple of a fixed length in the class's annotation (Adam's betas: tuple[float, float]) is counted first
+    "betas_one_of_two": (["optimizer.betas=[0.9]"], ["optimizer.betas=[0.9] is not allowed",
+                                                     "takes 2 values for betas, 1 given",
+                                                     "its default is (0.9, 0.999)"]),
     "momentum_a_list": (["optimizer=sgd", "+optimizer.momentum=[0.9]"],
                         ["optimizer.momentum=[0.9]", "optimizer.momentum takes one value like its default"]),
     "slope_not_a_number": (["activation=leaky_relu", "activation.negative_slope=abc"],

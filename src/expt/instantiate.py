@@ -13,6 +13,7 @@ import functools
 import inspect
 import logging
 import threading
+import typing
 from typing import Any, Mapping, Optional, Sequence
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -97,9 +98,16 @@ def check_params(fn: Any, params: dict, group: str, where: str, also: Sequence[s
         )
     for key, value in params.items():  # schedule.gamma=abc: a class may take it and fail only when it uses it
         param = declared.get(key)
-        if isinstance(value, str) and param is not None and _takes_number(param):
-            raise ConfigError(f"{group}.{key}={value!r} is not allowed: {where} takes a number for {key}" + (
-                "." if param.default is inspect.Parameter.empty else f" (its default is {param.default})."))
+        if param is None:
+            continue
+        default = "." if param.default is inspect.Parameter.empty else f" (its default is {param.default})."
+        if isinstance(value, str) and _takes_number(param):
+            raise ConfigError(f"{group}.{key}={value!r} is not allowed: {where} takes a number for {key}{default}")
+        length = _fixed_length(param)
+        if isinstance(value, (list, tuple)) and length is not None and len(value) != length:
+            shown = "[" + ",".join(str(v) for v in value) + "]"
+            raise ConfigError(f"{group}.{key}={shown} is not allowed: {where} takes {length} values for {key}, "
+                              f"{len(value)} given{default}")
 
 
 def _takes_number(param: inspect.Parameter) -> bool:
@@ -108,6 +116,16 @@ def _takes_number(param: inspect.Parameter) -> bool:
     default = param.default
     return (isinstance(default, (int, float)) and not isinstance(default, bool)) or \
         param.annotation in (int, float, "int", "float")
+
+
+def _fixed_length(param: inspect.Parameter) -> Optional[int]:
+    """How many values ``param`` takes when its annotation is a tuple of a fixed length (Adam's ``betas:
+    tuple[float, float]``); None for any other annotation (``tuple[int, ...]``, a list, text)."""
+    annotation = param.annotation
+    if typing.get_origin(annotation) is not tuple:
+        return None
+    args = typing.get_args(annotation)
+    return None if not args or Ellipsis in args or args == ((),) else len(args)
 
 
 def shape_hint(fn: Any, params: dict, group: str) -> str:
