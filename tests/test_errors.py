@@ -15,6 +15,7 @@ import dataclasses
 import importlib.resources
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 import expt
+from conftest import QUIET
 from expt.config import (ConfigError, DashboardConfig, RegularizationConfig, SanityConfig, TrainerConfig, unknown_override,
                          validate)
 
@@ -865,6 +867,39 @@ def test_an_empty_run_directory_is_refused_and_the_files_where_the_command_runs_
         f"and written to, or leave it out (the default is {'multirun' if sweep else 'outputs'}/<date>/<time>)."]
     assert {path: path.read_bytes() for path in kept} == kept
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "metrics.json"]
+
+
+def test_a_run_into_a_directory_of_the_users_own_files_at_a_runs_names_is_refused_and_they_stay(tmp_path):
+    """hydra.run.dir=. in a project that holds a metrics.json, an evaluation.json, a PyTorch file under checkpoints/
+    and TensorBoard events of the user's own: a run started there would remove them as an earlier run's. It stops before training,
+    naming each; an earlier expt run's files are replaced as before (the last part)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    (tmp_path / "metrics.json").write_text('{"accuracy": 0.9}')
+    (tmp_path / "evaluation.json").write_text("[0.9, 0.8]")
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"model": {"w": torch.ones(2)}}, tmp_path / "checkpoints" / "best.pt")  # weights, but no config
+    with SummaryWriter(str(tmp_path)) as writer:
+        writer.add_scalar("loss", 1.0, 0)
+    [events] = [p.name for p in tmp_path.glob("events.out.tfevents.*")]
+    kept = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    done = run_cli(["hydra.run.dir=.", "trainer.epochs=1", "data.subset=100"], cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert message_lines(done.stderr) == [
+        f"Error in the config: the run directory {tmp_path} holds files that no expt run wrote, where this run writes "
+        "its own: metrics.json (not written by an expt run); evaluation.json (not written by python -m "
+        "expt.evaluate); checkpoints/best.pt (not an expt checkpoint); "
+        f"{events} (TensorBoard events without the run_label.txt an expt run writes). A run started there would "
+        "replace them: move them, or give the run another directory (hydra.run.dir=...)."]
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not (tmp_path / "run_label.txt").exists()
+    # an expt run's own files there are an earlier run's, replaced by a run started anew, as before
+    for path in kept:
+        path.unlink()
+    for _ in range(2):
+        done = run_cli(["hydra.run.dir=.", "trainer.epochs=1", "data.subset=100", *QUIET], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"the \d+ file\(s\) of the run before it were removed", done.stdout), done.stdout[-2000:]
 
 
 def test_board_on_a_port_in_use_says_so(tmp_path):

@@ -134,6 +134,16 @@ def config_changes(stored: dict[str, Any], current: dict[str, Any]) -> dict[str,
             if not ((old is None and new == unset) or (old == unset and new is None))}
 
 
+def written_by_expt(path: str | Path) -> bool:
+    """Whether ``path`` is a file expt wrote as a checkpoint (a dict with model weights and a config), read without
+    loading its tensors (memory-mapped)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a file torch maps (expt writes only ones it does), unreadable, not weights
+        return False
+    return isinstance(state, dict) and "model" in state and "config" in state
+
+
 def saved_epoch(path: str | Path) -> int | None:
     """The epoch a checkpoint holds, read without loading its tensors (memory-mapped); None if it has none."""
     try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import time
@@ -29,7 +30,8 @@ from expt.errors import ConfigError, StorageError
 from expt.loss import training_loss
 from expt.predict import loss_and_accuracy
 from expt.pruning import ProgressReport
-from expt.status import COMPLETED, EVALUATION_DIR, EVALUATION_FILE, EVENTS_GLOB, INTERRUPTED, METRICS_FILE, PRUNED
+from expt.status import (COMPLETED, EVALUATION_DIR, EVALUATION_FILE, EVENTS_GLOB, INTERRUPTED, LABEL_FILE, METRICS_FILE,
+                         PRUNED)
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +190,8 @@ class RunRecord:
         wrote there go before this run writes anything, so no reader mixes the two runs (an ensemble of the
         earlier run's snapshots, its metrics beside this run's best.pt)."""
         here = self.earlier_run_here()
+        if here:
+            self._refuse_files_of_others()
         self.began = True  # from here the directory is this run's
         if not here:
             return  # no earlier run here: a directory of the user's own is left as it is
@@ -205,6 +209,34 @@ class RunRecord:
         if removed:
             log.info("This run starts anew in %s: the %d file(s) of the run before it were removed (its events, "
                      "checkpoints, metrics and evaluation).", self.run_dir, removed)
+
+    def _refuse_files_of_others(self) -> None:
+        """A ConfigError where a file this run would remove as an earlier run's is not one an expt run wrote: a
+        directory chosen on purpose (``hydra.run.dir=.``) may hold a user's own ``metrics.json``, checkpoints or
+        TensorBoard events. Event files count as a run's beside the ``run_label.txt`` a run writes first."""
+        others = []
+        for path, keys, writer in ((self.run_dir / METRICS_FILE, ("status",), "an expt run"),
+                                   (self.run_dir / EVALUATION_FILE, ("members", "ensemble"), "python -m expt.evaluate")):
+            if not path.is_file():
+                continue
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = None
+            if not (isinstance(data, dict) and all(key in data for key in keys)):
+                others.append(f"{path.name} (not written by {writer})")
+        for path in sorted(self.ckpt_dir.glob("*.pt")) if self.ckpt_dir.is_dir() else ():
+            if not checkpoint.written_by_expt(path):
+                others.append(f"{path.relative_to(self.run_dir)} (not an expt checkpoint)")
+        events = [path.name for path in self.dashboard.earlier]
+        if events and not (self.run_dir / LABEL_FILE).is_file():
+            others.append(f"{events[0]}{f' and {len(events) - 1} more' if len(events) > 1 else ''} (TensorBoard "
+                          f"events without the {LABEL_FILE} an expt run writes)")
+        if others:
+            raise ConfigError(
+                f"the run directory {self.run_dir} holds files that no expt run wrote, where this run writes its own: "
+                f"{'; '.join(others)}. A run started there would replace them: move them, or give the run another "
+                "directory (hydra.run.dir=...).")
 
     def save_snapshot(self, row: dict[str, float]) -> None:
         """checkpoints/epoch_<n>.pt for this epoch's trained weights; only the last trainer.snapshots epochs stay.
