@@ -31,7 +31,8 @@ populations are sections of their own in the results file (``presets-cuda-popula
 ``gpu.sh --presets`` and ``--resnet`` do not replace each other's tables (two runs of one kind, each with its own
 ``--only``, still do). Each candidate's runs go to a folder named after it under ``--out``; a
 ``metrics.json`` an earlier run left there is removed first. At ``--stop-after`` a run gets SIGTERM and ends as
-at Ctrl-C; the table says which epoch each stopped run reached and its best validation accuracy.
+at Ctrl-C; the table says which epoch each stopped run reached and its best validation accuracy. One that has not
+ended 30 s later is killed, and the log shows where each of its threads was (Python's fault handler).
 
     python bench/presets.py --population --only "resnet: ResNet-20 x2 width (the preset)"
 """
@@ -78,10 +79,11 @@ STOP_GRACE = 30  # seconds a run stopped at --stop-after has to end as Ctrl-C en
 def expt(arguments: list[str], stop: float, module: str = "expt") -> tuple[subprocess.CompletedProcess, bool]:
     """``python -m expt <arguments>`` (or another ``module``), and whether it was stopped: at the time ``stop`` it gets
     SIGTERM, which a run (a population's members too) ends as it ends at Ctrl-C, writing what it reached (``python -m
-    expt.evaluate`` ends at once: its evaluation.json is written whole or not at all); SIGKILL if it has not ended
-    :data:`STOP_GRACE` seconds later."""
-    proc = subprocess.Popen([sys.executable, "-m", module, *arguments], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    expt.evaluate`` ends at once: its evaluation.json is written whole or not at all). If it has not ended
+    :data:`STOP_GRACE` seconds later it is killed with SIGABRT, on which Python's fault handler prints where each of its
+    threads was (:func:`where_it_was`), then with SIGKILL if even that did not end it."""
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", module, *arguments], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=None if stop == float("inf") else max(1.0, stop - time.time()))
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), False
@@ -90,9 +92,30 @@ def expt(arguments: list[str], stop: float, module: str = "expt") -> tuple[subpr
         try:
             out, err = proc.communicate(timeout=STOP_GRACE)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
+            proc.send_signal(signal.SIGABRT)
+            try:
+                out, err = proc.communicate(timeout=STOP_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+            done = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+            print(f"  python -m {module} had not ended {STOP_GRACE} s after SIGTERM; where it was:\n{where_it_was(done)}",
+                  flush=True)
+            return done, True
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), True
+
+
+def killed(proc: subprocess.CompletedProcess) -> bool:
+    """Whether ``proc`` was killed for not ending within :data:`STOP_GRACE` seconds of its stop."""
+    return proc.returncode in (-signal.SIGABRT, -signal.SIGKILL)
+
+
+def where_it_was(proc: subprocess.CompletedProcess) -> str:
+    """What a process killed by :func:`expt` printed last: the fault handler's stack of each thread, where it had
+    got to, after its last lines before."""
+    lines = (proc.stderr or "").rstrip().splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Fatal Python error")), max(0, len(lines) - 3))
+    return "\n".join(lines[max(0, start - 3):])
 
 
 def tail(proc: subprocess.CompletedProcess) -> str:
@@ -110,7 +133,7 @@ def finished(proc: subprocess.CompletedProcess, stopped: bool, run_dir: Path, se
               f"val {100 * (m['best_val_acc'] or 0):.2f}%  {m['seconds']:.0f} s", flush=True)
         return m
     if not m:
-        status = ("stopped before its first epoch (past --stop-after)" if stopped and proc.returncode != -signal.SIGKILL
+        status = ("stopped before its first epoch (past --stop-after)" if stopped and not killed(proc)
                   else f"killed {STOP_GRACE} s after its stop, nothing written" if stopped else "failed")
     else:
         best = m.get("best_val_acc")

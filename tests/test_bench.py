@@ -198,13 +198,16 @@ def test_presets_stops_its_runs_at_the_stop_time_and_says_what_they_reached(tmp_
     reached and its best validation accuracy (a time limit on a GPU cut the ResNet preset's runs at epoch 33). How far
     they get depends on the machine, never judged: 10,000 epochs are never reached."""
     out = tmp_path / "runs"
-    text = run_bench("presets.py", "--subset", "1000", "--epochs", "10000", "--only", "three-layer", "--seeds", "0", "1",
-                     "--population", "--stop-after", "15", *slice_overrides(fashion_slice, *SLICE_RUNS),
-                     "--out", str(out), results=tmp_path / "R.md")
-    [row] = table(text, "presets-cpu-slice-override-population-convnet")
+    results = tmp_path / "R.md"
+    done = run_cli("--subset", "1000", "--epochs", "10000", "--only", "three-layer", "--seeds", "0", "1",
+                   "--population", "--stop-after", "15", *slice_overrides(fashion_slice, *SLICE_RUNS),
+                   "--out", str(out), f"--results={results}", program=BENCH / "presets.py", cwd=tmp_path, timeout=600,
+                   check=True)
+    [row] = table(results.read_text(), "presets-cpu-slice-override-population-convnet")
     assert row[1] == "0" and row[3:] == ["", "", ""], row
     said = row[2].split("; ")
     assert len(said) == 2, row  # each seed's own
+    assert "killed" not in row[2], done.stdout[-6000:]  # where the run was when it did not end (the fault handler's)
     for job, status in enumerate(said):
         metrics_file = out / "convnet-three-layer-convnet-the-old-preset" / str(job) / "metrics.json"
         if not metrics_file.is_file():  # stopped while it started (a slow machine)
@@ -216,6 +219,25 @@ def test_presets_stops_its_runs_at_the_stop_time_and_says_what_they_reached(tmp_
         if metrics["best_val_acc"] is not None:  # and the best model's test, which a stopped run still measures
             expected += f", best val {100 * metrics['best_val_acc']:.2f}%, its test {100 * metrics['test_acc']:.2f}%"
         assert status == expected
+
+
+def test_a_stopped_process_that_does_not_end_is_killed_and_says_where_it_was(tmp_path, monkeypatch):
+    """bench/presets.py's stop: a process that ignores SIGTERM is killed after the grace, and Python's fault handler
+    says where each of its threads was (here: the function it spins in)."""
+    import time
+
+    sys.path.insert(0, str(BENCH))
+    import presets
+
+    (tmp_path / "stubborn.py").write_text("import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n\n\n"
+                                         "def wait_forever():\n    while True:\n        time.sleep(0.05)\n\n\n"
+                                         "print('started', flush=True)\nwait_forever()\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(presets, "STOP_GRACE", 1)
+    proc, stopped = presets.expt([], time.time() + 3, module="stubborn")
+    assert stopped and presets.killed(proc) and proc.stdout == "started\n", proc
+    where = presets.where_it_was(proc)
+    assert where.startswith("Fatal Python error: Aborted") and 'stubborn.py", line 7 in wait_forever' in where, where
 
 
 def test_the_gpu_script_says_when_there_is_no_gpu(tmp_path):
