@@ -806,6 +806,34 @@ def test_ctrl_c_keeps_metrics_and_best_model_and_the_run_resumes(tmp_path, strai
         assert [(e.step, e.value) for e in events.Scalars(tag)] == [(4, pytest.approx(resumed[key]))], tag
 
 
+def test_a_sigterm_whose_exception_was_swallowed_still_stops_the_run_at_its_next_epoch(tmp_path):
+    """A library's bare ``except:`` (or a finalizer running when the signal came) can swallow the Terminated that
+    SIGTERM raises, and a scheduler sends one SIGTERM before its SIGKILL: the stop stays pending, and the run stops
+    at its next epoch or logging step as at Ctrl-C, keeping its metrics. Once the command has stopped for it, a run
+    trains again (in a process that goes on, such as this one)."""
+    import expt
+    from expt import errors
+
+    previous = signal.signal(signal.SIGTERM, errors.on_sigterm)
+    try:
+        try:  # the signal's exception lands in code that swallows everything
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10_000):
+                pass
+        except BaseException:
+            pass
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler ran: a second SIGTERM kills
+        cfg = expt.compose(["data.subset=100", "trainer.epochs=3", *QUIET])
+        with pytest.raises(errors.Terminated):
+            expt.train(cfg, run_dir=tmp_path / "stopped")
+        metrics = read_metrics(tmp_path / "stopped")
+        assert metrics["status"] == "interrupted" and metrics["epochs_completed"] == 0, metrics
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        errors.termination_handled()
+    assert expt.train(cfg, run_dir=tmp_path / "again")["status"] == "completed"
+
+
 @pytest.mark.slow
 def test_a_sweep_stopped_before_its_trial_has_a_checkpoint_says_how_to_continue_it(tmp_path):
     """A coarse-to-fine sweep's trials are often shorter than the checkpoint interval, so Ctrl-C usually lands in a

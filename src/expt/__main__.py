@@ -14,7 +14,7 @@ try:
     from omegaconf import DictConfig
 
     from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
-    from expt.errors import ConfigError, StorageError, Terminated
+    from expt.errors import ConfigError, StorageError, Terminated, on_sigterm, termination_handled
     from expt.overrides import shell_override, split_override
 except KeyboardInterrupt:  # Ctrl-C while the libraries load (a second or two): nothing has started
     print("Interrupted.", file=sys.stderr)
@@ -254,13 +254,6 @@ def main_reporting_help_errors(args: Optional[argparse.Namespace]) -> None:
     run_and_report(main)
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    """SIGTERM raises :class:`Terminated` where the program is, as Ctrl-C raises KeyboardInterrupt; a second one
-    kills at once."""
-    signal.signal(signum, signal.SIG_DFL)
-    raise Terminated()
-
-
 def cli() -> None:
     """``python -m expt`` and the ``expt`` command: the arguments checked, then :func:`main`. Ctrl-C exits 130 and
     SIGTERM 143, each after the run has kept what it measured and said how to resume."""
@@ -269,10 +262,11 @@ def cli() -> None:
     stop_on_misspelt_keys(arguments)
     if show_preset_config(arguments):
         return
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         main_reporting_help_errors(arguments)
     except KeyboardInterrupt as exc:  # the trainer has said what it kept and how to resume
+        termination_handled()
         terminated = isinstance(exc, Terminated)
         print("Terminated." if terminated else "Interrupted.", file=sys.stderr)
         raise SystemExit(143 if terminated else 130) from None

@@ -4,6 +4,8 @@ It lives in a module of its own, importing nothing, so that every module can rai
 importing the config machinery (and without import cycles).
 """
 
+import signal
+
 
 class ConfigError(ValueError):
     """A config value that cannot run. The message names the key, the value and what is allowed."""
@@ -65,6 +67,33 @@ def os_error_in(error: BaseException) -> "OSError | None":
 class Terminated(KeyboardInterrupt):
     """SIGTERM (``kill``, a scheduler's time limit): the command stops a run as Ctrl-C does, keeping what the
     finished epochs measured and its last checkpoint."""
+
+
+_termination_pending = False  # a SIGTERM came, and the command has not yet stopped for it
+
+
+def on_sigterm(signum: int, _frame: object) -> None:
+    """SIGTERM's handler (``python -m expt`` installs it): raise :class:`Terminated` where the program is, as Ctrl-C
+    raises KeyboardInterrupt; a second SIGTERM kills at once. The stop also stays pending until the command has
+    stopped (:func:`termination_handled`): where the exception was swallowed (a library's bare ``except:``, a
+    finalizer running when the signal came), the training loop raises it again (:func:`raise_pending_termination`),
+    so that a scheduler's one SIGTERM before its SIGKILL is never lost."""
+    global _termination_pending
+    signal.signal(signum, signal.SIG_DFL)
+    _termination_pending = True
+    raise Terminated()
+
+
+def raise_pending_termination() -> None:
+    """Raise :class:`Terminated` if a SIGTERM came and its exception did not stop the command."""
+    if _termination_pending:
+        raise Terminated()
+
+
+def termination_handled() -> None:
+    """The command has stopped for its SIGTERM (or, in a process that goes on, such as a test's, it may train again)."""
+    global _termination_pending
+    _termination_pending = False
 
 
 def described(error: BaseException) -> str:

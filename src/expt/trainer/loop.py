@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from expt import checkpoint
-from expt.errors import StorageError, described
+from expt.errors import StorageError, described, raise_pending_termination
 from expt.overrides import shell_override
 from expt.status import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, write_metrics
 from expt.trainer.engine import SingleEngine
@@ -143,6 +143,7 @@ class Trainer:
         """One epoch of every active run; False when none is left training after it (each diverged or was pruned)."""
         if not self.begun:
             raise RuntimeError("Trainer.begin() must come before the first train_epoch")
+        raise_pending_termination()
         t0, warm0 = time.perf_counter(), self.engine.warmup_seconds
         epoch = self.active[0].epoch + 1
         rates = {id(r): r.exp.schedule.epoch_rate(epoch) for r in self.active}
@@ -317,6 +318,7 @@ class Trainer:
                     bar.update(y.shape[-1])
                 if not logging_step:
                     continue
+                raise_pending_termination()
                 chunk = torch.stack(pending).T.tolist()  # (runs, steps read)
                 pending.clear()
                 diverged = [r for pos, r in enumerate(self.active) if r.read_losses(first + read + 1, chunk[pos])]
