@@ -62,8 +62,8 @@ case $mode in
       --deadline 300 --stop-after 430 --out "$out" --results "$results" ;;
   benchmarks)
     part 100 $py -m pytest -q -p no:cacheprovider -m cuda tests
-    part 75 $py bench/throughput.py --device cuda --models convnet --batches 64 512 \
-      --modes eager "eager, not captured" "amp bf16" --results "$results"
+    part 90 $py bench/throughput.py --device cuda --models convnet --batches 64 512 \
+      --modes eager "eager, not captured" "channels last" "amp bf16" --results "$results"
     part 90 $py bench/overhead.py --device cuda --quick --only "convnet / digits" \
       --only "fashion_mnist preset / 10k slice" --results "$results"
     part 150 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" "convnet / synthetic 3x32x32" \

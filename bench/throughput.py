@@ -40,6 +40,7 @@ MODES = {  # expt captures its step as a CUDA graph by default on CUDA (trainer.
     "eager": [],
     "eager, not captured": ["trainer.cuda_graph=false"],
     "compiled": ["trainer.compile=true"],
+    "channels last": ["trainer.channels_last=true"],  # float32: the memory format's own share of amp bf16's gain
     "amp bf16": ["trainer.amp=bf16", "trainer.channels_last=true"],
     "compiled + amp bf16": ["trainer.compile=true", "trainer.amp=bf16", "trainer.channels_last=true"],
 }
