@@ -878,6 +878,7 @@ def test_a_run_into_a_directory_of_the_users_own_files_at_a_runs_names_is_refuse
     (tmp_path / "evaluation.json").write_text("[0.9, 0.8]")
     (tmp_path / "checkpoints").mkdir()
     torch.save({"model": {"w": torch.ones(2)}}, tmp_path / "checkpoints" / "best.pt")  # weights, but no config
+    torch.save({"w": torch.ones(2)}, tmp_path / "checkpoints" / "mine.pt")  # a name no run writes: never in question
     with SummaryWriter(str(tmp_path)) as writer:
         writer.add_scalar("loss", 1.0, 0)
     [events] = [p.name for p in tmp_path.glob("events.out.tfevents.*")]

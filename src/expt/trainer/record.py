@@ -225,8 +225,10 @@ class RunRecord:
                 data = None
             if not (isinstance(data, dict) and all(key in data for key in keys)):
                 others.append(f"{path.name} (not written by {writer})")
-        for path in sorted(self.ckpt_dir.glob("*.pt")) if self.ckpt_dir.is_dir() else ():
-            if not checkpoint.written_by_expt(path):
+        replaced = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST,
+                    *checkpoint.snapshots(self.ckpt_dir).values()]  # what a run removes there; nothing else
+        for path in replaced:
+            if path.is_file() and not checkpoint.written_by_expt(path):
                 others.append(f"{path.relative_to(self.run_dir)} (not an expt checkpoint)")
         events = [path.name for path in self.dashboard.earlier]
         if events and not (self.run_dir / LABEL_FILE).is_file():
