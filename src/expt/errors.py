@@ -1,6 +1,7 @@
-"""The error every bad input becomes: one paragraph naming the key, the value and what is allowed.
+"""The error every bad input becomes: one paragraph naming the key, the value and what is allowed; and the
+other ways a run stops (a full disk, SIGTERM).
 
-It lives in a module of its own, importing nothing, so that every module can raise it without
+It lives in a module of its own, importing nothing of expt, so that every module can raise them without
 importing the config machinery (and without import cycles).
 """
 
