@@ -428,7 +428,7 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
             if unknown:
                 return (f"{group}=[{','.join(names)}]: {unknown[0]} is not an option of {group}; its options are: "
                         f"{', '.join(available)}.")
-        swept = {o.key_or_group for o in overrides if o.is_sweep_override()}
+        swept = {o.key_or_group: o for o in overrides if o.is_sweep_override()}
         rest = [o.input_line for o in overrides if o not in suspects and o.key_or_group not in swept]
         try:
             cfg = compose(config_name="config", overrides=rest, return_hydra_config=True)
@@ -439,7 +439,7 @@ def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[
             if parts[0] not in swept:
                 problem = _lacking(cfg, override, parts)
             else:  # the key under each option the group's sweep gives a job
-                sweep = next(o for o in overrides if o.key_or_group == parts[0] and o.is_sweep_override())
+                sweep = swept[parts[0]]
                 options, lacking = _swept_options(sweep), {}
                 for option in options:
                     try:

@@ -31,7 +31,7 @@ from expt.loss import training_loss
 from expt.predict import loss_and_accuracy
 from expt.pruning import ProgressReport
 from expt.status import (COMPLETED, EVALUATION_DIR, EVALUATION_FILE, EVENTS_GLOB, INTERRUPTED, LABEL_FILE, METRICS_FILE,
-                         PRUNED)
+                         PRUNED, read_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -215,16 +215,16 @@ class RunRecord:
         directory chosen on purpose (``hydra.run.dir=.``) may hold a user's own ``metrics.json``, checkpoints or
         TensorBoard events. Event files count as a run's beside the ``run_label.txt`` a run writes first."""
         others = []
-        for path, keys, writer in ((self.run_dir / METRICS_FILE, ("status",), "an expt run"),
-                                   (self.run_dir / EVALUATION_FILE, ("members", "ensemble"), "python -m expt.evaluate")):
-            if not path.is_file():
-                continue
+        if (self.run_dir / METRICS_FILE).is_file() and "status" not in (read_metrics(self.run_dir) or {}):
+            others.append(f"{METRICS_FILE} (not written by an expt run)")
+        evaluation = self.run_dir / EVALUATION_FILE
+        if evaluation.is_file():
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = json.loads(evaluation.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 data = None
-            if not (isinstance(data, dict) and all(key in data for key in keys)):
-                others.append(f"{path.name} (not written by {writer})")
+            if not (isinstance(data, dict) and "members" in data and "ensemble" in data):
+                others.append(f"{EVALUATION_FILE} (not written by python -m expt.evaluate)")
         replaced = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST,
                     *checkpoint.snapshots(self.ckpt_dir).values()]  # what a run removes there; nothing else
         for path in replaced:
