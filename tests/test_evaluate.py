@@ -179,6 +179,19 @@ def test_a_run_started_anew_leaves_nothing_of_the_run_before_it(snapshot_run, tm
         evaluate.evaluate_ensembles(run, snapshots=True)
 
 
+def test_an_earlier_runs_snapshots_alone_are_replaced_too(snapshot_run, tmp_path):
+    """Its last.pt, best.pt, metrics.json and events deleted, the epoch snapshots still make it a run's directory:
+    left there, they would be ensembled as the new run's."""
+    run = tmp_path / "run"
+    shutil.copytree(snapshot_run, run)
+    for path in [run / "metrics.json", run / "checkpoints" / "last.pt", run / "checkpoints" / "best.pt",
+                 *run.glob("events.out.tfevents.*")]:
+        path.unlink()
+    assert len(list((run / "checkpoints").glob("epoch_*.pt"))) == 3
+    expt.train(expt.compose(["model=mlp", "data.subset=300", "trainer.epochs=1", *QUIET]), run_dir=run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_a_run_in_a_directory_of_the_users_own_leaves_its_files_alone(tmp_path):
     """No earlier run there (no metrics.json, checkpoint or events): nothing is removed, an evaluation/ folder of
     the user's included; where an earlier run was, only python -m expt.evaluate's events leave evaluation/."""

@@ -177,12 +177,15 @@ class RunRecord:
             "config": self.exp.config_yaml,
         }
 
-    def _earlier_files(self) -> list[Path]:
-        return [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST, self.run_dir / METRICS_FILE]
+    def _checkpoints(self) -> list[Path]:
+        """The checkpoints a run started anew replaces: last.pt, best.pt and the epoch snapshots; nothing else there."""
+        return [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST,
+                *checkpoint.snapshots(self.ckpt_dir).values()]
 
     def earlier_run_here(self) -> bool:
         """Whether the directory holds an earlier run's files that this run has not replaced (nor resumed from)."""
-        return not self.began and (bool(self.dashboard.earlier) or any(p.is_file() for p in self._earlier_files()))
+        files = (*self._checkpoints(), self.run_dir / METRICS_FILE)
+        return not self.began and (bool(self.dashboard.earlier) or any(path.is_file() for path in files))
 
     def forget_earlier_run(self) -> None:
         """A run started anew (not resumed) in a directory an earlier run used replaces that run whole: its event
@@ -195,10 +198,9 @@ class RunRecord:
         self.began = True  # from here the directory is this run's
         if not here:
             return  # no earlier run here: a directory of the user's own is left as it is
-        earlier = self._earlier_files()
         removed = self.dashboard.forget_earlier_run()
         board = self.run_dir / EVALUATION_DIR  # python -m expt.evaluate's events; nothing else there is touched
-        files = [*earlier, *checkpoint.snapshots(self.ckpt_dir).values(), self.run_dir / EVALUATION_FILE,
+        files = [*self._checkpoints(), self.run_dir / METRICS_FILE, self.run_dir / EVALUATION_FILE,
                  *(board.glob(EVENTS_GLOB) if board.is_dir() else ())]
         for path in files:
             with contextlib.suppress(OSError):  # absent; or not removable, and then this run's write says why
@@ -225,9 +227,7 @@ class RunRecord:
                 data = None
             if not (isinstance(data, dict) and "members" in data and "ensemble" in data):
                 others.append(f"{EVALUATION_FILE} (not written by python -m expt.evaluate)")
-        replaced = [self.ckpt_dir / checkpoint.LAST, self.ckpt_dir / checkpoint.BEST,
-                    *checkpoint.snapshots(self.ckpt_dir).values()]  # what a run removes there; nothing else
-        for path in replaced:
+        for path in self._checkpoints():
             if path.is_file() and not checkpoint.written_by_expt(path):
                 others.append(f"{path.relative_to(self.run_dir)} (not an expt checkpoint)")
         events = [path.name for path in self.dashboard.earlier]
