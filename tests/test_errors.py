@@ -366,6 +366,20 @@ def test_help_shows_the_groups_and_reports_a_bad_override_as_a_run_does(case, tm
         assert not (tmp_path / "outputs").exists()
 
 
+@pytest.mark.parametrize("arguments, code", [(["modle=mlp"], 1), (["trainer.epoch=3"], 1), (["model=nope"], 1),
+                                             (["regularization=[l2,dropuot]"], 1), (["--help"], 0)])
+def test_a_typo_and_help_are_answered_before_pytorch_is_imported(arguments, code, tmp_path):
+    """Only a run's checks need PyTorch, whose import takes seconds: a misspelt key or option is told, and the
+    help shown, without it (``-X importtime`` lists every module the command imported)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "expt", *arguments], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert {"expt.config", "hydra"} <= imported and "torch" not in imported
+    assert "Traceback" not in proc.stderr
+
+
 def test_the_expt_command_checks_and_reports_as_python_m_expt_does(tmp_path):
     """The ``expt`` console script (the installed entry point, called as the script calls it) takes the same path
     as ``python -m expt``: the misspelt-key paragraph and exit 1, not Hydra's message."""

@@ -20,7 +20,6 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from expt.dry_run import dry_run
 from expt.errors import ConfigError, not_allowed, reason, written
 from expt.instantiate import locate, parameters, to_plain
 from expt.overrides import value_text
@@ -577,6 +576,8 @@ def validate(cfg: DictConfig) -> None:
     _check_learning_rate(cfg.optimizer)
     _check_nothing_missing(cfg)
     _check_data(cfg.data)
+    from expt.dry_run import dry_run  # torch's: imported once a run is checked, so that a typo is told at once
+
     dry_run(cfg)
 
 
