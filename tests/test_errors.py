@@ -175,13 +175,15 @@ CASES["group_null"] = (["schedule=null"], ["schedule=null is not allowed", "cons
 CASES["list_group_null"] = (["regularization=null"], ["regularization=null is not allowed", "regularization=none",
                                                       "regularization=[]"])
 for group, options in GROUP_OPTIONS.items():
-    CASES[f"unknown_option_{group}"] = ([f"{group}=nope"], [f"{group}/nope", "Available options", *options])
-CASES["experiment_misspelt"] = (["experiment=digit"], ["experiment/digit", "Available options", *GROUP_OPTIONS["experiment"]])
+    CASES[f"unknown_option_{group}"] = ([f"{group}=nope"], [f"{group}=nope is not an option of {group}",
+                                                            "its options are: ", *options])
+CASES["experiment_misspelt"] = (["experiment=digit"], ["experiment=digit is not an option of experiment (did you mean "
+                                                       "digits?)", *GROUP_OPTIONS["experiment"]])
 
 # One case for each way an error reaches the terminal; these also run the real CLI.
 SUBPROCESS_CASES = {
     "lr_zero": "validation of the composed config",
-    "experiment_misspelt": "Hydra's composition (an option that does not exist)",
+    "experiment_misspelt": "the check of the overrides before Hydra composes them (an option that does not exist)",
     "npz_negative_label": "the data loader's checks",
     "resume_missing": "the trainer, before its first step",
     "run_dir_is_a_file": "the callback that checks hydra.run.dir",
@@ -257,16 +259,11 @@ def message_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
 
 
-def check_message(case: str, message: str, expected: list[str]) -> None:
-    """The message holds every expected string, and is one paragraph (Hydra's option lists: one line an option)."""
+def check_message(message: str, expected: list[str]) -> None:
+    """The message holds every expected string, and is one paragraph."""
     for text in expected:
         assert text in message, f"{text!r} missing from:\n{message}"
-    lines = message_lines(message)
-    if case.startswith("unknown_option_") or case == "experiment_misspelt":
-        group = "experiment" if case == "experiment_misspelt" else case.removeprefix("unknown_option_")
-        assert len(lines) <= len(GROUP_OPTIONS[group]) + 6, message  # Hydra lists the options and its search path
-    else:
-        assert 1 <= len(lines) <= MAX_LINES, message
+    assert 1 <= len(message_lines(message)) <= MAX_LINES, message
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +292,7 @@ def test_the_cli_prints_one_paragraph_and_exits_1_before_training(case, cli_outc
     stderr = proc.stderr
     assert proc.returncode == 1, f"exit {proc.returncode}\n{stderr[-2000:]}"
     assert "Traceback" not in stderr + proc.stdout and "[ERROR]" not in proc.stdout  # said once, as one paragraph
-    check_message(case, stderr, expected)
+    check_message(stderr, expected)
     assert "+trainer" not in stderr and "+dashboard" not in stderr  # never advice to add a misspelt key
     if case not in CLI_ONLY:
         assert "Error in the config: " in stderr or "Could not find" in stderr
@@ -317,7 +314,7 @@ def test_bad_input_gives_a_short_clear_error_before_training(case, root, tmp_pat
     message = str(exc.value)
     if isinstance(exc.value, HydraException) and exc.value.__cause__ is not None:
         message += f"\n{exc.value.__cause__}"  # the CLI prints the cause below Hydra's own line
-    check_message(case, message, expected)
+    check_message(message, expected)
     if isinstance(exc.value, ConfigError):
         one_paragraph(exc)
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
@@ -344,7 +341,7 @@ HELP_CASES = {  # (arguments, exit code, what the output holds)
                                  ["Error in the config: trainer.epoch=3 is not a key of trainer",
                                   "(did you mean trainer.epochs?)"]),
     "help_with_an_unknown_option": (["model=nope", "--help"], 1,
-                                    ["Could not find 'model/nope'", "Available options in 'model'", "convnet"]),
+                                    ["model=nope is not an option of model", "its options are: convnet"]),
     "help_with_a_bad_value": (["trainer.epochs=abc", "--help"], 1,
                               ["trainer.epochs=abc", "'abc'", "could not be converted to Integer"]),
 }
@@ -719,7 +716,8 @@ def test_options_and_keys_of_a_config_of_ones_own_are_left_to_hydra(tmp_path):
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "jitter:" in proc.stdout and "pad: 2" in proc.stdout
-    assert unknown_override(["augmentation=[translate,jitter]"]).startswith("augmentation=[translate,jitter]: jitter")
+    assert unknown_override(["augmentation=[translate,jitter]"]).startswith(
+        "augmentation=[translate,jitter] is not allowed: jitter is not an option of augmentation")
 
 
 GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_override gives
@@ -737,8 +735,9 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
                                       "augmentation.translate.padd=3 is not a key of augmentation.translate (did you "
                                       "mean augmentation.translate.pad?); its keys are: _target_, pad, mode."),
     "an_option_of_a_list_group": (["regularization=[l2,dropuot]"],
-                                  "regularization=[l2,dropuot]: dropuot is not an option of regularization; its "
-                                  "options are: batchnorm, dropout, elastic_net, l1, l2, max_norm, none."),
+                                  "regularization=[l2,dropuot] is not allowed: dropuot is not an option of "
+                                  "regularization (did you mean dropout?); its options are: batchnorm, dropout, "
+                                  "elastic_net, l1, l2, max_norm, none."),
     "a_value_of_the_wrong_type_in_a_typed_section": (["trainer.epochs=abc"],  # OmegaConf's five-line block before
                                                      "trainer.epochs=abc is not allowed: Value 'abc' of type 'str' "
                                                      "could not be converted to Integer."),
@@ -1029,7 +1028,8 @@ def test_cfg_job_under_a_preset_prints_the_config_the_run_trains(tmp_path):
         proc = run_cli(["experiment=fashion_mnist_convnet", "--cfg", "job", "-p", package], cwd=tmp_path)
         assert said in proc.stdout + proc.stderr and "@package" not in proc.stdout  # Hydra's own answer
     proc = run_cli(["experiment=fashion_mnist_convnet", "model=nope", "--cfg", "job"], cwd=tmp_path)
-    assert proc.returncode == 1 and "Could not find 'model/nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "model=nope is not an option of model" in proc.stderr
+    assert "Traceback" not in proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 

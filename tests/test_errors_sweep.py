@@ -159,8 +159,8 @@ def test_a_launcher_setting_is_left_to_hydra_where_a_preset_of_ones_own_may_choo
      "Error in the config: hydra.sweeper.rounds.1.overrides: trainer.batch_size=abc is not allowed: Value "
      "'abc' of type 'str' could not be converted to Integer."),
     ("hydra.sweeper.rounds=[{trials:2,top_k:1},{trials:1,overrides:['schedule=cosin']}]",
-     "Error in the config: hydra.sweeper.rounds.1.overrides do not compose: In 'config': Could not find "
-     "'schedule/cosin'"),
+     "Error in the config: hydra.sweeper.rounds.1.overrides: schedule=cosin is not an option of schedule (did you "
+     "mean cosine?); its options are: constant, cosine,"),
 ])
 def test_a_misspelt_key_in_a_rounds_overrides_stops_the_sweep_before_its_first_trial(tmp_path, override, expected):
     """As on the command line, where it came from: Hydra's error would come at that round, after the trials
@@ -234,11 +234,14 @@ def test_a_key_of_a_stage_the_preset_lacks_names_the_stages_there_are(tmp_path):
 
 @pytest.mark.parametrize("override,expected", [
     ("activation=choice(relu,foo)",
-     "Error in the config: activation=choice(relu, foo) is not allowed: foo is not an option of the config group "
-     "activation, whose options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
+     "Error in the config: activation=choice(relu,foo) is not allowed: foo is not an option of activation; its "
+     "options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
     ("+hydra.sweeper.params.activation='choice(relu,foo)'",
      "Error in the config: hydra.sweeper.params.activation=choice(relu, foo) is not allowed: foo is not an option "
-     "of the config group activation, whose options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
+     "of activation; its options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
+    ("activation=choice(relu,rleu)",
+     "Error in the config: activation=choice(relu,rleu) is not allowed: rleu is not an option of activation (did "
+     "you mean relu?); its options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
     ("trainer.batch_size=choice(32,abc)",
      "Error in the config: trainer.batch_size=choice(32, abc) is not allowed: the option abc does not compose "
      "(Error merging override trainer.batch_size=abc: Value 'abc' of type 'str' could not be converted to Integer)."),

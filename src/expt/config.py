@@ -20,7 +20,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from expt.errors import ConfigError, not_allowed, reason, written
+from expt.errors import ConfigError, not_allowed, not_an_option, reason, written
 from expt.instantiate import locate, parameters, to_plain
 from expt.overrides import value_text
 
@@ -232,9 +232,10 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
       :func:`check_keys` then rejects. This says in one step which keys there are and the nearest one.
     - The same for the option an open group (data, model, ...) composes (``model.num_filter=8``), where
       Hydra names neither the keys there are nor the nearest one (:func:`_unknown_in_groups`).
-    - An option that a list-valued group does not have (``regularization=[l2,dropuot]``), for which
-      Hydra does not list the options as it does for a single one; and a list of options for a group that takes
-      one (``activation=[relu,tanh]``), which Hydra merges into one config, the last option's values winning.
+    - An option that a group does not have, alone (``activation=rleu``), in a list (``regularization=[l2,dropuot]``)
+      or a sweep: the group's options and the nearest one, where Hydra names no nearest one (and, for a list,
+      lists none); and a list of options for a group that takes one (``activation=[relu,tanh]``), which Hydra
+      merges into one config, the last option's values winning.
 
     Arguments Hydra cannot parse are left to Hydra. ``own_config``: the command names a config of its own
     (``--config-dir``, ``--config-name``, ``--config-path``), whose groups and keys only Hydra knows: only the
@@ -346,7 +347,7 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
     preset_options = _default_options(f"experiment/{chosen['experiment']}.yaml") if preset else {}
     swept = {o.key_or_group: _swept_options(o) for o in plain if o.key_or_group in options and o.is_sweep_override()}
     searched = any(o.key_or_group == "hydra/sweeper" and o.value() == "coarse_to_fine" for o in plain)
-    suspects, lists = [], []
+    suspects, named = [], []
     for o in plain:
         parts = o.key_or_group.split(".")
         group = parts[0]
@@ -363,6 +364,11 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
             return (f"{group}={value_text(o)} is not allowed: it names {' and '.join(twice)} more than once, and an "
                     f"option is applied once however often it is named (its settings are {group}.{twice[0]}.*); "
                     f"name each option once.")
+        if len(parts) == 1:  # the options named: one, a list's, or a sweep's
+            names = _swept_options(o) if o.is_sweep_override() else \
+                [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
+            if any(name not in options[group] for name in names):  # not expt's own: perhaps a plugin's
+                named.append((o, names))
         if group == "experiment":
             continue
         if len(parts) == 1 and value is None and not o.is_sweep_override():  # Hydra would raise a ValueError
@@ -371,8 +377,6 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
                 "chooses none of them." if group in LIST_GROUPS else
                 f"{group} takes one of its options ({', '.join(options[group])}); choose one with {group}=<option>."))
         if len(parts) == 1:
-            if isinstance(value, list) and any(str(v) not in options[group] for v in value):
-                lists.append((o, [str(v) for v in value]))
             continue
         if group in sections:  # checked above
             continue
@@ -395,9 +399,9 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
                     f"{o.key_or_group}={value_text(o)}.")
         if preset or not isinstance(option, str) or not _own_file_has(group, option, parts[1:]):
             suspects.append(o)
-    if not suspects and not lists or any(o.key_or_group == "hydra.searchpath" for o in overrides):
+    if not suspects and not named or any(o.key_or_group == "hydra.searchpath" for o in overrides):
         return None
-    return _unknown_composed(overrides, suspects, lists)
+    return _unknown_composed(overrides, suspects, named)
 
 
 def _default_options(path: str = "config.yaml") -> dict[str, Any]:
@@ -413,20 +417,20 @@ def _default_options(path: str = "config.yaml") -> dict[str, Any]:
             for k, v in entry.items()}
 
 
-def _unknown_composed(overrides: list, suspects: list, lists: list) -> Optional[str]:
-    """Compose as Hydra will (its search path, every plugin's options, the presets) to say for certain."""
+def _unknown_composed(overrides: list, suspects: list, named: list) -> Optional[str]:
+    """Compose as Hydra will (its search path, every plugin's options, the presets) to say for certain: ``suspects``,
+    overrides of keys that may be misspelt; ``named``, (override, the options it names) where one may not exist."""
     from hydra import compose
     from hydra.core.global_hydra import GlobalHydra
 
     def check() -> Optional[str]:
         loader = GlobalHydra.instance().config_loader()
-        for override, names in lists:
+        for override, names in named:
             group = override.key_or_group
             available = loader.get_group_options(group)
             unknown = [n for n in names if n not in available]
             if unknown:
-                return (f"{group}=[{','.join(names)}]: {unknown[0]} is not an option of {group}; its options are: "
-                        f"{', '.join(available)}.")
+                return not_an_option(f"{group}={value_text(override)}", group, unknown[0], available)
         swept = {o.key_or_group: o for o in overrides if o.is_sweep_override()}
         rest = [o.input_line for o in overrides if o not in suspects and o.key_or_group not in swept]
         try:

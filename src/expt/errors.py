@@ -5,7 +5,9 @@ It lives in a module of its own, importing nothing of expt, so that every module
 importing the config machinery (and without import cycles).
 """
 
+import difflib
 import signal
+from typing import Sequence
 
 
 class ConfigError(ValueError):
@@ -38,6 +40,15 @@ def sentence(text: str) -> str:
 def not_allowed(key: str, value: object, allowed: str) -> ConfigError:
     """The error for ``key=value``: ``<key>=<value> is not allowed: <allowed>.``, the value as :func:`written` gives it."""
     return ConfigError(f"{key}={written(value)} is not allowed: {allowed.rstrip('.')}.")
+
+
+def not_an_option(setting: str, group: str, name: str, available: "Sequence[str]") -> str:
+    """What to say of ``setting`` (as written: ``activation=rleu``, ``regularization=[l2,dropuot]``, a sweep, a
+    ``choice()``), which names ``name``, not one of the ``available`` options of ``group``: those, and the nearest."""
+    near = difflib.get_close_matches(name, available, n=1)
+    told = setting if setting == f"{group}={name}" else f"{setting} is not allowed: {name}"
+    return (f"{told} is not an option of {group}{f' (did you mean {near[0]}?)' if near else ''}; its options are: "
+            f"{', '.join(available)}.")
 
 
 class StorageError(OSError):

@@ -32,6 +32,7 @@ from expt.search import (
     default_limits,
     integer_sweep,
 )
+from expt.errors import not_an_option
 from expt.overrides import override_key, value_text
 
 log = logging.getLogger(__name__)
@@ -229,9 +230,7 @@ def check_choices(space: Mapping[str, Param], fixed: Sequence[str], arguments: S
                 "[") else [option]
             bad = [n for n in names if n not in options]
             if options and bad:
-                raise SearchConfigError(
-                    f"{written} is not allowed: {bad[0]} is not an option of the config group {name}, "
-                    f"whose options are: {', '.join(options)}.")
+                raise SearchConfigError(not_an_option(written, name, bad[0], options))
             try:
                 composed[(name, option)] = loader.load_sweep_config(config, [*fixed, f"{name}={option}"])
             except Exception as error:  # Hydra's composition errors, each a message of its own
