@@ -734,6 +734,12 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
     "a_key_of_a_list_groups_option": (["augmentation=[translate]", "augmentation.translate.padd=3"],
                                       "augmentation.translate.padd=3 is not a key of augmentation.translate (did you "
                                       "mean augmentation.translate.pad?); its keys are: _target_, pad, mode."),
+    "an_option_alone": (["activation=rleu"], "activation=rleu is not an option of activation (did you mean relu?); "
+                                             "its options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
+    "an_option_of_a_sweep": (["activation=relu,rleu"], "activation=relu,rleu is not allowed: rleu is not an option of "
+                                                       "activation (did you mean relu?); its options are: elu,"),
+    "a_preset_misspelt": (["experiment=fashion_mnist_resent"], "experiment=fashion_mnist_resent is not an option of "
+                                                               "experiment (did you mean fashion_mnist_resnet?)"),
     "an_option_of_a_list_group": (["regularization=[l2,dropuot]"],
                                   "regularization=[l2,dropuot] is not allowed: dropuot is not an option of "
                                   "regularization (did you mean dropout?); its options are: batchnorm, dropout, "
