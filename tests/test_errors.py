@@ -377,6 +377,15 @@ def test_a_typo_and_help_are_answered_before_pytorch_is_imported(arguments, code
     assert "Traceback" not in proc.stderr
 
 
+def test_the_nearest_name_is_a_swap_of_two_neighbouring_letters_before_difflibs_closest():
+    from expt.errors import nearest
+
+    assert nearest("modle", ["mode", "model", "data"]) == "model"  # difflib alone ranks mode first
+    assert nearest("optimzer", ["optimizer", "trainer"]) == "optimizer"  # a letter left out: difflib's
+    assert nearest("x_valid", ["x_val", "y_val"], 0.75) == "x_val"
+    assert nearest("x", ["model", "data"]) is None and nearest("nope", []) is None
+
+
 def test_the_expt_command_checks_and_reports_as_python_m_expt_does(tmp_path):
     """The ``expt`` console script (the installed entry point, called as the script calls it) takes the same path
     as ``python -m expt``: the misspelt-key paragraph and exit 1, not Hydra's message."""
@@ -734,6 +743,8 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
     "a_key_of_a_list_groups_option": (["augmentation=[translate]", "augmentation.translate.padd=3"],
                                       "augmentation.translate.padd=3 is not a key of augmentation.translate (did you "
                                       "mean augmentation.translate.pad?); its keys are: _target_, pad, mode."),
+    "a_group_with_two_letters_swapped": (["modle=x"], "modle=x is not a key of the config (a top-level key) (did "
+                                                      "you mean model?)"),
     "an_option_alone": (["activation=rleu"], "activation=rleu is not an option of activation (did you mean relu?); "
                                              "its options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
     "an_option_of_a_sweep": (["activation=relu,rleu"], "activation=relu,rleu is not allowed: rleu is not an option of "

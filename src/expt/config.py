@@ -20,7 +20,7 @@ import yaml
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from expt.errors import ConfigError, not_allowed, not_an_option, reason, written
+from expt.errors import ConfigError, nearest, not_allowed, not_an_option, reason, written
 from expt.instantiate import locate, parameters, to_plain
 from expt.overrides import value_text
 
@@ -183,16 +183,14 @@ def _unknown_key(key: str, node: DictConfig, name: str, allowed: list[str], wher
     raise ConfigError(_not_a_key(f"{key}={value!r}", key, allowed, where))
 
 
-def _not_a_key(setting: str, key: str, allowed: list[str], where: str, nearest: Optional[str] = None,
+def _not_a_key(setting: str, key: str, allowed: list[str], where: str, meant: Optional[str] = None,
                noun: str = "key") -> str:
     """What to say of ``setting`` (``key=value`` as shown), whose last part of ``key`` is not in ``allowed``;
-    ``nearest``: the full key to suggest, where it is not the closest of ``allowed``; ``noun``: what ``allowed``
+    ``meant``: the full key to suggest, where it is not the nearest of ``allowed``; ``noun``: what ``allowed``
     are called (keys, or a plugin's settings)."""
-    import difflib
-
-    near = difflib.get_close_matches(key.rsplit(".", 1)[-1], allowed, n=1)
+    near = nearest(key.rsplit(".", 1)[-1], allowed)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
-    hint = f" (did you mean {nearest}?)" if nearest else f" (did you mean {prefix}{near[0]}?)" if near else ""
+    hint = f" (did you mean {meant}?)" if meant else f" (did you mean {prefix}{near}?)" if near else ""
     return f"{setting} is not a {noun} of {where}{hint}; its {noun}s are: {', '.join(allowed)}."
 
 
@@ -241,8 +239,6 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
     (``--config-dir``, ``--config-name``, ``--config-path``), whose groups and keys only Hydra knows: only the
     typed sections are checked.
     """
-    import difflib
-
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
@@ -266,15 +262,15 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
                            if key in {f.name for f in dataclasses.fields(typed)}), None)
             if within is None:  # modle=mlp: a misspelt group whose option the value is
                 having = [group for group, names in options.items() if value_text(override) in names]
-                group = difflib.get_close_matches(key, having, n=1)
-                within = f"{group[0]}={value_text(override)}" if group else None
+                group = nearest(key, having)
+                within = f"{group}={value_text(override)}" if group else None
             return _not_a_key(f"{key}={value_text(override)}", key, top, "the config (a top-level key)", within)
         if stray:
             # optimiser.lr=1e-3: a misspelt section or group, for which Hydra would suggest +optimiser.lr=1e-3
-            near = difflib.get_close_matches(parts[0], top, n=1)
+            near = nearest(parts[0], top)
             return _not_a_key(f"{override.key_or_group}={value_text(override)}", parts[0], top,
                               f"the config ({parts[0]} is not a top-level key)",
-                              ".".join([near[0], *parts[1:]]) if near else None)
+                              ".".join([near, *parts[1:]]) if near else None)
         if len(parts) < 2 or schema is None:
             continue
         allowed = [f.name for f in dataclasses.fields(schema)]

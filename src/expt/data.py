@@ -8,7 +8,6 @@ trainer keeps them on the device and slices minibatches out of them.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import gzip
 import hashlib
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from expt.errors import ConfigError, not_allowed, reason
+from expt.errors import ConfigError, nearest, not_allowed, reason
 from expt.config import MAX_CLASSES, user_path
 from expt.instantiate import call, check_params, locate, parameters, to_plain
 
@@ -179,9 +178,9 @@ def _check_array_names(arrays: dict[str, Any], where: str) -> None:
         if meant in known:
             raise ConfigError(f"{where} holds an array named {name!r}, which is not read (did you mean {meant}?): "
                               f"{reads}; save it under that name.")
-        near = difflib.get_close_matches(name.lower(), known, 1, 0.75)
+        near = nearest(name.lower(), known, 0.75)
         log.warning("%s holds an array named %r, which is not read%s (%s).", where, name,
-                    f" (if it is {near[0]}, save it under that name)" if near else "", reads)
+                    f" (if it is {near}, save it under that name)" if near else "", reads)
 
 
 CHANNELS = (1, 2, 3, 4)  # channel counts told apart from image sides: (N, C, H, W) when dim 1 is one, else (N, H, W, C)

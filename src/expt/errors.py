@@ -7,7 +7,7 @@ importing the config machinery (and without import cycles).
 
 import difflib
 import signal
-from typing import Sequence
+from typing import Optional, Sequence
 
 
 class ConfigError(ValueError):
@@ -45,10 +45,23 @@ def not_allowed(key: str, value: object, allowed: str) -> ConfigError:
 def not_an_option(setting: str, group: str, name: str, available: "Sequence[str]") -> str:
     """What to say of ``setting`` (as written: ``activation=rleu``, ``regularization=[l2,dropuot]``, a sweep, a
     ``choice()``), which names ``name``, not one of the ``available`` options of ``group``: those, and the nearest."""
-    near = difflib.get_close_matches(name, available, n=1)
+    near = nearest(name, available)
     told = setting if setting == f"{group}={name}" else f"{setting} is not allowed: {name}"
-    return (f"{told} is not an option of {group}{f' (did you mean {near[0]}?)' if near else ''}; its options are: "
+    return (f"{told} is not an option of {group}{f' (did you mean {near}?)' if near else ''}; its options are: "
             f"{', '.join(available)}.")
+
+
+def nearest(word: str, choices: "Sequence[str]", cutoff: float = 0.6) -> Optional[str]:
+    """The choice that ``word`` most likely misspells: one it is with two neighbouring letters swapped (``modle``:
+    model, which difflib counts as two edits and ranks below ``mode``), else difflib's closest of those at least
+    ``cutoff`` alike; None where none is."""
+    for choice in choices:
+        swapped = [i for i, (a, b) in enumerate(zip(word, choice)) if a != b]
+        if len(choice) == len(word) and len(swapped) == 2 and swapped[1] == swapped[0] + 1 and \
+                word[swapped[0]] == choice[swapped[1]] and word[swapped[1]] == choice[swapped[0]]:
+            return choice
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=cutoff)
+    return close[0] if close else None
 
 
 class StorageError(OSError):
