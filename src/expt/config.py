@@ -362,7 +362,8 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
                     f"name each option once.")
         if len(parts) == 1:  # the options named: one, a list's, or a sweep's
             names = _swept_options(o) if o.is_sweep_override() else \
-                [str(v) for v in value] if isinstance(value, list) else [] if value is None else [str(value)]
+                [str(v) for v in value] if isinstance(value, list) else [] if isinstance(value, dict) or value is None \
+                else [str(value)]  # a dict (model={a:1}) is left to Hydra
             if any(name not in options[group] for name in names):  # not expt's own: perhaps a plugin's
                 named.append((o, names))
         if group == "experiment":

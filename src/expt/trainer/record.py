@@ -184,8 +184,10 @@ class RunRecord:
 
     def earlier_run_here(self) -> bool:
         """Whether the directory holds an earlier run's files that this run has not replaced (nor resumed from)."""
+        if self.began:
+            return False
         files = (*self._checkpoints(), self.run_dir / METRICS_FILE)
-        return not self.began and (bool(self.dashboard.earlier) or any(path.is_file() for path in files))
+        return bool(self.dashboard.earlier) or any(path.is_file() for path in files)
 
     def forget_earlier_run(self) -> None:
         """A run started anew (not resumed) in a directory an earlier run used replaces that run whole: its event
