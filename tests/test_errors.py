@@ -4,8 +4,8 @@ The CLI prints a ConfigError's message as one paragraph and exits 1 (``expt.__ma
 checked for each bad input is that message and that nothing trained. So every case in CASES goes
 through the same steps in-process (``expt.compose``, then ``expt.train``, which validates, builds
 and starts the trainer before its first step), and only SUBPROCESS_CASES, one for each way an
-error reaches the terminal (Hydra's composition, the run-directory callback, validation, the data
-loader, the trainer's resume), run the real CLI, two at a time, for the exit code and the printed text.
+error reaches the terminal (the check of the overrides, Hydra's composition, the run-directory callback,
+validation, the data loader, the trainer's resume), run the real CLI, two at a time, for the exit code and the printed text.
 The many variants of a bad data file or schedule go through the Python API the same way.
 """
 
@@ -179,11 +179,15 @@ for group, options in GROUP_OPTIONS.items():
                                                             "its options are: ", *options])
 CASES["experiment_misspelt"] = (["experiment=digit"], ["experiment=digit is not an option of experiment (did you mean "
                                                        "digits?)", *GROUP_OPTIONS["experiment"]])
+# Hydra's own composition error, which the check of the overrides leaves to it
+CASES["key_added_twice"] = (["+optimizer.lr=1"], ["Could not append to config. An item is already at 'optimizer.lr'",
+                                                 "'++optimizer.lr=1'"])
 
 # One case for each way an error reaches the terminal; these also run the real CLI.
 SUBPROCESS_CASES = {
     "lr_zero": "validation of the composed config",
     "experiment_misspelt": "the check of the overrides before Hydra composes them (an option that does not exist)",
+    "key_added_twice": "Hydra's composition (its own message)",
     "npz_negative_label": "the data loader's checks",
     "resume_missing": "the trainer, before its first step",
     "run_dir_is_a_file": "the callback that checks hydra.run.dir",
@@ -295,7 +299,7 @@ def test_the_cli_prints_one_paragraph_and_exits_1_before_training(case, cli_outc
     check_message(stderr, expected)
     assert "+trainer" not in stderr and "+dashboard" not in stderr  # never advice to add a misspelt key
     if case not in CLI_ONLY:
-        assert "Error in the config: " in stderr or "Could not find" in stderr
+        assert "Error in the config: " in stderr or "Could not append" in stderr
     if "Error in the config: " in stderr and (run_dir / "expt.log").is_file():  # kept with the run, said once here
         assert stderr.strip().splitlines()[0].split("Error in the config: ", 1)[1] in (run_dir / "expt.log").read_text()
     assert not (run_dir / "checkpoints").exists() and not (run_dir / "metrics.json").exists()
