@@ -390,6 +390,19 @@ def test_the_nearest_name_is_a_swap_of_two_neighbouring_letters_before_difflibs_
     assert nearest("x", ["model", "data"]) is None and nearest("nope", []) is None
 
 
+def test_an_option_of_a_hydra_plugin_that_is_not_installed_names_the_package():
+    import importlib.util
+
+    if importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is not None:
+        pytest.skip("hydra-optuna-sweeper is installed here")
+    said = unknown_override(["hydra/sweeper=optuna", "optimizer.lr=interval(1e-4,1e-1)"])
+    assert said.startswith("hydra/sweeper=optuna is not an option of hydra/sweeper; its options are: basic, "
+                           "coarse_to_fine")
+    assert said.endswith(" optuna is the option of Hydra's plugin hydra-optuna-sweeper, which is not installed here: "
+                         "pip install hydra-optuna-sweeper.")
+    assert unknown_override(["hydra/launcher=population", "hydra/job_logging=disabled"]) is None
+
+
 def test_the_expt_command_checks_and_reports_as_python_m_expt_does(tmp_path):
     """The ``expt`` console script (the installed entry point, called as the script calls it) takes the same path
     as ``python -m expt``: the misspelt-key paragraph and exit 1, not Hydra's message."""
@@ -749,6 +762,12 @@ GROUP_CASES = {  # the command line -> the start of the one paragraph unknown_ov
                                       "mean augmentation.translate.pad?); its keys are: _target_, pad, mode."),
     "a_group_with_two_letters_swapped": (["modle=x"], "modle=x is not a key of the config (a top-level key) (did "
                                                       "you mean model?)"),
+    "a_launcher_misspelt": (["hydra/launcher=populaton"], "hydra/launcher=populaton is not an option of "
+                                                          "hydra/launcher (did you mean population?); its options are: "
+                                                          "basic,"),
+    "a_logging_option_misspelt": (["hydra/job_logging=disabld"], "hydra/job_logging=disabld is not an option of "
+                                                                 "hydra/job_logging (did you mean disabled?); its "
+                                                                 "options are: default, disabled, none, stdout."),
     "an_option_alone": (["activation=rleu"], "activation=rleu is not an option of activation (did you mean relu?); "
                                              "its options are: elu, gelu, leaky_relu, relu, sigmoid, silu, tanh."),
     "an_option_of_a_sweep": (["activation=relu,rleu"], "activation=relu,rleu is not allowed: rleu is not an option of "

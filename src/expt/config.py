@@ -347,6 +347,11 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
     for o in plain:
         parts = o.key_or_group.split(".")
         group = parts[0]
+        if o.package is None and len(parts) == 1 and group.startswith("hydra/"):  # hydra/launcher=populaton
+            names = _options_named(o)
+            if any(name not in _hydra_files(group) for name in names):  # a plugin's, or none: Hydra's loader says
+                named.append((o, names))
+            continue
         if o.package is not None or group not in options:
             continue
         value = None if len(parts) > 1 or o.is_sweep_override() else o.value()
@@ -360,10 +365,8 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
             return (f"{group}={value_text(o)} is not allowed: it names {' and '.join(twice)} more than once, and an "
                     f"option is applied once however often it is named (its settings are {group}.{twice[0]}.*); "
                     f"name each option once.")
-        if len(parts) == 1:  # the options named: one, a list's, or a sweep's
-            names = _swept_options(o) if o.is_sweep_override() else \
-                [str(v) for v in value] if isinstance(value, list) else [] if isinstance(value, dict) or value is None \
-                else [str(value)]  # a dict (model={a:1}) is left to Hydra
+        if len(parts) == 1:
+            names = _options_named(o)
             if any(name not in options[group] for name in names):  # not expt's own: perhaps a plugin's
                 named.append((o, names))
         if group == "experiment":
@@ -427,7 +430,12 @@ def _unknown_composed(overrides: list, suspects: list, named: list) -> Optional[
             available = loader.get_group_options(group)
             unknown = [n for n in names if n not in available]
             if unknown:
-                return not_an_option(f"{group}={value_text(override)}", group, unknown[0], available)
+                said = not_an_option(f"{group}={value_text(override)}", group, unknown[0], available)
+                package = HYDRA_PLUGINS.get(group, {}).get(unknown[0])
+                return said if package is None else (f"{said} {unknown[0]} is the option of Hydra's plugin {package}, "
+                                                     f"which is not installed here: pip install {package}.")
+        if not suspects:
+            return None
         swept = {o.key_or_group: o for o in overrides if o.is_sweep_override()}
         rest = [o.input_line for o in overrides if o not in suspects and o.key_or_group not in swept]
         try:
@@ -464,6 +472,38 @@ def _unknown_composed(overrides: list, suspects: list, named: list) -> Optional[
         return in_hydra(check)
     except Exception:  # whatever goes wrong here, Hydra's own composition will report it
         return None
+
+
+def _options_named(override: Any) -> list[str]:
+    """The options a group's override names: one, a list's, or a sweep's; none for null or a dict (``model={a:1}``),
+    which Hydra reports itself."""
+    if override.is_sweep_override():
+        return _swept_options(override)
+    value = override.value()
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [] if value is None or isinstance(value, dict) else [str(value)]
+
+
+def _hydra_files(group: str) -> set[str]:
+    """The options of one of Hydra's groups (``hydra/job_logging``) that a file gives, Hydra's own or expt's; its
+    plugins' (launchers, sweepers) only Hydra's loader lists."""
+    from importlib.resources import files
+
+    found = set()
+    for package in ("hydra.conf", "expt.conf"):
+        folder = files(package).joinpath(*group.split("/"))
+        if folder.is_dir():
+            found |= {f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")}
+    return found
+
+
+# the options of Hydra's groups that a plugin of Hydra's adds, and the package that installs it
+HYDRA_PLUGINS = {"hydra/launcher": {"joblib": "hydra-joblib-launcher", "submitit_local": "hydra-submitit-launcher",
+                                    "submitit_slurm": "hydra-submitit-launcher", "ray": "hydra-ray-launcher",
+                                    "ray_aws": "hydra-ray-launcher", "rq": "hydra-rq-launcher"},
+                 "hydra/sweeper": {"optuna": "hydra-optuna-sweeper", "nevergrad": "hydra-nevergrad-sweeper",
+                                   "ax": "hydra-ax-sweeper"}}
 
 
 def _swept_options(override: Any) -> list[str]:
