@@ -303,8 +303,12 @@ def _conf_options() -> dict[str, list[str]]:
     from importlib.resources import files
 
     conf = files("expt.conf")
-    return {d.name: sorted(f.name[:-5] for f in d.iterdir() if f.name.endswith(".yaml"))
-            for d in conf.iterdir() if d.is_dir() and d.name not in ("hydra", "__pycache__")}
+    return {d.name: _option_files(d) for d in conf.iterdir() if d.is_dir() and d.name not in ("hydra", "__pycache__")}
+
+
+def _option_files(folder: Any) -> list[str]:
+    """The options a config group's folder gives, one a YAML file; none where there is no such folder."""
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")) if folder.is_dir() else []
 
 
 def _own_file_has(group: str, option: str, keys: list[str]) -> bool:
@@ -490,12 +494,8 @@ def _hydra_files(group: str) -> set[str]:
     plugins' (launchers, sweepers) only Hydra's loader lists."""
     from importlib.resources import files
 
-    found = set()
-    for package in ("hydra.conf", "expt.conf"):
-        folder = files(package).joinpath(*group.split("/"))
-        if folder.is_dir():
-            found |= {f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml")}
-    return found
+    folders = [files(package).joinpath(*group.split("/")) for package in ("hydra.conf", "expt.conf")]
+    return {name for folder in folders for name in _option_files(folder)}
 
 
 # the options of Hydra's groups that a plugin of Hydra's adds, and the package that installs it
