@@ -352,8 +352,8 @@ def _unknown_in_groups(overrides: list, sections: dict[str, type], options: dict
         parts = o.key_or_group.split(".")
         group = parts[0]
         if o.package is None and len(parts) == 1 and group.startswith("hydra/"):  # hydra/launcher=populaton
-            names = _options_named(o)
-            if any(name not in _hydra_files(group) for name in names):  # a plugin's, or none: Hydra's loader says
+            names, known = _options_named(o), _hydra_files(group)
+            if any(name not in known for name in names):  # a plugin's, or none: Hydra's loader says
                 named.append((o, names))
             continue
         if o.package is not None or group not in options:

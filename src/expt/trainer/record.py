@@ -194,15 +194,15 @@ class RunRecord:
         files, checkpoints (last.pt, best.pt, the snapshots), metrics.json and what ``python -m expt.evaluate``
         wrote there go before this run writes anything, so no reader mixes the two runs (an ensemble of the
         earlier run's snapshots, its metrics beside this run's best.pt)."""
-        here = self.earlier_run_here()
-        if here:
-            self._refuse_files_of_others()
-        self.began = True  # from here the directory is this run's
-        if not here:
+        if not self.earlier_run_here():
+            self.began = True
             return  # no earlier run here: a directory of the user's own is left as it is
+        checkpoints = self._checkpoints()
+        self._refuse_files_of_others(checkpoints)
+        self.began = True  # from here the directory is this run's
         removed = self.dashboard.forget_earlier_run()
         board = self.run_dir / EVALUATION_DIR  # python -m expt.evaluate's events; nothing else there is touched
-        files = [*self._checkpoints(), self.run_dir / METRICS_FILE, self.run_dir / EVALUATION_FILE,
+        files = [*checkpoints, self.run_dir / METRICS_FILE, self.run_dir / EVALUATION_FILE,
                  *(board.glob(EVENTS_GLOB) if board.is_dir() else ())]
         for path in files:
             with contextlib.suppress(OSError):  # absent; or not removable, and then this run's write says why
@@ -214,10 +214,11 @@ class RunRecord:
             log.info("This run starts anew in %s: the %d file(s) of the run before it were removed (its events, "
                      "checkpoints, metrics and evaluation).", self.run_dir, removed)
 
-    def _refuse_files_of_others(self) -> None:
+    def _refuse_files_of_others(self, checkpoints: list[Path]) -> None:
         """A ConfigError where a file this run would remove as an earlier run's is not one an expt run wrote: a
-        directory chosen on purpose (``hydra.run.dir=.``) may hold a user's own ``metrics.json``, checkpoints or
-        TensorBoard events. Event files count as a run's beside the ``run_label.txt`` a run writes first."""
+        directory chosen on purpose (``hydra.run.dir=.``) may hold a user's own ``metrics.json``, checkpoints
+        (``checkpoints``: :meth:`_checkpoints`) or TensorBoard events. Event files count as a run's beside the
+        ``run_label.txt`` a run writes first."""
         others = []
         if (self.run_dir / METRICS_FILE).is_file() and "status" not in (read_metrics(self.run_dir) or {}):
             others.append(f"{METRICS_FILE} (not written by an expt run)")
@@ -229,7 +230,7 @@ class RunRecord:
                 data = None
             if not (isinstance(data, dict) and "members" in data and "ensemble" in data):
                 others.append(f"{EVALUATION_FILE} (not written by python -m expt.evaluate)")
-        for path in self._checkpoints():
+        for path in checkpoints:
             if path.is_file() and not checkpoint.written_by_expt(path):
                 others.append(f"{path.relative_to(self.run_dir)} (not an expt checkpoint)")
         events = [path.name for path in self.dashboard.earlier]
