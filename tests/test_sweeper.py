@@ -369,6 +369,11 @@ def test_plugin_is_discovered_from_a_wheel_install(tmp_path: Path) -> None:
                     program=None, python=python, cwd=tmp_path, env=clean)
     assert where.returncode == 0, where.stderr
     assert all(str(venv) in line for line in where.stdout.splitlines())
+    # the package's version is written once, in expt/__init__.py; the wheel's name and metadata carry it
+    versions = run_cli("-c", "import expt, importlib.metadata as m; print(expt.__version__, m.version('expt'))",
+                       program=None, python=python, cwd=tmp_path, env=clean)
+    ours, installed = versions.stdout.split()
+    assert ours == installed == wheel.name.split("-")[1]
     done = run_cli("--info", "plugins", python=python, cwd=tmp_path, env=clean)
     assert done.returncode == 0, done.stderr
     assert "CoarseToFineSweeper" in done.stdout

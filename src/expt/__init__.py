@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence
 
-__version__ = "0.1.0"
+__version__ = "0.3.0.dev0"
 __all__ = ["compose", "train", "load", "ConfigError"]
 
 from expt.errors import ConfigError
