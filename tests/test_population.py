@@ -317,6 +317,22 @@ def test_a_population_refuses_configs_that_differ_in_more_than_member_values(com
                          [tmp_path / "a", tmp_path / "b"])
 
 
+def test_a_population_takes_the_group_keys_its_launcher_computed(compose, tmp_path: Path) -> None:
+    """The launcher groups its jobs by group_key and hands the keys on, so a member's key is computed once; the
+    population still checks them, and names where two members differ."""
+    from expt.population import Population
+
+    configs = [compose(*CONVNET), compose(*CONVNET, "model.hidden_dim=16")]
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(expt.ConfigError, match="member 1's config differs from member 0's at model.hidden_dim: 16 "):
+        Population(configs, dirs, keys=[group_key(c) for c in configs])
+    with pytest.raises(expt.ConfigError, match="member 1 cannot train in a population: trainer.amp=fp16"):
+        Population([configs[0], compose(*CONVNET, "trainer.amp=fp16")], dirs, keys=[group_key(configs[0]), None])
+    with pytest.raises(ValueError, match="2 configs but 1 group keys"):
+        Population(configs, dirs, keys=[group_key(configs[0])])
+    assert not tmp_path.joinpath("a").exists()  # refused before anything is built
+
+
 def test_a_member_shares_the_first_members_prepared_splits_and_preprocessor(compose) -> None:
     """A population's members are built on the first member's splits: the same tensors and statistics a member
     would prepare itself, not a copy of the dataset each, and the same model."""

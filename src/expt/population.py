@@ -132,27 +132,32 @@ class Population:
     ``data``: the splits ``cfgs[0].data`` describes, when the caller has loaded them already (a launcher that
     trains several groups on one dataset loads it once); loaded here otherwise. ``validated``: every config has
     passed :func:`expt.config.validate` since its last change (see :func:`expt.build.build`). ``names``: what
-    the log calls each member (a launcher's job numbers); ``member <i>`` by default.
+    the log calls each member (a launcher's job numbers); ``member <i>`` by default. ``keys``: the members'
+    :func:`group_key`, where the caller has them (a launcher groups its jobs by them); computed here otherwise.
     """
 
     def __init__(self, cfgs: Sequence[DictConfig], run_dirs: Sequence[Path], contexts: Optional[Sequence[Any]] = None,
                  sweeps: Optional[Sequence[SweepTrial]] = None, data: Optional[Splits] = None,
-                 validated: bool = False, names: Optional[Sequence[str]] = None):
+                 validated: bool = False, names: Optional[Sequence[str]] = None,
+                 keys: Optional[Sequence[Optional[str]]] = None):
         if not cfgs:
             raise ValueError("a population needs at least one config")
-        if len(cfgs) != len(run_dirs):
-            raise ValueError(f"{len(cfgs)} configs but {len(run_dirs)} run directories")
+        for what, given in (("run directories", run_dirs), ("group keys", keys)):
+            if given is not None and len(given) != len(cfgs):
+                raise ValueError(f"{len(cfgs)} configs but {len(given)} {what}")
 
         def job_scope(i: int):  # the launcher's context for member i's job (its Hydra config: ${hydra:...} values)
             return contexts[i]() if contexts is not None else contextlib.nullcontext()
 
-        keys = []
-        for i, cfg in enumerate(cfgs):
-            with job_scope(i):
-                keys.append(group_key(cfg))
+        if keys is None:
+            keys = []
+            for i, cfg in enumerate(cfgs):
+                with job_scope(i):
+                    keys.append(group_key(cfg))
         for i, (cfg, key) in enumerate(zip(cfgs, keys)):
             if key is None:
-                raise ConfigError(f"member {i} cannot train in a population: {can_join(cfg)}")
+                with job_scope(i):
+                    raise ConfigError(f"member {i} cannot train in a population: {can_join(cfg)}")
             if key != keys[0]:
                 with job_scope(0):
                     first = _shared(cfgs[0])

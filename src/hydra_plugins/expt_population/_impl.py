@@ -391,7 +391,7 @@ class PopulationLauncherImpl:
                                         [self._member_context(job) for job in group],
                                         [SweepTrial.read(job.env) for job in group], self._data(group[0].task_cfg),
                                         validated=True,  # by _prepare: a job that fails trains alone
-                                        names=[f"job {job.num}" for job in group])
+                                        names=[f"job {job.num}" for job in group], keys=[job.key for job in group])
             except Exception as exc:
                 started = exc
             else:
