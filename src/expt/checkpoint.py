@@ -144,28 +144,18 @@ def written_by_expt(path: str | Path) -> bool:
     return isinstance(state, dict) and "model" in state and "config" in state
 
 
-def saved_epoch(path: str | Path) -> int | None:
-    """The epoch a checkpoint holds, read without loading its tensors (memory-mapped); None if it has none."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # a file torch cannot map: read it whole
-        state = load(path)
-    epoch = state.get("epoch") if isinstance(state, dict) else None
-    return int(epoch) if isinstance(epoch, int) else None
-
-
-def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch: int | None = None) -> None:
+def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch: Any) -> None:
     """Raise a ConfigError when the run's config differs from the checkpoint's in a key that may not change,
     or asks for fewer epochs (``trainer.epochs``) than the checkpoint has already trained.
 
-    ``epoch`` is the checkpoint's epoch; without it the file at ``path`` is read for it (memory-mapped,
-    so its tensors are not loaded twice).
+    ``epoch`` is the checkpoint's epoch (its ``epoch`` entry; not an integer where it has none); ``path`` is where
+    it was read, for the messages.
     """
     import yaml
 
     epochs = (current.get("trainer") or {}).get("epochs")
     if isinstance(epochs, int):
-        done = saved_epoch(path) if epoch is None else int(epoch)
+        done = int(epoch) if isinstance(epoch, int) else None
         if done is not None and epochs < done:
             raise ConfigError(
                 f"trainer.epochs={epochs} is fewer than the {done} epochs trainer.resume={str(path)!r} has already "

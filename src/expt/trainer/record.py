@@ -304,7 +304,8 @@ class RunRecord:
                 f"{checkpoint.BEST}: it cannot be resumed exactly; start the run again."
             )
         e = self.exp
-        checkpoint.check_resumable(state["config"], OmegaConf.to_container(e.cfg, resolve=True), path)
+        checkpoint.check_resumable(state["config"], OmegaConf.to_container(e.cfg, resolve=True), path,
+                                   state.get("epoch"))
         checkpoint.check_same_data(state, self.data_fingerprint, e.preprocessor.state_dict(), path)
         checkpoint.load_weights(e.model, state["model"], f"trainer.resume={str(path)!r}")
         try:
