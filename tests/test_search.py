@@ -369,14 +369,14 @@ def test_limits_parse_and_reject_ranges_outside_them() -> None:
                            Settings((Stage("search", None, (Round(2, 1, ("optimizer.lr=0.1",)),)),)))
 
 
-def test_records_round_trip_and_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+def test_records_round_trip_and_torn_or_foreign_lines_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "search.jsonl"
     record = TrialRecord(2, 7, ["trainer.epochs=3", "optimizer.lr=0.001"], {"optimizer.lr": 0.001},
                          0.93, COMPLETED, 1.5, "7")
     append_record(path, record)
     append_record(path, TrialRecord(2, 8, ["x=1"], {}, None, DIVERGED, 0.1))
     with open(path, "a", encoding="utf-8") as handle:
-        handle.write('{"round": 2, "job": 9, "overr')
+        handle.write('[1, 2]\n"a foreign line"\n{"round": 2, "job": 9, "overr')
     records = read_records(path)
     assert records[record.key] == record and len(records) == 2
 

@@ -43,8 +43,9 @@ def append_line(path: Path, data: dict[str, Any]) -> None:
     faults.crash_point(f"{path.name}:appended")
 
 
-def read_lines(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed value) for every line that parses; a torn or foreign line is skipped with a warning."""
+def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, parsed object) for every line that holds a JSON object, as every line these files hold does;
+    a torn or foreign line (one that does not parse, or another JSON value) is skipped with a warning."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -53,13 +54,18 @@ def read_lines(path: Path) -> Iterator[tuple[int, Any]]:
         if not line.strip():
             continue
         try:
-            yield number, json.loads(line)
+            value = json.loads(line)
         except ValueError as error:
             log.warning("%s:%d is not a JSON line, ignored (%s)", path, number, error)
+            continue
+        if isinstance(value, dict):
+            yield number, value
+        else:
+            log.warning("%s:%d is not a JSON object, ignored (%s)", path, number, type(value).__name__)
 
 
-def keep_lines(path: Path, keep: Callable[[Any], bool]) -> None:
-    """Rewrite the file with the lines whose parsed value ``keep`` accepts, in one rename, at a moment when no
+def keep_lines(path: Path, keep: Callable[[dict[str, Any]], bool]) -> None:
+    """Rewrite the file with the lines whose parsed object ``keep`` accepts, in one rename, at a moment when no
     process appends to it; a file with nothing to drop (or none) is left as it is."""
     lines = [value for _, value in read_lines(path)]
     kept = [value for value in lines if keep(value)]

@@ -61,7 +61,7 @@ class ProgressReport:
         """The other trials' latest score at ``epoch`` in this round, by job (a re-run's line wins)."""
         scores: dict[int, float] = {}
         for _, line in read_lines(self.path):
-            if (isinstance(line, dict) and line.get("round") == self.round and line.get("epoch") == epoch
+            if (line.get("round") == self.round and line.get("epoch") == epoch
                     and line.get("job") != self.job and isinstance(line.get("score"), (int, float))):
                 scores[int(line["job"])] = float(line["score"])
         return scores
@@ -76,5 +76,4 @@ def forget_progress(path: Path, round_number: int, jobs: list[int]) -> None:
     """Remove the scores that ``jobs`` of a round reported before the sweep stopped: run again, they report anew,
     and the trials around them must not compare themselves with an attempt that never finished."""
     gone = set(jobs)
-    keep_lines(path, lambda line: not (isinstance(line, dict) and line.get("round") == round_number
-                                       and line.get("job") in gone))
+    keep_lines(path, lambda line: not (line.get("round") == round_number and line.get("job") in gone))
