@@ -492,6 +492,17 @@ def test_a_bad_npz_file_names_the_file_the_array_and_what_is_allowed(case, tmp_p
         assert text in message, f"{text!r} missing from: {message}"
 
 
+def test_an_npz_file_that_cannot_be_read_is_named_with_the_reason():
+    from expt.data import load
+
+    unreadable = Path("/proc/self/mem")  # Linux: a regular file whose first bytes no process can read, root included
+    if not unreadable.is_file():
+        pytest.skip("needs Linux's /proc/self/mem")
+    with pytest.raises(ConfigError) as exc:
+        load(expt.compose(["data=npz", f"data.path={unreadable}"]).data)
+    assert one_paragraph(exc) == "data.path='/proc/self/mem' cannot be read ([Errno 5] Input/output error)."
+
+
 def test_integral_float_labels_and_uint8_or_float_pixels_are_accepted(tmp_path):
     from expt.data import load
 

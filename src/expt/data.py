@@ -133,8 +133,11 @@ def npz(path: str) -> dict[str, Any]:
     if not file.is_file():
         raise ConfigError(f"{where} is not a file: point it at an .npz with x_train and y_train.")
     fix = "save one with np.savez(path, x_train=..., y_train=...) (optionally x_val, y_val, x_test, y_test too)"
-    with open(file, "rb") as f:
-        head = f.read(6)
+    try:
+        with open(file, "rb") as f:
+            head = f.read(6)
+    except OSError as exc:  # not allowed to read it, or the disk fails
+        raise ConfigError(f"{where} cannot be read ({reason(exc)}).") from None
     if head.startswith(NPY_MAGIC):
         raise ConfigError(f"{where} is a single .npy array, not an .npz archive of named arrays: {fix}.")
     if not head.startswith(NPZ_MAGIC):
