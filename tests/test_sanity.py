@@ -477,3 +477,21 @@ def test_mode_sanity_takes_a_config_loaded_from_a_file_as_train_does(tmp_path: P
     report = sanity.run_checks(plain, tmp_path / "run")
     assert [c["name"] for c in report["checks"]][0] == "loss_at_init" and (tmp_path / "run" / "sanity.json").is_file()
 
+
+
+def test_a_report_that_cannot_be_saved_is_printed_and_then_named(tmp_path: Path, capsys) -> None:
+    """sanity.json was the one run file written in place, and a refused write was a bare traceback: the report is
+    now printed whole, then the StorageError names the file (python -m expt prints it as one paragraph)."""
+    from expt.errors import StorageError
+
+    run_dir = tmp_path / "run"
+    (run_dir / "sanity.json").mkdir(parents=True)  # a directory where the file goes: refused, root or not
+    cfg = expt.compose(["mode=sanity", "data.subset=300", "sanity.overfit_epochs=2"])
+    with pytest.raises(StorageError) as exc:
+        sanity.run_checks(cfg, run_dir)
+    assert str(exc.value) == f"{run_dir / 'sanity.json'} could not be written (Is a directory)"
+    printed = capsys.readouterr().out
+    for title in ("loss at init", "regularization raises loss", "gradient check", "overfit 100 samples"):
+        assert f"  {title}" in printed
+    assert re.fullmatch(r"  \d of 4 checks passed in [\d.]+s; the report above is not saved", printed.splitlines()[-1])
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".sanity.json")] == []  # no temporary left

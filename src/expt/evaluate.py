@@ -33,13 +33,13 @@ try:
     from expt.data import SCALE_RATIO, Splits, _images as check_images, load as load_data
     from expt.devices import choose_device
     from expt.errors import ConfigError
-    from expt.files import holder, replacing
+    from expt.files import holder
     from expt.instantiate import instantiate
     from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
     from expt.preprocess import Preprocessor
     from expt.search import RECORDS_FILE, read_records
     from expt.status import (COMPLETED, EVALUATION_DIR, EVALUATION_FILE, FAILED, METRICS_FILE, SANITY_DIR,
-                             SANITY_FILE, read_metrics)
+                             SANITY_FILE, read_metrics, write_json)
 except KeyboardInterrupt:  # Ctrl-C while python -m expt.evaluate loads its libraries (seconds): nothing has started
     if __name__ != "__main__":
         raise
@@ -574,8 +574,7 @@ def _save(directory: Path, result: dict[str, Any]) -> list[dict[str, str]]:
     not_written = []
     path = directory / EVALUATION_FILE
     try:
-        with replacing(path) as f:
-            f.write(json.dumps(result, indent=2).encode("utf-8"))
+        write_json(path, result)
     except OSError as exc:
         not_written.append({"path": str(path), "reason": _reason(exc)})
     board = directory / EVALUATION_DIR

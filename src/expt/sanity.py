@@ -13,7 +13,6 @@ this module adds check 4, which trains through :func:`expt.run.train`, and the c
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 import time
@@ -39,10 +38,11 @@ from expt.checks import (
     relative_error,
     sample,
 )
+from expt.errors import not_written
 from expt.predict import data_loss, logits
 from expt.regularization import Regularizer
 from expt.run import default_run_dir, train
-from expt.status import COMPLETED, SANITY_DIR, SANITY_FILE
+from expt.status import COMPLETED, SANITY_DIR, SANITY_FILE, write_json
 
 log = logging.getLogger("expt.sanity")  # the sanity checks speak under one name (expt.checks's too)
 
@@ -212,7 +212,12 @@ def run_checks(cfg: DictConfig, run_dir: str | Path | None = None) -> dict[str, 
         "seconds": time.perf_counter() - started,
         "path": str(run_dir / SANITY_FILE),
     }
-    (run_dir / SANITY_FILE).write_text(json.dumps(report, indent=2))
+    try:
+        write_json(run_dir / SANITY_FILE, report)
+    except OSError as exc:  # the checks are done: their report is printed, then what could not be kept
+        report["path"] = None
+        print(format_report(report))
+        raise not_written(run_dir / SANITY_FILE, exc) from exc
     print(format_report(report))
     return report
 
@@ -252,6 +257,7 @@ def _check_lines(c: dict[str, Any]) -> list[str]:
 
 def _summary_line(report: dict[str, Any]) -> str:
     passed = sum(c["passed"] for c in report["checks"])
-    return f"  {passed} of {len(report['checks'])} checks passed in {report['seconds']:.1f}s; report: {report['path']}"
+    kept = f"report: {report['path']}" if report["path"] else "the report above is not saved"
+    return f"  {passed} of {len(report['checks'])} checks passed in {report['seconds']:.1f}s; {kept}"
 
 

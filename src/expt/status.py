@@ -45,11 +45,17 @@ METRICS_KEYS = (
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> None:
-    """``run_dir/metrics.json``, written to a temporary file and renamed (:func:`expt.files.replacing`): a reader
-    never sees half a file. It is strict JSON: a number that is not finite (a NaN loss, the seconds of a run stopped
-    before it started) is written as null, which every JSON reader takes (``jq``, JavaScript)."""
-    with replacing(Path(run_dir) / METRICS_FILE) as handle:
-        handle.write(json.dumps(_finite(metrics), indent=2, allow_nan=False).encode("utf-8"))
+    """``run_dir/metrics.json`` (:func:`write_json`)."""
+    write_json(Path(run_dir) / METRICS_FILE, metrics)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """A run's JSON record (``metrics.json``, ``sanity.json``, ``evaluation.json``), written to a temporary file and
+    renamed (:func:`expt.files.replacing`): a reader never sees half a file. It is strict JSON: a number that is not
+    finite (a NaN loss, the seconds of a run stopped before it started) is written as null, which every JSON reader
+    takes (``jq``, JavaScript)."""
+    with replacing(path) as handle:
+        handle.write(json.dumps(_finite(value), indent=2, allow_nan=False).encode("utf-8"))
 
 
 def _finite(value: Any) -> Any:
