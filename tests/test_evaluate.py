@@ -413,6 +413,51 @@ def test_the_same_members_holding_other_weights_are_not_called_the_same_evaluati
     assert evaluate.evaluate_ensembles(sweep, top=2)["repeated"]
 
 
+def test_an_evaluation_file_expt_did_not_write_is_replaced_without_its_entries(seeds, tmp_path):
+    """A JSON list there (or entries that are not objects) raised AttributeError after the evaluation was done."""
+    sweep = copy_runs(seeds, tmp_path / "sweep", names=("0",))
+    path = sweep / evaluate.EVALUATION_FILE
+    for foreign in ([1, 2], {"test_evaluations": [3, "x"]}, {"test_evaluations": "none"}):
+        path.write_text(json.dumps(foreign))
+        result = evaluate.evaluate_ensembles(sweep, top=1)
+        assert not result["repeated"] and len(result["test_evaluations"]) == 1
+        assert json.loads(path.read_text())["test_evaluations"] == result["test_evaluations"]
+
+
+def test_two_evaluations_ending_together_keep_both_records(seeds, tmp_path):
+    """Each reads evaluation.json's earlier test evaluations and writes them back with its own: one at a time, so
+    neither drops the other's. Here another process holds the directory while this evaluation ends, then adds a
+    record of its own."""
+    import threading
+
+    sweep = copy_runs(seeds, tmp_path / "sweep", names=("0", "1"))
+    other = subprocess.Popen(command("-c", f"""
+import json, sys
+from pathlib import Path
+from expt.files import updating
+with updating(Path({str(sweep)!r})):
+    print("held", flush=True)
+    sys.stdin.readline()
+    Path({str(sweep / evaluate.EVALUATION_FILE)!r}).write_text(json.dumps({{"test_evaluations": [{{"by": "other"}}]}}))
+""", program=None), env=cli_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "held\n"
+        results = []
+        ours = threading.Thread(target=lambda: results.append(evaluate.evaluate_ensembles(sweep, top=2)))
+        ours.start()
+        ours.join(3)
+        assert ours.is_alive() and not (sweep / evaluate.EVALUATION_FILE).exists()  # it waits for the other
+        other.communicate("go\n", timeout=60)
+        ours.join()
+    finally:
+        other.kill()
+    assert other.returncode == 0
+    (result,) = results
+    saved = json.loads((sweep / evaluate.EVALUATION_FILE).read_text())
+    assert [e.get("by") for e in saved["test_evaluations"]] == ["other", None]
+    assert saved["test_evaluations"][1]["choice"] == result["choice"]
+
+
 def test_uint8_images_for_a_model_trained_on_float_0_to_255_pixels_are_refused(tmp_path):
     """They are scaled to 0-1: 19.5% accuracy where the same images as float scored 95.5%, without a word."""
     digits = load_data(expt.compose(["data.subset=300"]).data)

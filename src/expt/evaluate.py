@@ -33,7 +33,7 @@ try:
     from expt.data import SCALE_RATIO, Splits, _images as check_images, load as load_data
     from expt.devices import choose_device
     from expt.errors import ConfigError
-    from expt.files import holder
+    from expt.files import holder, updating
     from expt.instantiate import instantiate
     from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
     from expt.preprocess import Preprocessor
@@ -523,9 +523,10 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
         "ensemble": {"val_acc": choice["val_acc"], "val_loss": choice["val_loss"],
                      "test_acc": test_acc, "test_loss": test_loss},
     }
-    result.update(_test_history(directory, {"choice": chosen, "models": _model_digests(ranked[:k]),
-                                            "test_acc": test_acc, "test_loss": test_loss}))
-    result["not_written"] = _save(directory, result)
+    evaluation = {"choice": chosen, "models": _model_digests(ranked[:k]), "test_acc": test_acc, "test_loss": test_loss}
+    with updating(directory):  # another evaluation of this directory ending now adds its own record after this one
+        result.update(_test_history(directory, evaluation))
+        result["not_written"] = _save(directory, result)
     return result
 
 
@@ -548,11 +549,12 @@ def _test_history(directory: Path, evaluation: dict[str, Any]) -> dict[str, Any]
     test numbers) after the earlier ones ``evaluation.json`` holds, unless one of those made the same choice of
     the same weights (a member resumed further since holds other weights). An evaluation recorded before the
     digests were is taken as of these weights."""
-    earlier = []
     try:
-        earlier = json.loads((directory / EVALUATION_FILE).read_text()).get("test_evaluations", [])
+        record = json.loads((directory / EVALUATION_FILE).read_text())
     except (OSError, ValueError):
-        pass
+        record = {}
+    earlier = record.get("test_evaluations") if isinstance(record, dict) else None
+    earlier = [e for e in earlier if isinstance(e, dict)] if isinstance(earlier, list) else []  # not ours: none
     choice, models = evaluation["choice"], evaluation["models"]
     repeated = any(e.get("choice") == choice and e.get("models", models) == models for e in earlier)
     return {"repeated": repeated, "test_evaluations": earlier + ([] if repeated else [

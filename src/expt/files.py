@@ -107,6 +107,26 @@ def only_writer(directory: Path, busy: type[Exception], setting: str = "hydra.ru
         os.close(fd)  # releases the lock
 
 
+@contextlib.contextmanager
+def updating(directory: Path) -> Iterator[None]:
+    """One process at a time in the ``with`` body: for reading a file of ``directory``, changing it and writing it
+    back (two ``python -m expt.evaluate`` of one sweep, each adding its test evaluation to ``evaluation.json``). An
+    exclusive lock on the directory itself, so no file is added, waited for: the body takes milliseconds. Where
+    the system has no such locks, the body runs unlocked."""
+    try:
+        import fcntl
+        fd = os.open(directory, os.O_RDONLY)
+    except (ImportError, OSError):  # no locks here (Windows), or no such directory: its writes say so
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):  # a file system without locks (some NFS): unlocked
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def holder(directory: Path) -> Optional[str]:
     """The pid of the process training in ``directory`` now (the one that holds its lock, as :func:`only_writer`
     takes it), or None when no process does. Takes no lock and creates no file."""
