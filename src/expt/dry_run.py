@@ -5,14 +5,17 @@
 the run, :func:`dry_run` for its check. :func:`dry_run` (the last of :func:`expt.config.validate`'s
 checks) applies the activation to a few numbers and steps the optimizer and schedule on a dummy
 parameter, so that a value the class itself rejects stops the run before training, naming its settings.
+It needs torch, so :mod:`expt.config` imports it where ``validate`` runs it: a misspelt key is told without torch.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from typing import Any, Callable
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from expt.errors import ConfigError, reason
@@ -55,10 +58,6 @@ def dry_run(cfg: DictConfig) -> None:
     to exactly 0 at the end of the run (cosine to eta_min=0). A per-step schedule is checked at the first
     step of each epoch, with :data:`DRY_RUN_STEPS` steps an epoch.
     """
-    import warnings
-
-    import torch
-
     _check_settings(cfg)
     activation = instantiate(cfg.activation, "activation", partial=True)
     _attempt(cfg, "activation", lambda: activation()(torch.linspace(-3.0, 3.0, 7)))
