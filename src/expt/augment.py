@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from expt.errors import ConfigError, not_allowed
 from expt.instantiate import instantiate
+from expt.values import is_integer, is_number
 
 log = logging.getLogger("expt")
 
@@ -51,7 +52,7 @@ class Translate:
     MODES = ("reflect", "replicate", "zeros")
 
     def __init__(self, pad: int = 1, mode: str = "reflect"):
-        if not (isinstance(pad, int) and not isinstance(pad, bool) and pad >= 1):
+        if not (is_integer(pad) and pad >= 1):
             raise not_allowed("augmentation.translate.pad", pad, "an integer >= 1 (pixels)")
         if mode not in self.MODES:
             raise not_allowed("augmentation.translate.mode", mode, f"one of {', '.join(self.MODES)}")
@@ -83,7 +84,7 @@ class HorizontalFlip:
     """Mirror each image left-right with probability ``p``. Not for digits or text, where a flip changes the class."""
 
     def __init__(self, p: float = 0.5):
-        if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1):
+        if not (is_number(p) and 0 <= p <= 1):
             raise not_allowed("augmentation.hflip.p", p, "a probability in [0, 1]")
         self.p = float(p)
 
@@ -99,7 +100,7 @@ class Cutout:
     """
 
     def __init__(self, size: int = 4):
-        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+        if not (is_integer(size) and size >= 1):
             raise not_allowed("augmentation.cutout.size", size, "an integer >= 1 (pixels)")
         self.size = size
 

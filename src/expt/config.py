@@ -23,6 +23,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from expt.errors import ConfigError, nearest, not_allowed, not_an_option, reason, written
 from expt.instantiate import locate, parameters, to_plain
 from expt.overrides import value_text
+from expt.values import is_finite_number, is_integer
 
 T = TypeVar("T")
 
@@ -153,16 +154,6 @@ def user_path(path: str) -> "Path":
     if not expanded.is_absolute() and HydraConfig.initialized():
         return Path(get_original_cwd()) / expanded
     return expanded
-
-
-def is_integer(value: Any) -> bool:
-    """An int that is not a bool."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def is_finite_number(value: Any) -> bool:
-    """A real number (not a bool) that is neither NaN nor infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_sanity(s: DictConfig) -> None:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from expt.errors import ConfigError, reason
 from expt.instantiate import instantiate, locate, settings_text, shape_hint, to_plain
 from expt.schedule import LearningRate
+from expt.values import is_integer, is_number
 
 MAX_DRY_RUN_EPOCHS = 10_000  # the schedule's rates are checked for at most this many epochs
 PER_STEP = "per_step"  # a schedule option's key saying it steps every batch; not passed to its class
@@ -73,7 +74,7 @@ def dry_run(cfg: DictConfig) -> None:
 
 
 def _whole(value: Any, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+    return is_integer(value) and value >= low
 
 
 def _check_settings(cfg: DictConfig) -> None:
@@ -87,7 +88,7 @@ def _check_settings(cfg: DictConfig) -> None:
     if str(optimizer.get("_target_", "")).startswith("torch.optim."):
         for key in ("momentum", "alpha"):
             value = optimizer.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not 0 <= value < 1:  # else torch
+            if is_number(value) and not 0 <= value < 1:  # else torch
                 # says what it takes (a list where one value belongs: expt.instantiate.shape_hint)
                 raise ConfigError(f"optimizer.{key}={value} is not allowed: a decay in [0, 1) (0.9 for momentum "
                                   "and 0.99 for RMSprop's alpha are usual).")

@@ -40,6 +40,7 @@ try:
     from expt.search import RECORDS_FILE, read_records
     from expt.status import (COMPLETED, EVALUATION_DIR, EVALUATION_FILE, FAILED, METRICS_FILE, SANITY_DIR,
                              SANITY_FILE, read_metrics, write_json)
+    from expt.values import is_number
 except KeyboardInterrupt:  # Ctrl-C while python -m expt.evaluate loads its libraries (seconds): nothing has started
     if __name__ != "__main__":
         raise
@@ -231,11 +232,6 @@ class Member:
 NUMBER_FIELDS = ("best_val_acc", "best_val_loss", "final_val_loss", "test_acc", "test_loss")
 
 
-def _is_number(value: Any) -> bool:
-    """An int or float that is not a bool."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def why_not_finished(run: Path) -> Optional[str]:
     """Why ``run`` is not a finished run an ensemble can use; None when it is one."""
     if (run / SANITY_FILE).is_file() and not (run / METRICS_FILE).is_file():
@@ -253,7 +249,7 @@ def why_not_finished(run: Path) -> Optional[str]:
         return f"its status is {metrics.get('status')!r}, not {COMPLETED!r}"
     for key in NUMBER_FIELDS:
         value = metrics.get(key)
-        if value is not None and not _is_number(value):
+        if value is not None and not is_number(value):
             return f"its {METRICS_FILE} holds {key}={value!r}, not a number (damaged or written by something else)"
     if not (run / checkpoint.DIR / checkpoint.BEST).is_file():
         return f"it has no checkpoints/{checkpoint.BEST}"
@@ -435,7 +431,7 @@ def check_trained_on(ranked: list[Member], data: Splits, directory: Path) -> Non
 def _first_number(metrics: dict, *keys: str) -> float:
     """The first of ``keys`` that ``metrics`` holds a number for (runs written before a key existed lack it)."""
     for key in keys:
-        if _is_number(metrics.get(key)):
+        if is_number(metrics.get(key)):
             return float(metrics[key])
     return 0.0
 
@@ -459,7 +455,7 @@ def _snapshot_members(runs: list[Path], device: str | torch.device) -> list[Memb
 
     def number(epoch: int, key: str) -> Optional[float]:  # a history that is not what training wrote gives none
         value = history.get(epoch, {}).get(key)
-        return value if _is_number(value) else None
+        return value if is_number(value) else None
 
     return [Member(path, {"best_val_acc": number(epoch, "val_acc"), "final_val_loss": number(epoch, "val_loss")},
                    load(path, device))

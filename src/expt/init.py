@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from expt.errors import ConfigError, not_allowed
+from expt.values import is_number
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 # Layers between a weight layer and its activation that do not change which activation follows.
@@ -172,7 +173,7 @@ def _init(
 
 
 def _check_scale(key: str, scale: float, meaning: str) -> float:
-    if not (isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0 <= scale < math.inf):
+    if not (is_number(scale) and 0 <= scale < math.inf):
         raise not_allowed(f"init.{key}", scale, meaning)
     return float(scale)
 

@@ -19,6 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from expt.errors import ConfigError
+from expt.values import is_number
 
 
 def to_plain(node: Any) -> Any:
@@ -114,7 +115,7 @@ def _takes_number(param: inspect.Parameter) -> bool:
     """Whether ``param`` takes a plain number only: its default is one, or its annotation is ``int`` or ``float``
     (as written, or as text under postponed annotations)."""
     default = param.default
-    return (isinstance(default, (int, float)) and not isinstance(default, bool)) or \
+    return is_number(default) or \
         param.annotation in (int, float, "int", "float")
 
 

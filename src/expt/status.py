@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from expt.files import replacing
+from expt.values import is_number
 
 COMPLETED = "completed"  # every epoch ran
 DIVERGED = "diverged"  # stopped on a NaN/Inf loss or one above trainer.divergence_factor x the initial loss
@@ -91,7 +92,7 @@ class RunResult(float):
 
     def __new__(cls, metrics: dict[str, Any]) -> "RunResult":
         objective = metrics.get("objective")
-        number = float(objective) if isinstance(objective, (int, float)) and not isinstance(objective, bool) else math.nan
+        number = float(objective) if is_number(objective) else math.nan
         result = super().__new__(cls, number)
         result.metrics = dict(metrics)
         return result

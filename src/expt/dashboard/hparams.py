@@ -29,6 +29,7 @@ from expt.overrides import key_or_group, split_override
 from expt.search import integer_sweep
 from expt.status import COMPLETED, DIVERGED, FAILED, MULTIRUN_FILE, STATUSES
 from expt.sweep_env import SweepTrial, trial_name
+from expt.values import is_integer, is_number
 
 # The final metrics each run records as scalars next to its hyperparameters: (scalar tag, metrics.json key).
 HPARAM_METRICS = (
@@ -274,7 +275,7 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
     params = {**overridden, **choices}
     for key in sorted(ctx.log_scaled & set(params)):
         value = params[key]
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        if is_number(value) and value > 0:
             column = log10_column(key, ctx)
             params[column] = round(math.log10(value), 4)
             varied.add(column)
@@ -286,7 +287,7 @@ def run_hparams(cfg: DictConfig, ctx: Optional[SweepContext] = None) -> tuple[di
 
 def _as_column(value: Any) -> Any:
     """Integers as right-aligned text (TensorBoard would print 3 as 3.0000); everything else as it is."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_integer(value):
         return str(value).rjust(INT_WIDTH)
     return value
 

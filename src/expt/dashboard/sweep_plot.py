@@ -15,10 +15,10 @@ from typing import Any, Optional
 
 from torch.utils.tensorboard import SummaryWriter
 
-from expt.config import is_finite_number
 from expt.dashboard.writer import use_c_checksums
 from expt.search import TrialRecord, chosen_and_tied
 from expt.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, PRUNED
+from expt.values import is_finite_number, is_number
 
 # What the metric's name means on an axis.
 METRIC_NAMES = {
@@ -361,7 +361,7 @@ def _strip(ax: Any, xs: list, **style: Any) -> None:
     # where the axis puts them: a number as it is, a choice's option at its category's place (an option no scored
     # trial had is a new category, outside the limits the scores set)
     placed = [ax.xaxis.convert_units(x) for x in xs if not isinstance(x, bool)]
-    positions = [float(x) for x in placed if is_finite_number(x) and not isinstance(x, bool)]
+    positions = [float(x) for x in placed if is_finite_number(x)]
     if positions:
         ax.update_datalim([(x, 0.0) for x in positions], updatex=True, updatey=False)
         ax.autoscale_view(scaley=False)
@@ -406,7 +406,7 @@ def _trial(record: dict, index: int) -> TrialRecord:
 
 
 def _num(value: Any) -> Any:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    return float(value) if is_number(value) else str(value)
 
 
 def _all_positive(records: list[dict], moves: list[dict], param: str) -> bool:

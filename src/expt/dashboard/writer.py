@@ -61,7 +61,7 @@ except ImportError:  # TensorBoard then checksums its records in Python, as it d
     google_crc32c = None
 
 
-from expt.config import DashboardConfig, is_finite_number
+from expt.config import DashboardConfig
 from expt.dashboard.background import Background
 from expt.dashboard.diagnostics import (
     code_block, filter_grid, first_layer, histogram_fields, histogram_table, model_summary, probe_layers,
@@ -75,6 +75,7 @@ from expt.dashboard.hparams import (
 )
 from expt.errors import StorageError, not_written, os_error_in
 from expt.status import EVENTS_GLOB, LABEL_FILE
+from expt.values import is_finite_number
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Optional, Union
 
 from expt.errors import written
 from expt.overrides import override_key
+from expt.values import is_integer
 
 Value = Union[float, int, str]
 
@@ -287,7 +288,7 @@ def integer_sweep(value: Any) -> bool:
         return True
     bounds = [getattr(value, name, None) for name in ("start", "end", "stop", "step")]
     given = [b for b in bounds if b is not None]
-    return bool(given) and all(isinstance(b, int) and not isinstance(b, bool) for b in given)
+    return bool(given) and all(is_integer(b) for b in given)
 
 
 def default_limits(log: bool, integer: bool, low: float) -> Limits:
