@@ -176,6 +176,13 @@ def test_a_changed_search_in_the_same_directory_is_refused_before_any_trial(tmp_
     assert f"{out} holds the trials of another search: its job 0 (round 1) ran " in done.stderr
     assert "Give this sweep a directory of its own (hydra.sweep.dir=...)" in done.stderr
     assert calls.read_text() == "" and records(out) == first
+    # the same rounds after a pinpoint stage, turned on since: its trials take job numbers 0, 1, ... in round 0,
+    # and would replace the earlier trials' run directories
+    done = sweep(out, *TINY[1:], f"toy.calls_file={calls}", "hydra.sweeper.pinpoint.enabled=true", check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert f"{out} holds the trials of another search: its job 0 (round 1) ran " in done.stderr
+    assert "where this sweep's job 0 (round 0) is " in done.stderr
+    assert calls.read_text() == "" and records(out) == first
 
 
 @pytest.mark.slow

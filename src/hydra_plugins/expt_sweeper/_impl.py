@@ -179,17 +179,21 @@ class CoarseToFineSweeperImpl(Sweeper):
         trial is run again (what failed it, a missing file say, may have been fixed), and so is every trial
         not recorded: the scores they reported for early stopping are forgotten, so that the trials run
         again compare themselves with what they would have met in a sweep never stopped. Records of another
-        search (other overrides under a job number of this one) stop the sweep."""
+        search stop the sweep: a job number of this round's that ran other overrides, or in another round (a
+        pinpoint stage turned on since, whose trials take the first job numbers), whose run directory this
+        round's trial would replace."""
         assert self.recorder is not None
         done = read_records(self.recorder.records_path)
+        by_job = {record.job: record for record in done.values()}
         for spec in specs:
-            found = done.get(spec.key)
-            if found is not None and tuple(found.overrides) != spec.overrides:
+            found = by_job.get(spec.job)
+            if found is not None and (found.round, tuple(found.overrides)) != (spec.round, spec.overrides):
                 raise compact(SearchConfigError(
-                    f"{self.sweep_dir} holds the trials of another search: its job {spec.job} (round {spec.round}) "
-                    f"ran {' '.join(found.overrides) or 'no overrides'}, where this sweep's job {spec.job} is "
-                    f"{' '.join(spec.overrides) or 'no overrides'}. Give this sweep a directory of its own "
-                    f"(hydra.sweep.dir=...), or remove that directory's {RECORDS_FILE} to start it there anew."))
+                    f"{self.sweep_dir} holds the trials of another search: its job {spec.job} (round {found.round}) "
+                    f"ran {' '.join(found.overrides) or 'no overrides'}, where this sweep's job {spec.job} "
+                    f"(round {spec.round}) is {' '.join(spec.overrides) or 'no overrides'}. Give this sweep a "
+                    f"directory of its own (hydra.sweep.dir=...), or remove that directory's {RECORDS_FILE} to start "
+                    "it there anew."))
         finished = {spec.key: done[spec.key] for spec in specs
                     if spec.key in done and done[spec.key].status != FAILED}
         again = [spec.job for spec in specs if spec.key not in finished]
