@@ -14,7 +14,8 @@ try:
     from omegaconf import DictConfig
 
     from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
-    from expt.errors import ConfigError, StorageError, Terminated, on_sigterm, termination_handled
+    from expt.errors import (ConfigError, StorageError, Terminated, interrupts_after, on_sigterm,
+                             termination_handled)
     from expt.overrides import shell_override, split_override
 except KeyboardInterrupt:  # Ctrl-C while the libraries load (a second or two): nothing has started
     print("Interrupted.", file=sys.stderr)
@@ -29,16 +30,17 @@ def run(cfg: DictConfig) -> float:
     A training run returns it as an :class:`expt.status.RunResult`: a float carrying the run's metrics, which
     the coarse-to-fine sweeper records from Hydra's ``JobReturn``.
     """
+    with interrupts_after():  # PyTorch's first import: a Ctrl-C then stops the run once torch has loaded
+        if cfg.mode == "sanity":
+            from expt.sanity import run_checks
+        else:
+            from expt.run import train
+            from expt.status import RunResult
     if cfg.mode == "sanity":
-        from expt.sanity import run_checks
-
         report = run_checks(cfg)
         if not report["passed"]:
             raise SystemExit(1)
         return 1.0
-    from expt.run import train
-    from expt.status import RunResult
-
     return RunResult(train(cfg))
 
 

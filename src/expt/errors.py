@@ -5,9 +5,11 @@ It lives in a module of its own, importing nothing of expt, so that every module
 importing the config machinery (and without import cycles).
 """
 
+import contextlib
 import difflib
 import signal
-from typing import Optional, Sequence
+import threading
+from typing import Iterator, Optional, Sequence
 
 
 class ConfigError(ValueError):
@@ -119,6 +121,30 @@ def termination_handled() -> None:
     """The command has stopped for its SIGTERM (or, in a process that goes on, such as a test's, it may train again)."""
     global _termination_pending
     _termination_pending = False
+
+
+@contextlib.contextmanager
+def interrupts_after() -> Iterator[None]:
+    """Ctrl-C (SIGINT) and SIGTERM held back while the ``with`` body runs and delivered, once, when it ends: around
+    the first import of PyTorch (a second or two). A KeyboardInterrupt raised inside that import leaves torch half
+    initialised in ``sys.modules``, so that the stop's own clean-up fails on it with a traceback, or torch's C++ side
+    aborts the process. The handlers in place before the body (Python's, :func:`on_sigterm`) take the signal after
+    it. Signals reach Python's handlers in the main thread only: in another thread the body runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    before = {signum: signal.getsignal(signum) for signum in held}
+    for signum in held:
+        signal.signal(signum, lambda number, _frame: came.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        if came:
+            signal.raise_signal(came[0])  # to the handler restored above, as if it came now
 
 
 def described(error: BaseException) -> str:
