@@ -36,7 +36,7 @@ from expt.search import (
     read_records,
     sample_space,
 )
-from expt.search.report import leader_rows
+from expt.search.report import leader_rows, trial_table
 
 Objective = Callable[[Mapping[str, object]], Optional[float]]
 
@@ -379,6 +379,17 @@ def test_records_round_trip_and_torn_or_foreign_lines_are_ignored(tmp_path: Path
         handle.write('[1, 2]\n"a foreign line"\n{"round": 2, "job": 9, "overr')
     records = read_records(path)
     assert records[record.key] == record and len(records) == 2
+
+
+def test_the_table_of_trials_prints_the_test_accuracy_as_a_percentage_as_a_run_does() -> None:
+    rows = [TrialRecord(1, 4, ["optimizer.lr=0.001"], {"optimizer.lr": 0.001}, 0.8785, COMPLETED, 2.0,
+                        tie_value=0.3512, test_acc=0.8412),
+            TrialRecord(1, 5, ["optimizer.lr=0.1"], {"optimizer.lr": 0.1}, None, DIVERGED, 1.0)]
+    header, first, second = (line.split() for line in trial_table(rows, {"optimizer.lr": lr_param()},
+                                                                   "best_val_loss").splitlines())
+    assert header == ["rank", "round", "job", "objective", "best_val_loss", "test_acc", "status", "optimizer.lr"]
+    assert first[:7] == ["1", "1", "4", "0.8785", "0.3512", "84.12%", COMPLETED]
+    assert second[:7] == ["2", "1", "5", "-", "-", "-", DIVERGED]
 
 
 def test_consecutive_runs_keep_job_numbers_and_batch_size() -> None:

@@ -346,6 +346,8 @@ def test_a_sweep_of_expt_prunes_trials_behind_their_round(tmp_path: Path, launch
         (r["job"], e) for r in lines for e in range(1, r["epochs"] + 1) if e < 3)
     info = summary(out)
     assert info["best"]["job"] in {r["job"] for r in lines if r["status"] == "completed"}
+    chosen = next(r for r in lines if r["job"] == info["best"]["job"])
+    assert f"; its test accuracy {100 * chosen['test_acc']:.2f}%: " in done.stdout + done.stderr  # as a run prints it
     ranks = [line.split() for line in (done.stdout + done.stderr).split("top trials (maximize):")[1].splitlines()[2:8]]
     statuses = [row[6] for row in ranks]
     assert statuses == sorted(statuses)  # "completed" rows all above "pruned" ones

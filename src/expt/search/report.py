@@ -55,14 +55,16 @@ def _apart(a: Optional[float], b: Optional[float]) -> tuple[str, str]:
 
 
 def trial_table(rows: Sequence[TrialRecord], space: Mapping[str, Param], tie_break: Optional[str]) -> str:
-    """``rows`` (best first) as a text table: rank, round, job, scores, status and each parameter of ``space``."""
+    """``rows`` (best first) as a text table: rank, round, job, scores, status and each parameter of ``space``. The
+    objective and the tie-breaker are whatever the task returns, printed as numbers; the test accuracy (expt's runs
+    report one) as a percentage, as a run prints it."""
     names = list(space)
     tie = tie_break or "tie"
     header = ["rank", "round", "job", "objective", tie, "test_acc", "status"] + names
     lines = [[str(i), str(r.round), str(r.job),
               "-" if r.objective is None else f"{r.objective:.4g}",
               "-" if r.tie_value is None else f"{r.tie_value:.4g}",
-              "-" if r.test_acc is None else f"{r.test_acc:.4g}", r.status]
+              "-" if r.test_acc is None else f"{100 * r.test_acc:.2f}%", r.status]
              + [_cell(r.values.get(name), space[name]) for name in names]
              for i, r in enumerate(rows, start=1)]
     widths = [max(len(row[c]) for row in [header] + lines) for c in range(len(header))]

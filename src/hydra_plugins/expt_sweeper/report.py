@@ -46,7 +46,7 @@ def log_chosen(search: CoarseToFineSearch, best: TrialRecord) -> None:
     log.info("top trials (%s):\n%s", search.settings.direction, search.table(TABLE_ROWS))
     tie = (f", {search.settings.tie_break} {best.tie_value:.4g}"
            if search.settings.tie_break and best.tie_value is not None else "")
-    test = f"; its test accuracy {best.test_acc:.4g}" if best.test_acc is not None else ""
+    test = f"; its test accuracy {100 * best.test_acc:.2f}%" if best.test_acc is not None else ""
     log.info("chosen: job %d (round %d), objective %.4g%s%s: %s", best.job, best.round,
              best.objective, tie, test, " ".join(best.overrides))
     separation = search.separation()
