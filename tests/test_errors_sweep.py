@@ -55,6 +55,16 @@ def paragraph(stderr: str) -> str:
      "Error in the config: hydra.sweeper.pinpoint.nm=3 is not a setting of the coarse_to_fine sweeper's pinpoint "
      "(did you mean hydra.sweeper.pinpoint.num?); its settings are: enabled, param, low, high, num, overrides, "
      "metric, threshold."),
+    # a value a setting cannot take: Hydra printed a block of five lines (the value, full_key, object_type, ...)
+    ("hydra.sweeper.seed=abc",
+     "Error in the config: hydra.sweeper.seed=abc is not allowed: Value 'abc' of type 'str' could not be converted to "
+     "Integer."),
+    ("hydra.sweeper.pruning.min_trials=abc",
+     "Error in the config: hydra.sweeper.pruning.min_trials=abc is not allowed: Value 'abc' of type 'str' could not be "
+     "converted to Integer."),
+    ("hydra.sweeper.direction=up",
+     "Error in the config: hydra.sweeper.direction=up is not allowed: Invalid value 'up', expected one of [maximize, "
+     "minimize]."),
     ("hydra.sweeper.pinpoint.enable=false",  # without "+" Hydra refused it with its own message
      "Error in the config: hydra.sweeper.pinpoint.enable=false is not a setting of the coarse_to_fine sweeper's "
      "pinpoint (did you mean hydra.sweeper.pinpoint.enabled?); its settings are: enabled, param, low, high, num, "
@@ -87,6 +97,8 @@ def test_a_bad_range_or_setting_is_its_paragraph_alone(tmp_path, override, expec
     (["hydra.launcher.partition=gpu"],
      "hydra.launcher.partition=gpu is not a setting of the basic launcher (Hydra's default, which has none); it is a "
      "setting of hydra/launcher=submitit_slurm and hydra/launcher=slurm_gpu: add one of them."),
+    (["hydra/launcher=population", "hydra.launcher.max_population=all"],
+     "hydra.launcher.max_population=all is not allowed: Value 'all' of type 'str' could not be converted to Integer."),
     (["hydra.launcher.n_job=2"],
      "hydra.launcher.n_job=2 is not a setting of the basic launcher (Hydra's default, which has none)."),
 ])

@@ -173,7 +173,8 @@ def stop_on_misspelt_keys(args: Optional[argparse.Namespace]) -> None:
     if problem is None and "hydra/sweeper=coarse_to_fine" in args.overrides:
         from hydra_plugins.expt_sweeper.config import unknown_setting
 
-        problem = _first_setting_problem(pairs, "hydra.sweeper.", unknown_setting)
+        problem = _first_setting_problem(pairs, "hydra.sweeper.",
+                                         lambda key, value: unknown_setting(key, value, text=True))
     launchers = [value for key, value in pairs if key == "hydra/launcher"]
     # a config of one's own, or a preset found through hydra.searchpath, may choose the launcher
     searched = any(key == "hydra.searchpath" for key, _ in pairs)

@@ -185,10 +185,14 @@ def _not_a_key(setting: str, key: str, allowed: list[str], where: str, meant: Op
     return f"{setting} is not a {noun} of {where}{hint}; its {noun}s are: {', '.join(allowed)}."
 
 
-def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str) -> Optional[str]:
+def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str, text: bool = False) -> Optional[str]:
     """The paragraph for the override ``<prefix><key>=<value>`` where a part of ``key`` is not a setting of ``schema`` (a
     dataclass, called ``what``; a setting that is a dataclass itself is followed into, ``<what>'s <setting>``): the
-    settings there and the nearest one. None where every part is a setting, or leads into one that takes any key."""
+    settings there and the nearest one. With ``text`` (``value`` as the command line writes it), also a value that a
+    setting taking one plain value (a number, a string, a bool, one of a list of names) cannot take
+    (``hydra.sweeper.seed=abc``), which Hydra would print as a block of five lines. None where every part is a
+    setting (and the value fits), or leads into one that takes any key."""
+    import enum
     import typing
 
     node, parts = schema, key.split(".")
@@ -201,6 +205,16 @@ def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str) ->
             return _not_a_key(f"{prefix}{key}={value}", prefix + ".".join(parts[:depth + 1]), settings, owner,
                               noun="setting")
         node = typing.get_type_hints(node).get(part)
+    plain = [t for t in typing.get_args(node) or (node,) if t is not type(None)]
+    if text and all(t in (int, float, str, bool) or (isinstance(t, type) and issubclass(t, enum.Enum)) for t in plain):
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        try:
+            (override,) = OverridesParser.create().parse_overrides([f"{prefix}{key}={value}"])
+        except Exception:  # what Hydra cannot parse, Hydra reports
+            return None
+        if not override.is_sweep_override():
+            return _wrong_type(schema, key, override)
     return None
 
 
@@ -276,12 +290,16 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
 
 
 def _wrong_type(schema: type, key: str, override: Any) -> Optional[str]:
-    """A value the typed section's field cannot take (``trainer.epochs=abc``), as OmegaConf's first line: Hydra
-    would print it as a block of five lines (the value, full_key, reference_type, object_type)."""
+    """A value the typed section's field ``key`` (dotted into nested sections) cannot take (``trainer.epochs=abc``),
+    as OmegaConf's first line: Hydra would print it as a block of five lines (the value, full_key, reference_type,
+    object_type)."""
     from omegaconf.errors import ValidationError
 
+    given = override.value()
+    for part in reversed(key.split(".")):
+        given = {part: given}
     try:
-        OmegaConf.merge(OmegaConf.structured(schema), {key: override.value()})
+        OmegaConf.merge(OmegaConf.structured(schema), given)
     except ValidationError as exc:
         return f"{override.key_or_group}={value_text(override)} is not allowed: {reason(exc)}."
     except Exception:  # anything else (an interpolation, a value Hydra parses otherwise) is left to Hydra

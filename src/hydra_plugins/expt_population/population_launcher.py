@@ -30,14 +30,16 @@ ConfigStore.instance().store(
 
 
 def unknown_setting(key: str, value: Any, launcher: Optional[str]) -> Optional[str]:
-    """The paragraph for ``hydra.launcher.<key>=<value>`` where Hydra would say less: under ``hydra/launcher=population``
-    (``launcher``) a key it lacks, with its settings and the nearest one; under the basic launcher (Hydra's default:
+    """The paragraph for the override ``hydra.launcher.<key>=<value>`` (as the command line writes it) where Hydra
+    would say less: under ``hydra/launcher=population`` (``launcher``) a key it lacks, with its settings and the
+    nearest one, or a value a setting cannot take; under the basic launcher (Hydra's default:
     ``launcher`` None or ``basic``) any key, since it has none, naming the installed launchers and expt's presets of
     them that have it (add ``hydra/launcher=<one>``). None otherwise: another launcher's keys are its own."""
     from expt.config import not_a_setting
 
     if launcher == "population":
-        return not_a_setting("hydra.launcher.", key, value, PopulationLauncherConf, "the population launcher")
+        return not_a_setting("hydra.launcher.", key, value, PopulationLauncherConf, "the population launcher",
+                             text=True)
     if launcher not in (None, "basic"):
         return None
     owners = [f"hydra/launcher={name}" for name in launchers_with(key.split(".")[0])]

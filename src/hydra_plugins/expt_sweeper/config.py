@@ -195,10 +195,11 @@ def missing_stage(arguments: List[str]) -> Optional[str]:
     return None
 
 
-def unknown_setting(key: str, value: Any) -> Optional[str]:
+def unknown_setting(key: str, value: Any, text: bool = False) -> Optional[str]:
     """The paragraph for ``hydra.sweeper.<key>`` when a part of ``key`` is not a setting of the coarse_to_fine sweeper
     (:class:`CoarseToFineSweeperConf`, its ``pinpoint`` and ``pruning`` followed into): the settings there and the
-    nearest one; None when it is."""
+    nearest one; with ``text`` (the command line's override), also a value the setting cannot take; None when it is
+    fine."""
     from expt.config import not_a_setting
 
-    return not_a_setting("hydra.sweeper.", key, value, CoarseToFineSweeperConf, "the coarse_to_fine sweeper")
+    return not_a_setting("hydra.sweeper.", key, value, CoarseToFineSweeperConf, "the coarse_to_fine sweeper", text)
