@@ -913,6 +913,30 @@ def test_the_run_directory_is_checked_before_hydra_creates_it(tmp_path):
     assert output_dir_problem(" ", create=True).startswith("is empty (an unset shell variable?)")
 
 
+@pytest.mark.parametrize("overrides", ["model=mlp", ["model=mlp", 3], 5])
+def test_expt_compose_takes_a_list_of_strings_and_says_so(overrides):
+    """A string was read as a list of one-letter overrides: Hydra's 'Error parsing override 'm''."""
+    with pytest.raises(ConfigError) as exc:
+        expt.compose(overrides)
+    assert one_paragraph(exc) == ("expt.compose takes a list of overrides, each a string as the command line writes it "
+                                  f"(['model=mlp', 'trainer.epochs=3']), not {overrides!r}.")
+    assert expt.compose(o for o in ["model=mlp"]).model._target_ == "expt.models.MLP"  # any iterable of strings
+
+
+def test_expt_train_checks_its_run_directory_as_the_command_line_does(tmp_path):
+    """expt.train(cfg, run_dir=<a file>) raised a bare FileExistsError from mkdir."""
+    (tmp_path / "a_file").write_text("x")
+    cfg = expt.compose(["trainer.epochs=1", "++data.subset=60"])
+    for run_dir, problem in ((tmp_path / "a_file", "is an existing file, not a directory"),
+                             (tmp_path / "a_file" / "run", f"cannot be created: {tmp_path / 'a_file'} is a file, "
+                                                           "not a directory")):
+        with pytest.raises(ConfigError) as exc:
+            expt.train(cfg, run_dir=run_dir)
+        assert one_paragraph(exc) == (f"run_dir={str(run_dir)!r} {problem}: give expt.train a directory it can create "
+                                      "and write to.")
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
 @pytest.mark.parametrize("key", ["hydra.run.dir", "hydra.sweep.dir"])
 def test_an_empty_run_directory_is_refused_and_the_files_where_the_command_runs_stay(tmp_path, key):
     """hydra.run.dir=$OUT with $OUT unset: Hydra would run in the current directory, and a run started anew there

@@ -21,7 +21,16 @@ if TYPE_CHECKING:
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> "DictConfig":
-    """The config ``python -m expt <overrides>`` would run, composed by Hydra from expt's conf/."""
+    """The config ``python -m expt <overrides>`` would run, composed by Hydra from expt's conf/. ``overrides`` is a list
+    of the command line's words (``["model=mlp", "trainer.epochs=3"]``)."""
+    try:
+        given = list(overrides) if not isinstance(overrides, (str, bytes)) else None
+    except TypeError:  # not a sequence at all
+        given = None
+    if given is None or not all(isinstance(o, str) for o in given):
+        raise ConfigError(f"expt.compose takes a list of overrides, each a string as the command line writes it "
+                          f"(['model=mlp', 'trainer.epochs=3']), not {overrides!r}.")
+    overrides = given
     from hydra import compose as hydra_compose
 
     from expt.config import in_hydra, unknown_override

@@ -21,8 +21,9 @@ from omegaconf import DictConfig
 from expt.build import build
 from expt.config import on_schema
 from expt.dashboard import Dashboard, sweep_context
-from expt.errors import StorageError
+from expt.errors import ConfigError, StorageError
 from expt.files import only_writer
+from expt.output_dir import output_dir_problem
 from expt.requeue import resume_own_checkpoint
 from expt.sweep_env import SweepTrial
 from expt.trainer import Trainer
@@ -68,7 +69,9 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
     cfg = on_schema(cfg)  # a config loaded from a run's .hydra/config.yaml, or a dict, as compose types it
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
     sweep = sweep if sweep is not None else SweepTrial.read()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    problem = output_dir_problem(str(run_dir), create=True)  # as the command line checks hydra.run.dir
+    if problem is not None:
+        raise ConfigError(f"run_dir={str(run_dir)!r} {problem}: give expt.train a directory it can create and write to.")
     with only_writer(run_dir, StorageError, "hydra.sweep.dir" if in_sweep() else "hydra.run.dir"):
         return _train(cfg, run_dir, sweep)
 
