@@ -184,6 +184,21 @@ def test_a_data_root_that_is_a_file_says_so(tmp_path: Path) -> None:
         load_mnist(str(path), download=False)
 
 
+@pytest.mark.parametrize("folder", ["fashion-mnist", "FashionMNIST/raw"])  # Debian's, torchvision's
+def test_a_data_root_one_folder_too_high_names_the_folder_and_downloads_nothing(tmp_path: Path, folder: str) -> None:
+    """data.root=/usr/share/datasets (Debian's folder of datasets) was searched alone, then downloaded into."""
+    write_mnist(tmp_path / folder)
+    (tmp_path / "mnist").mkdir()  # another dataset's folder, empty: not this one
+    for download in (True, False):
+        with pytest.raises(DatasetNotFound) as info:
+            load_fashion_mnist(str(tmp_path), download=download)
+        assert str(info.value) == (f"Fashion-MNIST was not found in data.root={str(tmp_path)!r}, but in its folder "
+                                   f"{tmp_path / folder}: set data.root={tmp_path / folder}.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({folder.split("/")[0], "mnist"})  # nothing downloaded
+    with pytest.raises(DatasetNotFound, match=r"^MNIST was not found in "):  # MNIST is not Fashion-MNIST
+        load_mnist(str(tmp_path), download=False)
+
+
 @pytest.mark.parametrize("load", MNIST_LIKE)
 def test_idx_missing_without_download(tmp_path: Path, load: Callable[..., dict]) -> None:
     root = tmp_path / "nowhere"

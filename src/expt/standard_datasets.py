@@ -201,6 +201,11 @@ def _locate(
             return directory
         places[directory] = gaps
     target = next(iter(places)) if root is not None else _download_dir(remote)
+    if root is not None and places[target] is None:
+        inside = _inside(remote, target, gaps_in)
+        if inside is not None:  # data.root one folder too high (Debian's /usr/share/datasets): say where, download nothing
+            raise DatasetNotFound(f"{remote.name} was not found in data.root={str(root)!r}, but in its folder {inside}: "
+                                  f"set data.root={inside}.")
     if not download:
         raise _not_found(remote, places, expected, root is not None, target, None)
     gaps = places.get(target)
@@ -217,6 +222,22 @@ def _locate(
         raise _not_found(remote, places, expected, root is not None, target, str(exc),
                          unwritable=not isinstance(exc, _DownloadError)) from exc
     return target
+
+
+def _inside(remote: _Remote, directory: Path, gaps_in: Callable[[Path], list[str] | None]) -> Path | None:
+    """A folder in ``directory`` named as the dataset (``fashion-mnist``, ``FashionMNIST``, and torchvision's
+    ``FashionMNIST/raw``) that holds all of it, or None."""
+    names = {_squashed(remote.key), _squashed(remote.name)}
+    try:
+        folders = sorted(d for d in directory.iterdir() if _squashed(d.name) in names and d.is_dir())
+    except OSError:  # not a directory, or not readable: the message says what was looked for
+        return None
+    return next((d for folder in folders for d in (folder, folder / "raw") if gaps_in(d) == []), None)
+
+
+def _squashed(name: str) -> str:
+    """A dataset's name as folders spell it in any case and punctuation: ``Fashion-MNIST`` -> ``fashionmnist``."""
+    return "".join(c for c in name.lower() if c.isalnum())
 
 
 # --------------------------------------------------------------------------- download
