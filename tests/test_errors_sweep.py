@@ -473,6 +473,18 @@ def test_a_checkpoint_written_before_the_pixel_range_still_loads(runs, digits, t
 
 
 @pytest.mark.slow
+def test_a_sweeper_or_launcher_chosen_without_multirun_is_warned_of_and_the_one_run_trains(tmp_path):
+    """python -m expt hydra/sweeper=coarse_to_fine (no -m) trained the config's one run without a word."""
+    done = run_cli("hydra/sweeper=coarse_to_fine", "hydra/launcher=population", "trainer.epochs=0",
+                   f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    warned = [line for line in (done.stdout + done.stderr).splitlines() if "only take" in line]
+    assert len(warned) == 1 and warned[0].endswith(
+        "hydra/sweeper=coarse_to_fine and hydra/launcher=population only take effect in a multirun: this command "
+        "trains one run with the config's values; to sweep, add -m (--multirun)."), warned
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
 def test_a_plain_multirun_into_a_coarse_to_fine_sweep_directory_is_refused(tmp_path):
     """Its jobs 0, 1 would have replaced the search's trials 0, 1, and search.jsonl would describe runs that are gone;
     the search itself goes on in its directory."""

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import sys
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 try:
     import hydra
@@ -51,6 +51,8 @@ def main(cfg: DictConfig) -> float:
 
     try:
         hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.RUN:
+            warn_of_unused_plugins(hydra_cfg.runtime.choices)
         if apply_preset_choices(cfg, list(hydra_cfg.overrides.task), hydra_cfg.job.config_name or "config",
                                 hydra_cfg.runtime.choices) and hydra_cfg.output_subdir is not None:
             # .hydra/config.yaml, which Hydra wrote before the task started, says what the run trains
@@ -92,6 +94,16 @@ def main(cfg: DictConfig) -> float:
             raise as_trial_error(exc) from exc
         report_error(f"Error: {exc}\nSet HYDRA_FULL_ERROR=1 for a complete stack trace.")
         raise SystemExit(1)
+
+
+def warn_of_unused_plugins(choices: Any) -> None:
+    """One warning where a single run (no ``-m``) chooses a sweeper or a launcher other than Hydra's basic ones, which
+    only a multirun uses: ``python -m expt hydra/sweeper=coarse_to_fine`` trains the config's one run, not a search."""
+    unused = [f"hydra/{group}={choices.get(f'hydra/{group}')}" for group in ("sweeper", "launcher")
+              if choices.get(f"hydra/{group}") not in (None, "basic")]
+    if unused:
+        log.warning("%s only take%s effect in a multirun: this command trains one run with the config's values; to "
+                    "sweep, add -m (--multirun).", " and ".join(unused), "" if len(unused) > 1 else "s")
 
 
 def report_error(text: str) -> None:
