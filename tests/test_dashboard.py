@@ -605,7 +605,10 @@ def test_diagnosis_rule():
     assert diagnose(rows([0.9], [0.9]), "diverged").verdict == "diverged"
     assert diagnose([]).verdict == "not trained"
     line = diagnose(rows([0.97, 0.99, 1.0], [0.95, 0.97, 0.98])).line()
-    assert line.startswith("healthy: train 100.0%, val 98.0% (gap 2.0 points); last 2 epochs")
+    assert line.startswith("healthy: train 100.0%, val 98.0% (gap 2.0 points); last 2 epochs, per epoch: train acc +1.5")
+    line = diagnose(rows([0.97, 1.0], [0.95, 0.98])).line()  # a 2-epoch run: one difference
+    assert line.startswith("healthy: train 100.0%, val 98.0% (gap 2.0 points); over the last epoch: train acc +3.0, ")
+    assert diagnose(rows([0.97], [0.95])).line().endswith("; one epoch: no trend yet")
 
 
 # ---------------------------------------------------------------------------------------------- the server

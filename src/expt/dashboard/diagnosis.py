@@ -57,7 +57,8 @@ class Diagnosis:
                 parts.append(f"val loss {self.val_loss_trend:+.3f}")
             if self.train_loss_trend is not None:
                 parts.append(f"train loss {self.train_loss_trend:+.3f}")
-            text += f"; last {self.epochs} epochs, per epoch: " + ", ".join(parts)
+            span = "over the last epoch" if self.epochs == 1 else f"last {self.epochs} epochs, per epoch"
+            text += f"; {span}: " + ", ".join(parts)
         else:
             text += "; one epoch: no trend yet"
         return text
