@@ -111,8 +111,8 @@ def only_writer(directory: Path, busy: type[Exception], setting: str = "hydra.ru
 def updating(directory: Path) -> Iterator[None]:
     """One process at a time in the ``with`` body: for reading a file of ``directory``, changing it and writing it
     back (two ``python -m expt.evaluate`` of one sweep, each adding its test evaluation to ``evaluation.json``). An
-    exclusive lock on the directory itself, so no file is added, waited for: the body takes milliseconds. Where
-    the system has no such locks, the body runs unlocked."""
+    exclusive lock on the directory itself, so no file is added, waited for: the body is short (a few files read and
+    written). Where the system has no such locks, the body runs unlocked."""
     try:
         import fcntl
         fd = os.open(directory, os.O_RDONLY)
