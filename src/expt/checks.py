@@ -92,7 +92,7 @@ def sample(x: torch.Tensor, y: torch.Tensor, count: int, seed: int = 0) -> tuple
     return x[order], y[order]
 
 
-def _fmt(value: float) -> str:
+def number_text(value: float) -> str:
     """Four decimals for losses of everyday size, four significant digits otherwise."""
     if not math.isfinite(value):
         return str(value)
@@ -138,13 +138,13 @@ def loss_at_init(
         hint = "the loss is not finite: NaN or Inf in the inputs or the weights (check the data and the init)"
     elif loss > high and low <= centred <= high:
         hint = (
-            f"most of the excess is a per-class offset shared by all samples (loss {_fmt(centred)} without it): "
+            f"most of the excess is a per-class offset shared by all samples (loss {number_text(centred)} without it): "
             "the activations feeding the classifier have a non-zero mean (ReLU, GELU, SiLU) and the classifier's "
             "weights are large; init.classifier_scale=0.05 (the default of kaiming and xavier) starts the logits near 0"
         )
     elif loss > high and (peak := float(x.abs().max()) if len(x) else 0.0) > LARGE_INPUT:  # measured on failure only
         hint = (
-            f"the inputs reach {_fmt(peak)}: pixels on a 0-255 scale, unscaled (preprocessing=none "
+            f"the inputs reach {number_text(peak)}: pixels on a 0-255 scale, unscaled (preprocessing=none "
             "keeps float pixels as they are; uint8 ones are scaled to 0-1)? Scale them to [0, 1], or standardize "
             "them (preprocessing=per_channel_standardize)"
         )
@@ -164,7 +164,7 @@ def loss_at_init(
         passed=passed,
         measured=loss,
         expected=f"about {target:.4f} = log({num_classes}), within {tolerance:.0%} ({low:.4f} to {high:.4f})",
-        summary=f"initial loss {_fmt(loss)}",
+        summary=f"initial loss {number_text(loss)}",
         hint=hint,
         details={"loss": loss, "loss_without_class_offsets": centred, "log_c": target, "low": low, "high": high,
                  "tolerance": tolerance, "samples": len(x)},
@@ -204,15 +204,15 @@ def regularization_raises_loss(
             f"sanity.reg_strength={strength} must be > 0"
         )
     elif not passed:
-        hint = (f"the penalty adds {_fmt(increase)} where l2 * sum(w^2) over the Linear and ConvNd weights is "
-                f"{_fmt(expected_increase)}: it is computed otherwise than documented")
+        hint = (f"the penalty adds {number_text(increase)} where l2 * sum(w^2) over the Linear and ConvNd weights is "
+                f"{number_text(expected_increase)}: it is computed otherwise than documented")
     return Check(
         name="regularization_raises_loss",
         title="regularization raises loss",
         passed=passed,
         measured=with_penalty,
-        expected=f"> {_fmt(without)} (loss with l2=0); l2 * sum(w^2) adds {_fmt(expected_increase)}",
-        summary=f"loss {_fmt(without)} -> {_fmt(with_penalty)} with l2={strength:g}"
+        expected=f"> {number_text(without)} (loss with l2=0); l2 * sum(w^2) adds {number_text(expected_increase)}",
+        summary=f"loss {number_text(without)} -> {number_text(with_penalty)} with l2={strength:g}"
                 + (f" (not penalized, as they are no Linear or ConvNd weights: {', '.join(unpenalized[:3])}"
                    f"{', ...' if len(unpenalized) > 3 else ''})" if unpenalized else ""),
         hint=hint,
@@ -477,13 +477,13 @@ def _gradient_verdict(tensors: dict[str, dict[str, Any]], measured: dict[str, An
         worst_name = max(failing, key=lambda n: tensors[n]["max_rel_error"])
         hint = (
             f"the back-propagated gradient of {', '.join(failing)} disagrees with the numerical one "
-            f"({_grade(tensors[worst_name]['max_rel_error'])}: {_fmt(tensors[worst_name]['max_rel_error'])} "
+            f"({_grade(tensors[worst_name]['max_rel_error'])}: {number_text(tensors[worst_name]['max_rel_error'])} "
             f"for {worst_name}): a hand-written backward, an in-place or non-differentiable op, "
             "randomness in the forward, or a kink the checker cannot see (e.g. functional relu)"
         )
     elif not measured_errors:
         hint = "no parameter had a measurable gradient entry: every try crossed a kink or the gradients vanish"
-    summary = f"max rel. error {_fmt(worst)} over {len(measured_errors)} tensors"
+    summary = f"max rel. error {number_text(worst)} over {len(measured_errors)} tensors"
     if unchecked:
         summary += f" ({len(unchecked)} unchecked)"
     return Check(

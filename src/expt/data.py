@@ -247,7 +247,7 @@ def _labels(y: Any, name: str, where: str) -> np.ndarray:
     return y
 
 
-def _images(x: Any, name: str, where: str) -> np.ndarray:
+def check_images(x: Any, name: str, where: str) -> np.ndarray:
     """``x`` as a finite float array shaped (N, C, H, W)."""
     x = np.asarray(x)
     if not x.dtype.isnative:  # big-endian pixels (a file written on another machine): torch takes native order only
@@ -321,7 +321,7 @@ def _checked_splits(raw: Any, where: str) -> dict[str, np.ndarray]:
             raise ConfigError(f"{where} has {have} but no {lack}: give both or neither.")
         if xk not in raw:
             continue
-        x, y = _images(raw[xk], xk, where), _labels(raw[yk], yk, where)
+        x, y = check_images(raw[xk], xk, where), _labels(raw[yk], yk, where)
         if len(x) != len(y):
             raise ConfigError(
                 f"{where}: {xk} holds {len(x)} samples but {yk} {len(y)} labels; each image needs exactly one label."

@@ -30,7 +30,7 @@ try:
     from expt.augment import NOT_FLIP_INVARIANT, PER_CHANNEL
     from expt.build import build_model
     from expt.dashboard.diagnostics import code_block
-    from expt.data import SCALE_RATIO, Splits, _images as check_images, load as load_data
+    from expt.data import SCALE_RATIO, Splits, check_images, load as load_data
     from expt.devices import choose_device
     from expt.errors import ConfigError
     from expt.files import holder, updating

@@ -30,10 +30,10 @@ from expt.checks import (
     WRONG_REL_ERROR,
     Check,
     SanityError,
-    _fmt,
     gradient_check,
     guard,
     loss_at_init,
+    number_text,
     regularization_raises_loss,
     relative_error,
     sample,
@@ -132,7 +132,7 @@ def overfit_small_set(
                 "(loss NaN or above trainer.divergence_factor x the initial loss): learning rate too large?")
     elif not passed:
         first, final = metrics["initial_loss"], metrics["final_train_loss"]
-        hint = f"the model cannot fit {samples} samples (loss {_fmt(first)} -> {_fmt(final)}): "
+        hint = f"the model cannot fit {samples} samples (loss {number_text(first)} -> {number_text(final)}): "
         if num_classes is not None and first > 3 * math.log(num_classes):
             hint += "it starts far above log C, so fix the init first (see loss at init)"
         else:

@@ -34,8 +34,8 @@ from expt.search.space import (
     SearchConfigError,
     Space,
     Value,
-    _bad,
-    _fmt,
+    bad_setting,
+    compact_number,
     describe_space,
     merge_overrides,
     sample_space,
@@ -100,8 +100,8 @@ class CoarseToFineSearch:
         for i, stage in enumerate(stages):
             for name in stage.params or ():
                 if name not in self.space and name not in dropped:
-                    raise _bad(f"hydra.sweeper.stages.{i}.params", name,
-                               f"a parameter of hydra.sweeper.params, which are: {', '.join(self.space)}")
+                    raise bad_setting(f"hydra.sweeper.stages.{i}.params", name,
+                                      f"a parameter of hydra.sweeper.params, which are: {', '.join(self.space)}")
                 claimed.add(name)
         rest = [name for name in self.space if name not in claimed]
         out = [rest if stage.params is None else [n for n in self.space if n in stage.params]
@@ -119,9 +119,9 @@ class CoarseToFineSearch:
         for n, rnd in enumerate(self.settings.rounds, start=1):
             for item in rnd.overrides:
                 if override_key(item) in self.space:
-                    raise _bad(f"{self.settings.round_key(n)}.overrides", item,
-                               f"{override_key(item)} is a searched parameter; "
-                               "a round may only set other keys")
+                    raise bad_setting(f"{self.settings.round_key(n)}.overrides", item,
+                                      f"{override_key(item)} is a searched parameter; "
+                                      "a round may only set other keys")
         fixed_keys = {override_key(item) for item in self.fixed}
         for key in sorted(fixed_keys & {override_key(item) for rnd in self.settings.rounds
                                         for item in rnd.overrides}):
@@ -134,9 +134,9 @@ class CoarseToFineSearch:
         elif pin.enabled:
             param = self.space.get(pin.param)
             if not isinstance(param, NumericParam) or not param.log:
-                raise _bad("hydra.sweeper.pinpoint.param", pin.param,
-                           "a log-scaled parameter of hydra.sweeper.params, "
-                           f"which are: {', '.join(self.space)}")
+                raise bad_setting("hydra.sweeper.pinpoint.param", pin.param,
+                                  "a log-scaled parameter of hydra.sweeper.params, "
+                                  f"which are: {', '.join(self.space)}")
 
     def round_numbers(self) -> list[int]:
         """0 for the pinpoint stage when enabled, then every round of the stages that have parameters."""
@@ -276,7 +276,7 @@ class CoarseToFineSearch:
         self.widest[pin.param] = new.width_t
         self.pinpoint_result["range"] = [new.low, new.high]
         log.info("pinpoint: %s learned at %s; round 1 searches %s", pin.param,
-                 ", ".join(_fmt(r, True) for r in rates), new)
+                 ", ".join(compact_number(r, True) for r in rates), new)
 
     def _ranked(self, records: Iterable[TrialRecord]) -> list[TrialRecord]:
         return ranked(records, self.settings.direction, tie_samples=self.settings.tie_samples)

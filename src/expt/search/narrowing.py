@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 from expt.search.ranking import beats, score, tie_tolerance
 from expt.search.records import TrialRecord
 from expt.search.settings import Settings
-from expt.search.space import ChoiceParam, NumericParam, Param, _fmt
+from expt.search.space import ChoiceParam, NumericParam, Param, compact_number
 
 log = logging.getLogger("expt.search")  # the search speaks under one name, as it did as one module
 
@@ -41,7 +41,7 @@ class EdgeMove:
 
     def message(self) -> str:
         def f(x: float) -> str:
-            return _fmt(x, self.log)
+            return compact_number(x, self.log)
 
         direction = "up" if self.side == "upper" else "down"
         return (f"best {self.param}={f(self.best)} is at the {self.side} edge of "
@@ -109,7 +109,7 @@ def _next_range(n: int, param: NumericParam, top: Sequence[float], best_record: 
     position = (param.to_t(best) - lo) / width
     side = ("upper" if position >= 1 - settings.edge else
             "lower" if position <= settings.edge else None)
-    where = f"best {param.name}={_fmt(best, param.log)} is at the {side} edge of {param}"
+    where = f"best {param.name}={compact_number(best, param.log)} is at the {side} edge of {param}"
     if side is not None and not moves:
         log.info("%s, but the next round is its stage's last, which refines: narrowing", where)
     elif side is not None and not _edge_is_better(param, side, best_record, records, settings):

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional, Sequence
 from expt.search.ranking import score
 from expt.search.records import TrialRecord
 from expt.search.settings import Settings
-from expt.search.space import NumericParam, Param, _fmt
+from expt.search.space import NumericParam, Param, compact_number
 
 
 def leader_rows(best_first: Sequence[TrialRecord], direction: str) -> list[dict[str, Any]]:
@@ -76,5 +76,5 @@ def _cell(value: Any, param: Param) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return _fmt(value, isinstance(param, NumericParam) and param.log)
+        return compact_number(value, isinstance(param, NumericParam) and param.log)
     return str(value)

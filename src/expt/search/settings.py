@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-from expt.search.space import _bad, _round_sig
+from expt.search.space import bad_setting, round_significant
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ class Pinpoint:
     def rates(self) -> list[float]:
         """``num`` log-spaced rates from ``low`` to ``high``, both included."""
         lo, hi = math.log10(self.low), math.log10(self.high)
-        return [_round_sig(10 ** (lo + (hi - lo) * i / (self.num - 1))) for i in range(self.num)]
+        return [round_significant(10 ** (lo + (hi - lo) * i / (self.num - 1))) for i in range(self.num)]
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class Settings:
         direction = str(data.get("direction", cls.direction))
         direction = direction.rsplit(".", 1)[-1]  # accept an enum's str()
         if direction not in ("maximize", "minimize"):
-            raise _bad(f"{prefix}.direction", direction, "maximize or minimize")
+            raise bad_setting(f"{prefix}.direction", direction, "maximize or minimize")
         margin = _number(data.get("margin", cls.margin), f"{prefix}.margin", 0.0, None, "a number >= 0")
         edge = _number(data.get("edge", cls.edge), f"{prefix}.edge", 0.0, 0.5,
                        "a fraction of the range's width in [0, 0.5)", high_open=True)
@@ -140,8 +140,8 @@ class Settings:
         pinpoint = _pinpoint(data.get("pinpoint") or {"enabled": False}, f"{prefix}.pinpoint")
         tie_break = data.get("tie_break", cls.tie_break)
         if tie_break is not None and (not isinstance(tie_break, str) or not tie_break):
-            raise _bad(f"{prefix}.tie_break", tie_break,
-                       "null or a key of the trials' metrics.json, lower is better (best_val_loss)")
+            raise bad_setting(f"{prefix}.tie_break", tie_break,
+                              "null or a key of the trials' metrics.json, lower is better (best_val_loss)")
         tie_samples = _integer(data.get("tie_samples", cls.tie_samples), f"{prefix}.tie_samples", 0)
         pruning = _pruning(data.get("pruning") or {"enabled": False}, f"{prefix}.pruning")
         return cls(stages, seed, direction, margin, edge, moves, pinpoint, tie_break, tie_samples,
@@ -151,19 +151,19 @@ class Settings:
 def _integer(value: Any, key: str, minimum: Optional[int]) -> int:
     allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _bad(key, value, allowed)
+        raise bad_setting(key, value, allowed)
     if minimum is not None and value < minimum:
-        raise _bad(key, value, allowed)
+        raise bad_setting(key, value, allowed)
     return value
 
 
 def _number(value: Any, key: str, low: Optional[float], high: Optional[float], allowed: str,
             high_open: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise _bad(key, value, allowed)
+        raise bad_setting(key, value, allowed)
     if (low is not None and value < low) or (
             high is not None and (value >= high if high_open else value > high)):
-        raise _bad(key, value, allowed)
+        raise bad_setting(key, value, allowed)
     return float(value)
 
 
@@ -171,53 +171,53 @@ def _string_list(value: Any, key: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str) or not isinstance(value, Sequence):
-        raise _bad(key, value, "a list of overrides such as [trainer.epochs=1]")
+        raise bad_setting(key, value, "a list of overrides such as [trainer.epochs=1]")
     for item in value:
         if not isinstance(item, str) or ("=" not in item and not item.startswith("~")):
-            raise _bad(key, item, "each override has the form key=value")
+            raise bad_setting(key, item, "each override has the form key=value")
     return tuple(value)
 
 
 def _rounds(data: Any, key: str) -> tuple[Round, ...]:
     if not isinstance(data, Sequence) or isinstance(data, str) or not data:
-        raise _bad(key, data, "a non-empty list of rounds, each {trials, top_k, overrides}")
+        raise bad_setting(key, data, "a non-empty list of rounds, each {trials, top_k, overrides}")
     return tuple(_round(r, f"{key}.{i}") for i, r in enumerate(data))
 
 
 def _stages(data: Any, key: str) -> tuple[Stage, ...]:
     if not isinstance(data, Sequence) or isinstance(data, str) or not data:
-        raise _bad(key, data, "a non-empty list of stages, each {name, params, rounds} "
-                   "(or hydra.sweeper.rounds for a single stage)")
+        raise bad_setting(key, data, "a non-empty list of stages, each {name, params, rounds} "
+                          "(or hydra.sweeper.rounds for a single stage)")
     stages = []
     claimed: dict[str, str] = {}
     for i, item in enumerate(data):
         where = f"{key}.{i}"
         if not isinstance(item, Mapping):
-            raise _bad(where, item, "a mapping {name, params, rounds}")
+            raise bad_setting(where, item, "a mapping {name, params, rounds}")
         unknown = set(item) - {"name", "params", "rounds"}
         if unknown:
             first = sorted(unknown)[0]
-            raise _bad(f"{where}.{first}", item[first], "a stage has only the keys name, params, rounds")
+            raise bad_setting(f"{where}.{first}", item[first], "a stage has only the keys name, params, rounds")
         name = item.get("name") or f"stage{i + 1}"
         if not isinstance(name, str):
-            raise _bad(f"{where}.name", name, "a short name such as lr_decay_reg")
+            raise bad_setting(f"{where}.name", name, "a short name such as lr_decay_reg")
         params = item.get("params")
         if params is not None:
             if isinstance(params, str) or not isinstance(params, Sequence) or not all(
                     isinstance(p, str) and p for p in params):
-                raise _bad(f"{where}.params", params,
-                           "null (every parameter no other stage names) or a list of "
-                           "parameter names of hydra.sweeper.params")
+                raise bad_setting(f"{where}.params", params,
+                                  "null (every parameter no other stage names) or a list of "
+                                  "parameter names of hydra.sweeper.params")
             for param in params:
                 if param in claimed:
-                    raise _bad(f"{where}.params", param,
-                               f"a parameter searched by one stage only; stage {claimed[param]} has it")
+                    raise bad_setting(f"{where}.params", param,
+                                      f"a parameter searched by one stage only; stage {claimed[param]} has it")
                 claimed[param] = name
             params = tuple(params)
         stages.append(Stage(name, params, _rounds(item.get("rounds"), f"{where}.rounds"), f"{where}.rounds"))
     if sum(stage.params is None for stage in stages) > 1:
-        raise _bad(key, [s.name for s in stages if s.params is None],
-                   "at most one stage with params: null (it takes the remaining parameters)")
+        raise bad_setting(key, [s.name for s in stages if s.params is None],
+                          "at most one stage with params: null (it takes the remaining parameters)")
     return tuple(stages)
 
 
@@ -225,29 +225,29 @@ def _pruning(data: Mapping[str, Any], key: str) -> Pruning:
     unknown = set(data) - {"enabled", "min_trials", "warmup_epochs"}
     if unknown:
         first = sorted(unknown)[0]
-        raise _bad(f"{key}.{first}", data[first], "pruning has the keys enabled, min_trials, warmup_epochs")
+        raise bad_setting(f"{key}.{first}", data[first], "pruning has the keys enabled, min_trials, warmup_epochs")
     enabled = data.get("enabled", Pruning.enabled)
     if not isinstance(enabled, bool):
-        raise _bad(f"{key}.enabled", enabled, "true or false")
+        raise bad_setting(f"{key}.enabled", enabled, "true or false")
     return Pruning(enabled, _integer(data.get("min_trials", Pruning.min_trials), f"{key}.min_trials", 1),
                    _integer(data.get("warmup_epochs", Pruning.warmup_epochs), f"{key}.warmup_epochs", 1))
 
 
 def _round(data: Any, key: str) -> Round:
     if not isinstance(data, Mapping):
-        raise _bad(key, data, "a mapping {trials, top_k, overrides}")
+        raise bad_setting(key, data, "a mapping {trials, top_k, overrides}")
     unknown = set(data) - {"trials", "top_k", "overrides"}
     if unknown:
-        raise _bad(f"{key}.{sorted(unknown)[0]}", data[sorted(unknown)[0]],
-                   "a round has only the keys trials, top_k, overrides")
+        raise bad_setting(f"{key}.{sorted(unknown)[0]}", data[sorted(unknown)[0]],
+                          "a round has only the keys trials, top_k, overrides")
     trials = _integer(data.get("trials"), f"{key}.trials", 1)
     if data.get("top_k") is None:
         top_k = min(Round.top_k, trials)
     else:
         top_k = _integer(data["top_k"], f"{key}.top_k", 1)
         if top_k > trials:
-            raise _bad(f"{key}.top_k", top_k, f"at most the round's {trials} trials (the best trials that set the next "
-                       "ranges)")
+            raise bad_setting(f"{key}.top_k", top_k,
+                              f"at most the round's {trials} trials (the best trials that set the next ranges)")
     return Round(trials, top_k, _string_list(data.get("overrides"), f"{key}.overrides"))
 
 
@@ -256,22 +256,22 @@ def _pinpoint(data: Mapping[str, Any], key: str) -> Pinpoint:
     unknown = set(data) - {f.name for f in dataclasses.fields(Pinpoint)}
     if unknown:
         first = sorted(unknown)[0]
-        raise _bad(f"{key}.{first}", data[first], "pinpoint has the keys "
-                   + ", ".join(f.name for f in dataclasses.fields(Pinpoint)))
+        raise bad_setting(f"{key}.{first}", data[first], "pinpoint has the keys "
+                          + ", ".join(f.name for f in dataclasses.fields(Pinpoint)))
     enabled = data.get("enabled", default.enabled)
     if not isinstance(enabled, bool):
-        raise _bad(f"{key}.enabled", enabled, "true or false")
+        raise bad_setting(f"{key}.enabled", enabled, "true or false")
     param = data.get("param", default.param)
     if not isinstance(param, str) or not param:
-        raise _bad(f"{key}.param", param, "the name of a searched parameter")
+        raise bad_setting(f"{key}.param", param, "the name of a searched parameter")
     low = _number(data.get("low", default.low), f"{key}.low", 0.0, None, "a positive number")
     high = _number(data.get("high", default.high), f"{key}.high", 0.0, None, "a positive number")
     if not 0 < low < high:
-        raise _bad(f"{key}.low", low, f"a positive number below {key}.high={high}")
+        raise bad_setting(f"{key}.low", low, f"a positive number below {key}.high={high}")
     num = _integer(data.get("num", default.num), f"{key}.num", 2)
     metric = data.get("metric")
     if metric is not None and not isinstance(metric, str):
-        raise _bad(f"{key}.metric", metric, "null (use the objective) or a key of metrics.json")
+        raise bad_setting(f"{key}.metric", metric, "null (use the objective) or a key of metrics.json")
     threshold = data.get("threshold")
     if threshold is not None:
         threshold = _number(threshold, f"{key}.threshold", None, None, "null or a number")

@@ -33,7 +33,7 @@ class SearchConfigError(ValueError):
         self.allowed = allowed
 
 
-def _bad(key: str, value: Any, allowed: str) -> SearchConfigError:
+def bad_setting(key: str, value: Any, allowed: str) -> SearchConfigError:
     return SearchConfigError(f"{key}={written(value)} is not allowed: {allowed}", allowed)
 
 
@@ -59,13 +59,13 @@ class Limits:
         match = _LIMITS_RE.match(str(text))
         allowed = "an interval such as '[0, 1)', '(0, inf)' or '[1, inf)'"
         if match is None:
-            raise _bad(key, text, allowed)
+            raise bad_setting(key, text, allowed)
         try:
             low, high = float(match.group(2)), float(match.group(3))
         except ValueError:
-            raise _bad(key, text, allowed) from None
+            raise bad_setting(key, text, allowed) from None
         if math.isnan(low) or math.isnan(high) or not low < high:
-            raise _bad(key, text, "the lower bound must be below the upper bound")
+            raise bad_setting(key, text, "the lower bound must be below the upper bound")
         return cls(low, high, match.group(1) == "(" or low == -math.inf,
                    match.group(4) == ")" or high == math.inf)
 
@@ -89,8 +89,8 @@ class Limits:
         return Limits(low, high, low_open, not high_closed)
 
     def __str__(self) -> str:
-        return (f"{'(' if self.low_open else '['}{_fmt(self.low)}, "
-                f"{_fmt(self.high)}{')' if self.high_open else ']'}")
+        return (f"{'(' if self.low_open else '['}{compact_number(self.low)}, "
+                f"{compact_number(self.high)}{')' if self.high_open else ']'}")
 
 
 POSITIVE = Limits(0.0, math.inf, True, True)
@@ -98,7 +98,7 @@ NON_NEGATIVE = Limits(0.0, math.inf, False, True)
 AT_LEAST_ONE = Limits(1.0, math.inf, False, True)
 
 
-def _fmt(x: float, sci: bool = False) -> str:
+def compact_number(x: float, sci: bool = False) -> str:
     """Compact number for messages: 0.35, 512, and (``sci``, for log scales) 8.7e-2, 1e-6; a whole number is written
     whole on either scale (a log-scaled width of 16 to 128, not 1.6e1 to 1.3e2)."""
     if not math.isfinite(x) or x == 0:
@@ -111,7 +111,7 @@ def _fmt(x: float, sci: bool = False) -> str:
     return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
 
 
-def _round_sig(x: float, digits: int = SIGNIFICANT_DIGITS) -> float:
+def round_significant(x: float, digits: int = SIGNIFICANT_DIGITS) -> float:
     return float(f"{x:.{digits}g}")
 
 
@@ -139,27 +139,28 @@ class NumericParam:
     def __post_init__(self) -> None:
         key = f"hydra.sweeper.params.{self.name}"
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
-            raise _bad(key, f"[{self.low}, {self.high}]", "a range with finite ends")
+            raise bad_setting(key, f"[{self.low}, {self.high}]", "a range with finite ends")
         if self.low > self.high:
-            raise _bad(key, f"[{self.low}, {self.high}]",
-                       f"a range whose low end is not above its high end (here {_fmt(self.low)} > "
-                       f"{_fmt(self.high)}: swap them, interval({_fmt(self.high)}, {_fmt(self.low)}))")
+            low, high = compact_number(self.low), compact_number(self.high)
+            raise bad_setting(key, f"[{self.low}, {self.high}]",
+                              f"a range whose low end is not above its high end (here {low} > {high}: swap them, "
+                              f"interval({high}, {low}))")
         if self.log and self.low <= 0:
-            example = (f", e.g. tag(log, interval({_fmt(self.high / 1e4, True)}, {_fmt(self.high, True)})) "
-                       "spans four decades" if self.high > 0 else "")
-            raise _bad(key, f"[{self.low}, {self.high}]",
-                       f"a log range needs both ends > 0 (here the low end is {_fmt(self.low)}): start it at "
-                       f"the smallest value worth trying{example}")
+            example = (f", e.g. tag(log, interval({compact_number(self.high / 1e4, True)}, "
+                       f"{compact_number(self.high, True)})) spans four decades" if self.high > 0 else "")
+            raise bad_setting(key, f"[{self.low}, {self.high}]",
+                              f"a log range needs both ends > 0 (here the low end is {compact_number(self.low)}): "
+                              f"start it at the smallest value worth trying{example}")
         if self.step is not None and self.step <= 0:
-            raise _bad(key, self.step, "the step must be positive")
+            raise bad_setting(key, self.step, "the step must be positive")
         if self.integer and self.step is None:
             object.__setattr__(self, "step", 1.0)
         if self.step is not None and self.anchor is None:
             object.__setattr__(self, "anchor", self.low)
         for bound in (self.low, self.high):
             if not (self.limits.contains(bound) or bound in (self.limits.low, self.limits.high)):
-                raise _bad(key, f"[{_fmt(self.low)}, {_fmt(self.high)}]",
-                           f"the range must lie within its limits {self.limits}")
+                raise bad_setting(key, f"[{compact_number(self.low)}, {compact_number(self.high)}]",
+                                  f"the range must lie within its limits {self.limits}")
 
     def to_t(self, x: float) -> float:
         """Into the space where sampling is uniform and widths are measured."""
@@ -189,7 +190,7 @@ class NumericParam:
     def sample(self, rng: random.Random) -> Value:
         if self.step is None:
             x = self.from_t(rng.uniform(self.to_t(self.low), self.to_t(self.high)))
-            rounded = _round_sig(x)
+            rounded = round_significant(x)
             x = rounded if self.low <= rounded <= self.high and self.limits.contains(rounded) else x
             return self.limits.clip(min(max(x, self.low), self.high))
         low, high = self._grid_bounds()
@@ -209,7 +210,7 @@ class NumericParam:
         Bounds are clipped to the closed limits (samples never reach an open one).
         """
         if self.step is None:
-            low, high = _round_sig(low), _round_sig(high)
+            low, high = round_significant(low), round_significant(high)
         low = min(max(low, self.limits.low), self.limits.high)
         high = min(max(high, self.limits.low), self.limits.high)
         if self.log and low <= 0:
@@ -231,7 +232,7 @@ class NumericParam:
         return out
 
     def __str__(self) -> str:
-        return f"[{_fmt(self.low, self.log)}, {_fmt(self.high, self.log)}]"
+        return f"[{compact_number(self.low, self.log)}, {compact_number(self.high, self.log)}]"
 
 
 def _plain(x: float, integer: bool) -> Union[int, float]:
@@ -247,7 +248,7 @@ class ChoiceParam:
 
     def __post_init__(self) -> None:
         if not self.choices:
-            raise _bad(f"hydra.sweeper.params.{self.name}", "choice()", "at least one option")
+            raise bad_setting(f"hydra.sweeper.params.{self.name}", "choice()", "at least one option")
 
     def sample(self, rng: random.Random) -> Value:
         return self.choices[rng.randrange(len(self.choices))]
