@@ -204,7 +204,7 @@ def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str, te
             owner = what + "".join(f"'s {p}" for p in parts[:depth])
             return _not_a_key(f"{prefix}{key}={value}", prefix + ".".join(parts[:depth + 1]), settings, owner,
                               noun="setting")
-        node = typing.get_type_hints(node).get(part)
+        section, node = node, typing.get_type_hints(node).get(part)
     plain = [t for t in typing.get_args(node) or (node,) if t is not type(None)]
     if text and all(t in (int, float, str, bool) or (isinstance(t, type) and issubclass(t, enum.Enum)) for t in plain):
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -214,7 +214,7 @@ def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str, te
         except Exception:  # what Hydra cannot parse, Hydra reports
             return None
         if not override.is_sweep_override():
-            return _wrong_type(schema, key, override)
+            return _wrong_type(section, parts[-1], override)  # the setting's own section: the sweeper's is large
     return None
 
 
@@ -290,16 +290,12 @@ def unknown_override(arguments: list[str], own_config: bool = False) -> Optional
 
 
 def _wrong_type(schema: type, key: str, override: Any) -> Optional[str]:
-    """A value the typed section's field ``key`` (dotted into nested sections) cannot take (``trainer.epochs=abc``),
-    as OmegaConf's first line: Hydra would print it as a block of five lines (the value, full_key, reference_type,
-    object_type)."""
+    """A value the typed section's field ``key`` cannot take (``trainer.epochs=abc``), as OmegaConf's first line:
+    Hydra would print it as a block of five lines (the value, full_key, reference_type, object_type)."""
     from omegaconf.errors import ValidationError
 
-    given = override.value()
-    for part in reversed(key.split(".")):
-        given = {part: given}
     try:
-        OmegaConf.merge(OmegaConf.structured(schema), given)
+        OmegaConf.merge(OmegaConf.structured(schema), {key: override.value()})
     except ValidationError as exc:
         return f"{override.key_or_group}={value_text(override)} is not allowed: {reason(exc)}."
     except Exception:  # anything else (an interpolation, a value Hydra parses otherwise) is left to Hydra
