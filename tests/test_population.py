@@ -297,10 +297,10 @@ def test_which_configs_can_train_together(compose, tmp_path) -> None:
                                     "at regularization.batchnorm: False against True")):
         with pytest.raises(expt.ConfigError, match=f"member 1's config differs from member 0's {said}"):
             train_population([base, config], [tmp_path / "0", tmp_path / "1"])  # refused before anything is built
-    from expt.population import _first_difference
+    from expt.population import first_difference
 
-    assert _first_difference({"a": {"b": 1}}, {"a": {"b": 1.0}}) == "a.b: 1 against 1.0"  # as group_key's repr
-    assert _first_difference({"a": None}, {}) == "a: None against absent"
+    assert first_difference({"a": {"b": 1}}, {"a": {"b": 1.0}}) == "a.b: 1 against 1.0"  # as group_key's repr
+    assert first_difference({"a": None}, {}) == "a: None against absent"
     dropout = [compose(*CONVNET, "regularization=[l2,batchnorm,dropout]", f"regularization.dropout={p}") for p in (0.5, 0)]
     with pytest.raises(expt.ConfigError, match="differs from member 0's at regularization.dropout: 0 in one, above 0 in "):
         train_population(dropout, [tmp_path / "0", tmp_path / "1"])
@@ -392,6 +392,19 @@ def test_a_bad_max_population_names_the_key(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip() and "HYDRA_FULL_ERROR" not in line]
     assert lines == ["Error in the config: hydra.launcher.max_population=0 is not allowed: an integer >= 1 (the most "
                      "trials trained together; 1 runs every trial alone)"], done.stderr
+
+
+def test_jobs_that_share_their_config_with_no_other_are_said_to_train_alone_and_why(tmp_path: Path) -> None:
+    """A batch that differs in a model's width (a search over widths) formed no population without a word; and the
+    launch lines showed every override added to Hydra's own settings (a sweeper's env_set for each trial)."""
+    done = multirun(tmp_path, *CONVNET, "trainer.epochs=1", "model.hidden_dim=16,32", "+hydra.job.env_set.EXPT_NOTE=x")
+    said = done.stdout + done.stderr
+    assert ("jobs 0, 1 train alone: each has no other job of this batch to share a population with (job 0 differs "
+            "from job 1 at model.hidden_dim: 16 against 32; members may differ only in optimizer.lr, ") in said
+    launched = [line for line in said.splitlines() if "\t#" in line]
+    assert len(launched) == 2 and all("model.hidden_dim=" in line and "env_set" not in line for line in launched)
+    assert "population of" not in said
+    assert all((tmp_path / "sweep" / str(job) / "metrics.json").is_file() for job in (0, 1))
 
 
 @pytest.mark.slow

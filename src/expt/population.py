@@ -49,6 +49,8 @@ MEMBER_OWN_KEYS = (
     "schedule", "trainer.divergence_factor", "trainer.train_eval_samples", "trainer.snapshots",
     "trainer.checkpoint_interval", "trainer.progress_after", "trainer.cuda_graph", "dashboard", "sanity", "hydra",
 )
+MAY_DIFFER = (f"members may differ only in {', '.join(PER_MEMBER_KEYS)}, and in what each member's record applies "
+              f"({', '.join(MEMBER_OWN_KEYS)})")
 # What the vmapped engine cannot do yet: (key, the values it can do). A config with another value trains alone.
 ALONE = (
     ("mode", ("train",)),
@@ -91,7 +93,7 @@ def _without(cfg: DictConfig, keys: Sequence[str]) -> dict:
     return plain
 
 
-def _shared(cfg: DictConfig) -> dict:
+def shared(cfg: DictConfig) -> dict:
     """What members must share: the config without the keys each may set, and whether it has dropout layers."""
     plain = _without(cfg, PER_MEMBER_KEYS + MEMBER_OWN_KEYS)
     # dropout > 0 adds layers; the probability itself can vary
@@ -101,19 +103,19 @@ def _shared(cfg: DictConfig) -> dict:
 
 def group_key(cfg: DictConfig) -> Optional[str]:
     """A string equal for configs that can train together; None for a config that trains alone."""
-    return None if can_join(cfg) is not None else repr(_shared(cfg))
+    return None if can_join(cfg) is not None else repr(shared(cfg))
 
 
 _ABSENT = object()
 
 
-def _first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
+def first_difference(a: Any, b: Any, where: str = "") -> Optional[str]:
     """The first key (dotted) whose value differs between two plain configs, with both values, as
     :func:`group_key` tells them apart (by ``repr``: 1 and 1.0 differ, so do a missing key and null); None if
     none does."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in list(a) + [k for k in b if k not in a]:
-            found = _first_difference(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{where}.{key}" if where else str(key))
+            found = first_difference(a.get(key, _ABSENT), b.get(key, _ABSENT), f"{where}.{key}" if where else str(key))
             if found is not None:
                 return found
         return None if list(a) == list(b) else f"{where or 'the config'}: the same keys in another order"
@@ -160,13 +162,10 @@ class Population:
                     raise ConfigError(f"member {i} cannot train in a population: {can_join(cfg)}")
             if key != keys[0]:
                 with job_scope(0):
-                    first = _shared(cfgs[0])
+                    first = shared(cfgs[0])
                 with job_scope(i):
-                    differs = _first_difference(_shared(cfg), first)
-                raise ConfigError(
-                    f"member {i}'s config differs from member 0's at {differs or 'a value'}: members may differ only in "
-                    f"{', '.join(PER_MEMBER_KEYS)}, and in what each member's record applies "
-                    f"({', '.join(MEMBER_OWN_KEYS)})")
+                    differs = first_difference(shared(cfg), first)
+                raise ConfigError(f"member {i}'s config differs from member 0's at {differs or 'a value'}: {MAY_DIFFER}")
         raw = load_data(cfgs[0].data) if data is None else data
         self.records: list[RunRecord] = []
         self.rngs: list[dict] = []

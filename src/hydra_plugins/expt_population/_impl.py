@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from hydra import version
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import (JobReturn, JobRuntime, JobStatus, configure_log, env_override, filter_overrides, run_job,
+from hydra.core.utils import (JobReturn, JobRuntime, JobStatus, configure_log, env_override, run_job,
                               setup_globals)
 from hydra.errors import CompactHydraException
 from hydra.types import HydraContext, TaskFunction
@@ -53,6 +53,12 @@ from expt.sweep_env import SweepTrial
 from ._compose import Composer
 
 log = logging.getLogger(__name__)
+
+
+def shown(overrides: Sequence[str]) -> List[str]:
+    """A job's overrides as its launch line shows them: Hydra's own settings left out, those added with ``+`` or
+    ``++`` too (a sweeper's ``hydra.job.env_set`` for each trial, which Hydra's ``filter_overrides`` keeps)."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
 
 
 class LauncherConfigError(ConfigError, CompactHydraException):
@@ -279,6 +285,7 @@ class PopulationLauncherImpl:
                 by_key[job.key] = []
                 order.append(by_key[job.key])
             by_key[job.key].append(job)
+        self._say_why_alone([group[0] for group in order if len(group) == 1 and group[0].key is not None], order)
         groups: List[List[_Job]] = []
         for group in order:
             if len(group) == 1:
@@ -289,6 +296,28 @@ class PopulationLauncherImpl:
             size = math.ceil(len(group) / parts)  # even parts: 70 with a cap of 64 gives 35 + 35
             groups += [group[i:i + size] for i in range(0, len(group), size)]
         return groups
+
+    def _say_why_alone(self, alone: List[_Job], order: List[List[_Job]]) -> None:
+        """One line for the jobs that could train in a population but share their config with no other job of the
+        batch (a search over model widths, say): which they are, and where the first of them differs from another
+        job."""
+        if not alone:
+            return
+        from expt.population import MAY_DIFFER, first_difference, shared
+
+        job = alone[0]
+        other = next((group[0] for group in order if group[0] is not job), None)
+        if other is None:  # the batch's only job
+            return
+        parts = []
+        for each in (job, other):
+            with self._member_context(each)():  # ${hydra:...} values as the job's own
+                parts.append(shared(each.task_cfg))
+        differs = first_difference(parts[0], parts[1]) or "a value"
+        nums = ", ".join(str(j.num) for j in alone)
+        log.info("job%s %s train%s alone: %s no other job of this batch to share a population with (job %d differs "
+                 "from job %d at %s; %s)", "s" if len(alone) > 1 else "", nums, "" if len(alone) > 1 else "s",
+                 "each has" if len(alone) > 1 else "it has", job.num, other.num, differs, MAY_DIFFER)
 
     # ------------------------------------------------------------------ running
     def _run(self, job: _Job, task_function: TaskFunction) -> JobReturn:
@@ -486,7 +515,7 @@ class PopulationLauncherImpl:
         jobs = []
         for idx, overrides in enumerate(job_overrides):
             num = initial_job_idx + idx
-            log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
+            log.info("\t#%d : %s", num, " ".join(shown(overrides)))
             job = self._compose(overrides, num)
             self._prepare(job)
             jobs.append(job)
