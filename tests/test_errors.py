@@ -196,6 +196,7 @@ SUBPROCESS_CASES = {
     "misspelt_key_in_a_sweep": "the same, for a multirun",
     "misspelt_key_of_a_model": "the same, for an open group's key (Hydra would not list the keys)",
     "target_missing": "the import of a _target_ (Hydra logged its own error lines first, the cause cut off)",
+    "interpolation_to_nothing": "OmegaConf's interpolation, resolved only when the task reads the value",
 }
 CLI_ONLY = {  # (overrides, expected): errors that only the CLI can raise
     "misspelt_plain_key": (["trainer.epoch=3"], ["Error in the config: trainer.epoch=3 is not a key of trainer",
@@ -206,6 +207,10 @@ CLI_ONLY = {  # (overrides, expected): errors that only the CLI can raise
                                                           "model=convnet (did you mean model.num_filters?)"]),
     "run_dir_is_a_file": (["hydra.run.dir={root}/a_file"], ["hydra.run.dir=", "a_file", "existing file", "directory"]),
     "run_dir_under_a_file": (["hydra.run.dir={root}/a_file/sub"], ["hydra.run.dir=", "a_file/sub", "is a file"]),
+    # a traceback before: the task read Hydra's list of overrides, which OmegaConf resolves ({{ }}: str.format's)
+    "interpolation_to_nothing": (["model.hidden_dim=${{trainer.nope}}"], [
+        "Error in the config: an interpolation in the overrides or the config cannot be resolved: Interpolation key "
+        "'trainer.nope' not found."]),
 }
 
 

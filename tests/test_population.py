@@ -317,20 +317,29 @@ def test_a_population_refuses_configs_that_differ_in_more_than_member_values(com
                          [tmp_path / "a", tmp_path / "b"])
 
 
-def test_a_population_takes_the_group_keys_its_launcher_computed(compose, tmp_path: Path) -> None:
+def test_a_population_takes_the_group_keys_its_launcher_computed(compose, tmp_path: Path, monkeypatch) -> None:
     """The launcher groups its jobs by group_key and hands the keys on, so a member's key is computed once; the
     population still checks them, and names where two members differ."""
-    from expt.population import Population
+    from expt import population
 
     configs = [compose(*CONVNET), compose(*CONVNET, "model.hidden_dim=16")]
+    keys = [group_key(c) for c in configs]
+    computed = []
+    monkeypatch.setattr(population, "group_key", lambda cfg: computed.append(cfg) or group_key(cfg))
     dirs = [tmp_path / "a", tmp_path / "b"]
     with pytest.raises(expt.ConfigError, match="member 1's config differs from member 0's at model.hidden_dim: 16 "):
-        Population(configs, dirs, keys=[group_key(c) for c in configs])
+        population.Population(configs, dirs, keys=keys)
+    # keys that say the members match are taken as they are: the shapes differ, and the build finds it
+    with pytest.raises(expt.ConfigError, match="member 1's model has other parameter shapes than member 0's"):
+        population.Population(configs, dirs, keys=[keys[0], keys[0]])
     with pytest.raises(expt.ConfigError, match="member 1 cannot train in a population: trainer.amp=fp16"):
-        Population([configs[0], compose(*CONVNET, "trainer.amp=fp16")], dirs, keys=[group_key(configs[0]), None])
-    with pytest.raises(ValueError, match="2 configs but 1 group keys"):
-        Population(configs, dirs, keys=[group_key(configs[0])])
-    assert not tmp_path.joinpath("a").exists()  # refused before anything is built
+        population.Population([configs[0], compose(*CONVNET, "trainer.amp=fp16")], dirs, keys=[keys[0], None])
+    with pytest.raises(ValueError, match="^2 configs but 1 group key$"):
+        population.Population(configs, dirs, keys=keys[:1])
+    assert computed == []  # not once: the keys given are the ones checked
+    with pytest.raises(expt.ConfigError, match="member 1's config differs from member 0's at model.hidden_dim: 16 "):
+        population.Population(configs, dirs)  # without keys, computed here
+    assert len(computed) == 2
 
 
 def test_a_member_shares_the_first_members_prepared_splits_and_preprocessor(compose) -> None:
@@ -397,14 +406,19 @@ def test_a_bad_max_population_names_the_key(tmp_path: Path) -> None:
 def test_jobs_that_share_their_config_with_no_other_are_said_to_train_alone_and_why(tmp_path: Path) -> None:
     """A batch that differs in a model's width (a search over widths) formed no population without a word; and the
     launch lines showed every override added to Hydra's own settings (a sweeper's env_set for each trial)."""
-    done = multirun(tmp_path, *CONVNET, "trainer.epochs=1", "model.hidden_dim=16,32", "+hydra.job.env_set.EXPT_NOTE=x")
+    # job 0's interpolation names no key: it fails alone, with its paragraph, and is no one's partner
+    done = multirun(tmp_path, *CONVNET, "trainer.epochs=1", "model.hidden_dim=${trainer.nope},16,32",
+                    "+hydra.job.env_set.EXPT_NOTE=x", check=False)
     said = done.stdout + done.stderr
-    assert ("jobs 0, 1 train alone: each has no other job of this batch to share a population with (job 0 differs "
-            "from job 1 at model.hidden_dim: 16 against 32; members may differ only in optimizer.lr, ") in said
+    assert done.returncode == 1 and "Traceback" not in said, said[-3000:]
+    assert ("jobs 1, 2 train alone: each has no other job of this batch to share a population with (job 1 differs "
+            "from job 2 at model.hidden_dim: 16 against 32; members may differ only in optimizer.lr, ") in said
+    assert ("Error in the config: an interpolation in the overrides or the config cannot be resolved: Interpolation "
+            "key 'trainer.nope' not found.") in said
     launched = [line for line in said.splitlines() if "\t#" in line]
-    assert len(launched) == 2 and all("model.hidden_dim=" in line and "env_set" not in line for line in launched)
+    assert len(launched) == 3 and all("model.hidden_dim=" in line and "env_set" not in line for line in launched)
     assert "population of" not in said
-    assert all((tmp_path / "sweep" / str(job) / "metrics.json").is_file() for job in (0, 1))
+    assert all((tmp_path / "sweep" / str(job) / "metrics.json").is_file() for job in (1, 2))
 
 
 @pytest.mark.slow

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 try:
     import hydra
     from omegaconf import DictConfig
+    from omegaconf.errors import InterpolationResolutionError
 
     from expt.presets import apply_preset_choices  # also registers the typed schema with Hydra's ConfigStore
     from expt.errors import (ConfigError, StorageError, Terminated, interrupts_after, on_sigterm,
@@ -67,9 +68,13 @@ def main(cfg: DictConfig) -> float:
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the trainer has kept what it measured
             say_how_to_resume(hydra_cfg)
             raise
-    except ConfigError as exc:
+    except (ConfigError, InterpolationResolutionError) as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if isinstance(exc, InterpolationResolutionError):  # ${trainer.nope} in an override or a config file
+            from expt.errors import reason
+
+            exc = ConfigError(f"an interpolation in the overrides or the config cannot be resolved: {reason(exc)}.")
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # This job trains nothing and the others go on; the sweeper records it as failed. Hydra prints
             # a TrialConfigError as its message alone (a plain multirun, at its end, then exits 1).

@@ -46,9 +46,11 @@ from expt.config import to_yaml
 from expt.errors import ConfigError, StorageError, described
 from expt.files import only_writer
 from expt.job_errors import TrialStorageError, as_trial_error
+from expt.overrides import split_override
 from expt.requeue import continue_sweep, sweep_to_continue
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
+from expt.values import is_integer, is_number
 
 from ._compose import Composer
 
@@ -58,7 +60,7 @@ log = logging.getLogger(__name__)
 def shown(overrides: Sequence[str]) -> List[str]:
     """A job's overrides as its launch line shows them: Hydra's own settings left out, those added with ``+`` or
     ``++`` too (a sweeper's ``hydra.job.env_set`` for each trial, which Hydra's ``filter_overrides`` keeps)."""
-    return [o for o in overrides if not o.lstrip("+~").startswith("hydra.")]
+    return [o for o in overrides if not split_override(o)[0].startswith("hydra.")]
 
 
 class LauncherConfigError(ConfigError, CompactHydraException):
@@ -67,12 +69,11 @@ class LauncherConfigError(ConfigError, CompactHydraException):
 
 
 def _check_settings(max_population: Any, memory_fraction: Any) -> None:
-    if isinstance(max_population, bool) or not isinstance(max_population, int) or max_population < 1:
+    if not is_integer(max_population) or max_population < 1:
         raise LauncherConfigError(
             f"Error in the config: hydra.launcher.max_population={max_population!r} is not allowed: an integer >= 1 "
             "(the most trials trained together; 1 runs every trial alone)")
-    if isinstance(memory_fraction, bool) or not isinstance(memory_fraction, (int, float)) \
-            or not 0 < memory_fraction <= 1:
+    if not is_number(memory_fraction) or not 0 < memory_fraction <= 1:
         raise LauncherConfigError(
             f"Error in the config: hydra.launcher.memory_fraction={memory_fraction!r} is not allowed: a number in "
             "(0, 1] (the share of a GPU's free memory a population may plan to use)")
@@ -306,8 +307,9 @@ class PopulationLauncherImpl:
         from expt.population import MAY_DIFFER, first_difference, shared
 
         job = alone[0]
-        other = next((group[0] for group in order if group[0] is not job), None)
-        if other is None:  # the batch's only job
+        # another job that could join a population (one whose config failed its checks trains alone to report them)
+        other = next((group[0] for group in order if group[0] is not job and group[0].key is not None), None)
+        if other is None:  # the batch's only such job
             return
         parts = []
         for each in (job, other):
