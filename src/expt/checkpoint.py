@@ -11,6 +11,7 @@ import torch
 
 from expt.errors import ConfigError, StorageError, not_written, os_error_in
 from expt.files import replacing
+from expt.values import is_integer
 
 LAST, BEST = "last.pt", "best.pt"
 DIR = "checkpoints"  # in a run directory: LAST, BEST and the snapshots
@@ -154,8 +155,8 @@ def check_resumable(stored_yaml: str, current: dict[str, Any], path: Path, epoch
     import yaml
 
     epochs = (current.get("trainer") or {}).get("epochs")
-    if isinstance(epochs, int):
-        done = int(epoch) if isinstance(epoch, int) else None
+    if is_integer(epochs):
+        done = int(epoch) if is_integer(epoch) else None
         if done is not None and epochs < done:
             raise ConfigError(
                 f"trainer.epochs={epochs} is fewer than the {done} epochs trainer.resume={str(path)!r} has already "

@@ -25,6 +25,8 @@ from omegaconf import DictConfig
 from expt.errors import ConfigError, nearest, not_allowed, reason
 from expt.config import MAX_CLASSES, user_path
 from expt.instantiate import call, check_params, locate, parameters, to_plain
+from expt.values import is_integer, is_number
+
 
 log = logging.getLogger("expt")
 
@@ -104,10 +106,10 @@ def synthetic(
         raise ConfigError(f"data.shape={list(shape)} is not allowed: [channels, height, width], each >= 1.")
     if num_classes < 2:
         raise ConfigError(f"data.num_classes={num_classes} is not allowed: at least 2 classes.")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+    if not is_integer(num_samples) or num_samples < 1:
         raise not_allowed("data.num_samples", num_samples, "an integer >= 1 (enough to leave training, validation "
                           "and test samples)")
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < math.inf:
+    if not is_number(noise) or not 0 <= noise < math.inf:
         raise not_allowed("data.noise", noise, "the noise's standard deviation, a number >= 0 (0: every image its "
                           "class's prototype)")
     rng = np.random.default_rng(seed)
@@ -422,7 +424,7 @@ def _given_classes(num_classes: Any, key: str, splits: dict[str, np.ndarray], wh
     """The number of classes ``key`` gives (data.num_classes, or the loader's num_classes): an integer >= 2 that
     every split's labels are below."""
     value = num_classes.item() if isinstance(num_classes, np.ndarray) and num_classes.size == 1 else num_classes
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 2:
+    if not is_integer(value) or value < 2:
         raise ConfigError(f"{where} gives num_classes={num_classes!r}; it must be an integer >= 2.")
     num_classes = int(value)
     for s in SPLITS:

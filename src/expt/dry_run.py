@@ -105,7 +105,7 @@ def _check_settings(cfg: DictConfig) -> None:
             raise ConfigError("schedule.per_step=true is not allowed with schedule=plateau: it steps on each "
                               "epoch's validation loss, once an epoch.")
     eta_min, lr = schedule.get("eta_min"), cfg.optimizer.get("lr")
-    if isinstance(eta_min, (int, float)) and isinstance(lr, (int, float)) and eta_min >= lr > 0:
+    if is_number(eta_min) and is_number(lr) and eta_min >= lr > 0:
         raise ConfigError(f"schedule.eta_min={eta_min} is not allowed with optimizer.lr={lr}: the rate anneals "
                           "down to eta_min, so it must be below optimizer.lr (0 is usual).")
     warmup = schedule.get("warmup_epochs")
@@ -114,7 +114,7 @@ def _check_settings(cfg: DictConfig) -> None:
                           "number of epochs (a fraction of an epoch needs schedule.per_step=true, which counts the "
                           "warm-up in batches).")
     epochs = cfg.trainer.get("epochs")
-    if (isinstance(warmup, (int, float)) and _whole(epochs, 1) and warmup >= epochs
+    if (is_number(warmup) and _whole(epochs, 1) and warmup >= epochs
             and target.endswith(".warmup_cosine")):  # a schedule of one's own may mean its warm-up otherwise
         log.warning("schedule.warmup_epochs=%s is not below trainer.epochs=%d: the run ends inside its warm-up, so its "
                     "rate never reaches optimizer.lr=%s.", warmup, epochs, lr)

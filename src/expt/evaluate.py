@@ -615,10 +615,10 @@ def _write_board(directory: Path, result: dict[str, Any]) -> None:
 def format_table(result: dict[str, Any]) -> str:
     """Every member and the chosen ensemble, validation and test, as the command prints them."""
     def pct(v: Any) -> str:
-        return f"{100 * v:6.2f}%" if isinstance(v, (int, float)) else "     - "
+        return f"{100 * v:6.2f}%" if is_number(v) else "     - "
 
     def num(v: Any) -> str:
-        return f"{v:7.4f}" if isinstance(v, (int, float)) else "     - "
+        return f"{v:7.4f}" if is_number(v) else "     - "
 
     directory = Path(result["directory"])
     lines = ["rank  val acc  val loss  test acc  test loss  run"]

@@ -10,12 +10,12 @@ a new activation module), ``dropout`` and ``batchnorm``.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Callable, Sequence
 
 from torch import nn
 
 from expt.errors import ConfigError, not_allowed
+from expt.values import is_integer
 
 Activation = Callable[[], nn.Module]
 
@@ -54,12 +54,12 @@ def _check_images(input_shape: Sequence[int], model: str, smallest: int) -> None
 
 def _is_count(value: object) -> bool:
     """Whether a config value is a count of layers, filters or units: an integer >= 1 (not a bool)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+    return is_integer(value) and value >= 1
 
 
 def _check_filter(filter_size: int, input_shape: Sequence[int], key: str) -> None:
     h, w = input_shape[1:]
-    if isinstance(filter_size, bool) or not isinstance(filter_size, numbers.Integral) or not 1 <= filter_size <= min(h, w):
+    if not is_integer(filter_size) or not 1 <= filter_size <= min(h, w):
         raise ConfigError(
             f"{key}={filter_size} is not allowed: a filter size from 1 to {min(h, w)} "
             f"(the images are {h}x{w})."
@@ -220,9 +220,9 @@ class ResNet(nn.Sequential):
         dropout: float = 0.0,
         batchnorm: bool = True,
     ):
-        if not (isinstance(depth, int) and depth >= 8 and (depth - 2) % 6 == 0):
+        if not (is_integer(depth) and depth >= 8 and (depth - 2) % 6 == 0):
             raise not_allowed("model.depth", depth, "6n + 2 for n >= 1 (8, 14, 20, 32, 44, 56, 110)")
-        if not (isinstance(width, int) and width >= 1):
+        if not (is_integer(width) and width >= 1):
             raise not_allowed("model.width", width, "an integer >= 1 (16 in the paper)")
         _check_images(input_shape, "resnet", 4)  # it halves them twice
         c, h, w = input_shape

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from expt.jsonl import append_line, keep_lines, read_lines
+from expt.values import is_number
 
 PROGRESS_FILE = "progress.jsonl"
 
@@ -62,7 +63,7 @@ class ProgressReport:
         scores: dict[int, float] = {}
         for _, line in read_lines(self.path):
             if (line.get("round") == self.round and line.get("epoch") == epoch
-                    and line.get("job") != self.job and isinstance(line.get("score"), (int, float))):
+                    and line.get("job") != self.job and is_number(line.get("score"))):
                 scores[int(line["job"])] = float(line["score"])
         return scores
 

@@ -379,7 +379,7 @@ def hparams_summaries(
             info.type = api_pb2.DATA_TYPE_BOOL
             if given:
                 start.hparams[name].bool_value = value
-        elif isinstance(value, (int, float)):
+        elif is_number(value):
             info.type = api_pb2.DATA_TYPE_FLOAT64
             if given:
                 start.hparams[name].number_value = value

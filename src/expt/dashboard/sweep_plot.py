@@ -18,7 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from expt.dashboard.writer import use_c_checksums
 from expt.search import TrialRecord, chosen_and_tied
 from expt.status import COMPLETED, DIVERGED, FAILED, INTERRUPTED, PRUNED
-from expt.values import is_finite_number, is_number
+from expt.values import is_finite_number, is_integer, is_number
 
 # What the metric's name means on an axis.
 METRIC_NAMES = {
@@ -327,7 +327,7 @@ def _history_picture(pictures: _Pictures, direction: str, tie_samples: int) -> P
     records = pictures.records
     order = sorted(range(len(records)), key=lambda i: (records[i].get("job", i), i))
     number = {id(records[i]): n for n, i in enumerate(order)}
-    x_of = (lambda r: r["job"]) if all(isinstance(r.get("job"), int) for r in records) else (lambda r: number[id(r)])
+    x_of = (lambda r: r["job"]) if all(is_integer(r.get("job")) for r in records) else (lambda r: number[id(r)])
     fig, canvas, ax = pictures.figure()
     pictures.draw_trials(ax, x_of, list(records))
     xs, ys = [], []
@@ -399,7 +399,7 @@ def _trial(record: dict, index: int) -> TrialRecord:
 
     job = record.get("job")
     samples = record.get("val_samples")
-    return TrialRecord(round=int(record.get("round", 0)), job=job if isinstance(job, int) else index, overrides=[],
+    return TrialRecord(round=int(record.get("round", 0)), job=job if is_integer(job) else index, overrides=[],
                        values=dict(record.get("values", {})), objective=number("objective"), status=_status(record),
                        seconds=0.0, tie_value=number("val_loss"),
                        val_samples=samples if isinstance(samples, int) else None)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
 from expt.search.space import bad_setting, round_significant
+from expt.values import is_integer, is_number
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ class Settings:
 
 def _integer(value: Any, key: str, minimum: Optional[int]) -> int:
     allowed = "an integer" + (f" >= {minimum}" if minimum is not None else "")
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_integer(value):
         raise bad_setting(key, value, allowed)
     if minimum is not None and value < minimum:
         raise bad_setting(key, value, allowed)
@@ -159,7 +160,7 @@ def _integer(value: Any, key: str, minimum: Optional[int]) -> int:
 
 def _number(value: Any, key: str, low: Optional[float], high: Optional[float], allowed: str,
             high_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+    if not is_number(value) or math.isnan(value):
         raise bad_setting(key, value, allowed)
     if (low is not None and value < low) or (
             high is not None and (value >= high if high_open else value > high)):

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from expt.search import RECORDS_FILE, TrialRecord, TrialSpec, append_record, as_objective, returned_metrics
 from expt.status import COMPLETED, DIVERGED, FAILED
+from expt.values import is_integer
 
 from .errors import describe
 
@@ -90,7 +91,7 @@ def trial_record(trial: Mapping[str, Any], value: Any, seconds: Optional[float],
         return as_objective(_lookup(metrics, key)) if key else None
 
     def integer(key: str) -> Optional[int]:
-        return metrics[key] if isinstance(metrics.get(key), int) else None
+        return metrics[key] if is_integer(metrics.get(key)) else None
 
     return TrialRecord(round=trial["round"], job=trial["job"], overrides=list(trial["overrides"]),
                        values=dict(trial["values"]), objective=objective, status=status, seconds=round(seconds, 3),
