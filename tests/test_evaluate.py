@@ -424,12 +424,24 @@ def test_an_evaluation_file_expt_did_not_write_is_replaced_without_its_entries(s
         assert json.loads(path.read_text())["test_evaluations"] == result["test_evaluations"]
 
 
-def test_two_evaluations_ending_together_keep_both_records(seeds, tmp_path):
+def test_two_evaluations_ending_together_keep_both_records(seeds, tmp_path, monkeypatch):
     """Each reads evaluation.json's earlier test evaluations and writes them back with its own: one at a time, so
     neither drops the other's. Here another process holds the directory while this evaluation ends, then adds a
     record of its own."""
+    import contextlib
     import threading
 
+    from expt.files import updating
+
+    reached = threading.Event()  # this evaluation is at the lock (the real one, taken just after)
+
+    @contextlib.contextmanager
+    def taking_the_lock(directory):
+        reached.set()
+        with updating(directory):
+            yield
+
+    monkeypatch.setattr(evaluate, "updating", taking_the_lock)
     sweep = copy_runs(seeds, tmp_path / "sweep", names=("0", "1"))
     other = subprocess.Popen(command("-c", f"""
 import json, sys
@@ -445,7 +457,8 @@ with updating(Path({str(sweep)!r})):
         results = []
         ours = threading.Thread(target=lambda: results.append(evaluate.evaluate_ensembles(sweep, top=2)))
         ours.start()
-        ours.join(3)
+        assert reached.wait(600), "the evaluation never reached the lock"
+        ours.join(1)  # without the lock its last steps (a file read, two written) would most likely be done by now
         assert ours.is_alive() and not (sweep / evaluate.EVALUATION_FILE).exists()  # it waits for the other
         other.communicate("go\n", timeout=60)
         ours.join()

@@ -551,6 +551,8 @@ def test_ctrl_c_while_the_libraries_load_exits_130_without_a_traceback(tmp_path,
     assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "checkpoints").exists()
     if module == "hydra":
         assert not (tmp_path / "run").exists()
+    else:  # the signal came inside the job, as torch loaded (Hydra had made the run directory)
+        assert (tmp_path / "run" / ".hydra" / "config.yaml").is_file()
 
 
 def test_ctrl_c_between_an_epochs_measurement_and_its_checkpoint_says_so(tmp_path, compose, monkeypatch, caplog):

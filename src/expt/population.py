@@ -144,9 +144,9 @@ class Population:
                  keys: Optional[Sequence[Optional[str]]] = None):
         if not cfgs:
             raise ValueError("a population needs at least one config")
-        for what, given in (("run directories", run_dirs), ("group keys", keys)):
+        for (one, many), given in ((("run directory", "run directories"), run_dirs), (("group key", "group keys"), keys)):
             if given is not None and len(given) != len(cfgs):
-                raise ValueError(f"{len(cfgs)} configs but {len(given)} {what}")
+                raise ValueError(f"{len(cfgs)} configs but {len(given)} {one if len(given) == 1 else many}")
 
         def job_scope(i: int):  # the launcher's context for member i's job (its Hydra config: ${hydra:...} values)
             return contexts[i]() if contexts is not None else contextlib.nullcontext()
