@@ -170,7 +170,14 @@ def test_a_changed_search_in_the_same_directory_is_refused_before_any_trial(tmp_
     out, calls = tmp_path / "sweep", tmp_path / "calls.txt"
     sweep(out, *TINY, f"toy.calls_file={calls}")
     first = records(out)
+    kept = {name: (out / name).read_bytes() for name in ("search_summary.yaml", "multirun.yaml")}
     calls.write_text("")
+    # the same first round, another second (round 1 keeps its best 2, not 3): refused at round 2, and the refused
+    # command leaves the search's summary and multirun.yaml as they were (it rewrote them, saying round 1 of 3)
+    changed = TINY[-1].replace("{trials:4,top_k:3,", "{trials:4,top_k:2,")
+    done = sweep(out, *TINY[:-1], changed, f"toy.calls_file={calls}", check=False)
+    assert done.returncode == 1 and "holds the trials of another search: its job 4 (round 2) ran " in done.stderr
+    assert {name: (out / name).read_bytes() for name in kept} == kept
     done = sweep(out, *TINY, f"toy.calls_file={calls}", "hydra.sweeper.seed=1", check=False)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert f"{out} holds the trials of another search: its job 0 (round 1) ran " in done.stderr
@@ -183,6 +190,7 @@ def test_a_changed_search_in_the_same_directory_is_refused_before_any_trial(tmp_
     assert f"{out} holds the trials of another search: its job 0 (round 1) ran " in done.stderr
     assert "where this sweep's job 0 (round 0) is " in done.stderr
     assert calls.read_text() == "" and records(out) == first
+    assert {name: (out / name).read_bytes() for name in kept} == kept
 
 
 @pytest.mark.slow

@@ -109,7 +109,9 @@ class CoarseToFineSweeperImpl(Sweeper):
         except SearchConfigError as error:
             raise compact(error) from error
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / MULTIRUN_FILE)
+        # The directory's multirun.yaml and search_summary.yaml become this command's once it launches a trial (or
+        # finds every trial recorded): a command refused at a later round as another search's leaves them as they were.
+        started = False
         returns: List[Sequence[JobReturn]] = []
         for n in search.round_numbers():
             specs = search.propose(n)
@@ -117,16 +119,23 @@ class CoarseToFineSweeperImpl(Sweeper):
             done = self._finished(specs)  # what a stopped sweep already finished
             pending = [spec for spec in specs if spec.key not in done]
             for batch in consecutive_runs(pending, self.max_batch_size):
+                if not started:
+                    OmegaConf.save(self.config, self.sweep_dir / MULTIRUN_FILE)  # the trials read it
+                    started = True
                 results = self._launch(search, batch)
                 returns.append(results)
                 done.update(self._records(batch, results))
             search.conclude(n, [done[spec.key] for spec in specs])
             self._warn_of_unread_keys(n, [done[spec.key] for spec in specs])
-            write_summary(search, self.sweep_dir)
+            if started:
+                write_summary(search, self.sweep_dir)
             ran = search.every_record()
             if ran and all(r.status == FAILED for r in ran) and n != search.round_numbers()[-1]:
                 log.error("every trial so far failed (%d): the sweep stops before its next round", len(ran))
                 break  # what fails every trial (the data, a value they share) would fail the next rounds too
+        if not started:  # every trial was already recorded: the search as this command reads it
+            OmegaConf.save(self.config, self.sweep_dir / MULTIRUN_FILE)
+            write_summary(search, self.sweep_dir)
         best = search.best()
         if best is not None:
             log_chosen(search, best)
