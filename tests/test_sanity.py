@@ -88,6 +88,18 @@ def test_cli_planted_weight_scale_fails_with_a_hint(tmp_path: Path):
     assert report["checks"][0]["measured"] > 100 * math.log(10)
 
 
+def test_a_multirun_of_the_checks_runs_every_job_and_fails_the_one_that_failed(tmp_path: Path):
+    """A job whose checks failed exited the whole multirun (SystemExit): the next rate was never checked."""
+    proc = run_cli("-m", "mode=sanity", "optimizer.lr=1e-9,1e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    reports = [json.loads((tmp_path / "sweep" / job / "sanity.json").read_text()) for job in ("0", "1")]
+    assert [r["passed"] for r in reports] == [False, True]  # a rate of 1e-9 cannot overfit 100 samples
+    failed = [c["title"] for c in reports[0]["checks"] if not c["passed"]]
+    assert failed == ["overfit 100 samples"]
+    assert (f"{len(failed)} of 4 sanity checks failed ({', '.join(failed)}); the report: "
+            f"{tmp_path / 'sweep' / '0' / 'sanity.json'}") in proc.stderr
+
+
 def test_cli_strict_guard_stops_training_without_traceback(tmp_path: Path):
     proc = run_cli(
         "init=gaussian", "init.weight_scale=100", "sanity.before_train=strict", "trainer.epochs=1",

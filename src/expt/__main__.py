@@ -40,6 +40,15 @@ def run(cfg: DictConfig) -> float:
     if cfg.mode == "sanity":
         report = run_checks(cfg)
         if not report["passed"]:
+            from hydra.core.hydra_config import HydraConfig
+            from hydra.types import RunMode
+
+            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:  # this job fails alone
+                from expt.job_errors import SanityChecksFailed
+
+                failed = [c["title"] for c in report["checks"] if not c["passed"]]
+                raise SanityChecksFailed(f"{len(failed)} of {len(report['checks'])} sanity checks failed "
+                                         f"({', '.join(failed)}); the report: {report['path']}")
             raise SystemExit(1)
         return 1.0
     return RunResult(train(cfg))

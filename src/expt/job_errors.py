@@ -22,6 +22,11 @@ class TrialStorageError(StorageError, CompactHydraException):
     """A job of a multirun that could not write a file it must keep (a full disk): it stops, the other jobs go on."""
 
 
+class SanityChecksFailed(CompactHydraException):
+    """A job of a multirun of ``mode=sanity`` whose checks did not all pass: it fails alone, the other jobs go on (a
+    lone run exits 1 instead)."""
+
+
 def as_trial_error(exc: BaseException) -> BaseException:
     """What a multirun job raises for ``exc``: bad input (a ConfigError) or a full disk (a StorageError) as its paragraph
     alone, the other errors as they are."""
