@@ -99,6 +99,10 @@ def test_a_diverging_member_stops_alone(tmp_path: Path, caplog) -> None:
     assert [t["status"] for t in together] == ["completed", "diverged", "completed"]
     said = [r.getMessage() for r in caplog.records if "is NaN, Inf or above" in r.getMessage()]
     assert len(said) == 2 and all("above 2.5x the initial loss" in m for m in said), said  # its own factor, not 3
+    for message in said:  # the loss it names is the step's that stopped it (it named the epoch's mean so far)
+        loss, initial = (float(v) for v in re.search(r"training loss (\S+) is .* initial loss (\S+):", message).groups())
+        assert not math.isfinite(loss) or loss > 2.5 * initial, message
+        assert re.search(r"Epoch \d+, step \d+: ", message), message
     for t, a in zip(together, alone):
         assert_same_run(t, a, 1e-5)
 

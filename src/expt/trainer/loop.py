@@ -321,7 +321,8 @@ class Trainer:
                 raise_pending_termination()
                 chunk = torch.stack(pending).T.tolist()  # (runs, steps read)
                 pending.clear()
-                diverged = [r for pos, r in enumerate(self.active) if r.read_losses(first + read + 1, chunk[pos])]
+                diverged = {r: where for pos, r in enumerate(self.active)
+                            if (where := r.read_losses(first + read + 1, chunk[pos])) is not None}
                 read = i + 1
                 if bar is not None:
                     r = self.active[0]
@@ -334,11 +335,11 @@ class Trainer:
                              (i + 1) * bs / max(last_line - started, 1e-9))
                 if diverged:
                     keep = [pos for pos, r in enumerate(self.active) if r not in diverged]
-                    for r in diverged:
+                    for r, (step, loss) in diverged.items():
                         with r.scope():
                             log.warning(
-                                "%sEpoch %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss %.4f: "
-                                "stopping.", r.log_prefix, r.epoch, r.loss_sum / r.losses_read,
+                                "%sEpoch %d, step %d: training loss %.4g is NaN, Inf or above %.1fx the initial loss "
+                                "%.4f: stopping.", r.log_prefix, r.epoch, step - first, loss,
                                 r.settings.divergence_factor, r.initial_loss)
                         self.stop(r, DIVERGED)
                     if not self.active:

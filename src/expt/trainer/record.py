@@ -111,19 +111,17 @@ class RunRecord:
         """This epoch's batch order, from the run's own stream."""
         return torch.randperm(len(self.exp.data.x_train), device=self.exp.device, generator=self.batches)
 
-    def diverged(self, losses) -> bool:
-        """Whether any of these step losses is NaN, Inf or above ``self.threshold``."""
-        return any(not math.isfinite(v) or v > self.threshold for v in losses)
-
-    def read_losses(self, first_step: int, losses: list[float]) -> bool:
+    def read_losses(self, first_step: int, losses: list[float]) -> Optional[tuple[int, float]]:
         """Step losses read back at a logging step (``first_step`` the first's, counted from 1): to the dashboard, with
-        a per-step schedule's rate at the last of them, and the epoch's mean; True when diverged."""
+        a per-step schedule's rate at the last of them, and the epoch's mean. Returns the first of them that is NaN,
+        Inf or above ``self.threshold`` (its step and loss: the run diverged there), or None."""
         schedule = self.exp.schedule
         last = first_step + len(losses) - 1
         self.dashboard.train_losses(first_step, losses, schedule.rate(last - 1) if schedule.per_step else None)
         self.loss_sum += sum(losses)
         self.losses_read += len(losses)
-        return self.diverged(losses)
+        return next(((first_step + i, v) for i, v in enumerate(losses) if not math.isfinite(v) or v > self.threshold),
+                    None)
 
     # ------------------------------------------------------------------ checkpoints
     @functools.cached_property
