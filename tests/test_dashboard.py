@@ -777,8 +777,11 @@ def test_board_picks_the_newest_run_or_sweep(tmp_path):
     assert board.find_logdir(sweep) == sweep
     assert board.find_logdir(sweep / "0") == sweep / "0"
     assert board.find_logdir(tmp_path / "multirun").resolve() == sweep.resolve()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match=f"^{re.escape(str(tmp_path / 'missing'))} does not exist.$"):
         board.find_logdir(tmp_path / "missing")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(FileNotFoundError, match=r"a_file is a file, not a directory: give a run's or a sweep's"):
+        board.find_logdir(tmp_path / "a_file")
 
 
 @pytest.mark.parametrize("host,message", [

@@ -79,7 +79,8 @@ def find_logdir(directory: Optional[Path] = None, cwd: Optional[Path] = None) ->
     if directory is not None:
         directory = Path(directory)
         if not directory.is_dir():
-            raise FileNotFoundError(f"{directory} is not a directory.")
+            raise FileNotFoundError(f"{directory} is a file, not a directory: give a run's or a sweep's directory."
+                                    if directory.exists() else f"{directory} does not exist.")
         if is_run(directory) or is_sweep(directory):
             return directory
         roots = [directory]
