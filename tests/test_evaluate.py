@@ -158,6 +158,9 @@ def test_an_ensemble_of_one_runs_snapshots(snapshot_run):
     data = load_data(expt.load(snapshot_run).config.data)
     probs = sum(expt.load(snapshot_run / m).predict(data.x_test) for m in result["choice"]["members"]) / k
     assert float((probs.argmax(1) == data.y_test).double().mean()) == pytest.approx(result["ensemble"]["test_acc"])
+    table = evaluate.format_table(result).splitlines()  # the epochs' test columns are empty, and the footer says why
+    assert all(row.split()[3:5] == ["-", "-"] for row in table[1:4])
+    assert "an epoch's weights have none of their own: training tested only its best model" in table[-1]
     with pytest.raises(ConfigError, match=r"--top 4 is not allowed: .* holds 3 epoch snapshot\(s\)"):
         evaluate.evaluate_ensembles(snapshot_run, top=4, snapshots=True)
 

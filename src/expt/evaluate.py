@@ -628,8 +628,10 @@ def format_table(result: dict[str, Any]) -> str:
     c, e = result["choice"], result["ensemble"]
     lines.append(f"ens.  {pct(e['val_acc'])}  {num(e['val_loss'])}  {pct(e['test_acc'])}  {num(e['test_loss'])}"
                  f"    top {c['k']} by {c.get('ranked_by', 'validation accuracy')}, test-time views: {c['tta']}")
-    lines.append(f"(ranked rows: each member alone without test-time views, its test numbers as training measured "
-                 f"them; ens.: the ensemble chosen on validation, with its views, {c['tta']}, on both splits)")
+    tested = ("an epoch's weights have none of their own: training tested only its best model"
+              if c.get("ranked_by", "").startswith("epoch") else "its test numbers as training measured them")
+    lines.append(f"(ranked rows: each member alone without test-time views, {tested}; ens.: the ensemble chosen on "
+                 f"validation, with its views, {c['tta']}, on both splits)")
     return "\n".join(lines)
 
 
