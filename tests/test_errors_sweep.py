@@ -65,6 +65,14 @@ def paragraph(stderr: str) -> str:
     ("hydra.sweeper.direction=up",
      "Error in the config: hydra.sweeper.direction=up is not allowed: Invalid value 'up', expected one of [maximize, "
      "minimize]."),
+    # a misspelt key of a round, given as a list or by its place: Hydra's 'Key 'topk' not in 'RoundConf'' before
+    ("hydra.sweeper.rounds=[{trials:2,topk:1}]",
+     "Error in the config: topk (in hydra.sweeper.rounds=[{trials:2,topk:1}]) is not a setting of the coarse_to_fine "
+     "sweeper's rounds (did you mean top_k?); its settings are: trials, top_k, overrides."),
+    ("hydra.sweeper.stages.0.rounds.0.topk=1",
+     "Error in the config: hydra.sweeper.stages.0.rounds.0.topk=1 is not a setting of the coarse_to_fine sweeper's "
+     "stages' rounds (did you mean hydra.sweeper.stages.0.rounds.0.top_k?); its settings are: trials, top_k, "
+     "overrides."),
     ("hydra.sweeper.pinpoint.enable=false",  # without "+" Hydra refused it with its own message
      "Error in the config: hydra.sweeper.pinpoint.enable=false is not a setting of the coarse_to_fine sweeper's "
      "pinpoint (did you mean hydra.sweeper.pinpoint.enabled?); its settings are: enabled, param, low, high, num, "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Optional, Sequence, TypeVar
 
 import yaml
 from hydra.core.config_store import ConfigStore
@@ -187,35 +187,90 @@ def _not_a_key(setting: str, key: str, allowed: list[str], where: str, meant: Op
 
 def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str, text: bool = False) -> Optional[str]:
     """The paragraph for the override ``<prefix><key>=<value>`` where a part of ``key`` is not a setting of ``schema`` (a
-    dataclass, called ``what``; a setting that is a dataclass itself is followed into, ``<what>'s <setting>``): the
-    settings there and the nearest one. With ``text`` (``value`` as the command line writes it), also a value that a
-    setting taking one plain value (a number, a string, a bool, one of a list of names) cannot take
-    (``hydra.sweeper.seed=abc``), which Hydra would print as a block of five lines. None where every part is a
-    setting (and the value fits), or leads into one that takes any key."""
+    dataclass, called ``what``; a setting that is a dataclass itself, or a list of them by index, is followed into,
+    ``<what>'s <setting>``): the settings there and the nearest one. With ``text`` (``value`` as the command line
+    writes it), also a value that a setting taking one plain value (a number, a string, a bool, one of a list of
+    names) cannot take (``hydra.sweeper.seed=abc``), which Hydra would print as a block of five lines, and a key
+    that a setting's list of sections does not have (``hydra.sweeper.rounds=[{trials:2,topk:1}]``). None where
+    every part is a setting (and the value fits), or leads into one that takes any key."""
     import enum
     import typing
 
     node, parts = schema, key.split(".")
     for depth, part in enumerate(parts):
+        if part.isdigit() and _listed(node) is not None:  # stages.0.rounds.1.top_k: an element of a list of sections
+            node = _listed(node)
+            continue
         if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
             return None
         settings = [f.name for f in dataclasses.fields(node) if not f.name.startswith("_")]
         if part not in settings:
-            owner = what + "".join(f"'s {p}" for p in parts[:depth])
-            return _not_a_key(f"{prefix}{key}={value}", prefix + ".".join(parts[:depth + 1]), settings, owner,
-                              noun="setting")
+            return _not_a_key(f"{prefix}{key}={value}", prefix + ".".join(parts[:depth + 1]), settings,
+                              _owned(what, parts[:depth]), noun="setting")
         section, node = node, typing.get_type_hints(node).get(part)
+    if not text:
+        return None
     plain = [t for t in typing.get_args(node) or (node,) if t is not type(None)]
-    if text and all(t in (int, float, str, bool) or (isinstance(t, type) and issubclass(t, enum.Enum)) for t in plain):
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+    listed = all(t in (int, float, str, bool) or (isinstance(t, type) and issubclass(t, enum.Enum)) for t in plain)
+    if not (listed or _listed(node) is not None):
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        try:
-            (override,) = OverridesParser.create().parse_overrides([f"{prefix}{key}={value}"])
-        except Exception:  # what Hydra cannot parse, Hydra reports
-            return None
-        if not override.is_sweep_override():
-            return _wrong_type(section, parts[-1], override)  # the setting's own section: the sweeper's is large
+    try:
+        (override,) = OverridesParser.create().parse_overrides([f"{prefix}{key}={value}"])
+    except Exception:  # what Hydra cannot parse, Hydra reports
+        return None
+    if override.is_sweep_override():
+        return None
+    if listed:
+        return _wrong_type(section, parts[-1], override)  # the setting's own section: the sweeper's is large
+    found = _unknown_inside(override.value(), node, [p for p in parts if not p.isdigit()])
+    if found is None:
+        return None
+    name, settings, words = found
+    return _not_a_key(f"{name} (in {prefix}{key}={value})", name, settings, _owned(what, words), meant=nearest(
+        name, settings), noun="setting")
+
+
+def _listed(node: Any) -> Optional[type]:
+    """The dataclass a setting's type lists (``List[RoundConf]``, or that made Optional), or None."""
+    import typing
+
+    for kind in (node, *[t for t in typing.get_args(node) if t is not type(None)]):
+        if typing.get_origin(kind) is list:
+            (element,) = typing.get_args(kind) or (None,)
+            return element if isinstance(element, type) and dataclasses.is_dataclass(element) else None
     return None
+
+
+def _unknown_inside(value: Any, node: Any, words: list[str]) -> Optional[tuple[str, list[str], list[str]]]:
+    """The first key in ``value`` (a list of mappings, as ``node`` lists dataclasses, followed into nested lists of
+    them) that its dataclass lacks: the key, the dataclass's settings and the words that name where it is."""
+    import typing
+
+    element = _listed(node)
+    if element is None or not isinstance(value, list):
+        return None
+    settings = [f.name for f in dataclasses.fields(element) if not f.name.startswith("_")]
+    hints = typing.get_type_hints(element)
+    for item in value:
+        if not isinstance(item, dict):
+            continue
+        for name, inner in item.items():
+            if name not in settings:
+                return str(name), settings, words
+            found = _unknown_inside(inner, hints.get(name), [*words, str(name)])
+            if found is not None:
+                return found
+    return None
+
+
+def _owned(what: str, words: Sequence[str]) -> str:
+    """``what``'s setting named by ``words`` (list indices left out): ``the coarse_to_fine sweeper's stages' rounds``."""
+    owner = what
+    for word in (w for w in words if not w.isdigit()):
+        owner += ("' " if owner.endswith("s") else "'s ") + word
+    return owner
 
 
 def _typed_sections() -> dict[str, type]:
