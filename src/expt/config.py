@@ -266,7 +266,8 @@ def _unknown_inside(value: Any, node: Any, words: list[str]) -> Optional[tuple[s
 
 
 def _owned(what: str, words: Sequence[str]) -> str:
-    """``what``'s setting named by ``words`` (list indices left out): ``the coarse_to_fine sweeper's stages' rounds``."""
+    """``what``'s setting named by ``words``, list indices left out: ``the coarse_to_fine sweeper's stages'
+    rounds``."""
     owner = what
     for word in (w for w in words if not w.isdigit()):
         owner += ("' " if owner.endswith("s") else "'s ") + word
