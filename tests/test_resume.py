@@ -218,6 +218,8 @@ def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose, 
     truncated.write_bytes(last.read_bytes()[: last.stat().st_size // 2])
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(3)}, foreign)
+    pickled = tmp_path / "pickled.pt"  # an object torch's weights-only reader refuses, and advises to unpickle
+    torch.save({"model": torch.nn.Linear(2, 2), "config": "x"}, pickled)
     renamed = tmp_path / "renamed.pt"  # as if the model's code had renamed a layer since it was saved
     state = torch.load(last, weights_only=True)
     layer = next(iter(state["model"]))
@@ -227,6 +229,8 @@ def test_resume_refuses_files_and_configs_it_cannot_continue(tmp_path, compose, 
         text: r"notes\.pt.*is not a readable checkpoint",
         truncated: r"truncated\.pt.*is not a readable checkpoint.*cut short",
         foreign: r"foreign\.pt.*not an expt checkpoint",
+        pickled: r"pickled\.pt' is not a readable checkpoint \(it holds Python objects besides tensors and plain "
+                 r"values, which expt does not unpickle\): give a last\.pt",
         renamed: rf"renamed\.pt.*does not fit the ConvNet its config builds \(Missing key\(s\) in state_dict: "
                  rf"\"{re.escape(layer)}\".*code or its config changed",
     }

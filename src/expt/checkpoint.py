@@ -75,11 +75,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu", key: str = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError (not a zip, truncated), OSError, EOFError ...
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "Weights only load failed" in str(exc):  # torch's advice then is to unpickle it whole: not from us
+            why = "it holds Python objects besides tensors and plain values, which expt does not unpickle"
+        else:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            why = f"{type(exc).__name__}: {first if len(first) <= 200 else first[:200].rsplit(' ', 1)[0] + ' ...'}"
         raise ConfigError(
-            f"{key}={str(path)!r} is not a readable checkpoint ({type(exc).__name__}: {reason[:200]}): "
-            f"give a {LAST} or {BEST} written by expt, whole (a file cut short by a full disk or a copy "
-            "still in progress cannot be read)."
+            f"{key}={str(path)!r} is not a readable checkpoint ({why}): give a {LAST} or {BEST} written by expt, "
+            "whole (a file cut short by a full disk or a copy still in progress cannot be read)."
         ) from None
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise ConfigError(
