@@ -193,6 +193,34 @@ def test_a_changed_search_in_the_same_directory_is_refused_before_any_trial(tmp_
     assert {name: (out / name).read_bytes() for name in kept} == kept
 
 
+def test_a_sweep_stopped_in_a_trial_that_says_nothing_of_itself_still_says_how_to_continue(tmp_path: Path) -> None:
+    """The hint came only from an expt job's own stop: a stop between trials, or in a task of another app (here the
+    toy, which prints nothing), ended with the interrupt alone. The sweeper says it where the stop reaches it."""
+    import time
+
+    from conftest import finish, start_cli
+    from expt.search import read_records
+
+    out, calls, release = tmp_path / "sweep", tmp_path / "calls.txt", tmp_path / "release"
+    proc = start_cli("--multirun", "hydra/sweeper=coarse_to_fine", f"hydra.sweep.dir={out}", *TINY,
+                     f"toy.calls_file={calls}", "toy.hold_from_job=2", f"toy.release_file={release}", program=APP,
+                     cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(6000):  # until job 2 holds (jobs 0 and 1 recorded): the wait guards a hung process only
+            if proc.poll() is not None or (calls.is_file() and "2" in calls.read_text().split()):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, "the sweep ended before its held trial"
+        proc.send_signal(signal.SIGINT)
+        output = finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert sorted(r.job for r in read_records(out / "search.jsonl").values()) == [0, 1]
+    assert output.count(f"To continue the sweep: run the same command again with hydra.sweep.dir={out} and "
+                        "EXPT_RESUME_OWN_CHECKPOINT=1 in the environment") == 1, output[-3000:]
+
+
 @pytest.mark.slow
 def test_a_resumed_sweep_runs_its_failed_trials_again_and_forgets_unfinished_progress(tmp_path: Path) -> None:
     """A trial failed by what the user then fixed (a missing file) runs again on resume; the early-stopping

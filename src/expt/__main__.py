@@ -145,13 +145,12 @@ def say_how_to_resume(hydra_cfg) -> None:
 
     from hydra.types import RunMode
 
-    from expt.requeue import continue_sweep, stopped_run_here, sweep_to_continue
+    from expt.requeue import stopped_run_here, tell_how_to_continue
 
     run_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # a relative sweep directory is the command's, not the job's (hydra.job.chdir=true runs the job in its own)
-        if sweep_to_continue(Path(hydra_cfg.runtime.cwd) / str(hydra_cfg.sweep.dir), [run_dir]):
-            print(continue_sweep(hydra_cfg.sweep.dir), file=sys.stderr)
+        tell_how_to_continue(Path(hydra_cfg.runtime.cwd) / str(hydra_cfg.sweep.dir), [run_dir], str(hydra_cfg.sweep.dir))
         return
     if not stopped_run_here(run_dir):
         return

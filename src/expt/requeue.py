@@ -34,6 +34,21 @@ def continue_sweep(sweep_dir: str | Path) -> str:
             "job continues from the checkpoint in its directory; a coarse_to_fine sweep skips the trials it recorded).")
 
 
+_told: set[str] = set()  # the sweeps this process has said how to continue (a job's stop reaches the sweeper too)
+
+
+def tell_how_to_continue(sweep_dir: str | Path, run_dirs: Sequence[str | Path], shown: Optional[str] = None) -> None:
+    """Print :func:`continue_sweep` on stderr where a multirun stopped in ``sweep_dir`` while ``run_dirs`` trained
+    leaves work to continue (:func:`sweep_to_continue`), once a process: the job that was stopped, the launcher
+    and the sweeper each say it where the stop reaches them. ``shown``: the directory as the command wrote it."""
+    import sys
+
+    key = str(Path(sweep_dir).resolve())
+    if key not in _told and sweep_to_continue(sweep_dir, run_dirs):
+        _told.add(key)
+        print(continue_sweep(shown if shown is not None else sweep_dir), file=sys.stderr)
+
+
 def sweep_to_continue(sweep_dir: str | Path, run_dirs: Sequence[str | Path]) -> bool:
     """Whether a multirun stopped in ``sweep_dir`` while ``run_dirs`` trained leaves work to continue: one of those
     runs to resume (:func:`stopped_run_here`), or trials a coarse-to-fine sweep recorded (``search.jsonl``), which

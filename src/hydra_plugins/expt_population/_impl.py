@@ -29,7 +29,6 @@ import logging
 import math
 import os
 import pickle
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -47,7 +46,7 @@ from expt.errors import ConfigError, StorageError, described
 from expt.files import only_writer
 from expt.job_errors import TrialStorageError, as_trial_error
 from expt.overrides import split_override
-from expt.requeue import continue_sweep, sweep_to_continue
+from expt.requeue import tell_how_to_continue
 from expt.status import RunResult
 from expt.sweep_env import SweepTrial
 from expt.values import is_integer, is_number
@@ -527,9 +526,8 @@ class PopulationLauncherImpl:
             try:
                 results = self._train_group(group) if len(group) > 1 else {}
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM: each member kept its run; say how the sweep goes on
-                if sweep_to_continue(self.config.hydra.sweep.dir,
-                                     [job.output_dir for job in group if job.output_dir is not None]):
-                    print(continue_sweep(self.config.hydra.sweep.dir), file=sys.stderr)
+                tell_how_to_continue(str(self.config.hydra.sweep.dir),
+                                     [job.output_dir for job in group if job.output_dir is not None])
                 raise
             for job in group:
                 returns[job.num] = (self._member_return(job, results[job.num]) if job.num in results

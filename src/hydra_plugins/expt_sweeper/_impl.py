@@ -109,10 +109,31 @@ class CoarseToFineSweeperImpl(Sweeper):
         except SearchConfigError as error:
             raise compact(error) from error
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        # The directory's multirun.yaml and search_summary.yaml become this command's once it launches a trial (or
-        # finds every trial recorded): a command refused at a later round as another search's leaves them as they were.
-        started = False
         returns: List[Sequence[JobReturn]] = []
+        try:
+            self._rounds(search, returns)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, between trials or in one: the same command continues it
+            from expt.requeue import tell_how_to_continue
+
+            tell_how_to_continue(self.sweep_dir, [], str(self.config.hydra.sweep.dir))
+            raise
+        best = search.best()
+        if best is not None:
+            log_chosen(search, best)
+        pictures = plot(search, self.sweep_dir, self.config)
+        log.info("sweep record: %s, summary: %s, pictures: %s", self.recorder.records_path,
+                 self.sweep_dir / SUMMARY_FILE, ", ".join(p.name for p in pictures) or "none")
+        if best is None:
+            raise SweepFailedError(no_score(search.all_records() or search.every_record(), self.recorder.records_path))
+        return returns
+
+    def _rounds(self, search: CoarseToFineSearch, returns: List[Sequence[JobReturn]]) -> None:
+        """Every round of ``search`` in turn: its trials not yet recorded launched in batches (their returns added to
+        ``returns``), then concluded. The directory's multirun.yaml and search_summary.yaml become this command's once
+        it launches a trial (or finds every trial recorded): a command refused at a later round as another search's
+        leaves them as they were."""
+        assert self.config is not None
+        started = False
         for n in search.round_numbers():
             specs = search.propose(n)
             log_round(search, n, specs)
@@ -136,15 +157,6 @@ class CoarseToFineSweeperImpl(Sweeper):
         if not started:  # every trial was already recorded: the search as this command reads it
             OmegaConf.save(self.config, self.sweep_dir / MULTIRUN_FILE)
             write_summary(search, self.sweep_dir)
-        best = search.best()
-        if best is not None:
-            log_chosen(search, best)
-        pictures = plot(search, self.sweep_dir, self.config)
-        log.info("sweep record: %s, summary: %s, pictures: %s", self.recorder.records_path,
-                 self.sweep_dir / SUMMARY_FILE, ", ".join(p.name for p in pictures) or "none")
-        if best is None:
-            raise SweepFailedError(no_score(search.all_records() or search.every_record(), self.recorder.records_path))
-        return returns
 
     def _check_round_overrides(self, arguments: List[str], fixed: Sequence[str], space: Dict[str, Any]) -> None:
         """The overrides of every round and of the pinpoint stage, refused before the first trial where they cannot
