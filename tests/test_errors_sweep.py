@@ -512,6 +512,16 @@ def test_a_plain_multirun_into_a_coarse_to_fine_sweep_directory_is_refused(tmp_p
     assert (sweep / "0" / "metrics.json").read_text() == before
     again = run_cli("-m", *TINY_SWEEP, *TINY, f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # the search, resumed
     assert again.returncode == 0, again.stderr[-2000:]
+    # the other way round: a search into a plain multirun's directory replaced its finished jobs, saying so in a log
+    # line a job; it is refused, and the multirun's jobs stay
+    plain = tmp_path / "plain"
+    assert run_cli("-m", *TINY, "optimizer.lr=1e-3,1e-2", f"hydra.sweep.dir={plain}", cwd=tmp_path).returncode == 0
+    before = (plain / "0" / "metrics.json").read_text()
+    done = run_cli("-m", *TINY_SWEEP, *TINY, f"hydra.sweep.dir={plain}", cwd=tmp_path)
+    assert done.returncode == 1 and paragraph(done.stderr) == (
+        f"Error in the config: hydra.sweep.dir={str(plain)!r} holds the jobs of a multirun of another sweeper "
+        "(multirun.yaml); this search's trials would replace them. Give this search another hydra.sweep.dir.")
+    assert (plain / "0" / "metrics.json").read_text() == before and not (plain / "search.jsonl").exists()
 
 
 def test_a_rounds_override_that_needs_a_searched_option_is_not_refused(tmp_path):

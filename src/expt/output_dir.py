@@ -13,7 +13,7 @@ from typing import Any, Optional
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from expt.status import METRICS_FILE, RECORDS_FILE
+from expt.status import METRICS_FILE, MULTIRUN_FILE, RECORDS_FILE
 
 RECORD_FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")  # what Hydra writes in a run's .hydra/ before its task
 RUN_FILES = (METRICS_FILE, "checkpoints/last.pt", "checkpoints/best.pt")  # what says a run was there
@@ -90,6 +90,20 @@ def output_dir_problem(path: str, create: bool = False) -> Optional[str]:
     return None
 
 
+def _another_sweepers(sweep_dir: Path) -> bool:
+    """Whether ``sweep_dir`` holds a multirun of a sweeper other than the coarse-to-fine one (its ``multirun.yaml``
+    says which) with a finished job (a ``metrics.json``)."""
+    import yaml
+
+    try:
+        written = yaml.safe_load((sweep_dir / MULTIRUN_FILE).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    sweeper = OmegaConf.select(OmegaConf.create(written), "hydra.sweeper._target_", default="") \
+        if isinstance(written, dict) else ""
+    return "expt_sweeper" not in str(sweeper) and any(sweep_dir.glob(f"*/{METRICS_FILE}"))
+
+
 class OutputDirCheck(Callback):
     """Stop before Hydra creates the run (or sweep) directory when it cannot: one paragraph, exit 1.
 
@@ -135,14 +149,24 @@ class OutputDirCheck(Callback):
     @staticmethod
     def _keep_search(config: DictConfig) -> None:
         """Stop a multirun of another sweeper in a directory that holds a coarse-to-fine search: its jobs 0, 1, ...
-        would replace the search's trials, and its ``search.jsonl`` would describe runs that are gone."""
+        would replace the search's trials, and its ``search.jsonl`` would describe runs that are gone. And stop a
+        coarse-to-fine search in a directory that holds another sweeper's multirun (its ``multirun.yaml`` names that
+        sweeper, and no search is recorded): the search's trials 0, 1, ... would replace its finished jobs."""
         sweep_dir = OmegaConf.select(config, "hydra.sweep.dir")
-        sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
-        if sweep_dir is None or "expt_sweeper" in sweeper or not (Path(str(sweep_dir)) / RECORDS_FILE).is_file():
+        if sweep_dir is None:
             return
-        message = (f"hydra.sweep.dir={str(sweep_dir)!r} holds a coarse_to_fine search ({RECORDS_FILE}); this "
-                   "multirun's jobs would replace its trials. Give this multirun another hydra.sweep.dir, or add "
-                   "hydra/sweeper=coarse_to_fine to continue that search.")
+        sweep_dir = Path(str(sweep_dir))
+        searching = "expt_sweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+        if not searching and (sweep_dir / RECORDS_FILE).is_file():
+            message = (f"hydra.sweep.dir={str(sweep_dir)!r} holds a coarse_to_fine search ({RECORDS_FILE}); this "
+                       "multirun's jobs would replace its trials. Give this multirun another hydra.sweep.dir, or add "
+                       "hydra/sweeper=coarse_to_fine to continue that search.")
+        elif searching and not (sweep_dir / RECORDS_FILE).is_file() and _another_sweepers(sweep_dir):
+            message = (f"hydra.sweep.dir={str(sweep_dir)!r} holds the jobs of a multirun of another sweeper "
+                       f"({MULTIRUN_FILE}); this search's trials would replace them. Give this search another "
+                       "hydra.sweep.dir.")
+        else:
+            return
         # also under HYDRA_FULL_ERROR=1: Hydra turns a callback's exception into a warning and goes on
         print(f"Error in the config: {message}", file=sys.stderr)
         raise SystemExit(1)
