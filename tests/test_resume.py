@@ -636,9 +636,13 @@ def test_ctrl_c_before_a_run_begins_leaves_the_earlier_run_in_its_directory_whol
     from expt.requeue import stopped_run_here  # the command line's resume hint and a sweep's say nothing then
 
     assert not stopped_run_here(tmp_path / "earlier")
-    with pytest.raises(KeyboardInterrupt):
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
         expt.train(compose("trainer.epochs=2", *SHARED), run_dir=tmp_path / "fresh")
     assert read_metrics(tmp_path / "fresh")["status"] == "interrupted"
+    # no epoch began (it said 'during epoch 0'), and there is no best model to test
+    assert "Interrupted before its first epoch: nothing to resume." in caplog.text, caplog.text
+    assert "Stopping: writing metrics.json; interrupt again to stop at once, without it." in caplog.text
 
 
 def test_sigterm_stops_the_run_as_ctrl_c_does(tmp_path):

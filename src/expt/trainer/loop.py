@@ -219,8 +219,10 @@ class Trainer:
                 log.warning("%sInterrupted %s", r.log_prefix, stopped)
                 going.remove(r)
         if going:  # testing the best model takes a while on a large test split: say what the wait is for
-            log.warning("Stopping: testing the best model and writing metrics.json; interrupt again to stop at "
-                        "once, without them.")
+            tests = any(r.history for r in going)  # a run stopped before its first epoch has no best model to test
+            log.warning("Stopping: %s; interrupt again to stop at once, without %s.",
+                        "testing the best model and writing metrics.json" if tests else "writing metrics.json",
+                        "them" if tests else "it")
         for r in going:
             with r.scope():
                 try:
@@ -231,10 +233,11 @@ class Trainer:
                 ended = bool(r.history) and r.history[-1].get("epoch") == r.epoch  # its epoch measured
                 measured = ended and r.saved_epoch != r.epoch
                 when = (f"after epoch {r.epoch} was measured, before its checkpoint" if measured
-                        else f"after epoch {r.epoch} and its checkpoint" if ended else f"during epoch {r.epoch}")
+                        else f"after epoch {r.epoch} and its checkpoint" if ended
+                        else f"during epoch {r.epoch}" if r.epoch > 0 else "before its first epoch")
                 if r.saved_epoch is None:
                     log.warning("%sInterrupted %s%s: nothing to resume.", r.log_prefix, when,
-                                "" if measured else ", before the first checkpoint")
+                                "" if measured or r.epoch == 0 else ", before the first checkpoint")
                 else:
                     log.warning("%sInterrupted %s; checkpoints/%s holds epoch %d: resume with %s", r.log_prefix,
                                 when, checkpoint.LAST, r.saved_epoch, shell_override("trainer.resume", str(r.run_dir)))
