@@ -198,8 +198,9 @@ def not_a_setting(prefix: str, key: str, value: Any, schema: type, what: str, te
 
     node, parts = schema, key.split(".")
     for depth, part in enumerate(parts):
-        if part.isdigit() and _listed(node) is not None:  # stages.0.rounds.1.top_k: an element of a list of sections
-            node = _listed(node)
+        element = _listed(node) if part.isdigit() else None
+        if element is not None:  # stages.0.rounds.1.top_k: an element of a list of sections
+            node = element
             continue
         if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
             return None
