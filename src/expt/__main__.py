@@ -32,12 +32,11 @@ def run(cfg: DictConfig) -> float:
     the coarse-to-fine sweeper records from Hydra's ``JobReturn``.
     """
     with interrupts_after():  # PyTorch's first import: a Ctrl-C then stops the run once torch has loaded
-        if cfg.mode == "sanity":
-            from expt.sanity import run_checks
-        else:
-            from expt.run import train
-            from expt.status import RunResult
+        from expt.run import train
+        from expt.status import RunResult
     if cfg.mode == "sanity":
+        from expt.sanity import run_checks  # its libraries are loaded by now
+
         report = run_checks(cfg)
         if not report["passed"]:
             from hydra.core.hydra_config import HydraConfig
