@@ -69,6 +69,7 @@ case $mode in
     part 150 $py bench/population.py --device cuda --cases "convnet / digits 1x8x8" "convnet / synthetic 3x32x32" \
       --sizes 1 16 64 --basic-trials 4 --results "$results"
     part 75 $py bench/sweeps.py --overhead --device cuda --only population --repeats 1 --rounds 4 16 \
-      --results "$results" ;;
+      --results "$results"
+    part 30 $py bench/measuring.py --device cuda --reps 3 --results "$results" ;;
 esac
 exit $failed

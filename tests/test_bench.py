@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
 from pathlib import Path
 
@@ -291,3 +290,16 @@ def test_presets_search_chooses_a_configuration_trains_it_and_ensembles_the_sear
     assert "The search chose: `optimizer.lr=" in text
     for trial in sorted((tmp_path / "runs" / "search").glob("[0-9]*/.hydra/config.yaml")):  # the search's own data
         assert yaml.safe_load(trial.read_text())["data"]["root"] == str(fashion_slice), trial
+
+
+def test_measuring_times_each_model_at_each_batch_size(tmp_path):
+    text = run_bench("measuring.py", "--quick", results=tmp_path / "R.md")
+    rows = table(text, "measuring-cpu")
+    assert [r[0] for r in rows] == ["digits MLP", "digits ConvNet", "Fashion-MNIST ConvNet preset",
+                                    "Fashion-MNIST ResNet preset", "CIFAR-10 ResNet-20 preset"]
+    for _, *ms, fastest, vs_fastest, vs_2048 in rows:
+        assert len(ms) == 5 and all(measured(t) >= 0 for t in ms)
+        assert int(fastest) in (2048, 512, 128, 64, 32)
+        assert positive(vs_fastest) >= 1.0  # the fastest size's time at most expt's
+        positive(vs_2048)
+    assert "expt measures in batches of 64 on cpu" in text

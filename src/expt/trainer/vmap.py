@@ -39,7 +39,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from expt.averaging import WarmedUpEMA, blend
 from expt.config import amp_mode
 from expt.loss import classification_loss
-from expt.predict import EVAL_BATCH, stacked_loss_and_accuracy
+from expt.predict import eval_batch, stacked_loss_and_accuracy
 from expt.regularization import clip_unit_norms_, penalized_weights, penalty
 from expt.trainer.engine import CapturedStep
 from expt.trainer.record import measured_row
@@ -419,9 +419,10 @@ class VmapEngine:
 
     def _logits(self, params: dict, buffers: dict, x: torch.Tensor, each: bool = False) -> torch.Tensor:
         """(members, n, classes): every member's outputs in eval mode on ``x``, shared (n, ...) or, with ``each``,
-        each member's own (members, n, ...); in chunks of about :data:`EVAL_BATCH` samples of all members."""
-        n = x.shape[1] if each else x.shape[0]
-        chunk = max(1, min(EVAL_BATCH, 8 * EVAL_BATCH // len(self.records)))
+        each member's own (members, n, ...); in chunks of :func:`~expt.predict.eval_batch` samples a member, fewer
+        where more than 8 members share a chunk."""
+        n, batch = x.shape[1] if each else x.shape[0], eval_batch(self.device)
+        chunk = max(1, min(batch, 8 * batch // len(self.records)))
         call = over_members(lambda p, b, xs: functional_call(self.base_eval, (p, b), (xs,)),
                             (0, 0, 0 if each else None), self.device)
         parts = [call(params, buffers, x[:, i:i + chunk] if each else x[i:i + chunk]) for i in range(0, n, chunk)]
