@@ -576,3 +576,48 @@ def test_ctrl_c_during_an_evaluation_says_interrupted_and_exits_130(tmp_path: Pa
     output = finish(proc, timeout=120)
     assert proc.returncode == 130 and output.strip() == "Interrupted.", output[-3000:]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_long_evaluation_says_how_far_it_has_gone_and_counts_every_image(seeds, tmp_path, monkeypatch, capsys):
+    """Scoring every run on large splits in each view set takes minutes on a CPU: without a terminal (a log file)
+    the command writes a line a minute. With a line after every view, the counts add up to the total announced:
+    each run on validation in every view of ``shift`` (five) and once without views for its own row, then the k
+    chosen runs in the chosen views on test."""
+    from expt import progress
+
+    sweep = copy_runs(seeds, tmp_path / "sweep", names=("0", "1", "2"))
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)  # every view is "a minute later"
+    assert evaluate.main([str(sweep), "--tta", "shift"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evaluating: ")]
+    counts = [[int(n.replace(",", "")) for n in re.findall(r"[\d,]+(?= of | images)", line)] for line in lines]
+    data = load_data(expt.load(sweep / "0").config.data)
+    choice = json.loads((sweep / evaluate.EVALUATION_FILE).read_text())["choice"]
+    views = len(predict.TTA_VIEWS[choice["tta"]])
+    total = 3 * (5 + 1) * len(data.y_val) + choice["k"] * views * len(data.y_test)
+    assert len(lines) == 3 * (5 + 1) + choice["k"] * views, lines
+    assert counts[-1] == [total, total] and [c[0] for c in counts] == sorted(c[0] for c in counts), lines
+
+
+def test_at_a_terminal_an_evaluation_draws_a_bar_and_leaves_no_line_in_the_output(seeds, tmp_path, monkeypatch):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import sys
+    import termios
+
+    sweep = copy_runs(seeds, tmp_path / "sweep")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 40 rows, 120 columns
+    monkeypatch.setattr(evaluate, "PROGRESS_AFTER", 0.0)  # tiny splits: the bar from the first image on
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")  # tqdm draws on every update, on any machine
+    monkeypatch.setenv("TQDM_MINITERS", "1")
+    with open(follower, "w", closefd=True) as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        evaluate.evaluate_ensembles(sweep, tta=["none"], progress=True)
+        terminal.flush()
+        os.set_blocking(leader, False)
+        screen = os.read(leader, 1 << 20).decode(errors="replace")  # before the terminal closes
+    os.close(leader)
+    assert "evaluating:" in screen and "img/s" in screen, screen
+    assert "a second" not in screen  # the bar, not the lines a log file gets

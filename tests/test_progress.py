@@ -64,17 +64,17 @@ def test_no_bar_when_the_output_is_a_file_or_the_epoch_is_short(tmp_path):
 
 def test_without_a_terminal_a_long_epoch_logs_its_progress(tmp_path, monkeypatch, caplog):
     """A log file or a cluster job's output has no bar: a lone run logs a line (step, running loss, images/s)
-    every PROGRESS_LINE_SECONDS of an epoch; a shorter epoch logs none."""
+    every LINE_SECONDS of an epoch; a shorter epoch logs none."""
     import logging
 
-    from expt.trainer import loop
+    from expt import progress
 
     cfg = expt.compose([*RUN, "trainer.log_every=5"])
-    monkeypatch.setattr(loop, "PROGRESS_LINE_SECONDS", 3600.0)  # longer than this epoch on any machine
+    monkeypatch.setattr(progress, "LINE_SECONDS", 3600.0)  # longer than this epoch on any machine
     with caplog.at_level(logging.INFO, logger="expt.trainer.loop"):
         expt.train(cfg, run_dir=tmp_path / "short")
     assert not [r for r in caplog.records if ": step " in r.getMessage()]
-    monkeypatch.setattr(loop, "PROGRESS_LINE_SECONDS", 0.0)  # every logging step is "a minute later"
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)  # every logging step is "a minute later"
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="expt.trainer.loop"):
         expt.train(cfg, run_dir=tmp_path / "long")

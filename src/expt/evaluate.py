@@ -36,6 +36,7 @@ try:
     from expt.files import holder, updating
     from expt.instantiate import instantiate
     from expt.predict import TTA_VIEWS, nll_and_accuracy, probabilities
+    from expt.progress import Progress
     from expt.preprocess import Preprocessor
     from expt.search import RECORDS_FILE, read_records
     from expt.status import (COMPLETED, EVALUATION_DIR, EVALUATION_FILE, FAILED, METRICS_FILE, SANITY_DIR,
@@ -47,6 +48,8 @@ except KeyboardInterrupt:  # Ctrl-C while python -m expt.evaluate loads its libr
     print("Interrupted.", file=sys.stderr)
     raise SystemExit(130) from None
 
+# Seconds of scoring before the command line's evaluation shows a progress bar (at a terminal).
+PROGRESS_AFTER = 2.0
 
 # ============================================================================= using a trained model
 @dataclass
@@ -463,7 +466,8 @@ def _snapshot_members(runs: list[Path], device: str | torch.device) -> list[Memb
 
 
 def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Sequence[str] = ("none",),
-                       device: str | torch.device = "cpu", snapshots: bool = False) -> dict[str, Any]:
+                       device: str | torch.device = "cpu", snapshots: bool = False,
+                       progress: bool = False) -> dict[str, Any]:
     """Choose on validation how many of the best runs to average (and which test-time views), then test that choice.
 
     With ``snapshots`` the members are the epoch snapshots one run kept (trainer.snapshots), the
@@ -476,6 +480,9 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     ``evaluation.json`` and to TensorBoard under ``<directory>/evaluation``; a file that cannot be
     written (a read-only directory) is listed in the result's ``not_written`` with the reason, and the
     result is returned all the same.
+
+    With ``progress``, the images scored so far are shown on stderr: a bar at a terminal once the scoring has run
+    :data:`PROGRESS_AFTER` seconds, elsewhere a line a minute.
     """
     directory = Path(directory)
     check_view_names(tta, "--tta")  # a misspelt view before every checkpoint is read
@@ -489,18 +496,21 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     data = load_data(run_data_config(ranked[0]))
     check_trained_on(ranked, data, directory)
 
+    # every member on validation in each view set (and without views, for its own row), then the choice on test
+    y_val, y_test = data.y_val, data.y_test
+    n_val = len(ranked) * (sum(len(TTA_VIEWS[v]) for v in tta) + ("none" not in tta)) * len(y_val)
+    scored = Progress(n_val, "evaluating", bar=progress and sys.stderr.isatty(), delay=PROGRESS_AFTER)
+
+    def advance(n: int) -> None:
+        scored.advance(n)
+        if progress and scored.line_due():
+            print(f"evaluating: {scored.done:,} of {scored.total:,} images (a test-time view counts as one), "
+                  f"{scored.rate():,.0f} a second", file=sys.stderr, flush=True)
+
     def probs(member: Member, split: str, views: str) -> torch.Tensor:
         p = member.predictor
         x = getattr(data, f"x_{split}").to(p.device, p.dtype)
-        return probabilities(p.model, p.preprocessor(x), views).cpu()
-
-    y_val, y_test = data.y_val, data.y_test
-    val = {(i, v): probs(m, "val", v) for i, m in enumerate(ranked) for v in tta}
-    candidates, choice = _choose_on_validation(val, y_val, tta, [top] if top is not None else range(1, len(ranked) + 1))
-    k, views = choice["k"], choice["tta"]
-    test_loss, test_acc = nll_and_accuracy(sum(probs(m, "test", views) for m in ranked[:k]) / k, y_test)
-    chosen = {"k": k, "tta": views, "members": [_relative(m.run_dir, directory) for m in ranked[:k]],
-              "ranked_by": "epoch, newest first" if snapshots else "validation accuracy"}
+        return probabilities(p.model, p.preprocessor(x), views, advance).cpu()
 
     def member_row(i: int, m: Member) -> dict[str, Any]:
         # each member alone and without test-time views on both splits: its test numbers are those training
@@ -510,10 +520,20 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
         test = {key: m.metrics.get(key) for key in ("best_val_acc", "test_acc", "test_loss")}  # tested in training
         return {"run_dir": str(m.run_dir), "val_acc": val_acc, "val_loss": val_loss, **test}
 
+    with scored:
+        val = {(i, v): probs(m, "val", v) for i, m in enumerate(ranked) for v in tta}
+        candidates, choice = _choose_on_validation(val, y_val, tta,
+                                                   [top] if top is not None else range(1, len(ranked) + 1))
+        k, views = choice["k"], choice["tta"]
+        scored.grow(k * len(TTA_VIEWS[views]) * len(y_test))
+        test_loss, test_acc = nll_and_accuracy(sum(probs(m, "test", views) for m in ranked[:k]) / k, y_test)
+        rows = [member_row(i, m) for i, m in enumerate(ranked)]
+    chosen = {"k": k, "tta": views, "members": [_relative(m.run_dir, directory) for m in ranked[:k]],
+              "ranked_by": "epoch, newest first" if snapshots else "validation accuracy"}
     result = {
         "directory": str(directory),
         "left_out": [{"run_dir": _relative(run, directory), "reason": why} for run, why in left_out.items()],
-        "members": [member_row(i, m) for i, m in enumerate(ranked)],
+        "members": rows,
         "candidates": candidates,
         "choice": chosen,
         "ensemble": {"val_acc": choice["val_acc"], "val_loss": choice["val_loss"],
@@ -656,7 +676,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         device = choose_device(args.device, torch.cuda.device_count(), key="--device")  # as training checks it
-        result = evaluate_ensembles(args.directory, args.top, args.tta, device, args.snapshots)
+        result = evaluate_ensembles(args.directory, args.top, args.tta, device, args.snapshots, progress=True)
     except ConfigError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

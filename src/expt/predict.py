@@ -11,7 +11,7 @@ runs, checkpoints or configs.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -98,12 +98,18 @@ TTA_VIEWS: dict[str, list[Callable[[torch.Tensor], torch.Tensor]]] = {
 TTA_VIEWS["shift+flip"] = TTA_VIEWS["shift"] + [lambda x, v=v: v(x.flip(3)) for v in TTA_VIEWS["shift"]]
 
 
-def probabilities(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
-    """Softmax of the model's logits on preprocessed ``x``, averaged over the views of ``tta``."""
+def probabilities(model: nn.Module, x: torch.Tensor, tta: str = "none",
+                  advance: Optional[Callable[[int], None]] = None) -> torch.Tensor:
+    """Softmax of the model's logits on preprocessed ``x``, averaged over the views of ``tta``; ``advance(len(x))``
+    after each view, where given (a progress count)."""
     if tta not in TTA_VIEWS:
         raise ConfigError(f"tta={tta!r} is not allowed: one of {', '.join(TTA_VIEWS)}.")
-    views = TTA_VIEWS[tta]
-    return sum(torch.softmax(logits(model, view(x)).double(), dim=1) for view in views) / len(views)
+    total = 0
+    for view in TTA_VIEWS[tta]:
+        total = total + torch.softmax(logits(model, view(x)).double(), dim=1)
+        if advance is not None:
+            advance(len(x))
+    return total / len(TTA_VIEWS[tta])
 
 
 def nll_and_accuracy(probs: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -25,13 +25,12 @@ import torch
 from expt import checkpoint
 from expt.errors import StorageError, described, raise_pending_termination
 from expt.overrides import shell_override
+from expt.progress import Progress
 from expt.status import COMPLETED, DIVERGED, INTERRUPTED, PRUNED, write_metrics
 from expt.trainer.engine import SingleEngine
 from expt.trainer.record import RunRecord
 
 log = logging.getLogger(__name__)
-# Outside a terminal (a log file, a cluster job's output) a lone run's epoch logs a progress line this often.
-PROGRESS_LINE_SECONDS = 60.0
 
 
 class Trainer:
@@ -302,8 +301,7 @@ class Trainer:
         pending: list[torch.Tensor] = []  # the step losses, on the device until a logging step
         read = 0
         engine.train()
-        started = last_line = time.perf_counter()
-        with self._progress_bar() as bar:
+        with self._progress() as progress:
             for i in range(steps):
                 logging_step = (i + 1) % t.log_every == 0 or i + 1 == steps
                 watched = [pos for pos, r in enumerate(self.active)
@@ -317,8 +315,7 @@ class Trainer:
                     for pos in watched:
                         if before[pos] is not None:
                             self.active[pos].dashboard.update_ratios(first + i + 1, before[pos])
-                if bar is not None:
-                    bar.update(y.shape[-1])
+                progress.advance(y.shape[-1])
                 if not logging_step:
                     continue
                 raise_pending_termination()
@@ -327,15 +324,12 @@ class Trainer:
                 diverged = {r: where for pos, r in enumerate(self.active)
                             if (where := r.read_losses(first + read + 1, chunk[pos])) is not None}
                 read = i + 1
-                if bar is not None:
+                if len(self.active) == 1:
                     r = self.active[0]
-                    bar.set_postfix(loss=f"{r.loss_sum / r.losses_read:.4f}", refresh=False)
-                elif len(self.active) == 1 and time.perf_counter() - last_line >= PROGRESS_LINE_SECONDS:
-                    last_line = time.perf_counter()  # no bar: a line in the log, as a long epoch goes on
-                    r = self.active[0]
-                    log.info("%sepoch %d/%d: step %d of %d, loss %.4f, %.0f images/s", r.log_prefix, r.epoch,
-                             t.epochs, i + 1, steps, r.loss_sum / r.losses_read,
-                             (i + 1) * bs / max(last_line - started, 1e-9))
+                    progress.note(loss=f"{r.loss_sum / r.losses_read:.4f}")
+                    if progress.line_due():  # no bar: a line in the log, as a long epoch goes on
+                        log.info("%sepoch %d/%d: step %d of %d, loss %.4f, %.0f images/s", r.log_prefix, r.epoch,
+                                 t.epochs, i + 1, steps, r.loss_sum / r.losses_read, progress.rate())
                 if diverged:
                     keep = [pos for pos, r in enumerate(self.active) if r not in diverged]
                     for r, (step, loss) in diverged.items():
@@ -372,13 +366,10 @@ class Trainer:
             x = torch.stack(views) if self.engine.stacked else views[0]
         return x, data.y_train[idx]
 
-    def _progress_bar(self):
-        """tqdm's bar over a lone run's epoch, shown once the epoch has run ``trainer.progress_after`` seconds."""
+    def _progress(self) -> Progress:
+        """A lone run's epoch: at a terminal tqdm's bar, shown once the epoch has run ``trainer.progress_after``
+        seconds; otherwise (a log file, a sweep's job) a line every minute. A population shows neither."""
         r = self.active[0]
-        if len(self.active) != 1 or not r.progress:
-            return contextlib.nullcontext(None)
-        from tqdm.auto import tqdm
-
-        return tqdm(total=min(len(r.exp.data.x_train), self.steps * self.settings.batch_size),
-                    desc=f"epoch {r.epoch}/{self.settings.epochs}", unit="img", unit_scale=True,
-                    delay=self.settings.progress_after, leave=False, dynamic_ncols=True)
+        return Progress(min(len(r.exp.data.x_train), self.steps * self.settings.batch_size),
+                        f"epoch {r.epoch}/{self.settings.epochs}", bar=len(self.active) == 1 and r.progress,
+                        delay=self.settings.progress_after)
