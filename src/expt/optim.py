@@ -46,7 +46,8 @@ def one_cycle(
     """One triangular cycle over the run, stepped every batch: linear from ``lr_0 / div_factor`` up to ``lr_0`` at
     step ``round(pct_start * total_steps)``, then linear down to ``lr_0 / (div_factor * final_div_factor)`` at the
     last step (``total_steps`` comes from the run). torch's OneCycleLR does the same, but cannot run fewer than
-    about 1 / pct_start steps; this one runs any length."""
+    about 1 / pct_start steps; this one runs any length, and a run of two steps or more takes its first step
+    below the peak whenever ``pct_start`` is above 0."""
     if not 0 <= pct_start < 1:
         raise ConfigError(f"schedule.pct_start={pct_start} is not allowed: a fraction of the run in [0, 1).")
     if not (div_factor >= 1 and final_div_factor >= 1):
@@ -55,6 +56,8 @@ def one_cycle(
                           "at lr / (div_factor * final_div_factor)).")
     start, end = 1.0 / div_factor, 1.0 / (div_factor * final_div_factor)
     peak = round(pct_start * total_steps)
+    if pct_start > 0 and total_steps > 1:  # a run too short for its share of steps still warms up for one
+        peak = max(peak, 1)  # (a fresh network's first step at the full rate can diverge a 2-step run)
     fall = max(1, total_steps - 1 - peak)
 
     def factor(t: int) -> float:
