@@ -523,7 +523,8 @@ def test_a_members_logging_is_its_jobs_as_under_the_basic_launcher(tmp_path: Pat
     for launcher in ("basic", "population"):
         assert not any(path.exists() for path in logs[launcher, "disabled"]), launcher
         assert "Sanity check" not in said[launcher, "disabled"] and "Sanity check" in said[launcher, "default"]
-        assert "][expt.sanity][INFO] - Sanity check: initial loss" in said[launcher, "default"], launcher
+        member = "job 0: " if launcher == "population" else ""  # a member's lines name its job; a lone job's need not
+        assert f"][expt.sanity][INFO] - {member}Sanity check: initial loss" in said[launcher, "default"], launcher
         for path in logs[launcher, "default"]:
             text = path.read_text()
             assert text.count("Sanity check: initial loss") == 1, (launcher, text)  # its own, not the other's
@@ -539,6 +540,9 @@ def test_a_members_logging_is_its_jobs_as_under_the_basic_launcher(tmp_path: Pat
     text = shared.read_text()
     assert text.count("Sanity check: initial loss") == 2 and text.count("job 0: completed") == 1, text
     assert text.count("job 1: completed") == 1 and text.count("Testing the best model") == 2, text
+    # every line about one member names its job: its summary, its loss at init and its check, its diagnosis
+    for line in ("ConvNet (", "Sanity check: initial loss", "Initial training loss", "Diagnosis: "):
+        assert [text.count(f"job {job}: {line}") for job in (0, 1)] == [1, 1], (line, text)
 
 
 @pytest.mark.slow

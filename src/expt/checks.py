@@ -501,7 +501,7 @@ def _gradient_verdict(tensors: dict[str, dict[str, Any]], measured: dict[str, An
 
 # ----------------------------------------------------------------------------- the guard before training
 def guard(exp: Experiment, x: Optional[torch.Tensor] = None, y: Optional[torch.Tensor] = None,
-          loss: Optional[float] = None) -> None:
+          loss: Optional[float] = None, log_prefix: str = "") -> None:
     """Check 1 on a freshly built experiment, before its first step, as ``sanity.before_train`` says.
 
     ``warn`` (the default) logs a warning when the initial data loss is far from log C,
@@ -510,7 +510,8 @@ def guard(exp: Experiment, x: Optional[torch.Tensor] = None, y: Optional[torch.T
     regularizes) that the trainer measured on its training subsample (x, y) as the loss the run starts from:
     the guard judges that number and runs the model again only to explain a failure. Called on ``exp`` alone,
     it measures the data loss on up to ``GUARD_SAMPLES`` training samples itself.
-    A resumed run is not checked: its checkpoint replaces the initial weights.
+    A resumed run is not checked: its checkpoint replaces the initial weights. ``log_prefix`` names a population's
+    member in the lines logged.
     """
     cfg = exp.cfg
     mode = str(cfg.sanity.before_train).lower()
@@ -522,9 +523,10 @@ def guard(exp: Experiment, x: Optional[torch.Tensor] = None, y: Optional[torch.T
         loss = None
     check = loss_at_init(exp.model, x, y, exp.data.num_classes, float(cfg.sanity.loss_tolerance), measured=loss)
     if check.passed:
-        log.info("Sanity check: %s, expected %s.", check.summary, check.expected)
+        log.info("%sSanity check: %s, expected %s.", log_prefix, check.summary, check.expected)
         return
     message = f"Sanity check failed before training: {check.summary}, expected {check.expected}: {sentence(check.hint)}"
     if mode == "strict":
         raise SanityError(f"{message} The run stops (sanity.before_train=strict; warn trains anyway).")
-    log.warning("%s Training anyway (sanity.before_train=warn; strict stops, false skips this check).", message)
+    log.warning("%s%s Training anyway (sanity.before_train=warn; strict stops, false skips this check).", log_prefix,
+                message)

@@ -151,6 +151,9 @@ class Population:
         def job_scope(i: int):  # the launcher's context for member i's job (its Hydra config: ${hydra:...} values)
             return contexts[i]() if contexts is not None else contextlib.nullcontext()
 
+        def prefix(i: int) -> str:  # what starts each line logged about member i
+            return f"{names[i] if names is not None else f'member {i}'}: "
+
         if keys is None:
             keys = []
             for i, cfg in enumerate(cfgs):
@@ -179,13 +182,14 @@ class Population:
                     exp = build(cfg, data=raw, same_data_as=self.records[0].exp if self.records else None,
                                 validated=validated)
                     rng = capture_rng(exp.device)
-                    log.info("%s", exp.summary())
+                    log.info("%s%s", prefix(i), exp.summary())
                 scope = self._scope(rng, exp.device, functools.partial(job_scope, i))
                 sweep = sweeps[i] if sweeps is not None else SweepTrial()
                 with scope():
                     record = RunRecord(exp, run_dir, Dashboard(run_dir, cfg, sweep_context(sweep)),
                                        report=sweep.progress_report())
-                record.scope, record.log_prefix = scope, f"{names[i] if names is not None else f'member {i}'}: "
+                record.scope = scope
+                record.log_prefix = record.dashboard.log_prefix = prefix(i)
                 self.records.append(record)
                 self.rngs.append(rng)
             first = self.records[0].exp

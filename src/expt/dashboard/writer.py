@@ -160,6 +160,8 @@ class Dashboard:
     alone: the dashboard reads no environment variable). ``seconds`` adds up the time spent on each diagnostic.
     """
 
+    log_prefix = ""  # a population names its member here, as on its RunRecord
+
     def __init__(self, run_dir: Path, cfg: Optional[DictConfig] = None, context: Optional[SweepContext] = None):
         self.run_dir = Path(run_dir)
         self.cfg = cfg
@@ -471,7 +473,7 @@ class Dashboard:
             varied = set(params)
         status = str(metrics.get("status", "unknown"))
         diagnosis = diagnose(metrics.get("history") or [], status)
-        log.info("Diagnosis: %s", diagnosis.line())
+        log.info("%sDiagnosis: %s", self.log_prefix, diagnosis.line())
         params = {STATUS: status, DIAGNOSIS: diagnosis.verdict, **params}
         step = int(metrics.get("epochs_completed") or 0)
         declared = declared_columns(self.context) if self.context.multirun else None

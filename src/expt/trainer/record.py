@@ -351,12 +351,12 @@ class RunRecord:
                 measured = self.losses()
             data_loss, penalty = measured
             # judged before an earlier run's files here go, so that a strict stop leaves that run as it was
-            guard(e, *self.train_eval, data_loss)  # as sanity.before_train says: warn, strict or false
+            guard(e, *self.train_eval, data_loss, self.log_prefix)  # as sanity.before_train says: warn, strict or false
             self.forget_earlier_run()
             self.initial_loss = training_loss(data_loss, penalty)
-            log.info("Initial training loss %.4f (log C = %.4f): the data loss %.4f%s on the %d training samples "
+            log.info("%sInitial training loss %.4f (log C = %.4f): the data loss %.4f%s on the %d training samples "
                      "training accuracy is measured on; a training loss above %gx it stops the run as diverged",
-                     self.initial_loss, math.log(e.data.num_classes), data_loss,
+                     self.log_prefix, self.initial_loss, math.log(e.data.num_classes), data_loss,
                      "" if penalty is None else f" + penalty {penalty:.4f}", len(self.train_eval[1]),
                      t.divergence_factor)
         self.dashboard.start(e, self.train_eval_idx[: t.batch_size], self.epoch)
