@@ -419,10 +419,11 @@ class VmapEngine:
 
     def _logits(self, params: dict, buffers: dict, x: torch.Tensor, each: bool = False) -> torch.Tensor:
         """(members, n, classes): every member's outputs in eval mode on ``x``, shared (n, ...) or, with ``each``,
-        each member's own (members, n, ...); in chunks of :func:`~expt.predict.eval_batch` samples a member, fewer
-        where more than 8 members share a chunk."""
+        each member's own (members, n, ...); in chunks of :func:`~expt.predict.eval_batch` samples a member. On CUDA,
+        where one vmapped call runs every member's chunk at once, fewer beyond 8 members (the CPU runs the members'
+        chunks one after another)."""
         n, batch = x.shape[1] if each else x.shape[0], eval_batch(self.device)
-        chunk = max(1, min(batch, 8 * batch // len(self.records)))
+        chunk = max(1, min(batch, 8 * batch // len(self.records))) if self.device.type == "cuda" else batch
         call = over_members(lambda p, b, xs: functional_call(self.base_eval, (p, b), (xs,)),
                             (0, 0, 0 if each else None), self.device)
         parts = [call(params, buffers, x[:, i:i + chunk] if each else x[i:i + chunk]) for i in range(0, n, chunk)]
