@@ -32,8 +32,8 @@ def hydra_loader():
 def trial(lr, l2="1e-4", epochs=2, label=None, seed=0, more=()):
     """The overrides a coarse-to-fine round hands a job: values, and what the sweep tells the trial."""
     return [f"trainer.epochs={epochs}", f"optimizer.lr={lr}", f"regularization.l2={l2}", f"trainer.seed={seed}", *more,
-            "+hydra.job.env_set.EXPT_SWEEP_JOB=1",
-            f"+hydra.job.env_set.EXPT_SWEEP_LABEL='{label or f'r1 lr={lr} l2={l2}'}'"]
+            "hydra.job.env_set.EXPT_SWEEP_JOB=1",
+            f"hydra.job.env_set.EXPT_SWEEP_LABEL='{label or f'r1 lr={lr} l2={l2}'}'"]
 
 
 def composed(loader, master, overrides):

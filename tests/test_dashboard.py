@@ -118,8 +118,8 @@ def small_sweep(tmp_path_factory) -> Path:
         proc = run_cli(
             "-m", "trainer.epochs=2", "data.subset=200",
             "optimizer.lr=tag(log, choice(" + ",".join(map(str, SWEEP_LRS)) + "))",
-            f"hydra.sweep.dir={sweep_dir}", "+hydra.job.env_set.EXPT_SWEEP_ROUND=2",
-            "+hydra.job.env_set.EXPT_SWEEP_FINAL=1", cwd=root,
+            f"hydra.sweep.dir={sweep_dir}", "hydra.job.env_set.EXPT_SWEEP_ROUND=2",
+            "hydra.job.env_set.EXPT_SWEEP_FINAL=1", cwd=root,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         _SWEEPS["sweep"] = sweep_dir

@@ -67,9 +67,9 @@ def test_a_value_written_into_a_printed_command_reads_back_as_itself_through_the
 
 @pytest.mark.parametrize("label", ["r2-j013 lr=3.1e-3 l2=1.2e-4", "it's", "C:\\runs\\a", "ends\\", "1e-3"])
 def test_a_sweep_variable_is_read_back_by_hydra_as_the_same_string(label):
-    """The coarse-to-fine sweeper hands each trial its label and round as ``+hydra.job.env_set.KEY=<value>``: Hydra
+    """The coarse-to-fine sweeper hands each trial its label and round as ``hydra.job.env_set.KEY=<value>``: Hydra
     reads the value back as that string (a number too: an environment variable is text)."""
     from hydra_plugins.expt_sweeper._impl import _quote
 
-    (override,) = OverridesParser.create().parse_overrides([f"+hydra.job.env_set.EXPT_SWEEP_LABEL={_quote(label)}"])
+    (override,) = OverridesParser.create().parse_overrides([f"hydra.job.env_set.EXPT_SWEEP_LABEL={_quote(label)}"])
     assert override.value() == label

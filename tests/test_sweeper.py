@@ -347,6 +347,23 @@ def test_plugin_is_discovered_by_expt(tmp_path: Path) -> None:
     assert "CoarseToFineSweeper" in done.stdout
 
 
+def test_expt_declares_what_a_sweep_tells_its_trials() -> None:
+    """expt's config declares, empty, every variable the sweeper sets for a trial: the sweeper then sets them as
+    Hydra settings, which the launchers leave out of their job lines, and empty they read as no sweep."""
+    from hydra import compose, initialize_config_module
+
+    import expt.config  # noqa: F401  (registers the schema with Hydra's ConfigStore)
+    from expt.pruning import MedianRule
+    from expt.sweep_env import SweepTrial
+
+    every = SweepTrial(round=1, job=2, final=True, label="r1-j002 lr=0.1", progress=Path("progress.jsonl"),
+                       rule=MedianRule())
+    with initialize_config_module(config_module="expt.conf", version_base="1.3"):
+        env_set = compose("config", return_hydra_config=True).hydra.job.env_set
+    assert sorted(every.variables()) == sorted(env_set)
+    assert SweepTrial.read(env_set) == SweepTrial()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]],
                          ids=["basic", "joblib"])
@@ -360,6 +377,9 @@ def test_a_sweep_of_expt_prunes_trials_behind_their_round(tmp_path: Path, launch
         "hydra.sweeper.rounds=[{trials:6,top_k:2,overrides:['trainer.epochs=3']}]", *launcher,
         cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
+    # the launcher's job lines show each trial's overrides, not what the sweeper tells it through env_set
+    launched = [line for line in (done.stdout + done.stderr).splitlines() if " : model=mlp " in line]
+    assert len(launched) == 6 and not any("env_set" in line for line in launched), launched
     lines = records(out)
     assert sorted(r["job"] for r in lines) == list(range(6))
     for r in lines:

@@ -1,7 +1,7 @@
 """Each job's config as Hydra's ``load_sweep_config`` composes it, read from the config files once a shape.
 
 The trials of a sweep round differ in the values they set (``optimizer.lr=3.1e-4`` against
-``optimizer.lr=1.2e-3``, the sweeper's ``+hydra.job.env_set.EXPT_SWEEP_LABEL=...``), not in what
+``optimizer.lr=1.2e-3``, the sweeper's ``hydra.job.env_set.EXPT_SWEEP_LABEL=...``), not in what
 they compose. Hydra composes every job from its files: the defaults list, the YAML, the schema, about
 0.1 s of CPU for expt's config. :class:`Composer` composes the first job of each *shape* that way;
 a later job of the same shape is that config with the job's values set by Hydra's own code for

@@ -244,7 +244,8 @@ class CoarseToFineSweeperImpl(Sweeper):
                             "the pinpoint stage" if round_number == PINPOINT_ROUND else f"round {round_number}")
 
     def _environment(self, search: CoarseToFineSearch, spec: TrialSpec) -> List[str]:
-        """What each trial's own process (any launcher) is told through ``hydra.job.env_set``."""
+        """What each trial's own process (any launcher) is told through ``hydra.job.env_set``: without ``+`` where
+        the config declares the key, as expt's does (Hydra's launchers leave such settings out of their job lines)."""
         label = trial_name(spec.round, spec.job, [
             f"{name.rsplit('.', 1)[-1]}={search.space[name].format(value)}" if name in search.space
             else f"{name.rsplit('.', 1)[-1]}={value}" for name, value in spec.values.items()])
@@ -253,7 +254,9 @@ class CoarseToFineSweeperImpl(Sweeper):
         trial = SweepTrial(round=spec.round, job=spec.job, final=search.is_final(spec.round), label=label,
                            progress=self.sweep_dir / PROGRESS_FILE if prune else None,
                            rule=MedianRule(pruning.min_trials, pruning.warmup_epochs) if prune else None)
-        return [f"+hydra.job.env_set.{key}={_quote(value)}" for key, value in trial.variables().items()]
+        declared = OmegaConf.select(self.config, "hydra.job.env_set", default=None) or {}
+        return [f"{'' if key in declared else '+'}hydra.job.env_set.{key}={_quote(value)}"
+                for key, value in trial.variables().items()]
 
     def _launch(self, search: CoarseToFineSearch, batch: List[TrialSpec]) -> Sequence[JobReturn]:
         assert self.recorder is not None
