@@ -1010,6 +1010,19 @@ def test_board_on_a_port_in_use_says_so(tmp_path):
     assert "pick another port, or leave out --port" in lines[0]
 
 
+def test_board_help_says_what_it_serves_and_where_tensorboard_options_go(capsys):
+    """``python -m expt.board --help`` in plain words: what it serves, and that TensorBoard's own options follow
+    ``--`` (which only the module's docstring used to say)."""
+    from expt.board import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--help"])
+    said = " ".join(capsys.readouterr().out.split())
+    assert stop.value.code == 0 and "``" not in said
+    assert "TensorBoard on the newest run or sweep under ./outputs and ./multirun, or on DIR" in said
+    assert "Arguments after -- go to TensorBoard itself, e.g. python -m expt.board -- --samples_per_plugin" in said
+
+
 # ----------------------------------------------------------------------------- presets: every group choice can be overridden
 CONF = Path(str(importlib.resources.files("expt.conf")))  # conf/, wherever expt is installed
 PRESETS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))

@@ -210,7 +210,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, extra = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(prog="python -m expt.board", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m expt.board",
+        description="TensorBoard on the newest run or sweep under ./outputs and ./multirun, or on DIR; each run "
+                    "under its readable name.",
+        epilog="Arguments after -- go to TensorBoard itself, e.g. python -m expt.board -- --samples_per_plugin "
+               "images=100. Plain tensorboard --logdir DIR shows the same runs.")
     parser.add_argument("dir", nargs="?", type=Path, help="a run, a sweep, or a directory to search (default: ./outputs and ./multirun)")
     parser.add_argument("--port", type=int, default=None, help="port to serve on (default: a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
