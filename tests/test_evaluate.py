@@ -580,25 +580,35 @@ def test_ctrl_c_during_an_evaluation_says_interrupted_and_exits_130(tmp_path: Pa
 
 def test_a_long_evaluation_says_how_far_it_has_gone_and_counts_every_image(seeds, tmp_path, monkeypatch, capsys):
     """Scoring every run on large splits in each view set takes minutes on a CPU: without a terminal (a log file)
-    the command writes a line a minute. With a line after every view, the counts add up to the total announced:
-    each run on validation in every view of ``shift`` (five) and once without views for its own row, then the k
-    chosen runs in the chosen views on test."""
+    the command writes a line a minute. With a line after every view, each phase's counts add up to the total it
+    announced: each run on validation in every view of ``shift`` (five) and once without views for its own row,
+    then the k chosen runs in the chosen views on test."""
     from expt import progress
 
     sweep = copy_runs(seeds, tmp_path / "sweep", names=("0", "1", "2"))
     monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)  # every view is "a minute later"
     assert evaluate.main([str(sweep), "--tta", "shift"]) == 0
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("evaluating: ")]
-    counts = [[int(n.replace(",", "")) for n in re.findall(r"[\d,]+(?= of | images)", line)] for line in lines]
+    said = capsys.readouterr().err.splitlines()
     data = load_data(expt.load(sweep / "0").config.data)
     choice = json.loads((sweep / evaluate.EVALUATION_FILE).read_text())["choice"]
     views = len(predict.TTA_VIEWS[choice["tta"]])
-    total = 3 * (5 + 1) * len(data.y_val) + choice["k"] * views * len(data.y_test)
-    assert len(lines) == 3 * (5 + 1) + choice["k"] * views, lines
-    assert counts[-1] == [total, total] and [c[0] for c in counts] == sorted(c[0] for c in counts), lines
+    phases = [("evaluating on validation: ", 3 * (5 + 1), len(data.y_val)),
+              ("testing the choice: ", choice["k"] * views, len(data.y_test))]
+    assert [line.split(": ")[0] for line in said if " of " in line] == [
+        what[:-2] for what, passes, _ in phases for _ in range(passes)], said  # validation first, then test
+    for what, passes, images in phases:
+        lines = [line for line in said if line.startswith(what)]
+        counts = [[int(n.replace(",", "")) for n in re.findall(r"[\d,]+(?= of | images \()", line)] for line in lines]
+        assert [c[0] for c in counts] == [images * (i + 1) for i in range(passes)], lines
+        assert {c[1] for c in counts} == {images * passes}, lines
+        assert all(line.endswith(" images/s") for line in lines), lines
 
 
-def test_at_a_terminal_an_evaluation_draws_a_bar_and_leaves_no_line_in_the_output(seeds, tmp_path, monkeypatch):
+@pytest.mark.parametrize("after", [0.0, 3600.0], ids=["bar", "too short for a bar"])
+def test_at_a_terminal_an_evaluation_draws_a_bar_and_leaves_no_line_in_the_output(seeds, tmp_path, monkeypatch,
+                                                                                  after):
+    """A bar once a phase has run ``PROGRESS_AFTER`` seconds (0: from the first image on), taken off at its end;
+    an evaluation shorter than that draws nothing at all (no bar left on the screen before the table)."""
     import fcntl
     import os
     import pty
@@ -609,7 +619,7 @@ def test_at_a_terminal_an_evaluation_draws_a_bar_and_leaves_no_line_in_the_outpu
     sweep = copy_runs(seeds, tmp_path / "sweep")
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # 40 rows, 120 columns
-    monkeypatch.setattr(evaluate, "PROGRESS_AFTER", 0.0)  # tiny splits: the bar from the first image on
+    monkeypatch.setattr(evaluate, "PROGRESS_AFTER", after)
     monkeypatch.setenv("TQDM_MININTERVAL", "0")  # tqdm draws on every update, on any machine
     monkeypatch.setenv("TQDM_MINITERS", "1")
     with open(follower, "w", closefd=True) as terminal:
@@ -617,7 +627,13 @@ def test_at_a_terminal_an_evaluation_draws_a_bar_and_leaves_no_line_in_the_outpu
         evaluate.evaluate_ensembles(sweep, tta=["none"], progress=True)
         terminal.flush()
         os.set_blocking(leader, False)
-        screen = os.read(leader, 1 << 20).decode(errors="replace")  # before the terminal closes
+        try:  # before the terminal closes
+            screen = os.read(leader, 1 << 20).decode(errors="replace")
+        except BlockingIOError:  # nothing was written
+            screen = ""
     os.close(leader)
-    assert "evaluating:" in screen and "img/s" in screen, screen
-    assert "a second" not in screen  # the bar, not the lines a log file gets
+    if after:
+        assert screen == "", screen
+    else:
+        assert "evaluating on validation:" in screen and "testing the choice:" in screen and "img/s" in screen, screen
+        assert "images (each" not in screen  # the bar, not the lines a log file gets

@@ -481,8 +481,8 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     written (a read-only directory) is listed in the result's ``not_written`` with the reason, and the
     result is returned all the same.
 
-    With ``progress``, the images scored so far are shown on stderr: a bar at a terminal once the scoring has run
-    :data:`PROGRESS_AFTER` seconds, elsewhere a line a minute.
+    With ``progress``, the images scored so far are shown on stderr, on validation and then in the test of the
+    choice: a bar at a terminal once the scoring has run :data:`PROGRESS_AFTER` seconds, elsewhere a line a minute.
     """
     directory = Path(directory)
     check_view_names(tta, "--tta")  # a misspelt view before every checkpoint is read
@@ -499,13 +499,18 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
     # every member on validation in each view set (and without views, for its own row), then the choice on test
     y_val, y_test = data.y_val, data.y_test
     n_val = len(ranked) * (sum(len(TTA_VIEWS[v]) for v in tta) + ("none" not in tta)) * len(y_val)
-    scored = Progress(n_val, "evaluating", bar=progress and sys.stderr.isatty(), delay=PROGRESS_AFTER)
+    phases: list[tuple[str, Progress]] = []  # validation, then the choice on test: each counted to its own total
+
+    def phase(what: str, total: int) -> Progress:
+        phases.append((what, Progress(total, what, bar=progress and sys.stderr.isatty(), delay=PROGRESS_AFTER)))
+        return phases[-1][1]
 
     def advance(n: int) -> None:
+        what, scored = phases[-1]
         scored.advance(n)
         if progress and scored.line_due():
-            print(f"evaluating: {scored.done:,} of {scored.total:,} images (a test-time view counts as one), "
-                  f"{scored.rate():,.0f} a second", file=sys.stderr, flush=True)
+            print(f"{what}: {scored.done:,} of {scored.total:,} images (each test-time view counts as an image), "
+                  f"{scored.rate():,.0f} images/s", file=sys.stderr, flush=True)
 
     def probs(member: Member, split: str, views: str) -> torch.Tensor:
         p = member.predictor
@@ -520,14 +525,14 @@ def evaluate_ensembles(directory: str | Path, top: Optional[int] = None, tta: Se
         test = {key: m.metrics.get(key) for key in ("best_val_acc", "test_acc", "test_loss")}  # tested in training
         return {"run_dir": str(m.run_dir), "val_acc": val_acc, "val_loss": val_loss, **test}
 
-    with scored:
+    with phase("evaluating on validation", n_val):
         val = {(i, v): probs(m, "val", v) for i, m in enumerate(ranked) for v in tta}
         candidates, choice = _choose_on_validation(val, y_val, tta,
                                                    [top] if top is not None else range(1, len(ranked) + 1))
         k, views = choice["k"], choice["tta"]
-        scored.grow(k * len(TTA_VIEWS[views]) * len(y_test))
+        rows = [member_row(i, m) for i, m in enumerate(ranked)]  # a run without views: counted in n_val
+    with phase("testing the choice", k * len(TTA_VIEWS[views]) * len(y_test)):
         test_loss, test_acc = nll_and_accuracy(sum(probs(m, "test", views) for m in ranked[:k]) / k, y_test)
-        rows = [member_row(i, m) for i, m in enumerate(ranked)]
     chosen = {"k": k, "tta": views, "members": [_relative(m.run_dir, directory) for m in ranked[:k]],
               "ranked_by": "epoch, newest first" if snapshots else "validation accuracy"}
     result = {

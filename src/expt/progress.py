@@ -42,13 +42,6 @@ class Progress(contextlib.AbstractContextManager):
         if self.bar is not None:
             self.bar.set_postfix(values, refresh=False)
 
-    def grow(self, n: int) -> None:
-        """``n`` more units to do than ``total`` said (work whose size is known only as it goes)."""
-        self.total += n
-        if self.bar is not None:
-            self.bar.total = self.total
-            self.bar.refresh()
-
     def line_due(self) -> bool:
         """Without a bar, whether :data:`LINE_SECONDS` have passed since the work began or since the last line
         (then the caller writes one, and the next is due a minute later); with a bar, never."""
