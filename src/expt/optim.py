@@ -47,7 +47,8 @@ def one_cycle(
     step ``round(pct_start * total_steps)``, then linear down to ``lr_0 / (div_factor * final_div_factor)`` at the
     last step (``total_steps`` comes from the run). torch's OneCycleLR does the same, but cannot run fewer than
     about 1 / pct_start steps; this one runs any length, and a run of two steps or more takes its first step
-    below the peak whenever ``pct_start`` is above 0."""
+    below the peak whenever ``pct_start`` is above 0 (a run of exactly two steps then ends at the peak: too short
+    to fall)."""
     if not 0 <= pct_start < 1:
         raise ConfigError(f"schedule.pct_start={pct_start} is not allowed: a fraction of the run in [0, 1).")
     if not (div_factor >= 1 and final_div_factor >= 1):

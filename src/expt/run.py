@@ -64,7 +64,7 @@ def train(cfg: DictConfig, run_dir: str | Path | None = None, sweep: SweepTrial 
 
     Returns the metrics dict (also saved as ``metrics.json``). ``metrics["objective"]`` is
     the best validation accuracy, or 0.0 (the worst) when the run diverged. ``sweep``: where the run
-    stands in a sweep; by default what the sweep's environment variables say (none outside a sweep).
+    stands in a sweep; by default what the sweep's environment variables say (empty outside a sweep: none).
     """
     cfg = on_schema(cfg)  # a config loaded from a run's .hydra/config.yaml, or a dict, as compose types it
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir()

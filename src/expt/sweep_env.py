@@ -5,7 +5,9 @@ so they reach the trial's own process under any launcher. The trial's edge reads
 (:meth:`SweepTrial.read`: ``expt.run.train`` from its process's environment, the population launcher
 from each job's ``env_set``) and hands plain values on: the trainer gets the early-stopping report
 (:meth:`SweepTrial.progress_report`), the dashboard the round and label (``sweep_context``). Nothing
-else reads these variables. Outside a sweep none is set and :meth:`SweepTrial.read` gives ``SweepTrial()``.
+else reads these variables. expt's config declares them empty (so the sweeper sets them without ``+``, and the
+launchers' job lines leave them out): outside a sweep they are empty or unset, and :meth:`SweepTrial.read` gives
+``SweepTrial()``.
 """
 
 from __future__ import annotations

@@ -368,7 +368,8 @@ class Trainer:
 
     def _progress(self) -> Progress:
         """A lone run's epoch: at a terminal tqdm's bar, shown once the epoch has run ``trainer.progress_after``
-        seconds; otherwise (a log file, a sweep's job) a line every minute. A population shows neither."""
+        seconds; otherwise (a log file, a sweep's job) a line every minute. A population shows no bar, and its lines
+        only once one member is left training."""
         r = self.active[0]
         return Progress(min(len(r.exp.data.x_train), self.steps * self.settings.batch_size),
                         f"epoch {r.epoch}/{self.settings.epochs}", bar=len(self.active) == 1 and r.progress,
