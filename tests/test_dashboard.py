@@ -1191,3 +1191,21 @@ def test_an_event_file_from_a_clock_ahead_does_not_hold_a_run_back(tmp_path):
             "wait_to_sort_after([Path(sys.argv[1])])")
     assert subprocess.run([sys.executable, "-c", code, str(ahead)], timeout=120).returncode == 0
 
+
+
+def test_a_model_graph_tracing_cannot_follow_is_named_as_missing_by_its_member(tmp_path, caplog):
+    """The run trains without its graph and says why; in a population the line names the member's job, as its
+    other lines do."""
+    import logging
+
+    cfg = expt.compose(["data.subset=100", *(f"dashboard.{k}=false" for k in ("summary", "histograms", "filters",
+                                                                               "update_ratio"))])
+    exp = build(cfg)
+    exp.model.forward = lambda x: {"logits": 1}  # tracing takes tensors out only
+    board = dashboard.Dashboard(tmp_path, cfg)
+    board.log_prefix = "job 3: "
+    with caplog.at_level(logging.WARNING):
+        board.start(exp, torch.arange(2))
+        board.close()  # after the dashboard's thread has traced
+    said = [r.getMessage() for r in caplog.records if "No model graph" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("job 3: No model graph in TensorBoard: tracing ConvNet failed ("), said

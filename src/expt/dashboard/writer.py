@@ -266,8 +266,8 @@ class Dashboard:
                     warnings.simplefilter("ignore")
                     self.writer.add_graph(model, example)
             except Exception as exc:  # a model that cannot be traced still trains; say why the graph is missing
-                log.warning("No model graph in TensorBoard: tracing %s failed (%s: %s)", name, type(exc).__name__,
-                            str(exc).splitlines()[0] if str(exc) else "")
+                log.warning("%sNo model graph in TensorBoard: tracing %s failed (%s: %s)", self.log_prefix, name,
+                            type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
 
         self.background.submit("the model graph", trace)
 
@@ -397,7 +397,7 @@ class Dashboard:
                 summary.value.append(migrated)
             self.writer.file_writer.add_summary(summary, epoch)
         except ImportError as exc:  # SummaryWriter encodes images with Pillow
-            log.warning("No filter images in TensorBoard (%s); install pillow to get them.", exc)
+            log.warning("%sNo filter images in TensorBoard (%s); install pillow to get them.", self.log_prefix, exc)
             self.settings.filters = False
 
     def _write_histograms(self, epoch: int) -> None:
