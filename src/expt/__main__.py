@@ -32,17 +32,14 @@ def run(cfg: DictConfig) -> float:
     the coarse-to-fine sweeper records from Hydra's ``JobReturn``.
     """
     with interrupts_after():  # PyTorch's first import: a Ctrl-C then stops the run once torch has loaded
-        from expt.run import train
+        from expt.run import in_sweep, train
         from expt.status import RunResult
     if cfg.mode == "sanity":
         from expt.sanity import run_checks  # its libraries are loaded by now
 
         report = run_checks(cfg)
         if not report["passed"]:
-            from hydra.core.hydra_config import HydraConfig
-            from hydra.types import RunMode
-
-            if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:  # this job fails alone
+            if in_sweep():  # this job fails alone
                 from expt.job_errors import SanityChecksFailed
 
                 failed = [c["title"] for c in report["checks"] if not c["passed"]]

@@ -99,9 +99,13 @@ def _another_sweepers(sweep_dir: Path) -> bool:
         written = yaml.safe_load((sweep_dir / MULTIRUN_FILE).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
         return False
-    sweeper = OmegaConf.select(OmegaConf.create(written), "hydra.sweeper._target_", default="") \
-        if isinstance(written, dict) else ""
-    return "expt_sweeper" not in str(sweeper) and any(sweep_dir.glob(f"*/{METRICS_FILE}"))
+    return not (isinstance(written, dict) and _searches(OmegaConf.create(written))) \
+        and any(sweep_dir.glob(f"*/{METRICS_FILE}"))
+
+
+def _searches(config: Any) -> bool:
+    """Whether ``config``'s sweeper is the coarse-to-fine one."""
+    return "expt_sweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
 
 
 class OutputDirCheck(Callback):
@@ -156,7 +160,7 @@ class OutputDirCheck(Callback):
         if sweep_dir is None:
             return
         sweep_dir = Path(str(sweep_dir))
-        searching = "expt_sweeper" in str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+        searching = _searches(config)
         if not searching and (sweep_dir / RECORDS_FILE).is_file():
             message = (f"hydra.sweep.dir={str(sweep_dir)!r} holds a coarse_to_fine search ({RECORDS_FILE}); this "
                        "multirun's jobs would replace its trials. Give this multirun another hydra.sweep.dir, or add "
